@@ -1,0 +1,114 @@
+/* runtime.h: the whole C runtime of wasmtf's examples (there is no libc).
+ *
+ * The compiler force-includes this header (`-include runtime.h`) into every
+ * example. A program talks to the outside world through exactly two doors
+ * (SPEC section 5):
+ *   - input:  `void compute(const char *input)` receives a NUL-terminated
+ *             string that the prompt placed in memory;
+ *   - output: `putchar(c)`, which calls the one allowed import,
+ *             `env.output_byte`, and becomes the `output` instruction.
+ *
+ * Cost model. The transformer natively executes add, sub, comparisons, loads
+ * and stores. Multiplication, division, remainder, and/or/xor and shifts are
+ * lowered by the front end to loops of ~32 steps (hundreds of instructions),
+ * so these helpers use none of them: print_int subtracts powers of ten
+ * (at most 9 subtractions per digit) and parse_int multiplies by ten with
+ * additions.
+ */
+
+__attribute__((import_module("env"), import_name("output_byte")))
+void output_byte(int byte);
+
+/* Prints the low 8 bits of c; returns c, like the C library's putchar. */
+static inline int putchar(int c) {
+    output_byte(c);
+    return c;
+}
+
+/* Number of bytes before the terminating NUL. */
+static int str_len(const char *s) {
+    const char *end = s;
+    while (*end != 0) end++;
+    return (int)(end - s);
+}
+
+static void print_str(const char *s) {
+    for (; *s != 0; s++) putchar(*s);
+}
+
+/* Powers of ten that fit in 32 bits, largest first; 0 ends the table. */
+static const unsigned POWERS_OF_TEN[] = {
+    1000000000u, 100000000u, 10000000u, 1000000u, 100000u,
+    10000u, 1000u, 100u, 10u, 1u, 0u,
+};
+
+/* Prints n in decimal. Each digit is found by counting how many times its
+ * power of ten can be subtracted (at most 9 times), so no division is needed.
+ * INT_MIN works: its magnitude 2^31 fits in an unsigned int. */
+static void print_int(int n) {
+    unsigned magnitude = (unsigned)n;
+    if (n < 0) {
+        putchar('-');
+        magnitude = 0u - magnitude;
+    }
+    if (magnitude == 0) {
+        putchar('0');
+        return;
+    }
+    const unsigned *power = POWERS_OF_TEN;
+    while (*power > magnitude) power++;           /* skip leading zeros */
+    for (; *power != 0; power++) {
+        int digit = 0;
+        while (magnitude >= *power) {
+            magnitude -= *power;
+            digit++;
+        }
+        putchar('0' + digit);
+    }
+}
+
+/* Returns a + b as one `i32.add`. The empty asm statement hides b's value
+ * from the optimizer, which would otherwise rewrite x + x as a shift and a
+ * sum of shifts as a multiplication (both expensive here). */
+static inline int add(int a, int b) {
+    __asm__("" : "+r"(b));
+    return a + b;
+}
+
+/* Returns 10 * x with additions only: 10x = 8x + 2x. */
+static inline int times_ten(int x) {
+    int twice = add(x, x);
+    int four_times = add(twice, twice);
+    int eight_times = add(four_times, four_times);
+    return add(eight_times, twice);
+}
+
+/* Space, tab, newline and the other control characters count as spaces.
+ * (A chain of == tests would be compiled into a bitmask test.) */
+static inline int is_space(int c) {
+    return c > 0 && c <= ' ';
+}
+
+static inline int is_digit(int c) {
+    return c >= '0' && c <= '9';
+}
+
+/* Reads a decimal integer at *text: skips spaces, accepts one optional '-',
+ * then digits. Advances *text past what it read; returns 0 if there are no
+ * digits. Overflow wraps around (no check). */
+static int parse_int(const char **text) {
+    const char *p = *text;
+    while (is_space(*p)) p++;
+    int negative = 0;
+    if (*p == '-') {
+        negative = 1;
+        p++;
+    }
+    int value = 0;
+    while (is_digit(*p)) {
+        value = times_ten(value) + (*p - '0');
+        p++;
+    }
+    *text = p;
+    return negative ? -value : value;
+}
