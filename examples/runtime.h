@@ -32,8 +32,12 @@ static int str_len(const char *s) {
     return (int)(end - s);
 }
 
+/* Prints the str_len(s) bytes of s. (A single loop "print while not NUL"
+ * would make clang mask each byte with `& 255`, which is expensive here.) */
 static void print_str(const char *s) {
-    for (; *s != 0; s++) putchar(*s);
+    const unsigned char *byte = (const unsigned char *)s;
+    const unsigned char *end = byte + str_len(s);
+    for (; byte != end; byte++) putchar(*byte);
 }
 
 /* Powers of ten that fit in 32 bits, largest first; 0 ends the table. */
