@@ -1,13 +1,26 @@
 """The trace language of the computer inside a transformer, and its reference interpreter.
 
-This module is the executable definition of ../shared/spec/SPEC.md sections 1-4:
-the token vocabulary, the flat instruction set, the program file, and the
-trace that executing a program writes, one token group per instruction.
+This module is the executable definition of spec/SPEC.md sections 1-4 (with
+this project's decisions, SPEC 4.8): the token vocabulary, the flat
+instruction set, the program file, and the trace that executing a program
+writes, one token group per instruction. Read it top to bottom:
 
-Contents, top to bottom:
   1. the instruction set (SPEC 3.1, plus wasmtf's `trap`, SPEC 4.8)
   2. the token vocabulary (SPEC 1) and the spelling of each token family
+  3. program files: reading, validating and writing them (SPEC 2.1, 3.3)
+  4. the reference interpreter: one small step function per opcode, each
+     emitting its token group (SPEC 3.2, 4.1, 4.3, 4.8)
+  5. trace files and trace tools: layout (SPEC 2.3), groups, output,
+     a readable instruction-level view, and a diff of two traces
+  6. the `reference` command (`python wasmtf.py reference FILE`)
+
+Costs: reading a program is O(N) in its N instructions plus O(N) per
+function for the static `return` check; the interpreter spends O(1) per
+executed instruction (about 1-2 microseconds in CPython, see
+benchmarks/reference_speed.py) and allocates a 16 MiB memory per run.
 """
+import re
+import sys
 
 # ---------------------------------------------------------------------------
 # 1. The instruction set
@@ -114,3 +127,932 @@ def _build_vocabulary():
 VOCAB = _build_vocabulary()  # 916 tokens: transformer-vm's 915 plus `trap`
 TOKEN_ID = {token: index for index, token in enumerate(VOCAB)}
 STOP_TOKENS = ("halt", "trap")
+
+
+# ---------------------------------------------------------------------------
+# 3. Program files (SPEC 2.1): `{`, five tokens per instruction, `}`, input section
+# ---------------------------------------------------------------------------
+# An instruction is a tuple (opcode_name, immediate) with 0 <= immediate < 2**32.
+# In a file the immediate is four byte tokens, least-significant byte first.
+
+TOKENS_PER_INSTRUCTION = 5  # the opcode name, then the immediate's 4 bytes
+WORD_BYTES = 4              # every value and immediate is a 32-bit word
+BYTE_BITS = 8
+BYTE_VALUES = 1 << BYTE_BITS         # 256
+WORD_MODULUS = 1 << (WORD_BYTES * BYTE_BITS)  # 2**32: arithmetic is mod this
+SIGN_BIT = WORD_MODULUS >> 1         # 2**31: a word >= this is negative
+LOCALS_PER_FRAME = 256               # SPEC 4.8 d5: indices 0..255, all zeroed per frame
+PROGRAM_START, PROGRAM_END = "{", "}"
+INPUT_END = commit_token(+0, 0, 0)   # closes the input section, after its NUL byte
+NUL = 0
+FORBIDDEN_OPCODES = ("global.get", "global.set")  # SPEC 4.8: globals live in memory
+BRANCHES = ("br", "br_if", "call")   # immediates that are relative targets (SPEC 3.3)
+LOCAL_OPCODES = ("local.get", "local.set", "local.tee")
+MAX_REPORTED_PROBLEMS = 10           # a longer list of problems is cut with "... and N more"
+HEX_BYTE = re.compile(r"[0-9a-f]{2}")  # the only spelling of an immediate byte
+
+
+class ProgramError(ValueError):
+    """A bad program file or program: the message names each problem and where it is."""
+
+
+def to_signed(word):
+    """The two's-complement reading of a 32-bit word: 0xffffffff -> -1."""
+    return word - WORD_MODULUS if word >= SIGN_BIT else word
+
+
+def word_bytes(word):
+    """The 4 bytes of a word, least significant first (little endian)."""
+    return [(word >> (BYTE_BITS * k)) & (BYTE_VALUES - 1) for k in range(WORD_BYTES)]
+
+
+def branch_target(index, immediate):
+    """Where `br`/`br_if`/`call` at `index` goes (SPEC 3.3): index + 1 + signed(imm)."""
+    return index + 1 + to_signed(immediate)
+
+
+def _raise_problems(problems):
+    if len(problems) > MAX_REPORTED_PROBLEMS:
+        hidden = len(problems) - MAX_REPORTED_PROBLEMS
+        problems = problems[:MAX_REPORTED_PROBLEMS] + ["... and %d more" % hidden]
+    raise ProgramError("; ".join(problems))
+
+
+def _where(index):
+    """Instruction `index` and the prompt position of its opcode token."""
+    return "instruction %d (token %d)" % (index, TOKENS_PER_INSTRUCTION * index + 1)
+
+
+def _instruction_problems(instructions):
+    """Problems of each instruction on its own: names, immediates, placement."""
+    problems = []
+    if not instructions:
+        problems.append("the program has no instructions")
+    for index, instruction in enumerate(instructions):
+        if not (isinstance(instruction, tuple) and len(instruction) == 2):
+            problems.append("%s: %r is not an (opcode, immediate) pair" % (_where(index), instruction))
+            continue
+        opcode, immediate = instruction
+        if opcode in FORBIDDEN_OPCODES:
+            problems.append("%s: %s is not allowed in a program (SPEC 4.8: globals live in memory)"
+                            % (_where(index), opcode))
+        elif opcode not in STACK_DELTA:
+            problems.append("%s: unknown opcode %r" % (_where(index), opcode))
+        elif opcode == "input_base" and index != 0:
+            problems.append("%s: input_base may only be instruction 0" % _where(index))
+        if not (isinstance(immediate, int) and 0 <= immediate < WORD_MODULUS):
+            problems.append("%s: immediate %r is not an unsigned 32-bit integer" % (_where(index), immediate))
+        elif opcode in LOCAL_OPCODES and immediate >= LOCALS_PER_FRAME:
+            problems.append("%s: %s %d, but a frame has locals 0..%d"
+                            % (_where(index), opcode, immediate, LOCALS_PER_FRAME - 1))
+    return problems
+
+
+def _flow_successors(instructions, index):
+    """Instructions that can run right after `index` inside the same function.
+
+    A `call` continues at index + 1 (the callee returns there); `return`,
+    `halt` and `trap` end the path.
+    """
+    opcode, immediate = instructions[index]
+    if opcode in ("return", "halt", "trap"):
+        return []
+    if opcode == "br":
+        return [branch_target(index, immediate)]
+    if opcode == "br_if":
+        return [branch_target(index, immediate), index + 1]
+    return [index + 1]
+
+
+def _return_problems(instructions):
+    """The static `return` check (SPEC 3.3, 4.8).
+
+    The entries of functions are instruction 0 (main) and every `call` target.
+    From each entry F we follow the flow inside the function (branches both
+    ways, over calls); every `return` R reached must carry (F - R - 1) mod 2**32.
+    Decisions: a `return` reachable from main is invalid (main ends with
+    `halt`); one reachable from two entries is invalid (it can only carry one
+    immediate); one reachable from no entry is dead code and is not checked
+    (the interpreter checks every executed `return` again, so nothing wrong
+    can run). Running off the last instruction is allowed (execution stops).
+    """
+    count = len(instructions)
+    entries = sorted({0} | {branch_target(i, imm) for i, (op, imm) in enumerate(instructions)
+                            if op == "call" and 0 <= branch_target(i, imm) < count})
+    owners = {}  # return index -> entries it is reachable from
+    for entry in entries:
+        seen = {entry}
+        pending = [entry]
+        while pending:
+            index = pending.pop()
+            if instructions[index][0] == "return":
+                owners.setdefault(index, []).append(entry)
+            for successor in _flow_successors(instructions, index):
+                if successor < count and successor not in seen:
+                    seen.add(successor)
+                    pending.append(successor)
+    problems = []
+    for index in sorted(owners):
+        entry_list = owners[index]
+        immediate = instructions[index][1]
+        if entry_list[0] == 0:
+            problems.append("%s: return is reachable from the main function, which must end with halt"
+                            % _where(index))
+        elif len(entry_list) > 1:
+            problems.append("%s: return is reachable from the functions at %s; it can carry only one "
+                            "F-R-1" % (_where(index), " and ".join(str(e) for e in entry_list)))
+        elif immediate != (entry_list[0] - index - 1) % WORD_MODULUS:
+            problems.append("%s: return immediate is %d, expected F-R-1 = %d-%d-1 = %d for the function "
+                            "at %d" % (_where(index), to_signed(immediate), entry_list[0], index,
+                                       entry_list[0] - index - 1, entry_list[0]))
+    return problems
+
+
+def program_problems(instructions, input_bytes=None):
+    """Every reason why `instructions` (+ input) is not a valid program; [] if it is."""
+    problems = _instruction_problems(instructions)
+    if problems:
+        return problems
+    count = len(instructions)
+    for index, (opcode, immediate) in enumerate(instructions):
+        if opcode in BRANCHES:
+            target = branch_target(index, immediate)
+            if not 0 <= target < count:
+                problems.append("%s: %s target %d is outside the program (instructions 0..%d)"
+                                % (_where(index), opcode, target, count - 1))
+            elif target == 0 and instructions[0][0] == "input_base":
+                problems.append("%s: %s jumps to input_base (instruction 0), which runs once, as the prompt"
+                                % (_where(index), opcode))
+    if input_bytes is not None:
+        if instructions[0][0] != "input_base":
+            problems.append("an input is given but instruction 0 is not input_base")
+        elif instructions[0][1] + len(input_bytes) + 1 > MEMORY_SIZE:
+            problems.append("the input (%d bytes + NUL at address %d) does not fit in the %d-byte memory"
+                            % (len(input_bytes), instructions[0][1], MEMORY_SIZE))
+    return problems + _return_problems(instructions)
+
+
+def check_program(instructions, input_bytes=None):
+    """Raise ProgramError listing every problem of the program, if any."""
+    problems = program_problems(instructions, input_bytes)
+    if problems:
+        _raise_problems(problems)
+
+
+def has_input_section(instructions):
+    """A program whose instruction 0 is `input_base` always has an input section (SPEC 4.8 d3)."""
+    return bool(instructions) and instructions[0][0] == "input_base"
+
+
+def input_section_tokens(input_bytes):
+    """The input section: each byte (character or hex), the NUL, `commit(+0,sts=0,bt=0)`."""
+    return [input_token(value) for value in input_bytes] + [byte_token(NUL), INPUT_END]
+
+
+def program_tokens(instructions, input_bytes=None):
+    """The prompt: `{`, opcode + 4 immediate bytes per instruction, `}`, input section."""
+    check_program(instructions, input_bytes)
+    tokens = [PROGRAM_START]
+    for opcode, immediate in instructions:
+        tokens.append(opcode)
+        tokens.extend(byte_token(value) for value in word_bytes(immediate))
+    tokens.append(PROGRAM_END)
+    if has_input_section(instructions):
+        tokens.extend(input_section_tokens(input_bytes or b""))
+    return tokens
+
+
+def format_program(instructions, input_bytes=None):
+    """The program file text (one instruction per line, then the input section)."""
+    return format_trace_file(program_tokens(instructions, input_bytes), [])
+
+
+def _split_with_lines(text):
+    """Whitespace-separated tokens and the 1-based line number of each."""
+    tokens, lines = [], []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        for token in line.split():
+            tokens.append(token)
+            lines.append(line_number)
+    return tokens, lines
+
+
+def _input_byte_value(token):
+    """The byte an input-section token stands for, or None: `A` (an alias) or `41` (hex)."""
+    if len(token) == 1 and FIRST_PRINTABLE <= ord(token) <= LAST_PRINTABLE and token not in "{}":
+        return ord(token)
+    if HEX_BYTE.fullmatch(token):
+        return int(token, 16)
+    return None
+
+
+def parse_program(text):
+    """Read a program file: (instructions, input_bytes or None). Raises ProgramError.
+
+    The body is everything between the first token `{` and the last `}`
+    (SPEC 2.1). After `}` comes the input section, only when instruction 0 is
+    `input_base`; a file without one gives input None (run as empty input).
+    """
+    tokens, lines = _split_with_lines(text)
+
+    def where(position):
+        return "token %d (line %d)" % (position, lines[position])
+
+    if not tokens:
+        raise ProgramError("empty program file: expected '{' as token 0")
+    if tokens[0] != PROGRAM_START:
+        raise ProgramError("%s: the file must start with '{', found %r" % (where(0), tokens[0]))
+    if PROGRAM_END not in tokens:
+        raise ProgramError("missing '}': the program after '{' is never closed")
+    close = len(tokens) - 1 - tokens[::-1].index(PROGRAM_END)
+    problems = []
+    body_length = close - 1
+    if body_length % TOKENS_PER_INSTRUCTION:
+        problems.append("%s: the %d tokens between '{' and '}' are not a multiple of %d "
+                        "(an opcode and 4 immediate bytes per instruction)"
+                        % (where(close), body_length, TOKENS_PER_INSTRUCTION))
+    instructions = []
+    for start in range(1, close - TOKENS_PER_INSTRUCTION + 1, TOKENS_PER_INSTRUCTION):
+        opcode = tokens[start]
+        index = len(instructions)
+        if opcode in FORBIDDEN_OPCODES:
+            problems.append("%s: %s is not allowed in a program (SPEC 4.8: globals live in memory)"
+                            % (where(start), opcode))
+        elif opcode not in STACK_DELTA:
+            problems.append("%s: %r is not an opcode (instruction %d starts here)" % (where(start), opcode, index))
+        elif opcode == "input_base" and index != 0:
+            problems.append("%s: input_base may only be instruction 0, found at instruction %d"
+                            % (where(start), index))
+        immediate_tokens = tokens[start + 1:start + TOKENS_PER_INSTRUCTION]
+        for offset, token in enumerate(immediate_tokens, start=1):
+            if not HEX_BYTE.fullmatch(token):
+                problems.append("%s: immediate byte %r of instruction %d is not two lower-case hex digits"
+                                % (where(start + offset), token, index))
+        if all(HEX_BYTE.fullmatch(token) for token in immediate_tokens):
+            immediate = sum(int(token, 16) << (BYTE_BITS * k) for k, token in enumerate(immediate_tokens))
+            instructions.append((opcode, immediate))
+    section = tokens[close + 1:]
+    input_bytes = None
+    if section:
+        if not has_input_section(instructions):
+            problems.append("%s: tokens after '}', but only an input_base program has an input section"
+                            % where(close + 1))
+        elif section[-2:] != [byte_token(NUL), INPUT_END]:
+            problems.append("%s: the input section must end with '00 %s'" % (where(len(tokens) - 1), INPUT_END))
+        else:
+            values = [_input_byte_value(token) for token in section[:-2]]
+            for offset, value in enumerate(values):
+                if value is None:
+                    problems.append("%s: %r is not an input byte (a character 0x21..0x7e other than braces, "
+                                    "or two lower-case hex digits)" % (where(close + 1 + offset), section[offset]))
+            input_bytes = bytes(value for value in values if value is not None)
+    if problems:
+        _raise_problems(problems)
+    check_program(instructions, input_bytes)
+    return instructions, input_bytes
+
+
+def read_program(path):
+    """parse_program of a file; the error message starts with the file's name."""
+    with open(path) as file:
+        text = file.read()
+    try:
+        return parse_program(text)
+    except ProgramError as error:
+        raise ProgramError("%s: %s" % (path, error)) from None
+
+
+# ---------------------------------------------------------------------------
+# 4. The reference interpreter (SPEC 3.2, 4.1, 4.3, 4.8)
+# ---------------------------------------------------------------------------
+# The machine: pc, an operand stack of 32-bit words (stored unsigned), 256
+# locals per frame, a call stack of frames, a 16 MiB little-endian memory and
+# the output. Each opcode has a step function `step(machine, pc, immediate)`
+# that changes the state, appends the opcode's token group to the trace and
+# returns the next pc (or STOPPED). `input_base` appends nothing: its group
+# (the input section) is part of the prompt.
+
+MEMORY_SIZE = 1 << 24     # 16 MiB (SPEC 4.8); touching a byte at or past it traps
+DEFAULT_MAX_STEPS = 10_000_000  # about 50 million trace tokens, tens of seconds of CPython
+STOPPED = -1              # the "next pc" of halt and trap
+UNMARKED, MARKED = 0, 1
+
+BYTE_TOKENS = ([byte_token(v) for v in range(BYTE_VALUES)],                 # [value] -> `hh`
+               [byte_token(v, marked=True) for v in range(BYTE_VALUES)])    # [value] -> `hh'`
+OUT_TOKENS = [out_token(v) for v in range(BYTE_VALUES)]
+# The commit token that ends each opcode's group, from the opcode table (bt = 0) ...
+COMMIT = {name: commit_token(STACK_DELTA[name], STORES_TO_STACK[name], 0) for name in OPCODES}
+# ... and the one that ends a taken `br`/`br_if` (bt = 1: the 4 bytes before it are a jump).
+COMMIT_TAKEN = {name: commit_token(STACK_DELTA[name], STORES_TO_STACK[name], 1) for name in ("br", "br_if")}
+BRANCH_TAKEN, CALL_COMMIT, RETURN_COMMIT = "branch_taken", "call_commit", "return_commit"
+
+
+class ExecutionError(RuntimeError):
+    """The program did something the machine cannot do (e.g. pop an empty stack)."""
+
+
+class StepLimitExceeded(RuntimeError):
+    """The run reached max_steps; `.machine` holds the state at that point."""
+
+    def __init__(self, message, machine):
+        super().__init__(message)
+        self.machine = machine
+
+
+class Frame:
+    """A call in progress: where to return, the caller's locals, the call's immediate, the callee's entry."""
+    __slots__ = ("return_pc", "caller_locals", "call_immediate", "entry")
+
+    def __init__(self, return_pc, caller_locals, call_immediate, entry):
+        self.return_pc = return_pc
+        self.caller_locals = caller_locals
+        self.call_immediate = call_immediate
+        self.entry = entry
+
+
+class Machine:
+    """The state of the reference machine (SPEC 3.2)."""
+    __slots__ = ("instructions", "pc", "stack", "locals", "frames", "memory", "output", "trace",
+                 "steps", "status")
+
+    def __init__(self, instructions):
+        self.instructions = instructions
+        self.pc = 0
+        self.stack = []                          # words, top of stack last
+        self.locals = [0] * LOCALS_PER_FRAME     # the current frame's locals
+        self.frames = []                         # Frame per call in progress
+        self.memory = bytearray(MEMORY_SIZE)     # zero-initialised
+        self.output = bytearray()
+        self.trace = []                          # the tokens generated after the prompt
+        self.steps = 0                           # instructions executed
+        self.status = "running"                  # then "halt", "trap" or "end" (ran past the last instruction)
+
+    def describe(self):
+        """A short report of the state: pc, instruction, stack, locals, output."""
+        if 0 <= self.pc < len(self.instructions):
+            opcode, immediate = self.instructions[self.pc]
+            at = "%s %d" % (opcode, to_signed(immediate))
+        else:
+            at = "past the last instruction"
+        nonzero = {i: to_signed(v) for i, v in enumerate(self.locals) if v}
+        return ("status %s after %d steps, pc %d (%s), call depth %d, stack (top last) %s, "
+                "nonzero locals %s, output %r"
+                % (self.status, self.steps, self.pc, at, len(self.frames),
+                   [to_signed(v) for v in self.stack[-8:]], nonzero, bytes(self.output)))
+
+
+def emit_word(trace, word, marks=(UNMARKED,) * WORD_BYTES):
+    """Append the 4 byte tokens of `word`, byte k marked when marks[k] (SPEC 4.3)."""
+    for k in range(WORD_BYTES):
+        trace.append(BYTE_TOKENS[marks[k]][(word >> (BYTE_BITS * k)) & (BYTE_VALUES - 1)])
+
+
+def emit_bytewise(trace, a, b, subtract):
+    """Append the bytes of a + b (or a - b) mod 2**32, computed byte by byte:
+    byte k is marked when its position carries (or borrows) into byte k+1 (SPEC 4.3)."""
+    carry = 0
+    for k in range(WORD_BYTES):
+        a_k = (a >> (BYTE_BITS * k)) & (BYTE_VALUES - 1)
+        b_k = (b >> (BYTE_BITS * k)) & (BYTE_VALUES - 1)
+        total = a_k - b_k - carry if subtract else a_k + b_k + carry
+        carry = 1 if total < 0 or total >= BYTE_VALUES else 0
+        trace.append(BYTE_TOKENS[carry][total % BYTE_VALUES])
+
+
+# -- constants, locals, stack ------------------------------------------------
+
+def step_const(m, pc, imm):
+    """i32.const C: push C; group `C0 C1 C2 C3 commit(+1,sts=1,bt=0)`."""
+    m.stack.append(imm)
+    emit_word(m.trace, imm)
+    m.trace.append(COMMIT["i32.const"])
+    return pc + 1
+
+
+def step_local_get(m, pc, imm):
+    """local.get i: push L[i]; group = its bytes + commit(+1,sts=1,bt=0)."""
+    value = m.locals[imm]
+    m.stack.append(value)
+    emit_word(m.trace, value)
+    m.trace.append(COMMIT["local.get"])
+    return pc + 1
+
+
+def step_local_set(m, pc, imm):
+    """local.set i: L[i] <- pop; group = the popped bytes + commit(-1,sts=0,bt=0)."""
+    value = m.stack.pop()
+    m.locals[imm] = value
+    emit_word(m.trace, value)
+    m.trace.append(COMMIT["local.set"])
+    return pc + 1
+
+
+def step_local_tee(m, pc, imm):
+    """local.tee i: L[i] <- top (no pop); group = its bytes + commit(+0,sts=0,bt=0)."""
+    value = m.stack[-1]
+    m.locals[imm] = value
+    emit_word(m.trace, value)
+    m.trace.append(COMMIT["local.tee"])
+    return pc + 1
+
+
+def step_drop(m, pc, imm):
+    """drop: pop; group `commit(-1,sts=0,bt=0)`."""
+    m.stack.pop()
+    m.trace.append(COMMIT["drop"])
+    return pc + 1
+
+
+def step_select(m, pc, imm):
+    """select: pop c, pop b, pop a; push (a if c != 0 else b)."""
+    condition, b, a = m.stack.pop(), m.stack.pop(), m.stack.pop()
+    result = a if condition else b
+    m.stack.append(result)
+    emit_word(m.trace, result)
+    m.trace.append(COMMIT["select"])
+    return pc + 1
+
+
+# -- arithmetic and comparisons ----------------------------------------------
+
+def step_add(m, pc, imm):
+    """i32.add: pop b, pop a; push (a + b) mod 2**32; bytes carry-marked."""
+    b, a = m.stack.pop(), m.stack.pop()
+    m.stack.append((a + b) % WORD_MODULUS)
+    emit_bytewise(m.trace, a, b, subtract=False)
+    m.trace.append(COMMIT["i32.add"])
+    return pc + 1
+
+
+def step_sub(m, pc, imm):
+    """i32.sub: pop b, pop a; push (a - b) mod 2**32; bytes borrow-marked."""
+    b, a = m.stack.pop(), m.stack.pop()
+    m.stack.append((a - b) % WORD_MODULUS)
+    emit_bytewise(m.trace, a, b, subtract=True)
+    m.trace.append(COMMIT["i32.sub"])
+    return pc + 1
+
+
+def step_eqz(m, pc, imm):
+    """i32.eqz: pop a; push 1 if a == 0 else 0."""
+    result = 1 if m.stack.pop() == 0 else 0
+    m.stack.append(result)
+    emit_word(m.trace, result)
+    m.trace.append(COMMIT["i32.eqz"])
+    return pc + 1
+
+
+# The test of each comparison, on the two popped words (a below, b on top).
+COMPARISONS = {
+    "i32.eq": lambda a, b: a == b,
+    "i32.ne": lambda a, b: a != b,
+    "i32.lt_u": lambda a, b: a < b,
+    "i32.gt_u": lambda a, b: a > b,
+    "i32.le_u": lambda a, b: a <= b,
+    "i32.ge_u": lambda a, b: a >= b,
+    "i32.lt_s": lambda a, b: to_signed(a) < to_signed(b),
+    "i32.gt_s": lambda a, b: to_signed(a) > to_signed(b),
+    "i32.le_s": lambda a, b: to_signed(a) <= to_signed(b),
+    "i32.ge_s": lambda a, b: to_signed(a) >= to_signed(b),
+}
+
+
+def comparison_step(opcode):
+    """The step of a comparison: pop b, pop a; push 1 or 0; commit(-1,sts=1,bt=0)."""
+    test = COMPARISONS[opcode]
+    commit = COMMIT[opcode]
+
+    def step(m, pc, imm):
+        b, a = m.stack.pop(), m.stack.pop()
+        result = 1 if test(a, b) else 0
+        m.stack.append(result)
+        emit_word(m.trace, result)
+        m.trace.append(commit)
+        return pc + 1
+    return step
+
+
+# -- memory ------------------------------------------------------------------
+
+def out_of_bounds(address, offset, width):
+    """SPEC 4.8: the access touches a byte at or past 2**24 (address + offset not wrapped)."""
+    return address + offset + width > MEMORY_SIZE
+
+
+def trap(m):
+    """End the run with the `trap` token."""
+    m.trace.append("trap")
+    m.status = "trap"
+    return STOPPED
+
+
+def load_step(opcode, width, signed):
+    """The step of a load of `width` bytes: pop address; push the value read.
+
+    Signed loads sign-extend and mark their fill bytes when the value is
+    negative: all 4 bytes for load8_s, bytes 1..3 for load16_s (SPEC 4.3).
+    """
+    commit = COMMIT[opcode]
+    sign_threshold = 1 << (BYTE_BITS * width - 1)           # 0x80 or 0x8000
+    fill = WORD_MODULUS - (1 << (BYTE_BITS * width))          # 0xffffff00 or 0xffff0000
+    negative_marks = (MARKED,) * WORD_BYTES if width == 1 else (UNMARKED,) + (MARKED,) * (WORD_BYTES - 1)
+
+    def step(m, pc, imm):
+        address = m.stack.pop()
+        if out_of_bounds(address, imm, width):
+            return trap(m)
+        start = address + imm
+        value = int.from_bytes(m.memory[start:start + width], "little")
+        marks = (UNMARKED,) * WORD_BYTES
+        if signed and value >= sign_threshold:
+            value += fill
+            marks = negative_marks
+        m.stack.append(value)
+        emit_word(m.trace, value, marks)
+        m.trace.append(commit)
+        return pc + 1
+    return step
+
+
+def store_step(opcode, width):
+    """The step of a store of `width` bytes: pop value, pop address; write the
+    low bytes of the value little endian; group = those bytes + commit(-2,sts=0,bt=0)."""
+    commit = COMMIT[opcode]
+
+    def step(m, pc, imm):
+        value, address = m.stack.pop(), m.stack.pop()
+        if out_of_bounds(address, imm, width):
+            return trap(m)
+        start = address + imm
+        low_bytes = word_bytes(value)[:width]
+        m.memory[start:start + width] = bytes(low_bytes)
+        m.trace.extend(BYTE_TOKENS[UNMARKED][v] for v in low_bytes)
+        m.trace.append(commit)
+        return pc + 1
+    return step
+
+
+# -- control flow ------------------------------------------------------------
+
+def step_br(m, pc, imm):
+    """br T: jump to pc + 1 + signed(T); group `branch_taken T0..T3 commit(+0,sts=0,bt=1)`."""
+    m.trace.append(BRANCH_TAKEN)
+    emit_word(m.trace, imm)
+    m.trace.append(COMMIT_TAKEN["br"])
+    return branch_target(pc, imm)
+
+
+def step_br_if(m, pc, imm):
+    """br_if T: pop c; if c != 0 jump like br (commit bt=1), else `commit(-1,sts=0,bt=0)`."""
+    if m.stack.pop():
+        m.trace.append(BRANCH_TAKEN)
+        emit_word(m.trace, imm)
+        m.trace.append(COMMIT_TAKEN["br_if"])
+        return branch_target(pc, imm)
+    m.trace.append(COMMIT["br_if"])
+    return pc + 1
+
+
+def step_call(m, pc, imm):
+    """call T: save the frame, start the callee with zeroed locals (SPEC 4.8 d4).
+    Group `branch_taken T0..T3 call_commit` (the call's own immediate)."""
+    target = branch_target(pc, imm)
+    m.frames.append(Frame(pc + 1, m.locals, imm, target))
+    m.locals = [0] * LOCALS_PER_FRAME
+    m.trace.append(BRANCH_TAKEN)
+    emit_word(m.trace, imm)
+    m.trace.append(CALL_COMMIT)
+    return target
+
+
+def step_return(m, pc, imm):
+    """return R: restore the caller's locals and jump back after the call.
+
+    Group `branch_taken J0..J3 return_commit`: J = imm_return - imm_call
+    byte by byte with borrow marks, which equals (return_pc - R - 1) mod 2**32
+    because imm_return = F - R - 1 and imm_call = F - C - 1 (SPEC 3.3).
+    """
+    if not m.frames:
+        raise ProgramError("%s: return in the main function (no call in progress)" % _where(pc))
+    frame = m.frames.pop()
+    expected = (frame.entry - pc - 1) % WORD_MODULUS
+    if imm != expected:
+        raise ProgramError("%s: return immediate is %d, expected F-R-1 = %d for the function at %d"
+                           % (_where(pc), to_signed(imm), to_signed(expected), frame.entry))
+    m.locals = frame.caller_locals
+    m.trace.append(BRANCH_TAKEN)
+    emit_bytewise(m.trace, imm, frame.call_immediate, subtract=True)
+    m.trace.append(RETURN_COMMIT)
+    return frame.return_pc
+
+
+# -- output, input, halt, trap -------------------------------------------------
+
+def step_output(m, pc, imm):
+    """output: pop v; print byte v mod 256; group `out(c)` (it pops, SPEC 4.8 d1)."""
+    value = m.stack.pop() % BYTE_VALUES
+    m.output.append(value)
+    m.trace.append(OUT_TOKENS[value])
+    return pc + 1
+
+
+def step_input_base(m, pc, imm):
+    """input_base A: the input and its NUL are already in memory at A (written by
+    `execute` from the prompt's input section, which is this instruction's group)."""
+    return pc + 1
+
+
+def step_halt(m, pc, imm):
+    """halt: stop; group `halt`."""
+    m.trace.append("halt")
+    m.status = "halt"
+    return STOPPED
+
+
+def step_trap(m, pc, imm):
+    """trap (wasmtf, SPEC 4.8): stop; group `trap`."""
+    return trap(m)
+
+
+STEP = {
+    "halt": step_halt, "return": step_return, "call": step_call, "br": step_br, "br_if": step_br_if,
+    "drop": step_drop, "select": step_select,
+    "local.get": step_local_get, "local.set": step_local_set, "local.tee": step_local_tee,
+    "i32.load": load_step("i32.load", 4, signed=False),
+    "i32.load8_s": load_step("i32.load8_s", 1, signed=True),
+    "i32.load8_u": load_step("i32.load8_u", 1, signed=False),
+    "i32.load16_s": load_step("i32.load16_s", 2, signed=True),
+    "i32.load16_u": load_step("i32.load16_u", 2, signed=False),
+    "i32.store": store_step("i32.store", 4),
+    "i32.store8": store_step("i32.store8", 1),
+    "i32.store16": store_step("i32.store16", 2),
+    "i32.const": step_const, "i32.eqz": step_eqz,
+    "i32.add": step_add, "i32.sub": step_sub,
+    "output": step_output, "input_base": step_input_base, "trap": step_trap,
+}
+STEP.update({opcode: comparison_step(opcode) for opcode in COMPARISONS})
+# (global.get / global.set have no step: program files may not contain them, SPEC 4.8.)
+
+
+def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
+    """Run a program on the reference machine; return the final Machine.
+
+    machine.trace holds the tokens generated after the prompt; machine.status
+    is "halt", "trap", or "end" when pc ran past the last instruction (the
+    run just stops there: no stop token). Raises ProgramError for an invalid
+    program, ExecutionError for a stack underflow, StepLimitExceeded after
+    max_steps instructions.
+    """
+    check_program(instructions, input_bytes)
+    m = Machine(instructions)
+    if has_input_section(instructions):
+        address = instructions[0][1]
+        placed = bytes(input_bytes or b"") + bytes([NUL])
+        m.memory[address:address + len(placed)] = placed
+    program = [(STEP[opcode], immediate) for opcode, immediate in instructions]  # decoded once
+    count = len(program)
+    pc = 0
+    steps = 0
+    try:
+        while 0 <= pc < count:
+            if steps == max_steps:
+                m.pc, m.steps = pc, steps
+                raise StepLimitExceeded("step limit of %d instructions reached: %s"
+                                        % (max_steps, m.describe()), m)
+            step, immediate = program[pc]
+            next_pc = step(m, pc, immediate)
+            steps += 1
+            if next_pc == STOPPED:
+                break
+            pc = next_pc
+        else:
+            m.status = "end"
+    except IndexError:  # list.pop() on an empty operand stack
+        m.pc, m.steps = pc, steps
+        raise ExecutionError("stack underflow: %s" % m.describe()) from None
+    m.pc, m.steps = pc, steps
+    return m
+
+
+def run_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
+    """The reference trace: the tokens after the prompt, ending with `halt` or `trap`."""
+    return execute(instructions, input_bytes, max_steps).trace
+
+
+# ---------------------------------------------------------------------------
+# 5. Trace files and trace tools (SPEC 2.3, 4.1)
+# ---------------------------------------------------------------------------
+# A group is the tokens of one executed instruction; it ends with a terminal
+# token. `branch_taken` also ends a line of a *_ref.txt file, but not a group.
+
+def is_group_end(token):
+    """Does `token` end an instruction's group? (commit, out, call/return commits, halt, trap)"""
+    return (token.startswith("commit(") or token.startswith("out(")
+            or token in (CALL_COMMIT, RETURN_COMMIT) or token in STOP_TOKENS)
+
+
+def ends_line(token):
+    """Does a *_ref.txt line break follow `token`? Group ends and `branch_taken` (SPEC 2.3)."""
+    return is_group_end(token) or token == BRANCH_TAKEN
+
+
+def format_trace_file(prompt_tokens, trace_tokens):
+    """The *_ref.txt layout: `{`, one line per instruction, `}`, then the input
+    section and the trace with a line break after every terminal token."""
+    close = prompt_tokens.index(PROGRAM_END)
+    lines = [PROGRAM_START]
+    for start in range(1, close, TOKENS_PER_INSTRUCTION):
+        lines.append(" ".join(prompt_tokens[start:start + TOKENS_PER_INSTRUCTION]))
+    lines.append(PROGRAM_END)
+    line = []
+    for token in list(prompt_tokens[close + 1:]) + list(trace_tokens):
+        line.append(token)
+        if ends_line(token):
+            lines.append(" ".join(line))
+            line = []
+    if line:
+        lines.append(" ".join(line))
+    return "\n".join(lines) + "\n"
+
+
+def parse_trace_file(text):
+    """Read a *_ref.txt file: (instructions, input_bytes or None, trace tokens after the prompt)."""
+    tokens = text.split()
+    if PROGRAM_END not in tokens:
+        raise ProgramError("missing '}': not a trace file")
+    close = tokens.index(PROGRAM_END)
+    prompt_end = close + 1
+    if prompt_end < len(tokens) and tokens[1] == "input_base":
+        prompt_end = tokens.index(INPUT_END, close) + 1
+    instructions, input_bytes = parse_program(" ".join(tokens[:prompt_end]))
+    return instructions, input_bytes, tokens[prompt_end:]
+
+
+def split_groups(tokens):
+    """The trace as a list of groups (lists of tokens); an unfinished last group is kept."""
+    groups, group = [], []
+    for token in tokens:
+        group.append(token)
+        if is_group_end(token):
+            groups.append(group)
+            group = []
+    if group:
+        groups.append(group)
+    return groups
+
+
+def byte_value(token):
+    """The value of a byte token `hh` or `hh'`, else None."""
+    return int(token[:2], 16) if HEX_BYTE.fullmatch(token.rstrip("'")) else None
+
+
+def out_value(token):
+    """The byte an `out(c)` token prints: `out(A)` -> 0x41, `out(0a)` -> 0x0a."""
+    inner = token[len("out("):-1]
+    return ord(inner) if len(inner) == 1 else int(inner, 16)
+
+
+def output_bytes(tokens):
+    """The program's output: the bytes of the `out(...)` tokens, in order."""
+    return bytes(out_value(token) for token in tokens if token.startswith("out("))
+
+
+def commit_stack_delta(token):
+    """SD of a group's terminal token: from `commit(SD,...)`; `out` pops (-1, SPEC 4.8 d1); else 0."""
+    if token.startswith("commit("):
+        return int(token[len("commit("):token.index(",")])
+    return -1 if token.startswith("out(") else 0
+
+
+def is_jump(token):
+    """Terminal tokens whose 4 preceding bytes are a relative jump (SPEC 4.2)."""
+    return token.endswith("bt=1)") or token in (CALL_COMMIT, RETURN_COMMIT)
+
+
+def walk_trace(instructions, trace_tokens):
+    """Replay a trace against its program, one record per group, without executing:
+    pc and depths come from the tokens alone (SPEC 4.2), so a wrong trace can be read too.
+
+    Each record: dict(step, pc, opcode, immediate, group, value, stack_depth,
+    call_depth, output). value = the little-endian number of the group's bytes.
+    If instruction 0 is input_base, the walk starts at pc 1 (its group is the prompt).
+    """
+    pc = 1 if has_input_section(instructions) else 0
+    stack_depth, call_depth, output = 0, 0, bytearray()
+    for step, group in enumerate(split_groups(trace_tokens)):
+        opcode, immediate = instructions[pc] if 0 <= pc < len(instructions) else ("?", 0)
+        values = [byte_value(token) for token in group if byte_value(token) is not None]
+        value = sum(v << (BYTE_BITS * k) for k, v in enumerate(values)) if values else None
+        terminal = group[-1]
+        stack_depth += commit_stack_delta(terminal)
+        call_depth += {CALL_COMMIT: 1, RETURN_COMMIT: -1}.get(terminal, 0)
+        if terminal.startswith("out("):
+            output.append(out_value(terminal))
+        yield dict(step=step, pc=pc, opcode=opcode, immediate=immediate, group=group, value=value,
+                   stack_depth=stack_depth, call_depth=call_depth, output=bytes(output))
+        if terminal in STOP_TOKENS or not is_group_end(terminal):
+            return
+        pc = pc + 1 + (to_signed(value) if is_jump(terminal) and value is not None else 0)
+
+
+def _describe_value(record):
+    value = record["value"]
+    if value is None:
+        return ""
+    if is_jump(record["group"][-1]):
+        return "-> pc %d" % (record["pc"] + 1 + to_signed(value))
+    return "%d" % to_signed(value) if value >= SIGN_BIT else "%d" % value
+
+
+def describe_record(record):
+    """One line of describe_trace."""
+    instruction = "%s %d" % (record["opcode"], to_signed(record["immediate"]))
+    return "%6d %6d  %-22s %-44s %-14s %5d %5d  %r" % (
+        record["step"], record["pc"], instruction, " ".join(record["group"]), _describe_value(record),
+        record["stack_depth"], record["call_depth"], record["output"][-16:])
+
+
+DESCRIBE_HEADER = "%6s %6s  %-22s %-44s %-14s %5s %5s  %s" % (
+    "step", "pc", "instruction", "group", "value", "stack", "calls", "output so far (last 16 bytes)")
+
+
+def describe_trace(instructions, trace_tokens):
+    """An instruction-level table of a trace: step, pc, instruction, its group,
+    the decoded value (signed; jump targets as `-> pc`), stack and call depth
+    (relative to the start), output so far."""
+    lines = [DESCRIBE_HEADER]
+    lines.extend(describe_record(record) for record in walk_trace(instructions, trace_tokens))
+    return "\n".join(lines)
+
+
+def diff_traces(expected, actual, instructions=None, context=3):
+    """None if the token lists are equal, else a report of the first divergence:
+    the token index, the group (and pc/instruction when `instructions` is given),
+    `context` groups before it, and the expected and actual groups from there."""
+    if list(expected) == list(actual):
+        return None
+    first = next((i for i, (e, a) in enumerate(zip(expected, actual)) if e != a), min(len(expected), len(actual)))
+    expected_groups, actual_groups = split_groups(expected), split_groups(actual)
+    group_index, tokens_before = 0, 0
+    while group_index < len(expected_groups) and tokens_before + len(expected_groups[group_index]) <= first:
+        tokens_before += len(expected_groups[group_index])
+        group_index += 1
+
+    def show(tokens, groups):
+        if instructions is None:
+            return ["%6d  %s" % (i, " ".join(g)) for i, g in groups]
+        records = list(walk_trace(instructions, tokens))
+        return [describe_record(records[i]) for i, _ in groups]
+
+    def window(tokens, groups, start, stop):
+        return show(tokens, [(i, groups[i]) for i in range(start, min(stop, len(groups)))])
+
+    got = repr(actual[first]) if first < len(actual) else "the end of the trace"
+    wanted = repr(expected[first]) if first < len(expected) else "the end of the trace"
+    lines = ["traces diverge at token %d (group %d): expected %s, got %s" % (first, group_index, wanted, got)]
+    if instructions is not None:
+        lines.append(DESCRIBE_HEADER)
+    lines.append("common context:")
+    lines += window(expected, expected_groups, group_index - context, group_index)
+    lines.append("expected:")
+    lines += window(expected, expected_groups, group_index, group_index + context)
+    lines.append("actual:")
+    lines += window(actual, actual_groups, group_index, group_index + context)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# 6. The `reference` command
+# ---------------------------------------------------------------------------
+EXIT_OK, EXIT_FAILED_RUN, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def command_reference(path, input_text=None, max_steps=DEFAULT_MAX_STEPS):
+    """`python wasmtf.py reference FILE [--input STR]`: print prompt + reference
+    trace in the *_ref.txt layout. --input replaces the file's input section.
+    Exit code 0 after `halt`, 1 for a trapped or failed run, 2 for bad input."""
+    try:
+        instructions, input_bytes = read_program(path)
+        if input_text is not None:
+            input_bytes = input_text.encode("utf-8")
+        prompt = program_tokens(instructions, input_bytes)
+    except (OSError, ProgramError) as error:
+        print("error: %s" % error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        machine = execute(instructions, input_bytes, max_steps)
+    except StepLimitExceeded as error:
+        sys.stdout.write(format_trace_file(prompt, error.machine.trace))
+        print("error: %s" % error, file=sys.stderr)
+        return EXIT_FAILED_RUN
+    except (ProgramError, ExecutionError) as error:
+        print("error: %s" % error, file=sys.stderr)
+        return EXIT_FAILED_RUN
+    sys.stdout.write(format_trace_file(prompt, machine.trace))
+    if machine.status == "trap":
+        print("trapped at %s" % _where(machine.pc), file=sys.stderr)
+        return EXIT_FAILED_RUN
+    if machine.status == "end":
+        print("error: ran past the last instruction without halt", file=sys.stderr)
+        return EXIT_FAILED_RUN
+    return EXIT_OK
