@@ -1,0 +1,712 @@
+"""wasmtf: run a compiled transformer, token by token, in plain NumPy.
+
+The model is a standard decoder (SPEC 7.1): embedding plus three positional
+features, L layers of attention with 2-D heads and a ReGLU feed-forward, and
+an argmax output head, all in float64, no normalisation, no biases. Its
+weights are compiled, not trained (compile_weights.py); this file only runs
+them. Every attention head is *hard*: it returns the value of the key with
+the largest score q.k (SPEC 9), which a convex-hull cache (hull.py) answers
+in O(log t) amortized per token instead of O(t).
+
+Shape glossary
+    V  vocabulary size          D  residual width (even)
+    L  layers                   H  heads = D // 2, each of width 2
+    F  feed-forward width       T  tokens (positions) so far
+    A  active heads of a layer  (heads whose output can be non-zero)
+
+The model dict (produced by compile_weights.py, read and written by load/save):
+    vocab       list[str]         V token strings in id order
+    embed       float64[V, D]     token embedding rows
+    layers      L dicts:
+      w_qkv     float64[3D, D]    rows 0..D-1 queries, D..2D-1 keys, 2D..3D-1
+                                  values; head h uses rows 2h, 2h+1 of each block
+      w_out     float64[D, D]     attention output projection
+      w_in      float64[2F, D]    rows 0..F-1 gates (ReLU'd), F..2F-1 values
+      w_ffo     float64[D, F]     feed-forward output projection
+      tie_latest bool[H]          tie mode per head: latest (True) / average
+    head        float64[V, D]     logits = head @ x
+    stop_ids    list[int]         generation stops after one of these
+    slot_names  list[str]         D residual slot names ('' where unnamed)
+    erase       optional          model.bin's informational erase lists
+
+Costs per token: L products of sizes 6A x D, D x 2A, 2F x D, D x F, one V x D
+product for the logits, and per active head one cache insert and one query
+(hull: O(log T) amortized; brute: O(T); softmax: O(T), vectorised).
+
+Contents: 1. the forward pass  2. caches and generation  3. batched form
+4. model files  5. the hand-compiled demo model  6. the command line.
+"""
+import argparse
+import math
+import struct
+import sys
+import zipfile
+
+import numpy as np
+
+HEAD_WIDTH = 2                  # every head reads and writes 2 residual slots
+INV_LN2 = 1 / math.log(2)       # inv_log_pos(p) = 1/ln 2 - 1/ln(p+2), SPEC 7.1
+HARD_K = 1e10                   # query rows carry HARD_K * sqrt(2) (SPEC 7.1)
+DEFAULT_MAX_NEW_TOKENS = 1_000_000
+
+
+class ModelFileError(ValueError):
+    """A model file (or model dict) that is truncated or inconsistent."""
+
+
+# ---------------------------------------------------------------------------
+# 1. The forward pass
+# ---------------------------------------------------------------------------
+
+def inv_log_pos(p):
+    """The positional feature of slot 1: 0 at p = 0, rising towards 1/ln 2."""
+    return INV_LN2 - 1 / math.log(p + 2)
+
+
+def embed_position(embed, token_id, p):
+    """SPEC 7.1 step 1: the token's embedding row plus the positional features."""
+    x = embed[token_id].copy()  # [D]
+    x[0] += p
+    x[1] += inv_log_pos(p)
+    x[2] += p * p
+    return x  # [D]
+
+
+def feed_forward(w_in, w_ffo, x):
+    """ReGLU: gate = f[:F], value = f[F:], g = max(gate, 0) * value; x [D] or [T, D]."""
+    n_neurons = w_in.shape[0] // 2                      # F
+    f = x @ w_in.T                                      # [.., D] @ [D, 2F] -> [.., 2F]
+    g = np.maximum(f[..., :n_neurons], 0.0) * f[..., n_neurons:]  # [.., F]
+    return g @ w_ffo.T                                  # [.., F] @ [F, D] -> [.., D]
+
+
+def head_rows(D, h):
+    """Rows of w_qkv read by head h, in the order qx, qy, kx, ky, vx, vy."""
+    return [block * D + HEAD_WIDTH * h + i for block in range(3) for i in range(HEAD_WIDTH)]
+
+
+def active_heads(layer):
+    """Heads whose output can be non-zero: value rows and output columns not all zero.
+
+    A head with zero value rows returns 0 whatever it attends to (the average or
+    the latest of zeros), so skipping it is exact. A head with a zero query but
+    non-zero values is NOT skippable: it averages over every position."""
+    D = layer["w_out"].shape[0]
+    heads = []
+    for h in range(D // HEAD_WIDTH):
+        cols = slice(HEAD_WIDTH * h, HEAD_WIDTH * (h + 1))
+        values = layer["w_qkv"][2 * D + HEAD_WIDTH * h:2 * D + HEAD_WIDTH * (h + 1)]  # [2, D]
+        if values.any() and layer["w_out"][:, cols].any():
+            heads.append(h)
+    return heads
+
+
+def prepare(model):
+    """Precompute, per layer, the weights restricted to active heads and live neurons.
+
+    A plan layer holds w_heads [6A, D] (rows qx qy kx ky vx vy per active head),
+    w_out_heads [D, 2A], and w_in [2F', D], w_ffo [D, F'] for the F' neurons
+    whose gate, value and output are all non-zero. Dropping exact zeros does
+    not change any result, only the (unspecified) summation order of BLAS."""
+    D = model["embed"].shape[1]
+    layers = []
+    for layer in model["layers"]:
+        heads = active_heads(layer)
+        rows = [r for h in heads for r in head_rows(D, h)]
+        out_cols = [HEAD_WIDTH * h + i for h in heads for i in range(HEAD_WIDTH)]
+        F = layer["w_ffo"].shape[1]
+        gates, values = layer["w_in"][:F], layer["w_in"][F:]  # [F, D] each
+        live = gates.any(axis=1) & values.any(axis=1) & layer["w_ffo"].any(axis=0)  # [F]
+        layers.append({
+            "heads": heads,
+            "tie_latest": [bool(layer["tie_latest"][h]) for h in heads],
+            "w_heads": np.ascontiguousarray(layer["w_qkv"][rows]),          # [6A, D]
+            "w_out_heads": np.ascontiguousarray(layer["w_out"][:, out_cols]),  # [D, 2A]
+            "w_in": np.concatenate([gates[live], values[live]]),             # [2F', D]
+            "w_ffo": np.ascontiguousarray(layer["w_ffo"][:, live]),           # [D, F']
+        })
+    return {"embed": model["embed"], "head": model["head"], "layers": layers,
+            "vocab": model["vocab"], "stop_ids": set(model["stop_ids"])}
+
+
+def step(plan, caches, token_id, p, record=None):
+    """One position of SPEC 7.1: returns the final residual x [D].
+
+    caches[l] lists (insert, query) bound methods, one pair per active head of
+    layer l. With a `record` dict, the per-layer intermediates are appended to
+    record["residuals"], record["qkv"] and record["attn"] (see forward)."""
+    x = embed_position(plan["embed"], token_id, p)  # [D]
+    if record is not None:
+        record["residuals"].append(x.copy())
+    for layer, heads in zip(plan["layers"], caches):
+        if heads:
+            u = (layer["w_heads"] @ x).tolist()  # [6A, D] @ [D] -> 6A floats
+            o = []                               # 2A floats
+            for a, (insert, query) in enumerate(heads):
+                qx, qy, kx, ky, vx, vy = u[6 * a:6 * a + 6]
+                insert(kx, ky, vx, vy)           # insert first: causal, self included
+                o.extend(query(qx, qy))
+            x += layer["w_out_heads"] @ o        # [D, 2A] @ [2A] -> [D]
+        if record is not None:
+            record["qkv"].append(u if heads else [])
+            record["attn"].append(o if heads else [])
+            record["residuals"].append(x.copy())
+        if layer["w_ffo"].shape[1]:
+            x += feed_forward(layer["w_in"], layer["w_ffo"], x)  # [D]
+        if record is not None:
+            record["residuals"].append(x.copy())
+    return x
+
+
+def next_token(plan, x):
+    """Argmax of the logits head @ x; np.argmax returns the lowest id on exact ties."""
+    logits = plan["head"] @ x  # [V, D] @ [D] -> [V]
+    return int(np.argmax(logits))
+
+
+# ---------------------------------------------------------------------------
+# 2. Caches and generation
+# ---------------------------------------------------------------------------
+
+class SoftmaxHead:
+    """The standard KV cache with real softmax attention, O(t) per query.
+
+    PyTorch's MultiheadAttention convention: scores are divided by sqrt(head
+    width) = sqrt(2). The compiled query rows carry HARD_K * sqrt(2), so score
+    gaps of 1 become logit gaps of 1e10 and softmax equals the hard argmax,
+    except on exact ties, which it always averages (also for 'latest' heads)."""
+
+    def __init__(self, latest=False):
+        self.latest = latest  # ignored: softmax cannot express "latest wins"
+        self.n = 0
+        self.keys = np.zeros((16, HEAD_WIDTH))    # [capacity, 2]
+        self.values = np.zeros((16, HEAD_WIDTH))  # [capacity, 2]
+
+    def __len__(self):
+        return self.n
+
+    def insert(self, kx, ky, vx, vy):
+        if self.n == len(self.keys):  # double the capacity: amortized O(1)
+            self.keys = np.concatenate([self.keys, np.zeros_like(self.keys)])
+            self.values = np.concatenate([self.values, np.zeros_like(self.values)])
+        self.keys[self.n] = (kx, ky)
+        self.values[self.n] = (vx, vy)
+        self.n += 1
+
+    def query(self, qx, qy):
+        if self.n == 0:
+            return (0.0, 0.0)
+        keys, values = self.keys[:self.n], self.values[:self.n]   # [t, 2]
+        scores = (keys @ (qx, qy)) / math.sqrt(HEAD_WIDTH)         # [t]
+        weights = np.exp(scores - scores.max())                   # [t], max weight 1
+        out = (weights @ values) * (1 / weights.sum())            # [2]
+        return (float(out[0]), float(out[1]))
+
+
+def make_cache(kind, latest):
+    """One head's cache: "hull" (O(log t)), "brute" (O(t), the SPEC 9 oracle), "softmax"."""
+    if kind == "softmax":
+        return SoftmaxHead(latest)
+    import hull  # sortedcontainers is only needed for the hard-attention caches
+    if kind == "hull":
+        return hull.HullHead(latest)
+    if kind == "brute":
+        return hull.BruteHead(latest)
+    raise ValueError(f"unknown cache {kind!r}: choose hull, brute or softmax")
+
+
+def new_caches(plan, kind):
+    """Fresh caches for every active head: per layer a list of (insert, query)."""
+    caches = []
+    for layer in plan["layers"]:
+        heads = [make_cache(kind, latest) for latest in layer["tie_latest"]]
+        caches.append([(c.insert, c.query) for c in heads])
+    return caches
+
+
+def encode(model, tokens):
+    """Token strings -> ids; every unknown token is reported at once."""
+    ids = {t: i for i, t in enumerate(model["vocab"])}
+    unknown = [f"{t!r} at {i}" for i, t in enumerate(tokens) if t not in ids]
+    if unknown:
+        raise ValueError("tokens not in the model's vocabulary: " + ", ".join(unknown))
+    if not tokens:
+        raise ValueError("empty prompt")
+    return [ids[t] for t in tokens]
+
+
+def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None):
+    """Generate from prompt tokens; returns the new tokens, ending with a stop token
+    unless max_new_tokens ran out first. Prompt positions compute no logits."""
+    plan = plan or prepare(model)
+    ids = encode(model, prompt)
+    caches = new_caches(plan, cache)
+    for p, token_id in enumerate(ids[:-1]):
+        step(plan, caches, token_id, p)
+    generated = []
+    token_id, p = ids[-1], len(ids) - 1
+    while len(generated) < max_new_tokens:
+        token_id = next_token(plan, step(plan, caches, token_id, p))
+        generated.append(model["vocab"][token_id])
+        if token_id in plan["stop_ids"]:
+            break
+        p += 1
+    return generated
+
+
+def forward(model, tokens, cache="hull"):
+    """The inspectable forward pass over a token list: one dict per position with
+        token      str
+        residuals  [2L+1, D]  x after the embedding, then after each attention / FFN
+        q, k, v    [L, H, 2]  every head's query, key and value (0 for skipped heads)
+        attn       [L, H, 2]  every head's result
+        active     [L, H]     heads that ran (the others contribute exactly 0)
+        logits     [V]
+    Which earlier positions a head attended to: attended_positions(trace, p, l, h)."""
+    plan = prepare(model)
+    ids = encode(model, tokens)
+    caches = new_caches(plan, cache)
+    L, D = len(model["layers"]), model["embed"].shape[1]
+    trace = []
+    for p, token_id in enumerate(ids):
+        record = {"residuals": [], "qkv": [], "attn": []}
+        x = step(plan, caches, token_id, p, record)
+        qkv = np.zeros((L, D // HEAD_WIDTH, 3, HEAD_WIDTH))  # [L, H, q/k/v, 2]
+        attn = np.zeros((L, D // HEAD_WIDTH, HEAD_WIDTH))    # [L, H, 2]
+        active = np.zeros((L, D // HEAD_WIDTH), dtype=bool)  # [L, H]
+        for l, layer in enumerate(plan["layers"]):
+            for a, h in enumerate(layer["heads"]):
+                qkv[l, h] = np.reshape(record["qkv"][l][6 * a:6 * a + 6], (3, HEAD_WIDTH))
+                attn[l, h] = record["attn"][l][2 * a:2 * a + 2]
+                active[l, h] = True
+        trace.append({"token": tokens[p], "residuals": np.array(record["residuals"]),
+                      "q": qkv[:, :, 0], "k": qkv[:, :, 1], "v": qkv[:, :, 2],
+                      "attn": attn, "active": active, "logits": plan["head"] @ x})
+    return trace
+
+
+def attended_positions(trace, p, l, h):
+    """Positions j <= p whose key ties for the best score of head h, layer l at p
+    (SPEC 9: each score computed as two products and one sum)."""
+    qx, qy = trace[p]["q"][l, h]
+    keys = np.array([trace[j]["k"][l, h] for j in range(p + 1)])  # [p+1, 2]
+    scores = qx * keys[:, 0] + qy * keys[:, 1]                      # [p+1]
+    return [int(j) for j in np.flatnonzero(scores == scores.max())]
+
+
+# ---------------------------------------------------------------------------
+# 3. Batched form: all positions at once, for verifying whole traces
+# ---------------------------------------------------------------------------
+
+def embed_batch(model, token_ids):
+    """SPEC 7.1 step 1 for positions 0..T-1 (inv_log_pos exactly as in embed_position)."""
+    T = len(token_ids)
+    x = model["embed"][np.asarray(token_ids, dtype=np.int64)]  # [T, D] (a copy)
+    positions = np.arange(T, dtype=np.float64)                 # [T]
+    x[:, 0] += positions
+    x[:, 1] += [inv_log_pos(p) for p in range(T)]
+    x[:, 2] += positions * positions
+    return x  # [T, D]
+
+
+def causal_hard_attention(q, k, v, latest, block=1024):
+    """SPEC 9 for all T positions of one head by brute force, [block, T] at a time.
+
+    q, k, v: [T, 2]; position i attends to positions 0..i. Returns [T, 2]."""
+    T = len(q)
+    out = np.zeros((T, HEAD_WIDTH))  # [T, 2]
+    for start in range(0, T, block):
+        rows = slice(start, min(start + block, T))
+        scores = q[rows, :1] * k[:, 0] + q[rows, 1:] * k[:, 1]          # [B, T]
+        future = np.arange(T) > np.arange(T)[rows, None]               # [B, T]
+        scores[future] = -np.inf
+        tied = scores == scores.max(axis=1, keepdims=True)             # [B, T]
+        if latest:
+            last = T - 1 - np.argmax(tied[:, ::-1], axis=1)            # [B]
+            out[rows] = v[last]
+        else:
+            out[rows] = (tied @ v) * (1 / tied.sum(axis=1, keepdims=True))  # [B, 2]
+    return out
+
+
+def forward_batch(model, token_ids, attend=causal_hard_attention):
+    """The whole sequence at once: returns (x [T, D], logits [T, V]).
+
+    `attend(q, k, v, latest) -> [T, 2]` answers one head for all positions
+    (hull.py may provide a faster one). Same results as the sequential steps
+    up to BLAS summation order."""
+    x = embed_batch(model, token_ids)  # [T, D]
+    D = x.shape[1]
+    for layer in model["layers"]:
+        u = x @ layer["w_qkv"].T       # [T, D] @ [D, 3D] -> [T, 3D]
+        o = np.zeros_like(x)           # [T, D]
+        for h in active_heads(layer):
+            q, k, v = (u[:, block * D + HEAD_WIDTH * h:block * D + HEAD_WIDTH * (h + 1)]
+                       for block in range(3))  # [T, 2] each
+            o[:, HEAD_WIDTH * h:HEAD_WIDTH * (h + 1)] = attend(q, k, v, bool(layer["tie_latest"][h]))
+        x = x + o @ layer["w_out"].T   # [T, D] @ [D, D] -> [T, D]
+        x = x + feed_forward(layer["w_in"], layer["w_ffo"], x)  # [T, D]
+    return x, x @ model["head"].T      # [T, D], [T, D] @ [D, V] -> [T, V]
+
+
+# ---------------------------------------------------------------------------
+# 4. Model files: transformer-vm's model.bin (SPEC 8) and wasmtf's .npz
+# ---------------------------------------------------------------------------
+
+def check_model(model, where):
+    """Raise ModelFileError naming `where` unless every array has the right shape."""
+    def fail(what):
+        raise ModelFileError(f"{where}: {what}")
+    vocab = model["vocab"]
+    V = len(vocab)
+    if len(set(vocab)) != V or not all(isinstance(t, str) and t for t in vocab):
+        fail("vocabulary has empty, non-string or repeated tokens")
+    arrays = {"embed": model["embed"], "head": model["head"]}
+    for l, layer in enumerate(model["layers"]):
+        arrays.update({f"layer {l} {key}": layer[key] for key in ("w_qkv", "w_out", "w_in", "w_ffo")})
+    for name, array in arrays.items():
+        if not (isinstance(array, np.ndarray) and array.dtype == np.float64 and array.ndim == 2):
+            fail(f"{name} is not a float64 matrix")
+        if not np.isfinite(array).all():
+            fail(f"{name} has NaN or infinite entries")
+    D = model["embed"].shape[1]
+    F = model["layers"][0]["w_in"].shape[0] // 2 if model["layers"] else 0
+    if model["embed"].shape != (V, D) or D == 0 or D % HEAD_WIDTH:
+        fail(f"embedding shape {model['embed'].shape} is not [V={V}, even D]")
+    expected = {"head": (V, D)}
+    for l, layer in enumerate(model["layers"]):
+        expected.update({f"layer {l} w_qkv": (3 * D, D), f"layer {l} w_out": (D, D),
+                         f"layer {l} w_in": (2 * F, D), f"layer {l} w_ffo": (D, F)})
+        if np.shape(layer["tie_latest"]) != (D // HEAD_WIDTH,):
+            fail(f"layer {l} tie_latest has shape {np.shape(layer['tie_latest'])}, not [H={D // 2}]")
+    wrong = [f"{name} {arrays[name].shape} != {shape}" for name, shape in expected.items()
+             if arrays[name].shape != shape]
+    if wrong:
+        fail("inconsistent shapes: " + "; ".join(wrong))
+    if not model["stop_ids"] or not all(0 <= i < V for i in model["stop_ids"]):
+        fail(f"stop ids {model['stop_ids']} are not ids of the vocabulary")
+    if len(model.get("slot_names", [""] * D)) != D:
+        fail(f"{len(model['slot_names'])} slot names for D = {D} slots")
+
+
+def read_model_bin(data, name):
+    """Parse SPEC 8's layout from bytes; every short or bad field is a ModelFileError."""
+    offset = 0
+
+    def take(n_bytes, what):
+        nonlocal offset
+        if offset + n_bytes > len(data):
+            raise ModelFileError(f"{name}: truncated in {what} (needs {n_bytes} bytes at offset "
+                                 f"{offset}, the file has {len(data)})")
+        offset += n_bytes
+        return data[offset - n_bytes:offset]
+
+    def ints(count, what):
+        return list(struct.unpack(f"<{count}i", take(4 * count, what)))
+
+    def flag(what):
+        (value,) = ints(1, what)
+        if value not in (0, 1):
+            raise ModelFileError(f"{name}: {what} is {value}, not 0 or 1")
+        return value == 1
+
+    def matrix(rows, cols, what):
+        return np.frombuffer(take(8 * rows * cols, what), dtype="<f8").reshape(rows, cols).astype(np.float64)
+
+    V, D, L, H, F, stop = ints(6, "the header")
+    if V < 1 or D < 2 or D % 2 or L < 0 or H != D // 2 or F < 0 or not 0 <= stop < V:
+        raise ModelFileError(f"{name}: bad header V={V} D={D} L={L} H={H} F={F} stop={stop} "
+                             f"(need V, D > 0, D even, H = D/2, F >= 0, 0 <= stop < V)")
+    vocab = []
+    for i in range(V):
+        (length,) = struct.unpack("<I", take(4, f"the length of token {i}"))
+        try:
+            vocab.append(take(length, f"token {i}").decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{name}: token {i} is not UTF-8") from None
+    model = {"vocab": vocab, "embed": matrix(V, D, "the embedding"), "layers": []}
+    for l in range(L):
+        model["layers"].append({
+            "w_qkv": matrix(3 * D, D, f"layer {l} W_qkv"), "w_out": matrix(D, D, f"layer {l} W_out"),
+            "w_in": matrix(2 * F, D, f"layer {l} W_in"), "w_ffo": matrix(D, F, f"layer {l} W_ffo"),
+            "tie_latest": np.zeros(H, dtype=bool)})  # missing tie flags: all average
+    model["head"] = matrix(V, D, "the output head")
+    if offset < len(data) and flag("has_erase"):
+        model["erase"] = []
+        for l in range(L):
+            halves = [ints(ints(1, f"layer {l} erase count")[0], f"layer {l} erase list") for half in "af"]
+            if not all(0 <= s < D for half in halves for s in half):
+                raise ModelFileError(f"{name}: layer {l} erase list names a slot outside 0..{D - 1}")
+            model["erase"].append(halves)
+    if offset < len(data) and flag("has_tiebreak"):
+        flags = np.array(ints(L * H, "the tie flags")).reshape(L, H)  # [L, H]
+        for layer, layer_flags in zip(model["layers"], flags):
+            layer["tie_latest"] = layer_flags == 1
+    if offset != len(data):
+        raise ModelFileError(f"{name}: {len(data) - offset} unexpected bytes after offset {offset}")
+    trap = [vocab.index("trap")] if "trap" in vocab and vocab[stop] != "trap" else []
+    model["stop_ids"] = [stop] + trap  # SPEC 4.8: trap also ends a run
+    model["slot_names"] = [""] * D
+    return model
+
+
+def write_model_bin(model):
+    """SPEC 8's layout as bytes; the one stop id written is halt's (or the first)."""
+    vocab, D = model["vocab"], model["embed"].shape[1]
+    L, F = len(model["layers"]), (model["layers"][0]["w_ffo"].shape[1] if model["layers"] else 0)
+    halt = vocab.index("halt") if "halt" in vocab else None
+    stop = halt if halt in model["stop_ids"] else model["stop_ids"][0]
+    parts = [struct.pack("<6i", len(vocab), D, L, D // 2, F, stop)]
+    for token in vocab:
+        encoded = token.encode("utf-8")
+        parts += [struct.pack("<I", len(encoded)), encoded]
+    parts.append(model["embed"].astype("<f8").tobytes())
+    for layer in model["layers"]:
+        parts += [layer[key].astype("<f8").tobytes() for key in ("w_qkv", "w_out", "w_in", "w_ffo")]
+    parts.append(model["head"].astype("<f8").tobytes())
+    erase = model.get("erase")
+    parts.append(struct.pack("<i", 1 if erase else 0))
+    for halves in erase or []:
+        for slots in halves:
+            parts.append(struct.pack(f"<{1 + len(slots)}i", len(slots), *slots))
+    flags = [int(latest) for layer in model["layers"] for latest in layer["tie_latest"]]
+    parts.append(struct.pack(f"<{1 + len(flags)}i", 1, *flags))
+    return b"".join(parts)
+
+
+def npz_arrays(model):
+    """The .npz contents: torch state_dict names of the reference architecture
+    (load with `torch.nn.Module.load_state_dict({k: torch.from_numpy(v) ...})`)."""
+    arrays = {"tok.weight": model["embed"], "head.weight": model["head"],
+              "vocab": np.array(model["vocab"], dtype=str),
+              "stop_tokens": np.array([model["vocab"][i] for i in model["stop_ids"]], dtype=str),
+              "slot_names": np.array(model.get("slot_names", [""] * model["embed"].shape[1]), dtype=str),
+              "tie_latest": np.array([layer["tie_latest"] for layer in model["layers"]], dtype=bool)
+              .reshape(len(model["layers"]), model["embed"].shape[1] // HEAD_WIDTH)}
+    for l, layer in enumerate(model["layers"]):
+        arrays[f"attn.{l}.in_proj_weight"] = layer["w_qkv"]     # [3D, D]
+        arrays[f"attn.{l}.out_proj.weight"] = layer["w_out"]    # [D, D]
+        arrays[f"ff_in.{l}.weight"] = layer["w_in"]             # [2F, D]
+        arrays[f"ff_out.{l}.weight"] = layer["w_ffo"]           # [D, F]
+    if model.get("erase"):  # informational erase lists: counts [L, 2] and the slots in order
+        arrays["erase_counts"] = np.array([[len(s) for s in halves] for halves in model["erase"]])
+        arrays["erase_slots"] = np.array([s for halves in model["erase"] for h in halves for s in h], dtype=np.int64)
+    return arrays
+
+
+def model_from_npz(arrays, name):
+    """Inverse of npz_arrays; missing arrays are all named at once."""
+    L = sum(1 for key in arrays if key.startswith("attn.") and key.endswith(".in_proj_weight"))
+    needed = ["tok.weight", "head.weight", "vocab", "stop_tokens", "tie_latest"] + [
+        f"{prefix}.{l}.{suffix}" for l in range(L) for prefix, suffix in
+        (("attn", "in_proj_weight"), ("attn", "out_proj.weight"), ("ff_in", "weight"), ("ff_out", "weight"))]
+    missing = [key for key in needed if key not in arrays]
+    if missing:
+        raise ModelFileError(f"{name}: missing arrays {', '.join(missing)}")
+    vocab = [str(t) for t in arrays["vocab"]]
+    unknown_stops = [str(t) for t in arrays["stop_tokens"] if str(t) not in vocab]
+    if unknown_stops:
+        raise ModelFileError(f"{name}: stop tokens {unknown_stops} are not in the vocabulary")
+    D = arrays["tok.weight"].shape[-1]
+    tie_latest = arrays["tie_latest"]
+    if tie_latest.shape != (L, D // HEAD_WIDTH):
+        raise ModelFileError(f"{name}: tie_latest has shape {tie_latest.shape}, not [L={L}, H={D // 2}]")
+    model = {"vocab": vocab, "embed": arrays["tok.weight"], "head": arrays["head.weight"],
+             "stop_ids": [vocab.index(str(t)) for t in arrays["stop_tokens"]],
+             "slot_names": [str(s) for s in arrays.get("slot_names", [""] * D)],
+             "layers": [{"w_qkv": arrays[f"attn.{l}.in_proj_weight"],
+                         "w_out": arrays[f"attn.{l}.out_proj.weight"],
+                         "w_in": arrays[f"ff_in.{l}.weight"], "w_ffo": arrays[f"ff_out.{l}.weight"],
+                         "tie_latest": tie_latest[l].astype(bool)} for l in range(L)]}
+    if "erase_counts" in arrays:
+        slots = iter(arrays["erase_slots"].tolist())
+        model["erase"] = [[[next(slots) for _ in range(n)] for n in counts]
+                          for counts in arrays["erase_counts"].tolist()]
+    return model
+
+
+def load(path):
+    """Read a model file: transformer-vm's model.bin (*.bin) or wasmtf's *.npz."""
+    path = str(path)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as npz:
+                model = model_from_npz({key: npz[key] for key in npz.files}, path)
+        elif path.endswith(".bin"):
+            with open(path, "rb") as f:
+                model = read_model_bin(f.read(), path)
+        else:
+            raise ModelFileError(f"{path}: unknown model file type (use .bin or .npz)")
+    except ModelFileError:
+        raise
+    except (OSError, ValueError, EOFError, StopIteration, zipfile.BadZipFile) as error:
+        raise ModelFileError(f"{path}: cannot read the model ({error})") from None
+    check_model(model, path)
+    return model
+
+
+def save(model, path):
+    """Write a model file; the format follows the suffix (.bin or .npz)."""
+    path = str(path)
+    check_model(model, "the model to save")
+    if path.endswith(".npz"):
+        with open(path, "wb") as f:
+            np.savez(f, **npz_arrays(model))
+    elif path.endswith(".bin"):
+        with open(path, "wb") as f:
+            f.write(write_model_bin(model))
+    else:
+        raise ModelFileError(f"{path}: unknown model file type (use .bin or .npz)")
+
+
+# ---------------------------------------------------------------------------
+# 5. A hand-compiled model: "the previous token plus one"
+# ---------------------------------------------------------------------------
+
+def copy_model():
+    """A 1-layer model, built by hand, whose next token is the previous token + 1.
+
+    Vocabulary: the digits 0..9, `halt` (digit "10"), `{` (position 0).
+    Slots: position, inv_log_pos, position_sq (SPEC 7.1), one, code (the
+    digit), prev_code, next_code. From prompt `{ 3 5` it writes two
+    interleaved counts: 4 6 5 7 6 8 7 9 8 halt.
+      attention, head 0 (tie mode latest): key (2j, -j^2) at position j, query
+        (p - 1, 1) at p, so score = 2(p-1)j - j^2 = (p-1)^2 - (j - (p-1))^2 is
+        largest at j = p - 1 (gap >= 1); value (code, 0) -> prev_code.
+        The query carries HARD_K * sqrt(2) like compiled weights (SPEC 7.1).
+      feed-forward: one neuron, gate `one`, value prev_code + one -> next_code.
+      head: logit of digit c = 2 c next_code - c^2 (largest at c = next_code).
+    """
+    vocab = sorted([str(d) for d in range(10)] + ["halt", "{"])
+    code = {**{str(d): d for d in range(10)}, "halt": 10}
+    slots = ["position", "inv_log_pos", "position_sq", "one", "code", "prev_code", "next_code", ""]
+    POS, POS_SQ, ONE, CODE, PREV, NEXT = (slots.index(n) for n in
+                                          ("position", "position_sq", "one", "code", "prev_code", "next_code"))
+    V, D, F = len(vocab), len(slots), 1
+    query_scale = HARD_K * math.sqrt(HEAD_WIDTH)
+    embed = np.zeros((V, D))                                # [V, D]; `{` stays all zero
+    head = np.zeros((V, D))                                 # [V, D]
+    for token, c in code.items():
+        embed[vocab.index(token), [ONE, CODE]] = 1, c
+        head[vocab.index(token), [NEXT, ONE]] = 2 * c, -c * c
+    head[vocab.index("{"), ONE] = -1e5                      # never predict `{`
+    w_qkv = np.zeros((3 * D, D))                            # [3D, D]
+    w_qkv[0, [POS, ONE]] = query_scale, -query_scale        # qx = scale * (p - 1)
+    w_qkv[1, ONE] = query_scale                             # qy = scale
+    w_qkv[D + 0, POS] = 2                                   # kx = 2p
+    w_qkv[D + 1, POS_SQ] = -1                               # ky = -p^2
+    w_qkv[2 * D + 0, CODE] = 1                              # vx = code
+    w_out = np.zeros((D, D))                                # [D, D]
+    w_out[PREV, 0] = 1                                      # head 0's vx -> prev_code
+    w_in = np.zeros((2 * F, D))                             # [2F, D]
+    w_in[0, ONE] = 1                                        # gate: one
+    w_in[F, [PREV, ONE]] = 1, 1                             # value: prev_code + 1
+    w_ffo = np.zeros((D, F))                                # [D, F]
+    w_ffo[NEXT, 0] = 1
+    tie_latest = np.zeros(D // HEAD_WIDTH, dtype=bool)      # [H]
+    tie_latest[0] = True
+    return {"vocab": vocab, "embed": embed, "head": head, "stop_ids": [vocab.index("halt")],
+            "slot_names": slots, "layers": [{"w_qkv": w_qkv, "w_out": w_out, "w_in": w_in,
+                                             "w_ffo": w_ffo, "tie_latest": tie_latest}]}
+
+
+# ---------------------------------------------------------------------------
+# 6. The command line: a table of subcommands, each a small function
+# ---------------------------------------------------------------------------
+
+DEMO_PROMPT = ["{", "3", "5"]
+
+
+def cmd_demo(args):
+    """run the built-in demo (the default with no arguments)"""
+    print("wasmtf demo: the compiled WebAssembly machine is not built yet, so this runs the small")
+    print("hand-compiled model copy_model(): each new token is the previous token plus one.")
+    model = copy_model()
+    print("prompt:   ", " ".join(DEMO_PROMPT))
+    results = {}
+    for cache in ("hull", "brute", "softmax"):
+        results[cache] = generate(model, DEMO_PROMPT, cache=cache, max_new_tokens=100)
+        print(f"{cache + ':':10} {' '.join(results[cache])}")
+    agree = results["hull"] == results["brute"] == results["softmax"]
+    print("ok: the three caches agree" if agree else "FAILED: the caches disagree")
+    return 0 if agree else 1
+
+
+def generate_arguments(parser):
+    parser.add_argument("model", help="model file (.bin or .npz)")
+    parser.add_argument("tokens", nargs="*", help="prompt tokens (or use --prompt-file)")
+    parser.add_argument("--prompt-file", help="file of whitespace-separated prompt tokens")
+    parser.add_argument("--cache", choices=("hull", "brute", "softmax"), default="hull")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+
+
+def cmd_generate(args):
+    """generate tokens from a prompt until a stop token"""
+    model = load(args.model)
+    prompt = list(args.tokens)
+    if args.prompt_file:
+        with open(args.prompt_file) as f:
+            prompt += f.read().split()
+    generated = generate(model, prompt, cache=args.cache, max_new_tokens=args.max_new_tokens)
+    print(" ".join(generated))
+    stopped = bool(generated) and generated[-1] in [model["vocab"][i] for i in model["stop_ids"]]
+    if not stopped:
+        print(f"wasmtf: no stop token within {args.max_new_tokens} new tokens", file=sys.stderr)
+    return 0 if stopped else 1
+
+
+def convert_arguments(parser):
+    parser.add_argument("source", help="model file to read (.bin or .npz)")
+    parser.add_argument("target", help="model file to write (.bin or .npz)")
+
+
+def cmd_convert(args):
+    """convert a model file between model.bin and .npz"""
+    save(load(args.source), args.target)
+    return 0
+
+
+def cmd_info(args):
+    """print a model file's sizes, active heads and stop tokens"""
+    model = load(args.model)
+    V, D = model["embed"].shape
+    layers = model["layers"]
+    F = layers[0]["w_ffo"].shape[1] if layers else 0
+    print(f"V={V} D={D} L={len(layers)} H={D // 2} F={F}")
+    for l, layer in enumerate(layers):
+        heads = active_heads(layer)
+        latest = sum(bool(layer["tie_latest"][h]) for h in heads)
+        print(f"layer {l}: {len(heads)} active heads ({latest} latest), "
+              f"{int(layer['w_ffo'].any(axis=0).sum())} live neurons")
+    print("stop tokens:", " ".join(model["vocab"][i] for i in model["stop_ids"]))
+    return 0
+
+
+COMMANDS = [
+    # (name, add the sub-parser's arguments, run(args) -> exit code; its docstring is the help)
+    ("demo", lambda parser: None, cmd_demo),
+    ("generate", generate_arguments, cmd_generate),
+    ("convert", convert_arguments, cmd_convert),
+    ("info", lambda parser: parser.add_argument("model", help="model file (.bin or .npz)"), cmd_info),
+]
+
+
+def main(argv=None):
+    """Exit codes: 0 success, 1 failed run, 2 bad usage or bad input."""
+    parser = argparse.ArgumentParser(prog="wasmtf.py", description=__doc__.splitlines()[0])
+    parser.set_defaults(run=cmd_demo)
+    subparsers = parser.add_subparsers(title="commands")
+    for name, add_arguments, run in COMMANDS:
+        subparser = subparsers.add_parser(name, help=run.__doc__, description=run.__doc__)
+        add_arguments(subparser)
+        subparser.set_defaults(run=run)
+    args = parser.parse_args(argv)  # bad usage: argparse prints it and exits with 2
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as error:  # ModelFileError, unknown tokens, unreadable files
+        print(f"wasmtf: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
