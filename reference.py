@@ -1005,7 +1005,7 @@ def diff_traces(expected, actual, instructions=None, context=3):
         return [describe_record(records[i]) for i, _ in groups]
 
     def window(tokens, groups, start, stop):
-        return show(tokens, [(i, groups[i]) for i in range(start, min(stop, len(groups)))])
+        return show(tokens, [(i, groups[i]) for i in range(max(start, 0), min(stop, len(groups)))])
 
     got = repr(actual[first]) if first < len(actual) else "the end of the trace"
     wanted = repr(expected[first]) if first < len(expected) else "the end of the trace"

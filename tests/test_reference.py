@@ -1,15 +1,37 @@
-"""The reference interpreter and program files against the contract's worked examples."""
+"""The reference interpreter and program files: the contract's worked examples
+token for token, hand-checked groups per opcode, traps, and malformed files."""
 import pytest
 
 from conftest import EXAMPLES_DIR
 import reference
+from reference import MEMORY_SIZE, ProgramError
 
 EXAMPLE_TRACES = sorted(EXAMPLES_DIR.rglob("*_ref.txt"))
+MINUS_ONE, INT_MIN, INT_MAX = 0xFFFFFFFF, 0x80000000, 0x7FFFFFFF
+PUSH, BINARY, STORE = "commit(+1,sts=1,bt=0)", "commit(-1,sts=1,bt=0)", "commit(-2,sts=0,bt=0)"
+LOAD = "commit(+0,sts=1,bt=0)"
 
 
 def program_path(ref_path):
     return ref_path.with_name(ref_path.name[:-len("_ref.txt")] + ".txt")
 
+
+def groups_of(*instructions, input_bytes=None):
+    """The trace of a program, as a list of groups, each one space-joined string."""
+    trace = reference.run_reference(list(instructions), input_bytes)
+    return [" ".join(group) for group in reference.split_groups(trace)]
+
+
+def const(value):
+    return ("i32.const", value % reference.WORD_MODULUS)
+
+
+HALT = ("halt", 0)
+
+
+# ---------------------------------------------------------------------------
+# The worked examples (spec/examples, random/, official_model_divergences/)
+# ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ref_path", EXAMPLE_TRACES, ids=lambda p: p.stem)
 def test_example_reproduced_exactly(ref_path):
@@ -17,3 +39,400 @@ def test_example_reproduced_exactly(ref_path):
     prompt = reference.program_tokens(instructions, input_bytes)
     trace = reference.run_reference(instructions, input_bytes)
     assert reference.format_trace_file(prompt, trace) == ref_path.read_text()
+
+
+@pytest.mark.parametrize("ref_path", EXAMPLE_TRACES, ids=lambda p: p.stem)
+def test_program_file_round_trip(ref_path):
+    text = program_path(ref_path).read_text()
+    instructions, input_bytes = reference.parse_program(text)
+    written = reference.format_program(instructions, input_bytes)
+    assert reference.parse_program(written) == (instructions, input_bytes or (b"" if
+                                                 reference.has_input_section(instructions) else None))
+    if input_bytes is not None or not reference.has_input_section(instructions):
+        assert written == text   # d3 has no input section: wasmtf writes the empty one
+
+
+def test_trace_file_reads_back():
+    text = (EXAMPLES_DIR / "ex3_call_input_ref.txt").read_text()
+    instructions, input_bytes, trace = reference.parse_trace_file(text)
+    assert input_bytes == b"3"
+    assert trace == reference.run_reference(instructions, input_bytes)
+
+
+@pytest.mark.parametrize("name, output", [("ex0_three_plus_five", b"8"), ("ex1_arith", b"81Y\n"),
+                                          ("ex2_loop_memory", b"321!\n"), ("ex3_call_input", b"123\n")])
+def test_example_outputs(name, output):
+    instructions, input_bytes = reference.read_program(EXAMPLES_DIR / (name + ".txt"))
+    assert reference.output_bytes(reference.run_reference(instructions, input_bytes)) == output
+
+
+# ---------------------------------------------------------------------------
+# One opcode at a time (SPEC 4.1, 4.3)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, group", [
+    (0, "00 00 00 00 " + PUSH), (1, "01 00 00 00 " + PUSH), (MINUS_ONE, "ff ff ff ff " + PUSH),
+    (INT_MIN, "00 00 00 80 " + PUSH), (INT_MAX, "ff ff ff 7f " + PUSH), (0x12345678, "78 56 34 12 " + PUSH)])
+def test_const(value, group):
+    assert groups_of(const(value), HALT) == [group, "halt"]
+
+
+@pytest.mark.parametrize("a, b, result", [
+    (1, 2, "03 00 00 00"),                    # no carry
+    (200, 100, "2c' 01 00 00"),               # carry out of byte 0 only (SPEC 4.5)
+    (0xFFFF, 1, "00' 00' 01 00"),             # 255 + 0 + carry-in carries again
+    (300, MINUS_ONE, "2b' 01' 00' 00'"),      # every byte carries (SPEC 4.5)
+    (MINUS_ONE, 1, "00' 00' 00' 00'"),        # carry out of the top byte is marked too
+    (INT_MAX, 1, "00' 00' 00' 80"),           # signed overflow: no carry out of byte 3
+    (INT_MIN, INT_MIN, "00 00 00 00'"),       # only the top byte carries
+    (0, 0, "00 00 00 00"),
+])
+def test_add_carry_marks(a, b, result):
+    assert groups_of(const(a), const(b), ("i32.add", 0), HALT)[2] == result + " " + BINARY
+
+
+@pytest.mark.parametrize("a, b, result", [
+    (7, 5, "02 00 00 00"),                    # no borrow
+    (5, 7, "fe' ff' ff' ff'"),                # borrows everywhere (SPEC 4.5)
+    (0x100, 1, "ff' 00 00 00"),               # 1 - 0 - borrow-in = 0: no further borrow
+    (0, 1, "ff' ff' ff' ff'"),
+    (INT_MIN, 1, "ff' ff' ff' 7f"),
+    (0x10000, 0x101, "ff' fe' 00 00"),
+    (MINUS_ONE, MINUS_ONE, "00 00 00 00"),
+])
+def test_sub_borrow_marks(a, b, result):
+    assert groups_of(const(a), const(b), ("i32.sub", 0), HALT)[2] == result + " " + BINARY
+
+
+def test_add_and_sub_marks_match_the_bytewise_definition():
+    """The marks are the carries/borrows of byte-by-byte arithmetic, for edge patterns."""
+    edges = [0, 1, 0xFF, 0x100, 0xFFFF, INT_MAX, INT_MIN, MINUS_ONE, 0x80808080, 0x7F7F7F7F]
+    for a in edges:
+        for b in edges:
+            for opcode, sign in (("i32.add", 1), ("i32.sub", -1)):
+                carry, expected = 0, []
+                for k in range(4):
+                    total = (a >> 8 * k & 255) + sign * ((b >> 8 * k & 255) + (carry if sign < 0 else 0)) \
+                        + (carry if sign > 0 else 0)
+                    carry = int(not 0 <= total <= 255)
+                    expected.append("%02x" % (total % 256) + "'" * carry)
+                assert groups_of(const(a), const(b), (opcode, 0), HALT)[2] == " ".join(expected) + " " + BINARY
+
+
+COMPARISON_CASES = [  # (opcode, a, b, result)
+    ("i32.eq", 5, 5, 1), ("i32.eq", 5, 6, 0), ("i32.ne", 5, 6, 1), ("i32.ne", MINUS_ONE, MINUS_ONE, 0),
+    ("i32.lt_s", MINUS_ONE, 1, 1), ("i32.lt_u", MINUS_ONE, 1, 0), ("i32.lt_s", 3, 3, 0),
+    ("i32.gt_s", MINUS_ONE, 1, 0), ("i32.gt_u", MINUS_ONE, 1, 1), ("i32.gt_s", INT_MAX, INT_MIN, 1),
+    ("i32.le_s", INT_MIN, INT_MAX, 1), ("i32.le_u", INT_MIN, INT_MAX, 0), ("i32.le_s", 3, 3, 1),
+    ("i32.ge_s", 3, 3, 1), ("i32.ge_u", 0, MINUS_ONE, 0), ("i32.ge_s", 0, MINUS_ONE, 1),
+]
+
+
+@pytest.mark.parametrize("opcode, a, b, result", COMPARISON_CASES)
+def test_comparisons(opcode, a, b, result):
+    assert groups_of(const(a), const(b), (opcode, 0), HALT)[2] == "%02x 00 00 00 %s" % (result, BINARY)
+
+
+@pytest.mark.parametrize("value, result", [(0, "01"), (1, "00"), (INT_MIN, "00")])
+def test_eqz(value, result):
+    assert groups_of(const(value), ("i32.eqz", 0), HALT)[1] == result + " 00 00 00 commit(+0,sts=1,bt=0)"
+
+
+@pytest.mark.parametrize("condition, result", [(1, "61"), (MINUS_ONE, "61"), (0, "62")])
+def test_select(condition, result):
+    groups = groups_of(const(0x61), const(0x62), const(condition), ("select", 0), HALT)
+    assert groups[3] == result + " 00 00 00 commit(-2,sts=1,bt=0)"
+
+
+def test_drop_and_output_pop():
+    groups = groups_of(const(0x41), const(0x42), ("drop", 0), ("output", 0), HALT)
+    assert groups[2:] == ["commit(-1,sts=0,bt=0)", "out(A)", "halt"]
+    machine = reference.execute([const(0x41), ("output", 0), HALT])
+    assert machine.stack == [] and machine.output == b"A"
+
+
+def test_locals_set_tee_get_and_index_255():
+    groups = groups_of(const(7), ("local.set", 255), ("local.get", 255), ("local.tee", 3),
+                       ("local.get", 3), ("local.get", 4), HALT)
+    assert groups[1:6] == ["07 00 00 00 commit(-1,sts=0,bt=0)", "07 00 00 00 " + PUSH,
+                          "07 00 00 00 commit(+0,sts=0,bt=0)", "07 00 00 00 " + PUSH,
+                          "00 00 00 00 " + PUSH]  # never-written local 4 reads 0
+    groups_65 = groups_of(const(9), ("local.set", 64), ("local.get", 0), HALT)
+    assert groups_65[2] == "00 00 00 00 " + PUSH  # local 64 is its own slot (SPEC 4.8 d5)
+
+
+def test_store_and_load_widths_little_endian():
+    machine = reference.execute([const(100), const(0x12345678), ("i32.store", 0),
+                                 const(200), const(0xABCD1234), ("i32.store16", 0),
+                                 const(300), const(0x1FF), ("i32.store8", 5), HALT])
+    assert machine.memory[100:104] == bytes([0x78, 0x56, 0x34, 0x12])
+    assert machine.memory[200:204] == bytes([0x34, 0x12, 0, 0])
+    assert machine.memory[305] == 0xFF and machine.memory[304] == 0 and machine.memory[306] == 0
+    groups = [" ".join(g) for g in reference.split_groups(machine.trace)]
+    assert [groups[2], groups[5], groups[8]] == ["78 56 34 12 " + STORE, "34 12 " + STORE, "ff " + STORE]
+
+
+@pytest.mark.parametrize("opcode, stored, group", [
+    ("i32.load", 0x80FF7F80, "80 7f ff 80 " + LOAD),
+    ("i32.load8_u", 0x80, "80 00 00 00 " + LOAD),
+    ("i32.load8_s", 0x80, "80' ff' ff' ff' " + LOAD),   # negative: all four bytes marked
+    ("i32.load8_s", 0x7F, "7f 00 00 00 " + LOAD),
+    ("i32.load16_u", 0x8000, "00 80 00 00 " + LOAD),
+    ("i32.load16_s", 0x8000, "00 80' ff' ff' " + LOAD),  # negative: bytes 1..3 marked
+    ("i32.load16_s", 0xFF80, "80 ff' ff' ff' " + LOAD),  # SPEC 4.6
+    ("i32.load16_s", 0x7FFF, "ff 7f 00 00 " + LOAD),
+])
+def test_loads_and_sign_marks(opcode, stored, group):
+    groups = groups_of(const(64), const(stored), ("i32.store", 0), const(60), (opcode, 4), HALT)
+    assert groups[4] == group
+
+
+WIDTHS = [("i32.load", 4), ("i32.load8_u", 1), ("i32.load8_s", 1), ("i32.load16_u", 2), ("i32.load16_s", 2),
+          ("i32.store", 4), ("i32.store8", 1), ("i32.store16", 2)]
+
+
+def access(opcode, address, offset):
+    """The instructions of one access of `opcode` at address + offset."""
+    value = [const(0x11223344)] if "store" in opcode else []
+    return [const(address)] + value + [(opcode, offset), HALT]
+
+
+@pytest.mark.parametrize("opcode, width", WIDTHS)
+def test_memory_bounds_at_2_24(opcode, width):
+    last_fitting = MEMORY_SIZE - width
+    assert groups_of(*access(opcode, last_fitting, 0))[-1] == "halt"
+    assert groups_of(*access(opcode, last_fitting - 10, 10))[-1] == "halt"
+    assert groups_of(*access(opcode, last_fitting + 1, 0))[-1] == "trap"
+    assert groups_of(*access(opcode, last_fitting, 1))[-1] == "trap"
+    assert groups_of(*access(opcode, MINUS_ONE, 1))[-1] == "trap"   # address + offset does not wrap to 0
+    assert groups_of(*access(opcode, 0, MINUS_ONE))[-1] == "trap"
+
+
+def test_trap_instruction_and_out_of_bounds_trace():
+    assert groups_of(const(1), ("trap", 0), HALT) == ["01 00 00 00 " + PUSH, "trap"]
+    machine = reference.execute(access("i32.load", MEMORY_SIZE, 0))
+    assert machine.status == "trap" and machine.trace[-1] == "trap" and machine.pc == 1
+
+
+def test_branches_taken_and_not_taken():
+    groups = groups_of(("br", 1), const(9), const(0), ("br_if", 1), const(1), const(1), ("br_if", 0), HALT)
+    assert groups == ["branch_taken 01 00 00 00 commit(+0,sts=0,bt=1)",
+                      "00 00 00 00 " + PUSH, "commit(-1,sts=0,bt=0)",
+                      "01 00 00 00 " + PUSH, "01 00 00 00 " + PUSH,
+                      "branch_taken 00 00 00 00 commit(-1,sts=0,bt=1)", "halt"]
+
+
+def test_backward_branch_loop():
+    counting = [const(3), ("local.set", 0),
+                ("local.get", 0), ("output", 0),                                        # 2: loop head
+                ("local.get", 0), const(1), ("i32.sub", 0), ("local.tee", 0),
+                ("br_if", (-7) % reference.WORD_MODULUS), HALT]
+    trace = reference.run_reference(counting)
+    assert reference.output_bytes(trace) == bytes([3, 2, 1])
+    assert trace.count("commit(-1,sts=0,bt=1)") == 2 and trace[-2:] == ["commit(-1,sts=0,bt=0)", "halt"]
+
+
+def test_call_return_zeroed_locals_and_restored_caller_locals():
+    program = [const(5), ("local.set", 1),        # 0, 1: main's local 1 = 5
+               ("call", 3),                        # 2: call 6
+               ("local.get", 1), ("output", 0),    # 3, 4: main's local 1 is back
+               HALT,                               # 5
+               ("local.get", 1), ("output", 0),    # 6, 7: the callee's local 1 is 0
+               const(8), ("local.set", 1),         # 8, 9
+               ("return", (6 - 10 - 1) % reference.WORD_MODULUS)]   # 10
+    groups = groups_of(*program)
+    assert groups[2] == "branch_taken 03 00 00 00 call_commit"
+    assert groups[3:5] == ["00 00 00 00 " + PUSH, "out(00)"]
+    # J = return_pc - R - 1 = 3 - 10 - 1 = -8 = f5 - 03 byte by byte: no borrow in byte 0, none after
+    assert groups[7] == "branch_taken f8 ff ff ff return_commit"
+    assert groups[8:] == ["05 00 00 00 " + PUSH, "out(05)", "halt"]
+
+
+def test_nested_calls_and_recursion():
+    """countdown(n): if n: countdown(n - 1); print n. Called from main with 3, via a wrapper."""
+    w = reference.WORD_MODULUS
+    program = [const(3), ("call", 2), HALT,                               # 0..2: main, calls 4
+               HALT,                                                     # 3: never runs
+               ("call", 1), ("return", (4 - 5 - 1) % w),                # 4, 5: wrapper(n) = countdown(n)
+               ("local.set", 0), ("local.get", 0), ("i32.eqz", 0), ("br_if", 6),          # 6..9
+               ("local.get", 0), const(1), ("i32.sub", 0), ("call", (6 - 13 - 1) % w),   # 10..13
+               ("local.get", 0), ("output", 0),                         # 14, 15
+               ("return", (6 - 16 - 1) % w)]                            # 16
+    machine = reference.execute(program)
+    assert machine.status == "halt" and machine.output == bytes([1, 2, 3]) and machine.stack == []
+    returns = [" ".join(g) for g in reference.split_groups(machine.trace) if g[-1] == "return_commit"]
+    # recursive returns: imm_return - imm_call = (6-16-1) - (6-13-1) = f5 - f8 = -3, borrows in every byte
+    assert returns[:3] == ["branch_taken fd' ff' ff' ff' return_commit"] * 3
+    # countdown(3) back to the wrapper: f5 - 01 = f4 (= 5-16-1), no borrows; wrapper to main: fe - 02 = fc
+    assert returns[3:] == ["branch_taken f4 ff ff ff return_commit", "branch_taken fc ff ff ff return_commit"]
+
+
+def test_input_base_places_input_and_nul():
+    program = [("input_base", 0x100), const(0x100), ("i32.load", 0), HALT]
+    groups = groups_of(*program, input_bytes=b"Hi{")
+    assert groups[1] == "48 69 7b 00 " + LOAD
+    assert reference.program_tokens(program, b"Hi{")[-5:] == ["H", "i", "7b", "00", "commit(+0,sts=0,bt=0)"]
+    assert reference.program_tokens(program)[-2:] == ["00", "commit(+0,sts=0,bt=0)"]  # empty input (d3)
+    assert groups_of(*program)[1] == "00 00 00 00 " + LOAD
+
+
+def test_running_past_the_end_stops_without_stop_token():
+    machine = reference.execute([const(1), ("drop", 0)])
+    assert machine.status == "end" and machine.trace[-1] == "commit(-1,sts=0,bt=0)"
+
+
+def test_step_limit_reports_the_state():
+    with pytest.raises(reference.StepLimitExceeded) as caught:
+        reference.run_reference([("br", reference.WORD_MODULUS - 1)], max_steps=1000)
+    assert caught.value.machine.steps == 1000 and "pc 0" in str(caught.value)
+
+
+def test_stack_underflow_is_an_execution_error():
+    with pytest.raises(reference.ExecutionError, match="stack underflow.*pc 1"):
+        reference.run_reference([const(1), ("i32.add", 0), HALT])
+
+
+def test_run_time_return_check(monkeypatch):
+    monkeypatch.setattr(reference, "_return_problems", lambda instructions: [])
+    with pytest.raises(ProgramError, match="return immediate is 0, expected F-R-1 = -1"):
+        reference.run_reference([("call", 1), HALT, ("return", 0)])
+    with pytest.raises(ProgramError, match="return in the main function"):
+        reference.run_reference([("return", 0)])
+
+
+# ---------------------------------------------------------------------------
+# Malformed program files: each rejected with a message naming what and where
+# ---------------------------------------------------------------------------
+H = "halt 00 00 00 00"
+MALFORMED = [
+    ("empty", "", "empty program file"),
+    ("no opening brace", "halt 00 00 00 00 }", "token 0 (line 1): the file must start with '{'"),
+    ("no closing brace", "{ " + H, "missing '}'"),
+    ("body not a multiple of 5", "{ halt 00 00 00 }", "the 4 tokens between '{' and '}' are not a multiple of 5"),
+    ("unknown token", "{\ni32.cosnt 00 00 00 00\n" + H + "\n}", "token 1 (line 2): 'i32.cosnt' is not an opcode"),
+    ("upper-case hex", "{ i32.const 0A 00 00 00 " + H + " }", "token 2 (line 1): immediate byte '0A'"),
+    ("marked byte", "{ i32.const 0a' 00 00 00 " + H + " }", "immediate byte \"0a'\" of instruction 0"),
+    ("alias as byte", "{ i32.const A 00 00 00 " + H + " }", "immediate byte 'A' of instruction 0 is not two"),
+    ("three hex digits", "{ i32.const 000 00 00 " + H + " }", "immediate byte '000'"),
+    ("global.get", "{ global.get 00 00 00 00 " + H + " }", "global.get is not allowed"),
+    ("global.set", "{ i32.const 00 00 00 00 global.set 00 00 00 00 " + H + " }", "token 6 (line 1): global.set"),
+    ("late input_base", "{ " + H + " input_base 00 00 00 00 }", "input_base may only be instruction 0"),
+    ("no instructions", "{ }", "the program has no instructions"),
+    ("local 256", "{ local.get 00 01 00 00 " + H + " }", "local.get 256, but a frame has locals 0..255"),
+    ("branch outside", "{ br 05 00 00 00 " + H + " }", "br target 6 is outside the program"),
+    ("call before start", "{ call fd ff ff ff " + H + " }", "call target -2 is outside the program"),
+    ("jump to input_base", "{ input_base 00 00 00 00 br fe ff ff ff }", "br jumps to input_base"),
+    ("wrong return immediate", "{ call 01 00 00 00 " + H + " return 00 00 00 00 }",
+     "instruction 2 (token 11): return immediate is 0, expected F-R-1 = 2-2-1 = -1"),
+    ("return in main", "{ return ff ff ff ff }", "return is reachable from the main function"),
+    ("return shared by two functions",
+     "{ call 02 00 00 00 call 02 00 00 00 " + H + " i32.const 00 00 00 00 drop 00 00 00 00 return fc ff ff ff }",
+     "return is reachable from the functions at 3 and 4"),
+    ("input without input_base", "{ " + H + " } A 00 commit(+0,sts=0,bt=0)", "only an input_base program"),
+    ("input not terminated", "{ input_base 00 00 00 00 " + H + " } A B", "must end with '00 commit(+0,sts=0,bt=0)'"),
+    ("bad input token", "{ input_base 00 00 00 00 " + H + " } A Bx 00 commit(+0,sts=0,bt=0)",
+     "token 13 (line 1): 'Bx' is not an input byte"),
+    ("input past memory", "{ input_base ff ff ff 00 " + H + " } A 00 commit(+0,sts=0,bt=0)", "does not fit"),
+]
+
+
+@pytest.mark.parametrize("text, message", [(text, message) for _, text, message in MALFORMED],
+                         ids=[name for name, _, _ in MALFORMED])
+def test_malformed_program_rejected(text, message):
+    with pytest.raises(ProgramError) as caught:
+        reference.parse_program(text)
+    assert message in str(caught.value)
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ProgramError) as caught:
+        reference.parse_program("{ i32.cosnt 00 00 00 00 i32.const 0G 00 00 00 global.get 00 00 00 00 }")
+    assert str(caught.value).count(";") == 2
+
+
+@pytest.mark.parametrize("instructions, message", [
+    ([("i32.const", -1), HALT], "immediate -1 is not an unsigned 32-bit integer"),
+    ([("i32.mul", 0), HALT], "unknown opcode 'i32.mul'"),
+    ([("halt",)], "is not an (opcode, immediate) pair"),
+])
+def test_bad_python_programs_rejected(instructions, message):
+    with pytest.raises(ProgramError) as caught:
+        reference.program_tokens(instructions)
+    assert message in str(caught.value)
+
+
+def test_input_for_a_program_without_input_base_rejected():
+    with pytest.raises(ProgramError, match="instruction 0 is not input_base"):
+        reference.run_reference([HALT], b"x")
+
+
+# ---------------------------------------------------------------------------
+# Trace tools
+# ---------------------------------------------------------------------------
+
+def ex3():
+    instructions, input_bytes = reference.read_program(EXAMPLES_DIR / "ex3_call_input.txt")
+    return instructions, input_bytes, reference.run_reference(instructions, input_bytes)
+
+
+def test_split_groups_and_walk():
+    instructions, _, trace = ex3()
+    groups = reference.split_groups(trace)
+    assert sum(len(g) for g in groups) == len(trace)
+    assert all(reference.is_group_end(g[-1]) for g in groups)
+    records = list(reference.walk_trace(instructions, trace))
+    assert [r["pc"] for r in records[:4]] == [1, 2, 3, 8]      # call D at 3 jumps to 8
+    assert records[-1]["opcode"] == "halt" and records[-1]["output"] == b"123\n"
+    assert records[-1]["stack_depth"] == 0 and records[-1]["call_depth"] == 0
+
+
+def test_describe_trace_one_line_per_group():
+    instructions, _, trace = ex3()
+    text = reference.describe_trace(instructions, trace)
+    lines = text.splitlines()
+    assert len(lines) == 1 + len(reference.split_groups(trace))
+    assert "call 4" in lines[3] and "-> pc 8" in lines[3]
+    assert "b'123\\n'" in lines[-1]
+
+
+def test_diff_traces():
+    instructions, _, trace = ex3()
+    assert reference.diff_traces(trace, list(trace)) is None
+    wrong = list(trace)
+    wrong[5] = "34"     # the byte i32.load8_u read: '3' (0x33) in the input
+    report = reference.diff_traces(trace, wrong, instructions)
+    assert report.startswith("traces diverge at token 5 (group 1): expected '33', got '34'")
+    assert "i32.load8_u" in report
+    assert report.count("00 01 00 00 commit(+1,sts=1,bt=0)") == 1   # one group of common context
+    short = reference.diff_traces(trace, trace[:-1])
+    assert "got the end of the trace" in short
+
+
+# ---------------------------------------------------------------------------
+# The `reference` command
+# ---------------------------------------------------------------------------
+
+def test_command_prints_the_reference_file(capsys):
+    assert reference.command_reference(str(EXAMPLES_DIR / "ex3_call_input.txt")) == 0
+    assert capsys.readouterr().out == (EXAMPLES_DIR / "ex3_call_input_ref.txt").read_text()
+
+
+def test_command_input_replaces_the_section(capsys):
+    assert reference.command_reference(str(EXAMPLES_DIR / "ex3_call_input.txt"), "5") == 0
+    out = capsys.readouterr().out
+    assert "\n5 00 commit(+0,sts=0,bt=0)\n" in out
+    assert reference.output_bytes(out.split()) == b"12345\n"
+
+
+def test_command_bad_file_and_trap(tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("{ i32.cosnt 00 00 00 00 }")
+    assert reference.command_reference(str(bad)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'i32.cosnt' is not an opcode" in err
+    assert reference.command_reference(str(tmp_path / "missing.txt")) == 2
+    trapping = tmp_path / "trap.txt"
+    trapping.write_text(reference.format_program([("trap", 0)]))
+    assert reference.command_reference(str(trapping)) == 1
+    captured = capsys.readouterr()
+    assert captured.out.split()[-1] == "trap" and "trapped at instruction 0" in captured.err
