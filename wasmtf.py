@@ -41,6 +41,7 @@ import math
 import struct
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -429,16 +430,16 @@ def read_model_bin(data, name):
         model["layers"].append({
             "w_qkv": matrix(3 * D, D, f"layer {l} W_qkv"), "w_out": matrix(D, D, f"layer {l} W_out"),
             "w_in": matrix(2 * F, D, f"layer {l} W_in"), "w_ffo": matrix(D, F, f"layer {l} W_ffo"),
-            "tie_latest": np.zeros(H, dtype=bool)})  # missing tie flags: all average
+            "tie_latest": np.zeros(H, dtype=bool)})  # has_tiebreak = 0: all average
     model["head"] = matrix(V, D, "the output head")
-    if offset < len(data) and flag("has_erase"):
+    if flag("has_erase"):
         model["erase"] = []
         for l in range(L):
             halves = [ints(ints(1, f"layer {l} erase count")[0], f"layer {l} erase list") for half in "af"]
             if not all(0 <= s < D for half in halves for s in half):
                 raise ModelFileError(f"{name}: layer {l} erase list names a slot outside 0..{D - 1}")
             model["erase"].append(halves)
-    if offset < len(data) and flag("has_tiebreak"):
+    if flag("has_tiebreak"):
         flags = np.array(ints(L * H, "the tie flags")).reshape(L, H)  # [L, H]
         for layer, layer_flags in zip(model["layers"], flags):
             layer["tie_latest"] = layer_flags == 1
@@ -539,7 +540,8 @@ def load(path):
             raise ModelFileError(f"{path}: unknown model file type (use .bin or .npz)")
     except ModelFileError:
         raise
-    except (OSError, ValueError, EOFError, StopIteration, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, TypeError, IndexError, EOFError, StopIteration,
+            zipfile.BadZipFile, zlib.error) as error:  # whatever a damaged file makes numpy raise
         raise ModelFileError(f"{path}: cannot read the model ({error})") from None
     check_model(model, path)
     return model

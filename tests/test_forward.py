@@ -294,3 +294,23 @@ def test_generate_convert_info_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         wasmtf.main(["generate", "--bogus"])
     assert exit_info.value.code == 2
+
+
+def test_every_truncation_and_damaged_npz_is_a_model_file_error(tmp_path):
+    wasmtf.save(odd_model(), tmp_path / "good.bin")
+    data = (tmp_path / "good.bin").read_bytes()
+    for cut in range(len(data)):
+        (tmp_path / "cut.bin").write_bytes(data[:cut])
+        with pytest.raises(wasmtf.ModelFileError, match="cut.bin: "):
+            wasmtf.load(tmp_path / "cut.bin")
+    wasmtf.save(odd_model(), tmp_path / "good.npz")
+    data = (tmp_path / "good.npz").read_bytes()
+    rng = np.random.default_rng(1)
+    for position in rng.integers(0, len(data), 200):
+        damaged = bytearray(data)
+        damaged[position] ^= 0xFF
+        (tmp_path / "damaged.npz").write_bytes(bytes(damaged))
+        try:
+            wasmtf.load(tmp_path / "damaged.npz")  # a flipped byte in a float or a name can still load
+        except wasmtf.ModelFileError as error:
+            assert "damaged.npz: " in str(error)
