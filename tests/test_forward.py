@@ -300,13 +300,12 @@ def test_every_truncation_and_damaged_npz_is_a_model_file_error(tmp_path):
     wasmtf.save(odd_model(), tmp_path / "good.bin")
     data = (tmp_path / "good.bin").read_bytes()
     for cut in range(len(data)):
-        (tmp_path / "cut.bin").write_bytes(data[:cut])
         with pytest.raises(wasmtf.ModelFileError, match="cut.bin: "):
-            wasmtf.load(tmp_path / "cut.bin")
+            wasmtf.read_model_bin(data[:cut], "cut.bin")
     wasmtf.save(odd_model(), tmp_path / "good.npz")
     data = (tmp_path / "good.npz").read_bytes()
     rng = np.random.default_rng(1)
-    for position in rng.integers(0, len(data), 200):
+    for position in rng.integers(0, len(data), 50):
         damaged = bytearray(data)
         damaged[position] ^= 0xFF
         (tmp_path / "damaged.npz").write_bytes(bytes(damaged))
