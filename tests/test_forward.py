@@ -313,3 +313,35 @@ def test_every_truncation_and_damaged_npz_is_a_model_file_error(tmp_path):
             wasmtf.load(tmp_path / "damaged.npz")  # a flipped byte in a float or a name can still load
         except wasmtf.ModelFileError as error:
             assert "damaged.npz: " in str(error)
+
+
+def random_tie_model(seed, D=8, V=6):
+    """One layer of random small-integer heads (many exact ties, qy >= 0, some
+    qy = 0 and some zero queries), each head's output in its own slot."""
+    rng = np.random.default_rng(seed)
+    H, ONE = D // 2, 3
+    embed = rng.integers(-2, 3, size=(V, D)).astype(float)  # [V, D]
+    embed[:, :3] = 0
+    embed[:, ONE] = 1
+    embed[0] = 0                                             # token 0 plays `{`
+    w_qkv = rng.integers(-1, 2, size=(3 * D, D)).astype(float)  # [3D, D]
+    w_qkv[:, 1] = 0                                          # keep inv_log_pos out: exact integers
+    for h in range(H):
+        w_qkv[2 * h + 1] = 0
+        w_qkv[2 * h + 1, ONE] = rng.integers(0, 3)           # qy = 0, 1 or 2 times `one`
+    w_out = np.zeros((D, D))
+    w_out[np.arange(D), rng.permutation(D)] = 1              # one term per row: exact sums
+    layer = {"w_qkv": w_qkv, "w_out": w_out, "w_in": np.zeros((0, D)), "w_ffo": np.zeros((D, 0)),
+             "tie_latest": rng.random(H) < 0.5}
+    return {"vocab": [f"t{i}" for i in range(V)], "embed": embed, "head": np.zeros((V, D)),
+            "stop_ids": [0], "slot_names": [""] * D, "layers": [layer]}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_batched_brute_attention_equals_the_caches_on_random_ties(seed):
+    model = random_tie_model(seed)
+    ids = [0] + list(np.random.default_rng(seed).integers(1, 6, size=40))
+    x, _ = wasmtf.forward_batch(model, ids)
+    for cache in ("hull", "brute"):
+        trace = wasmtf.forward(model, [model["vocab"][i] for i in ids], cache=cache)
+        assert np.array_equal(x, np.array([t["residuals"][-1] for t in trace])), cache
