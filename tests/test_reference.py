@@ -436,3 +436,47 @@ def test_command_bad_file_and_trap(tmp_path, capsys):
     assert reference.command_reference(str(trapping)) == 1
     captured = capsys.readouterr()
     assert captured.out.split()[-1] == "trap" and "trapped at instruction 0" in captured.err
+
+
+# ---------------------------------------------------------------------------
+# Random programs (tests/program_generator.py)
+# ---------------------------------------------------------------------------
+import random  # noqa: E402
+
+import program_generator  # noqa: E402
+
+RANDOM_PROGRAMS = 200
+
+
+def test_generated_programs_run_and_agree_with_the_trace_tools():
+    rng = random.Random(2026)
+    executed, statuses = set(), set()
+    for _ in range(RANDOM_PROGRAMS):
+        instructions, input_bytes = program_generator.random_program(rng)
+        assert reference.parse_program(reference.format_program(instructions, input_bytes))[0] == instructions
+        machine = reference.execute(instructions, input_bytes, max_steps=100_000)
+        assert machine.status in ("halt", "trap") and machine.trace[-1] == machine.status
+        records = list(reference.walk_trace(instructions, machine.trace))
+        assert records[-1]["pc"] == machine.pc                       # the tokens alone give the pc ...
+        assert records[-1]["output"] == machine.output == reference.output_bytes(machine.trace)
+        if machine.status == "halt":                                  # ... and the stack depth
+            assert records[-1]["stack_depth"] == len(machine.stack) == 0
+        executed.update(record["opcode"] for record in records)
+        statuses.add(machine.status)
+    assert executed == set(reference.OPCODES) - {"global.get", "global.set", "input_base"}
+    assert statuses == {"halt", "trap"}
+
+
+def test_generator_size_knob():
+    rng = random.Random(7)
+    small = [len(program_generator.random_program(rng, n_instructions=10)[0]) for _ in range(20)]
+    large = [len(program_generator.random_program(rng, n_instructions=400)[0]) for _ in range(20)]
+    assert max(small) < min(large) and min(large) >= 400
+
+
+@pytest.mark.slow
+def test_many_large_generated_programs():
+    rng = random.Random(11)
+    for _ in range(200):
+        instructions, input_bytes = program_generator.random_program(rng, n_instructions=1000)
+        assert reference.execute(instructions, input_bytes, max_steps=10_000_000).status in ("halt", "trap")
