@@ -24,8 +24,8 @@ EDGE_WORDS = [0, 1, WORD - 1, 1 << 31, (1 << 31) - 1]   # 0, 1, -1, INT_MIN, INT
 SMALL_WORD_LIMIT = 300                                 # small operands exercise single-byte carries
 BINARY_OPS = ["i32.add", "i32.sub", "i32.eq", "i32.ne", "i32.lt_s", "i32.lt_u", "i32.gt_s", "i32.gt_u",
               "i32.le_s", "i32.le_u", "i32.ge_s", "i32.ge_u"]
-LOADS = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s": 2, "i32.load16_u": 2}
-STORES = {"i32.store": 4, "i32.store8": 1, "i32.store16": 2}
+LOADS = {opcode: width for opcode, (width, _) in reference.LOADS.items()}   # bytes touched
+STORES = reference.STORES
 SCRATCH_ADDRESS, SCRATCH_BYTES = 0x2000, 64      # loads and stores hit this area (so loads see stores) ...
 MAX_OFFSET = 8                                   # ... with offsets 0..8
 INPUT_ADDRESS = 0x3000
