@@ -474,6 +474,124 @@ def test_generator_size_knob():
     assert max(small) < min(large) and min(large) >= 400
 
 
+def oracle_trace(instructions, input_bytes):
+    """An independent re-derivation of the trace, written differently from reference.py:
+    a dict memory, struct for bytes, carries and borrows from the xor identity
+    carry_into_bit_j(a + b) = bit j of (a ^ b ^ (a + b)) (the same for a - b)."""
+    import struct
+    mask, stop = 0xFFFFFFFF, None
+    memory = {}
+    if instructions[0][0] == "input_base":
+        for k, byte in enumerate((input_bytes or b"") + b"\0"):
+            memory[instructions[0][1] + k] = byte
+    stack, local, calls, trace, pc = [], {}, [], [], 0
+
+    def word(value, marks=0):   # marks: bit k set = byte k marked
+        return ["%02x" % b + "'" * (marks >> k & 1) for k, b in enumerate(struct.pack("<I", value & mask))]
+
+    def carry_marks(a, b, result):
+        flips = a ^ b ^ result
+        return sum(1 << k for k in range(4) if flips >> (8 * k + 8) & 1)
+
+    def commit(op, taken=0):
+        sd, sts = reference.STACK_DELTA[op], reference.STORES_TO_STACK[op]
+        return "commit(%+d,sts=%d,bt=%d)" % (sd, sts, taken)
+
+    while stop is None and pc < len(instructions):
+        op, imm = instructions[pc]
+        jump = pc + 1 + struct.unpack("<i", struct.pack("<I", imm))[0]
+        next_pc = pc + 1
+        if op == "i32.const":
+            stack.append(imm)
+            trace += word(imm) + [commit(op)]
+        elif op in ("i32.add", "i32.sub"):
+            b, a = stack.pop(), stack.pop()
+            result = a + b if op == "i32.add" else a - b
+            stack.append(result & mask)
+            trace += word(result, carry_marks(a, b, result)) + [commit(op)]
+        elif op in ("local.get", "local.set", "local.tee"):
+            if op == "local.get":
+                stack.append(local.get(imm, 0))
+            else:
+                local[imm] = stack[-1] if op == "local.tee" else stack.pop()
+            trace += word(local.get(imm, 0)) + [commit(op)]
+        elif op == "drop":
+            stack.pop()
+            trace.append(commit(op))
+        elif op == "select":
+            c, b, a = stack.pop(), stack.pop(), stack.pop()
+            stack.append(a if c else b)
+            trace += word(stack[-1]) + [commit(op)]
+        elif op == "i32.eqz" or op in reference.COMPARISONS:
+            b = stack.pop()
+            if op == "i32.eqz":
+                result = b == 0
+            else:
+                a = stack.pop()
+                sa, sb = (struct.unpack("<i", struct.pack("<I", v))[0] for v in (a, b))
+                left, right = (sa, sb) if op.endswith("_s") else (a, b)
+                result = {"eq": left == right, "ne": left != right, "lt": left < right, "gt": left > right,
+                          "le": left <= right, "ge": left >= right}[op[4:6]]
+            stack.append(int(result))
+            trace += word(int(result)) + [commit(op)]
+        elif "load" in op or "store" in op:
+            bits = "".join(c for c in op[len("i32."):] if c.isdigit())   # "", "8" or "16"
+            width = int(bits) // 8 if bits else 4
+            value = stack.pop() if "store" in op else None
+            start = stack.pop() + imm
+            if start + width > 1 << 24:
+                trace.append("trap")
+                stop = "trap"
+                continue
+            if value is not None:
+                for k in range(width):
+                    memory[start + k] = value >> 8 * k & 255
+                trace += word(value)[:width] + [commit(op)]
+            else:
+                loaded = sum(memory.get(start + k, 0) << 8 * k for k in range(width))
+                negative = op.endswith("_s") and loaded >> (8 * width - 1)
+                marks = (0b1111 if width == 1 else 0b1110) if negative else 0
+                loaded = loaded - (1 << 8 * width) if negative else loaded
+                stack.append(loaded & mask)
+                trace += word(loaded, marks) + [commit(op)]
+        elif op == "br" or (op == "br_if" and stack.pop()):
+            trace += ["branch_taken"] + word(imm) + [commit(op, taken=1)]
+            next_pc = jump
+        elif op == "br_if":
+            trace.append(commit(op))
+        elif op == "call":
+            calls.append((pc + 1, local, imm))
+            local = {}
+            trace += ["branch_taken"] + word(imm) + ["call_commit"]
+            next_pc = jump
+        elif op == "return":
+            next_pc, local, call_imm = calls.pop()
+            difference = imm - call_imm
+            trace += ["branch_taken"] + word(difference, carry_marks(imm, call_imm, difference)) + ["return_commit"]
+        elif op == "output":
+            trace.append(reference.out_token(stack.pop() & 255))
+        elif op in ("halt", "trap"):
+            trace.append(op)
+            stop = op
+        pc = next_pc
+    return trace
+
+
+def test_generated_programs_match_an_independent_oracle():
+    rng = random.Random(99)
+    for _ in range(RANDOM_PROGRAMS):
+        instructions, input_bytes = program_generator.random_program(rng)
+        expected = oracle_trace(instructions, input_bytes)
+        assert reference.diff_traces(expected, reference.run_reference(instructions, input_bytes),
+                                     instructions) is None
+
+
+@pytest.mark.parametrize("ref_path", EXAMPLE_TRACES, ids=lambda p: p.stem)
+def test_oracle_reproduces_examples(ref_path):
+    instructions, input_bytes, trace = reference.parse_trace_file(ref_path.read_text())
+    assert oracle_trace(instructions, input_bytes) == trace
+
+
 @pytest.mark.slow
 def test_many_large_generated_programs():
     rng = random.Random(11)
