@@ -14,6 +14,17 @@ writes, one token group per instruction. Read it top to bottom:
      a readable instruction-level view, and a diff of two traces
   6. the `reference` command (`python wasmtf.py reference FILE`)
 
+Decisions where the spec leaves room (each enforced by ProgramError unless said):
+  * immediates are unsigned 32-bit ints; local indices must be < 256;
+  * `br`/`br_if`/`call` must target an instruction of the program, never an
+    `input_base` at instruction 0 (it runs once, as the prompt's input section);
+  * `return`: see _return_problems (static F-R-1 check; checked again at run time);
+  * an input is allowed only when instruction 0 is `input_base`; its bytes are
+    stored as given (a NUL inside it is allowed; the section's last `00` is the NUL);
+  * running past the last instruction stops the run without a stop token
+    (Machine.status "end"; the `reference` command reports it as a failed run);
+  * a stack underflow raises ExecutionError; max_steps raises StepLimitExceeded.
+
 Costs: reading a program is O(N) in its N instructions plus O(N) per
 function for the static `return` check; the interpreter spends O(1) per
 executed instruction (about 0.6 microseconds, i.e. ~8 million trace tokens
@@ -143,6 +154,7 @@ BYTE_VALUES = 1 << BYTE_BITS         # 256
 WORD_MODULUS = 1 << (WORD_BYTES * BYTE_BITS)  # 2**32: arithmetic is mod this
 SIGN_BIT = WORD_MODULUS >> 1         # 2**31: a word >= this is negative
 LOCALS_PER_FRAME = 256               # SPEC 4.8 d5: indices 0..255, all zeroed per frame
+MEMORY_SIZE = 1 << 24                # 16 MiB (SPEC 4.8); touching a byte at or past it traps
 PROGRAM_START, PROGRAM_END = "{", "}"
 INPUT_END = commit_token(+0, 0, 0)   # closes the input section, after its NUL byte
 NUL = 0
@@ -409,8 +421,7 @@ def read_program(path):
 # returns the next pc (or STOPPED). `input_base` appends nothing: its group
 # (the input section) is part of the prompt.
 
-MEMORY_SIZE = 1 << 24     # 16 MiB (SPEC 4.8); touching a byte at or past it traps
-DEFAULT_MAX_STEPS = 10_000_000  # about 50 million trace tokens, tens of seconds of CPython
+DEFAULT_MAX_STEPS = 10_000_000  # about 50 million trace tokens, some seconds of CPython
 STOPPED = -1              # the "next pc" of halt and trap
 STACK_SHOWN = 8           # Machine.describe shows the top 8 stack words
 UNMARKED, MARKED = 0, 1
@@ -1037,3 +1048,12 @@ def command_reference(path, input_text=None, max_steps=DEFAULT_MAX_STEPS):
         print("error: ran past the last instruction without halt", file=sys.stderr)
         return EXIT_FAILED_RUN
     return EXIT_OK
+
+
+if __name__ == "__main__":  # python reference.py FILE [--input STR]
+    import argparse
+    parser = argparse.ArgumentParser(description="Print a program's prompt and reference trace.")
+    parser.add_argument("file")
+    parser.add_argument("--input", default=None, help="the input string (replaces the file's input section)")
+    arguments = parser.parse_args()
+    sys.exit(command_reference(arguments.file, arguments.input))
