@@ -163,6 +163,7 @@ BRANCHES = ("br", "br_if", "call")   # immediates that are relative targets (SPE
 LOCAL_OPCODES = ("local.get", "local.set", "local.tee")
 MAX_REPORTED_PROBLEMS = 10           # a longer list of problems is cut with "... and N more"
 HEX_BYTE = re.compile(r"[0-9a-f]{2}")  # the only spelling of an immediate byte
+TRACE_BYTE = re.compile(r"[0-9a-f]{2}'?")  # a byte in a trace, possibly carry-marked
 
 
 class ProgramError(ValueError):
@@ -261,7 +262,7 @@ def _return_problems(instructions):
             if instructions[index][0] == "return":
                 owners.setdefault(index, []).append(entry)
             for successor in _flow_successors(instructions, index):
-                if successor < count and successor not in seen:
+                if 0 <= successor < count and successor not in seen:
                     seen.add(successor)
                     pending.append(successor)
     problems = []
@@ -297,7 +298,9 @@ def program_problems(instructions, input_bytes=None):
                 problems.append("%s: %s jumps to input_base (instruction 0), which runs once, as the prompt"
                                 % (_where(index), opcode))
     if input_bytes is not None:
-        if instructions[0][0] != "input_base":
+        if not isinstance(input_bytes, (bytes, bytearray)):
+            problems.append("the input must be bytes, not %s" % type(input_bytes).__name__)
+        elif instructions[0][0] != "input_base":
             problems.append("an input is given but instruction 0 is not input_base")
         elif instructions[0][1] + len(input_bytes) + 1 > MEMORY_SIZE:
             problems.append("the input (%d bytes + NUL at address %d) does not fit in the %d-byte memory"
@@ -423,7 +426,8 @@ def read_program(path):
 
 DEFAULT_MAX_STEPS = 10_000_000  # about 50 million trace tokens, some seconds of CPython
 STOPPED = -1              # the "next pc" of halt and trap
-STACK_SHOWN = 8           # Machine.describe shows the top 8 stack words
+STACK_SHOWN = 8           # Machine.describe shows the top 8 stack words ...
+OUTPUT_SHOWN = 16         # ... and the last 16 output bytes (so does describe_trace)
 UNMARKED, MARKED = 0, 1
 
 BYTE_TOKENS = ([byte_token(v) for v in range(BYTE_VALUES)],                 # [value] -> `hh`
@@ -485,9 +489,9 @@ class Machine:
             at = "past the last instruction"
         nonzero = {i: to_signed(v) for i, v in enumerate(self.locals) if v}
         return ("status %s after %d steps, pc %d (%s), call depth %d, stack (top last) %s, "
-                "nonzero locals %s, output %r"
+                "nonzero locals %s, output (last bytes) %r"
                 % (self.status, self.steps, self.pc, at, len(self.frames),
-                   [to_signed(v) for v in self.stack[-STACK_SHOWN:]], nonzero, bytes(self.output)))
+                   [to_signed(v) for v in self.stack[-STACK_SHOWN:]], nonzero, bytes(self.output[-OUTPUT_SHOWN:])))
 
 
 def emit_word(trace, word, marks=(UNMARKED,) * WORD_BYTES):
@@ -872,6 +876,8 @@ def parse_trace_file(text):
     close = tokens.index(PROGRAM_END)
     prompt_end = close + 1
     if prompt_end < len(tokens) and tokens[1] == "input_base":
+        if INPUT_END not in tokens[close:]:
+            raise ProgramError("the trace file of an input_base program has no input section")
         prompt_end = tokens.index(INPUT_END, close) + 1
     instructions, input_bytes = parse_program(" ".join(tokens[:prompt_end]))
     return instructions, input_bytes, tokens[prompt_end:]
@@ -892,7 +898,7 @@ def split_groups(tokens):
 
 def byte_value(token):
     """The value of a byte token `hh` or `hh'`, else None."""
-    return int(token[:2], 16) if HEX_BYTE.fullmatch(token.rstrip("'")) else None
+    return int(token[:2], 16) if TRACE_BYTE.fullmatch(token) else None
 
 
 def out_value(token):
@@ -951,9 +957,6 @@ def _describe_value(record):
     if is_jump(record["group"][-1]):
         return "-> pc %d" % (record["pc"] + 1 + to_signed(value))
     return "%d" % to_signed(value) if value >= SIGN_BIT else "%d" % value
-
-
-OUTPUT_SHOWN = 16  # describe_trace shows the last 16 output bytes
 
 
 def describe_record(record):

@@ -354,6 +354,7 @@ def test_all_problems_reported_at_once():
     ([("i32.const", -1), HALT], "immediate -1 is not an unsigned 32-bit integer"),
     ([("i32.mul", 0), HALT], "unknown opcode 'i32.mul'"),
     ([("halt",)], "is not an (opcode, immediate) pair"),
+    ([("br", 0xFFFFFFFD), ("return", 0xFFFFFFFF)], "br target -2 is outside the program"),
 ])
 def test_bad_python_programs_rejected(instructions, message):
     with pytest.raises(ProgramError) as caught:
@@ -364,6 +365,8 @@ def test_bad_python_programs_rejected(instructions, message):
 def test_input_for_a_program_without_input_base_rejected():
     with pytest.raises(ProgramError, match="instruction 0 is not input_base"):
         reference.run_reference([HALT], b"x")
+    with pytest.raises(ProgramError, match="the input must be bytes, not str"):
+        reference.run_reference([("input_base", 0), HALT], "x")
 
 
 # ---------------------------------------------------------------------------
