@@ -1,8 +1,11 @@
 """The reference interpreter and program files: the contract's worked examples
 token for token, hand-checked groups per opcode, traps, and malformed files."""
+import random
+
 import pytest
 
 from conftest import EXAMPLES_DIR
+import program_generator
 import reference
 from reference import MEMORY_SIZE, ProgramError
 
@@ -444,10 +447,6 @@ def test_command_bad_file_and_trap(tmp_path, capsys):
 # ---------------------------------------------------------------------------
 # Random programs (tests/program_generator.py)
 # ---------------------------------------------------------------------------
-import random  # noqa: E402
-
-import program_generator  # noqa: E402
-
 RANDOM_PROGRAMS = 200
 
 
