@@ -1,0 +1,1562 @@
+"""The front end: WebAssembly (or C, or .wat) in, a flat program of SPEC 3.1 out.
+
+    C --(zig's clang)--> .wasm --(decode_module)--> Module --(lower_module)--> [(opcode, imm), ...]
+
+Contents, top to bottom:
+  1. errors
+  2. the decoder: WebAssembly binary format, version 1 (MVP + sign extension);
+     malformed input -> WasmError naming the byte offset
+  3. shared routines: the i32 operations the machine lacks (mul, div, rem,
+     and/or/xor, shifts, rotations, clz/ctz/popcnt), written once per program
+     in a small assembly text, each exact for every operand, each bounded
+  4. lowering: structured control flow -> relative branches, globals -> memory,
+     data segments, bounds checks, the entry harness; the complete check first
+  5. C compilation and program files (`compile`, `run` accept .c .wasm .wat .txt)
+  6. the WebAssembly spec-test runner (`spectest`)
+
+Memory map of a lowered program (all addresses are machine addresses = wasm addresses):
+  - the module's memory (M bytes, M = declared minimum pages * 64 KiB, at most 2^24);
+  - the RESERVED area: SCRATCH_BYTES bytes of scratch for the routines, then one
+    4-byte word per global (global g at reserved + 8 + 4g). It sits right above
+    the module's memory (at M), where WebAssembly would trap and where the bounds
+    checks keep the module out. A module with all 16 MiB (our C programs) has no
+    room above, so its reserved area is at address 0: the bottom of the 64 KiB C
+    stack in the stack-first layout of wasm-ld (data starts at 64 KiB), reached
+    only by a stack overflow. Data segments there are rejected.
+  - bounds checks: a module with M < 2^24 gets, before each load/store, an
+    unsigned comparison of the address with M - offset - width (5 instructions,
+    7 for a store) and a branch to one shared `trap`; with M = 2^24 the machine
+    traps by itself (SPEC 4.8).
+
+Costs (instructions executed, worst case): mul ~700 (~230 when one operand
+< 2^8), div/rem ~1,000 (~300 for a dividend < 2^8), and/or/xor ~900 (less when
+an operand has leading zero bytes), shl ~190, shr ~240, rotl/rotr ~150,
+clz ~70, ctz ~110, popcnt ~360, extend8_s/16_s 6 inline. Lowering itself is
+linear in the module size.
+"""
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import reference
+from reference import WORD_MODULUS, SIGN_BIT, LOCALS_PER_FRAME, MEMORY_SIZE
+
+# ---------------------------------------------------------------------------
+# 1. Errors
+# ---------------------------------------------------------------------------
+
+
+class WasmError(ValueError):
+    """A malformed or invalid module (the message names the byte offset), or a C compile failure."""
+
+
+class UnsupportedError(WasmError):
+    """The module is valid WebAssembly but uses something wasmtf does not lower.
+    `.problems` lists every such use (function, byte offset, what), found before anything runs."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("unsupported (%d):\n  %s" % (len(self.problems), "\n  ".join(self.problems)))
+
+
+# ---------------------------------------------------------------------------
+# 2. The decoder (WebAssembly core spec, chapter 5 "Binary Format")
+# ---------------------------------------------------------------------------
+
+WASM_MAGIC = b"\0asm"
+WASM_VERSION = b"\x01\0\0\0"
+PAGE_BYTES = 1 << 16                      # a WebAssembly page: 64 KiB
+MAX_PAGES = MEMORY_SIZE // PAGE_BYTES     # 256 pages = the machine's 16 MiB
+VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
+               0x70: "funcref", 0x6F: "externref"}
+SECTION_NAMES = {0: "custom", 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory",
+                 6: "global", 7: "export", 8: "start", 9: "element", 10: "code", 11: "data",
+                 12: "data count"}
+SECTION_ORDER = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 10, 11]   # the data count section precedes code
+MAX_LOCALS_DECLARED = 50_000              # a sanity bound (the machine has 256 locals per frame)
+
+# Instructions by opcode byte: name and immediate kind. Kinds: "" none, "block"
+# block type, "u32" an index or label, "br_table", "call_indirect", "memarg"
+# (align, offset), "i32"/"i64" signed LEB128, "f32"/"f64" raw bytes, "select_t"
+# a vector of value types, "reftype" one byte, "u32_u32" two indices.
+OPCODES = {0x00: ("unreachable", ""), 0x01: ("nop", ""), 0x02: ("block", "block"),
+           0x03: ("loop", "block"), 0x04: ("if", "block"), 0x05: ("else", ""), 0x0B: ("end", ""),
+           0x0C: ("br", "u32"), 0x0D: ("br_if", "u32"), 0x0E: ("br_table", "br_table"),
+           0x0F: ("return", ""), 0x10: ("call", "u32"), 0x11: ("call_indirect", "call_indirect"),
+           0x1A: ("drop", ""), 0x1B: ("select", ""), 0x1C: ("select", "select_t"),
+           0x20: ("local.get", "u32"), 0x21: ("local.set", "u32"), 0x22: ("local.tee", "u32"),
+           0x23: ("global.get", "u32"), 0x24: ("global.set", "u32"), 0x25: ("table.get", "u32"),
+           0x26: ("table.set", "u32"), 0x3F: ("memory.size", "u32"), 0x40: ("memory.grow", "u32"),
+           0x41: ("i32.const", "i32"), 0x42: ("i64.const", "i64"), 0x43: ("f32.const", "f32"),
+           0x44: ("f64.const", "f64"), 0xD0: ("ref.null", "reftype"), 0xD1: ("ref.is_null", ""),
+           0xD2: ("ref.func", "u32")}
+_MEMORY_OPS = ("i32.load i64.load f32.load f64.load i32.load8_s i32.load8_u i32.load16_s i32.load16_u "
+               "i64.load8_s i64.load8_u i64.load16_s i64.load16_u i64.load32_s i64.load32_u i32.store "
+               "i64.store f32.store f64.store i32.store8 i32.store16 i64.store8 i64.store16 i64.store32")
+_NUMERIC_OPS = (  # 0x45 .. 0xC4, in opcode order
+    "i32.eqz i32.eq i32.ne i32.lt_s i32.lt_u i32.gt_s i32.gt_u i32.le_s i32.le_u i32.ge_s i32.ge_u "
+    "i64.eqz i64.eq i64.ne i64.lt_s i64.lt_u i64.gt_s i64.gt_u i64.le_s i64.le_u i64.ge_s i64.ge_u "
+    "f32.eq f32.ne f32.lt f32.gt f32.le f32.ge f64.eq f64.ne f64.lt f64.gt f64.le f64.ge "
+    "i32.clz i32.ctz i32.popcnt i32.add i32.sub i32.mul i32.div_s i32.div_u i32.rem_s i32.rem_u "
+    "i32.and i32.or i32.xor i32.shl i32.shr_s i32.shr_u i32.rotl i32.rotr "
+    "i64.clz i64.ctz i64.popcnt i64.add i64.sub i64.mul i64.div_s i64.div_u i64.rem_s i64.rem_u "
+    "i64.and i64.or i64.xor i64.shl i64.shr_s i64.shr_u i64.rotl i64.rotr "
+    "f32.abs f32.neg f32.ceil f32.floor f32.trunc f32.nearest f32.sqrt f32.add f32.sub f32.mul "
+    "f32.div f32.min f32.max f32.copysign f64.abs f64.neg f64.ceil f64.floor f64.trunc f64.nearest "
+    "f64.sqrt f64.add f64.sub f64.mul f64.div f64.min f64.max f64.copysign "
+    "i32.wrap_i64 i32.trunc_f32_s i32.trunc_f32_u i32.trunc_f64_s i32.trunc_f64_u i64.extend_i32_s "
+    "i64.extend_i32_u i64.trunc_f32_s i64.trunc_f32_u i64.trunc_f64_s i64.trunc_f64_u "
+    "f32.convert_i32_s f32.convert_i32_u f32.convert_i64_s f32.convert_i64_u f32.demote_f64 "
+    "f64.convert_i32_s f64.convert_i32_u f64.convert_i64_s f64.convert_i64_u f64.promote_f32 "
+    "i32.reinterpret_f32 i64.reinterpret_f64 f32.reinterpret_i32 f64.reinterpret_i64 "
+    "i32.extend8_s i32.extend16_s i64.extend8_s i64.extend16_s i64.extend32_s")
+OPCODES.update({0x28 + k: (name, "memarg") for k, name in enumerate(_MEMORY_OPS.split())})
+OPCODES.update({0x45 + k: (name, "") for k, name in enumerate(_NUMERIC_OPS.split())})
+# The 0xFC prefix: saturating truncations, bulk memory and table operations.
+PREFIXED_FC = {k: (name, "") for k, name in enumerate(
+    "i32.trunc_sat_f32_s i32.trunc_sat_f32_u i32.trunc_sat_f64_s i32.trunc_sat_f64_u "
+    "i64.trunc_sat_f32_s i64.trunc_sat_f32_u i64.trunc_sat_f64_s i64.trunc_sat_f64_u".split())}
+PREFIXED_FC.update({8: ("memory.init", "u32_u32"), 9: ("data.drop", "u32"), 10: ("memory.copy", "u32_u32"),
+                    11: ("memory.fill", "u32"), 12: ("table.init", "u32_u32"), 13: ("elem.drop", "u32"),
+                    14: ("table.copy", "u32_u32"), 15: ("table.grow", "u32"), 16: ("table.size", "u32"),
+                    17: ("table.fill", "u32")})
+NATURAL_ALIGNMENT = {"8": 0, "16": 1, "32": 2}  # log2 bytes, by the width in the name (default: the type's)
+
+
+class Reader:
+    """A cursor over module bytes; every read checks bounds and names the offset when it fails."""
+
+    def __init__(self, data, position=0, end=None):
+        self.data = data
+        self.position = position
+        self.end = len(data) if end is None else end
+
+    def fail(self, what, at=None):
+        at = self.position if at is None else at
+        raise WasmError("byte offset %d (0x%x): %s" % (at, at, what))
+
+    def byte(self):
+        if self.position >= self.end:
+            self.fail("unexpected end (truncated module or section)")
+        value = self.data[self.position]
+        self.position += 1
+        return value
+
+    def bytes(self, count):
+        if count > self.end - self.position:
+            self.fail("unexpected end: %d bytes needed, %d left" % (count, self.end - self.position))
+        chunk = self.data[self.position:self.position + count]
+        self.position += count
+        return chunk
+
+    def leb(self, bits, signed):
+        """An unsigned or signed LEB128 number of at most `bits` bits (core spec 5.2.2)."""
+        start = self.position
+        result, shift = 0, 0
+        max_bytes = (bits + 6) // 7
+        for count in range(max_bytes):
+            value = self.byte()
+            result |= (value & 0x7F) << shift
+            shift += 7
+            if not value & 0x80:
+                break
+        else:
+            self.fail("bad LEB128: longer than %d bytes" % max_bytes, start)
+        if signed:
+            if value & 0x40:
+                result -= 1 << shift
+            if not -(1 << (bits - 1)) <= result < (1 << (bits - 1)):
+                self.fail("bad LEB128: signed value out of %d-bit range" % bits, start)
+        elif result >= 1 << bits:
+            self.fail("bad LEB128: unsigned value out of %d-bit range" % bits, start)
+        return result
+
+    def u32(self):
+        return self.leb(32, signed=False)
+
+    def name(self):
+        at = self.position
+        try:
+            return self.bytes(self.u32()).decode("utf-8")
+        except UnicodeDecodeError:
+            self.fail("name is not valid UTF-8", at)
+
+    def value_type(self):
+        at = self.position
+        code = self.byte()
+        if code not in VALUE_TYPES:
+            self.fail("unknown value type 0x%02x" % code, at)
+        return VALUE_TYPES[code]
+
+    def limits(self):
+        """(min, max or None); flags 0/1 only (shared and 64-bit memories are reported by the caller)."""
+        at = self.position
+        flags = self.byte()
+        if flags not in (0, 1):
+            self.fail("unsupported limits flags 0x%02x (shared or 64-bit memory)" % flags, at)
+        minimum = self.u32()
+        maximum = self.u32() if flags == 1 else None
+        if maximum is not None and maximum < minimum:
+            self.fail("limits: maximum %d below minimum %d" % (maximum, minimum), at)
+        return minimum, maximum
+
+
+class Instruction:
+    """One decoded instruction: its name, immediate (int, tuple or None) and byte offset in the module."""
+    __slots__ = ("name", "immediate", "offset")
+
+    def __init__(self, name, immediate, offset):
+        self.name, self.immediate, self.offset = name, immediate, offset
+
+    def __repr__(self):
+        return "Instruction(%r, %r, 0x%x)" % (self.name, self.immediate, self.offset)
+
+
+def read_instruction(reader):
+    """Decode one instruction with its immediate. Unknown opcodes are a WasmError."""
+    at = reader.position
+    code = reader.byte()
+    if code == 0xFC:
+        sub = reader.u32()
+        if sub not in PREFIXED_FC:
+            reader.fail("unknown opcode 0xfc %d" % sub, at)
+        name, kind = PREFIXED_FC[sub]
+    elif code == 0xFD:
+        reader.fail("SIMD instruction (0xfd prefix): not supported by the decoder", at)
+    elif code in OPCODES:
+        name, kind = OPCODES[code]
+    else:
+        reader.fail("unknown opcode 0x%02x" % code, at)
+    if kind == "":
+        immediate = None
+    elif kind == "block":
+        # empty (0x40), one value type, or a type index (s33): a multi-value block
+        first = reader.data[reader.position] if reader.position < reader.end else None
+        if first == 0x40:
+            reader.byte()
+            immediate = ()
+        elif first in VALUE_TYPES:
+            immediate = (reader.value_type(),)
+        else:
+            immediate = ("type", reader.leb(33, signed=True))
+    elif kind == "u32":
+        immediate = reader.u32()
+    elif kind == "u32_u32":
+        immediate = (reader.u32(), reader.u32())
+    elif kind == "br_table":
+        labels = [reader.u32() for _ in range(reader.u32())]
+        immediate = (labels, reader.u32())
+    elif kind == "call_indirect":
+        immediate = (reader.u32(), reader.u32())
+    elif kind == "memarg":
+        align, offset = reader.u32(), reader.u32()
+        width = re.search(r"(8|16|32)(_[su])?$", name)
+        natural = NATURAL_ALIGNMENT[width.group(1)] if width else (3 if name[1:3] in ("64",) else 2)
+        if align > natural:
+            reader.fail("%s: alignment 2^%d exceeds the natural alignment 2^%d" % (name, align, natural), at)
+        immediate = offset
+    elif kind == "i32":
+        immediate = reader.leb(32, signed=True) % WORD_MODULUS
+    elif kind == "i64":
+        immediate = reader.leb(64, signed=True)
+    elif kind in ("f32", "f64"):
+        immediate = reader.bytes(4 if kind == "f32" else 8)
+    elif kind == "select_t":
+        immediate = tuple(reader.value_type() for _ in range(reader.u32()))
+    else:  # "reftype"
+        immediate = reader.value_type()
+    return Instruction(name, immediate, at)
+
+
+def read_expression(reader):
+    """Instructions up to the `end` that closes the expression (nested blocks counted)."""
+    code = []
+    depth = 0
+    while True:
+        instruction = read_instruction(reader)
+        code.append(instruction)
+        if instruction.name in ("block", "loop", "if"):
+            depth += 1
+        elif instruction.name == "end":
+            if depth == 0:
+                return code
+            depth -= 1
+
+
+class Function:
+    """A function of the module: imported (`import_from` = (module, name)) or defined (`code`)."""
+
+    def __init__(self, index, type_, import_from=None):
+        self.index = index
+        self.params, self.results = type_
+        self.import_from = import_from
+        self.locals = []        # declared locals' value types (after the parameters)
+        self.code = []          # Instructions of the body, ending with its final `end`
+        self.offset = None      # byte offset of the body
+        self.names = []         # export names
+
+    def label(self):
+        names = ("'%s'" % self.names[0]) if self.names else "(no export name)"
+        return "function %d %s" % (self.index, names)
+
+
+class Module:
+    """A decoded module: plain attributes, one per section."""
+
+    def __init__(self):
+        self.types = []            # (params, results) tuples of value-type names
+        self.functions = []        # Function, imports first
+        self.tables = []           # table types (reported if used)
+        self.memory = None         # (min_pages, max_pages or None)
+        self.memory_imported = None  # (module, name) of an imported memory
+        self.globals = []          # dicts: type, mutable, init (Instruction list) or import_from
+        self.exports = {}          # name -> (kind, index); kind "func" "table" "memory" "global"
+        self.start = None          # function index
+        self.has_elements = False
+        self.data = []             # (offset expression, bytes, byte offset of the segment)
+
+
+EXPORT_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global"}
+
+
+def decode_module(data):
+    """Decode a WebAssembly binary (version 1) into a Module; WasmError on malformed input."""
+    data = bytes(data)
+    reader = Reader(data)
+    if data[:4] != WASM_MAGIC:
+        raise WasmError("byte offset 0: bad magic %r (expected %r): not a WebAssembly binary" % (data[:4], WASM_MAGIC))
+    if data[4:8] != WASM_VERSION:
+        raise WasmError("byte offset 4: unsupported version %r (expected 1)" % data[4:8])
+    reader.position = 8
+    module = Module()
+    function_types = []
+    last_order = -1
+    while reader.position < len(data):
+        section_at = reader.position
+        section_id = reader.byte()
+        size = reader.u32()
+        if size > len(data) - reader.position:
+            reader.fail("section %d size %d runs past the end of the module (%d bytes left)"
+                        % (section_id, size, len(data) - reader.position), section_at)
+        body = Reader(data, reader.position, reader.position + size)
+        reader.position += size
+        if section_id == 0:
+            body.name()  # a custom section: its name, then anything; skipped
+            continue
+        if section_id not in SECTION_NAMES:
+            reader.fail("unknown section id %d" % section_id, section_at)
+        order = SECTION_ORDER.index(section_id)
+        if order <= last_order:
+            reader.fail("%s section out of order or repeated" % SECTION_NAMES[section_id], section_at)
+        last_order = order
+        _read_section(module, section_id, body, function_types)
+        if body.position != body.end:
+            body.fail("%s section: %d bytes left over (bad section size)"
+                      % (SECTION_NAMES[section_id], body.end - body.position))
+    defined = [f for f in module.functions if f.import_from is None]
+    if any(f.offset is None for f in defined):
+        raise WasmError("function and code sections disagree: %d functions declared, no body for some"
+                        % len(defined))
+    for name, (kind, index) in module.exports.items():
+        limit = {"func": len(module.functions), "global": len(module.globals),
+                 "memory": 1, "table": len(module.tables)}[kind]
+        if index >= limit:
+            raise WasmError("export %r: %s index %d out of range" % (name, kind, index))
+        if kind == "func":
+            module.functions[index].names.append(name)
+    if module.start is not None and module.start >= len(module.functions):
+        raise WasmError("start function %d out of range" % module.start)
+    return module
+
+
+def _read_section(module, section_id, body, function_types):
+    """Fill the module's fields from one section (`body` covers exactly its bytes)."""
+    count = body.u32()
+    if section_id == 1:      # type
+        for _ in range(count):
+            at = body.position
+            if body.byte() != 0x60:
+                body.fail("function type must start with 0x60", at)
+            params = tuple(body.value_type() for _ in range(body.u32()))
+            results = tuple(body.value_type() for _ in range(body.u32()))
+            module.types.append((params, results))
+    elif section_id == 2:    # import
+        for _ in range(count):
+            source = (body.name(), body.name())
+            at = body.position
+            kind = body.byte()
+            if kind == 0:
+                type_index = body.u32()
+                if type_index >= len(module.types):
+                    body.fail("import %s.%s: type index %d out of range" % (source + (type_index,)), at)
+                module.functions.append(Function(len(module.functions), module.types[type_index], source))
+            elif kind == 1:
+                body.value_type()
+                module.tables.append(("imported",) + body.limits())
+            elif kind == 2:
+                module.memory = body.limits()
+                module.memory_imported = source
+            elif kind == 3:
+                value_type, mutable = body.value_type(), body.byte()
+                module.globals.append({"type": value_type, "mutable": mutable == 1, "import_from": source})
+            else:
+                body.fail("unknown import kind %d" % kind, at)
+    elif section_id == 3:    # function
+        for _ in range(count):
+            at = body.position
+            type_index = body.u32()
+            if type_index >= len(module.types):
+                body.fail("function type index %d out of range" % type_index, at)
+            module.functions.append(Function(len(module.functions), module.types[type_index]))
+    elif section_id == 4:    # table
+        for _ in range(count):
+            body.value_type()
+            module.tables.append(("defined",) + body.limits())
+    elif section_id == 5:    # memory
+        if count + (module.memory is not None) > 1:
+            body.fail("more than one memory")
+        for _ in range(count):
+            module.memory = body.limits()
+    elif section_id == 6:    # global
+        for _ in range(count):
+            value_type = body.value_type()
+            at = body.position
+            mutable = body.byte()
+            if mutable not in (0, 1):
+                body.fail("global mutability must be 0 or 1", at)
+            module.globals.append({"type": value_type, "mutable": mutable == 1,
+                                   "init": read_expression(body), "import_from": None})
+    elif section_id == 7:    # export
+        for _ in range(count):
+            name = body.name()
+            at = body.position
+            kind = body.byte()
+            if kind not in EXPORT_KINDS:
+                body.fail("unknown export kind %d" % kind, at)
+            if name in module.exports:
+                body.fail("duplicate export name %r" % name, at)
+            module.exports[name] = (EXPORT_KINDS[kind], body.u32())
+    elif section_id == 8:    # start: the "count" is the function index
+        module.start = count
+    elif section_id == 9:    # element: tables are not supported; skip the contents
+        module.has_elements = count > 0
+        body.position = body.end
+    elif section_id == 12:   # data count
+        pass
+    elif section_id == 10:   # code
+        defined = [f for f in module.functions if f.import_from is None]
+        if count != len(defined):
+            body.fail("code section has %d bodies for %d declared functions" % (count, len(defined)))
+        for function in defined:
+            size = body.u32()
+            start = body.position
+            if size > body.end - start:
+                body.fail("function body size %d runs past the section end" % size)
+            code_reader = Reader(body.data, start, start + size)
+            total = 0
+            for _ in range(code_reader.u32()):
+                at = code_reader.position
+                repeat = code_reader.u32()
+                total += repeat
+                if total > MAX_LOCALS_DECLARED:
+                    code_reader.fail("too many locals (%d)" % total, at)
+                function.locals.extend([code_reader.value_type()] * repeat)
+            function.offset = code_reader.position
+            function.code = read_expression(code_reader)
+            if code_reader.position != code_reader.end:
+                code_reader.fail("function body has %d bytes after its final end"
+                                 % (code_reader.end - code_reader.position))
+            body.position = code_reader.end
+    elif section_id == 11:   # data
+        for _ in range(count):
+            at = body.position
+            flags = body.u32()
+            if flags == 0:
+                offset = read_expression(body)
+            elif flags == 1:
+                offset = None                     # passive segment
+            elif flags == 2:
+                if body.u32() != 0:
+                    body.fail("data segment for a memory other than 0", at)
+                offset = read_expression(body)
+            else:
+                body.fail("unknown data segment flags %d" % flags, at)
+            module.data.append((offset, body.bytes(body.u32()), at))
+
+
+# ---------------------------------------------------------------------------
+# 3. Shared routines
+# ---------------------------------------------------------------------------
+# Each routine is a flat function (SPEC 3.4 calling convention: arguments
+# pushed left to right, the prologue pops them into locals 0..n-1, results
+# stay on the operand stack). They are written below in a small assembly
+# language: one instruction per `;`-separated statement, `name:` defines a
+# label, `#` starts a comment; an argument is a local's name, a label, a
+# routine name (for `call`), an integer, or S / S+k = the scratch bytes.
+# `return` needs no argument (its F-R-1 is computed). Every frame starts with
+# zeroed locals (SPEC 4.8 d4), which the routines rely on.
+# Step counts are instructions executed, including the prologue.
+
+class Label:
+    """A position in the flat program, fixed when the program is assembled."""
+    __slots__ = ("name",)
+
+    def __init__(self, name=""):
+        self.name = name
+
+
+BRANCH_OPS = ("br", "br_if", "call", "return")   # immediates relative to the target (SPEC 3.3)
+TOP_BIT_FLOOR = 0x1000000    # 2^24: a word below it has a zero top byte
+
+ROUTINES = {}   # name -> (parameters, temporaries, assembly text, routines it calls)
+
+
+def routine(name, params, temps, text, calls=()):
+    ROUTINES[name] = (params.split(), temps.split(), text, tuple(calls))
+
+
+routine("mul", "a b", "small big r n", """
+    # a * b mod 2^32, shift-and-add over the bits of the smaller operand, most significant first.
+    # Steps: <= 20 per bit; 32 bits ~690, an operand < 2^8 ~230.
+    local.get b ; local.get a ; local.get a ; local.get b ; i32.lt_u ; select ; local.set big    # max_u(a, b)
+    local.get a ; local.get b ; local.get a ; local.get b ; i32.lt_u ; select ; local.set small  # min_u(a, b)
+    local.get small ; i32.eqz ; br_if zero
+    i32.const 32 ; local.set n
+skip_zero_bytes:                       # while small < 2^24: small <<= 8 (a zero byte adds nothing)
+    local.get small ; i32.const 0x1000000 ; i32.ge_u ; br_if bits
+    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get small ; i32.store 1
+    i32.const S ; i32.load 0 ; local.set small
+    local.get n ; i32.const 8 ; i32.sub ; local.set n
+    br skip_zero_bytes
+bits:                                  # r = 2r + (top bit of small ? big : 0); small <<= 1
+    local.get r ; local.get r ; i32.add
+    local.get big ; i32.const 0 ; local.get small ; i32.const 0 ; i32.lt_s ; select
+    i32.add ; local.set r
+    local.get small ; local.get small ; i32.add ; local.set small
+    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if bits
+    local.get r ; return
+zero:
+    i32.const 0 ; return
+""")
+
+routine("divmod_u", "a b", "r n t", """
+    # (a /u b, a %u b) with the remainder on top; b != 0 (the callers trap on 0).
+    # Restoring division: the pair (r, a) shifts left one bit per step, quotient bits
+    # enter a from the right. Steps: <= 29 per bit; 32 bits ~960, a dividend < 2^8 ~290.
+    local.get b ; i32.const 0 ; i32.lt_s ; br_if big_divisor
+    local.get a ; local.get b ; i32.lt_u ; br_if small_dividend
+    i32.const 32 ; local.set n
+skip_zero_bytes:                       # a >= b >= 1, so a != 0: drop its leading zero bytes
+    local.get a ; i32.const 0x1000000 ; i32.ge_u ; br_if bits
+    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get a ; i32.store 1
+    i32.const S ; i32.load 0 ; local.set a
+    local.get n ; i32.const 8 ; i32.sub ; local.set n
+    br skip_zero_bytes
+bits:                                  # invariant r < b < 2^31, so 2r + 1 fits in 32 bits
+    local.get r ; local.get r ; i32.add ; local.get a ; i32.const 0 ; i32.lt_s ; i32.add ; local.tee r
+    local.get b ; i32.ge_u ; local.set t                                   # t = (r >=u b)
+    local.get r ; local.get b ; i32.const 0 ; local.get t ; select ; i32.sub ; local.set r
+    local.get a ; local.get a ; i32.add ; local.get t ; i32.add ; local.set a
+    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if bits
+    local.get a ; local.get r ; return
+big_divisor:                           # b >= 2^31: the quotient is 0 or 1
+    local.get a ; local.get b ; i32.ge_u ; local.tee t
+    local.get a ; local.get b ; i32.const 0 ; local.get t ; select ; i32.sub ; return
+small_dividend:
+    i32.const 0 ; local.get a ; return
+""")
+
+routine("div_u", "a b", "", """
+    # a /u b; traps when b = 0. Steps: divmod_u + 10.
+    local.get b ; i32.eqz ; br_if fail
+    local.get a ; local.get b ; call divmod_u ; drop ; return
+fail:
+    trap
+""", calls=["divmod_u"])
+
+routine("rem_u", "a b", "r", """
+    # a %u b; traps when b = 0. Steps: divmod_u + 12.
+    local.get b ; i32.eqz ; br_if fail
+    local.get a ; local.get b ; call divmod_u ; local.set r ; drop ; local.get r ; return
+fail:
+    trap
+""", calls=["divmod_u"])
+
+routine("div_s", "a b", "q", """
+    # a /s b rounded toward zero; traps when b = 0 and for INT_MIN / -1 (the quotient 2^31
+    # does not fit). |INT_MIN| = 2^31 is right as an unsigned magnitude. Steps: divmod_u + 45.
+    local.get b ; i32.eqz ; br_if fail
+    local.get a ; i32.const 0x80000000 ; i32.eq ; local.get b ; i32.const -1 ; i32.eq ; i32.add
+    i32.const 2 ; i32.eq ; br_if fail
+    i32.const 0 ; local.get a ; i32.sub ; local.get a ; local.get a ; i32.const 0 ; i32.lt_s ; select  # |a|
+    i32.const 0 ; local.get b ; i32.sub ; local.get b ; local.get b ; i32.const 0 ; i32.lt_s ; select  # |b|
+    call divmod_u ; drop ; local.set q
+    i32.const 0 ; local.get q ; i32.sub ; local.get q                     # -q or q: negate when the
+    local.get a ; i32.const 0 ; i32.lt_s ; local.get b ; i32.const 0 ; i32.lt_s ; i32.ne ; select ; return  # signs differ
+fail:
+    trap
+""", calls=["divmod_u"])
+
+routine("rem_s", "a b", "r", """
+    # a %s b, with the sign of a (INT_MIN % -1 = 0, no trap); traps when b = 0. Steps: divmod_u + 35.
+    local.get b ; i32.eqz ; br_if fail
+    i32.const 0 ; local.get a ; i32.sub ; local.get a ; local.get a ; i32.const 0 ; i32.lt_s ; select  # |a|
+    i32.const 0 ; local.get b ; i32.sub ; local.get b ; local.get b ; i32.const 0 ; i32.lt_s ; select  # |b|
+    call divmod_u ; local.set r ; drop
+    i32.const 0 ; local.get r ; i32.sub ; local.get r ; local.get a ; i32.const 0 ; i32.lt_s ; select ; return
+fail:
+    trap
+""", calls=["divmod_u"])
+
+routine("and", "a b", "small big r n", """
+    # a & b, bit by bit from the top: r = 2r + (both top bits set). Leading zero bytes of the
+    # smaller operand give zero result bits and are skipped. Steps: <= 26 per bit, 32 bits ~900.
+    local.get b ; local.get a ; local.get a ; local.get b ; i32.lt_u ; select ; local.set big    # max_u(a, b)
+    local.get a ; local.get b ; local.get a ; local.get b ; i32.lt_u ; select ; local.set small  # min_u(a, b)
+    local.get small ; i32.eqz ; br_if zero
+    i32.const 32 ; local.set n
+skip_zero_bytes:                       # while small < 2^24: shift both operands up one byte
+    local.get small ; i32.const 0x1000000 ; i32.ge_u ; br_if bits
+    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get small ; i32.store 1
+    i32.const S ; i32.load 0 ; local.set small
+    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get big ; i32.store 1
+    i32.const S ; i32.load 0 ; local.set big
+    local.get n ; i32.const 8 ; i32.sub ; local.set n
+    br skip_zero_bytes
+bits:
+    local.get r ; local.get r ; i32.add
+    local.get big ; i32.const 0 ; local.get small ; i32.const 0 ; i32.lt_s ; select   # small<0 ? big : 0
+    i32.const 0 ; i32.lt_s ; i32.add ; local.set r                                    # ... < 0: both set
+    local.get small ; local.get small ; i32.add ; local.set small
+    local.get big ; local.get big ; i32.add ; local.set big
+    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if bits
+    local.get r ; return
+zero:
+    i32.const 0 ; return
+""")
+
+routine("or", "a b", "", """
+    # a | b = a + b - (a & b) (exact: a + b = (a ^ b) + 2(a & b)). Steps: and + 12.
+    local.get a ; local.get b ; i32.add ; local.get a ; local.get b ; call and ; i32.sub ; return
+""", calls=["and"])
+
+routine("xor", "a b", "t", """
+    # a ^ b = a + b - 2(a & b). Steps: and + 15.
+    local.get a ; local.get b ; i32.add ; local.get a ; local.get b ; call and ; local.tee t ; i32.sub
+    local.get t ; i32.sub ; return
+""", calls=["and"])
+
+routine("shift_amount", "n", "k", """
+    # (k, s) with n mod 32 = 8k + s, 0 <= s < 8 (s on top). Steps: <= 80.
+    i32.const S ; local.get n ; i32.store8 0 ; i32.const S ; i32.load8_u 0 ; local.set n   # n mod 256
+    local.get n ; i32.const 128 ; i32.sub ; local.get n ; local.get n ; i32.const 128 ; i32.ge_u ; select ; local.set n
+    local.get n ; i32.const 64 ; i32.sub ; local.get n ; local.get n ; i32.const 64 ; i32.ge_u ; select ; local.set n
+    local.get n ; i32.const 32 ; i32.sub ; local.get n ; local.get n ; i32.const 32 ; i32.ge_u ; select ; local.set n
+whole_bytes:
+    local.get n ; i32.const 8 ; i32.lt_u ; br_if done
+    local.get n ; i32.const 8 ; i32.sub ; local.set n
+    local.get k ; i32.const 1 ; i32.add ; local.set k
+    br whole_bytes
+done:
+    local.get k ; local.get n ; return
+""")
+
+routine("shl", "x n", "k s", """
+    # x << (n mod 32): s doublings, then k whole bytes through scratch memory
+    # (zero the scratch word, store x k bytes higher, reload it). Steps: <= 185.
+    local.get n ; call shift_amount ; local.set s ; local.set k
+bits:
+    local.get s ; i32.eqz ; br_if bytes
+    local.get x ; local.get x ; i32.add ; local.set x
+    local.get s ; i32.const 1 ; i32.sub ; local.set s
+    br bits
+bytes:
+    i32.const S ; i32.const 0 ; i32.store 0
+    i32.const S ; local.get k ; i32.add ; local.get x ; i32.store 0
+    i32.const S ; i32.load 0 ; return
+""", calls=["shift_amount"])
+
+routine("shift_right", "x n hi", "k s", """
+    # The 64-bit pair (hi, x) >> (n mod 32), low word: hi = 0 gives x >>u n, hi = -1 for
+    # negative x gives x >>s n. With n mod 32 = 8k + s: shift the pair LEFT by 8 - s bits
+    # (1..8 steps), store it in the 8 scratch bytes and read the word at byte k + 1.
+    # Steps: <= 240.
+    local.get n ; call shift_amount ; local.set s ; local.set k
+    i32.const 8 ; local.get s ; i32.sub ; local.set s
+up:
+    local.get hi ; local.get hi ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set hi
+    local.get x ; local.get x ; i32.add ; local.set x
+    local.get s ; i32.const 1 ; i32.sub ; local.tee s ; br_if up
+    i32.const S ; local.get x ; i32.store 0 ; i32.const S ; local.get hi ; i32.store 4
+    i32.const S ; local.get k ; i32.add ; i32.load 1 ; return
+""", calls=["shift_amount"])
+
+routine("shr_u", "x n", "", """
+    # x >>u (n mod 32). Steps: shift_right + 7.
+    local.get x ; local.get n ; i32.const 0 ; call shift_right ; return
+""", calls=["shift_right"])
+
+routine("shr_s", "x n", "", """
+    # x >>s (n mod 32): the high word is the sign fill. Steps: shift_right + 12.
+    local.get x ; local.get n ; i32.const -1 ; i32.const 0 ; local.get x ; i32.const 0 ; i32.lt_s ; select
+    call shift_right ; return
+""", calls=["shift_right"])
+
+routine("rotl", "x n", "k s", """
+    # x rotated left by n mod 32: k whole bytes by storing x twice (8 scratch bytes
+    # x x) and reading the word at byte 4 - k, then s single-bit rotations
+    # x = 2x + (top bit). Steps: <= 150.
+    local.get n ; call shift_amount ; local.set s ; local.set k
+    i32.const S ; local.get x ; i32.store 0 ; i32.const S ; local.get x ; i32.store 4
+    i32.const S+4 ; local.get k ; i32.sub ; i32.load 0 ; local.set x
+bits:
+    local.get s ; i32.eqz ; br_if done
+    local.get x ; local.get x ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set x
+    local.get s ; i32.const 1 ; i32.sub ; local.set s
+    br bits
+done:
+    local.get x ; return
+""", calls=["shift_amount"])
+
+routine("rotr", "x n", "", """
+    # x rotated right by n = rotated left by -n (mod 32). Steps: rotl + 8.
+    local.get x ; i32.const 0 ; local.get n ; i32.sub ; call rotl ; return
+""", calls=["rotl"])
+
+routine("clz", "x", "n", """
+    # Leading zero bits (32 for 0): skip 16 and 8 zero bits through scratch memory,
+    # then double until the top bit is set (<= 7 steps). Steps: <= 75.
+    local.get x ; i32.eqz ; br_if zero
+    local.get x ; i32.const 0x10000 ; i32.ge_u ; br_if high_half
+    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store16 2
+    i32.const S ; i32.load 0 ; local.set x ; i32.const 16 ; local.set n                    # x <<= 16
+high_half:
+    local.get x ; i32.const 0x1000000 ; i32.ge_u ; br_if top_byte
+    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store 1
+    i32.const S ; i32.load 0 ; local.set x ; local.get n ; i32.const 8 ; i32.add ; local.set n   # x <<= 8
+top_byte:
+    local.get x ; i32.const 0 ; i32.lt_s ; br_if done
+    local.get x ; local.get x ; i32.add ; local.set x
+    local.get n ; i32.const 1 ; i32.add ; local.set n
+    br top_byte
+done:
+    local.get n ; return
+zero:
+    i32.const 32 ; return
+""")
+
+routine("ctz", "x", "n", """
+    # Trailing zero bits (32 for 0): find the lowest non-zero half and byte in scratch
+    # memory; for that byte v, w = v << 24 doubles to 0 in 8 - ctz(v) steps. Steps: <= 110.
+    local.get x ; i32.eqz ; br_if zero
+    i32.const S ; local.get x ; i32.store 0
+    i32.const S ; i32.load16_u 0 ; br_if low_half
+    i32.const 16 ; local.set n ; i32.const S ; i32.const S ; i32.load16_u 2 ; i32.store16 0   # high half down
+low_half:
+    i32.const S ; i32.load8_u 0 ; br_if low_byte
+    local.get n ; i32.const 8 ; i32.add ; local.set n ; i32.const S ; i32.const S ; i32.load8_u 1 ; i32.store8 0
+low_byte:
+    i32.const S ; i32.load8_u 0 ; local.set x
+    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store8 3
+    i32.const S ; i32.load 0 ; local.set x                                   # w = v << 24
+    local.get n ; i32.const 8 ; i32.add ; local.set n
+count:
+    local.get n ; i32.const 1 ; i32.sub ; local.set n
+    local.get x ; local.get x ; i32.add ; local.tee x ; br_if count
+    local.get n ; return
+zero:
+    i32.const 32 ; return
+""")
+
+routine("popcnt", "x", "n", """
+    # Set bits: add the top bit and double until x = 0. Steps: <= 11 per bit, ~360.
+count:
+    local.get x ; i32.eqz ; br_if done
+    local.get n ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set n
+    local.get x ; local.get x ; i32.add ; local.set x
+    br count
+done:
+    local.get n ; return
+""")
+
+routine("print_hex", "x", "n d", """
+    # Prints x as 8 lower-case hex digits and a newline (the entry harness's output).
+    # Each digit: the top 4 bits by doubling. Steps: ~480.
+    i32.const 8 ; local.set n
+digit:
+    i32.const 0 ; local.set d
+    local.get d ; local.get d ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set d
+    local.get x ; local.get x ; i32.add ; local.set x
+    local.get d ; local.get d ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set d
+    local.get x ; local.get x ; i32.add ; local.set x
+    local.get d ; local.get d ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set d
+    local.get x ; local.get x ; i32.add ; local.set x
+    local.get d ; local.get d ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set d
+    local.get x ; local.get x ; i32.add ; local.set x
+    local.get d ; i32.const 87 ; i32.add ; local.get d ; i32.const 48 ; i32.add     # 'a' - 10, '0'
+    local.get d ; i32.const 10 ; i32.ge_u ; select ; output
+    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if digit
+    i32.const 10 ; output ; return
+""")
+
+# The WebAssembly operations that become a call of a routine.
+ROUTINE_OF = {"i32.mul": "mul", "i32.div_s": "div_s", "i32.div_u": "div_u", "i32.rem_s": "rem_s",
+              "i32.rem_u": "rem_u", "i32.and": "and", "i32.or": "or", "i32.xor": "xor",
+              "i32.shl": "shl", "i32.shr_s": "shr_s", "i32.shr_u": "shr_u", "i32.rotl": "rotl",
+              "i32.rotr": "rotr", "i32.clz": "clz", "i32.ctz": "ctz", "i32.popcnt": "popcnt"}
+
+
+def assemble_routine(name, entries, scratch):
+    """The routine's flat items (labels and (opcode, immediate-or-Label) pairs)."""
+    params, temps, text, _ = ROUTINES[name]
+    local_index = {local: i for i, local in enumerate(params + temps)}
+    labels = {}
+    statements = []
+    for line in text.splitlines():
+        for statement in line.split("#")[0].split(";"):
+            words = statement.split()
+            if words:
+                statements.append(words)
+                if len(words) == 1 and words[0].endswith(":"):
+                    labels[words[0][:-1]] = Label("%s.%s" % (name, words[0][:-1]))
+    items = [entries[name]]
+    items += [("local.set", i) for i in reversed(range(len(params)))]
+    for words in statements:
+        if len(words) == 1 and words[0].endswith(":"):
+            items.append(labels[words[0][:-1]])
+            continue
+        opcode = words[0]
+        argument = words[1] if len(words) > 1 else None
+        if opcode == "return":
+            immediate = entries[name]
+        elif argument is None:
+            immediate = 0
+        elif argument in local_index:
+            immediate = local_index[argument]
+        elif argument in labels:
+            immediate = labels[argument]
+        elif argument in entries:
+            immediate = entries[argument]
+        elif argument.startswith("S"):
+            immediate = scratch + int(argument[1:] or 0)
+        else:
+            immediate = int(argument, 0) % WORD_MODULUS
+        items.append((opcode, immediate))
+    return items
+
+
+def routines_needed(names):
+    """`names` and every routine they call, transitively, in a fixed order."""
+    needed = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name not in needed:
+            needed.add(name)
+            pending.extend(ROUTINES[name][3])
+    return [name for name in ROUTINES if name in needed]
+
+
+def assemble(items):
+    """Resolve labels: branch/call/return immediates become target - i - 1 (mod 2^32)."""
+    position = {}
+    count = 0
+    for item in items:
+        if isinstance(item, Label):
+            position[item] = count
+        else:
+            count += 1
+    program = []
+    for item in items:
+        if isinstance(item, Label):
+            continue
+        opcode, immediate = item
+        if isinstance(immediate, Label):
+            immediate = (position[immediate] - len(program) - 1) % WORD_MODULUS
+        program.append((opcode, immediate))
+    return program
+
+
+# ---------------------------------------------------------------------------
+# 4. Lowering
+# ---------------------------------------------------------------------------
+
+SCRATCH_BYTES = 8            # the routines' scratch: two words
+GLOBAL_BYTES = 4             # one word per global
+NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "global.get", "global.set",
+                                   "output", "input_base", "trap"}
+MEMORY_WIDTH = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s": 2, "i32.load16_u": 2,
+                "i32.store": 4, "i32.store8": 1, "i32.store16": 2}
+EXTEND = {"i32.extend8_s": ("i32.store8", "i32.load8_s"), "i32.extend16_s": ("i32.store16", "i32.load16_s")}
+CONTROL = {"unreachable", "nop", "block", "loop", "if", "else", "end", "br", "br_if", "br_table",
+           "return", "call", "drop", "select", "local.get", "local.set", "local.tee", "global.get",
+           "global.set", "memory.size", "memory.grow"}
+SUPPORTED = CONTROL | NATIVE | set(ROUTINE_OF) | set(EXTEND)
+OUTPUT_IMPORT = ("env", "output_byte")
+OUTPUT_TYPE = (("i32",), ())
+NO_RESULT_LINE = b"-\n"      # what the harness prints for a call without a result
+
+
+def _where(function, instruction=None):
+    if instruction is None:
+        return function.label()
+    return "%s, byte offset 0x%x" % (function.label(), instruction.offset)
+
+
+def reachable_functions(module, roots):
+    """Indices of the functions that `roots` can call, transitively (roots included)."""
+    seen = set()
+    pending = list(roots)
+    while pending:
+        index = pending.pop()
+        if index in seen:
+            continue
+        seen.add(index)
+        for instruction in module.functions[index].code:
+            if instruction.name == "call" and instruction.immediate < len(module.functions):
+                pending.append(instruction.immediate)
+    return sorted(seen)
+
+
+def memory_bytes(module):
+    """The size of the module's memory in bytes (its minimum: wasmtf's memories never grow)."""
+    return 0 if module.memory is None else module.memory[0] * PAGE_BYTES
+
+
+def reserved_base(module):
+    """Where the scratch bytes and the globals live (see the module header)."""
+    size = memory_bytes(module)
+    if size + SCRATCH_BYTES + GLOBAL_BYTES * len(module.globals) <= MEMORY_SIZE:
+        return size
+    return 0
+
+
+def constant_of(module, expression):
+    """The value of a constant expression `i32.const C end`, else None."""
+    if len(expression) == 2 and expression[0].name == "i32.const":
+        return expression[0].immediate
+    return None
+
+
+def module_problems(module, roots):
+    """Everything unsupported that the functions `roots` (and the start function) could reach."""
+    problems = []
+    if module.memory_imported:
+        problems.append("imported memory %s.%s" % module.memory_imported)
+    if module.memory is not None and module.memory[0] > MAX_PAGES:
+        problems.append("memory of %d pages: more than the machine's %d pages (16 MiB)"
+                        % (module.memory[0], MAX_PAGES))
+    base = reserved_base(module)
+    reserved_end = base + SCRATCH_BYTES + GLOBAL_BYTES * len(module.globals)
+    for offset_expression, data, at in module.data:
+        if offset_expression is None:
+            continue                          # passive segments are only used by memory.init
+        start = constant_of(module, offset_expression)
+        if start is None:
+            problems.append("data segment at byte offset 0x%x: offset is not an i32.const" % at)
+        elif start + len(data) > memory_bytes(module):
+            problems.append("data segment at byte offset 0x%x: bytes %d..%d outside the %d-byte memory"
+                            % (at, start, start + len(data), memory_bytes(module)))
+        elif data and start < reserved_end and base < start + len(data):
+            problems.append("data segment at byte offset 0x%x overlaps the reserved area %d..%d"
+                            % (at, base, reserved_end))
+    for index, global_ in enumerate(module.globals):
+        if global_["import_from"] is None and global_["type"] == "i32" \
+                and constant_of(module, global_["init"]) is None:
+            problems.append("global %d: initializer is not an i32.const" % index)
+    roots = list(roots) + ([module.start] if module.start is not None else [])
+    for index in reachable_functions(module, roots):
+        problems += function_problems(module, module.functions[index])
+    return problems
+
+
+def function_problems(module, function):
+    """The unsupported features and instructions of one function, each with its byte offset."""
+    problems = []
+    if function.import_from is not None:
+        if function.import_from != OUTPUT_IMPORT:
+            problems.append("%s: calls the import %s.%s (only env.output_byte is allowed)"
+                            % ((function.label(),) + function.import_from))
+        elif (function.params, function.results) != OUTPUT_TYPE:
+            problems.append("%s: env.output_byte must have type (i32) -> ()" % function.label())
+        return problems
+    types = set(function.params) | set(function.results) | set(function.locals)
+    if types - {"i32"}:
+        problems.append("%s: value types %s (only i32)" % (_where(function), ", ".join(sorted(types - {"i32"}))))
+    if len(function.results) > 1:
+        problems.append("%s: %d results (multi-value)" % (_where(function), len(function.results)))
+    if len(function.params) + len(function.locals) + TEMPORARIES > LOCALS_PER_FRAME:
+        problems.append("%s: %d locals + %d temporaries exceed the %d locals of a frame"
+                        % (_where(function), len(function.params) + len(function.locals), TEMPORARIES,
+                           LOCALS_PER_FRAME))
+    for instruction in function.code:
+        name = instruction.name
+        if name not in SUPPORTED:
+            problems.append("%s: %s" % (_where(function, instruction), name))
+        elif name in ("block", "loop", "if") and instruction.immediate not in ((), ("i32",)):
+            problems.append("%s: %s with block type %s" % (_where(function, instruction), name,
+                                                          instruction.immediate))
+        elif name == "select" and instruction.immediate not in (None, ("i32",)):
+            problems.append("%s: select of %s" % (_where(function, instruction), instruction.immediate))
+        elif name in ("global.get", "global.set"):
+            index = instruction.immediate
+            if index >= len(module.globals):
+                problems.append("%s: global %d does not exist" % (_where(function, instruction), index))
+            elif module.globals[index]["import_from"] is not None:
+                problems.append("%s: %s of imported global %s.%s" % (
+                    (_where(function, instruction), name) + module.globals[index]["import_from"]))
+            elif module.globals[index]["type"] != "i32":
+                problems.append("%s: %s of a %s global" % (_where(function, instruction), name,
+                                                          module.globals[index]["type"]))
+        elif name == "call" and instruction.immediate >= len(module.functions):
+            problems.append("%s: call of function %d, which does not exist"
+                            % (_where(function, instruction), instruction.immediate))
+    return problems
+
+
+TEMPORARIES = 2   # per function: a value temporary and an address/index temporary
+
+
+class Frame:
+    """A structured-control label during lowering."""
+
+    def __init__(self, kind, height, arity, target, end):
+        self.kind = kind          # "function", "block", "loop", "if"
+        self.height = height      # operand stack height at entry (below the block's values)
+        self.arity = arity        # values left on the stack at its end
+        self.target = target      # where a branch to this label goes
+        self.end = end            # Label just after its end
+        self.else_label = None    # for `if`: the start of the else arm (or the end)
+
+
+class FunctionLowering:
+    """Lower one function's body to flat items; tracks the operand stack height to unwind branches."""
+
+    def __init__(self, program, function):
+        self.program = program
+        self.module = program.module
+        self.function = function
+        self.items = []
+        self.height = 0
+        self.frames = []
+        n_locals = len(function.params) + len(function.locals)
+        self.value_temp = n_locals          # holds a branch's result / a stored value
+        self.address_temp = n_locals + 1    # holds an address / a br_table index
+
+    def fail(self, instruction, what):
+        raise WasmError("%s: invalid module: %s" % (_where(self.function, instruction), what))
+
+    def emit(self, opcode, immediate=0):
+        self.items.append((opcode, immediate))
+
+    def pop(self, instruction, count=1):
+        if self.height - count < self.frames[-1].height:
+            self.fail(instruction, "%s needs %d operands, the stack has %d"
+                      % (instruction.name, count, self.height - self.frames[-1].height))
+        self.height -= count
+
+    def lower(self):
+        function = self.function
+        entry = self.program.entries[function.index]
+        self.items.append(entry)
+        self.items += [("local.set", i) for i in reversed(range(len(function.params)))]
+        self.frames.append(Frame("function", 0, len(function.results), None, Label()))
+        code = function.code
+        position = 0
+        while position < len(code):
+            instruction = code[position]
+            position += 1
+            self.lower_instruction(instruction)
+            if self.unreachable:
+                position = self.skip_dead_code(code, position)
+        return self.items
+
+    unreachable = False
+
+    def skip_dead_code(self, code, position):
+        """After br/return/unreachable: skip to the `else`/`end` of the current block."""
+        self.unreachable = False
+        depth = 0
+        while position < len(code):
+            name = code[position].name
+            if name in ("block", "loop", "if"):
+                depth += 1
+            elif name == "end" and depth > 0:
+                depth -= 1
+            elif name in ("end", "else") and depth == 0:
+                self.height = self.frames[-1].height + self.frames[-1].arity   # values as if branched
+                return position
+            position += 1
+        return position
+
+    def unwind(self, frame, arity):
+        """Drop the values between the frame's height and the `arity` values on top."""
+        extra = self.height - frame.height - arity
+        if extra < 0:
+            return None
+        items = []
+        if extra and arity:
+            items.append(("local.set", self.value_temp))
+        items += [("drop", 0)] * extra
+        if extra and arity:
+            items.append(("local.get", self.value_temp))
+        return items
+
+    def branch_items(self, instruction, depth):
+        """Unwinding plus the jump for an unconditional branch to label `depth`."""
+        if depth >= len(self.frames):
+            self.fail(instruction, "branch depth %d, only %d labels" % (depth, len(self.frames)))
+        frame = self.frames[-1 - depth]
+        arity = 0 if frame.kind == "loop" else frame.arity
+        items = self.unwind(frame, arity)
+        if items is None:
+            self.fail(instruction, "branch needs %d values, the stack has %d" % (arity, self.height - frame.height))
+        if frame.kind == "function":
+            return items + [("return", self.program.entries[self.function.index])]
+        return items + [("br", frame.target)]
+
+    def lower_instruction(self, instruction):
+        name, immediate = instruction.name, instruction.immediate
+        module = self.module
+        if name == "nop":
+            return
+        if name == "unreachable":
+            self.emit("trap")
+            self.unreachable = True
+        elif name in ("block", "loop"):
+            end = Label()
+            start = Label() if name == "loop" else end
+            if name == "loop":
+                self.items.append(start)
+            self.frames.append(Frame(name, self.height, len(immediate), start, end))
+        elif name == "if":
+            self.pop(instruction)
+            frame = Frame("if", self.height, len(immediate), None, Label())
+            frame.target = frame.end
+            frame.else_label = Label()
+            self.emit("i32.eqz")
+            self.emit("br_if", frame.else_label)
+            self.frames.append(frame)
+        elif name == "else":
+            frame = self.frames[-1]
+            if frame.kind != "if" or frame.else_label is None:
+                self.fail(instruction, "else without if")
+            self.check_end(instruction, frame)
+            self.emit("br", frame.end)
+            self.items.append(frame.else_label)
+            frame.else_label = None
+            self.height = frame.height
+        elif name == "end":
+            frame = self.frames[-1]
+            self.check_end(instruction, frame)
+            if frame.kind == "if" and frame.else_label is not None:
+                if frame.arity:
+                    self.fail(instruction, "if with a result needs an else")
+                self.items.append(frame.else_label)
+            if frame.kind == "function":
+                self.items += self.branch_items(instruction, 0)
+                self.frames.pop()
+                return
+            self.items.append(frame.end)
+            self.frames.pop()
+            self.height = frame.height + frame.arity
+        elif name == "br":
+            self.items += self.branch_items(instruction, immediate)
+            self.unreachable = True
+        elif name == "br_if":
+            self.pop(instruction)
+            items = self.branch_items(instruction, immediate)
+            if len(items) == 1 and items[0][0] == "br":
+                self.emit("br_if", items[0][1])
+            else:                                  # unwinding needed: only when taken
+                skip = Label()
+                self.emit("i32.eqz")
+                self.emit("br_if", skip)
+                self.items += items
+                self.items.append(skip)
+        elif name == "br_table":
+            self.lower_br_table(instruction)
+            self.unreachable = True
+        elif name == "return":
+            self.items += self.branch_items(instruction, len(self.frames) - 1)
+            self.unreachable = True
+        elif name == "call":
+            callee = module.functions[immediate]
+            self.pop(instruction, len(callee.params))
+            if callee.import_from == OUTPUT_IMPORT:
+                self.emit("output")
+            else:
+                self.emit("call", self.program.entries[callee.index])
+                self.program.called(callee.index)
+            self.height += len(callee.results)
+        elif name in ("drop", "select"):
+            self.pop(instruction, 1 if name == "drop" else 3)
+            self.height += 0 if name == "drop" else 1
+            self.emit(name)
+        elif name in ("local.get", "local.set", "local.tee"):
+            if immediate >= len(self.function.params) + len(self.function.locals):
+                self.fail(instruction, "local %d does not exist" % immediate)
+            if name != "local.get":
+                self.pop(instruction)
+            self.height += 0 if name == "local.set" else 1
+            self.emit(name, immediate)
+        elif name == "global.get":
+            global_ = module.globals[immediate]
+            if global_["mutable"]:
+                self.emit("i32.const", self.program.global_address(immediate))
+                self.emit("i32.load", 0)
+            else:
+                self.emit("i32.const", constant_of(module, global_["init"]))
+            self.height += 1
+        elif name == "global.set":
+            if not module.globals[immediate]["mutable"]:
+                self.fail(instruction, "global.set of immutable global %d" % immediate)
+            self.pop(instruction)
+            self.emit("local.set", self.value_temp)
+            self.emit("i32.const", self.program.global_address(immediate))
+            self.emit("local.get", self.value_temp)
+            self.emit("i32.store", 0)
+        elif name in MEMORY_WIDTH:
+            self.lower_memory_access(instruction)
+        elif name in ("memory.size", "memory.grow"):
+            if module.memory is None:
+                self.fail(instruction, "%s without a memory" % name)
+            pages = module.memory[0]
+            if name == "memory.grow":         # growing always fails (-1), except by 0 pages
+                self.pop(instruction)
+                self.emit("local.set", self.value_temp)
+                self.emit("i32.const", pages)
+                self.emit("i32.const", WORD_MODULUS - 1)
+                self.emit("local.get", self.value_temp)
+                self.emit("i32.eqz")
+                self.emit("select")
+            else:
+                self.emit("i32.const", pages)
+            self.height += 1
+        elif name in EXTEND:                  # through a scratch byte/halfword: store, load signed
+            store, load = EXTEND[name]
+            self.pop(instruction)
+            scratch = self.program.scratch
+            self.items += [("local.set", self.value_temp), ("i32.const", scratch),
+                           ("local.get", self.value_temp), (store, 0), ("i32.const", scratch), (load, 0)]
+            self.height += 1
+        elif name in ROUTINE_OF:
+            unary = name in ("i32.clz", "i32.ctz", "i32.popcnt")
+            self.pop(instruction, 1 if unary else 2)
+            self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
+            self.height += 1
+        elif name in NATIVE:
+            if name == "i32.const":
+                self.emit(name, immediate)
+                self.height += 1
+                return
+            binary = reference.STACK_DELTA[name] == -1
+            self.pop(instruction, 2 if binary else 1)
+            self.emit(name)
+            self.height += 1
+        else:
+            self.fail(instruction, "%s is not supported" % name)
+
+    def check_end(self, instruction, frame):
+        if self.height != frame.height + frame.arity:
+            self.fail(instruction, "block ends with %d values, its type says %d"
+                      % (self.height - frame.height, frame.arity))
+
+    def lower_memory_access(self, instruction):
+        """A load or store, with a bounds check when the module's memory is below 16 MiB."""
+        name, offset = instruction.name, instruction.immediate
+        store = "store" in name
+        if self.module.memory is None:
+            self.fail(instruction, "%s without a memory" % name)
+        self.pop(instruction, 2 if store else 1)
+        size = memory_bytes(self.module)
+        if size < MEMORY_SIZE:
+            limit = size - offset - MEMORY_WIDTH[name]   # the largest address that stays inside
+            if store:
+                self.emit("local.set", self.value_temp)
+            if limit < 0:
+                self.emit("trap")
+            else:
+                self.items += [("local.tee", self.address_temp), ("i32.const", limit), ("i32.gt_u", 0),
+                               ("br_if", self.program.trap_label), ("local.get", self.address_temp)]
+            if store:
+                self.emit("local.get", self.value_temp)
+        elif offset + MEMORY_WIDTH[name] > MEMORY_SIZE:
+            self.emit("trap")                 # the machine's immediate field is fine, but be explicit
+        self.emit(name, offset)
+        self.height += 0 if store else 1
+
+    def lower_br_table(self, instruction):
+        """A chain of `index == i` tests; targets that need unwinding get a stub after the chain."""
+        labels, default = instruction.immediate
+        self.pop(instruction)
+        self.emit("local.set", self.address_temp)
+        stubs = {}
+        for case, depth in enumerate(labels):
+            items = self.branch_items(instruction, depth)
+            self.items += [("local.get", self.address_temp), ("i32.const", case), ("i32.eq", 0)]
+            if len(items) == 1 and items[0][0] == "br":
+                self.emit("br_if", items[0][1])
+            else:
+                if depth not in stubs:
+                    stubs[depth] = (Label(), items)
+                self.emit("br_if", stubs[depth][0])
+        self.items += self.branch_items(instruction, default)
+        for stub, items in stubs.values():
+            self.items.append(stub)
+            self.items += items
+
+
+class ProgramLowering:
+    """The whole program: harness, shared trap, functions (lowered on demand), routines."""
+
+    def __init__(self, module):
+        self.module = module
+        self.base = reserved_base(module)
+        self.scratch = self.base
+        self.entries = {}            # function index -> Label; routine name -> Label
+        self.pending = []            # function indices still to lower
+        self.routines = set()
+        self.trap_label = Label("trap")
+
+    def global_address(self, index):
+        return self.base + SCRATCH_BYTES + GLOBAL_BYTES * index
+
+    def called(self, index):
+        if index not in self.entries:
+            self.entries[index] = Label("function %d" % index)
+            self.pending.append(index)
+
+    def routine_entry(self, name):
+        for needed in routines_needed([name]):
+            if needed not in self.entries:
+                self.entries[needed] = Label(needed)
+                self.routines.add(needed)
+        return self.entries[name]
+
+    def initial_memory(self):
+        """(address, word) stores for the data segments and the mutable globals (non-zero words)."""
+        image = {}
+        for offset_expression, data, _ in self.module.data:
+            if offset_expression is not None:
+                start = constant_of(self.module, offset_expression)
+                for k, value in enumerate(data):
+                    image[start + k] = value
+        for index, global_ in enumerate(self.module.globals):
+            if global_["mutable"]:
+                value = constant_of(self.module, global_["init"])
+                for k in range(GLOBAL_BYTES):
+                    image[self.global_address(index) + k] = (value >> (8 * k)) & 0xFF
+        words = {}
+        for address, value in image.items():
+            if value:
+                aligned = address - address % 4
+                words[aligned] = words.get(aligned, 0) | value << (8 * (address - aligned))
+        return sorted(words.items())
+
+    def lower(self, calls, input_address=None, print_results=True):
+        """Harness + functions + routines as flat items. `calls`: [(function index, args)]."""
+        module = self.module
+        items = []
+        if input_address is not None:
+            items.append(("input_base", input_address))
+        for address, word in self.initial_memory():
+            # words of a data segment may straddle the reserved area only where the data is zero
+            items += [("i32.const", address), ("i32.const", word), ("i32.store", 0)]
+        if module.start is not None:
+            self.called(module.start)
+            items.append(("call", self.entries[module.start]))
+        for index, args in calls:
+            function = module.functions[index]
+            self.called(index)
+            items += [("i32.const", value % WORD_MODULUS) for value in args]
+            items.append(("call", self.entries[index]))
+            if not print_results:
+                items += [("drop", 0)] * len(function.results)
+            elif function.results:
+                items.append(("call", self.routine_entry("print_hex")))
+            else:
+                for byte in NO_RESULT_LINE:
+                    items += [("i32.const", byte), ("output", 0)]
+        items.append(("halt", 0))
+        items += [self.trap_label, ("trap", 0)]
+        while self.pending:
+            index = self.pending.pop(0)
+            items += FunctionLowering(self, module.functions[index]).lower()
+        for name in ROUTINES:
+            if name in self.routines:
+                items += assemble_routine(name, self.entries, self.scratch)
+        return items
+
+
+def find_export(module, name):
+    """The function index exported as `name`; WasmError if there is none."""
+    kind, index = module.exports.get(name, (None, None))
+    if kind != "func":
+        raise WasmError("the module exports no function %r (function exports: %s)"
+                        % (name, ", ".join(sorted(n for n, (k, _) in module.exports.items() if k == "func"))
+                           or "none"))
+    return index
+
+
+def input_address(module):
+    """A = (__heap_base + 15) & ~15: where compute(input) finds its input (SPEC 5)."""
+    kind, index = module.exports.get("__heap_base", (None, None))
+    if kind != "global" or module.globals[index]["import_from"] is not None:
+        raise UnsupportedError(["compute(input) needs the global export __heap_base (link with "
+                                "--export=__heap_base)"])
+    heap_base = constant_of(module, module.globals[index]["init"])
+    return (heap_base + 15) & ~15
+
+
+def lower_module(module, entry="compute", args=None, calls=None):
+    """The flat program (list of (opcode, imm)) that runs the module.
+
+    - entry "compute" with args None: the C ABI of SPEC 5. compute(input) gets
+      `input_base A` as instruction 0 and A as its argument; compute() none;
+      any result is dropped. Output comes from env.output_byte only.
+    - otherwise: calls the exported function `entry` with the i32 `args` and
+      prints its result as 8 lower-case hex digits and a newline (a function
+      without result prints "-" and a newline).
+    - calls=[(name, args), ...] runs several exported functions in order, each
+      printed that way (the spec-test runner's batches).
+    The complete check runs first: UnsupportedError lists every unsupported
+    use in the functions the calls can reach; WasmError for an invalid module.
+    """
+    if isinstance(module, (bytes, bytearray)):
+        module = decode_module(module)
+    address = None
+    print_results = True
+    if calls is None:
+        index = find_export(module, entry)
+        if entry == "compute" and args is None:
+            function = module.functions[index]
+            print_results = False
+            if function.params:
+                problems = module_problems(module, [index])
+                address = input_address(module)
+                if problems:
+                    raise UnsupportedError(problems)
+                args = [address] + [0] * (len(function.params) - 1)
+            else:
+                args = []
+        calls = [(index, list(args or []))]
+    else:
+        calls = [(find_export(module, name), list(call_args)) for name, call_args in calls]
+    problems = module_problems(module, [index for index, _ in calls])
+    for index, call_args in calls:
+        function = module.functions[index]
+        if len(call_args) != len(function.params):
+            problems.append("%s takes %d arguments, %d given" % (function.label(), len(function.params),
+                                                                 len(call_args)))
+    if problems:
+        raise UnsupportedError(problems)
+    items = ProgramLowering(module).lower(calls, address, print_results)
+    return assemble(items)
+
+
+# ---------------------------------------------------------------------------
+# 5. C compilation and program files
+# ---------------------------------------------------------------------------
+
+REPO = pathlib.Path(__file__).resolve().parent
+EXAMPLES_DIR = REPO / "examples"         # runtime.h lives here
+# The clang of the `ziglang` package (python -m ziglang cc ...), one flag per line:
+C_FLAGS = [
+    "--target=wasm32-freestanding",      # 32-bit WebAssembly, no operating system
+    "-mcpu=mvp",                         # WebAssembly 1.0 only: no bulk memory, no multi-value...
+    "-O2",                               # short code: every instruction is a transformer step
+    "-nostdlib",                         # there is no libc; runtime.h is the whole runtime
+    "-fno-builtin",                      # no memcpy/memset calls invented by the compiler
+    "-fno-jump-tables",                  # switch -> compare chains, not br_table
+    "-include", "runtime.h",             # putchar, print_str, print_int, parse_int ... (SPEC 5)
+    "-Wl,--no-entry",                    # a library: the harness calls compute
+    "-Wl,--export=compute",              # the entry point
+    "-Wl,--export=__heap_base",          # the input goes at (__heap_base + 15) & ~15
+    "-Wl,-z,stack-size=65536",           # 64 KiB C stack, first in memory (data above it)
+    "-Wl,--initial-memory=16777216",     # 256 pages = the machine's 16 MiB: no bounds checks needed
+    "-Wl,--max-memory=16777216",         # and it never grows
+]
+
+
+def compile_c(path, include_dir=None):
+    """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
+    compiler's messages when ziglang is missing or the compilation fails."""
+    include_dir = pathlib.Path(include_dir or EXAMPLES_DIR)
+    try:
+        import ziglang  # noqa: F401  (only to give a clear message when it is missing)
+    except ImportError:
+        raise WasmError("compiling C needs the `ziglang` package (pip install ziglang)") from None
+    with tempfile.TemporaryDirectory() as work:
+        output = os.path.join(work, "program.wasm")
+        command = ([sys.executable, "-m", "ziglang", "cc"] + C_FLAGS
+                   + ["-I", str(include_dir), "-o", output, str(path)])
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 or not os.path.exists(output):
+            raise WasmError("compiling %s failed:\n%s" % (path, (result.stderr or result.stdout).strip()))
+        with open(output, "rb") as f:
+            return f.read()
+
+
+def wat_to_wasm(text):
+    """WebAssembly text -> binary, with wasmtime's assembler (a test/tool dependency)."""
+    try:
+        import wasmtime
+    except ImportError:
+        raise WasmError("assembling .wat needs the `wasmtime` package (pip install wasmtime)") from None
+    try:
+        return bytes(wasmtime.wat2wasm(text))
+    except Exception as error:  # wasmtime raises its own error type
+        raise WasmError("the .wat text does not assemble: %s" % str(error).strip().splitlines()[0]) from None
+
+
+def load_program_file(path, input_text=None, entry="compute", args=None):
+    """(instructions, input_bytes) from a .c, .wasm, .wat or program .txt file.
+
+    input_text (a str) replaces a .txt file's input section; for a compiled
+    compute(input) it is the input (empty when None). Raises WasmError /
+    UnsupportedError / reference.ProgramError / OSError with a clear message."""
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower()
+    input_bytes = None if input_text is None else input_text.encode("utf-8")
+    if suffix == ".txt":
+        instructions, file_input = reference.read_program(path)
+        return instructions, (file_input if input_bytes is None else input_bytes)
+    if suffix == ".c":
+        binary = compile_c(path)
+    elif suffix == ".wasm":
+        binary = path.read_bytes()
+    elif suffix == ".wat":
+        binary = wat_to_wasm(path.read_text())
+    else:
+        raise WasmError("%s: unknown program kind %r (use .c, .wasm, .wat or .txt)" % (path, suffix))
+    instructions = lower_module(decode_module(binary), entry=entry, args=args)
+    if reference.has_input_section(instructions):
+        return instructions, input_bytes or b""
+    if input_bytes:
+        raise WasmError("%s: an input is given but compute takes no parameter" % path)
+    return instructions, None
+
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def command_compile(path, input_text=None, output=None):
+    """`python wasmtf.py compile FILE [--input STR] [-o OUT]`: write the program file."""
+    try:
+        instructions, input_bytes = load_program_file(path, input_text)
+        text = reference.format_program(instructions, input_bytes)
+    except (OSError, ValueError) as error:   # WasmError, UnsupportedError, ProgramError
+        print("error: %s" % error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        with open(output, "w") as f:
+            f.write(text)
+        print("%s: %d instructions" % (output, len(instructions)), file=sys.stderr)
+    return EXIT_OK
