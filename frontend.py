@@ -1190,8 +1190,8 @@ class FunctionLowering:
             if callee.import_from == OUTPUT_IMPORT:
                 self.emit("output")
             else:
-                self.emit("call", self.program.entries[callee.index])
                 self.program.called(callee.index)
+                self.emit("call", self.program.entries[callee.index])
             self.height += len(callee.results)
         elif name in ("drop", "select"):
             self.pop(instruction, 1 if name == "drop" else 3)

@@ -33,3 +33,213 @@ def test_compile_c_error_shows_compiler_message(tmp_path):
 def test_prebuilt_examples(name, input_text, expected):
     instructions, input_bytes = frontend.load_program_file(EXAMPLES / ("%s.wasm" % name), input_text)
     assert run(instructions, input_bytes) == ("halt", expected)
+
+
+# ---------------------------------------------------------------------------
+# Random i32 expressions: wasmtime (the oracle) against the lowered program on
+# the reference interpreter. A Python model of the operations decides where the
+# traps are, so that the bulk modules run to the end and the trapping
+# expressions get modules of their own.
+# ---------------------------------------------------------------------------
+import random
+
+MASK = 0xFFFFFFFF
+INT_MIN, INT_MAX = 0x80000000, 0x7FFFFFFF
+SPECIAL = [0, 1, MASK, INT_MIN, INT_MAX, 2, MASK - 1, 7, 8, 10, 16, 24, 31, 32, 33, 63, 0x7F, 0x80, 0xFF,
+           0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0xFFFFFF, 0x1000000, INT_MIN + 1, 0xAAAAAAAA, 0x55555555]
+
+
+def signed(x):
+    return x - (1 << 32) if x & INT_MIN else x
+
+
+class Trap(Exception):
+    pass
+
+
+def _div_s(a, b):
+    if b == 0 or (a == INT_MIN and b == MASK):
+        raise Trap
+    q = abs(signed(a)) // abs(signed(b))
+    return (-q if (signed(a) < 0) != (signed(b) < 0) else q) & MASK
+
+
+def _rem_s(a, b):
+    if b == 0:
+        raise Trap
+    r = abs(signed(a)) % abs(signed(b))
+    return (-r if signed(a) < 0 else r) & MASK
+
+
+def _nonzero(b):
+    if b == 0:
+        raise Trap
+    return b
+
+
+BINARY = {
+    "add": lambda a, b: (a + b) & MASK, "sub": lambda a, b: (a - b) & MASK, "mul": lambda a, b: (a * b) & MASK,
+    "div_s": _div_s, "div_u": lambda a, b: a // _nonzero(b), "rem_s": _rem_s,
+    "rem_u": lambda a, b: a % _nonzero(b), "and": lambda a, b: a & b, "or": lambda a, b: a | b,
+    "xor": lambda a, b: a ^ b, "shl": lambda a, b: (a << (b % 32)) & MASK,
+    "shr_s": lambda a, b: (signed(a) >> (b % 32)) & MASK, "shr_u": lambda a, b: a >> (b % 32),
+    "rotl": lambda a, b: ((a << (b % 32)) | (a >> (32 - b % 32))) & MASK,
+    "rotr": lambda a, b: ((a >> (b % 32)) | (a << (32 - b % 32))) & MASK,
+    "eq": lambda a, b: int(a == b), "ne": lambda a, b: int(a != b),
+    "lt_s": lambda a, b: int(signed(a) < signed(b)), "lt_u": lambda a, b: int(a < b),
+    "gt_s": lambda a, b: int(signed(a) > signed(b)), "gt_u": lambda a, b: int(a > b),
+    "le_s": lambda a, b: int(signed(a) <= signed(b)), "le_u": lambda a, b: int(a <= b),
+    "ge_s": lambda a, b: int(signed(a) >= signed(b)), "ge_u": lambda a, b: int(a >= b),
+}
+UNARY = {
+    "clz": lambda a: 32 - a.bit_length(), "ctz": lambda a: 32 if a == 0 else (a & -a).bit_length() - 1,
+    "popcnt": lambda a: bin(a).count("1"), "eqz": lambda a: int(a == 0),
+    "extend8_s": lambda a: (((a & 0xFF) ^ 0x80) - 0x80) & MASK,
+    "extend16_s": lambda a: (((a & 0xFFFF) ^ 0x8000) - 0x8000) & MASK,
+}
+
+
+def random_operand(rng):
+    kind = rng.random()
+    if kind < 0.45:
+        return rng.choice(SPECIAL)
+    if kind < 0.7:
+        return rng.randrange(-300, 300) & MASK
+    return rng.getrandbits(32)
+
+
+def random_expression(rng, depth):
+    """(wat text, value or Trap) of a random expression tree."""
+    if depth == 0 or rng.random() < 0.3:
+        value = random_operand(rng)
+        return "(i32.const %d)" % signed(value), value
+    if rng.random() < 0.25:
+        op = rng.choice(sorted(UNARY))
+        text, value = random_expression(rng, depth - 1)
+        result = value if value is Trap else UNARY[op](value)
+        return "(i32.%s %s)" % (op, text), result
+    op = rng.choice(sorted(BINARY))
+    left_text, left = random_expression(rng, depth - 1)
+    right_text, right = random_expression(rng, depth - 1)
+    if left is Trap or right is Trap:
+        result = Trap
+    else:
+        try:
+            result = BINARY[op](left, right)
+        except Trap:
+            result = Trap
+    return "(i32.%s %s %s)" % (op, left_text, right_text), result
+
+
+def printing_module(expressions):
+    """A module whose compute() prints each expression's value as 4 bytes, little endian."""
+    body = "\n".join("    (call $emit %s)" % text for text in expressions)
+    return """(module
+  (import "env" "output_byte" (func $out (param i32)))
+  (memory 1)
+  (func $emit (param $v i32)
+    (i32.store (i32.const 0) (local.get $v))
+    (call $out (i32.load8_u (i32.const 0))) (call $out (i32.load8_u (i32.const 1)))
+    (call $out (i32.load8_u (i32.const 2))) (call $out (i32.load8_u (i32.const 3))))
+  (func (export "compute")
+%s))""" % body
+
+
+def run_wasmtime(binary):
+    """(status, output) of compute() in wasmtime: status "halt" or "trap"."""
+    import wasmtime
+    store = wasmtime.Store(wasmtime.Engine())
+    output = bytearray()
+    output_byte = wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], []),
+                                lambda value: output.append(value & 0xFF))
+    instance = wasmtime.Instance(store, wasmtime.Module(store.engine, binary), [output_byte])
+    try:
+        instance.exports(store)["compute"](store)
+    except wasmtime.Trap:
+        return "trap", bytes(output)
+    return "halt", bytes(output)
+
+
+def check_against_wasmtime(expressions):
+    binary = frontend.wat_to_wasm(printing_module(expressions))
+    expected = run_wasmtime(binary)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert run(instructions) == expected
+
+
+def expression_sets(seed, count, depth):
+    rng = random.Random(seed)
+    finishing, trapping = [], []
+    while len(finishing) < count:
+        text, value = random_expression(rng, depth)
+        (trapping if value is Trap else finishing).append((text, value))
+    return finishing, trapping
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_expressions_match_wasmtime(seed):
+    finishing, trapping = expression_sets(seed, 50, 3)      # 10 x 50 = 500 expressions
+    expressions = [text for text, _ in finishing]
+    check_against_wasmtime(expressions)
+    # every trapping expression found on the way, after two that print
+    for text, _ in trapping[:3]:
+        check_against_wasmtime(expressions[:2] + [text] + expressions[2:3])
+
+
+def test_python_model_agrees_with_wasmtime():
+    """The test's own model of i32 (used to sort out traps) is checked too."""
+    finishing, _ = expression_sets(99, 40, 2)
+    binary = frontend.wat_to_wasm(printing_module([text for text, _ in finishing]))
+    status, output = run_wasmtime(binary)
+    assert status == "halt"
+    assert output == b"".join(value.to_bytes(4, "little") for _, value in finishing)
+
+
+def single_operations(seed, pairs_per_op):
+    rng = random.Random(seed)
+    expressions = []
+    for op in sorted(BINARY):
+        for _ in range(pairs_per_op):
+            a, b = random_operand(rng), random_operand(rng)
+            expressions.append("(i32.%s (i32.const %d) (i32.const %d))" % (op, signed(a), signed(b)))
+    for op in sorted(UNARY):
+        for _ in range(pairs_per_op):
+            expressions.append("(i32.%s (i32.const %d))" % (op, signed(random_operand(rng))))
+    return expressions
+
+
+def test_every_operation_on_special_operands():
+    """Each i32 operation on 40 operand pairs (special values, small and random words)."""
+    expressions = single_operations(7, 40)
+    finishing = [text for text in expressions if "div" not in text and "rem" not in text]
+    check_against_wasmtime(finishing)
+    dividing = [text for text in expressions if text not in finishing]
+    for start in range(0, len(dividing), 40):     # traps (x / 0) end a module: one per chunk
+        chunk = [text for text in dividing[start:start + 40] if "(i32.const 0))" not in text]
+        check_against_wasmtime(chunk)
+
+
+@pytest.mark.parametrize("expression,status", [
+    ("(i32.div_s (i32.const -2147483648) (i32.const -1))", "trap"),
+    ("(i32.rem_s (i32.const -2147483648) (i32.const -1))", "halt"),
+    ("(i32.div_u (i32.const 5) (i32.const 0))", "trap"),
+    ("(i32.rem_u (i32.const 5) (i32.const 0))", "trap"),
+    ("(i32.div_s (i32.const 5) (i32.const 0))", "trap"),
+    ("(i32.rem_s (i32.const 0) (i32.const 0))", "trap"),
+    ("(i32.div_s (i32.const -2147483648) (i32.const 1))", "halt"),
+    ("(unreachable)", "trap"),
+])
+def test_traps(expression, status):
+    binary = frontend.wat_to_wasm(printing_module(["(i32.const 7)", expression]))
+    assert run_wasmtime(binary)[0] == status
+    check_against_wasmtime(["(i32.const 7)", expression])
+
+
+@pytest.mark.slow
+def test_every_operation_on_all_special_pairs():
+    for op in sorted(BINARY):
+        expressions = ["(i32.%s (i32.const %d) (i32.const %d))" % (op, signed(a), signed(b))
+                       for a in SPECIAL for b in SPECIAL if not (op[:3] in ("div", "rem") and b == 0)
+                       and not (op == "div_s" and a == INT_MIN and b == MASK)]
+        check_against_wasmtime(expressions)
+    check_against_wasmtime(["(i32.%s (i32.const %d))" % (op, signed(a)) for op in UNARY for a in SPECIAL])
