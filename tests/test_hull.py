@@ -1,0 +1,219 @@
+"""HullHead against BruteHead (the SPEC section 9 definition), op for op.
+
+Every test interleaves inserts and queries on both heads and asserts the same
+(vx, vy), bit for bit. Coordinates are chosen inside the ranges where the
+module docstring claims exactness: tiny integer ranges force exact ties,
+duplicates, collinear keys, equal kx, qy == 0 and qy < 0; the parabolic keys
+(2k, -k^2 + recency) are the machine's, up to k = 2^25 with queries scaled by
+HARD_K*sqrt(2). About 250,000 operations in all, a few seconds.
+"""
+import math
+import random
+
+import pytest
+
+import hull
+from hull import BruteHead, HullHead
+
+QUERY_SCALE = 1.4142135623730951e10   # HARD_K * sqrt(2), as the compiled query rows
+INV_LN2 = 1.0 / math.log(2.0)
+MAX_K = 2 ** 25                       # SPEC 10: keys stay below 2^25..2^26
+
+
+def recency(position):
+    """0.3 * inv_log_pos, the latest-write tie breaker of the machine's keys."""
+    return 0.3 * (INV_LN2 - 1.0 / math.log(position + 2))
+
+
+def run(ops, latest, check_every_insert=False):
+    """Apply ops ('i', kx, ky, vx, vy) / ('q', qx, qy) to both heads; compare."""
+    fast = HullHead(latest)
+    brute = BruteHead(latest)
+    for op in ops:
+        if op[0] == "i":
+            fast.insert(*op[1:])
+            brute.insert(*op[1:])
+            if check_every_insert:
+                fast._check()
+        else:
+            got = fast.query(*op[1:])
+            want = brute.query(*op[1:])
+            assert got == want, f"query {op[1:]} after {len(brute)} keys: hull {got}, brute {want}"
+    fast._check()
+    assert len(fast) == len(brute)
+    return fast
+
+
+def tiny_integer_ops(rng, n_ops, key_range, query_range):
+    """Random integer keys in a tiny box, often repeated; queries of every sign,
+    with extra queries perpendicular to the difference of two stored keys
+    (ties along a hull edge) and axis-aligned ones."""
+    keys = []
+    ops = []
+    for _ in range(n_ops):
+        kind = rng.random()
+        if kind < 0.45 or not keys:
+            if keys and rng.random() < 0.2:
+                key = rng.choice(keys)                      # exact duplicate
+            else:
+                key = (float(rng.randint(-key_range, key_range)),
+                       float(rng.randint(-key_range, key_range)))
+            keys.append(key)
+            ops.append(("i", *key, float(rng.randint(-8, 8)), float(rng.randint(-8, 8))))
+        elif kind < 0.65 and len(keys) >= 2:
+            (ax, ay), (bx, by) = rng.sample(keys, 2)
+            sign = rng.choice((1.0, -1.0))
+            ops.append(("q", sign * (ay - by), sign * (bx - ax)))   # perpendicular to b - a
+        elif kind < 0.72:
+            ops.append(("q", float(rng.randint(-query_range, query_range)), 0.0))
+        else:
+            ops.append(("q", float(rng.randint(-query_range, query_range)),
+                        float(rng.randint(-query_range, query_range))))
+    return ops
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_tiny_integers_with_check_after_every_insert(latest):
+    rng = random.Random(1337 + latest)
+    for _ in range(150):                                    # ~30,000 ops per mode
+        ops = tiny_integer_ops(rng, 200, key_range=rng.choice((1, 2, 3, 6)), query_range=4)
+        run(ops, latest, check_every_insert=True)
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_tiny_integers_long_runs(latest):
+    rng = random.Random(2024 + latest)
+    for key_range in (2, 5, 20, 100):                       # ~48,000 ops per mode
+        run(tiny_integer_ops(rng, 12_000, key_range, query_range=30), latest)
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_collinear_keys_average_every_key_on_the_edge(latest):
+    """Keys on a few lines through the box; queries perpendicular to the lines."""
+    rng = random.Random(7 + latest)
+    for _ in range(40):                                     # ~16,000 ops per mode
+        base = (rng.randint(-5, 5), rng.randint(-5, 5))
+        direction = rng.choice(((1, 0), (0, 1), (1, 1), (2, -1), (1, 3)))
+        ops = []
+        for _ in range(400):
+            if rng.random() < 0.5:
+                t = rng.randint(-6, 6)
+                offset = rng.choice((0, 0, 0, -1, 1))       # mostly on the line
+                ops.append(("i", float(base[0] + t * direction[0] + offset),
+                            float(base[1] + t * direction[1]), float(rng.randint(0, 5)), 1.0))
+            else:
+                sign = rng.choice((1, -1, 2))
+                ops.append(("q", float(-sign * direction[1]), float(sign * direction[0])))
+        run(ops, latest)
+
+
+def test_hand_examples():
+    head = HullHead(latest=False)
+    assert head.query(1.0, 1.0) == (0.0, 0.0)               # empty head
+    head.insert(0.0, 1.0, 2.0, 4.0)
+    head.insert(0.0, 1.0, 4.0, 0.0)                         # duplicate: averaged
+    head.insert(1.0, 0.0, 9.0, 9.0)
+    head.insert(2.0, -1.0, 3.0, 3.0)                        # collinear with the others
+    assert head.query(1.0, 1.0) == (4.5, 4.0)               # all four tie: (18, 16) / 4
+    assert head.query(0.0, 1.0) == (3.0, 2.0)
+    assert head.query(1.0, 0.0) == (3.0, 3.0)               # max kx column
+    assert head.query(-1.0, 0.0) == (3.0, 2.0)              # min kx column
+    assert head.query(0.0, 0.0) == (4.5, 4.0)               # everything
+    assert head.query(1.0, -1.0) == (3.0, 3.0)              # lower hull: (2, -1)
+    latest = HullHead(latest=True)
+    for seq, key in enumerate([(0.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, -5.0)]):
+        latest.insert(*key, float(seq), 0.0)
+    assert latest.query(1.0, 1.0) == (2.0, 0.0)             # (0, 1) twice and (1, 0) tie
+    assert latest.query(1.0, 0.0) == (3.0, 0.0)             # kx = 1 column, any ky
+    assert latest.query(-1.0, -1.0) == (3.0, 0.0)
+    assert len(latest) == 4
+
+
+def parabolic_ops(rng, n_keys, low_k, addresses, start_position, steps=(1,)):
+    """The machine's keys (2k, -k^2 + recency(p)) with positions p increasing by
+    `steps`: k is the position itself (addresses=None: increasing kx) or one of
+    `addresses` values from low_k (an address or a depth: any order, repeated).
+    Early positions at large k give equal-k keys whose ky differ by an ulp or
+    two: their scores can tie in float. Queries c*(k*, 1) look for a stored k,
+    a missing one, or halfway between two."""
+    ops = []
+    ks = []
+    position = start_position
+    k = low_k
+    for _ in range(n_keys):
+        position += rng.choice(steps)
+        if addresses is None:
+            k += rng.choice((1, 1, 1, 2, 5))
+        else:
+            k = low_k + rng.randrange(addresses)
+        ks.append(k)
+        ops.append(("i", 2.0 * k, -float(k * k) + recency(position),
+                    float(rng.randint(0, 255)), float(rng.randint(0, 3))))
+        for _ in range(2):
+            target = rng.choice(ks) + rng.choice((0, 0, 0, 1, -1, 0.5, -0.5, 40))
+            scale = rng.choice((QUERY_SCALE, QUERY_SCALE, 1.0, 3.0))
+            ops.append(("q", scale * target, scale))
+        if rng.random() < 0.05:
+            ops.append(("q", rng.choice((1.0, -1.0, 0.0)), rng.choice((0.0, -QUERY_SCALE))))
+    return ops
+
+
+PARABOLIC_CASES = [  # (low_k, addresses, start_position, position steps)
+    (0, None, 0, (1,)),
+    (MAX_K - 30_000, None, 10 ** 6, (1, 7, 1000)),
+    (2 ** 20, 20, 0, (1,)),
+    (2 ** 24 - 1000, 30, 0, (1,)),
+    (MAX_K - 300, 300, 0, (1, 2)),
+    (-MAX_K, 300, 10 ** 6, (1, 7, 1000)),
+]
+
+
+@pytest.mark.parametrize("latest", [False, True])
+@pytest.mark.parametrize("low_k, addresses, start_position, steps", PARABOLIC_CASES)
+def test_parabolic_keys(latest, low_k, addresses, start_position, steps):
+    rng = random.Random(99 + latest + low_k)
+    run(parabolic_ops(rng, 3000, low_k, addresses, start_position, steps), latest)
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_keys_check_after_every_insert(latest):
+    rng = random.Random(5 + latest)
+    run(parabolic_ops(rng, 500, 2 ** 24, 40, 0), latest, check_every_insert=True)
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_large_exact_integers(latest):
+    """Integer keys and queries up to 2^25: every product and sum is exact."""
+    rng = random.Random(42 + latest)
+    ops = []
+    for _ in range(10_000):
+        if rng.random() < 0.5:
+            ops.append(("i", float(rng.randint(-MAX_K, MAX_K)), float(rng.randint(-MAX_K, MAX_K)),
+                        float(rng.randint(-8, 8)), 1.0))
+        else:
+            ops.append(("q", float(rng.randint(-MAX_K, MAX_K)), float(rng.randint(-MAX_K, MAX_K))))
+    run(ops, latest)
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_tiny_sorted_list_load_splits_sublists(latest, monkeypatch):
+    """A SortedList load of 4 makes the general chains split and merge sublists."""
+    monkeypatch.setattr(hull, "_LOAD", 4)
+    rng = random.Random(11 + latest)
+    for key_range in (3, 50):
+        ops = tiny_integer_ops(rng, 1500, key_range, query_range=10)
+        run(ops, latest, check_every_insert=True)
+    run(parabolic_ops(rng, 600, 2 ** 22, 200, 0), latest, check_every_insert=True)
+
+
+def test_switch_from_increasing_to_any_order():
+    """Keys first arrive with increasing kx (list path), then in any order."""
+    rng = random.Random(3)
+    for latest in (False, True):
+        ops = []
+        for k in range(200):
+            ops.append(("i", float(k), float(rng.randint(-50, 50)), float(k), 0.0))
+            ops.append(("q", float(rng.randint(-9, 9)), float(rng.randint(-9, 9))))
+        ops += tiny_integer_ops(rng, 600, 30, query_range=9)
+        fast = run(ops, latest, check_every_insert=True)
+        assert fast._upper.general
