@@ -92,8 +92,9 @@ void compute(const char *input) {
 
     int steps = 0;
     print_number(digits, length);
-    while (length > 1 || digits[0] != 1) {
-        int units = digits[0];
+    while (1) {
+        int units = opaque(digits[0]);   /* (opaque: see runtime.h) */
+        if (length == 1 && units == 1) break;
         if (DOWN_TO_EVEN[units] != units) {      /* n is odd */
             length = triple_plus_one(digits, length);
         } else {

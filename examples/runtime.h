@@ -76,12 +76,19 @@ static void print_int(int n) {
     }
 }
 
-/* Returns a + b as one `i32.add`. The empty asm statement hides b's value
- * from the optimizer, which would otherwise rewrite x + x as a shift and a
- * sum of shifts as a multiplication (both expensive here). */
+/* Returns x unchanged. The empty asm statement hides x's value and range
+ * from the optimizer, which would otherwise turn some additions into shifts
+ * or multiplications, or compute with 8-bit values and mask the results
+ * with `& 255` (all expensive here). */
+static inline int opaque(int x) {
+    __asm__("" : "+r"(x));
+    return x;
+}
+
+/* Returns a + b as one `i32.add` (clang would write x + x as a shift, and
+ * a sum of shifts as a multiplication). */
 static inline int add(int a, int b) {
-    __asm__("" : "+r"(b));
-    return a + b;
+    return a + opaque(b);
 }
 
 /* Returns 10 * x with additions only: 10x = 8x + 2x. */
