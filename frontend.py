@@ -73,6 +73,7 @@ PAGE_BYTES = 1 << 16                      # a WebAssembly page: 64 KiB
 MAX_PAGES = MEMORY_SIZE // PAGE_BYTES     # 256 pages = the machine's 16 MiB
 VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
                0x70: "funcref", 0x6F: "externref"}
+REFERENCE_TYPE_PREFIXES = (0x63, 0x64)     # `ref null ht`, `ref ht`, each followed by a heap type
 SECTION_NAMES = {0: "custom", 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory",
                  6: "global", 7: "export", 8: "start", 9: "element", 10: "code", 11: "data",
                  12: "data count"}
@@ -82,7 +83,7 @@ MAX_LOCALS_DECLARED = 50_000              # a sanity bound (the machine has 256 
 # Instructions by opcode byte: name and immediate kind. Kinds: "" none, "block"
 # block type, "u32" an index or label, "br_table", "call_indirect", "memarg"
 # (align, offset), "i32"/"i64" signed LEB128, "f32"/"f64" raw bytes, "select_t"
-# a vector of value types, "reftype" one byte, "u32_u32" two indices.
+# a vector of value types, "reftype" a heap type, "u32_u32" two indices.
 OPCODES = {0x00: ("unreachable", ""), 0x01: ("nop", ""), 0x02: ("block", "block"),
            0x03: ("loop", "block"), 0x04: ("if", "block"), 0x05: ("else", ""), 0x0B: ("end", ""),
            0x0C: ("br", "u32"), 0x0D: ("br_if", "u32"), 0x0E: ("br_table", "br_table"),
@@ -188,6 +189,9 @@ class Reader:
     def value_type(self):
         at = self.position
         code = self.byte()
+        if code in REFERENCE_TYPE_PREFIXES:   # (ref null? heaptype) of typed function references
+            self.leb(33, signed=True)
+            return "ref"
         if code not in VALUE_TYPES:
             self.fail("unknown value type 0x%02x" % code, at)
         return VALUE_TYPES[code]
@@ -239,7 +243,7 @@ def read_instruction(reader):
         if first == 0x40:
             reader.byte()
             immediate = ()
-        elif first in VALUE_TYPES:
+        elif first in VALUE_TYPES or first in REFERENCE_TYPE_PREFIXES:
             immediate = (reader.value_type(),)
         else:
             immediate = ("type", reader.leb(33, signed=True))
@@ -267,8 +271,8 @@ def read_instruction(reader):
         immediate = reader.bytes(4 if kind == "f32" else 8)
     elif kind == "select_t":
         immediate = tuple(reader.value_type() for _ in range(reader.u32()))
-    else:  # "reftype"
-        immediate = reader.value_type()
+    else:  # "reftype": a heap type (s33)
+        immediate = reader.leb(33, signed=True)
     return Instruction(name, immediate, at)
 
 
@@ -886,6 +890,8 @@ def assemble(items):
 # ---------------------------------------------------------------------------
 
 SCRATCH_BYTES = 8            # the routines' scratch: two words
+MEMORY_SIZE_OFFSET = SCRATCH_BYTES   # a growable memory's current size in bytes (a word)
+RESERVED_HEADER_BYTES = 12   # scratch + the memory size word; the globals follow
 GLOBAL_BYTES = 4             # one word per global
 NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "global.get", "global.set",
                                    "output", "input_base", "trap"}
@@ -923,16 +929,32 @@ def reachable_functions(module, roots):
 
 
 def memory_bytes(module):
-    """The size of the module's memory in bytes (its minimum: wasmtf's memories never grow)."""
+    """The initial size of the module's memory in bytes (its minimum)."""
     return 0 if module.memory is None else module.memory[0] * PAGE_BYTES
 
 
+def growth_limit(module):
+    """The most pages memory.grow may reach, or None when the memory cannot grow here.
+
+    Growth stops below the top page (it holds the reserved area) and at the
+    declared maximum; beyond it memory.grow returns -1, as WebAssembly allows."""
+    uses_grow = any(i.name == "memory.grow" for f in module.functions for i in f.code)
+    if module.memory is None or not uses_grow:
+        return None
+    minimum, maximum = module.memory
+    limit = min(MAX_PAGES - 1 if maximum is None else maximum, MAX_PAGES - 1)
+    return limit if limit > minimum else None
+
+
+def reserved_size(module):
+    return RESERVED_HEADER_BYTES + GLOBAL_BYTES * len(module.globals)
+
+
 def reserved_base(module):
-    """Where the scratch bytes and the globals live (see the module header)."""
-    size = memory_bytes(module)
-    if size + SCRATCH_BYTES + GLOBAL_BYTES * len(module.globals) <= MEMORY_SIZE:
-        return size
-    return 0
+    """Where the scratch bytes, the memory size and the globals live (see the module header)."""
+    limit = growth_limit(module)
+    size = memory_bytes(module) if limit is None else limit * PAGE_BYTES
+    return size if size + reserved_size(module) <= MEMORY_SIZE else 0
 
 
 def constant_of(module, expression):
@@ -951,7 +973,7 @@ def module_problems(module, roots):
         problems.append("memory of %d pages: more than the machine's %d pages (16 MiB)"
                         % (module.memory[0], MAX_PAGES))
     base = reserved_base(module)
-    reserved_end = base + SCRATCH_BYTES + GLOBAL_BYTES * len(module.globals)
+    reserved_end = base + reserved_size(module)
     for offset_expression, data, at in module.data:
         if offset_expression is None:
             continue                          # passive segments are only used by memory.init
@@ -1225,17 +1247,9 @@ class FunctionLowering:
         elif name in ("memory.size", "memory.grow"):
             if module.memory is None:
                 self.fail(instruction, "%s without a memory" % name)
-            pages = module.memory[0]
-            if name == "memory.grow":         # growing always fails (-1), except by 0 pages
+            if name == "memory.grow":
                 self.pop(instruction)
-                self.emit("local.set", self.value_temp)
-                self.emit("i32.const", pages)
-                self.emit("i32.const", WORD_MODULUS - 1)
-                self.emit("local.get", self.value_temp)
-                self.emit("i32.eqz")
-                self.emit("select")
-            else:
-                self.emit("i32.const", pages)
+            self.items += self.program.memory_size_items(name, self.value_temp, self.address_temp)
             self.height += 1
         elif name in EXTEND:                  # through a scratch byte/halfword: store, load signed
             store, load = EXTEND[name]
@@ -1273,20 +1287,10 @@ class FunctionLowering:
         if self.module.memory is None:
             self.fail(instruction, "%s without a memory" % name)
         self.pop(instruction, 2 if store else 1)
-        size = memory_bytes(self.module)
-        if size < MEMORY_SIZE:
-            limit = size - offset - MEMORY_WIDTH[name]   # the largest address that stays inside
-            if store:
-                self.emit("local.set", self.value_temp)
-            if limit < 0:
-                self.emit("trap")
-            else:
-                self.items += [("local.tee", self.address_temp), ("i32.const", limit), ("i32.gt_u", 0),
-                               ("br_if", self.program.trap_label), ("local.get", self.address_temp)]
-            if store:
-                self.emit("local.get", self.value_temp)
-        elif offset + MEMORY_WIDTH[name] > MEMORY_SIZE:
-            self.emit("trap")                 # the machine's immediate field is fine, but be explicit
+        check = self.program.bounds_check_items(offset + MEMORY_WIDTH[name], self.address_temp)
+        if store and check:       # the address is under the value: set the value aside
+            check = [("local.set", self.value_temp)] + check + [("local.get", self.value_temp)]
+        self.items += check
         self.emit(name, offset)
         self.height += 0 if store else 1
 
@@ -1324,7 +1328,54 @@ class ProgramLowering:
         self.trap_label = Label("trap")
 
     def global_address(self, index):
-        return self.base + SCRATCH_BYTES + GLOBAL_BYTES * index
+        return self.base + RESERVED_HEADER_BYTES + GLOBAL_BYTES * index
+
+    def bounds_check_items(self, reach, address_temp):
+        """Code that traps unless address + reach <= the memory size (address on top, kept).
+
+        Fixed memory of M < 2^24 bytes: address >u M - reach (5 instructions). Growable
+        memory: the same against the size word (8 instructions; 14 when reach exceeds the
+        initial size). A memory of 2^24 bytes needs none: the machine traps (SPEC 4.8)."""
+        size = memory_bytes(self.module)
+        limit = growth_limit(self.module)
+        trap = self.trap_label
+        if limit is None and size == MEMORY_SIZE and reach <= MEMORY_SIZE:
+            return []
+        if reach > (size if limit is None else limit * PAGE_BYTES):
+            return [("trap", 0)]
+        keep = [("local.tee", address_temp)]
+        if limit is None:
+            return keep + [("i32.const", size - reach), ("i32.gt_u", 0), ("br_if", trap),
+                           ("local.get", address_temp)]
+        size_word = [("i32.const", self.base + MEMORY_SIZE_OFFSET), ("i32.load", 0)]
+        too_small = []
+        if reach > size:          # the memory may still be smaller than reach: check that first
+            too_small = size_word + [("i32.const", reach), ("i32.lt_u", 0), ("br_if", trap)]
+        return (keep + too_small + size_word + [("i32.const", reach), ("i32.sub", 0), ("i32.gt_u", 0),
+                                                 ("br_if", trap), ("local.get", address_temp)])
+
+    def memory_size_items(self, name, count_temp, old_temp):
+        """memory.size, or memory.grow (the page count on top): old size, or -1 past the limit.
+        A growable memory keeps its size in bytes in a reserved word; pages = its upper half."""
+        limit = growth_limit(self.module)
+        pages = self.module.memory[0]
+        if limit is None:          # fixed: memory.grow succeeds only for 0 pages
+            if name == "memory.size":
+                return [("i32.const", pages)]
+            return [("local.set", count_temp), ("i32.const", pages), ("i32.const", WORD_MODULUS - 1),
+                    ("local.get", count_temp), ("i32.eqz", 0), ("select", 0)]
+        size_address = self.base + MEMORY_SIZE_OFFSET
+        if name == "memory.size":
+            return [("i32.const", size_address), ("i32.load16_u", 2)]
+        fail, done = Label(), Label()
+        return [("local.set", count_temp), ("i32.const", size_address), ("i32.load16_u", 2),
+                ("local.set", old_temp),
+                ("local.get", count_temp), ("i32.const", limit), ("local.get", old_temp), ("i32.sub", 0),
+                ("i32.gt_u", 0), ("br_if", fail),                     # count > limit - old: fail
+                ("i32.const", size_address), ("local.get", old_temp), ("local.get", count_temp),
+                ("i32.add", 0), ("i32.store16", 2),                    # pages = old + count
+                ("local.get", old_temp), ("br", done),
+                fail, ("i32.const", WORD_MODULUS - 1), done]
 
     def called(self, index):
         if index not in self.entries:
@@ -1346,6 +1397,10 @@ class ProgramLowering:
                 start = constant_of(self.module, offset_expression)
                 for k, value in enumerate(data):
                     image[start + k] = value
+        if growth_limit(self.module) is not None:
+            size = memory_bytes(self.module)
+            for k in range(4):
+                image[self.base + MEMORY_SIZE_OFFSET + k] = (size >> (8 * k)) & 0xFF
         for index, global_ in enumerate(self.module.globals):
             if global_["mutable"]:
                 value = constant_of(self.module, global_["init"])
@@ -1560,3 +1615,331 @@ def command_compile(path, input_text=None, output=None):
             f.write(text)
         print("%s: %d instructions" % (output, len(instructions)), file=sys.stderr)
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# 6. The WebAssembly spec-test runner (`python wasmtf.py spectest FILE.wast...`)
+# ---------------------------------------------------------------------------
+# A .wast script is a list of S-expressions: modules, actions (invoke) and
+# assertions. Each module becomes an instance; the assertions on it run as
+# batches of calls in one program (SPEC programs cannot catch a trap: after a
+# trap the batch restarts with the calls that changed memory or globals
+# replayed first; a trapped call is assumed to have changed nothing before
+# its trap). Everything that is not run is counted, with its reason.
+
+class WastString(bytes):
+    """A string literal of a .wast script (its bytes, escapes decoded)."""
+
+
+WAST_ESCAPES = {"t": 9, "n": 10, "r": 13, '"': 34, "'": 39, "\\": 92}
+
+
+def parse_wast(text):
+    """The top-level forms of a script: [(tree, source text, line)]; a tree is a list
+    of trees, symbols (str) and WastStrings. WasmError for unbalanced text."""
+    forms, stack = [], []
+    position, line_starts = 0, [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def line_of(offset):
+        return next(i for i in range(len(line_starts) - 1, -1, -1) if line_starts[i] <= offset) + 1
+
+    while position < len(text):
+        char = text[position]
+        if char.isspace():
+            position += 1
+        elif text.startswith(";;", position):
+            end = text.find("\n", position)
+            position = len(text) if end < 0 else end
+        elif text.startswith("(;", position):
+            depth = 0
+            while position < len(text):
+                if text.startswith("(;", position):
+                    depth, position = depth + 1, position + 2
+                elif text.startswith(";)", position):
+                    depth, position = depth - 1, position + 2
+                    if depth == 0:
+                        break
+                else:
+                    position += 1
+        elif char == "(":
+            stack.append(([], position))
+            position += 1
+        elif char == ")":
+            if not stack:
+                raise WasmError("line %d: unbalanced ')'" % line_of(position))
+            tree, start = stack.pop()
+            position += 1
+            if stack:
+                stack[-1][0].append(tree)
+            else:
+                forms.append((tree, text[start:position], line_of(start)))
+        elif char == '"':
+            value = bytearray()
+            position += 1
+            while position < len(text) and text[position] != '"':
+                if text[position] == "\\":
+                    escape = text[position + 1]
+                    if escape in WAST_ESCAPES:
+                        value.append(WAST_ESCAPES[escape])
+                        position += 2
+                    elif escape == "u":
+                        end = text.index("}", position)
+                        value += chr(int(text[position + 3:end], 16)).encode("utf-8")
+                        position = end + 1
+                    else:
+                        value.append(int(text[position + 1:position + 3], 16))
+                        position += 3
+                else:
+                    value += text[position].encode("utf-8")
+                    position += 1
+            position += 1
+            if stack:
+                stack[-1][0].append(WastString(value))
+        else:
+            end = position
+            while end < len(text) and not text[end].isspace() and text[end] not in '()";':
+                end += 1
+            if stack:
+                stack[-1][0].append(text[position:end])
+            position = end
+    if stack:
+        raise WasmError("line %d: unclosed '('" % line_of(stack[-1][1]))
+    return forms
+
+
+def wast_integer(text):
+    """An integer literal of the text format: sign, decimal or 0x hex, underscores."""
+    text = text.replace("_", "")
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    return sign * (int(digits[2:], 16) if digits.startswith("0x") else int(digits, 10))
+
+
+def wast_values(trees):
+    """[i32 words] for a list of `(i32.const N)`, or None if any value is of another type."""
+    values = []
+    for tree in trees:
+        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] == "i32.const"):
+            return None
+        values.append(wast_integer(tree[1]) % WORD_MODULUS)
+    return values
+
+
+def mutates_state(module, index):
+    """Can calling function `index` change memory or globals?"""
+    return any(instruction.name in ("global.set",) or ".store" in instruction.name
+               for reachable in reachable_functions(module, [index])
+               for instruction in module.functions[reachable].code)
+
+
+def reference_runner(instructions):
+    machine = reference.execute(instructions)
+    return machine.status, bytes(machine.output)
+
+
+def transformer_runner():
+    """A runner through wasmtf.run_transformer(instructions, input_bytes) -> trace tokens, or None."""
+    import wasmtf
+    run_transformer = getattr(wasmtf, "run_transformer", None)
+    if run_transformer is None:
+        return None
+
+    def run(instructions):
+        tokens = run_transformer(instructions, None)
+        status = tokens[-1] if tokens and tokens[-1] in reference.STOP_TOKENS else "end"
+        return status, reference.output_bytes(tokens)
+    return run
+
+
+def run_calls(module, calls, runner=reference_runner, replay=()):
+    """Run exported functions in order on one instance; [("return", value or None) | ("trap", None)].
+
+    `replay`: earlier (name, args) calls that changed the instance's state; they
+    run first, silently. A trap ends a program, so the calls after it run in a
+    new program that replays the state-changing calls that completed."""
+    replay = list(replay)
+    outcomes = []
+    remaining = list(calls)
+    while remaining:
+        instructions = lower_module(module, calls=replay + remaining)
+        status, output = runner(instructions)
+        lines = output.split(b"\n")[len(replay):-1]     # one line per completed call
+        for (name, args), line in zip(remaining, lines):
+            outcomes.append(("return", None if line == b"-" else int(line, 16)))
+            if mutates_state(module, find_export(module, name)):
+                replay.append((name, args))
+        done = len(lines)
+        if status == "halt" and done == len(remaining):
+            break
+        if status != "trap" or done >= len(remaining):
+            raise WasmError("the program stopped with %r after %d of %d calls" % (status, done, len(remaining)))
+        outcomes.append(("trap", None))
+        remaining = remaining[done + 1:]
+    return outcomes, replay
+
+
+# Assertions that need more than the machine has. WebAssembly lets memory.grow
+# fail (-1) when the host has no room; the suite expects success here.
+BEYOND_MACHINE = {("call.wast", "as-memory.grow-value"): "memory.grow by 306 pages: beyond the machine's 16 MiB"}
+
+
+class Instance:
+    """A module of the script with the calls queued on it."""
+
+    def __init__(self, module, error=None):
+        self.module = module
+        self.error = error          # why its calls cannot run (skip reason), or None
+        self.queue = []             # (name, args, expected, line) ; expected: list, "trap" or None (invoke)
+        self.supported = {}         # export name -> skip reason or None
+
+
+def _problem_kind(problem):
+    """A short reason from a problem message: its last part (the instruction or feature)."""
+    return problem.rsplit(": ", 1)[-1]
+
+
+def spectest_file(path, runner, skips, failures):
+    """Run one .wast file; returns (passed, failed, skipped)."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    name = pathlib.Path(path).name
+
+    def skip(reason, count=1):
+        skips[reason] = skips.get(reason, 0) + count
+        counts["skipped"] += count
+
+    instances, named, current = [], {}, None
+    for tree, source, line in parse_wast(pathlib.Path(path).read_text()):
+        head = tree[0] if tree else None
+        if head == "module":
+            rest = tree[1:]
+            module_name = rest[0] if rest and isinstance(rest[0], str) and rest[0].startswith("$") else None
+            kind = rest[1] if module_name and len(rest) > 1 else (rest[0] if rest else None)
+            try:
+                if kind == "binary":
+                    binary = b"".join(part for part in rest if isinstance(part, WastString))
+                elif kind in ("quote", "definition", "instance"):
+                    raise WasmError("(module %s ...) forms are not run" % kind)
+                else:
+                    binary = wat_to_wasm(source)
+                current = Instance(decode_module(binary))
+            except WasmError as error:
+                current = Instance(None, "module not loaded: %s" % str(error).splitlines()[0][:80])
+            instances.append(current)
+            if module_name:
+                named[module_name] = current
+        elif head in ("assert_return", "assert_trap", "invoke") and head == "invoke" or (
+                head in ("assert_return", "assert_trap") and isinstance(tree[1], list) and tree[1][0] == "invoke"):
+            action = tree if head == "invoke" else tree[1]
+            target = action[1] if isinstance(action[1], str) and action[1].startswith("$") else None
+            instance = named.get(target) if target else current
+            function_name = action[2 if target else 1].decode("utf-8")
+            args = wast_values(action[3 if target else 2:])
+            expected = None
+            if head == "assert_return":
+                expected = wast_values(tree[2:])
+            elif head == "assert_trap":
+                expected = "trap"
+            reason = BEYOND_MACHINE.get((name, function_name))
+            if reason is not None:
+                pass
+            elif instance is None:
+                reason = "no module"
+            elif instance.error:
+                reason = instance.error
+            elif args is None or (head == "assert_return" and expected is None):
+                reason = "values of types other than i32"
+            else:
+                reason = _call_support(instance, function_name)
+            if reason is not None:
+                if head == "invoke":
+                    if instance is not None and not instance.error:
+                        instance.error = "an earlier invoke on this module was not run (%s)" % reason
+                else:
+                    skip(reason)
+                continue
+            instance.queue.append((function_name, args, expected, line))
+        elif head in ("assert_return", "assert_trap") and isinstance(tree[1], list) and tree[1][0] == "get":
+            skip("global reads (get)")
+        elif head == "assert_trap":
+            skip("assert_trap of a module instantiation")
+        elif head == "register":
+            skip("register (linking modules)", 0)
+        elif isinstance(head, str) and head.startswith("assert_"):
+            skip("%s (not run: validation/parsing tests)" % head)
+        else:
+            skip("unknown command %r" % head)
+    for instance in instances:
+        _run_instance(instance, runner, name, counts, failures)
+    return counts["passed"], counts["failed"], counts["skipped"]
+
+
+def _call_support(instance, function_name):
+    """None if the exported function can run, else the skip reason."""
+    if function_name not in instance.supported:
+        reason = None
+        try:
+            index = find_export(instance.module, function_name)
+            problems = module_problems(instance.module, [index])
+            if problems:
+                reason = "unsupported: %s" % _problem_kind(problems[0])
+        except WasmError as error:
+            reason = str(error)
+        instance.supported[function_name] = reason
+    return instance.supported[function_name]
+
+
+def _run_instance(instance, runner, file_name, counts, failures):
+    if not instance.queue:
+        return
+    calls = [(name, args) for name, args, _, _ in instance.queue]
+    try:
+        outcomes, _ = run_calls(instance.module, calls, runner)
+    except (WasmError, reference.ProgramError, reference.ExecutionError, RuntimeError) as error:
+        outcomes = [("error", str(error).splitlines()[0])] * len(calls)
+    for (name, args, expected, line), (kind, value) in zip(instance.queue, outcomes):
+        if expected is None:                      # a plain invoke: no assertion
+            continue
+        if expected == "trap":
+            ok = kind == "trap"
+        else:
+            ok = kind == "return" and ([] if value is None else [value]) == expected
+        if ok:
+            counts["passed"] += 1
+        else:
+            counts["failed"] += 1
+            got = "trap" if kind == "trap" else (value if kind == "error" else
+                                                 ("%d" % value if value is not None else "no value"))
+            failures.append("%s:%d: %s(%s): expected %s, got %s" % (
+                file_name, line, name, ", ".join(str(reference.to_signed(a)) for a in args),
+                expected if expected == "trap" else [reference.to_signed(v) for v in expected], got))
+
+
+def command_spectest(paths, transformer=False):
+    """Run the spec tests of each .wast file; print skip reasons, failures, one line per
+    file and a total. Exit 1 if anything failed, 2 for unusable input."""
+    runner = reference_runner
+    if transformer:
+        runner = transformer_runner()
+        if runner is None:
+            print("error: wasmtf.run_transformer does not exist yet: spec tests can only run "
+                  "on the reference interpreter", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    totals = [0, 0, 0]
+    lines, skips, failures = [], {}, []
+    for path in paths:
+        try:
+            counts = spectest_file(path, runner, skips, failures)
+        except (OSError, WasmError) as error:
+            print("error: %s: %s" % (path, error), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        totals = [t + c for t, c in zip(totals, counts)]
+        lines.append("%s: %d passed, %d failed, %d skipped" % ((pathlib.Path(path).name,) + counts))
+    for reason, count in sorted(skips.items(), key=lambda item: -item[1]):
+        if count:
+            print("skipped %5d  %s" % (count, reason))
+    for failure in failures:
+        print("FAILED %s" % failure)
+    for line in lines:
+        print(line)
+    print("total: %d passed, %d failed, %d skipped" % tuple(totals))
+    return EXIT_FAILED if totals[1] else EXIT_OK
