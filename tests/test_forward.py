@@ -2,35 +2,12 @@
 batched form, the inspectable trace, model files and the command line."""
 import math
 import struct
-import sys
-import types
 
 import numpy as np
 import pytest
 
 from conftest import REPO  # noqa: F401  (puts the repository on sys.path)
 import wasmtf
-
-try:
-    import hull  # noqa: F401
-except ImportError:  # hull.py not committed yet: a private SPEC 9 brute head stands in
-    class _BruteHead:
-        def __init__(self, latest):
-            self.latest, self.entries = latest, []
-
-        def insert(self, kx, ky, vx, vy):
-            self.entries.append((kx, ky, vx, vy))
-
-        def query(self, qx, qy):
-            if not self.entries:
-                return (0.0, 0.0)
-            scores = [qx * kx + qy * ky for kx, ky, _, _ in self.entries]
-            tied = [e for e, s in zip(self.entries, scores) if s == max(scores)]
-            if self.latest:
-                return tied[-1][2:]
-            return (sum(e[2] for e in tied) * (1 / len(tied)), sum(e[3] for e in tied) * (1 / len(tied)))
-
-    sys.modules["hull"] = types.SimpleNamespace(HullHead=_BruteHead, BruteHead=_BruteHead)
 
 CACHES = ("hull", "brute", "softmax")
 QUERY_SCALE = wasmtf.HARD_K * math.sqrt(2)
