@@ -99,27 +99,31 @@ _LOAD = SortedList.DEFAULT_LOAD_FACTOR
 
 class _Chain:
     """Upper hull of the points inserted so far (the lower hull is the upper
-    hull of (x, -y)). points[e] = (x, y) left to right; neg_slopes[e] =
-    (y[e] - y[e+1]) / (x[e+1] - x[e]), non-decreasing (concave chain).
-    """
+    hull of (x, -y)): a doubly linked list of vertices, left to right, with
+    non-increasing edge slopes (a concave chain)."""
 
     def __init__(self):
-        self.points = []         # list, then SortedList, of (x, y)
-        self.neg_slopes = []     # list, then SortedList, of floats
-        self.general = False     # False while points arrive with x >= last x
+        self.y_of = {}           # vertex x -> y
+        self.left_of = {}        # vertex x -> previous vertex x (not for the first)
+        self.right_of = {}       # vertex x -> next vertex x (not for the last)
+        self.xs = []             # vertex x, increasing: list, then SortedList
+        self.neg_slopes = []     # list path: neg_slopes[e] of the edge xs[e] -> xs[e+1]
+        self.edges = None        # general path: SortedList of (neg slope, left x)
+
+    def _neg_slope(self, left, right):
+        """-(slope of the edge left -> right) = (y_left - y_right) / (right - left)."""
+        return (self.y_of[left] - self.y_of[right]) / (right - left)
 
     def insert(self, x, y):
-        """Add (x, y), a key not inserted before."""
-        points = self.points
-        if not self.general:
-            if not points or x > points[-1][0]:
+        """Add the key (x, y) (not inserted before)."""
+        if self.edges is None:
+            xs = self.xs
+            if not xs or x > xs[-1]:
                 self._append(x, y)
                 return
-            if x == points[-1][0]:           # same column as the right end
-                if y > points[-1][1]:
-                    points.pop()
-                    if self.neg_slopes:
-                        self.neg_slopes.pop()
+            if x == xs[-1]:                  # same column as the right end
+                if y > self.y_of[x]:
+                    self._pop()
                     self._append(x, y)
                 return
             self._become_general()
@@ -127,118 +131,146 @@ class _Chain:
 
     def _append(self, x, y):
         """New right end: pop the vertices left strictly below the new edge."""
-        points, neg_slopes = self.points, self.neg_slopes
-        if points:
-            last_x, last_y = points[-1]
-            neg_slope = (last_y - y) / (x - last_x)
+        xs, neg_slopes, y_of = self.xs, self.neg_slopes, self.y_of
+        if xs:
+            last = xs[-1]
+            neg_slope = (y_of[last] - y) / (x - last)
             while neg_slopes and neg_slopes[-1] > neg_slope:
-                points.pop()
-                neg_slopes.pop()
-                last_x, last_y = points[-1]
-                neg_slope = (last_y - y) / (x - last_x)
+                self._pop()
+                last = xs[-1]
+                neg_slope = (y_of[last] - y) / (x - last)
             neg_slopes.append(neg_slope)
-        points.append((x, y))
+            self.left_of[x] = last
+            self.right_of[last] = x
+        xs.append(x)
+        y_of[x] = y
+
+    def _pop(self):
+        x = self.xs.pop()
+        del self.y_of[x]
+        if self.neg_slopes:
+            self.neg_slopes.pop()
+            del self.right_of[self.left_of.pop(x)]
 
     def _become_general(self):
-        self.points = SortedList(self.points)
-        self.points._reset(_LOAD)
-        self.neg_slopes = SortedList(self.neg_slopes)
-        self.neg_slopes._reset(_LOAD)
-        self.general = True
+        self.edges = SortedList(zip(self.neg_slopes, self.xs))   # zip stops at the last edge
+        self.edges._reset(_LOAD)
+        self.xs = SortedList(self.xs)
+        self.xs._reset(_LOAD)
+        self.neg_slopes = None
 
     def _insert_anywhere(self, x, y):
-        """Insert (x, y) at its place; delete the vertices lo..hi-1 it hides."""
-        points, neg_slopes = self.points, self.neg_slopes
-        n = len(points)
-        lo = hi = points.bisect_left((x,))   # first vertex with x' >= x
-        if hi < n and points[hi][0] == x:    # a lower key of the same column
-            if y <= points[hi][1]:
+        """Link (x, y) between its neighbours left and right, after moving them
+        outwards past the vertices that end strictly below the new edges."""
+        xs, y_of, left_of, right_of = self.xs, self.y_of, self.left_of, self.right_of
+        i = xs.bisect_left(x)
+        right = xs[i] if i < len(xs) else None
+        if right == x:                       # the top of the same column, lower: it goes
+            if y <= y_of[x]:
                 return
-            hi += 1
-        elif 0 < lo and hi < n:              # below the edge over x: not a vertex
-            left_x, left_y = points[lo - 1]
-            right_x, right_y = points[hi]
-            if (left_y - y) / (x - left_x) > (y - right_y) / (right_x - x):
-                return
-        while hi + 1 < n:                    # right neighbour below the new edge?
-            x1, y1 = points[hi]
-            x2, y2 = points[hi + 1]
-            if (y - y1) / (x1 - x) <= (y1 - y2) / (x2 - x1):
+            left = left_of.get(x)
+            right = right_of.get(x)
+        else:
+            left = left_of.get(right) if right is not None else xs[-1]
+            if (left is not None and right is not None
+                    and (y_of[left] - y) / (x - left) > (y - y_of[right]) / (right - x)):
+                return                       # strictly below the edge over x
+        while right in right_of:
+            after = right_of[right]
+            if (y - y_of[right]) / (right - x) <= (y_of[right] - y_of[after]) / (after - right):
                 break
-            hi += 1
-        while lo >= 2:                       # left neighbour below the new edge?
-            x1, y1 = points[lo - 1]
-            x2, y2 = points[lo - 2]
-            if (y2 - y1) / (x1 - x2) <= (y1 - y) / (x - x1):
+            right = after
+        while left in left_of:
+            before = left_of[left]
+            if (y_of[before] - y_of[left]) / (left - before) <= (y_of[left] - y) / (x - left):
                 break
-            lo -= 1
-        del neg_slopes[max(lo - 1, 0):min(hi, n - 1)]   # edges touching lo..hi-1
-        del points[lo:hi]
-        points.add((x, y))
-        if lo > 0:
-            left_x, left_y = points[lo - 1]
-            neg_slopes.add((left_y - y) / (x - left_x))
-        if lo + 1 < len(points):
-            right_x, right_y = points[lo + 1]
-            neg_slopes.add((y - right_y) / (right_x - x))
+            left = before
+        # unlink the vertices strictly between left and right, and their edges
+        path = [] if left is None else [left]
+        vertex = xs[0] if left is None else right_of.get(left)
+        while vertex != right:
+            path.append(vertex)
+            vertex = right_of.get(vertex)
+        if right is not None:
+            path.append(right)
+        for a, b in zip(path, path[1:]):
+            self.edges.remove((self._neg_slope(a, b), a))
+        for vertex in path:
+            if vertex != left and vertex != right:
+                xs.remove(vertex)
+                del y_of[vertex]
+                left_of.pop(vertex, None)
+                right_of.pop(vertex, None)
+        xs.add(x)
+        y_of[x] = y
+        if left is None:
+            left_of.pop(x, None)
+        else:
+            left_of[x] = left
+            right_of[left] = x
+            self.edges.add((self._neg_slope(left, x), left))
+        if right is None:
+            right_of.pop(x, None)
+        else:
+            right_of[x] = right
+            left_of[right] = x
+            self.edges.add((self._neg_slope(x, right), x))
 
     def argmax(self, qx, qy):
-        """For qy > 0: (best float score, vertices (x, y) reaching it)."""
-        points = self.points
-        n = len(points)
-        direction = qx / qy       # the score rises along edges with neg slope < this
-        if self.general:
-            start = self.neg_slopes.bisect_left(direction)
+        """For qy > 0: (best float score, x of every vertex reaching it)."""
+        y_of = self.y_of
+        direction = qx / qy      # the score rises along edges whose neg slope < this
+        if self.edges is None:
+            x = self.xs[bisect_left(self.neg_slopes, direction)]
         else:
-            start = bisect_left(self.neg_slopes, direction)
-        point = points[start]
-        score_x = qx * point[0]
-        score_y = qy * point[1]
+            i = self.edges.bisect_left((direction,))
+            x = self.edges[i][1] if i < len(self.edges) else self.xs[-1]
+        score_x = qx * x
+        score_y = qy * y_of[x]
         best = score_x + score_y
         best_size = abs(score_x) + abs(score_y)
-        tied = [point]
-        for step in (1, -1):
-            i = start + step
-            while 0 <= i < n:
-                point = points[i]
-                score_x = qx * point[0]
-                score_y = qy * point[1]
+        tied = [x]
+        for neighbour in (self.right_of, self.left_of):
+            vertex = neighbour.get(x)
+            while vertex is not None:
+                score_x = qx * vertex
+                score_y = qy * y_of[vertex]
                 score = score_x + score_y
                 if score > best:
                     best = score
                     best_size = abs(score_x) + abs(score_y)
-                    tied = [point]
+                    tied = [vertex]
                 elif score == best:
-                    tied.append(point)
+                    tied.append(vertex)
                 elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
                     break
-                i += step
+                vertex = neighbour.get(vertex)
         return best, tied
 
     def _check(self, tops):
         """Invariants, O(n); tops = {x: highest y of column x} of all keys."""
-        points = list(self.points)
-        neg_slopes = list(self.neg_slopes)
-        if self.general:
-            self.points._check()
-            self.neg_slopes._check()
-        assert len(neg_slopes) == max(len(points) - 1, 0)
-        xs = [x for x, _ in points]
-        assert xs[0] == min(tops) and xs[-1] == max(tops), "extreme columns are vertices"
-        for (x0, y0), (x1, y1) in zip(points, points[1:]):
-            assert x0 < x1
-        for x, y in points:
-            assert tops[x] == y, "a vertex is the top of its column"
-        for e, neg_slope in enumerate(neg_slopes):
-            (x0, y0), (x1, y1) = points[e], points[e + 1]
-            assert neg_slope == (y0 - y1) / (x1 - x0)
-            assert e == 0 or neg_slopes[e - 1] <= neg_slope, "concave"
+        xs = list(self.xs)
+        y_of = self.y_of
+        assert xs and sorted(y_of) == xs and xs[0] == min(tops) and xs[-1] == max(tops)
+        for x in xs:
+            assert tops[x] == y_of[x], "a vertex is the top of its column"
+        assert all(a < b for a, b in zip(xs, xs[1:]))
+        assert self.right_of == dict(zip(xs, xs[1:])) and self.left_of == dict(zip(xs[1:], xs))
+        edges = [(self._neg_slope(a, b), a) for a, b in zip(xs, xs[1:])]
+        assert all(e[0] <= f[0] for e, f in zip(edges, edges[1:])), "concave"
+        if self.edges is None:
+            assert self.neg_slopes == [neg_slope for neg_slope, _ in edges]
+        else:
+            self.xs._check()
+            self.edges._check()
+            assert list(self.edges) == edges
         vertices = set(xs)
         for x, y in tops.items():            # every other top strictly below (exact)
             if x in vertices:
                 continue
             e = bisect_left(xs, x) - 1
-            (x0, y0), (x1, y1) = points[e], points[e + 1]
+            x0, x1 = xs[e], xs[e + 1]
+            y0, y1 = y_of[x0], y_of[x1]
             cross = ((Fraction(x1) - Fraction(x0)) * (Fraction(y) - Fraction(y0))
                      - (Fraction(y1) - Fraction(y0)) * (Fraction(x) - Fraction(x0)))
             assert cross < 0, f"key ({x}, {y}) is above the hull"
@@ -304,25 +336,27 @@ class HullHead:
         if self._count == 0:
             return (0.0, 0.0)
         if qy > 0:
-            best, tied = self._upper.argmax(qx, qy)
+            chain = self._upper
+            best, tied = chain.argmax(qx, qy)
             sign = 1.0
         elif qy < 0:
             if self._lower is None:
                 self._build_lower()
-            best, tied = self._lower.argmax(qx, -qy)   # same float scores
+            chain = self._lower
+            best, tied = chain.argmax(qx, -qy)   # the same float scores
             sign = -1.0
         else:
             return self._query_extreme(qx)
         columns = self._columns
         if len(tied) == 1:                   # the usual case: one key, alone
-            x, y = tied[0]
+            x = tied[0]
             column = columns[x]
             if len(column) == 1:
-                return self._resolve([column[y * sign]])
+                return self._resolve([column[chain.y_of[x] * sign]])
         records = []
-        for x, y in tied:
+        for x in tied:
             column = columns[x]
-            records.append(column[y * sign])
+            records.append(column[chain.y_of[x] * sign])
             if len(column) > 1:              # keys under the vertex tying in float
                 kys = self._column_kys[x]
                 others = reversed(kys[:-1]) if sign > 0 else kys[1:]
@@ -337,8 +371,8 @@ class HullHead:
         """qy == 0: every entry of the max (qx > 0) or min kx column, or all."""
         if qx == 0:
             return self._resolve([self._total])
-        points = self._upper.points
-        kx = points[-1][0] if qx > 0 else points[0][0]
+        xs = self._upper.xs
+        kx = xs[-1] if qx > 0 else xs[0]
         return self._resolve(list(self._columns[kx].values()))
 
     def _resolve(self, records):
@@ -377,7 +411,7 @@ class HullHead:
                 assert self._column_kys[kx] == sorted(column)
         assert len(self._column_kys) == sum(len(column) > 1 for column in columns.values())
         if not columns:
-            assert not self._upper.points and self._lower is None
+            assert not self._upper.xs and self._lower is None
             return
         self._upper._check({kx: max(column) for kx, column in columns.items()})
         if self._lower is not None:
