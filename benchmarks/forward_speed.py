@@ -1,8 +1,8 @@
 """Tokens per second of wasmtf's sequential step on a machine-sized random model.
 
 The compiled machine has about 7 layers, D = 40..150 and 20..30 active heads.
-This builds random weights of that shape (small, so values stay bounded) and
-times the per-token step (a) with a null cache (insert does nothing, query
+This builds random weights of that shape (see random_model) and times the
+per-token step (a) with a null cache (insert does nothing, query
 returns (0, 0)): the overhead of projections, FFN, head loop and logits,
 excluding attention; (b) with the real caches, on the same weights.
 Usage: python benchmarks/forward_speed.py [tokens]
@@ -19,18 +19,34 @@ LAYERS, HEADS_PER_LAYER, V = 7, (5, 3, 8, 6, 4, 0, 0), 916  # 26 active heads
 
 
 def random_model(D, F, seed=0):
+    """Random weights shaped like the machine. Every active head is a
+    latest-write lookup of the token i positions back, with the machine's
+    parabolic keys (2p, -p^2 + 0.3 inv_log_pos) and queries HARD_K sqrt(2) (p - i, 1),
+    so the hull takes its usual path; everything else is random and written
+    only to slots 4.. so the positional slots 0..3 stay intact."""
     rng = np.random.default_rng(seed)
-    model = {"vocab": [f"t{i}" for i in range(V)], "embed": rng.normal(size=(V, D)) / D,  # scale 1/D keeps the residual bounded
+    POS, ILP, POS_SQ, ONE = 0, 1, 2, 3
+    scale = wasmtf.HARD_K * np.sqrt(2)
+    model = {"vocab": [f"t{i}" for i in range(V)], "embed": rng.normal(size=(V, D)) / D,
              "head": rng.normal(size=(V, D)), "stop_ids": [0], "slot_names": [""] * D, "layers": []}
-    model["embed"][:, :3] = 0
+    model["embed"][:, :4] = 0
+    model["embed"][1:, ONE] = 1                       # token 0 plays `{` (and the stop token)
     for n_heads in HEADS_PER_LAYER:
-        w_qkv = rng.normal(size=(3 * D, D)) / D
-        dead = np.arange(D // 2) >= n_heads           # heads n_heads.. are unused: zero rows
-        for block in range(3):
-            w_qkv[block * D:(block + 1) * D][np.repeat(dead, 2)] = 0
-        model["layers"].append({"w_qkv": w_qkv, "w_out": rng.normal(size=(D, D)) / D,
-                                "w_in": rng.normal(size=(2 * F, D)) / D, "w_ffo": rng.normal(size=(D, F)) / (F * D),
-                                "tie_latest": rng.random(D // 2) < 0.5})
+        w_qkv = np.zeros((3 * D, D))                  # [3D, D]
+        for h in range(n_heads):
+            back = 1 + h % 4                          # look 1..4 tokens back
+            w_qkv[2 * h, [POS, ONE]] = scale, -scale * back
+            w_qkv[2 * h + 1, ONE] = scale
+            w_qkv[D + 2 * h, POS] = 2
+            w_qkv[D + 2 * h + 1, [POS_SQ, ILP]] = -1, 0.3
+            w_qkv[2 * D + 2 * h:2 * D + 2 * h + 2, 4:] = rng.normal(size=(2, D - 4)) / D
+        w_out = rng.normal(size=(D, D)) / D           # [D, D]
+        w_ffo = rng.normal(size=(D, F)) / (F * D)     # [D, F]
+        w_out[:4] = w_ffo[:4] = 0
+        w_in = rng.normal(size=(2 * F, D)) / D        # [2F, D]
+        w_in[:, :4] = 0
+        model["layers"].append({"w_qkv": w_qkv, "w_out": w_out, "w_in": w_in, "w_ffo": w_ffo,
+                                "tie_latest": np.ones(D // 2, dtype=bool)})
     return model
 
 
