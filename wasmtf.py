@@ -77,7 +77,8 @@ def feed_forward(w_in, w_ffo, x):
     """ReGLU: gate = f[:F], value = f[F:], g = max(gate, 0) * value; x [D] or [T, D]."""
     n_neurons = w_in.shape[0] // 2                      # F
     f = x @ w_in.T                                      # [.., D] @ [D, 2F] -> [.., 2F]
-    g = np.maximum(f[..., :n_neurons], 0.0) * f[..., n_neurons:]  # [.., F]
+    g = np.maximum(f[..., :n_neurons], 0.0)             # [.., F] relu(gate)
+    g *= f[..., n_neurons:]                             # [.., F] times value
     return g @ w_ffo.T                                  # [.., F] @ [F, D] -> [.., D]
 
 
