@@ -322,3 +322,10 @@ def test_batched_brute_attention_equals_the_caches_on_random_ties(seed):
     for cache in ("hull", "brute"):
         trace = wasmtf.forward(model, [model["vocab"][i] for i in ids], cache=cache)
         assert np.array_equal(x, np.array([t["residuals"][-1] for t in trace])), cache
+
+
+@pytest.mark.parametrize("command", [name for name, _, _ in wasmtf.COMMANDS])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        wasmtf.main([command, "--help"])
+    assert exit_info.value.code == 0 and "usage: wasmtf.py " + command in capsys.readouterr().out
