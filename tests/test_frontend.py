@@ -243,3 +243,175 @@ def test_every_operation_on_all_special_pairs():
                        and not (op == "div_s" and a == INT_MIN and b == MASK)]
         check_against_wasmtime(expressions)
     check_against_wasmtime(["(i32.%s (i32.const %d))" % (op, signed(a)) for op in UNARY for a in SPECIAL])
+
+
+# ---------------------------------------------------------------------------
+# Malformed and unsupported modules: one clear error, never a traceback
+# ---------------------------------------------------------------------------
+SMALL_MODULE = frontend.wat_to_wasm('(module (func (export "f") (result i32) (i32.add (i32.const 1) (i32.const 2))))')
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"\0asn\1\0\0\0", "byte offset 0: bad magic"),
+    (b"\0asm\2\0\0\0", "byte offset 4: unsupported version"),
+    (b"\0asm\1\0\0\0\1\x85", "unexpected end"),                           # truncated LEB128 size
+    (b"\0asm\1\0\0\0\1\x80\x80\x80\x80\x80\x00", "bad LEB128"),            # 6-byte u32
+    (b"\0asm\1\0\0\0\1\x7f\x00", "runs past the end"),                    # section size too big
+    (b"\0asm\1\0\0\0\x0e\x00", "unknown section id 14"),
+    (SMALL_MODULE[:-3], "byte offset"),                                    # truncated code
+])
+def test_malformed_modules(data, message):
+    with pytest.raises(frontend.WasmError, match=message):
+        frontend.decode_module(data)
+
+
+def test_unknown_opcode_names_its_offset():
+    data = bytearray(SMALL_MODULE)
+    at = data.index(bytes([0x6A]))            # i32.add
+    data[at] = 0xE0
+    with pytest.raises(frontend.WasmError, match="byte offset %d \\(0x%x\\): unknown opcode 0xe0" % (at, at)):
+        frontend.decode_module(bytes(data))
+
+
+def test_random_corruption_gives_only_wasm_errors():
+    rng = random.Random(5)
+    seeds = [SMALL_MODULE, (EXAMPLES / "hello.wasm").read_bytes(),
+             frontend.wat_to_wasm(printing_module(["(i32.div_s (i32.const 7) (i32.const 2))"]))]
+    for _ in range(1500):
+        data = bytearray(rng.choice(seeds))
+        if rng.random() < 0.3:
+            data = data[:rng.randrange(len(data))]
+        else:
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            module = frontend.decode_module(bytes(data))
+            for name, (kind, index) in module.exports.items():
+                if kind == "func":
+                    frontend.lower_module(module, calls=[(name, [0] * len(module.functions[index].params))])
+        except frontend.WasmError:
+            pass
+
+
+def test_every_unsupported_use_is_reported_at_once():
+    binary = frontend.wat_to_wasm('''(module
+      (import "env" "output_byte" (func $out (param i32)))
+      (import "env" "other" (func $other))
+      (func $helper (param i64) (result i64) (i64.add (local.get 0) (i64.const 1)))
+      (func (export "compute")
+        (drop (call $helper (i64.const 1)))
+        (call $other)
+        (drop (f32.const 1.5))
+        (call $out (i32.const 65))))''')
+    with pytest.raises(frontend.UnsupportedError) as error:
+        frontend.lower_module(frontend.decode_module(binary))
+    problems = error.value.problems
+    assert len(problems) == 6           # env.other, i64 types, i64.add, i64.const, i64.const, f32.const
+    assert any("env.other" in p for p in problems)
+    assert any("function 2" in p and "value types i64" in p for p in problems)
+    assert any("function 2" in p and "byte offset" in p and p.endswith("i64.add") for p in problems)
+    assert any("'compute'" in p and p.endswith("f32.const") for p in problems)
+
+
+# ---------------------------------------------------------------------------
+# Program files and the compile command
+# ---------------------------------------------------------------------------
+
+def test_load_program_file_kinds(tmp_path):
+    wat = tmp_path / "p.wat"
+    wat.write_text('(module (import "env" "output_byte" (func $o (param i32)))'
+                   ' (func (export "compute") (call $o (i32.const 33))))')
+    instructions, input_bytes = frontend.load_program_file(wat)
+    assert input_bytes is None and run(instructions) == ("halt", b"!")
+    wasm = tmp_path / "p.wasm"
+    wasm.write_bytes(frontend.wat_to_wasm(wat.read_text()))
+    assert frontend.load_program_file(wasm)[0] == instructions
+    txt = tmp_path / "p.txt"
+    txt.write_text(reference.format_program(instructions))
+    assert frontend.load_program_file(txt) == (instructions, None)
+    with pytest.raises(frontend.WasmError, match="unknown program kind"):
+        frontend.load_program_file(tmp_path / "p.py")
+
+
+def test_entry_function_with_arguments_prints_hex():
+    binary = frontend.wat_to_wasm('(module (func (export "f") (param i32 i32) (result i32)'
+                                  ' (i32.sub (local.get 0) (local.get 1))))')
+    instructions = frontend.lower_module(frontend.decode_module(binary), entry="f", args=[3, 5])
+    assert run(instructions) == ("halt", b"fffffffe\n")
+
+
+def test_command_compile(tmp_path, capsys):
+    out = tmp_path / "hello.txt"
+    assert frontend.command_compile(EXAMPLES / "hello.wasm", "Ada", str(out)) == 0
+    instructions, input_bytes = reference.read_program(out)
+    assert input_bytes == b"Ada" and run(instructions, input_bytes) == ("halt", b"Hello, Ada!\n")
+    assert frontend.command_compile(EXAMPLES / "hello.wasm") == 0
+    assert capsys.readouterr().out.startswith("{\ninput_base")
+    bad = tmp_path / "bad.wasm"
+    bad.write_bytes(b"\0asm\1\0\0\0\1\x7f")
+    assert frontend.command_compile(bad) == 2
+    assert "error: byte offset 8 (0x8): section 1 size 127 runs past" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# The C examples: wasmtime and the lowered program print the same bytes
+# ---------------------------------------------------------------------------
+
+def run_wasmtime_compute(binary, input_bytes):
+    """compute(A) in wasmtime with the input + NUL written at A (SPEC 5)."""
+    import wasmtime
+    store = wasmtime.Store(wasmtime.Engine())
+    output = bytearray()
+    output_byte = wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], []),
+                                lambda value: output.append(value & 0xFF))
+    exports = wasmtime.Instance(store, wasmtime.Module(store.engine, binary), [output_byte]).exports(store)
+    address = frontend.input_address(frontend.decode_module(binary))
+    exports["memory"].write(store, input_bytes + b"\0", address)
+    try:
+        exports["compute"](store, address)
+    except wasmtime.Trap:
+        return "trap", bytes(output)
+    return "halt", bytes(output)
+
+
+C_RUNS = [("hello", b"Ada"), ("hello", b""), ("add", b"-7 12"), ("add", b"2147483647 1"),
+          ("addition", b"999 1"), ("fibonacci", b"47"), ("collatz", b"27")]
+
+
+@pytest.mark.parametrize("name,input_bytes", C_RUNS)
+def test_examples_match_wasmtime(name, input_bytes):
+    binary = (EXAMPLES / ("%s.wasm" % name)).read_bytes()
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert run(instructions, input_bytes) == run_wasmtime_compute(binary, input_bytes)
+
+
+def test_c_with_every_operator_matches_wasmtime(tmp_path):
+    source = tmp_path / "ops.c"
+    source.write_text(r'''
+static void put_word(unsigned w) { for (int k = 0; k < 4; k++) { putchar(w); w = opaque(w) >> 8; } }
+void compute(const char *input) {
+    int x = parse_int(&input), y = parse_int(&input);
+    unsigned ux = x, uy = y;
+    signed char c = (signed char)x; short s = (short)x;
+    put_word(x * y); put_word(x / y); put_word(x % y); put_word(ux / uy); put_word(ux % uy);
+    put_word(x & y); put_word(x | y); put_word(x ^ y); put_word(x << (y & 31)); put_word(x >> (y & 31));
+    put_word(ux >> (uy & 31)); put_word(c); put_word(s); put_word(x * 10); put_word(x / 10);
+    put_word(x % 7); put_word(x & 255); put_word(x >> 3); put_word(ux >> 3); put_word(x << 5);
+    put_word(__builtin_clz(ux | 1)); put_word(__builtin_ctz(ux | 0x80000000u)); put_word(__builtin_popcount(ux));
+    put_word((ux << (uy & 31)) | (ux >> ((32 - uy) & 31)));
+}
+''')
+    if "opaque" not in (EXAMPLES / "runtime.h").read_text():
+        source.write_text(source.read_text().replace("opaque(w)", "w"))
+    binary = frontend.compile_c(source)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    for text in [b"1000 7", b"-1000 7", b"-2147483648 3", b"123456789 -31", b"77 33", b"-5 -2"]:
+        assert run(instructions, text) == run_wasmtime_compute(binary, text)
+
+
+@pytest.mark.slow
+def test_sudoku_matches_wasmtime():
+    binary = (EXAMPLES / "sudoku.wasm").read_bytes()
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    machine = reference.execute(instructions, b"", max_steps=50_000_000)
+    assert (machine.status, bytes(machine.output)) == run_wasmtime_compute(binary, b"")
