@@ -89,11 +89,12 @@ static void add_option(Node *nodes, int cell, int digit, Node *cell_column,
     }
 }
 
-/* Appends the columns [first, end) to the header list. */
+enum { MET = -1 };   /* the size of a column already met by a given digit */
+
+/* Appends the columns in [first, end) that no given meets to the header list. */
 static void add_columns(Node *first, Node *end) {
     for (Node *column = first; column != end; column++) {
-        column->up = column->down = column->column = column;
-        column->size = 0;
+        if (column->size == MET) continue;
         column->left = root.left;
         column->right = &root;
         root.left->right = column;
@@ -101,16 +102,10 @@ static void add_columns(Node *first, Node *end) {
     }
 }
 
-/* Builds the 324 empty columns, then the 729 options. */
-static void build_matrix(void) {
-    root.left = root.right = &root;
-    /* The header list puts the cell columns last: when several columns have
-     * equally few options, the search then prefers "where does digit d go
-     * in this unit" to "which digit goes in this cell" (on Inkala's puzzle
-     * this removes 17% of the work). */
-    add_columns(headers + CELLS, headers + CONSTRAINTS);
-    add_columns(headers, headers + CELLS);
-
+/* Visits the 729 options (cell x, digit d). With adding = 0, marks the 4
+ * columns of each given digit as MET (returns 0 if two givens clash); with
+ * adding = 1, adds the options of the blank cells that meet no MET column. */
+static int visit_options(int adding) {
     /* Columns of cell x = (row r, column c, box b), digit d (all from 0):
      * headers[x], [81 + 9r + d], [162 + 9c + d], [243 + 9b + d]. The loops
      * keep pointers to the digit-0 columns of the current row, column and
@@ -126,10 +121,27 @@ static void build_matrix(void) {
         Node *box_first = band_box_first;
         int columns_left_in_box = 3;
         for (int c = 0; c < 9; c++) {
-            for (int d = 0; d < 9; d++) {
-                add_option(nodes, cell, d + 1, cell_column, row_first + d,
-                           column_first + d, box_first + d);
-                nodes += 4;
+            int given = opaque(grid[cell]);    /* 0 for a blank (opaque: see runtime.h) */
+            NO_UNROLL for (int d = 0; d < 9; d++) {
+                Node *row_column = row_first + d;
+                Node *column_column = column_first + d;
+                Node *box_column = box_first + d;
+                if (!adding && given == d + 1) {
+                    if (row_column->size == MET || column_column->size == MET ||
+                        box_column->size == MET) {
+                        return 0;
+                    }
+                    cell_column->size = MET;
+                    row_column->size = MET;
+                    column_column->size = MET;
+                    box_column->size = MET;
+                }
+                if (adding && given == 0 && row_column->size != MET &&
+                    column_column->size != MET && box_column->size != MET) {
+                    add_option(nodes, cell, d + 1, cell_column, row_column,
+                               column_column, box_column);
+                    nodes += 4;
+                }
             }
             cell++;
             cell_column++;
@@ -147,6 +159,35 @@ static void build_matrix(void) {
             rows_left_in_band = 3;
         }
     }
+    return 1;
+}
+
+/* Builds the matrix of the puzzle in grid: the columns no given meets, the
+ * options of the blank cells that clash with no given. Returns 0 if two
+ * givens clash. */
+static int build_matrix(void) {
+    for (Node *column = headers; column != headers + CONSTRAINTS; column++) {
+        column->up = column->down = column->column = column;
+    }
+    if (!visit_options(0)) return 0;
+    root.left = root.right = &root;
+    /* The header list puts the cell columns last: when several columns have
+     * equally few options, the search then prefers "where does digit d go
+     * in this unit" to "which digit goes in this cell" (on Inkala's puzzle
+     * this removes 17% of the work). */
+    add_columns(headers + CELLS, headers + CONSTRAINTS);
+    add_columns(headers, headers + CELLS);
+    visit_options(1);
+    /* Columns without options end the search at once; columns with one
+     * option are forced moves. */
+    for (Node *column = root.right; column != &root; column = column->right) {
+        if (column->size == 0) empty_columns++;
+        if (column->size == 1) {
+            *forced_top = column;
+            forced_top++;
+        }
+    }
+    return 1;
 }
 
 /* Removes column c from the header list, and every option in c from the
@@ -174,20 +215,18 @@ static void cover(Node *c) {
     }
 }
 
-/* Undoes cover(c), in exactly the reverse order. */
+/* Undoes cover(c), in exactly the reverse order. (It leaves empty_columns
+ * and the to-do list alone: search saves and restores them.) */
 static void uncover(Node *c) {
     for (Node *option = c->up; option != c; option = option->up) {
         for (Node *node = option->left; node != option; node = node->left) {
-            Node *column = node->column;
-            if (column->size == 0) empty_columns--;
-            column->size++;
+            node->column->size++;
             node->down->up = node;
             node->up->down = node;
         }
     }
     c->right->left = c;
     c->left->right = c;
-    if (c->size == 0) empty_columns++;
 }
 
 /* Takes the option of `node` into the solution: covers its other columns. */
@@ -226,58 +265,48 @@ static int search(void) {
     if (empty_columns != 0) return 0;
     if (root.right == &root) return 1;
 
+    int saved_empty_columns = empty_columns;
     Node *best = choose_column();
     Node **saved_top = forced_top;
     cover(best);
+    int empty_columns_after_cover = empty_columns;
     for (Node *option = best->down; option != best; option = option->down) {
         choose_option(option);
         if (search()) return 1;
         unchoose_option(option);
+        empty_columns = empty_columns_after_cover;
         forced_top = saved_top;
     }
     uncover(best);
+    empty_columns = saved_empty_columns;
     return 0;
 }
 
 void compute(const char *input) {
-    build_matrix();
     const char *text = input;
     if (*text == 0) {
         text = "800000000003600000070090200050007000000045700000100030001000068008500010090000400";
     }
 
-    /* Read the 81 cells and take each given digit as a chosen option. */
+    /* Read the 81 cells into grid. */
     int cells = 0;
-    int consistent = 1;             /* no given clashes with another */
-    Node *cell_options = option_nodes;   /* the 9 options of the cell, 4 nodes each */
     int length = str_len(text);
     for (int k = 0; k < length; k++) {
-        int c = opaque((unsigned char)text[k]);
+        int c = opaque((unsigned char)text[k]);   /* (opaque: see runtime.h) */
         if (is_space(c)) continue;
         if (c == '.') c = '0';
         if (cells == CELLS || !is_digit(c)) {
             cells = -1;
             break;
         }
-        int digit = c - '0';
-        if (digit != 0) {
-            Node *option = cell_options;
-            while (option->digit != digit) option += 4;
-            /* The option is still in the matrix unless a given removed it. */
-            if (option->up->down != option) consistent = 0;
-            if (consistent) {
-                cover(option->column);
-                choose_option(option);
-            }
-        }
+        grid[cells] = (unsigned char)(c - '0');
         cells++;
-        cell_options += 4 * 9;
     }
     if (cells != CELLS) {
         print_str("need 81 cells\n");
         return;
     }
-    if (!consistent || !search()) {
+    if (!build_matrix() || !search()) {
         print_str("no solution\n");
         return;
     }
