@@ -1043,6 +1043,26 @@ def function_problems(module, function):
 TEMPORARIES = 2   # per function: a value temporary and an address/index temporary
 
 
+def multiply_by_constant(c, x, r):
+    """x * c (x on the stack) as a double-and-add chain over the bits of c, most
+    significant first, or of -c followed by a negation when that is shorter.
+    Steps: 3 per bit after the first + 2 per further set bit (<= 160)."""
+    def cost(m):
+        return 3 * (m.bit_length() - 1) + 2 * (bin(m).count("1") - 1)
+    negate = c != 0 and cost((-c) % WORD_MODULUS) + 4 < cost(c)
+    m = (-c) % WORD_MODULUS if negate else c
+    if m == 0:
+        return [("drop", 0), ("i32.const", 0)]
+    items = [("local.tee", x)]              # the running product starts as x (the top bit)
+    for bit in bin(m)[3:]:
+        items += [("local.tee", r), ("local.get", r), ("i32.add", 0)]
+        if bit == "1":
+            items += [("local.get", x), ("i32.add", 0)]
+    if negate:
+        items += [("local.set", r), ("i32.const", 0), ("local.get", r), ("i32.sub", 0)]
+    return items
+
+
 class Frame:
     """A structured-control label during lowering."""
 
@@ -1092,6 +1112,10 @@ class FunctionLowering:
         while position < len(code):
             instruction = code[position]
             position += 1
+            extend = self.sign_extension_idiom(code, position - 1)
+            if extend:                         # (x << 24) >> 24 etc.: one extend8_s/16_s
+                instruction = Instruction(extend, None, instruction.offset)
+                position += 3
             self.lower_instruction(instruction)
             if self.unreachable:
                 position = self.skip_dead_code(code, position)
@@ -1261,7 +1285,12 @@ class FunctionLowering:
         elif name in ROUTINE_OF:
             unary = name in ("i32.clz", "i32.ctz", "i32.popcnt")
             self.pop(instruction, 1 if unary else 2)
-            self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
+            last = self.items[-1]
+            if not unary and isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
+                self.items.pop()
+                self.items += self.constant_operand_items(name, last[1])
+            else:
+                self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
             self.height += 1
         elif name in NATIVE:
             if name == "i32.const":
@@ -1274,6 +1303,75 @@ class FunctionLowering:
             self.height += 1
         else:
             self.fail(instruction, "%s is not supported" % name)
+
+    @staticmethod
+    def sign_extension_idiom(code, position):
+        """"i32.extend8_s"/"i32.extend16_s" when code[position:] starts with
+        `i32.const c; i32.shl; i32.const c; i32.shr_s`, c = 24/16 (how clang -mcpu=mvp
+        sign-extends a char/short), else None."""
+        window = code[position:position + 4]
+        if [i.name for i in window] != ["i32.const", "i32.shl", "i32.const", "i32.shr_s"]:
+            return None
+        if window[0].immediate == window[2].immediate:
+            return {24: "i32.extend8_s", 16: "i32.extend16_s"}.get(window[0].immediate)
+        return None
+
+    def constant_operand_items(self, name, c):
+        """Code for `x OP c` (x on the stack) with a constant c: cheap special cases
+        inline (constant shifts, byte masks, multiplication chains), else the routine."""
+        x, r, scratch = self.value_temp, self.address_temp, self.program.scratch
+        n = c % 32
+        whole_bytes, bits = divmod(n, 8)
+        special = None
+        if name == "i32.mul":
+            special = multiply_by_constant(c, x, r)
+        elif name == "i32.shl":               # k bytes through scratch memory, then doublings
+            special = []
+            if whole_bytes:
+                special += [("local.set", x), ("i32.const", scratch), ("i32.const", 0), ("i32.store", 0),
+                            ("i32.const", scratch), ("local.get", x), ("i32.store", whole_bytes),
+                            ("i32.const", scratch), ("i32.load", 0)]
+            special += [("local.tee", x), ("local.get", x), ("i32.add", 0)] * bits
+        elif name in ("i32.shr_u", "i32.shr_s") and (n == 0 or bits == 0 or (name, n) == ("i32.shr_s", 31)):
+            signed = name == "i32.shr_s"
+            if n == 0:
+                special = []
+            elif n == 31:                     # x >>s 31 = -(x < 0)
+                special = [("i32.const", 0), ("i32.lt_s", 0), ("local.set", x), ("i32.const", 0),
+                           ("local.get", x), ("i32.sub", 0)]
+            else:                             # store x and its high fill, read k bytes up
+                fill = [("i32.const", 0)]
+                if signed:
+                    fill = [("i32.const", WORD_MODULUS - 1), ("i32.const", 0), ("local.get", x),
+                            ("i32.const", 0), ("i32.lt_s", 0), ("select", 0)]
+                special = ([("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store", 0),
+                            ("i32.const", scratch)] + fill + [("i32.store", 4),
+                           ("i32.const", scratch), ("i32.load", whole_bytes)])
+        elif name in ("i32.and", "i32.or", "i32.xor") and c in (0, WORD_MODULUS - 1):
+            keep = (name == "i32.and") == (c == WORD_MODULUS - 1) or (name == "i32.xor" and c == 0)
+            if keep:
+                special = []
+            elif name == "i32.xor":           # x ^ -1 = -1 - x
+                special = [("local.set", x), ("i32.const", c), ("local.get", x), ("i32.sub", 0)]
+            else:                             # x & 0 = 0, x | -1 = -1
+                special = [("drop", 0), ("i32.const", c)]
+        elif name == "i32.and" and c in (0xFF, 0xFFFF):   # the low byte/halfword via scratch
+            width = "8" if c == 0xFF else "16"
+            special = [("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store" + width, 0),
+                       ("i32.const", scratch), ("i32.load%s_u" % width, 0)]
+        elif name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and c in (0, 1):
+            if c == 0:
+                special = [("trap", 0)]       # division by zero
+            else:
+                special = [] if "div" in name else [("drop", 0), ("i32.const", 0)]
+        elif name in ("i32.div_u", "i32.rem_u") and c & (c - 1) == 0:   # by 2^k: a shift or a mask
+            k = c.bit_length() - 1
+            if name == "i32.div_u":
+                return self.constant_operand_items("i32.shr_u", k)
+            return self.constant_operand_items("i32.and", c - 1)
+        if special is not None:
+            return special
+        return [("i32.const", c), ("call", self.program.routine_entry(ROUTINE_OF[name]))]
 
     def check_end(self, instruction, frame):
         if self.height != frame.height + frame.arity:

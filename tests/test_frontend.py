@@ -415,3 +415,24 @@ def test_sudoku_matches_wasmtime():
     instructions = frontend.lower_module(frontend.decode_module(binary))
     machine = reference.execute(instructions, b"", max_steps=50_000_000)
     assert (machine.status, bytes(machine.output)) == run_wasmtime_compute(binary, b"")
+
+
+CONSTANTS = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40, 255, 256, 0xFFFF, 0x10000, MASK,
+             MASK - 1, MASK - 2, INT_MIN, INT_MAX, 10, 1000, (-10) & MASK, 0xFF00FF00]
+X_VALUES = [0, 1, MASK, INT_MIN, INT_MAX, 0x12345678, (-0x12345678) & MASK, 200, (-200) & MASK]
+
+
+def test_constant_operands_match_wasmtime():
+    """`x OP c` with a constant c is lowered by special cases (shifts, masks, chains)."""
+    expressions = []
+    for op in ["mul", "shl", "shr_u", "shr_s", "and", "or", "xor", "div_u", "rem_u", "div_s", "rem_s",
+               "rotl", "rotr"]:
+        for c in CONSTANTS:
+            if c == 0 and op[:3] in ("div", "rem"):
+                continue
+            expressions += ["(i32.%s (i32.const %d) (i32.const %d))" % (op, signed(x), signed(c))
+                            for x in X_VALUES if not (op == "div_s" and x == INT_MIN and c == MASK)]
+    for width in (8, 16, 24, 12):           # the sign-extension idiom (x << c) >>s c, and a non-idiom
+        expressions += ["(i32.shr_s (i32.shl (i32.const %d) (i32.const %d)) (i32.const %d))"
+                        % (signed(x), width, width) for x in SPECIAL]
+    check_against_wasmtime(expressions)
