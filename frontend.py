@@ -1009,19 +1009,23 @@ def function_problems(module, function):
     types = set(function.params) | set(function.results) | set(function.locals)
     if types - {"i32"}:
         problems.append("%s: value types %s (only i32)" % (_where(function), ", ".join(sorted(types - {"i32"}))))
-    if len(function.results) > 1:
-        problems.append("%s: %d results (multi-value)" % (_where(function), len(function.results)))
-    if len(function.params) + len(function.locals) + TEMPORARIES > LOCALS_PER_FRAME:
+    temporaries = len(temporaries_of(module, function))
+    if len(function.params) + len(function.locals) + temporaries > LOCALS_PER_FRAME:
         problems.append("%s: %d locals + %d temporaries exceed the %d locals of a frame"
-                        % (_where(function), len(function.params) + len(function.locals), TEMPORARIES,
+                        % (_where(function), len(function.params) + len(function.locals), temporaries,
                            LOCALS_PER_FRAME))
     for instruction in function.code:
         name = instruction.name
         if name not in SUPPORTED:
             problems.append("%s: %s" % (_where(function, instruction), name))
-        elif name in ("block", "loop", "if") and instruction.immediate not in ((), ("i32",)):
-            problems.append("%s: %s with block type %s" % (_where(function, instruction), name,
-                                                          instruction.immediate))
+        elif name in ("block", "loop", "if"):
+            signature = block_signature(module, instruction.immediate)
+            if signature is None:
+                problems.append("%s: %s with type index %d, which does not exist"
+                                % (_where(function, instruction), name, instruction.immediate[1]))
+            elif set(signature[0] + signature[1]) - {"i32"}:
+                problems.append("%s: %s with %s values" % (_where(function, instruction), name,
+                                                          "/".join(sorted(set(signature[0] + signature[1]) - {"i32"}))))
         elif name == "select" and instruction.immediate not in (None, ("i32",)):
             problems.append("%s: select of %s" % (_where(function, instruction), instruction.immediate))
         elif name in ("global.get", "global.set"):
@@ -1040,7 +1044,25 @@ def function_problems(module, function):
     return problems
 
 
-TEMPORARIES = 2   # per function: a value temporary and an address/index temporary
+def block_signature(module, block_type):
+    """(params, results) of a block type: (), (t,) or ("type", index); None for a bad index."""
+    if block_type and block_type[0] == "type":
+        index = block_type[1]
+        return module.types[index] if 0 <= index < len(module.types) else None
+    return (), tuple(block_type)
+
+
+def temporaries_of(module, function):
+    """The extra locals a function's lowering uses, as offsets after its own locals: one
+    for an address or br_table index, then one per value a branch keeps (at least one)."""
+    kept = [len(function.results), 1]
+    for instruction in function.code:
+        if instruction.name in ("block", "loop", "if"):
+            signature = block_signature(module, instruction.immediate) or ((), ())
+            kept += [len(signature[0]), len(signature[1])]
+    return list(range(1 + max(kept)))
+
+
 
 
 def multiply_by_constant(c, x, r):
@@ -1066,10 +1088,11 @@ def multiply_by_constant(c, x, r):
 class Frame:
     """A structured-control label during lowering."""
 
-    def __init__(self, kind, height, arity, target, end):
+    def __init__(self, kind, height, arity, target, end, params=0):
         self.kind = kind          # "function", "block", "loop", "if"
         self.height = height      # operand stack height at entry (below the block's values)
         self.arity = arity        # values left on the stack at its end
+        self.params = params      # values it takes from the stack at entry
         self.target = target      # where a branch to this label goes
         self.end = end            # Label just after its end
         self.else_label = None    # for `if`: the start of the else arm (or the end)
@@ -1086,8 +1109,10 @@ class FunctionLowering:
         self.height = 0
         self.frames = []
         n_locals = len(function.params) + len(function.locals)
-        self.value_temp = n_locals          # holds a branch's result / a stored value
-        self.address_temp = n_locals + 1    # holds an address / a br_table index
+        temporaries = [n_locals + k for k in temporaries_of(program.module, function)]
+        self.address_temp = temporaries[0]      # holds an address / a br_table index
+        self.value_temps = temporaries[1:]      # hold the values a branch keeps / a stored value
+        self.value_temp = self.value_temps[0]
 
     def fail(self, instruction, what):
         raise WasmError("%s: invalid module: %s" % (_where(self.function, instruction), what))
@@ -1144,20 +1169,16 @@ class FunctionLowering:
         extra = self.height - frame.height - arity
         if extra < 0:
             return None
-        items = []
-        if extra and arity:
-            items.append(("local.set", self.value_temp))
-        items += [("drop", 0)] * extra
-        if extra and arity:
-            items.append(("local.get", self.value_temp))
-        return items
+        kept = self.value_temps[:arity] if extra else []
+        return ([("local.set", t) for t in reversed(kept)] + [("drop", 0)] * extra
+                + [("local.get", t) for t in kept])
 
     def branch_items(self, instruction, depth):
         """Unwinding plus the jump for an unconditional branch to label `depth`."""
         if depth >= len(self.frames):
             self.fail(instruction, "branch depth %d, only %d labels" % (depth, len(self.frames)))
         frame = self.frames[-1 - depth]
-        arity = 0 if frame.kind == "loop" else frame.arity
+        arity = frame.params if frame.kind == "loop" else frame.arity
         items = self.unwind(frame, arity)
         if items is None:
             self.fail(instruction, "branch needs %d values, the stack has %d" % (arity, self.height - frame.height))
@@ -1174,14 +1195,19 @@ class FunctionLowering:
             self.emit("trap")
             self.unreachable = True
         elif name in ("block", "loop"):
+            params, results = block_signature(module, immediate)
+            self.pop(instruction, len(params))
             end = Label()
             start = Label() if name == "loop" else end
             if name == "loop":
                 self.items.append(start)
-            self.frames.append(Frame(name, self.height, len(immediate), start, end))
+            self.frames.append(Frame(name, self.height, len(results), start, end, len(params)))
+            self.height += len(params)
         elif name == "if":
-            self.pop(instruction)
-            frame = Frame("if", self.height, len(immediate), None, Label())
+            params, results = block_signature(module, immediate)
+            self.pop(instruction, 1 + len(params))
+            frame = Frame("if", self.height, len(results), None, Label(), len(params))
+            self.height += len(params)
             frame.target = frame.end
             frame.else_label = Label()
             self.emit("i32.eqz")
@@ -1195,13 +1221,13 @@ class FunctionLowering:
             self.emit("br", frame.end)
             self.items.append(frame.else_label)
             frame.else_label = None
-            self.height = frame.height
+            self.height = frame.height + frame.params
         elif name == "end":
             frame = self.frames[-1]
             self.check_end(instruction, frame)
             if frame.kind == "if" and frame.else_label is not None:
-                if frame.arity:
-                    self.fail(instruction, "if with a result needs an else")
+                if frame.arity != frame.params:
+                    self.fail(instruction, "an if without else must leave its parameters as results")
                 self.items.append(frame.else_label)
             if frame.kind == "function":
                 self.items += self.branch_items(instruction, 0)
@@ -1530,8 +1556,10 @@ class ProgramLowering:
             items.append(("call", self.entries[index]))
             if not print_results:
                 items += [("drop", 0)] * len(function.results)
-            elif function.results:
-                items.append(("call", self.routine_entry("print_hex")))
+            elif function.results:          # the results, first to last, from main's locals
+                items += [("local.set", k) for k in reversed(range(len(function.results)))]
+                for k in range(len(function.results)):
+                    items += [("local.get", k), ("call", self.routine_entry("print_hex"))]
             else:
                 for byte in NO_RESULT_LINE:
                     items += [("i32.const", byte), ("output", 0)]
@@ -1849,8 +1877,13 @@ def transformer_runner():
     return run
 
 
+def result_lines(module, name):
+    """How many lines the harness prints for a call of `name`: one per result, at least one."""
+    return max(1, len(module.functions[find_export(module, name)].results))
+
+
 def run_calls(module, calls, runner=reference_runner, replay=()):
-    """Run exported functions in order on one instance; [("return", value or None) | ("trap", None)].
+    """Run exported functions in order on one instance; [("return", [values]) | ("trap", None)].
 
     `replay`: earlier (name, args) calls that changed the instance's state; they
     run first, silently. A trap ends a program, so the calls after it run in a
@@ -1861,12 +1894,18 @@ def run_calls(module, calls, runner=reference_runner, replay=()):
     while remaining:
         instructions = lower_module(module, calls=replay + remaining)
         status, output = runner(instructions)
-        lines = output.split(b"\n")[len(replay):-1]     # one line per completed call
-        for (name, args), line in zip(remaining, lines):
-            outcomes.append(("return", None if line == b"-" else int(line, 16)))
+        lines = output.split(b"\n")[sum(result_lines(module, name) for name, _ in replay):-1]
+        done = 0
+        for name, args in remaining:                   # the calls that completed
+            count = result_lines(module, name)
+            if len(lines) < count:
+                break
+            values, lines = lines[:count], lines[count:]
+            outcomes.append(("return", [] if values == [NO_RESULT_LINE.strip()] else
+                             [int(line, 16) for line in values]))
             if mutates_state(module, find_export(module, name)):
                 replay.append((name, args))
-        done = len(lines)
+            done += 1
         if status == "halt" and done == len(remaining):
             break
         if status != "trap" or done >= len(remaining):
@@ -1892,8 +1931,12 @@ class Instance:
 
 
 def _problem_kind(problem):
-    """A short reason from a problem message: its last part (the instruction or feature)."""
-    return problem.rsplit(": ", 1)[-1]
+    """A short reason from a problem message: its last part (the instruction or feature),
+    with the instructions of other value types grouped."""
+    kind = problem.rsplit(": ", 1)[-1]
+    if re.match(r"(i64|f32|f64)\.", kind):
+        return "%s instructions" % ("i64" if kind.startswith("i64") else "f32/f64")
+    return kind
 
 
 def spectest_file(path, runner, skips, failures):
@@ -2000,13 +2043,12 @@ def _run_instance(instance, runner, file_name, counts, failures):
         if expected == "trap":
             ok = kind == "trap"
         else:
-            ok = kind == "return" and ([] if value is None else [value]) == expected
+            ok = kind == "return" and value == expected
         if ok:
             counts["passed"] += 1
         else:
             counts["failed"] += 1
-            got = "trap" if kind == "trap" else (value if kind == "error" else
-                                                 ("%d" % value if value is not None else "no value"))
+            got = {"trap": "trap", "error": value}.get(kind) or [reference.to_signed(v) for v in value]
             failures.append("%s:%d: %s(%s): expected %s, got %s" % (
                 file_name, line, name, ", ".join(str(reference.to_signed(a)) for a in args),
                 expected if expected == "trap" else [reference.to_signed(v) for v in expected], got))

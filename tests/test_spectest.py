@@ -35,7 +35,7 @@ def test_a_wrong_result_is_a_failure(tmp_path, capsys):
     assert frontend.command_spectest([script]) == 1
     out = capsys.readouterr().out
     assert "wrong.wast: 1 passed, 2 failed, 1 skipped" in out
-    assert "FAILED wrong.wast:3: f(5): expected [16], got 15" in out
+    assert "FAILED wrong.wast:3: f(5): expected [16], got [15]" in out
 
 
 def test_state_survives_traps(tmp_path):
