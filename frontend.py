@@ -320,7 +320,7 @@ class Module:
         self.globals = []          # dicts: type, mutable, init (Instruction list) or import_from
         self.exports = {}          # name -> (kind, index); kind "func" "table" "memory" "global"
         self.start = None          # function index
-        self.has_elements = False
+        self.elements = []         # active segments: (table, offset expression, [function or None], offset)
         self.data = []             # (offset expression, bytes, byte offset of the segment)
 
 
@@ -446,9 +446,28 @@ def _read_section(module, section_id, body, function_types):
             module.exports[name] = (EXPORT_KINDS[kind], body.u32())
     elif section_id == 8:    # start: the "count" is the function index
         module.start = count
-    elif section_id == 9:    # element: tables are not supported; skip the contents
-        module.has_elements = count > 0
-        body.position = body.end
+    elif section_id == 9:    # element segments: function references for the tables
+        for _ in range(count):
+            at = body.position
+            flags = body.u32()
+            if flags > 7:
+                body.fail("unknown element segment flags %d" % flags, at)
+            table = body.u32() if flags in (2, 6) else 0
+            offset = read_expression(body) if flags in (0, 2, 4, 6) else None   # active segments
+            if flags in (1, 2, 3):
+                if body.byte() != 0:
+                    body.fail("element kind must be 0 (funcref)")
+            elif flags in (5, 6, 7):
+                body.value_type()
+            if flags < 4:      # function indices
+                entries = [body.u32() for _ in range(body.u32())]
+            else:              # expressions: ref.func f (or ref.null: no function)
+                entries = []
+                for _ in range(body.u32()):
+                    expression = read_expression(body)
+                    entries.append(expression[0].immediate if expression[0].name == "ref.func" else None)
+            if flags & 1 == 0:
+                module.elements.append((table, offset, entries, at))
     elif section_id == 12:   # data count
         pass
     elif section_id == 10:   # code
@@ -899,7 +918,7 @@ MEMORY_WIDTH = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s
                 "i32.store": 4, "i32.store8": 1, "i32.store16": 2}
 EXTEND = {"i32.extend8_s": ("i32.store8", "i32.load8_s"), "i32.extend16_s": ("i32.store16", "i32.load16_s")}
 CONTROL = {"unreachable", "nop", "block", "loop", "if", "else", "end", "br", "br_if", "br_table",
-           "return", "call", "drop", "select", "local.get", "local.set", "local.tee", "global.get",
+           "return", "call", "call_indirect", "drop", "select", "local.get", "local.set", "local.tee", "global.get",
            "global.set", "memory.size", "memory.grow"}
 SUPPORTED = CONTROL | NATIVE | set(ROUTINE_OF) | set(EXTEND)
 OUTPUT_IMPORT = ("env", "output_byte")
@@ -925,7 +944,32 @@ def reachable_functions(module, roots):
         for instruction in module.functions[index].code:
             if instruction.name == "call" and instruction.immediate < len(module.functions):
                 pending.append(instruction.immediate)
+            elif instruction.name == "call_indirect":
+                pending += indirect_targets(module, *instruction.immediate)
     return sorted(seen)
+
+
+def table_contents(module, table):
+    """The function (or None) in each slot of a defined table after its active element
+    segments; None when it cannot be known here (imported, non-constant or out of bounds)."""
+    if table >= len(module.tables) or module.tables[table][0] == "imported":
+        return None
+    contents = [None] * module.tables[table][1]
+    for segment_table, offset, entries, _ in module.elements:
+        if segment_table == table:
+            start = constant_of(module, offset)
+            if start is None or start + len(entries) > len(contents):
+                return None
+            contents[start:start + len(entries)] = entries
+    return contents
+
+
+def indirect_targets(module, type_index, table):
+    """The functions call_indirect can reach: the table's functions of the right type."""
+    contents = table_contents(module, table) or []
+    wanted = module.types[type_index] if type_index < len(module.types) else None
+    return sorted({f for f in contents if f is not None and f < len(module.functions)
+                   and (module.functions[f].params, module.functions[f].results) == wanted})
 
 
 def memory_bytes(module):
@@ -1038,6 +1082,10 @@ def function_problems(module, function):
             elif module.globals[index]["type"] != "i32":
                 problems.append("%s: %s of a %s global" % (_where(function, instruction), name,
                                                           module.globals[index]["type"]))
+        elif name == "call_indirect" and (instruction.immediate[0] >= len(module.types)
+                                          or table_contents(module, instruction.immediate[1]) is None):
+            problems.append("%s: call_indirect through an imported, missing or non-constant table"
+                            % _where(function, instruction))
         elif name == "call" and instruction.immediate >= len(module.functions):
             problems.append("%s: call of function %d, which does not exist"
                             % (_where(function, instruction), instruction.immediate))
@@ -1265,6 +1313,11 @@ class FunctionLowering:
                 self.program.called(callee.index)
                 self.emit("call", self.program.entries[callee.index])
             self.height += len(callee.results)
+        elif name == "call_indirect":
+            params, results = module.types[immediate[0]]
+            self.pop(instruction, 1 + len(params))
+            self.items += self.program.call_indirect_items(immediate[0], immediate[1], self.address_temp)
+            self.height += len(results)
         elif name in ("drop", "select"):
             self.pop(instruction, 1 if name == "drop" else 3)
             self.height += 0 if name == "drop" else 1
@@ -1500,6 +1553,28 @@ class ProgramLowering:
                 ("i32.add", 0), ("i32.store16", 2),                    # pages = old + count
                 ("local.get", old_temp), ("br", done),
                 fail, ("i32.const", WORD_MODULUS - 1), done]
+
+    def call_indirect_items(self, type_index, table, index_temp):
+        """A chain of `slot == k` tests over the table's functions of the right type, each
+        to its own `call`; any other slot (out of range, empty, other type) traps."""
+        contents = table_contents(self.module, table)
+        targets = set(indirect_targets(self.module, type_index, table))
+        cases, done = {}, Label()
+        items = [("local.set", index_temp)]
+        for slot, function in enumerate(contents):
+            if function in targets:
+                cases.setdefault(function, Label())
+                items += [("local.get", index_temp), ("i32.const", slot), ("i32.eq", 0),
+                          ("br_if", cases[function])]
+        items.append(("br", self.trap_label))
+        for function, label in cases.items():
+            if self.module.functions[function].import_from == OUTPUT_IMPORT:
+                call = ("output", 0)
+            else:
+                self.called(function)
+                call = ("call", self.entries[function])
+            items += [label, call, ("br", done)]
+        return items + [done]
 
     def called(self, index):
         if index not in self.entries:

@@ -59,3 +59,26 @@ def test_parse_wast_strings_and_comments():
     forms = frontend.parse_wast('(; block (; nested ;) ;) (module) ;; line\n(invoke "a\\n\\41\\u{e9}" (i32.const -0x1_0))')
     assert [tree for tree, _, _ in forms] == [["module"], ["invoke", b"a\nA\xc3\xa9", ["i32.const", "-0x1_0"]]]
     assert frontend.wast_integer("-0x1_0") == -16
+
+
+def test_call_indirect_dispatch_and_traps(tmp_path):
+    script = tmp_path / "indirect.wast"
+    script.write_text('''(module
+  (type $unary (func (param i32) (result i32)))
+  (type $nullary (func (result i32)))
+  (table 6 funcref)
+  (elem (i32.const 1) $double $seven $double)
+  (func $double (param i32) (result i32) (i32.add (local.get 0) (local.get 0)))
+  (func $seven (result i32) (i32.const 7))
+  (func (export "unary") (param i32 i32) (result i32) (call_indirect (type $unary) (local.get 0) (local.get 1)))
+  (func (export "nullary") (param i32) (result i32) (call_indirect (type $nullary) (local.get 0))))
+(assert_return (invoke "unary" (i32.const 21) (i32.const 1)) (i32.const 42))
+(assert_return (invoke "unary" (i32.const 5) (i32.const 3)) (i32.const 10))
+(assert_return (invoke "nullary" (i32.const 2)) (i32.const 7))
+(assert_trap (invoke "unary" (i32.const 5) (i32.const 2)) "indirect call type mismatch")
+(assert_trap (invoke "unary" (i32.const 5) (i32.const 0)) "uninitialized element")
+(assert_trap (invoke "unary" (i32.const 5) (i32.const 6)) "undefined element")
+(assert_trap (invoke "nullary" (i32.const -1)) "undefined element")
+''')
+    skips, failures = {}, []
+    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (7, 0, 0)
