@@ -177,6 +177,8 @@ def test_sudoku_other_puzzles():
              for b in range(9)]
     assert all(sorted(unit) == list("123456789") for unit in rows + columns + boxes)
     assert run_text("sudoku", "11" + "0" * 79) == "no solution\n"        # a digit twice in a row
+    # No digit clashes, but the last cell of row 1 can hold nothing (9 is below it).
+    assert run_text("sudoku", "123456780" + "000000009" + "0" * 63) == "no solution\n"
     assert run_text("sudoku", "0" * 80) == "need 81 cells\n"
     assert run_text("sudoku", "0" * 82) == "need 81 cells\n"
     assert run_text("sudoku", "x" * 81) == "need 81 cells\n"
