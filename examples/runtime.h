@@ -13,7 +13,8 @@
  * lowered by the front end to loops of ~32 steps (hundreds of instructions),
  * so these helpers use none of them: print_int subtracts powers of ten
  * (at most 9 subtractions per digit) and parse_int multiplies by ten with
- * additions.
+ * additions. NO_UNROLL and opaque help keep clang from reintroducing such
+ * operations (see examples/README.md).
  */
 
 /* Put before a small loop whose trip count clang can compute: clang would
@@ -85,18 +86,13 @@ static inline int opaque(int x) {
     return x;
 }
 
-/* Returns a + b as one `i32.add` (clang would write x + x as a shift, and
- * a sum of shifts as a multiplication). */
-static inline int add(int a, int b) {
-    return a + opaque(b);
-}
-
-/* Returns 10 * x with additions only: 10x = 8x + 2x. */
+/* Returns 10 * x with additions only: 10x = 8x + 2x. (Without opaque,
+ * clang would write x + x as a shift and the sum as a multiplication.) */
 static inline int times_ten(int x) {
-    int twice = add(x, x);
-    int four_times = add(twice, twice);
-    int eight_times = add(four_times, four_times);
-    return add(eight_times, twice);
+    int twice = x + opaque(x);
+    int four_times = twice + opaque(twice);
+    int eight_times = four_times + opaque(four_times);
+    return eight_times + opaque(twice);
 }
 
 /* Space, tab, newline and the other control characters count as spaces.
