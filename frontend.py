@@ -14,36 +14,51 @@ Contents, top to bottom:
   5. C compilation and program files (`compile`, `run` accept .c .wasm .wat .txt)
   6. the WebAssembly spec-test runner (`spectest`)
 
-Memory map of a lowered program (all addresses are machine addresses = wasm addresses):
-  - the module's memory (M bytes, M = declared minimum pages * 64 KiB, at most 2^24);
-  - the RESERVED area: SCRATCH_BYTES bytes of scratch for the routines, then one
-    4-byte word per global (global g at reserved + 8 + 4g). It sits right above
-    the module's memory (at M), where WebAssembly would trap and where the bounds
-    checks keep the module out. A module with all 16 MiB (our C programs) has no
-    room above, so its reserved area is at address 0: the bottom of the 64 KiB C
-    stack in the stack-first layout of wasm-ld (data starts at 64 KiB), reached
-    only by a stack overflow. Data segments there are rejected.
-  - bounds checks: a module with M < 2^24 gets, before each load/store, an
-    unsigned comparison of the address with M - offset - width (5 instructions,
-    7 for a store) and a branch to one shared `trap`; with M = 2^24 the machine
-    traps by itself (SPEC 4.8).
+Program layout (SPEC 6.2 in spirit): a harness first (`input_base A` when
+compute takes the input, the data segments and globals as word stores, a call
+of the start function, the calls of the entry with their arguments, `halt`),
+one shared `trap`, then each function reached, prologue `local.set n-1 ...
+local.set 0`, `return` with F - R - 1, then the routines used. Every branch,
+call and return immediate is relative (target - i - 1).
 
-Costs (instructions executed, worst case): mul ~700 (~230 when one operand
-< 2^8), div/rem ~1,000 (~300 for a dividend < 2^8), and/or/xor ~900 (less when
-an operand has leading zero bytes), shl ~190, shr ~240, rotl/rotr ~150,
-clz ~70, ctz ~110, popcnt ~360, extend8_s/16_s 6 inline. Lowering itself is
-linear in the module size.
+Supported: the i32 instructions of WebAssembly 1.0 + sign extension, MVP control
+flow incl. br_table, block parameters and multiple results, call_indirect
+through constant tables, globals, one memory up to 256 pages, memory.size /
+memory.grow, and the import env.output_byte. Everything else is reported.
+
+Memory map (machine addresses = wasm addresses):
+  - the module's memory: M bytes = minimum pages * 64 KiB (<= 2^24); a memory
+    that memory.grow can grow may reach 255 pages (or its declared maximum);
+  - the RESERVED area: 8 scratch bytes for the routines, the current memory
+    size (a word, for growable memories), then a word per global (global g at
+    reserved + 12 + 4g). It sits right above the module's largest memory,
+    where WebAssembly traps and the bounds checks keep the module out. A
+    module with all 16 MiB (our C programs) has no room above: its reserved
+    area is at address 0, the bottom of the 64 KiB C stack in wasm-ld's
+    stack-first layout (data starts at 64 KiB), reached only by a stack
+    overflow; data segments there are rejected.
+  - bounds checks: with M < 2^24, each load/store first compares its address
+    with M - offset - width (5 instructions, 7 for a store; 8/10 against the
+    size word of a growable memory) and branches to the shared `trap`; with
+    M = 2^24 the machine traps by itself (SPEC 4.8).
+
+Costs (instructions executed incl. call and prologue, worst case over
+operands; measured): mul 670 (x * constant inline, <= 160), div/rem 1,000
+(x / 2^k is a shift), and/or/xor 870 (& 0xff, & 0xffff inline: 6), shl 190
+(by a constant: <= 30), shr_u/shr_s 250 (by a multiple of 8: ~10), rotl/rotr
+220, clz 135, ctz 120, popcnt 455, extend8_s/16_s 6 (also clang's idiom
+(x << 24) >> 24). Routines with one small operand cost much less (leading
+zero bytes are skipped). Lowering is linear in the module size.
 """
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 
 import reference
-from reference import WORD_MODULUS, SIGN_BIT, LOCALS_PER_FRAME, MEMORY_SIZE
+from reference import WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 # ---------------------------------------------------------------------------
 # 1. Errors
@@ -159,7 +174,7 @@ class Reader:
         start = self.position
         result, shift = 0, 0
         max_bytes = (bits + 6) // 7
-        for count in range(max_bytes):
+        for _ in range(max_bytes):
             value = self.byte()
             result |= (value & 0x7F) << shift
             shift += 7
@@ -314,7 +329,7 @@ class Module:
     def __init__(self):
         self.types = []            # (params, results) tuples of value-type names
         self.functions = []        # Function, imports first
-        self.tables = []           # table types (reported if used)
+        self.tables = []           # ("imported" or "defined", min, max)
         self.memory = None         # (min_pages, max_pages or None)
         self.memory_imported = None  # (module, name) of an imported memory
         self.globals = []          # dicts: type, mutable, init (Instruction list) or import_from
@@ -337,7 +352,6 @@ def decode_module(data):
         raise WasmError("byte offset 4: unsupported version %r (expected 1)" % data[4:8])
     reader.position = 8
     module = Module()
-    function_types = []
     last_order = -1
     while reader.position < len(data):
         section_at = reader.position
@@ -357,7 +371,7 @@ def decode_module(data):
         if order <= last_order:
             reader.fail("%s section out of order or repeated" % SECTION_NAMES[section_id], section_at)
         last_order = order
-        _read_section(module, section_id, body, function_types)
+        _read_section(module, section_id, body)
         if body.position != body.end:
             body.fail("%s section: %d bytes left over (bad section size)"
                       % (SECTION_NAMES[section_id], body.end - body.position))
@@ -377,7 +391,7 @@ def decode_module(data):
     return module
 
 
-def _read_section(module, section_id, body, function_types):
+def _read_section(module, section_id, body):
     """Fill the module's fields from one section (`body` covers exactly its bytes)."""
     count = body.u32()
     if section_id == 1:      # type
@@ -533,7 +547,6 @@ class Label:
 
 
 BRANCH_OPS = ("br", "br_if", "call", "return")   # immediates relative to the target (SPEC 3.3)
-TOP_BIT_FLOOR = 0x1000000    # 2^24: a word below it has a zero top byte
 
 ROUTINES = {}   # name -> (parameters, temporaries, assembly text, routines it calls)
 
@@ -912,6 +925,7 @@ SCRATCH_BYTES = 8            # the routines' scratch: two words
 MEMORY_SIZE_OFFSET = SCRATCH_BYTES   # a growable memory's current size in bytes (a word)
 RESERVED_HEADER_BYTES = 12   # scratch + the memory size word; the globals follow
 GLOBAL_BYTES = 4             # one word per global
+MAX_TABLE_SLOTS = 1 << 16    # call_indirect tests each slot in turn: larger tables are reported
 NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "global.get", "global.set",
                                    "output", "input_base", "trap"}
 MEMORY_WIDTH = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s": 2, "i32.load16_u": 2,
@@ -952,7 +966,8 @@ def reachable_functions(module, roots):
 def table_contents(module, table):
     """The function (or None) in each slot of a defined table after its active element
     segments; None when it cannot be known here (imported, non-constant or out of bounds)."""
-    if table >= len(module.tables) or module.tables[table][0] == "imported":
+    if table >= len(module.tables) or module.tables[table][0] == "imported" \
+            or module.tables[table][1] > MAX_TABLE_SLOTS:
         return None
     contents = [None] * module.tables[table][1]
     for segment_table, offset, entries, _ in module.elements:
@@ -1109,8 +1124,6 @@ def temporaries_of(module, function):
             signature = block_signature(module, instruction.immediate) or ((), ())
             kept += [len(signature[0]), len(signature[1])]
     return list(range(1 + max(kept)))
-
-
 
 
 def multiply_by_constant(c, x, r):
@@ -1498,6 +1511,7 @@ class ProgramLowering:
     def __init__(self, module):
         self.module = module
         self.base = reserved_base(module)
+        self.growth_limit = growth_limit(module)   # computed once: it scans the whole module
         self.scratch = self.base
         self.entries = {}            # function index -> Label; routine name -> Label
         self.pending = []            # function indices still to lower
@@ -1514,7 +1528,7 @@ class ProgramLowering:
         memory: the same against the size word (8 instructions; 14 when reach exceeds the
         initial size). A memory of 2^24 bytes needs none: the machine traps (SPEC 4.8)."""
         size = memory_bytes(self.module)
-        limit = growth_limit(self.module)
+        limit = self.growth_limit
         trap = self.trap_label
         if limit is None and size == MEMORY_SIZE and reach <= MEMORY_SIZE:
             return []
@@ -1534,7 +1548,7 @@ class ProgramLowering:
     def memory_size_items(self, name, count_temp, old_temp):
         """memory.size, or memory.grow (the page count on top): old size, or -1 past the limit.
         A growable memory keeps its size in bytes in a reserved word; pages = its upper half."""
-        limit = growth_limit(self.module)
+        limit = self.growth_limit
         pages = self.module.memory[0]
         if limit is None:          # fixed: memory.grow succeeds only for 0 pages
             if name == "memory.size":
@@ -1596,7 +1610,7 @@ class ProgramLowering:
                 start = constant_of(self.module, offset_expression)
                 for k, value in enumerate(data):
                     image[start + k] = value
-        if growth_limit(self.module) is not None:
+        if self.growth_limit is not None:
             size = memory_bytes(self.module)
             for k in range(4):
                 image[self.base + MEMORY_SIZE_OFFSET + k] = (size >> (8 * k)) & 0xFF
@@ -1619,7 +1633,6 @@ class ProgramLowering:
         if input_address is not None:
             items.append(("input_base", input_address))
         for address, word in self.initial_memory():
-            # words of a data segment may straddle the reserved area only where the data is zero
             items += [("i32.const", address), ("i32.const", word), ("i32.store", 0)]
         if module.start is not None:
             self.called(module.start)
@@ -1640,9 +1653,10 @@ class ProgramLowering:
                     items += [("i32.const", byte), ("output", 0)]
         items.append(("halt", 0))
         items += [self.trap_label, ("trap", 0)]
-        while self.pending:
-            index = self.pending.pop(0)
-            items += FunctionLowering(self, module.functions[index]).lower()
+        lowered = 0
+        while lowered < len(self.pending):            # lowering may reach more functions
+            items += FunctionLowering(self, module.functions[self.pending[lowered]]).lower()
+            lowered += 1
         for name in ROUTINES:
             if name in self.routines:
                 items += assemble_routine(name, self.entries, self.scratch)
@@ -1927,8 +1941,8 @@ def wast_values(trees):
 
 
 def mutates_state(module, index):
-    """Can calling function `index` change memory or globals?"""
-    return any(instruction.name in ("global.set",) or ".store" in instruction.name
+    """Can calling function `index` change memory, its size or globals?"""
+    return any(instruction.name in ("global.set", "memory.grow") or ".store" in instruction.name
                for reachable in reachable_functions(module, [index])
                for instruction in module.functions[reachable].code)
 
