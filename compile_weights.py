@@ -1,0 +1,755 @@
+"""Compile the WebAssembly machine into transformer weights (graph -> schedule -> model dict).
+
+STATUS (keep current): the graph language, the exact graph evaluator, the
+greedy scheduler and the weight emitter work; the machine implements every
+opcode of SPEC 3.1 with wasmtf's semantics (SPEC 4.8: `output` pops, zeroed
+locals per frame, 256 locals, traps on the `trap` opcode and on memory
+accesses at or past 2**24). tests/test_machine.py checks it against the
+reference on the spec examples and on random programs. Remaining: speed work
+(fewer heads), slot reuse.
+
+How to read this file
+  1. the graph language: named inputs, linear expressions (`Lin`), lookups
+     (one hard-attention head each), cumulative sums, ReGLU neurons, gadgets
+  2. the graph evaluator: runs a graph token by token in exact arithmetic
+  3. the scheduler and weight emitter: graph -> the model dict of wasmtf.py
+  4. the machine: the graph of the WebAssembly interpreter (read its docstring)
+  5. entry points: compile_machine, run_transformer, inspect
+
+Costs: building and compiling the machine takes well under a second
+(a few hundred nodes, dense matrices of a few hundred by ~100).
+"""
+import math
+import bisect
+from fractions import Fraction
+
+import numpy as np
+
+import reference
+
+# ---------------------------------------------------------------------------
+# Constants (each with the inequality that makes it large or small enough)
+# ---------------------------------------------------------------------------
+
+HARD_K = 1e10
+QUERY_SCALE = HARD_K * math.sqrt(2)  # SPEC 7.1: a score gap of 1 becomes 1.4e10
+LATEST_ALPHA = 0.3      # recency term 0.3*inv_log_pos < 0.3/ln2 = 0.433 < 1 = the gap
+                        # between an exact key and its neighbour (q^2-(q-k)^2 <= q^2-1)
+CLEAR_BIG = 1e30        # a cleared key sits 1e30 below any real key (real |k^2| < 2^52)
+ROUND_BIAS = 3 << 51      # float64 spacing is exactly 1 in [2^52, 2^53): adding this
+                        # bias rounds a value within 0.5 of an integer to that integer
+GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45)
+FAMILY_WEIGHT = 10 ** 6  # the token-family selector beats every quadratic score (< 2^16)
+
+
+# ---------------------------------------------------------------------------
+# 1. The graph language
+# ---------------------------------------------------------------------------
+
+class Lin:
+    """A linear expression over named residual values: {name: coefficient}.
+    Constants are multiples of the input `one` (0 at position 0, so that the
+    position-0 token `{` has an all-zero residual and is every head's null entry)."""
+
+    def __init__(self, terms=None):
+        self.terms = {k: v for k, v in (terms or {}).items() if v != 0}
+
+    @staticmethod
+    def of(x):
+        if isinstance(x, Lin):
+            return x
+        return Lin({"one": x})  # a number
+
+    def __add__(self, other):
+        other = Lin.of(other)
+        terms = dict(self.terms)
+        for k, v in other.terms.items():
+            terms[k] = terms.get(k, 0) + v
+        return Lin(terms)
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return Lin({k: -v for k, v in self.terms.items()})
+
+    def __sub__(self, other):
+        return self + (-Lin.of(other))
+
+    def __rsub__(self, other):
+        return Lin.of(other) - self
+
+    def __mul__(self, c):
+        return Lin({k: v * c for k, v in self.terms.items()})
+
+    __rmul__ = __mul__
+
+    def key(self):
+        return tuple(sorted(self.terms.items()))
+
+    def __repr__(self):
+        return " + ".join("%s*%s" % (v, k) for k, v in self.terms.items()) or "0"
+
+
+POSITIONAL = ("position", "inv_log_pos", "position_sq", "one")  # residual slots 0, 1, 2, 3
+
+
+class Graph:
+    """Named inputs, then nodes in creation order (which is a topological order).
+
+    A node is a dict:
+      lookup  names, mode ("latest" | "average"), query, key, key_sq, clear, values
+      ffn     name, terms [(coef, a, b)]: value = sum coef * a * max(b, 0)
+    `outputs` maps every vocabulary token to its logit (a Lin)."""
+
+    def __init__(self):
+        self.features = {}  # embedding feature name -> function(token) -> number
+        self.nodes = []
+        self.names = set(POSITIONAL)
+        self.outputs = {}
+
+    def _new_name(self, name):
+        assert name not in self.names, "duplicate node name %r" % name
+        self.names.add(name)
+        return name
+
+    def feature(self, name, value_of_token):
+        """An embedding feature: value_of_token(token) for every token but `{` (0)."""
+        self.features[self._new_name(name)] = value_of_token
+        return Lin({name: 1})
+
+    def ffn(self, name, terms):
+        """A feed-forward node: sum of ReGLU neurons coef * a * max(b, 0), one slot."""
+        terms = [(c, Lin.of(a), Lin.of(b)) for c, a, b in terms]
+        self.nodes.append({"kind": "ffn", "name": self._new_name(name), "terms": terms})
+        return Lin({name: 1})
+
+    def lookup(self, names, query, key, key_sq, values, clear=None):
+        """Hard attention, latest-write: the values at the latest position whose
+        key equals the query, among positions whose `clear` is 0.
+
+        2-D query (q, 1) * QUERY_SCALE, key (2k, -k^2 - CLEAR_BIG*clear + LATEST_ALPHA*ilp):
+        score/QUERY_SCALE = q^2 - (q-k)^2 - CLEAR_BIG*clear + 0.3*ilp. For integer keys the
+        exact key beats every other by >= 1 - 0.433 > 0 and, among equal keys, the larger
+        inv_log_pos (the later position) wins; exact float ties go to the latest entry
+        (SPEC 9). The position-0 entry scores exactly 0 (its residual is zero): when no
+        key scores >= 0 (nothing near q) the lookup returns 0. Otherwise, without an
+        exact key, the nearest key wins: callers check exactness themselves.
+        `key_sq` must equal key^2 exactly; `clear` must be one residual value (so that
+        CLEAR_BIG never meets cancellation in a dot product)."""
+        if clear is not None:
+            assert len(clear.terms) == 1, "clear must be a single residual value"
+        values = [Lin.of(v) for v in values]
+        assert 1 <= len(values) <= 2 and len(names) == len(values)
+        self.nodes.append({"kind": "lookup", "mode": "latest", "names": [self._new_name(n) for n in names],
+                           "query": Lin.of(query), "key": Lin.of(key), "key_sq": Lin.of(key_sq),
+                           "clear": clear, "values": values})
+        return [Lin({n: 1}) for n in names]
+
+    def mean(self, names, values):
+        """Average attention over positions 1..p: query (0, 1), key (0, one), tie mode
+        average; every position >= 1 ties at score 1, position 0 scores 0 and drops out."""
+        values = [Lin.of(v) for v in values]
+        self.nodes.append({"kind": "lookup", "mode": "average", "names": [self._new_name(n) for n in names],
+                           "query": Lin(), "key": Lin(), "key_sq": Lin(), "clear": None, "values": values})
+        return [Lin({n: 1}) for n in names]
+
+
+def step_terms(a, b, coef=1):
+    """a * [b >= 0] for integer b: reglu(a, b+1) - reglu(a, b) (two neurons)."""
+    return [(coef, a, b + 1), (-coef, a, b)]
+
+
+def gated_step_terms(x, gate, coef=1, big=GATE_BIG):
+    """[x >= 0 and gate] for integer x, gate = 1 or <= 0 (exact integers):
+    the step on x + big*(gate-1), which is x when gate = 1 and < 0 otherwise (|x| < big).
+    Exactness: every partial sum of the pre-activation's dot product must stay below
+    2^53, so `gate` should have few, small terms (the 0/1 opcode flags, not is_op)."""
+    shift = big * (Lin.of(gate) - 1)
+    return step_terms(Lin.of(1), x + shift, coef)
+
+
+def gated_terms(value, gate, coef=1):
+    """value * gate for gate = 1 or <= 0: reglu(value, gate) (one neuron)."""
+    return [(coef, value, gate)]
+
+
+def exact_byte_terms(x, gate, coef=1):
+    """x if 0 <= x <= 255 (and gate), else 0, for integer x: the hat
+    relu(x) - 256 relu(x-255) + 255 relu(x-256): 255 at x=255, 0 from x=256 on."""
+    shift = GATE_BIG * (Lin.of(gate) - 1)
+    one = Lin.of(1)
+    return [(coef, one, x + shift), (-256 * coef, one, x - 255 + shift), (255 * coef, one, x - 256 + shift)]
+
+
+def high_byte_terms(x, gate, coef=1):
+    """[128 <= x <= 255] (and gate) for integer x: relu(x-127) - relu(x-128) - relu(x-255) + relu(x-256)."""
+    shift = GATE_BIG * (Lin.of(gate) - 1)
+    one = Lin.of(1)
+    return [(coef, one, x - 127 + shift), (-coef, one, x - 128 + shift),
+            (-coef, one, x - 255 + shift), (coef, one, x - 256 + shift)]
+
+
+# ---------------------------------------------------------------------------
+# 2. The graph evaluator (exact arithmetic, no weights)
+# ---------------------------------------------------------------------------
+
+class _LatestTable:
+    """Exact semantics of a latest-write lookup: the latest uncleared entry per key,
+    the nearest key when there is no exact one (the later of two equidistant keys)."""
+
+    def __init__(self):
+        self.keys = []      # sorted distinct keys
+        self.latest = {}    # key -> (position, values)
+
+    def insert(self, p, key, values):
+        if key not in self.latest:
+            bisect.insort(self.keys, key)
+        self.latest[key] = (p, values)
+
+    def query(self, q, n_values):
+        if q in self.latest:
+            return self.latest[q][1]
+        i = bisect.bisect_left(self.keys, q)
+        candidates = [self.keys[j] for j in (i - 1, i) if 0 <= j < len(self.keys)]
+        if not candidates:
+            return [0] * n_values
+        best = max(candidates, key=lambda k: (-(q - k) ** 2, self.latest[k][0]))
+        if q * q - (q - best) ** 2 < 0:  # every key scores below the null entry
+            return [0] * n_values
+        return self.latest[best][1]
+
+
+def _value(lin, env):
+    return sum(c * env[k] for k, c in lin.terms.items())
+
+
+class GraphEvaluator:
+    """Runs a graph token by token with Python integers and Fractions: the middle
+    rung between the reference interpreter and the weights."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.tables = [_LatestTable() if n["kind"] == "lookup" and n["mode"] == "latest" else [0, 0]
+                       for n in graph.nodes]
+        self.p = 0
+        self.env = None
+        self.output_tokens = list(graph.outputs)
+
+    def step(self, token):
+        """Process one token at the next position; returns the env of named values."""
+        p = self.p
+        env = {"position": p, "inv_log_pos": 0, "position_sq": p * p, "one": 0 if p == 0 else 1}
+        for name, f in self.graph.features.items():
+            env[name] = 0 if p == 0 else f(token)
+        for node, table in zip(self.graph.nodes, self.tables):
+            if node["kind"] == "ffn":
+                env[node["name"]] = sum(c * _value(a, env) * max(_value(b, env), 0) for c, a, b in node["terms"])
+                continue
+            values = [_value(v, env) for v in node["values"]]
+            if node["mode"] == "average":
+                if p > 0:
+                    table[0] += 1
+                    table[1] = [s + v for s, v in zip(table[1], values)] if table[1] else values
+                outs = [Fraction(s, table[0]) for s in table[1]] if p > 0 else [0] * len(values)
+            else:
+                clear = _value(node["clear"], env) if node["clear"] is not None else 0
+                if p > 0 and clear <= 0:
+                    table.insert(p, _value(node["key"], env), values)
+                outs = table.query(_value(node["query"], env), len(values)) if p > 0 else [0] * len(values)
+            for name, v in zip(node["names"], outs):
+                env[name] = v
+        self.p += 1
+        self.env = env
+        return env
+
+    def next_token(self):
+        """Argmax of the exact logits (the lowest vocabulary id among equal maxima)."""
+        best, best_token = None, None
+        for token in reference.VOCAB:
+            logit = _value(self.graph.outputs[token], self.env)
+            if best is None or logit > best:
+                best, best_token = logit, token
+        return best_token
+
+
+def evaluate(graph, prompt, max_new_tokens=100_000):
+    """Generate with the graph evaluator: the trace tokens after the prompt."""
+    ev = GraphEvaluator(graph)
+    for token in prompt:
+        ev.step(token)
+    trace = []
+    while len(trace) < max_new_tokens:
+        token = ev.next_token()
+        trace.append(token)
+        if token in reference.STOP_TOKENS:
+            break
+        ev.step(token)
+    return trace
+
+
+# ---------------------------------------------------------------------------
+# 3. The scheduler and the weight emitter
+# ---------------------------------------------------------------------------
+# Stages: the attention of layer l is stage 2l, its feed-forward 2l+1; inputs are
+# ready at stage -1. A lookup of layer l reads values ready at stage <= 2l-1, a
+# feed-forward node of layer l values ready at <= 2l. Greedy ASAP placement: each
+# node goes to the earliest layer its inputs allow (creation order is topological),
+# which also minimises the layer count (the critical path).
+
+def schedule(graph):
+    """Returns ({node name: stage}, [layer of each node])."""
+    ready = {name: -1 for name in list(POSITIONAL) + list(graph.features)}
+    layers = []
+    for node in graph.nodes:
+        lins = [node["query"], node["key"], node["key_sq"]] + node["values"] if node["kind"] == "lookup" \
+            else [lin for _, a, b in node["terms"] for lin in (a, b)]
+        if node["kind"] == "lookup" and node["clear"] is not None:
+            lins.append(node["clear"])
+        last = max([ready[k] for lin in lins for k in lin.terms] + [-1])
+        if node["kind"] == "lookup":
+            layer = max(0, -(-(last + 1) // 2))
+            for name in node["names"]:
+                ready[name] = 2 * layer
+        else:
+            layer = max(0, -(-last // 2))
+            ready[node["name"]] = 2 * layer + 1
+        layers.append(layer)
+    return ready, layers
+
+
+def _row(lin, slot, D, scale=1.0):
+    row = np.zeros(D)  # [D]
+    for name, c in lin.terms.items():
+        row[slot[name]] += c * scale
+    return row
+
+
+def emit(graph):
+    """The model dict of wasmtf.py (see its module docstring) for a graph."""
+    _, node_layers = schedule(graph)
+    L = max(node_layers) + 1
+    slot_names = list(POSITIONAL) + list(graph.features)
+    for node in graph.nodes:
+        slot_names += node["names"] if node["kind"] == "lookup" else [node["name"]]
+    slot = {name: i for i, name in enumerate(slot_names)}
+    heads_per_layer = [sum(1 for n, l in zip(graph.nodes, node_layers) if n["kind"] == "lookup" and l == layer)
+                       for layer in range(L)]
+    D = max(len(slot_names), 2 * max(heads_per_layer))
+    D += D % 2
+    H = D // 2
+    slot_names += [""] * (D - len(slot_names))
+
+    V = len(reference.VOCAB)
+    embed = np.zeros((V, D))  # [V, D]
+    for t, token in enumerate(reference.VOCAB):
+        if token == "{":
+            continue  # the position-0 token: all-zero row
+        embed[t, slot["one"]] = 1.0
+        for name, f in graph.features.items():
+            embed[t, slot[name]] = f(token)
+
+    layers = []
+    for layer in range(L):
+        nodes = [n for n, l in zip(graph.nodes, node_layers) if l == layer]
+        w_qkv = np.zeros((3 * D, D))  # [3D, D]
+        w_out = np.zeros((D, D))      # [D, D]
+        tie_latest = np.zeros(H, dtype=bool)
+        lookups = [n for n in nodes if n["kind"] == "lookup"]
+        for h, n in enumerate(lookups):
+            if n["mode"] == "latest":
+                w_qkv[2 * h] = _row(n["query"], slot, D, QUERY_SCALE)
+                w_qkv[2 * h + 1] = _row(Lin.of(1), slot, D, QUERY_SCALE)
+                w_qkv[D + 2 * h] = _row(n["key"], slot, D, 2.0)
+                ky = -n["key_sq"] + LATEST_ALPHA * Lin({"inv_log_pos": 1})
+                if n["clear"] is not None:
+                    ky = ky - CLEAR_BIG * n["clear"]
+                w_qkv[D + 2 * h + 1] = _row(ky, slot, D)
+                tie_latest[h] = True
+            else:
+                w_qkv[2 * h + 1] = _row(Lin.of(1), slot, D, QUERY_SCALE)
+                w_qkv[D + 2 * h + 1] = _row(Lin.of(1), slot, D)
+            for i, (value, name) in enumerate(zip(n["values"], n["names"])):
+                w_qkv[2 * D + 2 * h + i] = _row(value, slot, D)
+                w_out[slot[name], 2 * h + i] = 1.0
+        neurons = {}  # (gate key, value key) -> index; equal neurons are shared
+        gates, values, outputs = [], [], []
+        for n in nodes:
+            if n["kind"] != "ffn":
+                continue
+            for c, a, b in n["terms"]:
+                k = (b.key(), a.key())
+                if k not in neurons:
+                    neurons[k] = len(gates)
+                    gates.append(_row(b, slot, D))
+                    values.append(_row(a, slot, D))
+                outputs.append((slot[n["name"]], neurons[k], c))
+        F = len(gates)
+        w_in = np.array(gates + values) if F else np.zeros((0, D))  # [2F, D]
+        w_ffo = np.zeros((D, F))                                   # [D, F]
+        for s, j, c in outputs:
+            w_ffo[s, j] += c
+        layers.append({"w_qkv": w_qkv, "w_out": w_out, "w_in": w_in, "w_ffo": w_ffo, "tie_latest": tie_latest})
+
+    head = np.zeros((V, D))  # [V, D]
+    for t, token in enumerate(reference.VOCAB):
+        head[t] = _row(graph.outputs[token], slot, D)
+    return {"vocab": list(reference.VOCAB), "embed": embed, "layers": layers, "head": head,
+            "stop_ids": [reference.TOKEN_ID[t] for t in reference.STOP_TOKENS], "slot_names": slot_names}
+
+
+def describe_shape(model):
+    """d_model, layers, heads used per layer, d_ffn per layer, parameters."""
+    D = model["embed"].shape[1]
+    heads = [int(np.any(l["w_out"].reshape(D, D // 2, 2), axis=(0, 2)).sum()) for l in model["layers"]]
+    ffn = [l["w_ffo"].shape[1] for l in model["layers"]]
+    params = model["embed"].size + model["head"].size + sum(
+        l["w_qkv"].size + l["w_out"].size + l["w_in"].size + l["w_ffo"].size for l in model["layers"])
+    return {"d_model": D, "layers": len(model["layers"]), "heads": heads, "d_ffn": ffn, "parameters": params}
+
+
+# ---------------------------------------------------------------------------
+# 4. The machine
+# ---------------------------------------------------------------------------
+# How the machine reads the trace (everything is recomputed from the tokens):
+#   * J = bytes since the last non-byte token (capped at 4): byte J of the
+#     current group is emitted next; at J = 0 the current token is a terminal
+#     (or `}`), so the next instruction's first token is emitted, unless the
+#     current token is `branch_taken` (then offset byte 0 follows).
+#   * cursor (pc) = sum of delta_cursor (1 per terminal) + at every jump
+#     terminal the signed word of the 4 bytes before it; stack depth = sum of
+#     stack deltas (`}` +3, `out(..)` -1: output pops); call depth likewise.
+#   * the stack: each commit with sts=1 is a write of (word, position) keyed by
+#     the depth after it; a byte of a stack word is read back from the token
+#     at position - 4 + J.
+#   * memory and locals share one lookup, keyed by address (< 2^24) or by
+#     LOCALS_BASE + 1024*call_depth + 4*index + byte; a found value carries its
+#     own key (and, for locals, the frame's start) so that "exact key, same
+#     frame, else 0" is one equality test.
+# Layers: 0 previous tokens + depth sums; 1 cursor sum; 2 fetch, stack, frame;
+# 3 memory/locals and byte reads; the last feed-forward forms the output.
+
+OPCODE_CODE = {name: i + 1 for i, name in enumerate(reference.OPCODES)}  # 0 = no opcode
+COMMITS = {reference.commit_token(sd, sts, bt): (sd, sts, bt)
+           for sd, sts in reference.COMMIT_KINDS for bt in (0, 1)}
+STACK_BASE_DEPTH = 3        # `}` sets the depth to 3: top/second/third keys stay >= 1
+LOCALS_BASE = 1 << 24       # locals keys start where valid memory addresses end
+LOCALS_STRIDE = 1024        # 256 locals x 4 bytes per call depth
+FRAME_SCALE = 1 << 18       # > 256 * LOCALS_STRIDE: the frame start dominates the key
+LOCALS_TAG = 1 << 44        # > 256 * 2^33 and > FRAME_SCALE * 2^25: locals never match memory
+MEMORY_LIMIT = reference.MEMORY_SIZE
+WORD = 1 << 32
+SIGN = 1 << 31
+LOADS = reference.LOADS     # opcode -> (width, signed)
+STORES = reference.STORES   # opcode -> width
+VALUE_OPS = (["i32.const", "local.get", "local.set", "local.tee", "select", "i32.add", "i32.sub", "i32.eqz"]
+             + list(reference.COMPARISONS) + list(LOADS) + list(STORES))
+BRANCH_OPS = ["br", "br_if", "call", "return"]
+
+
+def _byte(token):
+    if len(token) == 1 and token not in "{}":
+        return ord(token)  # ASCII alias
+    return reference.byte_value(token)
+
+
+def token_features():
+    """The embedding features: name -> function(token)."""
+    def commit(token, i):
+        return COMMITS[token][i] if token in COMMITS else 0
+    terminal = lambda t: t in COMMITS or t.startswith("out(") or t in ("call_commit", "return_commit")
+    return {
+        "is_byte": lambda t: int(_byte(t) is not None),
+        "byte_value": lambda t: _byte(t) or 0,
+        "carry": lambda t: int(t.endswith("'")),
+        "run_mark": lambda t: 1 if _byte(t) is not None else (-1 if t in OPCODE_CODE else 0),
+        "delta_stack": lambda t: commit(t, 0) - int(t.startswith("out(")) + STACK_BASE_DEPTH * (t == "}"),
+        "delta_call": lambda t: int(t == "call_commit") - int(t == "return_commit"),
+        "delta_cursor": lambda t: int(terminal(t)),
+        "is_jump": lambda t: int(commit(t, 2) == 1 or t in ("call_commit", "return_commit")),
+        "not_sts": lambda t: 1 - commit(t, 1),
+        "not_call_commit": lambda t: int(t != "call_commit"),
+        "is_close": lambda t: int(t == "}"),
+        "is_branch_taken": lambda t: int(t == "branch_taken"),
+        "op_code": lambda t: OPCODE_CODE.get(t, 0),
+        "op_code_sq": lambda t: OPCODE_CODE.get(t, 0) ** 2,
+    }
+
+
+def build_machine():
+    """The graph of the universal machine (see the section comment above)."""
+    g = Graph()
+    f = {name: g.feature(name, fn) for name, fn in token_features().items()}
+    one, position, position_sq = Lin.of(1), Lin({"position": 1}), Lin({"position_sq": 1})
+
+    # -- layer 0: the previous four tokens, the stack and call depth sums -------------
+    prev_byte, prev_mark = {}, {0: f["run_mark"]}
+    for i in range(1, 5):
+        prev_byte[i], prev_mark[i] = g.lookup(["prev%d_byte" % i, "prev%d_mark" % i],
+                                              position - i, position, position_sq,
+                                              [f["byte_value"], f["run_mark"]])
+    mean_stack, mean_call = g.mean(["mean_stack_delta", "mean_call_delta"], [f["delta_stack"], f["delta_call"]])
+
+    def exact_sum(name, mean):
+        """Sum over positions 1..p = mean * p, rounded to the integer it is: the slot gets
+        ROUND_BIAS + mean*p (two terms of one dot product, one rounding), so it holds
+        ROUND_BIAS + sum exactly; readers subtract ROUND_BIAS with coefficient exactly 1."""
+        return g.ffn(name + "+bias", [(1, mean, position), (ROUND_BIAS, one, one)]) - ROUND_BIAS
+
+    depth_b, call_b = exact_sum("stack_depth", mean_stack), exact_sum("call_depth", mean_call)
+    # J >= k: the current token and the k-1 before it are bytes (marks are +1, 0 or -1)
+    j_at_least = {1: f["is_byte"]}
+    for k in range(2, 5):
+        j_at_least[k] = g.ffn("j_ge%d" % k, [(1, one, sum(prev_mark[m] for m in range(k)) - (k - 1))])
+    J = sum(j_at_least.values())
+    # a byte of the program prefix: the bytes back to an opcode token (mark -1)
+    is_prefix = g.ffn("is_prefix_byte", [(1, one, sum(prev_mark[m] for m in range(i)) - prev_mark[i] - i)
+                                         for i in range(1, 5)])
+    word_before = sum(prev_byte[4 - k] * 256 ** k for k in range(4))  # bytes at p-4 .. p-1, LE
+    jump = g.ffn("jump_offset", gated_terms(word_before, f["is_jump"])
+                 + gated_step_terms(prev_byte[1] - 128, f["is_jump"], -WORD))
+    close_term = g.ffn("close_position_term", [(1, position, f["is_close"])])
+
+    # -- layer 1: the cursor and the position of `}` --------------------------------
+    mean_cursor, mean_close = g.mean(["mean_cursor_delta", "mean_close_position"],
+                                     [f["delta_cursor"] + jump, close_term])
+    cursor = g.ffn("cursor", [(1, mean_cursor, position)])  # within 1e-9 of an integer: queries only
+    close_b = exact_sum("close_position", mean_close)
+    depth = g.ffn("stack_depth", [(1, one, depth_b)])
+    depth_sq = g.ffn("stack_depth_sq", [(1, depth_b, depth_b)])
+    call_depth = g.ffn("call_depth", [(1, one, call_b)])
+    call_depth_sq = g.ffn("call_depth_sq", [(1, call_b, call_b)])
+
+    # -- layer 2: fetch, the top three stack words, the frame start -----------------
+    op_x, op_y = g.lookup(["op_code_at_pc", "op_code_sq_at_pc"], 5 * cursor + 1, position, position_sq,
+                          [f["op_code"], f["op_code_sq"]])
+    imm_here = sum(prev_byte[3 - k] * 256 ** k for k in range(3)) + f["byte_value"] * 256 ** 3
+    imm, = g.lookup(["immediate"], 5 * cursor + 5, position, position_sq, [imm_here])
+    stack = {}
+    for o, name in enumerate(["top", "second", "third"]):
+        vals = [word_before, position] if name != "third" else [position]
+        names = [name + "_word", name + "_position"] if name != "third" else [name + "_position"]
+        stack[name] = g.lookup(names, depth - o, depth, depth_sq, vals, clear=f["not_sts"])
+    (top, top_pos), (second, second_pos), (third_pos,) = stack["top"], stack["second"], stack["third"]
+    frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [position],
+                      clear=f["not_call_commit"])
+
+    def is_op(op):
+        """1 for the fetched opcode, <= 0 for every other: 1 - (code - k)^2."""
+        k = OPCODE_CODE[op]
+        return 2 * k * op_x - op_y - (k * k - 1) * one
+
+    # is_op has terms up to 74*37*big: too large for the gating trick with big = 2^46;
+    # the last feed-forward gates with these exact 0/1 flags instead
+    flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) for op in reference.OPCODES}
+    KEY_BIG = 1 << 34  # > every memory key (address + offset < 2^33 + 4); 5476*2^34 < 2^53
+
+    # memory and locals: one lookup; a write is a non-prefix byte of a store,
+    # of local.set/tee, or of the input section (instruction 0 = input_base)
+    writes = []  # (condition, key, value)
+    for op in STORES:
+        key = second + imm + J - 1
+        writes.append((is_op(op) + f["is_byte"] - is_prefix - 1, key, 256 * key))
+    key = imm + position - close_b - 1
+    writes.append((is_op("input_base") + f["is_byte"] - is_prefix - 1, key, 256 * key))
+    for op in ("local.set", "local.tee"):
+        offset = 4 * imm + J - 1
+        key = LOCALS_BASE + LOCALS_STRIDE * call_depth + offset
+        writes.append((is_op(op) + f["is_byte"] - is_prefix - 1, key, 256 * offset + FRAME_SCALE * frame + LOCALS_TAG))
+    mem_key = g.ffn("memory_key", [t for c, k, _ in writes for t in gated_terms(k, c)])
+    mem_key_sq = g.ffn("memory_key_sq", [(1, k, k + KEY_BIG * (c - 1)) for c, k, _ in writes])
+    mem_clear = g.ffn("memory_clear", [(1, one, one)] + [(-1, one, c) for c, _, _ in writes])
+    mem_value = g.ffn("memory_value", [t for c, _, v in writes for t in gated_terms(f["byte_value"] + v, c)])
+    address = top + imm + J
+    local_key = LOCALS_BASE + LOCALS_STRIDE * call_depth + 4 * imm + J
+    mem_query = g.ffn("memory_query", [(1, address, one)] + gated_terms(local_key - address, is_op("local.get")))
+    # byte reads: P1 = immediate byte J or a byte of the top word; P2 = a byte of
+    # the second word, or of the third (select, c != 0), or of the calling `call` (return)
+    top_byte_at = top_pos - 4 + J
+    imm_byte_at = 5 * cursor + 2 + J
+    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + [
+        t for op in ("i32.const", "br", "br_if", "call", "return") for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))])
+    select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
+    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
+                     + gated_terms(frame - second_pos, is_op("return")))
+    sign_top = g.ffn("sign_top", step_terms(one, top - SIGN))
+    sign_second = g.ffn("sign_second", step_terms(one, second - SIGN))
+
+    # -- layer 3: memory/locals, byte reads ---------------------------------------------
+    found, = g.lookup(["memory_found"], mem_query, mem_key, mem_key_sq, [mem_value], clear=mem_clear)
+    p1, = g.lookup(["p1_byte"], p1_query, position, position_sq, [f["byte_value"]])
+    p2, = g.lookup(["p2_byte"], p2_query, position, position_sq, [f["byte_value"]])
+
+    # -- the output channels (last feed-forward) ------------------------------------------
+    ch = {name: [] for name in ("byte", "commit", "out", "branch_taken", "call_commit", "return_commit",
+                                "halt", "trap", "value", "mark", "sd", "sts", "bt")}
+    BT, carry = f["is_branch_taken"], f["carry"]
+    start = one - j_at_least[1] - BT
+    branch_bytes = BT + j_at_least[1] - j_at_least[4]
+
+    def gate(op, phase):
+        return flag[op] + phase - 1
+
+    def on(channels, g_, coef=1):
+        for name, c in channels:
+            ch[name].append((coef * c, one, g_))
+
+    for op in VALUE_OPS:
+        width = STORES.get(op, 4)
+        sd, sts = reference.STACK_DELTA[op], reference.STORES_TO_STACK[op]
+        g_bytes, g_end = gate(op, one - j_at_least[width]), gate(op, j_at_least[width])
+        on([("byte", 1)], g_bytes)
+        on([("commit", 1), ("sd", sd), ("sts", sts)], g_end)
+        if op in LOADS or op in STORES:
+            base = top if op in LOADS else second
+            bound = base + imm + (LOADS[op][0] if op in LOADS else width) - MEMORY_LIMIT - 1
+            trap = gated_step_terms(bound, gate(op, start))
+            ch["trap"] += trap
+            ch["byte"] += [(-c, a, b) for c, a, b in trap]
+    g_start = {op: gate(op, start) for op in reference.OPCODES}
+    on([("commit", 1), ("sd", -1)], g_start["drop"])
+    on([("out", 1)], g_start["output"])
+    ch["value"] += gated_terms(p1, g_start["output"])
+    on([("halt", 1)], g_start["halt"])
+    on([("trap", 1)], g_start["trap"])
+    for op in BRANCH_OPS:
+        g_bytes = gate(op, branch_bytes)
+        on([("byte", 1)], g_bytes)
+        if op != "return":
+            ch["value"] += gated_terms(p1, g_bytes)
+        if op != "br_if":
+            on([("branch_taken", 1)], g_start[op])
+    taken = gated_step_terms(top - 1, g_start["br_if"])
+    ch["branch_taken"] += taken
+    on([("commit", 1), ("sd", -1)], g_start["br_if"])
+    ch["commit"] += [(-c, a, b) for c, a, b in taken]
+    ch["sd"] += [(c, a, b) for c, a, b in taken]
+    on([("commit", 1), ("bt", 1)], gate("br", j_at_least[4]))
+    on([("commit", 1), ("sd", -1), ("bt", 1)], gate("br_if", j_at_least[4]))
+    on([("call_commit", 1)], gate("call", j_at_least[4]))
+    on([("return_commit", 1)], gate("return", j_at_least[4]))
+
+    def g_bytes(op):
+        return gate(op, one - j_at_least[4])
+
+    for op in ("i32.const", "local.set", "local.tee") + tuple(STORES):
+        ch["value"] += gated_terms(p1, gate(op, one - j_at_least[STORES.get(op, 4)]))
+    ch["value"] += gated_terms(p2, g_bytes("select"))
+    expected_local = 256 * (4 * imm + J) + FRAME_SCALE * frame + LOCALS_TAG
+    ch["value"] += exact_byte_terms(found - expected_local, g_bytes("local.get"))
+    # add / sub / return: byte-serial with the current token's mark as carry-in
+    s_add = p2 + p1 + carry
+    ch["value"] += gated_terms(s_add, g_bytes("i32.add")) + gated_step_terms(s_add - 256, g_bytes("i32.add"), -256)
+    ch["mark"] += gated_step_terms(s_add - 256, g_bytes("i32.add"))
+    for op, s, g_ in (("i32.sub", p2 - p1 - carry, g_bytes("i32.sub")),
+                      ("return", p1 - p2 - carry, gate("return", branch_bytes))):
+        ch["value"] += gated_terms(s, g_) + [(256, one, g_)] + gated_step_terms(s, g_, -256)
+        ch["mark"] += [(1, one, g_)] + gated_step_terms(s, g_, -1)
+    # eqz and comparisons: one result byte at J = 0 (later bytes are 0)
+    ch["value"] += [(1, one, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
+    signed = {False: (second, top), True: (second - WORD * sign_second, top - WORD * sign_top)}
+    for op in reference.COMPARISONS:
+        relation, is_signed = op[4:6], op.endswith("_s")  # "i32.lt_s" -> "lt", signed
+        a, b = signed[is_signed]
+        g0 = g_start[op]
+        less, greater = gated_step_terms(b - a - 1, g0), gated_step_terms(a - b - 1, g0)
+        negate = lambda terms: [(-c, x, y) for c, x, y in terms]
+        ch["value"] += {"eq": [(1, one, g0)] + negate(less) + negate(greater), "ne": less + greater,
+                        "lt": less, "gt": greater, "le": [(1, one, g0)] + negate(greater),
+                        "ge": [(1, one, g0)] + negate(less)}[relation]
+    # loads: memory bytes J < width; sign fill from the current token's mark
+    for op, (width, is_signed) in LOADS.items():
+        diff = found - 256 * address
+        ch["value"] += exact_byte_terms(diff, gate(op, one - j_at_least[width]))
+        if is_signed:
+            sign_byte = one - j_at_least[1] if width == 1 else j_at_least[1] - j_at_least[2]
+            ch["mark"] += high_byte_terms(diff, gate(op, sign_byte))
+            fill = gate(op, j_at_least[width] - j_at_least[4])
+            ch["value"] += gated_terms(255 * carry, fill)
+            ch["mark"] += gated_terms(carry, fill)
+
+    channel = {name: g.ffn("out_" + name, terms) for name, terms in ch.items()}
+
+    # -- the output head -------------------------------------------------------------------
+    def square_score(v, ch_name):
+        return 2 * v * channel[ch_name] - v * v * one
+
+    for token in reference.VOCAB:
+        b = reference.byte_value(token)
+        if b is not None:
+            m = int(token.endswith("'"))
+            logit = FAMILY_WEIGHT * channel["byte"] + square_score(b, "value") + square_score(m, "mark")
+        elif token.startswith("out("):
+            logit = FAMILY_WEIGHT * channel["out"] + square_score(reference.out_value(token), "value")
+        elif token in COMMITS:
+            sd, sts, bt = COMMITS[token]
+            logit = (FAMILY_WEIGHT * channel["commit"] + square_score(sd, "sd") + square_score(sts, "sts")
+                     + square_score(bt, "bt"))
+        elif token in ("branch_taken", "call_commit", "return_commit", "halt", "trap"):
+            logit = FAMILY_WEIGHT * channel[token]
+        else:
+            logit = -2 * FAMILY_WEIGHT * one  # prompt-only tokens are never produced
+        g.outputs[token] = logit
+    return g
+
+
+# ---------------------------------------------------------------------------
+# 5. Entry points: compile_machine, run_transformer, inspect
+# ---------------------------------------------------------------------------
+
+_MACHINE = None
+
+
+def compile_machine():
+    """The model dict of the universal machine (built once per process, ~0.05 s)."""
+    global _MACHINE
+    if _MACHINE is None:
+        _MACHINE = emit(build_machine())
+    return _MACHINE
+
+
+def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens=10_000_000, model=None):
+    """Run a program in the compiled transformer: the trace tokens after the prompt."""
+    import wasmtf
+    prompt = reference.program_tokens(instructions, input_bytes)
+    return wasmtf.generate(model or compile_machine(), prompt, cache=cache, max_new_tokens=max_new_tokens)
+
+
+def inspect(model, tokens, position, cache="brute"):
+    """What the model computes at `position` of a token list:
+        token        the token there
+        residuals    [(stage name, {slot name: value})] after the embedding and each sub-layer
+        heads        [(layer, head, output slot names, attended positions, value)]
+        top_logits   the five best (logit, token)
+    Print it with format_inspection."""
+    import wasmtf
+    trace = wasmtf.forward(model, tokens[:position + 1], cache=cache)
+    record = trace[position]
+    names = model["slot_names"]
+    stages = ["embedding"] + ["layer %d %s" % (l, part) for l in range(len(model["layers"]))
+                              for part in ("attention", "ffn")]
+    residuals = [(stage, {n: float(x[i]) for i, n in enumerate(names) if n})
+                 for stage, x in zip(stages, record["residuals"])]
+    heads = []
+    for l, layer in enumerate(model["layers"]):
+        for h in range(len(layer["tie_latest"])):
+            if not record["active"][l, h]:
+                continue
+            outs = [names[s] for s in np.flatnonzero(layer["w_out"][:, 2 * h:2 * h + 2].any(axis=1))]
+            attended = wasmtf.attended_positions(trace, position, l, h)
+            heads.append((l, h, outs, attended if len(attended) <= 4 else attended[:2] + ["..."],
+                          tuple(record["attn"][l, h])))
+    order = np.argsort(-record["logits"])[:5]
+    return {"token": tokens[position], "residuals": residuals, "heads": heads,
+            "top_logits": [(float(record["logits"][i]), model["vocab"][i]) for i in order]}
+
+
+def format_inspection(info):
+    """A printable report of inspect()."""
+    lines = ["token %r" % info["token"]]
+    for l, h, outs, attended, value in info["heads"]:
+        lines.append("  layer %d head %2d -> %-40s attends %s value %s" % (l, h, ",".join(outs), attended, value))
+    final = info["residuals"][-1][1]
+    for name, value in final.items():
+        lines.append("  %-28s %r" % (name, value))
+    lines.append("  top logits %s" % info["top_logits"])
+    return "\n".join(lines)
