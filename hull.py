@@ -79,6 +79,7 @@ products must not overflow or underflow.
 Status: stress-tested against BruteHead (tests/test_hull.py), with `_check()`
 after each insert in part of the run. Speed: benchmarks/hull_scaling.py.
 """
+from array import array
 from bisect import bisect_left, insort
 from fractions import Fraction
 
@@ -90,76 +91,111 @@ from sortedcontainers import SortedList
 # whose score is below the best by more than twice the two keys' bounds.
 ROUNDING_SLACK = 2.0 ** -51
 
-# SortedList load of the general chains; tests shrink it to force splits.
+# Distinct keys sharing one kx that the list path accepts; a tied vertex's
+# column is scanned, so a longer column moves the head to the tree path.
+LIST_COLUMN_LIMIT = 8
+
+# SortedList load of the tree path; tests shrink it to force sublist splits.
 _LOAD = SortedList.DEFAULT_LOAD_FACTOR
 
 
 # ---------------------------------------------------------------------------
-# One hull: an upper convex chain of points (x, y), x strictly increasing.
+# Hulls: an upper convex chain of points (x, y); the lower hull of the keys is
+# the upper hull of (kx, -ky). Vertices left to right, x strictly increasing,
+# negated edge slopes (y_left - y_right) / (x_right - x_left) non-decreasing.
 
-class _Chain:
-    """Upper hull of the points inserted so far (the lower hull is the upper
-    hull of (x, -y)): a doubly linked list of vertices, left to right, with
-    non-increasing edge slopes (a concave chain)."""
+def _walk(best, best_size, tied, qx, qy, xs, ys, ids, start, stop, step):
+    """Scores of vertices start, start+step, ... (before stop), while they are
+    not surely below the best; returns the updated (best, best_size, tied)."""
+    for i in range(start, stop, step):
+        score_x = qx * xs[i]
+        score_y = qy * ys[i]
+        score = score_x + score_y
+        if score > best:
+            best = score
+            best_size = abs(score_x) + abs(score_y)
+            tied = [ids[i]]
+        elif score == best:
+            tied.append(ids[i])
+        elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+            break
+    return best, best_size, tied
+
+
+class _ListChain:
+    """The hull while points arrive with non-decreasing x: each new point is
+    the right end; pop the vertices left strictly below the new edge, append
+    (Andrew's monotone chain step, O(1) amortized). Compact arrays."""
 
     def __init__(self):
-        self.y_of = {}           # vertex x -> y
-        self.left_of = {}        # vertex x -> previous vertex x (not for the first)
-        self.right_of = {}       # vertex x -> next vertex x (not for the last)
-        self.xs = []             # vertex x, increasing: list, then SortedList
-        self.neg_slopes = []     # list path: neg_slopes[e] of the edge xs[e] -> xs[e+1]
-        self.edges = None        # general path: SortedList of (neg slope, left x)
+        self.xs = array("d")
+        self.ys = array("d")
+        self.points = array("q")       # the point (key id) of each vertex
+        self.neg_slopes = array("d")   # neg_slopes[e]: edge from vertex e to e + 1
 
-    def _neg_slope(self, left, right):
-        """-(slope of the edge left -> right) = (y_left - y_right) / (right - left)."""
-        return (self.y_of[left] - self.y_of[right]) / (right - left)
-
-    def insert(self, x, y):
-        """Add the key (x, y) (not inserted before)."""
-        if self.edges is None:
-            xs = self.xs
-            if not xs or x > xs[-1]:
-                self._append(x, y)
-                return
-            if x == xs[-1]:                  # same column as the right end
-                if y > self.y_of[x]:
-                    self._pop()
-                    self._append(x, y)
-                return
-            self._become_general()
-        self._insert_anywhere(x, y)
-
-    def _append(self, x, y):
-        """New right end: pop the vertices left strictly below the new edge."""
-        xs, neg_slopes, y_of = self.xs, self.neg_slopes, self.y_of
+    def add(self, x, y, point):
+        xs, ys, neg_slopes = self.xs, self.ys, self.neg_slopes
         if xs:
-            last = xs[-1]
-            neg_slope = (y_of[last] - y) / (x - last)
-            while neg_slopes and neg_slopes[-1] > neg_slope:
+            if x == xs[-1]:                  # same column as the right end
+                if y <= ys[-1]:
+                    return
                 self._pop()
-                last = xs[-1]
-                neg_slope = (y_of[last] - y) / (x - last)
-            neg_slopes.append(neg_slope)
-            self.left_of[x] = last
-            self.right_of[last] = x
+            if xs:
+                neg_slope = (ys[-1] - y) / (x - xs[-1])
+                while neg_slopes and neg_slopes[-1] > neg_slope:
+                    self._pop()
+                    neg_slope = (ys[-1] - y) / (x - xs[-1])
+                neg_slopes.append(neg_slope)
         xs.append(x)
-        y_of[x] = y
+        ys.append(y)
+        self.points.append(point)
 
     def _pop(self):
-        x = self.xs.pop()
-        del self.y_of[x]
+        self.xs.pop()
+        self.ys.pop()
+        self.points.pop()
         if self.neg_slopes:
             self.neg_slopes.pop()
-            del self.right_of[self.left_of.pop(x)]
 
-    def _become_general(self):
-        self.edges = SortedList(zip(self.neg_slopes, self.xs))   # zip stops at the last edge
-        self.edges._reset(_LOAD)
-        self.xs = SortedList(self.xs)
+    def argmax(self, qx, qy):
+        """For qy > 0: (best float score, points of the vertices reaching it)."""
+        xs, ys, points = self.xs, self.ys, self.points
+        start = bisect_left(self.neg_slopes, qx / qy)   # the score stops rising here
+        score_x = qx * xs[start]
+        score_y = qy * ys[start]
+        best = score_x + score_y
+        best_size = abs(score_x) + abs(score_y)
+        tied = [points[start]]
+        best, best_size, tied = _walk(best, best_size, tied, qx, qy, xs, ys, points,
+                                      start + 1, len(xs), 1)
+        best, best_size, tied = _walk(best, best_size, tied, qx, qy, xs, ys, points,
+                                      start - 1, -1, -1)
+        return best, tied
+
+    def _check(self, tops):
+        _check_chain(list(self.xs), list(self.ys), list(self.neg_slopes), tops)
+
+
+class _TreeChain:
+    """The hull for points in any order: vertices linked by dicts, a SortedList
+    of vertex x to find a new point's place, a SortedList of edges
+    (neg slope, left x) to find a query's vertex. An insert removes the run
+    of vertices that the new point leaves strictly below the new edges."""
+
+    def __init__(self, listed):
+        xs = list(listed.xs)
+        self.y_of = dict(zip(xs, listed.ys))         # vertex x -> y
+        self.left_of = dict(zip(xs[1:], xs))         # vertex x -> previous vertex x
+        self.right_of = dict(zip(xs, xs[1:]))        # vertex x -> next vertex x
+        self.xs = SortedList(xs)
         self.xs._reset(_LOAD)
-        self.neg_slopes = None
+        self.edges = SortedList(zip(listed.neg_slopes, xs))
+        self.edges._reset(_LOAD)
 
-    def _insert_anywhere(self, x, y):
+    def _neg_slope(self, left, right):
+        return (self.y_of[left] - self.y_of[right]) / (right - left)
+
+    def add(self, x, y):
         """Link (x, y) between its neighbours left and right, after moving them
         outwards past the vertices that end strictly below the new edges."""
         xs, y_of, left_of, right_of = self.xs, self.y_of, self.left_of, self.right_of
@@ -219,12 +255,8 @@ class _Chain:
     def argmax(self, qx, qy):
         """For qy > 0: (best float score, x of every vertex reaching it)."""
         y_of = self.y_of
-        direction = qx / qy      # the score rises along edges whose neg slope < this
-        if self.edges is None:
-            x = self.xs[bisect_left(self.neg_slopes, direction)]
-        else:
-            i = self.edges.bisect_left((direction,))
-            x = self.edges[i][1] if i < len(self.edges) else self.xs[-1]
+        i = self.edges.bisect_left((qx / qy,))      # the score stops rising here
+        x = self.edges[i][1] if i < len(self.edges) else self.xs[-1]
         score_x = qx * x
         score_y = qy * y_of[x]
         best = score_x + score_y
@@ -248,48 +280,56 @@ class _Chain:
         return best, tied
 
     def _check(self, tops):
-        """Invariants, O(n); tops = {x: highest y of column x} of all keys."""
         xs = list(self.xs)
-        y_of = self.y_of
-        assert xs and sorted(y_of) == xs and xs[0] == min(tops) and xs[-1] == max(tops)
-        for x in xs:
-            assert tops[x] == y_of[x], "a vertex is the top of its column"
-        assert all(a < b for a, b in zip(xs, xs[1:]))
+        self.xs._check()
+        self.edges._check()
+        assert sorted(self.y_of) == xs
         assert self.right_of == dict(zip(xs, xs[1:])) and self.left_of == dict(zip(xs[1:], xs))
-        edges = [(self._neg_slope(a, b), a) for a, b in zip(xs, xs[1:])]
-        assert all(e[0] <= f[0] for e, f in zip(edges, edges[1:])), "concave"
-        if self.edges is None:
-            assert self.neg_slopes == [neg_slope for neg_slope, _ in edges]
-        else:
-            self.xs._check()
-            self.edges._check()
-            assert list(self.edges) == edges
-        vertices = set(xs)
-        for x, y in tops.items():            # every other top strictly below (exact)
-            if x in vertices:
-                continue
-            e = bisect_left(xs, x) - 1
-            x0, x1 = xs[e], xs[e + 1]
-            y0, y1 = y_of[x0], y_of[x1]
-            cross = ((Fraction(x1) - Fraction(x0)) * (Fraction(y) - Fraction(y0))
-                     - (Fraction(y1) - Fraction(y0)) * (Fraction(x) - Fraction(x0)))
-            assert cross < 0, f"key ({x}, {y}) is above the hull"
+        ys = [self.y_of[x] for x in xs]
+        neg_slopes = [neg_slope for neg_slope, _ in self.edges]
+        _check_chain(xs, ys, neg_slopes, tops)
+        assert list(self.edges) == list(zip(neg_slopes, xs))
+
+
+def _check_chain(xs, ys, neg_slopes, tops):
+    """A hull of the points {(x, tops[x])}: sorted, concave, vertices are the
+    column tops, every other top strictly below (exact arithmetic)."""
+    assert xs[0] == min(tops) and xs[-1] == max(tops), "the extreme columns are vertices"
+    assert all(a < b for a, b in zip(xs, xs[1:]))
+    assert all(tops[x] == y for x, y in zip(xs, ys)), "a vertex is the top of its column"
+    assert neg_slopes == [(y0 - y1) / (x1 - x0) for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:])]
+    assert all(a <= b for a, b in zip(neg_slopes, neg_slopes[1:])), "concave"
+    vertices = set(xs)
+    for x, y in tops.items():
+        if x in vertices:
+            continue
+        e = bisect_left(xs, x) - 1
+        x0, x1, y0, y1 = (Fraction(value) for value in (xs[e], xs[e + 1], ys[e], ys[e + 1]))
+        cross = (x1 - x0) * (Fraction(y) - y0) - (y1 - y0) * (Fraction(x) - x0)
+        assert cross < 0, f"key ({x}, {y}) is above the hull"
 
 
 # ---------------------------------------------------------------------------
-# The head: records, columns, both hulls.
+# The head: points with their records, columns, both hulls.
 
 class HullHead:
-    """One head's cache; query in O(log n) (see the module docstring)."""
+    """One head's cache (see the module docstring). A *point* is a distinct
+    key; point p has the record (seq_or_count[p], vx[p], vy[p])."""
 
     def __init__(self, latest):
         self.latest = bool(latest)
-        self._count = 0            # entries inserted; the next entry's seq
-        self._columns = {}         # kx -> {ky: record}
-        self._column_kys = {}      # kx -> sorted ky list, for columns of >= 2 keys
-        self._upper = _Chain()     # upper hull of (kx, ky)
-        self._lower = None         # upper hull of (kx, -ky), built when needed
-        self._total = [0, 0.0, 0.0]   # record of all entries (query (0, 0))
+        self._count = 0                     # entries inserted; the next entry's seq
+        self._total = [0, 0.0, 0.0]         # record of all entries, for query (0, 0)
+        self._kx = array("d")               # [points] key of each point
+        self._ky = array("d")
+        self._seq_or_count = array("q")     # latest: seq of its last insert; average: count
+        self._vx = array("d")               # latest: its last value; average: sum of values
+        self._vy = array("d")
+        self._column_start = 0              # list path: first point of the last column
+        self._upper = _ListChain()          # hull of (kx, ky), then a _TreeChain
+        self._lower = None                  # hull of (kx, -ky), built at the first qy < 0
+        self._columns = None                # tree path: kx -> {ky: point}
+        self._column_kys = None             # tree path: kx -> sorted ky, columns of >= 2 keys
 
     def __len__(self):
         return self._count
@@ -298,8 +338,7 @@ class HullHead:
         seq = self._count
         self._count = seq + 1
         total = self._total
-        latest = self.latest
-        if latest:
+        if self.latest:
             total[0] = seq
             total[1] = vx
             total[2] = vy
@@ -307,112 +346,207 @@ class HullHead:
             total[0] += 1
             total[1] += vx
             total[2] += vy
+        if self._columns is None:            # list path: kx never decreased so far
+            kxs = self._kx
+            n = len(kxs)
+            if not n or kx > kxs[-1]:        # a new column at the right
+                self._column_start = n
+                self._add_point(kx, ky, seq, vx, vy)
+                return
+            if kx == kxs[-1]:
+                kys = self._ky
+                for point in range(self._column_start, n):
+                    if kys[point] == ky:
+                        self._merge(point, seq, vx, vy)
+                        return
+                if n - self._column_start < LIST_COLUMN_LIMIT:
+                    self._add_point(kx, ky, seq, vx, vy)
+                    return
+            self._become_tree()
         column = self._columns.get(kx)
         if column is None:
             column = self._columns[kx] = {}
         else:
-            record = column.get(ky)
-            if record is not None:           # a duplicate key: merge
-                if latest:
-                    record[0] = seq
-                    record[1] = vx
-                    record[2] = vy
-                else:
-                    record[0] += 1
-                    record[1] += vx
-                    record[2] += vy
+            point = column.get(ky)
+            if point is not None:
+                self._merge(point, seq, vx, vy)
                 return
             kys = self._column_kys.get(kx)
             if kys is None:
                 self._column_kys[kx] = sorted([*column, ky])
             else:
                 insort(kys, ky)
-        column[ky] = [seq, vx, vy] if latest else [1, vx, vy]
-        self._upper.insert(kx, ky)
+        column[ky] = len(self._kx)
+        self._add_point(kx, ky, seq, vx, vy)
+
+    def _add_point(self, kx, ky, seq, vx, vy):
+        point = len(self._kx)
+        self._kx.append(kx)
+        self._ky.append(ky)
+        self._seq_or_count.append(seq if self.latest else 1)
+        self._vx.append(vx)
+        self._vy.append(vy)
+        if self._columns is None:
+            self._upper.add(kx, ky, point)
+            if self._lower is not None:
+                self._lower.add(kx, -ky, point)
+        else:
+            self._upper.add(kx, ky)
+            if self._lower is not None:
+                self._lower.add(kx, -ky)
+
+    def _merge(self, point, seq, vx, vy):
+        """Another entry with the key of `point`."""
+        if self.latest:
+            self._seq_or_count[point] = seq
+            self._vx[point] = vx
+            self._vy[point] = vy
+        else:
+            self._seq_or_count[point] += 1
+            self._vx[point] += vx
+            self._vy[point] += vy
+
+    def _become_tree(self):
+        """Keys stopped arriving in kx order: index the columns, tree chains."""
+        columns = {}
+        for point, (kx, ky) in enumerate(zip(self._kx, self._ky)):
+            columns.setdefault(kx, {})[ky] = point
+        self._columns = columns
+        self._column_kys = {kx: sorted(column) for kx, column in columns.items() if len(column) > 1}
+        self._upper = _TreeChain(self._upper)
         if self._lower is not None:
-            self._lower.insert(kx, -ky)
+            self._lower = _TreeChain(self._lower)
+
+    def _build_lower(self):
+        lower = _ListChain()
+        if self._columns is None:            # points are in kx order
+            for point, (kx, ky) in enumerate(zip(self._kx, self._ky)):
+                lower.add(kx, -ky, point)
+            self._lower = lower
+        else:
+            for kx in sorted(self._columns):
+                bottom = min(self._columns[kx])
+                lower.add(kx, -bottom, self._columns[kx][bottom])
+            self._lower = _TreeChain(lower)
 
     def query(self, qx, qy):
         if self._count == 0:
             return (0.0, 0.0)
         if qy > 0:
-            chain = self._upper
-            best, tied = chain.argmax(qx, qy)
-            sign = 1.0
+            best, tied = self._upper.argmax(qx, qy)
         elif qy < 0:
             if self._lower is None:
                 self._build_lower()
-            chain = self._lower
-            best, tied = chain.argmax(qx, -qy)   # the same float scores
-            sign = -1.0
+            best, tied = self._lower.argmax(qx, -qy)    # the same float scores
+        elif qx == 0:
+            return self._resolve_total()
         else:
-            return self._query_extreme(qx)
+            return self._resolve(self._extreme_column(qx))
+        if self._columns is None:
+            return self._resolve(self._tied_in_runs(qx, qy, best, tied))
+        return self._resolve(self._tied_in_columns(qx, qy, best, tied))
+
+    def _tied_in_runs(self, qx, qy, best, tied):
+        """List path: tied = vertex points; add the other keys of their columns
+        (contiguous runs of points) whose float score is the best too."""
+        kxs, kys = self._kx, self._ky
+        n = len(kxs)
+        points = []
+        for point in tied:
+            kx = kxs[point]
+            first = point
+            while first > 0 and kxs[first - 1] == kx:
+                first -= 1
+            end = point + 1
+            while end < n and kxs[end] == kx:
+                end += 1
+            score_x = qx * kx
+            for member in range(first, end):
+                if member == point or score_x + qy * kys[member] == best:
+                    points.append(member)
+        return points
+
+    def _tied_in_columns(self, qx, qy, best, tied):
+        """Tree path: tied = vertex x; add the keys under (qy > 0) or over
+        (qy < 0) each vertex in its column whose float score is the best too."""
         columns = self._columns
-        if len(tied) == 1:                   # the usual case: one key, alone
-            x = tied[0]
-            column = columns[x]
-            if len(column) == 1:
-                return self._resolve([column[chain.y_of[x] * sign]])
-        records = []
-        for x in tied:
-            column = columns[x]
-            records.append(column[chain.y_of[x] * sign])
-            if len(column) > 1:              # keys under the vertex tying in float
-                kys = self._column_kys[x]
-                others = reversed(kys[:-1]) if sign > 0 else kys[1:]
-                score_x = qx * x
-                for ky in others:
-                    if score_x + qy * ky != best:
-                        break
-                    records.append(column[ky])
-        return self._resolve(records)
+        points = []
+        for kx in tied:
+            column = columns[kx]
+            kys = self._column_kys.get(kx)
+            if kys is None:
+                points.extend(column.values())
+                continue
+            ordered = reversed(kys) if qy > 0 else kys   # the vertex first
+            score_x = qx * kx
+            for position, ky in enumerate(ordered):
+                if position > 0 and score_x + qy * ky != best:
+                    break
+                points.append(column[ky])
+        return points
 
-    def _query_extreme(self, qx):
-        """qy == 0: every entry of the max (qx > 0) or min kx column, or all."""
-        if qx == 0:
-            return self._resolve([self._total])
-        xs = self._upper.xs
-        kx = xs[-1] if qx > 0 else xs[0]
-        return self._resolve(list(self._columns[kx].values()))
+    def _extreme_column(self, qx):
+        """qy == 0: the points of the max (qx > 0) or min (qx < 0) kx column."""
+        if self._columns is not None:
+            xs = self._upper.xs
+            return list(self._columns[xs[-1] if qx > 0 else xs[0]].values())
+        kxs = self._kx
+        if qx > 0:
+            return range(self._column_start, len(kxs))
+        end = 1
+        while end < len(kxs) and kxs[end] == kxs[0]:
+            end += 1
+        return range(end)
 
-    def _resolve(self, records):
+    def _resolve(self, points):
         if self.latest:
-            last = max(records, key=lambda record: record[0])   # largest seq
-            return (last[1], last[2])
+            last = max(points, key=self._seq_or_count.__getitem__)   # largest seq
+            return (self._vx[last], self._vy[last])
         count = 0
         sum_x = 0.0
         sum_y = 0.0
-        for record in records:
-            count += record[0]
-            sum_x += record[1]
-            sum_y += record[2]
+        for point in points:
+            count += self._seq_or_count[point]
+            sum_x += self._vx[point]
+            sum_y += self._vy[point]
         inverse = 1.0 / count
         return (sum_x * inverse, sum_y * inverse)
 
-    def _build_lower(self):
-        lower = _Chain()
-        for kx in sorted(self._columns):     # increasing kx: the list path
-            lower.insert(kx, -min(self._columns[kx]))
-        self._lower = lower
+    def _resolve_total(self):
+        if self.latest:
+            return (self._total[1], self._total[2])
+        inverse = 1.0 / self._total[0]
+        return (self._total[1] * inverse, self._total[2] * inverse)
 
     def _check(self):
         """Assert every invariant; O(n) (plus O(n) Fractions)."""
-        columns = self._columns
-        records = [record for column in columns.values() for record in column.values()]
+        n = len(self._kx)
+        assert len(self._ky) == len(self._seq_or_count) == len(self._vx) == len(self._vy) == n
+        keys = list(zip(self._kx, self._ky))
+        assert len(set(keys)) == n, "one point per distinct key"
+        marks = list(self._seq_or_count)
         if self.latest:
-            seqs = [record[0] for record in records]
-            assert len(set(seqs)) == len(seqs) and all(0 <= s < self._count for s in seqs)
+            assert len(set(marks)) == n and all(0 <= seq < self._count for seq in marks)
             assert self._count == 0 or self._total[0] == self._count - 1
         else:
-            assert sum(record[0] for record in records) == self._count == self._total[0]
-        for kx, column in columns.items():
-            assert column
-            if len(column) > 1:
-                assert self._column_kys[kx] == sorted(column)
-        assert len(self._column_kys) == sum(len(column) > 1 for column in columns.values())
-        if not columns:
-            assert not self._upper.xs and self._lower is None
+            assert sum(marks) == self._count == self._total[0]
+        if n == 0:
             return
+        columns = {}
+        for point, (kx, ky) in enumerate(keys):
+            columns.setdefault(kx, {})[ky] = point
+        if self._columns is None:
+            assert all(a <= b for a, b in zip(self._kx, self._kx[1:])), "list path: kx order"
+            assert all(len(column) <= LIST_COLUMN_LIMIT for column in columns.values())
+            assert self._column_start == min(columns[self._kx[-1]].values())
+            for chain, sign in ((self._upper, 1.0), (self._lower, -1.0)):
+                if chain is not None:
+                    assert all(keys[point] == (x, sign * y)
+                               for x, y, point in zip(chain.xs, chain.ys, chain.points))
+        else:
+            assert self._columns == columns
+            assert self._column_kys == {kx: sorted(column) for kx, column in columns.items()
+                                        if len(column) > 1}
         self._upper._check({kx: max(column) for kx, column in columns.items()})
         if self._lower is not None:
             self._lower._check({kx: -min(column) for kx, column in columns.items()})

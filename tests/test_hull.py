@@ -133,6 +133,7 @@ def parabolic_ops(rng, n_keys, low_k, addresses, start_position, steps=(1,)):
     """The machine's keys (2k, -k^2 + recency(p)) with positions p increasing by
     `steps`: k is the position itself (addresses=None: increasing kx) or one of
     `addresses` values from low_k (an address or a depth: any order, repeated).
+    Increasing k sometimes stays (a depth that did not move): equal-k keys.
     Early positions at large k give equal-k keys whose ky differ by an ulp or
     two: their scores can tie in float. Queries c*(k*, 1) look for a stored k,
     a missing one, or halfway between two."""
@@ -143,7 +144,7 @@ def parabolic_ops(rng, n_keys, low_k, addresses, start_position, steps=(1,)):
     for _ in range(n_keys):
         position += rng.choice(steps)
         if addresses is None:
-            k += rng.choice((1, 1, 1, 2, 5))
+            k += rng.choice((0, 1, 1, 2, 5))             # 0: a column, in kx order
         else:
             k = low_k + rng.randrange(addresses)
         ks.append(k)
@@ -161,6 +162,7 @@ def parabolic_ops(rng, n_keys, low_k, addresses, start_position, steps=(1,)):
 PARABOLIC_CASES = [  # (low_k, addresses, start_position, position steps)
     (0, None, 0, (1,)),
     (MAX_K - 30_000, None, 10 ** 6, (1, 7, 1000)),
+    (2 ** 24 - 1000, None, 0, (1,)),
     (2 ** 20, 20, 0, (1,)),
     (2 ** 24 - 1000, 30, 0, (1,)),
     (MAX_K - 300, 300, 0, (1, 2)),
@@ -216,4 +218,39 @@ def test_switch_from_increasing_to_any_order():
             ops.append(("q", float(rng.randint(-9, 9)), float(rng.randint(-9, 9))))
         ops += tiny_integer_ops(rng, 600, 30, query_range=9)
         fast = run(ops, latest, check_every_insert=True)
-        assert fast._upper.edges is not None   # the SortedList path was taken
+        assert fast._columns is not None   # the tree path was taken
+
+
+def nondecreasing_ops(rng, n_ops, column_size):
+    """Keys whose kx never decreases (the list path): columns of up to
+    column_size distinct ky, duplicates, queries of every sign."""
+    ops = []
+    kx = 0
+    column = []
+    for _ in range(n_ops):
+        if rng.random() < 0.5:
+            if rng.random() < 0.3 or len(column) >= column_size:
+                kx += rng.choice((1, 1, 2))
+                column = []
+            ky = rng.randint(-4, 4) if len(column) < column_size else rng.choice(column)
+            if ky not in column:
+                column.append(ky)
+            ops.append(("i", float(kx), float(ky), float(rng.randint(-8, 8)), 1.0))
+        else:
+            ops.append(("q", float(rng.randint(-3, 3)), float(rng.choice((-2, -1, 0, 1, 2, 5)))))
+    return ops
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_list_path_columns_and_lower_hull(latest):
+    rng = random.Random(21 + latest)
+    for _ in range(40):                                     # ~12,000 ops per mode
+        fast = run(nondecreasing_ops(rng, 300, hull.LIST_COLUMN_LIMIT), latest,
+                   check_every_insert=True)
+        assert fast._columns is None                        # stayed on the list path
+    ops = nondecreasing_ops(rng, 300, hull.LIST_COLUMN_LIMIT)
+    for ky in range(hull.LIST_COLUMN_LIMIT + 1):            # one key too many in a column
+        ops += [("i", 1e3, float(ky * 3 % 11), float(ky), 2.0), ("q", 1.0, 0.0), ("q", 0.0, -1.0)]
+    ops += [("i", 1e3 + 1, 2.0, 1.0, 1.0), ("q", 0.0, 1.0), ("q", -1.0, -2.0), ("q", 1.0, 0.0)]
+    fast = run(ops, latest, check_every_insert=True)
+    assert fast._columns is not None                        # switched to the tree path
