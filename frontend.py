@@ -1626,7 +1626,7 @@ class ProgramLowering:
                 words[aligned] = words.get(aligned, 0) | value << (8 * (address - aligned))
         return sorted(words.items())
 
-    def lower(self, calls, input_address=None, print_results=True):
+    def lower(self, calls, input_address=None, print_results=True, silent_calls=0):
         """Harness + functions + routines as flat items. `calls`: [(function index, args)]."""
         module = self.module
         items = []
@@ -1637,12 +1637,12 @@ class ProgramLowering:
         if module.start is not None:
             self.called(module.start)
             items.append(("call", self.entries[module.start]))
-        for index, args in calls:
+        for number, (index, args) in enumerate(calls):
             function = module.functions[index]
             self.called(index)
             items += [("i32.const", value % WORD_MODULUS) for value in args]
             items.append(("call", self.entries[index]))
-            if not print_results:
+            if not print_results or number < silent_calls:
                 items += [("drop", 0)] * len(function.results)
             elif function.results:          # the results, first to last, from main's locals
                 items += [("local.set", k) for k in reversed(range(len(function.results)))]
@@ -1683,7 +1683,7 @@ def input_address(module):
     return (heap_base + 15) & ~15
 
 
-def lower_module(module, entry="compute", args=None, calls=None):
+def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0):
     """The flat program (list of (opcode, imm)) that runs the module.
 
     - entry "compute" with args None: the C ABI of SPEC 5. compute(input) gets
@@ -1693,7 +1693,8 @@ def lower_module(module, entry="compute", args=None, calls=None):
       prints its result as 8 lower-case hex digits and a newline (a function
       without result prints "-" and a newline).
     - calls=[(name, args), ...] runs several exported functions in order, each
-      printed that way (the spec-test runner's batches).
+      printed that way (the spec-test runner's batches), except the first
+      `silent_calls` calls, whose results are dropped.
     The complete check runs first: UnsupportedError lists every unsupported
     use in the functions the calls can reach; WasmError for an invalid module.
     """
@@ -1725,7 +1726,7 @@ def lower_module(module, entry="compute", args=None, calls=None):
                                                                  len(call_args)))
     if problems:
         raise UnsupportedError(problems)
-    items = ProgramLowering(module).lower(calls, address, print_results)
+    items = ProgramLowering(module).lower(calls, address, print_results, silent_calls)
     return assemble(items)
 
 
@@ -1966,6 +1967,9 @@ def transformer_runner():
     return run
 
 
+CALLS_PER_PROGRAM = 64       # a trap restarts the rest of a batch: keep batches short
+
+
 def result_lines(module, name):
     """How many lines the harness prints for a call of `name`: one per result, at least one."""
     return max(1, len(module.functions[find_export(module, name)].results))
@@ -1980,25 +1984,28 @@ def run_calls(module, calls, runner=reference_runner, replay=()):
     replay = list(replay)
     outcomes = []
     remaining = list(calls)
+    mutating = {name: mutates_state(module, find_export(module, name)) for name, _ in calls}
     while remaining:
-        instructions = lower_module(module, calls=replay + remaining)
+        batch = remaining[:CALLS_PER_PROGRAM]
+        instructions = lower_module(module, calls=replay + batch, silent_calls=len(replay))
         status, output = runner(instructions)
-        lines = output.split(b"\n")[sum(result_lines(module, name) for name, _ in replay):-1]
+        lines = output.split(b"\n")[:-1]
         done = 0
-        for name, args in remaining:                   # the calls that completed
+        for name, args in batch:                       # the calls that completed
             count = result_lines(module, name)
             if len(lines) < count:
                 break
             values, lines = lines[:count], lines[count:]
             outcomes.append(("return", [] if values == [NO_RESULT_LINE.strip()] else
                              [int(line, 16) for line in values]))
-            if mutates_state(module, find_export(module, name)):
+            if mutating[name]:
                 replay.append((name, args))
             done += 1
-        if status == "halt" and done == len(remaining):
-            break
-        if status != "trap" or done >= len(remaining):
-            raise WasmError("the program stopped with %r after %d of %d calls" % (status, done, len(remaining)))
+        if status == "halt" and done == len(batch):
+            remaining = remaining[done:]
+            continue
+        if status != "trap" or done >= len(batch):
+            raise WasmError("the program stopped with %r after %d of %d calls" % (status, done, len(batch)))
         outcomes.append(("trap", None))
         remaining = remaining[done + 1:]
     return outcomes, replay

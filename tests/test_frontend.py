@@ -436,3 +436,46 @@ def test_constant_operands_match_wasmtime():
         expressions += ["(i32.shr_s (i32.shl (i32.const %d) (i32.const %d)) (i32.const %d))"
                         % (signed(x), width, width) for x in SPECIAL]
     check_against_wasmtime(expressions)
+
+
+# ---------------------------------------------------------------------------
+# Bounds checks: a 1-page memory traps exactly where wasmtime traps, also after memory.grow
+# ---------------------------------------------------------------------------
+ACCESSES = [("i32.load", 4), ("i32.load8_u", 1), ("i32.load16_s", 2), ("i32.store", 4), ("i32.store8", 1),
+            ("i32.store16", 2)]
+OFFSETS = [0, 1, 3, 65532, 65535, 65536, 131070, 0xFFFFFFFF]
+ADDRESSES = [0, 1, 65532, 65533, 65534, 65535, 65536, 131068, 131071, 0x7FFFFFFF, 0xFFFFFFFC, 0xFFFFFFFF]
+
+
+def bounds_module(growable):
+    functions = []
+    for op, width in ACCESSES:
+        for offset in OFFSETS:
+            name = "%s_%d" % (op, offset)
+            if "load" in op:
+                body = "(%s offset=%d (local.get 0))" % (op, offset)
+            else:
+                body = "(%s offset=%d (local.get 0) (i32.const 0x01020304)) (i32.const 1)" % (op, offset)
+            functions.append('(func (export "%s") (param i32) (result i32) %s)' % (name, body))
+    grow = '(func (export "grow") (result i32) (memory.grow (i32.const 1)))' if growable else ""
+    return "(module (memory 1) (data (i32.const 65532) \"\\01\\02\\03\\04\") %s %s)" % (grow, " ".join(functions))
+
+
+@pytest.mark.parametrize("growable", [False, True])
+def test_bounds_checks_match_wasmtime(growable):
+    import wasmtime
+    binary = frontend.wat_to_wasm(bounds_module(growable))
+    module = frontend.decode_module(binary)
+    calls = [("grow", [])] if growable else []
+    calls += [("%s_%d" % (op, offset), [address]) for op, _ in ACCESSES for offset in OFFSETS
+              for address in ADDRESSES]
+    store = wasmtime.Store(wasmtime.Engine())
+    exports = wasmtime.Instance(store, wasmtime.Module(store.engine, binary), []).exports(store)
+    expected = []
+    for name, args in calls:
+        try:
+            expected.append(("return", [exports[name](store, *[reference.to_signed(a) for a in args]) & MASK]))
+        except wasmtime.Trap:
+            expected.append(("trap", None))
+    outcomes, _ = frontend.run_calls(module, calls)
+    assert outcomes == expected
