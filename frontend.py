@@ -1248,153 +1248,194 @@ class FunctionLowering:
         return items + [("br", frame.target)]
 
     def lower_instruction(self, instruction):
-        name, immediate = instruction.name, instruction.immediate
-        module = self.module
-        if name == "nop":
-            return
-        if name == "unreachable":
-            self.emit("trap")
-            self.unreachable = True
-        elif name in ("block", "loop"):
-            params, results = block_signature(module, immediate)
-            self.pop(instruction, len(params))
-            end = Label()
-            start = Label() if name == "loop" else end
-            if name == "loop":
-                self.items.append(start)
-            self.frames.append(Frame(name, self.height, len(results), start, end, len(params)))
-            self.height += len(params)
-        elif name == "if":
-            params, results = block_signature(module, immediate)
-            self.pop(instruction, 1 + len(params))
-            frame = Frame("if", self.height, len(results), None, Label(), len(params))
-            self.height += len(params)
-            frame.target = frame.end
-            frame.else_label = Label()
-            self.emit("i32.eqz")
-            self.emit("br_if", frame.else_label)
-            self.frames.append(frame)
-        elif name == "else":
-            frame = self.frames[-1]
-            if frame.kind != "if" or frame.else_label is None:
-                self.fail(instruction, "else without if")
-            self.check_end(instruction, frame)
-            self.emit("br", frame.end)
+        """Emit the code of one instruction: a method per kind (table LOWERING)."""
+        getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)
+
+    def lower_nop(self, instruction):
+        pass
+
+    def lower_unreachable(self, instruction):
+        self.emit("trap")
+        self.unreachable = True
+
+    def lower_block(self, instruction):
+        """block/loop: no code; a loop's label is its first instruction, a block's its end."""
+        params, results = block_signature(self.module, instruction.immediate)
+        self.pop(instruction, len(params))
+        end = Label()
+        start = Label() if instruction.name == "loop" else end
+        if instruction.name == "loop":
+            self.items.append(start)
+        self.frames.append(Frame(instruction.name, self.height, len(results), start, end, len(params)))
+        self.height += len(params)
+
+    def lower_if(self, instruction):
+        """if: `i32.eqz; br_if` to the else arm (or the end when there is none)."""
+        params, results = block_signature(self.module, instruction.immediate)
+        self.pop(instruction, 1 + len(params))
+        frame = Frame("if", self.height, len(results), None, Label(), len(params))
+        frame.target = frame.end
+        frame.else_label = Label()
+        self.height += len(params)
+        self.items += [("i32.eqz", 0), ("br_if", frame.else_label)]
+        self.frames.append(frame)
+
+    def lower_else(self, instruction):
+        frame = self.frames[-1]
+        if frame.kind != "if" or frame.else_label is None:
+            self.fail(instruction, "else without if")
+        self.check_end(instruction, frame)
+        self.items += [("br", frame.end), frame.else_label]
+        frame.else_label = None
+        self.height = frame.height + frame.params
+
+    def lower_end(self, instruction):
+        """The end of a block (its label), or of the function (its return)."""
+        frame = self.frames[-1]
+        self.check_end(instruction, frame)
+        if frame.kind == "if" and frame.else_label is not None:
+            if frame.arity != frame.params:
+                self.fail(instruction, "an if without else must leave its parameters as results")
             self.items.append(frame.else_label)
-            frame.else_label = None
-            self.height = frame.height + frame.params
-        elif name == "end":
-            frame = self.frames[-1]
-            self.check_end(instruction, frame)
-            if frame.kind == "if" and frame.else_label is not None:
-                if frame.arity != frame.params:
-                    self.fail(instruction, "an if without else must leave its parameters as results")
-                self.items.append(frame.else_label)
-            if frame.kind == "function":
-                self.items += self.branch_items(instruction, 0)
-                self.frames.pop()
-                return
+        if frame.kind == "function":
+            self.items += self.branch_items(instruction, 0)
+        else:
             self.items.append(frame.end)
-            self.frames.pop()
             self.height = frame.height + frame.arity
-        elif name == "br":
-            self.items += self.branch_items(instruction, immediate)
-            self.unreachable = True
-        elif name == "br_if":
-            self.pop(instruction)
-            items = self.branch_items(instruction, immediate)
+        self.frames.pop()
+
+    def lower_br(self, instruction):
+        self.items += self.branch_items(instruction, instruction.immediate)
+        self.unreachable = True
+
+    def lower_return(self, instruction):
+        self.items += self.branch_items(instruction, len(self.frames) - 1)
+        self.unreachable = True
+
+    def lower_br_if(self, instruction):
+        """br_if: direct, or, when the branch must unwind, `i32.eqz; br_if skip; unwind; br`."""
+        self.pop(instruction)
+        items = self.branch_items(instruction, instruction.immediate)
+        if len(items) == 1 and items[0][0] == "br":
+            self.emit("br_if", items[0][1])
+        else:
+            skip = Label()
+            self.items += [("i32.eqz", 0), ("br_if", skip)] + items + [skip]
+
+    def lower_br_table(self, instruction):
+        """A chain of `index == i` tests; targets that need unwinding get a stub after the chain."""
+        labels, default = instruction.immediate
+        self.pop(instruction)
+        self.emit("local.set", self.address_temp)
+        stubs = {}
+        for case, depth in enumerate(labels):
+            items = self.branch_items(instruction, depth)
+            self.items += [("local.get", self.address_temp), ("i32.const", case), ("i32.eq", 0)]
             if len(items) == 1 and items[0][0] == "br":
                 self.emit("br_if", items[0][1])
-            else:                                  # unwinding needed: only when taken
-                skip = Label()
-                self.emit("i32.eqz")
-                self.emit("br_if", skip)
-                self.items += items
-                self.items.append(skip)
-        elif name == "br_table":
-            self.lower_br_table(instruction)
-            self.unreachable = True
-        elif name == "return":
-            self.items += self.branch_items(instruction, len(self.frames) - 1)
-            self.unreachable = True
-        elif name == "call":
-            callee = module.functions[immediate]
-            self.pop(instruction, len(callee.params))
-            if callee.import_from == OUTPUT_IMPORT:
-                self.emit("output")
             else:
-                self.program.called(callee.index)
-                self.emit("call", self.program.entries[callee.index])
-            self.height += len(callee.results)
-        elif name == "call_indirect":
-            params, results = module.types[immediate[0]]
-            self.pop(instruction, 1 + len(params))
-            self.items += self.program.call_indirect_items(immediate[0], immediate[1], self.address_temp)
-            self.height += len(results)
-        elif name in ("drop", "select"):
-            self.pop(instruction, 1 if name == "drop" else 3)
-            self.height += 0 if name == "drop" else 1
-            self.emit(name)
-        elif name in ("local.get", "local.set", "local.tee"):
-            if immediate >= len(self.function.params) + len(self.function.locals):
-                self.fail(instruction, "local %d does not exist" % immediate)
-            if name != "local.get":
-                self.pop(instruction)
-            self.height += 0 if name == "local.set" else 1
-            self.emit(name, immediate)
-        elif name == "global.get":
-            global_ = module.globals[immediate]
-            if global_["mutable"]:
-                self.emit("i32.const", self.program.global_address(immediate))
-                self.emit("i32.load", 0)
-            else:
-                self.emit("i32.const", constant_of(module, global_["init"]))
-            self.height += 1
-        elif name == "global.set":
-            if not module.globals[immediate]["mutable"]:
-                self.fail(instruction, "global.set of immutable global %d" % immediate)
-            self.pop(instruction)
-            self.emit("local.set", self.value_temp)
-            self.emit("i32.const", self.program.global_address(immediate))
-            self.emit("local.get", self.value_temp)
-            self.emit("i32.store", 0)
-        elif name in MEMORY_WIDTH:
-            self.lower_memory_access(instruction)
-        elif name in ("memory.size", "memory.grow"):
-            if module.memory is None:
-                self.fail(instruction, "%s without a memory" % name)
-            if name == "memory.grow":
-                self.pop(instruction)
-            self.items += self.program.memory_size_items(name, self.value_temp, self.address_temp)
-            self.height += 1
-        elif name in EXTEND:                  # through a scratch byte/halfword: store, load signed
-            store, load = EXTEND[name]
-            self.pop(instruction)
-            scratch = self.program.scratch
-            self.items += [("local.set", self.value_temp), ("i32.const", scratch),
-                           ("local.get", self.value_temp), (store, 0), ("i32.const", scratch), (load, 0)]
-            self.height += 1
-        elif name in ROUTINE_OF:
-            unary = name in ("i32.clz", "i32.ctz", "i32.popcnt")
-            self.pop(instruction, 1 if unary else 2)
-            last = self.items[-1]
-            if not unary and isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
-                self.items.pop()
-                self.items += self.constant_operand_items(name, last[1])
-            else:
-                self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
-            self.height += 1
-        elif name in NATIVE:
-            if name == "i32.const":
-                self.emit(name, immediate)
-                self.height += 1
-                return
-            binary = reference.STACK_DELTA[name] == -1
-            self.pop(instruction, 2 if binary else 1)
-            self.emit(name)
-            self.height += 1
+                if depth not in stubs:
+                    stubs[depth] = (Label(), items)
+                self.emit("br_if", stubs[depth][0])
+        self.items += self.branch_items(instruction, default)
+        for stub, items in stubs.values():
+            self.items += [stub] + items
+        self.unreachable = True
+
+    def lower_call(self, instruction):
+        """call: the import env.output_byte is the `output` instruction."""
+        callee = self.module.functions[instruction.immediate]
+        self.pop(instruction, len(callee.params))
+        if callee.import_from == OUTPUT_IMPORT:
+            self.emit("output")
         else:
+            self.program.called(callee.index)
+            self.emit("call", self.program.entries[callee.index])
+        self.height += len(callee.results)
+
+    def lower_call_indirect(self, instruction):
+        type_index, table = instruction.immediate
+        params, results = self.module.types[type_index]
+        self.pop(instruction, 1 + len(params))
+        self.items += self.program.call_indirect_items(type_index, table, self.address_temp)
+        self.height += len(results)
+
+    def lower_local(self, instruction):
+        if instruction.immediate >= len(self.function.params) + len(self.function.locals):
+            self.fail(instruction, "local %d does not exist" % instruction.immediate)
+        self.lower_native(instruction)
+
+    def lower_global_get(self, instruction):
+        """A mutable global is a word of the reserved area; an immutable one is its constant."""
+        index = instruction.immediate
+        global_ = self.module.globals[index]
+        if global_["mutable"]:
+            self.items += [("i32.const", self.program.global_address(index)), ("i32.load", 0)]
+        else:
+            self.emit("i32.const", constant_of(self.module, global_["init"]))
+        self.height += 1
+
+    def lower_global_set(self, instruction):
+        index = instruction.immediate
+        if not self.module.globals[index]["mutable"]:
+            self.fail(instruction, "global.set of immutable global %d" % index)
+        self.pop(instruction)
+        self.items += [("local.set", self.value_temp), ("i32.const", self.program.global_address(index)),
+                       ("local.get", self.value_temp), ("i32.store", 0)]
+
+    def lower_memory_access(self, instruction):
+        """A load or store, after a bounds check when the module's memory is below 16 MiB."""
+        name, offset = instruction.name, instruction.immediate
+        store = "store" in name
+        if self.module.memory is None:
+            self.fail(instruction, "%s without a memory" % name)
+        self.pop(instruction, 2 if store else 1)
+        check = self.program.bounds_check_items(offset + MEMORY_WIDTH[name], self.address_temp)
+        if store and check:       # the address is under the value: set the value aside
+            check = [("local.set", self.value_temp)] + check + [("local.get", self.value_temp)]
+        self.items += check + [(name, offset)]
+        self.height += 0 if store else 1
+
+    def lower_memory_size(self, instruction):
+        if self.module.memory is None:
+            self.fail(instruction, "%s without a memory" % instruction.name)
+        if instruction.name == "memory.grow":
+            self.pop(instruction)
+        self.items += self.program.memory_size_items(instruction.name, self.value_temp, self.address_temp)
+        self.height += 1
+
+    def lower_extend(self, instruction):
+        """extend8_s/extend16_s: store the low byte/halfword to scratch, load it sign-extended."""
+        store, load = EXTEND[instruction.name]
+        self.pop(instruction)
+        scratch = self.program.scratch
+        self.items += [("local.set", self.value_temp), ("i32.const", scratch), ("local.get", self.value_temp),
+                       (store, 0), ("i32.const", scratch), (load, 0)]
+        self.height += 1
+
+    def lower_routine_op(self, instruction):
+        """A call of the operation's routine, or inline code when the right operand is a constant."""
+        name = instruction.name
+        unary = name in ("i32.clz", "i32.ctz", "i32.popcnt")
+        self.pop(instruction, 1 if unary else 2)
+        last = self.items[-1]
+        if not unary and isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
+            self.items.pop()
+            self.items += self.constant_operand_items(name, last[1])
+        else:
+            self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
+        self.height += 1
+
+    def lower_native(self, instruction):
+        """An instruction of the machine itself: the same opcode and immediate."""
+        name = instruction.name
+        if name not in NATIVE:
             self.fail(instruction, "%s is not supported" % name)
+        pushes = reference.STORES_TO_STACK[name]
+        self.pop(instruction, pushes - reference.STACK_DELTA[name])
+        immediate = instruction.immediate if isinstance(instruction.immediate, int) else 0   # not select's type
+        self.emit(name, immediate)
+        self.height += pushes
 
     @staticmethod
     def sign_extension_idiom(code, position):
@@ -1470,39 +1511,18 @@ class FunctionLowering:
             self.fail(instruction, "block ends with %d values, its type says %d"
                       % (self.height - frame.height, frame.arity))
 
-    def lower_memory_access(self, instruction):
-        """A load or store, with a bounds check when the module's memory is below 16 MiB."""
-        name, offset = instruction.name, instruction.immediate
-        store = "store" in name
-        if self.module.memory is None:
-            self.fail(instruction, "%s without a memory" % name)
-        self.pop(instruction, 2 if store else 1)
-        check = self.program.bounds_check_items(offset + MEMORY_WIDTH[name], self.address_temp)
-        if store and check:       # the address is under the value: set the value aside
-            check = [("local.set", self.value_temp)] + check + [("local.get", self.value_temp)]
-        self.items += check
-        self.emit(name, offset)
-        self.height += 0 if store else 1
 
-    def lower_br_table(self, instruction):
-        """A chain of `index == i` tests; targets that need unwinding get a stub after the chain."""
-        labels, default = instruction.immediate
-        self.pop(instruction)
-        self.emit("local.set", self.address_temp)
-        stubs = {}
-        for case, depth in enumerate(labels):
-            items = self.branch_items(instruction, depth)
-            self.items += [("local.get", self.address_temp), ("i32.const", case), ("i32.eq", 0)]
-            if len(items) == 1 and items[0][0] == "br":
-                self.emit("br_if", items[0][1])
-            else:
-                if depth not in stubs:
-                    stubs[depth] = (Label(), items)
-                self.emit("br_if", stubs[depth][0])
-        self.items += self.branch_items(instruction, default)
-        for stub, items in stubs.values():
-            self.items.append(stub)
-            self.items += items
+# The FunctionLowering method for each instruction (default: lower_native).
+LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lower_block",
+            "loop": "lower_block", "if": "lower_if", "else": "lower_else", "end": "lower_end",
+            "br": "lower_br", "br_if": "lower_br_if", "br_table": "lower_br_table", "return": "lower_return",
+            "call": "lower_call", "call_indirect": "lower_call_indirect", "local.get": "lower_local",
+            "local.set": "lower_local", "local.tee": "lower_local", "global.get": "lower_global_get",
+            "global.set": "lower_global_set", "memory.size": "lower_memory_size",
+            "memory.grow": "lower_memory_size"}
+LOWERING.update({name: "lower_memory_access" for name in MEMORY_WIDTH})
+LOWERING.update({name: "lower_extend" for name in EXTEND})
+LOWERING.update({name: "lower_routine_op" for name in ROUTINE_OF})
 
 
 class ProgramLowering:
