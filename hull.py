@@ -104,24 +104,6 @@ _LOAD = SortedList.DEFAULT_LOAD_FACTOR
 # the upper hull of (kx, -ky). Vertices left to right, x strictly increasing,
 # negated edge slopes (y_left - y_right) / (x_right - x_left) non-decreasing.
 
-def _walk(best, best_size, tied, qx, qy, xs, ys, ids, start, stop, step):
-    """Scores of vertices start, start+step, ... (before stop), while they are
-    not surely below the best; returns the updated (best, best_size, tied)."""
-    for i in range(start, stop, step):
-        score_x = qx * xs[i]
-        score_y = qy * ys[i]
-        score = score_x + score_y
-        if score > best:
-            best = score
-            best_size = abs(score_x) + abs(score_y)
-            tied = [ids[i]]
-        elif score == best:
-            tied.append(ids[i])
-        elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-            break
-    return best, best_size, tied
-
-
 class _ListChain:
     """The hull while points arrive with non-decreasing x: each new point is
     the right end; pop the vertices left strictly below the new edge, append
@@ -166,10 +148,22 @@ class _ListChain:
         best = score_x + score_y
         best_size = abs(score_x) + abs(score_y)
         tied = [points[start]]
-        best, best_size, tied = _walk(best, best_size, tied, qx, qy, xs, ys, points,
-                                      start + 1, len(xs), 1)
-        best, best_size, tied = _walk(best, best_size, tied, qx, qy, xs, ys, points,
-                                      start - 1, -1, -1)
+        n = len(xs)
+        for step in (1, -1):                 # walk right, then left
+            i = start + step
+            while 0 <= i < n:
+                score_x = qx * xs[i]
+                score_y = qy * ys[i]
+                score = score_x + score_y
+                if score > best:
+                    best = score
+                    best_size = abs(score_x) + abs(score_y)
+                    tied = [points[i]]
+                elif score == best:
+                    tied.append(points[i])
+                elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                    break
+                i += step
         return best, tied
 
     def _check(self, tops):
