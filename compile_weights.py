@@ -707,11 +707,18 @@ def compile_machine():
     return _MACHINE
 
 
+_PLANS = {}  # id(model) -> (model, wasmtf.prepare(model)): preparing costs ~10 ms per run
+
+
 def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens=10_000_000, model=None):
-    """Run a program in the compiled transformer: the trace tokens after the prompt."""
+    """Run a program in the compiled transformer: the trace tokens after the prompt
+    (ending with `halt` or `trap` unless max_new_tokens ran out)."""
     import wasmtf
+    model = model or compile_machine()
+    if id(model) not in _PLANS:
+        _PLANS[id(model)] = (model, wasmtf.prepare(model))
     prompt = reference.program_tokens(instructions, input_bytes)
-    return wasmtf.generate(model or compile_machine(), prompt, cache=cache, max_new_tokens=max_new_tokens)
+    return wasmtf.generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, plan=_PLANS[id(model)][1])
 
 
 def inspect(model, tokens, position, cache="brute"):
