@@ -38,17 +38,22 @@ Contents: 1. the forward pass  2. caches and generation  3. batched form
 """
 import argparse
 import math
+import pathlib
 import struct
 import sys
+import time
 import zipfile
 import zlib
 
 import numpy as np
 
+import reference
+
 HEAD_WIDTH = 2                  # every head reads and writes 2 residual slots
 INV_LN2 = 1 / math.log(2)       # inv_log_pos(p) = 1/ln 2 - 1/ln(p+2), SPEC 7.1
 HARD_K = 1e10                   # query rows carry HARD_K * sqrt(2) (SPEC 7.1)
-DEFAULT_MAX_NEW_TOKENS = 1_000_000
+DEFAULT_MAX_NEW_TOKENS = 50_000_000  # a safety stop; the Inkala Sudoku is ~9 million tokens
+PROGRESS_EVERY = 4096                 # tokens between progress reports of a long run
 
 
 class ModelFileError(ValueError):
@@ -237,9 +242,10 @@ def encode(model, tokens):
     return [ids[t] for t in tokens]
 
 
-def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None):
+def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None, progress=None):
     """Generate from prompt tokens; returns the new tokens, ending with a stop token
-    unless max_new_tokens ran out first. Prompt positions compute no logits."""
+    unless max_new_tokens ran out first. Prompt positions compute no logits.
+    progress(count), if given, is called every PROGRESS_EVERY generated tokens."""
     plan = plan or prepare(model)
     ids = encode(model, prompt)
     caches = new_caches(plan, cache)
@@ -253,6 +259,8 @@ def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
         if token_id in plan["stop_ids"]:
             break
         p += 1
+        if progress is not None and len(generated) % PROGRESS_EVERY == 0:
+            progress(len(generated))
     return generated
 
 
@@ -548,9 +556,26 @@ def load(path):
     return model
 
 
+def pad_feed_forward(model):
+    """The same model with every layer's feed-forward padded to the widest, F, with
+    zero neurons (they change nothing): both file formats store one F for all layers."""
+    F = max((layer["w_ffo"].shape[1] for layer in model["layers"]), default=0)
+    layers = []
+    for layer in model["layers"]:
+        D, width = layer["w_ffo"].shape
+        w_in = np.zeros((2 * F, D))                       # [2F, D]
+        w_in[:width] = layer["w_in"][:width]              # gates
+        w_in[F:F + width] = layer["w_in"][width:]         # values
+        w_ffo = np.zeros((D, F))                          # [D, F]
+        w_ffo[:, :width] = layer["w_ffo"]
+        layers.append({**layer, "w_in": w_in, "w_ffo": w_ffo})
+    return {**model, "layers": layers}
+
+
 def save(model, path):
     """Write a model file; the format follows the suffix (.bin or .npz)."""
     path = str(path)
+    model = pad_feed_forward(model)
     check_model(model, "the model to save")
     if path.endswith(".npz"):
         with open(path, "wb") as f:
@@ -617,22 +642,233 @@ def copy_model():
 # 6. The command line: a table of subcommands, each a small function
 # ---------------------------------------------------------------------------
 
-DEMO_PROMPT = ["{", "3", "5"]
+DEMO_PROGRAM = "examples/add.wasm"   # 3 + 5, compiled from examples/add.c
+CACHES = ("hull", "brute", "softmax")
+
+
+class Progress:
+    """Tokens, tokens/s and elapsed time on stderr: a live line when stderr is a
+    terminal, and always a final summary line."""
+
+    def __init__(self, what="tokens"):
+        self.what = what
+        self.start = time.perf_counter()
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, count):
+        if self.live:
+            elapsed = time.perf_counter() - self.start
+            print(f"\r  {count:,} {self.what}  {count / max(elapsed, 1e-9):,.0f}/s  {elapsed:.1f} s",
+                  end="", file=sys.stderr, flush=True)
+
+    def finish(self, count):
+        elapsed = time.perf_counter() - self.start
+        if self.live:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+        print(f"wasmtf: {count:,} {self.what} in {elapsed:.2f} s ({count / max(elapsed, 1e-9):,.0f} {self.what}/s)",
+              file=sys.stderr)
+
+
+def load_program(path, input_text=None):
+    """A program file (.txt), WebAssembly (.wasm, .wat) or C (.c): (instructions, input bytes)."""
+    import frontend
+    return frontend.load_program_file(path, input_text)
+
+
+def load_machine(path=None):
+    """The compiled WebAssembly machine, or the weights in `path` (.npz or model.bin).
+    Compiling takes well under a second, so nothing is cached on disk."""
+    if path:
+        return load(path)
+    import compile_weights
+    return compile_weights.compile_machine()
+
+
+def run_program(model, instructions, input_bytes, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+                progress=None):
+    """Run a flat program inside the transformer: (prompt tokens, trace tokens)."""
+    prompt = reference.program_tokens(instructions, input_bytes)
+    trace = generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, progress=progress)
+    return prompt, trace
+
+
+def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS):
+    """The trace tokens of a flat program run inside the compiled machine."""
+    return run_program(load_machine(), instructions, input_bytes, cache, max_new_tokens)[1]
+
+
+def report_end(trace):
+    """Exit code of a finished run: 0 after `halt`; 1, with one line on stderr, otherwise."""
+    if trace and trace[-1] == "halt":
+        return 0
+    if trace and trace[-1] == "trap":
+        print("wasmtf: the program trapped", file=sys.stderr)
+    else:
+        print(f"wasmtf: no stop token within {len(trace):,} tokens", file=sys.stderr)
+    return 1
 
 
 def cmd_demo(args):
-    """run the built-in demo (the default with no arguments)"""
-    print("wasmtf demo: the compiled WebAssembly machine is not built yet, so this runs the small")
-    print("hand-compiled model copy_model(): each new token is the previous token plus one.")
-    model = copy_model()
-    print("prompt:   ", " ".join(DEMO_PROMPT))
-    results = {}
-    for cache in ("hull", "brute", "softmax"):
-        results[cache] = generate(model, DEMO_PROMPT, cache=cache, max_new_tokens=100)
-        print(f"{cache + ':':10} {' '.join(results[cache])}")
-    agree = results["hull"] == results["brute"] == results["softmax"]
-    print("ok: the three caches agree" if agree else "FAILED: the caches disagree")
-    return 0 if agree else 1
+    """run the built-in demo: 3 + 5, compiled from C, inside the transformer"""
+    here = pathlib.Path(__file__).resolve().parent
+    print(f"wasmtf demo: {DEMO_PROGRAM} (from examples/add.c) runs inside the compiled transformer.\n")
+    print((here / "examples" / "add.c").read_text())
+    instructions, input_bytes = load_program(here / DEMO_PROGRAM)
+    print(f"The flat program: {len(instructions)} instructions (SPEC 3.1)")
+    for index, (opcode, immediate) in enumerate(instructions):
+        print(f"  {index:4d}  {opcode} {reference.to_signed(immediate)}")
+    progress = Progress()
+    prompt, trace = run_program(load_machine(), instructions, input_bytes, progress=progress)
+    print(f"\nThe trace the transformer wrote after its {len(prompt)}-token prompt, one group per instruction:")
+    print(reference.describe_trace(instructions, trace))
+    progress.finish(len(trace))
+    matches = trace == reference.run_reference(instructions, input_bytes)
+    print("\noutput:", reference.output_bytes(trace).decode("utf-8", "replace"), end="")
+    print("ok: the trace equals the reference interpreter's, token for token" if matches
+          else "FAILED: the trace differs from the reference interpreter's")
+    return report_end(trace) if matches else 1
+
+
+def run_arguments(parser):
+    parser.add_argument("file", help="program: .c (needs ziglang), .wasm, .wat or a program .txt")
+    parser.add_argument("--input", help="input string (replaces the file's input section)")
+    parser.add_argument("--cache", choices=CACHES, default="hull", help="attention cache (default hull)")
+    parser.add_argument("--model", help="weights to run (.npz or model.bin; default: the compiled machine)")
+    parser.add_argument("--trace", action="store_true", help="print the instruction-level trace")
+    parser.add_argument("--tokens", action="store_true",
+                        help="print prompt and trace tokens in the *_ref.txt layout (compare with `reference`)")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="stop after N tokens")
+
+
+def cmd_run(args):
+    """run a program inside the transformer and print its output"""
+    instructions, input_bytes = load_program(args.file, args.input)
+    progress = Progress()
+    prompt, trace = run_program(load_machine(args.model), instructions, input_bytes, args.cache,
+                                args.max_tokens, progress)
+    progress.finish(len(trace))
+    if args.tokens:
+        sys.stdout.write(reference.format_trace_file(prompt, trace))
+    elif args.trace:
+        print(reference.describe_trace(instructions, trace))
+    else:
+        sys.stdout.buffer.write(reference.output_bytes(trace))
+        sys.stdout.flush()
+    return report_end(trace)
+
+
+def program_arguments(parser):
+    parser.add_argument("file", help="program: .c (needs ziglang), .wasm, .wat or a program .txt")
+    parser.add_argument("--input", help="input string (replaces the file's input section)")
+
+
+def cmd_reference(args):
+    """print the prompt and the reference interpreter's trace (the *_ref.txt layout)"""
+    instructions, input_bytes = load_program(args.file, args.input)
+    prompt = reference.program_tokens(instructions, input_bytes)
+    machine = reference.execute(instructions, input_bytes)
+    sys.stdout.write(reference.format_trace_file(prompt, machine.trace))
+    return report_end(machine.trace)
+
+
+def compile_arguments(parser):
+    program_arguments(parser)
+    parser.add_argument("-o", "--output", help="program file to write (default: stdout)")
+
+
+def cmd_compile(args):
+    """compile C or WebAssembly to a program file"""
+    instructions, input_bytes = load_program(args.file, args.input)
+    text = reference.format_program(instructions, input_bytes)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        pathlib.Path(args.output).write_text(text)
+        print(f"wrote {args.output}: {len(instructions)} instructions", file=sys.stderr)
+    return 0
+
+
+def cmd_weights(args):
+    """compile the machine and save its weights (.npz, or model.bin for transformer-vm runners)"""
+    import compile_weights
+    model = load_machine()
+    save(model, args.output)
+    print(f"wrote {args.output}: {compile_weights.describe_shape(model)}")
+    return 0
+
+
+def crosscheck_arguments(parser):
+    parser.add_argument("model", help="weights to check (.npz or transformer-vm model.bin)")
+    program_arguments(parser)
+    parser.add_argument("--against", help="expected trace file (*_ref.txt layout; default: the reference)")
+    parser.add_argument("--cache", choices=CACHES, default="hull")
+    parser.add_argument("--dump-activations", metavar="OUT.npz",
+                        help="save every layer's residual stream for the prompt and trace")
+
+
+def cmd_crosscheck(args):
+    """run weights on a program and compare with the reference trace, token for token"""
+    model = load(args.model)
+    instructions, input_bytes = load_program(args.file, args.input)
+    prompt = reference.program_tokens(instructions, input_bytes)
+    if args.against:
+        expected = reference.parse_trace_file(pathlib.Path(args.against).read_text())[2]
+    else:
+        expected = reference.execute(instructions, input_bytes).trace
+    progress = Progress()
+    actual = generate(model, prompt, cache=args.cache, max_new_tokens=len(expected), progress=progress)
+    progress.finish(len(actual))
+    if args.dump_activations:
+        dump_activations(model, prompt + expected, args.dump_activations)
+    if actual == expected:
+        print(f"ok: {len(expected):,} trace tokens equal")
+        return 0
+    print(reference.diff_traces(expected, actual, instructions))
+    first = next(i for i, (a, b) in enumerate(zip(expected + [None], actual + [None])) if a != b)
+    print(describe_position(model, prompt + actual[:first], args.cache))
+    return 1
+
+
+def describe_position(model, tokens, cache="hull"):
+    """What decided the token after `tokens`: the logit margin and, per active head,
+    the earlier positions it attended to (those whose score ties for the best)."""
+    record = forward(model, tokens, cache)
+    last = record[-1]
+    logits = last["logits"]                                    # [V]
+    best, runner_up = np.argsort(-logits)[:2]
+    names = model.get("slot_names") or [""] * logits.shape[0]
+    lines = [f"at position {len(tokens) - 1} (after {tokens[-1]!r}): predicted {model['vocab'][best]!r}, "
+             f"runner-up {model['vocab'][runner_up]!r}, logit margin {logits[best] - logits[runner_up]:.6g}"]
+    for l, h in zip(*np.nonzero(last["active"])):
+        layer = model["layers"][l]
+        written = [names[s] or f"slot {s}" for s in np.flatnonzero(layer["w_out"][:, 2 * h:2 * h + 2].any(axis=1))]
+        attended = attended_positions(record, len(tokens) - 1, l, h)
+        shown = attended if len(attended) <= 4 else attended[:3] + ["..."]
+        lines.append(f"  layer {l} head {h:2d} -> {', '.join(written):40s} attends {shown} "
+                     f"value {tuple(last['attn'][l, h])}")
+    return "\n".join(lines)
+
+
+def dump_activations(model, tokens, path):
+    """Save per-layer residuals [T, 2L+1, D] (after the embedding, then each
+    attention and feed-forward half), head results [T, L, H, 2], logits [T, V]
+    and the slot names, so that a port can compare layer by layer."""
+    record = forward(model, tokens)
+    np.savez(path, tokens=np.array(tokens), slot_names=np.array(model.get("slot_names", [])),
+             residuals=np.array([r["residuals"] for r in record]),   # [T, 2L+1, D]
+             attention=np.array([r["attn"] for r in record]),        # [T, L, H, 2]
+             logits=np.array([r["logits"] for r in record]))         # [T, V]
+
+
+def spectest_arguments(parser):
+    parser.add_argument("files", nargs="+", help="WebAssembly spec-test scripts (.wast)")
+    parser.add_argument("--transformer", action="store_true", help="run the cases inside the transformer")
+
+
+def cmd_spectest(args):
+    """run WebAssembly spec tests (assert_return / assert_trap) on the reference or the transformer"""
+    import frontend
+    return frontend.command_spectest(args.files, transformer=args.transformer)
 
 
 def generate_arguments(parser):
@@ -688,6 +924,13 @@ def cmd_info(args):
 COMMANDS = [
     # (name, add the sub-parser's arguments, run(args) -> exit code; its docstring is the help)
     ("demo", lambda parser: None, cmd_demo),
+    ("run", run_arguments, cmd_run),
+    ("reference", program_arguments, cmd_reference),
+    ("compile", compile_arguments, cmd_compile),
+    ("weights", lambda parser: parser.add_argument("-o", "--output", default="weights.npz",
+                                                   help="weights.npz or model.bin"), cmd_weights),
+    ("crosscheck", crosscheck_arguments, cmd_crosscheck),
+    ("spectest", spectest_arguments, cmd_spectest),
     ("generate", generate_arguments, cmd_generate),
     ("convert", convert_arguments, cmd_convert),
     ("info", lambda parser: parser.add_argument("model", help="model file (.bin or .npz)"), cmd_info),
@@ -706,9 +949,12 @@ def main(argv=None):
     args = parser.parse_args(argv)  # bad usage: argparse prints it and exits with 2
     try:
         return args.run(args)
-    except (ValueError, OSError) as error:  # ModelFileError, unknown tokens, unreadable files
+    except (ValueError, OSError) as error:  # bad files, programs, modules, tokens
         print(f"wasmtf: error: {error}", file=sys.stderr)
         return 2
+    except (reference.StepLimitExceeded, reference.ExecutionError) as error:  # a failed reference run
+        print(f"wasmtf: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

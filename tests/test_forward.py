@@ -249,12 +249,6 @@ def test_bad_npz_files_are_rejected_with_a_clear_message(tmp_path):
 
 # --- the command line ---------------------------------------------------------
 
-def test_demo_runs_by_default(capsys):
-    assert wasmtf.main([]) == 0
-    out = capsys.readouterr().out
-    assert "hand-compiled" in out and "4 6 5 7 6 8 7 9 8 halt" in out and "ok:" in out
-
-
 def test_generate_convert_info_and_errors(tmp_path, capsys):
     wasmtf.save(wasmtf.copy_model(), tmp_path / "m.npz")
     assert wasmtf.main(["convert", str(tmp_path / "m.npz"), str(tmp_path / "m.bin")]) == 0
