@@ -1,23 +1,45 @@
 """Compile the WebAssembly machine into transformer weights (graph -> schedule -> model dict).
 
-STATUS (keep current): the graph language, the exact graph evaluator, the
-greedy scheduler and the weight emitter work; the machine implements every
-opcode of SPEC 3.1 with wasmtf's semantics (SPEC 4.8: `output` pops, zeroed
-locals per frame, 256 locals, traps on the `trap` opcode and on memory
-accesses at or past 2**24). tests/test_machine.py checks it against the
-reference on the spec examples and on random programs. Remaining: speed work
-(fewer heads), slot reuse.
+STATUS (keep current; read this first when continuing):
+  works   the graph language, the exact graph evaluator, the greedy scheduler and
+          the weight emitter; the universal machine (4 layers, 15 heads, D = 116):
+          every opcode of SPEC 3.1 plus `trap`, with wasmtf's semantics (SPEC 4.8:
+          `output` pops, zeroed locals per frame, 256 locals, traps on `trap` and
+          on memory accesses touching byte 2^24 or beyond, input written only after
+          `}`). tests/test_machine.py: every spec example (ex*, random/, the
+          divergence `_ref` traces) and 200 random programs equal the reference
+          through the hull cache; a subset also through the brute cache and the
+          graph evaluator; a 2,000-program sweep is marked slow.
+  figures benchmarks/machine_speed.py: compile ~0.02 s; ~5,500-11,000 tokens/s
+          with the hull cache on a 119k-token loop (2 shared cores).
+  remains fewer heads (third-of-stack and frame lookups could share), slot reuse
+          (D would shrink from 116), neuron sharing across output channels.
+
+Entry points: compile_machine() -> model dict; run_transformer(instructions,
+input_bytes=None, cache="hull", max_new_tokens=...) -> trace tokens;
+inspect(model, tokens, position) -> named residuals and attention targets
+(format_inspection prints it); evaluate(build_machine(), prompt) -> trace
+tokens from the graph evaluator (no weights).
 
 How to read this file
   1. the graph language: named inputs, linear expressions (`Lin`), lookups
-     (one hard-attention head each), cumulative sums, ReGLU neurons, gadgets
+     (one hard-attention head each), averages (cumulative sums), ReGLU
+     neurons and the gadgets built from them, each with its derivation
   2. the graph evaluator: runs a graph token by token in exact arithmetic
   3. the scheduler and weight emitter: graph -> the model dict of wasmtf.py
-  4. the machine: the graph of the WebAssembly interpreter (read its docstring)
-  5. entry points: compile_machine, run_transformer, inspect
+  4. the machine: the graph of the WebAssembly interpreter
+  5. entry points
 
-Costs: building and compiling the machine takes well under a second
-(a few hundred nodes, dense matrices of a few hundred by ~100).
+Exactness model: every value the machine compares or uses as a key is an
+integer below 2^53 held exactly in float64; a dot product of such values is
+exact in any summation order as long as every partial sum stays below 2^53
+(this is why the gating constants below are chosen per use). The only inexact
+quantities are averages (sum * (1/count)); the ones used as keys are rounded
+back to integers (ROUND_BIAS), the cursor is used only in queries, where an
+error of 1e-9 cannot change an argmax over integer keys.
+
+Costs: building and emitting the machine takes ~0.02 s (a few hundred neurons,
+dense matrices of ~330 x 116).
 """
 import math
 import bisect
@@ -422,7 +444,8 @@ def describe_shape(model):
 #     the depth after it; a byte of a stack word is read back from the token
 #     at position - 4 + J.
 #   * memory and locals share one lookup, keyed by address (< 2^24) or by
-#     LOCALS_BASE + 1024*call_depth + 4*index + byte; a found value carries its
+#     -(1 + 1024*call_depth + 4*index + byte) (negative: disjoint from addresses,
+#     and small, which keeps softmax attention able to see recency); a found value carries its
 #     own key (and, for locals, the frame's start) so that "exact key, same
 #     frame, else 0" is one equality test.
 # Layers: 0 previous tokens + depth sums; 1 cursor sum; 2 fetch, stack, frame;
@@ -432,7 +455,7 @@ OPCODE_CODE = {name: i + 1 for i, name in enumerate(reference.OPCODES)}  # 0 = n
 COMMITS = {reference.commit_token(sd, sts, bt): (sd, sts, bt)
            for sd, sts in reference.COMMIT_KINDS for bt in (0, 1)}
 STACK_BASE_DEPTH = 3        # `}` sets the depth to 3: top/second/third keys stay >= 1
-LOCALS_BASE = 1 << 24       # locals keys start where valid memory addresses end
+LOCALS_BASE = 1             # locals keys are -(LOCALS_BASE + ...) <= -1 < 0 <= addresses
 LOCALS_STRIDE = 1024        # 256 locals x 4 bytes per call depth
 FRAME_SCALE = 1 << 18       # > 256 * LOCALS_STRIDE: the frame start dominates the key
 LOCALS_TAG = 1 << 44        # > 256 * 2^33 and > FRAME_SCALE * 2^25: locals never match memory
@@ -476,7 +499,22 @@ def token_features():
 
 
 def build_machine():
-    """The graph of the universal machine (see the section comment above)."""
+    """The graph of the universal machine (see the section comment above).
+
+    Lookups (15 heads):
+      layer  lookup             query                 key          ignores            values
+      0      prev1..prev4       position - i          position     -                  byte, run mark
+      0      depth sums         (average)                                             stack delta, call delta
+      1      cursor sums        (average)                                             cursor delta + jump, p*[`}`]
+      2      opcode             5*cursor + 1          position     -                  code, code^2
+      2      immediate          5*cursor + 5          position     -                  imm (assembled at its last byte)
+      2      top/second/third   depth - 0/1/2         depth        non-sts tokens     word, position
+      2      frame              call depth            call depth   non-call_commit    position (frame start)
+      3      memory/locals      address+J | locals    write key    non-writes         byte + 256*key (+frame)
+      3      p1, p2             a byte's position     position     -                  byte
+    The last feed-forward turns (opcode, J, values) into output channels; the
+    output head scores every token from them (family flag * FAMILY_WEIGHT plus
+    2*v*channel - v^2, maximal at v = channel)."""
     g = Graph()
     f = {name: g.feature(name, fn) for name, fn in token_features().items()}
     one, position, position_sq = Lin.of(1), Lin({"position": 1}), Lin({"position_sq": 1})
@@ -545,22 +583,23 @@ def build_machine():
 
     # memory and locals: one lookup; a write is a non-prefix byte of a store,
     # of local.set/tee, or of the input section (instruction 0 = input_base)
-    writes = []  # (condition, key, value)
+    writes = []  # (condition, key, value, sign of the key)
     for op in STORES:
         key = second + imm + J - 1
-        writes.append((is_op(op) + f["is_byte"] - is_prefix - 1, key, 256 * key))
+        writes.append((is_op(op) + f["is_byte"] - is_prefix - 1, key, 256 * key, 1))
     key = imm + position - close_b - 1
-    writes.append((is_op("input_base") + f["is_byte"] - is_prefix - 1, key, 256 * key))
+    writes.append((is_op("input_base") + f["is_byte"] - is_prefix - 1, key, 256 * key, 1))
     for op in ("local.set", "local.tee"):
         offset = 4 * imm + J - 1
-        key = LOCALS_BASE + LOCALS_STRIDE * call_depth + offset
-        writes.append((is_op(op) + f["is_byte"] - is_prefix - 1, key, 256 * offset + FRAME_SCALE * frame + LOCALS_TAG))
-    mem_key = g.ffn("memory_key", [t for c, k, _ in writes for t in gated_terms(k, c)])
-    mem_key_sq = g.ffn("memory_key_sq", [(1, k, k + KEY_BIG * (c - 1)) for c, k, _ in writes])
-    mem_clear = g.ffn("memory_clear", [(1, one, one)] + [(-1, one, c) for c, _, _ in writes])
-    mem_value = g.ffn("memory_value", [t for c, _, v in writes for t in gated_terms(f["byte_value"] + v, c)])
+        key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + offset)
+        writes.append((is_op(op) + f["is_byte"] - is_prefix - 1, key, 256 * offset + FRAME_SCALE * frame + LOCALS_TAG, -1))
+    mem_key = g.ffn("memory_key", [t for c, k, _, _ in writes for t in gated_terms(k, c)])
+    # key^2 = |k| * max(|k| + KEY_BIG*(c-1), 0): |k| when the write happens, 0 otherwise
+    mem_key_sq = g.ffn("memory_key_sq", [(1, sign * k, sign * k + KEY_BIG * (c - 1)) for c, k, _, sign in writes])
+    mem_clear = g.ffn("memory_clear", [(1, one, one)] + [(-1, one, c) for c, _, _, _ in writes])
+    mem_value = g.ffn("memory_value", [t for c, _, v, _ in writes for t in gated_terms(f["byte_value"] + v, c)])
     address = top + imm + J
-    local_key = LOCALS_BASE + LOCALS_STRIDE * call_depth + 4 * imm + J
+    local_key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + 4 * imm + J)
     mem_query = g.ffn("memory_query", [(1, address, one)] + gated_terms(local_key - address, is_op("local.get")))
     # byte reads: P1 = immediate byte J or a byte of the top word; P2 = a byte of
     # the second word, or of the third (select, c != 0), or of the calling `call` (return)

@@ -18,7 +18,7 @@ import wasmtf
 
 EXAMPLES = sorted(EXAMPLES_DIR.glob("ex*_ref.txt")) + sorted(EXAMPLES_DIR.glob("official_model_divergences/*_ref.txt"))
 RANDOM_EXAMPLES = sorted(EXAMPLES_DIR.glob("random/*_ref.txt"))
-FAST_SUBSET = EXAMPLES + RANDOM_EXAMPLES[:3]   # also through the evaluator and the brute cache
+FAST_SUBSET = EXAMPLES + RANDOM_EXAMPLES[:1]   # also through the evaluator and the brute cache
 MIN_LOGIT_MARGIN = 0.5        # theory: >= 1 (integer quadratic scores), FAMILY_WEIGHT between families
 MIN_SCORE_GAP = 0.15          # in units of QUERY_SCALE, between the winner and any other key:
                               # >= 1 - 0.3/ln 2 = 0.567 between distinct integer keys, except a key
@@ -52,7 +52,7 @@ def test_brute_transformer_and_evaluator_reproduce_the_reference_trace(model, pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", RANDOM_EXAMPLES[3:], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", RANDOM_EXAMPLES[1:], ids=lambda p: p.stem)
 def test_brute_transformer_and_evaluator_on_all_random_examples(model, path):
     test_brute_transformer_and_evaluator_reproduce_the_reference_trace(model, path)
 
@@ -123,3 +123,11 @@ def test_traps_and_bounds(model):
     ]
     for instructions in cases:
         assert cw.run_transformer(instructions, model=model) == reference.run_reference(instructions), instructions
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES_DIR.glob("ex*_ref.txt")), ids=lambda p: p.stem)
+def test_softmax_attention_reproduces_the_worked_examples(model, path):
+    """Query rows carry HARD_K*sqrt(2): softmax equals the hard argmax wherever the
+    best score is unique (keys are small enough that recency stays visible)."""
+    instructions, input_bytes, trace = example(path)
+    assert cw.run_transformer(instructions, input_bytes, cache="softmax", model=model) == trace
