@@ -19,15 +19,14 @@ same answers from convex hulls.
 How (point hulls)
 -----------------
 For qy > 0 the best key lies on the upper convex hull of the key points, for
-qy < 0 on the lower hull. Identical keys share one *record*: [seq of the
-last insert, its vx, vy] in latest mode, [count, sum vx, sum vy] in average
-mode, so duplicates cost nothing and the tied set stays explicit (no float
-perturbation tricks). Keys with equal kx form a *column*; only its top (upper
-hull) or bottom (lower hull) can be a hull vertex. A `_Chain` holds one hull:
-its vertices left to right with the negated edge slopes, which are
-non-decreasing along the chain. Collinear points are KEPT: a query
-perpendicular to an edge ties every key on that edge, and average mode must
-include them all.
+qy < 0 on the lower hull. Each distinct key is a *point* with one record:
+(seq of its last insert, that value) in latest mode, (count, sum of values)
+in average mode, so duplicates cost nothing and the tied set stays explicit
+(no float perturbation tricks). Keys with equal kx form a *column*; only its
+top (upper hull) or bottom (lower hull) can be a hull vertex. A chain holds
+one hull: vertices left to right, their negated edge slopes non-decreasing.
+Collinear points are KEPT: a query perpendicular to an edge ties every key
+on that edge, and average mode must include them all.
 
 A query bisects the slopes for the vertex where the score stops rising, then
 walks to both sides, comparing float scores exactly, until a vertex scores
@@ -35,26 +34,31 @@ below the best by more than twice the rounding error bound of a score
 (2^-52 * (|qx*kx| + |qy*ky|) each). Lower keys of a tied vertex's column
 join the tied set when their float score equals the maximum too.
 
-Two representations of a chain:
-* keys arriving with non-decreasing kx (positions do) are the new right end:
-  pop while the last vertex lies strictly below the new edge, then append, on
-  plain lists (the monotone chain step of Andrew's algorithm);
-* the first key with a smaller kx switches that chain, for good, to
-  SortedLists (vertices, slopes kept index-aligned), where an insert removes
-  the run of vertices the new key makes non-convex on either side.
+Two paths:
+* list path, while kx never decreases (positions) and no column holds more
+  than LIST_COLUMN_LIMIT keys: a new key is the right end of the hull; pop
+  the vertices left strictly below the new edge, append (the monotone chain
+  step of Andrew's algorithm), all in compact arrays (`_ListChain`); columns
+  are runs of consecutive points;
+* tree path, for good after the first key that breaks those conditions:
+  vertices linked by dicts, SortedLists of vertex x and of edges
+  (`_TreeChain`); an insert removes the run of vertices the new key leaves
+  strictly below on either side. Columns are dicts ky -> point.
 The lower hull is built at the first qy < 0 query (the machine never asks).
 
 Costs (n = distinct keys so far)
 --------------------------------
-* insert: O(1) amortized on the increasing-kx path (each vertex is popped at
-  most once); otherwise O(log n) comparisons plus SortedList insertions and
-  deletions, amortized O(log n) ("approximate", as sortedcontainers says),
-  and each removed vertex is removed once.
+* insert: list path O(1) amortized (each vertex is popped at most once);
+  tree path O(log n) comparisons plus SortedList insertions and deletions,
+  amortized O(log n) ("approximate", as sortedcontainers says), each removed
+  vertex removed once. The switch to the tree path costs O(n log n) once.
 * query: O(log n) bisection + the walk (usually 3 scores) + the tied set
-  (+ the near-tied lower keys of its columns).
+  (+ the keys of its columns: at most LIST_COLUMN_LIMIT each on the list
+  path, only the near-tied ones, in ky order, on the tree path).
   qy == 0 with qx != 0: O(m), m = distinct keys in the extreme kx column.
   The first qy < 0 query: O(n log n), to build the lower hull.
-* memory: O(n).
+* memory: about 75 bytes per distinct key on the list path (arrays), a few
+  hundred on the tree path (dicts, SortedLists, boxed floats).
 
 Exactness (when HullHead == BruteHead, bit for bit)
 ---------------------------------------------------
@@ -68,9 +72,10 @@ holds in these two cases (both stress-tested against BruteHead):
    keys, duplicates, equal kx, qy == 0 and qy < 0 are all exact.
 2. the machine's parabolic keys (2k, -k^2 + d) with integers |k| <= 2^25 and
    0 <= d < 0.45 (every key is on the upper hull, or in a column under a
-   vertex), with queries c*(k*, 1) for any scale c > 0 such as
-   HARD_K*sqrt(2) = 1.4142135623730951e10: near-ties between neighbouring
-   keys are found by the walk, equal-k keys by the column check.
+   vertex), with queries c*(k*, 1), k* an integer or a half-integer, c > 0
+   (tested: 1, 3 and HARD_K*sqrt(2) = 1.4142135623730951e10, where scores
+   reach 2^84 and keys of equal k tie in float): near-ties between
+   neighbouring keys are found by the walk, equal-k keys by the column check.
 Average mode sums values in another order than the scan: the results are
 equal when the sums are exact (e.g. integer values below 2^53), otherwise
 they can differ in the last bits. Keys and queries must be finite and
@@ -591,3 +596,235 @@ class BruteHead:
 
     def _check(self):
         assert 0 <= self._count <= self._columns.shape[1]
+
+
+# ---------------------------------------------------------------------------
+# Offline: every position's answer at once (speculative verification).
+
+CAUSAL_BLOCK = 256          # positions per block: a [B, B] brute triangle each
+
+
+def causal_hard_attention(keys, values, queries, latest, block=CAUSAL_BLOCK):
+    """out[p] = what a head answers to queries[p] after inserting keys[0..p]
+    with values[0..p] (SPEC section 9, ties included); [T, 2] each -> [T, 2].
+
+    Positions go in blocks of `block`: inside a block, a [B, B] brute
+    triangle; the earlier blocks are covered by O(log T) *summaries*
+    (binary-counter merging: each entry is summarised O(log T) times), each
+    the distinct keys of a range with their aggregates and the upper hull of
+    its column tops, queried for the B queries at once: np.searchsorted on
+    the slopes, a window of 5 scores for the max, vectorised binary searches
+    for the run of tied vertices and the tied keys under its two ends. The
+    parts are merged by max score, then (count, sums, latest). qy < 0 uses
+    the hull of (kx, -ky); qy == 0 running maxima of kx.
+    Time O(T log^2 T), memory O(T + B^2). Exact under the same conditions as
+    HullHead; averages sum in yet another order (exact for exact sums).
+    """
+    keys = np.asarray(keys, dtype=np.float64)            # [T, 2]
+    values = np.asarray(values, dtype=np.float64)        # [T, 2]
+    queries = np.asarray(queries, dtype=np.float64)      # [T, 2]
+    qx, qy = queries[:, 0], queries[:, 1]                # [T] each
+    out = np.zeros((len(keys), 2))                       # [T, 2]
+    for sign in (1.0, -1.0):                             # upper hull, then lower hull
+        rows = np.flatnonzero(sign * qy > 0)             # [R] positions asking this hull
+        if len(rows):
+            mirrored = keys * np.array([1.0, sign])      # [T, 2]: (kx, sign * ky)
+            best, count, sum_x, sum_y, last = _scan_blocks(mirrored, values, qx, sign * qy, rows, block)
+            out[rows] = _resolve_arrays(values, latest, count, sum_x, sum_y, last)
+    rows = np.flatnonzero(qy == 0)                       # [A] selection by kx
+    if len(rows):
+        out[rows] = _axis_answers(keys[:, 0], values, qx, latest)[rows]
+    return out
+
+
+def _resolve_arrays(values, latest, count, sum_x, sum_y, last):
+    if latest:
+        return values[last.astype(np.int64)]                        # [R, 2]
+    inverse = 1.0 / count                                           # [R]
+    return np.stack([sum_x * inverse, sum_y * inverse], axis=1)     # [R, 2]
+
+
+def _scan_blocks(keys, values, qx, qy, rows, block):
+    """For the positions `rows` (qy > 0 there): best score, count, sum_x,
+    sum_y and last (largest seq) of the tied entries, [R] each."""
+    n = len(keys)
+    results = np.zeros((5, len(rows)))                   # [5, R]
+    summaries = []                                       # [(lo, hi, summary)] covering [0, start)
+    for start in range(0, n, block):
+        end = min(start + block, n)
+        first, stop = np.searchsorted(rows, [start, end])
+        chosen = rows[first:stop]                        # [Q] positions in this block
+        if len(chosen):
+            parts = [_brute_triangle(keys, values, qx, qy, chosen, start)]
+            parts += [_query_summary(summary, qx[chosen], qy[chosen]) for _, _, summary in summaries]
+            results[:, first:stop] = _merge_parts(parts)
+        if end == n:
+            break
+        summaries.append((start, end, _summarize(keys, values, start, end)))
+        while len(summaries) >= 2 and (summaries[-1][1] - summaries[-1][0]
+                                       == summaries[-2][1] - summaries[-2][0]):
+            lo, hi = summaries[-2][0], summaries[-1][1]
+            del summaries[-2:]
+            summaries.append((lo, hi, _summarize(keys, values, lo, hi)))
+    return results
+
+
+def _merge_parts(parts):
+    """Parts (best, count, sum_x, sum_y, last) [Q] each -> the same, merged:
+    the parts reaching the overall best add up."""
+    best = np.max([part[0] for part in parts], axis=0)              # [Q]
+    count = np.zeros(len(best))
+    sum_x = np.zeros(len(best))
+    sum_y = np.zeros(len(best))
+    last = np.full(len(best), -1.0)
+    for part_best, part_count, part_x, part_y, part_last in parts:
+        reaches = part_best == best                                 # [Q]
+        count += np.where(reaches, part_count, 0.0)
+        sum_x += np.where(reaches, part_x, 0.0)
+        sum_y += np.where(reaches, part_y, 0.0)
+        last = np.maximum(last, np.where(reaches, part_last, -1.0))
+    return np.stack([best, count, sum_x, sum_y, last])              # [5, Q]
+
+
+def _brute_triangle(keys, values, qx, qy, chosen, start):
+    """Entries start..p for each chosen position p (SPEC 9 literally)."""
+    end = chosen[-1] + 1
+    kx, ky = keys[start:end, 0], keys[start:end, 1]                 # [E] each
+    scores = qx[chosen, None] * kx[None, :] + qy[chosen, None] * ky[None, :]   # [Q, E]
+    visible = np.arange(start, end)[None, :] <= chosen[:, None]    # [Q, E] causal mask
+    scores = np.where(visible, scores, -np.inf)
+    best = scores.max(axis=1)                                       # [Q]
+    tied = scores == best[:, None]                                  # [Q, E]
+    count = tied.sum(axis=1).astype(np.float64)                     # [Q]
+    sum_x = np.where(tied, values[start:end, 0][None, :], 0.0).sum(axis=1)   # [Q]
+    sum_y = np.where(tied, values[start:end, 1][None, :], 0.0).sum(axis=1)   # [Q]
+    last = (end - 1 - np.argmax(tied[:, ::-1], axis=1)).astype(np.float64)   # [Q]
+    return best, count, sum_x, sum_y, last
+
+
+def _summarize(keys, values, lo, hi):
+    """Entries lo..hi-1: their distinct keys (points, sorted by kx then ky)
+    with aggregates, padded by two empty points, and the upper hull of the
+    column tops with the aggregates of its vertices, padded likewise."""
+    kx, ky = keys[lo:hi, 0], keys[lo:hi, 1]                         # [E] each
+    order = np.lexsort((ky, kx))                                    # [E]
+    sorted_kx, sorted_ky = kx[order], ky[order]
+    new_key = np.ones(len(order), dtype=bool)                       # [E]
+    new_key[1:] = (sorted_kx[1:] != sorted_kx[:-1]) | (sorted_ky[1:] != sorted_ky[:-1])
+    starts = np.flatnonzero(new_key)                                # [P] first entry of each point
+    n_points = len(starts)
+    padding = np.zeros(2)
+
+    def per_point(aggregate, column):                               # [E] -> [P + 2]
+        return np.append(aggregate.reduceat(column[order], starts).astype(np.float64), padding)
+
+    summary = {
+        "x": sorted_kx[starts], "y": sorted_ky[starts],            # [P] each
+        "count": per_point(np.add, np.ones(len(order))),
+        "sum_x": per_point(np.add, values[lo:hi, 0]),
+        "sum_y": per_point(np.add, values[lo:hi, 1]),
+        "last": per_point(np.maximum, np.arange(lo, hi)),
+    }
+    summary["last"][n_points:] = -1.0
+    new_column = np.ones(n_points, dtype=bool)                      # [P]
+    new_column[1:] = summary["x"][1:] != summary["x"][:-1]
+    summary["column_start"] = np.maximum.accumulate(np.where(new_column, np.arange(n_points), 0))
+    tops = np.append(np.flatnonzero(new_column)[1:], n_points) - 1  # [C] top point of each column
+    chain = _ListChain()
+    for point in tops.tolist():
+        chain.add(float(summary["x"][point]), float(summary["y"][point]), point)
+    vertex_point = np.array(chain.points, dtype=np.int64)           # [H]
+    summary["vertex_point"] = vertex_point
+    summary["neg_slopes"] = np.array(chain.neg_slopes, dtype=np.float64)   # [H - 1]
+    for name in ("x", "y"):
+        summary["vertex_" + name] = summary[name][vertex_point]    # [H]
+    for name in ("count", "sum_x", "sum_y", "last"):
+        summary["vertex_" + name] = np.append(summary[name][vertex_point], summary[name][-2:])
+    return summary
+
+
+def _first_true(predicate, lo, hi):
+    """Vectorised binary search: the smallest i in [lo, hi] with predicate(i),
+    for a predicate false then true on [lo, hi] and true at hi."""
+    while np.any(lo < hi):
+        mid = (lo + hi) // 2
+        ok = predicate(mid)
+        hi = np.where(ok, mid, hi)
+        lo = np.where(ok, lo, mid + 1)
+    return lo
+
+
+def _range_reduce(aggregate, array, first, last):
+    """aggregate.reduce(array[first[i] : last[i] + 1]) for every i, first <= last
+    < len(array) - 1: one reduceat over interleaved bounds, even results."""
+    bounds = np.stack([first, last + 1], axis=1).ravel()            # [2Q]
+    return aggregate.reduceat(array, bounds)[::2]                   # [Q]
+
+
+def _query_summary(summary, qx, qy):
+    """(best, count, sum_x, sum_y, last) [Q] each over a summary's keys, qy > 0."""
+    vertex_x, vertex_y = summary["vertex_x"], summary["vertex_y"]   # [H] each
+    point_x, point_y = summary["x"], summary["y"]                   # [P] each
+    h = len(vertex_x)
+    empty = len(point_x)                                            # the first padding point
+
+    def vertex_score(vertex):                                        # [Q] -> [Q]
+        return qx * vertex_x[vertex] + qy * vertex_y[vertex]
+
+    start = np.searchsorted(summary["neg_slopes"], qx / qy)         # [Q] the score stops rising
+    window = np.clip(start[:, None] + np.arange(-2, 3)[None, :], 0, h - 1)   # [Q, 5]
+    window_scores = qx[:, None] * vertex_x[window] + qy[:, None] * vertex_y[window]   # [Q, 5]
+    best = window_scores.max(axis=1)                                 # [Q]
+    peak = window[np.arange(len(qx)), np.argmax(window_scores, axis=1)]   # [Q]
+    first = _first_true(lambda v: vertex_score(v) >= best, np.zeros_like(peak), peak)
+    after = _first_true(lambda v: (v == h) | (vertex_score(np.minimum(v, h - 1)) < best),
+                        peak, np.full_like(peak, h))
+    last_vertex = after - 1                                          # tied vertices: first..last_vertex
+    ranges = [(summary["vertex_count"], summary["vertex_sum_x"], summary["vertex_sum_y"],
+               summary["vertex_last"], first, last_vertex)]
+    for end_vertex, counted in ((first, True), (last_vertex, last_vertex != first)):
+        top = summary["vertex_point"][end_vertex]                    # [Q] its column's top point
+        below = _first_true(lambda p: (p == top) | (qx * point_x[p] + qy * point_y[p] >= best),
+                            summary["column_start"][top], top)       # lowest tied key under it
+        some = counted & (below < top)
+        ranges.append((summary["count"], summary["sum_x"], summary["sum_y"], summary["last"],
+                       np.where(some, below, empty), np.where(some, top - 1, empty)))
+    count = np.zeros(len(qx))
+    sum_x = np.zeros(len(qx))
+    sum_y = np.zeros(len(qx))
+    last = np.full(len(qx), -1.0)
+    for counts, sums_x, sums_y, lasts, lo, hi in ranges:
+        count += _range_reduce(np.add, counts, lo, hi)
+        sum_x += _range_reduce(np.add, sums_x, lo, hi)
+        sum_y += _range_reduce(np.add, sums_y, lo, hi)
+        last = np.maximum(last, _range_reduce(np.maximum, lasts, lo, hi))
+    return best, count, sum_x, sum_y, last
+
+
+def _axis_answers(kx, values, qx, latest):
+    """Every position's answer for qy == 0: qx > 0 the entries with the
+    largest kx so far, qx < 0 the smallest, qx == 0 all; [T, 2]."""
+    n = len(kx)
+    positions = np.arange(n)                                         # [T]
+    answers = np.zeros((n, 2))                                       # [T, 2]
+    for direction, extreme in ((1.0, np.maximum), (-1.0, np.minimum), (0.0, None)):
+        if extreme is None:
+            selected = np.ones(n, dtype=bool)                        # [T] all entries
+            segment_start = np.zeros(n, dtype=np.int64)
+        else:
+            running = extreme.accumulate(kx)                         # [T] extreme kx so far
+            selected = kx == running                                 # [T] entries at the extreme
+            changes = np.ones(n, dtype=bool)
+            changes[1:] = running[1:] != running[:-1]
+            segment_start = np.maximum.accumulate(np.where(changes, positions, 0))   # [T]
+        last = np.maximum.accumulate(np.where(selected, positions, -1))          # [T]
+        if latest:
+            answer = values[last]                                                # [T, 2]
+        else:
+            before = np.concatenate([np.zeros((1, 3)), np.cumsum(
+                np.where(selected[:, None], np.column_stack([np.ones(n), values]), 0.0), axis=0)])
+            totals = before[positions + 1] - before[segment_start]               # [T, 3]
+            answer = totals[:, 1:] * (1.0 / totals[:, :1])                      # [T, 2]
+        rows = np.sign(qx) == direction
+        answers[rows] = answer[rows]
+    return answers
