@@ -177,9 +177,10 @@ class _ListChain:
 
 class _TreeChain:
     """The hull for points in any order: vertices linked by dicts, a SortedList
-    of vertex x to find a new point's place, a SortedList of edges
-    (neg slope, left x) to find a query's vertex. An insert removes the run
-    of vertices that the new point leaves strictly below the new edges."""
+    of vertex x to find a new point's place, a SortedList of the negated edge
+    slopes to find a query's vertex (edge e joins vertices e and e + 1: both
+    lists are in chain order). An insert removes the run of vertices that the
+    new point leaves strictly below the new edges."""
 
     def __init__(self, listed):
         xs = list(listed.xs)
@@ -188,8 +189,8 @@ class _TreeChain:
         self.right_of = dict(zip(xs, xs[1:]))        # vertex x -> next vertex x
         self.xs = SortedList(xs)
         self.xs._reset(_LOAD)
-        self.edges = SortedList(zip(listed.neg_slopes, xs))
-        self.edges._reset(_LOAD)
+        self.neg_slopes = SortedList(listed.neg_slopes)
+        self.neg_slopes._reset(_LOAD)
 
     def _neg_slope(self, left, right):
         return (self.y_of[left] - self.y_of[right]) / (right - left)
@@ -200,7 +201,8 @@ class _TreeChain:
         xs, y_of, left_of, right_of = self.xs, self.y_of, self.left_of, self.right_of
         i = xs.bisect_left(x)
         right = xs[i] if i < len(xs) else None
-        if right == x:                       # the top of the same column, lower: it goes
+        new_top = right == x                 # the old, lower top of this column goes
+        if new_top:
             if y <= y_of[x]:
                 return
             left = left_of.get(x)
@@ -229,33 +231,34 @@ class _TreeChain:
         if right is not None:
             path.append(right)
         for a, b in zip(path, path[1:]):
-            self.edges.remove((self._neg_slope(a, b), a))
+            self.neg_slopes.remove(self._neg_slope(a, b))
         for vertex in path:
             if vertex != left and vertex != right:
-                xs.remove(vertex)
+                if vertex != x:              # x stays in xs under its new top
+                    xs.remove(vertex)
                 del y_of[vertex]
                 left_of.pop(vertex, None)
                 right_of.pop(vertex, None)
-        xs.add(x)
+        if not new_top:
+            xs.add(x)
         y_of[x] = y
         if left is None:
             left_of.pop(x, None)
         else:
             left_of[x] = left
             right_of[left] = x
-            self.edges.add((self._neg_slope(left, x), left))
+            self.neg_slopes.add(self._neg_slope(left, x))
         if right is None:
             right_of.pop(x, None)
         else:
             right_of[x] = right
             left_of[right] = x
-            self.edges.add((self._neg_slope(x, right), x))
+            self.neg_slopes.add(self._neg_slope(x, right))
 
     def argmax(self, qx, qy):
         """For qy > 0: (best float score, x of every vertex reaching it)."""
         y_of = self.y_of
-        i = self.edges.bisect_left((qx / qy,))      # the score stops rising here
-        x = self.edges[i][1] if i < len(self.edges) else self.xs[-1]
+        x = self.xs[self.neg_slopes.bisect_left(qx / qy)]   # the score stops rising here
         score_x = qx * x
         score_y = qy * y_of[x]
         best = score_x + score_y
@@ -281,13 +284,12 @@ class _TreeChain:
     def _check(self, tops):
         xs = list(self.xs)
         self.xs._check()
-        self.edges._check()
+        self.neg_slopes._check()
         assert sorted(self.y_of) == xs
         assert self.right_of == dict(zip(xs, xs[1:])) and self.left_of == dict(zip(xs[1:], xs))
         ys = [self.y_of[x] for x in xs]
-        neg_slopes = [neg_slope for neg_slope, _ in self.edges]
+        neg_slopes = list(self.neg_slopes)      # sorted: equal to the chain's, so in chain order
         _check_chain(xs, ys, neg_slopes, tops)
-        assert list(self.edges) == list(zip(neg_slopes, xs))
 
 
 def _check_chain(xs, ys, neg_slopes, tops):
