@@ -5,11 +5,13 @@ Every test interleaves inserts and queries on both heads and asserts the same
 module docstring claims exactness: tiny integer ranges force exact ties,
 duplicates, collinear keys, equal kx, qy == 0 and qy < 0; the parabolic keys
 (2k, -k^2 + recency) are the machine's, up to k = 2^25 with queries scaled by
-HARD_K*sqrt(2). About 250,000 operations in all, a few seconds.
+HARD_K*sqrt(2). About 400,000 operations in all, 15-20 s. The last part
+checks causal_hard_attention (all positions at once) the same way.
 """
 import math
 import random
 
+import numpy as np
 import pytest
 
 import hull
@@ -213,10 +215,10 @@ def test_switch_from_increasing_to_any_order():
     rng = random.Random(3)
     for latest in (False, True):
         ops = []
-        for k in range(200):
+        for k in range(150):
             ops.append(("i", float(k), float(rng.randint(-50, 50)), float(k), 0.0))
             ops.append(("q", float(rng.randint(-9, 9)), float(rng.randint(-9, 9))))
-        ops += tiny_integer_ops(rng, 600, 30, query_range=9)
+        ops += tiny_integer_ops(rng, 400, 30, query_range=9)
         fast = run(ops, latest, check_every_insert=True)
         assert fast._columns is not None   # the tree path was taken
 
@@ -244,7 +246,7 @@ def nondecreasing_ops(rng, n_ops, column_size):
 @pytest.mark.parametrize("latest", [False, True])
 def test_list_path_columns_and_lower_hull(latest):
     rng = random.Random(21 + latest)
-    for _ in range(40):                                     # ~12,000 ops per mode
+    for _ in range(25):                                     # ~7,500 ops per mode
         fast = run(nondecreasing_ops(rng, 300, hull.LIST_COLUMN_LIMIT), latest,
                    check_every_insert=True)
         assert fast._columns is None                        # stayed on the list path
@@ -254,3 +256,77 @@ def test_list_path_columns_and_lower_hull(latest):
     ops += [("i", 1e3 + 1, 2.0, 1.0, 1.0), ("q", 0.0, 1.0), ("q", -1.0, -2.0), ("q", 1.0, 0.0)]
     fast = run(ops, latest, check_every_insert=True)
     assert fast._columns is not None                        # switched to the tree path
+
+
+# ---------------------------------------------------------------------------
+# causal_hard_attention: every position at once, against the sequential scan.
+
+def brute_all_positions(keys, values, queries, latest):
+    brute = BruteHead(latest)
+    answers = []
+    for key, value, query in zip(keys, values, queries):
+        brute.insert(*key, *value)
+        answers.append(brute.query(*query))
+    return answers
+
+
+def arrays_from_ops(ops):
+    """Each insert with the query that follows it ((0, 1) if none)."""
+    keys, values, queries = [], [], []
+    for op in ops:
+        if op[0] == "i":
+            keys.append(op[1:3])
+            values.append(op[3:5])
+            queries.append((0.0, 1.0))
+        elif keys:
+            queries[-1] = op[1:3]
+    return np.array(keys), np.array(values), np.array(queries)
+
+
+def check_offline(keys, values, queries, latest, block):
+    got = hull.causal_hard_attention(keys, values, queries, latest, block)
+    want = brute_all_positions(keys, values, queries, latest)
+    assert got.shape == (len(keys), 2)
+    for position, (row, expected) in enumerate(zip(got.tolist(), want)):
+        assert tuple(row) == expected, f"position {position}, query {queries[position]}"
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_causal_hard_attention_tiny_integers(latest):
+    rng = np.random.default_rng(8 + latest)
+    for _ in range(40):                                     # ~8,000 positions per mode
+        n = int(rng.integers(1, 400))
+        box = int(rng.choice([1, 2, 3, 10]))
+        keys = rng.integers(-box, box + 1, size=(n, 2)).astype(np.float64)
+        values = rng.integers(-8, 9, size=(n, 2)).astype(np.float64)
+        queries = rng.integers(-4, 5, size=(n, 2)).astype(np.float64)
+        check_offline(keys, values, queries, latest, block=int(rng.choice([1, 3, 16, 256])))
+    rng = random.Random(latest)
+    for _ in range(6):                                      # perpendicular queries, duplicates
+        check_offline(*arrays_from_ops(tiny_integer_ops(rng, 600, rng.choice((1, 3, 6)), 4)),
+                      latest, block=rng.choice((4, 32)))
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_causal_hard_attention_parabolic_keys(latest):
+    rng = random.Random(17 + latest)
+    for low_k, addresses, start_position, steps in PARABOLIC_CASES:
+        ops = parabolic_ops(rng, 1500, low_k, addresses, start_position, steps)
+        check_offline(*arrays_from_ops(ops), latest, block=rng.choice((8, 64, 256)))
+
+
+def test_causal_hard_attention_collinear_runs():
+    rng = random.Random(4)
+    steps = np.array([rng.randint(-50, 50) for _ in range(3000)], dtype=np.float64)
+    offsets = np.array([rng.choice((0, 0, 0, 1, -1)) for _ in range(3000)], dtype=np.float64)
+    keys = np.stack([3 * steps + offsets, -2 * steps], axis=1)          # on or next to a line
+    values = np.array([[rng.randint(0, 5), 1] for _ in range(3000)], dtype=np.float64)
+    queries = np.array([rng.choice(((2, 3), (-2, -3), (4, 6), (1, 1), (1, 0)))
+                        for _ in range(3000)], dtype=np.float64)         # perpendicular to it
+    for latest in (False, True):
+        check_offline(keys, values, queries, latest, block=64)
+
+
+def test_causal_hard_attention_empty():
+    nothing = np.zeros((0, 2))
+    assert hull.causal_hard_attention(nothing, nothing, nothing, latest=True).shape == (0, 2)
