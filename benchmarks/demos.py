@@ -23,12 +23,15 @@ PREFIX = 200_000  # tokens of the Sudoku run without --full
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("demos", nargs="*", default=DEMOS, choices=DEMOS + [[]], metavar="DEMO")
+    parser.add_argument("demos", nargs="*", metavar="DEMO", help="some of: " + " ".join(DEMOS))
     parser.add_argument("--full", action="store_true", help="run the Sudoku end to end")
     args = parser.parse_args()
+    unknown = sorted(set(args.demos) - set(DEMOS))
+    if unknown:
+        parser.error("unknown demos: " + " ".join(unknown))
     model = compile_weights.compile_machine()
     print(f"{'demo':10} {'prompt':>7} {'trace tokens':>13} {'run tokens':>11} {'seconds':>8} {'tokens/s':>9}  check")
-    for name in args.demos:
+    for name in args.demos or DEMOS:
         instructions, input_bytes = frontend.load_program_file(REPO / "examples" / (name + ".wasm"))
         expected = reference.run_reference(instructions, input_bytes)
         limit = len(expected) if (args.full or name != "sudoku") else PREFIX
