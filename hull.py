@@ -604,6 +604,11 @@ class BruteHead:
 # Offline: every position's answer at once (speculative verification).
 
 CAUSAL_BLOCK = 256          # positions per block: a [B, B] brute triangle each
+# Vertices scored around the one a query's slope points at: the float maximum
+# is within one vertex of it in the exact cases (the walk of HullHead).
+WINDOW_OFFSETS = np.arange(-2, 3)
+SHORT_RANGE = 4             # tied runs up to this length are summed by a gather
+PRUNE_PASSES = 8            # vectorised hull passes before the monotone chain finishes
 
 
 def causal_hard_attention(keys, values, queries, latest, block=CAUSAL_BLOCK):
@@ -732,17 +737,33 @@ def _summarize(keys, values, lo, hi):
     new_column[1:] = summary["x"][1:] != summary["x"][:-1]
     summary["column_start"] = np.maximum.accumulate(np.where(new_column, np.arange(n_points), 0))
     tops = np.append(np.flatnonzero(new_column)[1:], n_points) - 1  # [C] top point of each column
-    chain = _ListChain()
-    for point in tops.tolist():
-        chain.add(float(summary["x"][point]), float(summary["y"][point]), point)
-    vertex_point = np.array(chain.points, dtype=np.int64)           # [H]
-    summary["vertex_point"] = vertex_point
-    summary["neg_slopes"] = np.array(chain.neg_slopes, dtype=np.float64)   # [H - 1]
+    vertex_point, summary["neg_slopes"] = _upper_hull(summary["x"], summary["y"], tops)
+    summary["vertex_point"] = vertex_point                          # [H]
     for name in ("x", "y"):
         summary["vertex_" + name] = summary[name][vertex_point]    # [H]
     for name in ("count", "sum_x", "sum_y", "last"):
         summary["vertex_" + name] = np.append(summary[name][vertex_point], summary[name][-2:])
     return summary
+
+
+def _upper_hull(x, y, candidates):
+    """Vertices (indices, x increasing) and neg slopes of the upper hull of
+    the candidate points (x strictly increasing), collinear points kept (in
+    exact arithmetic the chain _ListChain builds). Each pass drops every point strictly below the
+    edge joining its neighbours (such a point is inside the hull); a chain
+    without one is concave. Rarely needed: the monotone chain finishes."""
+    for _ in range(PRUNE_PASSES):
+        neg_slopes = ((y[candidates[:-1]] - y[candidates[1:]])
+                      / (x[candidates[1:]] - x[candidates[:-1]]))   # [C - 1]
+        below = np.zeros(len(candidates), dtype=bool)               # [C]
+        below[1:-1] = neg_slopes[:-1] > neg_slopes[1:]
+        if not below.any():
+            return candidates, neg_slopes
+        candidates = candidates[~below]
+    chain = _ListChain()
+    for point in candidates.tolist():
+        chain.add(float(x[point]), float(y[point]), point)
+    return np.array(chain.points, dtype=np.int64), np.array(chain.neg_slopes, dtype=np.float64)
 
 
 def _first_true(predicate, lo, hi):
@@ -756,11 +777,19 @@ def _first_true(predicate, lo, hi):
     return lo
 
 
-def _range_reduce(aggregate, array, first, last):
-    """aggregate.reduce(array[first[i] : last[i] + 1]) for every i, first <= last
-    < len(array) - 1: one reduceat over interleaved bounds, even results."""
-    bounds = np.stack([first, last + 1], axis=1).ravel()            # [2Q]
-    return aggregate.reduceat(array, bounds)[::2]                   # [Q]
+def _range_reduce(aggregate, identity, array, first, last):
+    """aggregate.reduce(array[first[i] : last[i] + 1]) for every i, for
+    first <= last < len(array) - 1: short ranges by a masked gather, longer
+    ones by reduceat over interleaved bounds (its even results)."""
+    offsets = np.arange(SHORT_RANGE)                                # [S]
+    inside = offsets[None, :] <= (last - first)[:, None]            # [Q, S]
+    gathered = array[np.minimum(first[:, None] + offsets[None, :], len(array) - 1)]   # [Q, S]
+    result = aggregate.reduce(np.where(inside, gathered, identity), axis=1)   # [Q]
+    long = np.flatnonzero(last - first >= SHORT_RANGE)
+    if len(long):
+        bounds = np.stack([first[long], last[long] + 1], axis=1).ravel()      # [2L]
+        result[long] = aggregate.reduceat(array, bounds)[::2]
+    return result
 
 
 def _query_summary(summary, qx, qy):
@@ -768,38 +797,55 @@ def _query_summary(summary, qx, qy):
     vertex_x, vertex_y = summary["vertex_x"], summary["vertex_y"]   # [H] each
     point_x, point_y = summary["x"], summary["y"]                   # [P] each
     h = len(vertex_x)
-    empty = len(point_x)                                            # the first padding point
-
-    def vertex_score(vertex):                                        # [Q] -> [Q]
-        return qx * vertex_x[vertex] + qy * vertex_y[vertex]
-
+    queries = np.arange(len(qx))                                     # [Q]
     start = np.searchsorted(summary["neg_slopes"], qx / qy)         # [Q] the score stops rising
-    window = np.clip(start[:, None] + np.arange(-2, 3)[None, :], 0, h - 1)   # [Q, 5]
-    window_scores = qx[:, None] * vertex_x[window] + qy[:, None] * vertex_y[window]   # [Q, 5]
+    window = np.clip(start[:, None] + WINDOW_OFFSETS[None, :], 0, h - 1)   # [Q, W]
+    window_scores = qx[:, None] * vertex_x[window] + qy[:, None] * vertex_y[window]   # [Q, W]
     best = window_scores.max(axis=1)                                 # [Q]
-    peak = window[np.arange(len(qx)), np.argmax(window_scores, axis=1)]   # [Q]
-    first = _first_true(lambda v: vertex_score(v) >= best, np.zeros_like(peak), peak)
-    after = _first_true(lambda v: (v == h) | (vertex_score(np.minimum(v, h - 1)) < best),
-                        peak, np.full_like(peak, h))
-    last_vertex = after - 1                                          # tied vertices: first..last_vertex
+    tied = window_scores == best[:, None]                            # [Q, W]
+    first = window[queries, np.argmax(tied, axis=1)]                 # [Q] tied vertices first..
+    last_vertex = window[queries, len(WINDOW_OFFSETS) - 1 - np.argmax(tied[:, ::-1], axis=1)]
+    # a run of tied vertices (collinear keys) can go on past the window
+    more = np.flatnonzero(tied[:, 0] & (window[:, 0] > 0))
+    if len(more):
+        first[more] = _first_true(
+            lambda v: qx[more] * vertex_x[v] + qy[more] * vertex_y[v] >= best[more],
+            np.zeros(len(more), dtype=np.int64), first[more])
+    more = np.flatnonzero(tied[:, -1] & (window[:, -1] < h - 1))
+    if len(more):
+        last_vertex[more] = _first_true(
+            lambda v: (v == h) | (qx[more] * vertex_x[np.minimum(v, h - 1)]
+                                  + qy[more] * vertex_y[np.minimum(v, h - 1)] < best[more]),
+            last_vertex[more], np.full(len(more), h)) - 1
     ranges = [(summary["vertex_count"], summary["vertex_sum_x"], summary["vertex_sum_y"],
                summary["vertex_last"], first, last_vertex)]
+    # keys under the two end vertices of the run, in their columns, tying in float
+    empty = len(point_x)                                             # the first padding point
     for end_vertex, counted in ((first, True), (last_vertex, last_vertex != first)):
-        top = summary["vertex_point"][end_vertex]                    # [Q] its column's top point
-        below = _first_true(lambda p: (p == top) | (qx * point_x[p] + qy * point_y[p] >= best),
-                            summary["column_start"][top], top)       # lowest tied key under it
-        some = counted & (below < top)
+        top = summary["vertex_point"][end_vertex]                    # [Q] the column's top point
+        bottom = summary["column_start"][top]                        # [Q] its lowest point
+        member_first = np.full(len(qx), empty)
+        member_last = np.full(len(qx), empty)
+        more = np.flatnonzero(counted & (bottom < top))
+        if len(more) == 0:
+            continue
+        below = _first_true(
+            lambda p: (p == top[more]) | (qx[more] * point_x[p] + qy[more] * point_y[p] >= best[more]),
+            bottom[more], top[more])                                 # lowest key scoring the best
+        some = more[below < top[more]]
+        member_first[some] = below[below < top[more]]
+        member_last[some] = top[some] - 1
         ranges.append((summary["count"], summary["sum_x"], summary["sum_y"], summary["last"],
-                       np.where(some, below, empty), np.where(some, top - 1, empty)))
+                       member_first, member_last))
     count = np.zeros(len(qx))
     sum_x = np.zeros(len(qx))
     sum_y = np.zeros(len(qx))
     last = np.full(len(qx), -1.0)
     for counts, sums_x, sums_y, lasts, lo, hi in ranges:
-        count += _range_reduce(np.add, counts, lo, hi)
-        sum_x += _range_reduce(np.add, sums_x, lo, hi)
-        sum_y += _range_reduce(np.add, sums_y, lo, hi)
-        last = np.maximum(last, _range_reduce(np.maximum, lasts, lo, hi))
+        count += _range_reduce(np.add, 0.0, counts, lo, hi)
+        sum_x += _range_reduce(np.add, 0.0, sums_x, lo, hi)
+        sum_y += _range_reduce(np.add, 0.0, sums_y, lo, hi)
+        last = np.maximum(last, _range_reduce(np.maximum, -1.0, lasts, lo, hi))
     return best, count, sum_x, sum_y, last
 
 

@@ -292,9 +292,11 @@ def check_offline(keys, values, queries, latest, block):
 
 
 @pytest.mark.parametrize("latest", [False, True])
-def test_causal_hard_attention_tiny_integers(latest):
+@pytest.mark.parametrize("prune_passes", [1, hull.PRUNE_PASSES])
+def test_causal_hard_attention_tiny_integers(latest, prune_passes, monkeypatch):
+    monkeypatch.setattr(hull, "PRUNE_PASSES", prune_passes)   # 1: the monotone chain finishes
     rng = np.random.default_rng(8 + latest)
-    for _ in range(40):                                     # ~8,000 positions per mode
+    for _ in range(20):                                     # ~4,000 positions per case
         n = int(rng.integers(1, 400))
         box = int(rng.choice([1, 2, 3, 10]))
         keys = rng.integers(-box, box + 1, size=(n, 2)).astype(np.float64)
