@@ -14,7 +14,9 @@ largest score s = qx*kx + qy*ky, exactly as SPEC section 9 defines it:
   value of the tied entry inserted last; an empty head returns (0, 0).
 
 `BruteHead` is that definition as an O(n) NumPy scan; `HullHead` gives the
-same answers from convex hulls.
+same answers from convex hulls. `causal_hard_attention(keys, values,
+queries, latest)` answers every position of a whole sequence at once
+(insert keys[0..p], then query queries[p]), vectorised with NumPy.
 
 How (point hulls)
 -----------------
@@ -41,7 +43,7 @@ Two paths:
   step of Andrew's algorithm), all in compact arrays (`_ListChain`); columns
   are runs of consecutive points;
 * tree path, for good after the first key that breaks those conditions:
-  vertices linked by dicts, SortedLists of vertex x and of edges
+  vertices linked by dicts, SortedLists of vertex x and of edge slopes
   (`_TreeChain`); an insert removes the run of vertices the new key leaves
   strictly below on either side. Columns are dicts ky -> point.
 The lower hull is built at the first qy < 0 query (the machine never asks).
@@ -82,7 +84,8 @@ they can differ in the last bits. Keys and queries must be finite and
 products must not overflow or underflow.
 
 Status: stress-tested against BruteHead (tests/test_hull.py), with `_check()`
-after each insert in part of the run. Speed: benchmarks/hull_scaling.py.
+after each insert in part of the run; causal_hard_attention against the
+sequential BruteHead. Speed: benchmarks/hull_scaling.py.
 """
 from array import array
 from bisect import bisect_left, insort
