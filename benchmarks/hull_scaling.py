@@ -1,0 +1,130 @@
+"""Insert+query steps per second of HullHead and BruteHead, t = 10^3 .. 10^6.
+
+One step = insert(key, value) then query(q), as the forward pass does for
+each head at each position. Three key families:
+
+* parabolic, increasing k: the machine's position lookups, key
+  (2p, -p^2 + 0.3*inv_log_pos(p)) at position p, query c*(k*, 1) for a random
+  earlier position k*, c = HARD_K*sqrt(2) (the list path of the hull);
+* parabolic, any order: memory-style lookups, k a random address in [0, t)
+  (repeats included), same recency term and queries (the SortedList path);
+* random keys: uniform in [-1, 1]^2, random query directions.
+
+For each t it prints the hull's steps per second over a whole run of t steps,
+the hull's and the brute scan's cost per step at size t (the mean over the
+last steps of a run, the brute scan being filled without queries first), and
+their ratio; then the positions per second of causal_hard_attention (all
+positions of a sequence at once) on the same keys. Targets: hull >= 150,000
+steps/s on parabolic keys; per-step cost at 10^6 <= 1.5x that at 10^3; hull
+>= 100x faster than brute at 10^5.
+
+    python benchmarks/hull_scaling.py [MAX_T]
+"""
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from hull import BruteHead, HullHead, causal_hard_attention  # noqa: E402
+
+QUERY_SCALE = 1.4142135623730951e10   # HARD_K * sqrt(2), as the compiled query rows
+INV_LN2 = 1.0 / np.log(2.0)
+SIZES = (10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6)
+HULL_WINDOW = 10 ** 4                 # steps timed at the end of a run for "cost at t"
+BRUTE_WINDOW = {10 ** 3: 1000, 10 ** 4: 1000, 10 ** 5: 200, 10 ** 6: 40}
+
+
+def parabolic_steps(t, increasing, rng):
+    """Keys (2k, -k^2 + 0.3*inv_log_pos(p)), values, queries c*(k*, 1): Python floats."""
+    positions = np.arange(t)                                        # [t]
+    if increasing:
+        ks = positions.astype(np.float64)                           # [t]
+    else:
+        ks = rng.integers(0, t, size=t).astype(np.float64)         # [t]
+    recency = 0.3 * (INV_LN2 - 1.0 / np.log(positions + 2.0))     # [t]
+    earlier = (rng.random(t) * (positions + 1)).astype(np.int64)   # [t], in [0, p]
+    targets = ks[earlier]                                           # [t] a key written before
+    return list(zip((2.0 * ks).tolist(), (-ks * ks + recency).tolist(),
+                    positions.astype(np.float64).tolist(), np.ones(t).tolist(),
+                    (QUERY_SCALE * targets).tolist(), np.full(t, QUERY_SCALE).tolist()))
+
+
+def random_steps(t, rng):
+    keys = rng.uniform(-1.0, 1.0, size=(t, 2))                      # [t, 2]
+    values = rng.uniform(-1.0, 1.0, size=(t, 2))                    # [t, 2]
+    queries = rng.normal(size=(t, 2))                               # [t, 2]
+    return list(zip(*keys.T.tolist(), *values.T.tolist(), *queries.T.tolist()))
+
+
+def run(head, steps):
+    """Seconds for all steps and for the last HULL_WINDOW of them."""
+    insert = head.insert
+    query = head.query
+    window_start = max(len(steps) - HULL_WINDOW, 0)
+    start = time.perf_counter()
+    for kx, ky, vx, vy, qx, qy in steps[:window_start]:
+        insert(kx, ky, vx, vy)
+        query(qx, qy)
+    middle = time.perf_counter()
+    for kx, ky, vx, vy, qx, qy in steps[window_start:]:
+        insert(kx, ky, vx, vy)
+        query(qx, qy)
+    end = time.perf_counter()
+    return end - start, (end - middle) / (len(steps) - window_start)
+
+
+def brute_cost_at(steps, window):
+    """Seconds per step of BruteHead once it holds len(steps) - window keys."""
+    head = BruteHead(latest=True)
+    for kx, ky, vx, vy, _, _ in steps[:-window]:
+        head.insert(kx, ky, vx, vy)
+    start = time.perf_counter()
+    for kx, ky, vx, vy, qx, qy in steps[-window:]:
+        head.insert(kx, ky, vx, vy)
+        head.query(qx, qy)
+    return (time.perf_counter() - start) / window
+
+
+def main():
+    max_t = int(float(sys.argv[1])) if len(sys.argv) > 1 else SIZES[-1]
+    rng = np.random.default_rng(2026)
+    families = {
+        "parabolic, increasing k": lambda t: parabolic_steps(t, True, rng),
+        "parabolic, any order": lambda t: parabolic_steps(t, False, rng),
+        "random keys": lambda t: random_steps(t, rng),
+    }
+    print("%-24s %9s %13s %13s %14s %11s" % ("keys", "t", "hull steps/s", "hull us/step",
+                                             "brute us/step", "brute/hull"))
+    print("%-24s %9s %13s %13s %14s %11s" % ("", "", "(whole run)", "(at t)", "(at t)", "(at t)"))
+    summary = {}
+    for name, make_steps in families.items():
+        for t in [size for size in SIZES if size <= max_t]:
+            steps = make_steps(t)
+            repeats = 3 if t <= 10 ** 5 else 1           # best of: the machine is shared
+            timings = [run(HullHead(latest=True), steps) for _ in range(repeats)]
+            total = min(total for total, _ in timings)
+            hull_cost = min(cost for _, cost in timings)
+            brute_cost = brute_cost_at(steps, min(BRUTE_WINDOW[t], t))
+            summary[name, t] = (t / total, hull_cost, brute_cost)
+            print("%-24s %9d %13.0f %13.2f %14.2f %11.0f" % (name, t, t / total, 1e6 * hull_cost,
+                                                              1e6 * brute_cost, brute_cost / hull_cost))
+    print()
+    print("%-24s %9s %13s" % ("causal_hard_attention", "t", "positions/s"))
+    for name, make_steps in families.items():
+        for t in [size for size in SIZES if size <= max_t]:
+            steps = np.array(make_steps(t))                  # [t, 6]
+            start = time.perf_counter()
+            causal_hard_attention(steps[:, 0:2], steps[:, 2:4], steps[:, 4:6], latest=True)
+            print("%-24s %9d %13.0f" % (name, t, t / (time.perf_counter() - start)))
+    print()
+    for name in families:
+        sizes = [t for t in SIZES if (name, t) in summary]
+        first, last = sizes[0], sizes[-1]
+        growth = summary[name, last][1] / summary[name, first][1]
+        print("%-24s cost per step at t=%d / at t=%d: %.2f" % (name, last, first, growth))
+
+
+if __name__ == "__main__":
+    main()
