@@ -1,0 +1,631 @@
+"""speculative.py: check a whole draft trace with the transformer in a few big steps.
+
+Greedy decoding has an exact shortcut. Given a draft of the trace (the
+reference interpreter drafts millions of tokens per second), run every layer
+over all positions at once (teacher forcing) and compare the argmax at each
+position with the next draft token. If every position agrees, the draft IS the
+transformer's greedy output (by induction on positions: position p only sees
+tokens 0..p, all of which the transformer itself would have produced). At the
+first disagreement the transformer's own token is taken and decoding goes on
+one token at a time. Every token is still decided by the transformer.
+
+The batched forward pass (SPEC 7.1) runs in chunks of positions through all
+layers; between chunks each attention head carries a compact summary of the
+earlier positions instead of the residual stream, so memory stays bounded.
+Causal hard attention (SPEC 9) for all positions of a chunk is answered per
+head by one of four exact algorithms, picked by checking the keys at run time:
+
+  PositionHead    latest-write head whose keys are the positions themselves,
+                  (2p, -p^2 + d): the best key for a query is one of the two
+                  positions next to qx/qy, found by rounding; O(1) per query.
+  ColumnHead      latest-write head with parabolic keys (2k, -k^2 + d) on
+                  integer k, or cleared keys (ky < -1e20): the best key is the
+                  latest write of one of the two columns k next to qx/qy that
+                  exist at that time; O(log n) per query (searchsorted, and a
+                  sparse table of the columns' first writes inside a chunk).
+  CumulativeHead  average head whose keys at positions >= 1 are all (0, c):
+                  the running mean, a sequential cumsum; O(1) per query.
+  GeneralHead     anything else: SPEC 9 by brute force against every earlier
+                  key, O(T) per query (small models and tests).
+
+Why the shortcuts are exact (d = ky + k^2 is the recency term, 0 <= d <= 0.45):
+with qy > 0 the score is qy * (k*^2 - (k* - k)^2 + d) for k* = qx/qy, so a
+column one step further from k* than the nearest column on its side scores at
+least qy * (2*dist + 1 - 0.45) >= 0.55*qy lower in exact arithmetic, while the
+float rounding of two scores is below 2 * 2^-53 * (2|k*||kx| + qy|ky|) <=
+0.25*qy for |k|, |k*| <= 2^24 (KEY_LIMIT). So only the two neighbouring
+columns can reach the float maximum; their scores are computed exactly as SPEC
+9 says (two products, one sum) and compared, ties going to the later write.
+Inside a column the latest write has the largest ky (checked: ky never
+decreases within a column), hence the largest score, and it is the latest of
+any entries it ties with. Cleared keys score below the position-0 entry (key
+(0, 0), score 0) and never win. Every one of these conditions is checked on
+the actual keys and queries; if one fails, the head is a GeneralHead (first
+chunk) or the run raises NotVerifiable (later chunks), and the caller decodes
+sequentially instead.
+
+Costs per position (T = trace length): the matrix products of wasmtf.step
+(prepared, restricted to active heads and live neurons) as [C, D] products,
+O(1) amortized per position and head for Position/Cumulative heads and
+O(log n) for ColumnHead (n = distinct keys); logits only on the 14 residual
+slots the output head reads. Memory: PositionHeads keep 3 floats per position
+(ky, vx, vy), other heads one record per distinct key; a chunk of C positions
+needs a few [C, 2F] arrays (C = 16,384: ~100 MB). Measured:
+benchmarks/verify_speed.py.
+
+Entry points: verify(model, prompt, draft), generate_speculative(model, prompt,
+draft), run_speculative(model, instructions, input_bytes),
+causal_hard_attention(q, k, v, latest).
+"""
+import math
+
+import numpy as np
+
+import reference
+import wasmtf
+
+CHUNK = 16_384           # positions per batched step: big enough to amortise NumPy's
+                         # per-call cost, small enough for [CHUNK, 2F] temporaries
+LOGIT_BLOCK = 4_096      # rows per logits product ([block, V] floats at a time)
+KEY_LIMIT = 2.0 ** 24    # |k| bound of the exactness argument (see the header)
+QUERY_LIMIT = 2.0 ** 40  # |qx/qy| bound: cleared keys (ky < -1e20) still score below 0
+RECENCY_LIMIT = 0.45     # d = ky + k^2 must lie in [0, RECENCY_LIMIT] (0.3/ln 2 = 0.433)
+CLEARED = -1e20          # keys with ky + k^2 below this are cleared (about -1e30 in the machine)
+GENERAL_BLOCK = 256      # query rows per brute-force block of a GeneralHead
+BIG_SLOT = 2.0 ** 50     # residual values this large are rounding-bias sums (see linear)
+ONE_SLOT = 3             # residual slot 3 holds `one` (SPEC 7.1)
+
+
+class NotVerifiable(ValueError):
+    """The keys stopped having the structure a fast head relies on (after its first chunk)."""
+
+
+# ---------------------------------------------------------------------------
+# 1. Attention heads over chunks: attend(q, k, v, start) answers the queries of
+#    positions start..start+C-1 against every earlier key and the chunk's own
+#    keys (causal, self included) WITHOUT changing the head; commit() then
+#    makes the chunk part of the head's past. A rejected chunk is just not
+#    committed.
+# ---------------------------------------------------------------------------
+
+class GrowingArrays:
+    """Named float columns indexed by position, grown by doubling (amortized O(1))."""
+
+    def __init__(self, names, capacity=1024):
+        self.columns = {name: np.zeros(capacity) for name in names}
+
+    def write(self, start, **values):
+        end = start + len(next(iter(values.values())))
+        capacity = len(next(iter(self.columns.values())))
+        if end > capacity:
+            capacity = max(end, 2 * capacity)
+            for name, old in self.columns.items():
+                grown = np.zeros(capacity)
+                grown[:len(old)] = old
+                self.columns[name] = grown
+        for name, value in values.items():
+            self.columns[name][start:end] = value
+
+    def __getitem__(self, name):
+        return self.columns[name]
+
+
+def positions_of(start, count):
+    return np.arange(start, start + count, dtype=np.int64)  # [C]
+
+
+def first_row_answer(start, q, v, out):
+    """Position 0 sees only its own entry: every query returns that entry's value.
+    Returns a mask of the rows still to answer (all rows but position 0)."""
+    rows = np.ones(len(q), dtype=bool)
+    if start == 0:
+        out[0] = v[0]
+        rows[0] = False
+    return rows
+
+
+def neighbour_ratio(q, rows):
+    """k* = qx/qy of the rows to answer; NotVerifiable unless qy > 0 and |k*| <= QUERY_LIMIT."""
+    qx, qy = q[rows, 0], q[rows, 1]
+    if not (qy > 0).all():
+        raise NotVerifiable("a query with qy <= 0 after position 0")
+    k_star = qx / qy                                              # [R]
+    if not (np.abs(k_star) <= QUERY_LIMIT).all():
+        raise NotVerifiable("a query beyond the key range")
+    return k_star
+
+
+class PositionHead:
+    """Latest-write head whose key at position p is (2p, -p^2 + d), 0 <= d <= 0.45."""
+
+    kind = "position"
+
+    def __init__(self):
+        self.store = GrowingArrays(("ky", "vx", "vy"))
+
+    @staticmethod
+    def fits(k, start):
+        p = positions_of(start, len(k)).astype(np.float64)        # [C]
+        d = k[:, 1] + p * p                                       # [C]
+        return bool((k[:, 0] == 2 * p).all() and (d >= 0).all() and (d <= RECENCY_LIMIT).all()
+                    and start + len(k) <= KEY_LIMIT)
+
+    def attend(self, q, k, v, start):
+        if not self.fits(k, start):
+            raise NotVerifiable("position keys stopped being (2p, -p^2 + d)")
+        # later positions of the store are never read (causal), so the chunk can go in now
+        self.store.write(start, ky=k[:, 1], vx=v[:, 0], vy=v[:, 1])
+        out = np.zeros_like(v)                                    # [C, 2]
+        rows = first_row_answer(start, q, v, out)
+        k_star = neighbour_ratio(q, rows)                         # [R]
+        now = positions_of(start, len(q))[rows]                   # [R]
+        below = np.clip(np.floor(k_star), 0, now).astype(np.int64)  # [R] nearest position <= k*
+        above = np.clip(np.ceil(k_star), 0, now).astype(np.int64)   # [R] nearest position >= k*
+        qx, qy = q[rows, 0], q[rows, 1]
+        ky = self.store["ky"]
+        score_below = qx * (2.0 * below) + qy * ky[below]         # [R] two products, one sum
+        score_above = qx * (2.0 * above) + qy * ky[above]         # [R]
+        best = np.where(score_above >= score_below, above, below)  # ties: the later position
+        out[rows, 0] = self.store["vx"][best]
+        out[rows, 1] = self.store["vy"][best]
+        return out
+
+    def commit(self):
+        pass
+
+
+class ColumnHead:
+    """Latest-write head with parabolic keys (2k, -k^2 + d) on integer k, or cleared keys.
+
+    The past is one record per column (distinct k), sorted by k: the latest
+    write's position, ky and value. Inside a chunk, the chunk's writes sorted
+    by (k, position) give a column's latest write up to any position, and a
+    sparse table of each column's first write in the chunk gives the nearest
+    column that exists at a given position."""
+
+    kind = "column"
+    FIELDS = ("key", "pos", "ky", "vx", "vy")
+
+    def __init__(self):
+        self.past = {name: np.zeros(0) for name in self.FIELDS}
+        self.past["pos"] = np.zeros(0, dtype=np.int64)
+        self.pending = None
+
+    @staticmethod
+    def split(k):
+        """(key k, mask of real writes); NotVerifiable unless every key is parabolic or cleared."""
+        key = k[:, 0] * 0.5                                        # [C] exact
+        d = k[:, 1] + key * key                                    # [C]
+        real = (d >= 0) & (d <= RECENCY_LIMIT)                     # [C]
+        cleared = d < CLEARED
+        if not ((real | cleared).all() and (key == np.floor(key)).all()
+                and (np.abs(key) <= KEY_LIMIT).all()):
+            raise NotVerifiable("keys are not (2k, -k^2 + d) on integer k, nor cleared")
+        return key, real
+
+    def attend(self, q, k, v, start):
+        C = len(q)
+        key, real = self.split(k)
+        # the chunk's real writes sorted by (key, position): column groups in key order
+        writes = np.flatnonzero(real)                              # [W] chunk rows
+        writes = writes[np.argsort(key[writes], kind="stable")]    # [W]
+        w_key = key[writes]                                        # [W]
+        first = np.ones(len(writes), dtype=bool)                   # [W] first write of its column
+        first[1:] = w_key[1:] != w_key[:-1]
+        group = np.cumsum(first) - 1                               # [W] column index in the chunk
+        if (np.diff(k[writes, 1])[~first[1:]] < 0).any():
+            raise NotVerifiable("ky decreased within a column")
+        c_key = w_key[first]                                       # [U] the chunk's columns, sorted
+        c_birth = writes[first]                                    # [U] chunk row of the first write
+        past_at = np.searchsorted(self.past["key"], c_key)         # [U]
+        in_past = past_at < len(self.past["key"])
+        in_past[in_past] = self.past["key"][past_at[in_past]] == c_key[in_past]
+        if (k[c_birth[in_past], 1] < self.past["ky"][past_at[in_past]]).any():
+            raise NotVerifiable("ky decreased within a column")
+        order = group * C + writes                                 # [W] sorted: (column, row)
+        last = np.append(first[1:], len(writes) > 0)[:len(writes)]  # [W] last write of its column
+        self.pending = {"key": c_key, "pos": start + writes[last], "ky": k[writes[last], 1],
+                        "vx": v[writes[last], 0], "vy": v[writes[last], 1]}
+
+        out = np.zeros_like(v)                                     # [C, 2]
+        rows = first_row_answer(start, q, v, out)
+        k_star = neighbour_ratio(q, rows)                          # [R]
+        now = np.flatnonzero(rows)                                 # [R] chunk rows of the queries
+        qx, qy = q[rows, 0], q[rows, 1]
+        best_score = np.full(len(now), -np.inf)                    # [R]
+        best_pos = np.full(len(now), -1, dtype=np.int64)           # [R]
+        best_value = np.zeros((len(now), 2))                       # [R, 2]
+
+        def consider(found, column_key, pos, ky, value):
+            """Merge candidates (mask `found`) into the best so far: higher score, or equal and later."""
+            score = qx[found] * (2.0 * column_key) + qy[found] * ky     # two products, one sum
+            better = (score > best_score[found]) | ((score == best_score[found]) & (pos > best_pos[found]))
+            chosen = np.flatnonzero(found)[better]
+            best_score[chosen], best_pos[chosen] = score[better], pos[better]
+            best_value[chosen] = value[better]
+
+        # the columns of the past: the neighbours of k* on both sides
+        past_right = np.searchsorted(self.past["key"], k_star)     # [R] first key >= k*
+        chunk_left, chunk_right = self._chunk_neighbours(c_key, c_birth, k_star, now)
+        for past_index, chunk_column in ((past_right - 1, chunk_left), (past_right, chunk_right)):
+            found = (past_index >= 0) & (past_index < len(self.past["key"]))
+            at = past_index[found]
+            # a column the chunk also has (by this row) is answered from the chunk below
+            consider(found, self.past["key"][at], self.past["pos"][at], self.past["ky"][at],
+                     np.stack([self.past["vx"][at], self.past["vy"][at]], axis=1))
+            found = chunk_column >= 0
+            column = chunk_column[found]
+            # the column's latest write at or before the query row
+            at = np.searchsorted(order, column * C + now[found], side="right") - 1
+            row = writes[at]
+            consider(found, c_key[column], start + row, k[row, 1], v[row])
+        out[rows] = best_value
+        return out
+
+    @staticmethod
+    def _chunk_neighbours(c_key, c_birth, k_star, now):
+        """For each query: the chunk column with the largest key < k* and the one with the
+        smallest key >= k* among columns first written at or before the query row (-1: none).
+        Jumps over blocks of columns all born later, largest blocks first (sparse table)."""
+        U = len(c_key)
+        left = np.searchsorted(c_key, k_star) - 1                 # [R] largest key < k*
+        right = left + 1                                          # [R] smallest key >= k*
+        births = [c_birth]                                        # births[j][m] = min of c_birth[m:m+2^j]
+        while 2 ** len(births) <= U:
+            half = 2 ** (len(births) - 1)
+            births.append(np.minimum(births[-1][:-half], births[-1][half:]))
+        for j in range(len(births) - 1, -1, -1):
+            size = 2 ** j
+            table = births[j]
+            can = left - size + 1 >= 0
+            jump = np.zeros(len(left), dtype=bool)
+            jump[can] = table[left[can] - size + 1] > now[can]
+            left[jump] -= size
+            can = right + size <= U
+            jump = np.zeros(len(right), dtype=bool)
+            jump[can] = table[right[can]] > now[can]
+            right[jump] += size
+        valid_left = left >= 0
+        valid_left[valid_left] = c_birth[left[valid_left]] <= now[valid_left]
+        valid_right = right < U
+        valid_right[valid_right] = c_birth[right[valid_right]] <= now[valid_right]
+        return np.where(valid_left, left, -1), np.where(valid_right, right, -1)
+
+    def commit(self):
+        new, past = self.pending, self.past
+        keep = ~np.isin(past["key"], new["key"])                   # replaced columns drop out
+        merged = {name: np.concatenate([past[name][keep], new[name]]) for name in self.FIELDS}
+        order = np.argsort(merged["key"], kind="stable")
+        self.past = {name: merged[name][order] for name in self.FIELDS}
+        self.pending = None
+
+
+class CumulativeHead:
+    """Average head: key (0, 0) at position 0 and one key (0, c), c > 0, at every later
+    position, queries (0, qy > 0): positions 1..p tie, the answer is their running mean,
+    summed sequentially as the hull cache does (sum * (1/count))."""
+
+    kind = "cumulative"
+
+    def __init__(self):
+        self.key = None             # the shared key (0, c)
+        self.sum = np.zeros(2)      # sum of the values of positions 1..committed
+        self.pending = None
+
+    def attend(self, q, k, v, start):
+        out = np.zeros_like(v)                                    # [C, 2]
+        rows = first_row_answer(start, q, v, out)
+        if start == 0 and (k[0] != 0).any():
+            raise NotVerifiable("the position-0 key of an average head is not (0, 0)")
+        if not rows.any():
+            self.pending = self.sum
+            return out
+        if self.key is None:
+            self.key = k[rows][0].copy()
+        if not (self.key[0] == 0 and self.key[1] > 0 and (k[rows] == self.key).all()
+                and (q[rows, 0] == 0).all() and (q[rows, 1] * self.key[1] > 0).all()):
+            raise NotVerifiable("average head keys or queries are not the cumulative pattern")
+        values = np.concatenate([self.sum[None], v[rows]])        # [R+1, 2] the carry first
+        sums = np.cumsum(values, axis=0)[1:]                      # [R, 2] sequential, as inserted
+        count = positions_of(start, len(q))[rows]                 # [R] positions 1..p tie
+        out[rows] = sums * (1.0 / count)[:, None]
+        self.pending = sums[-1]
+        return out
+
+    def commit(self):
+        self.sum = self.pending
+
+
+class GeneralHead:
+    """SPEC 9 read literally, for any keys: every query against every earlier key."""
+
+    kind = "general"
+
+    def __init__(self, latest):
+        self.latest = latest
+        self.store = GrowingArrays(("kx", "ky", "vx", "vy"))
+
+    def attend(self, q, k, v, start):
+        self.store.write(start, kx=k[:, 0], ky=k[:, 1], vx=v[:, 0], vy=v[:, 1])
+        end = start + len(q)
+        kx, ky = self.store["kx"][:end], self.store["ky"][:end]   # [n]
+        values = np.stack([self.store["vx"][:end], self.store["vy"][:end]], axis=1)  # [n, 2]
+        out = np.zeros_like(v)                                    # [C, 2]
+        for row in range(0, len(q), GENERAL_BLOCK):
+            qx, qy = q[row:row + GENERAL_BLOCK, :1], q[row:row + GENERAL_BLOCK, 1:]  # [B, 1]
+            now = positions_of(start + row, len(qx))[:, None]     # [B, 1]
+            seen = np.arange(end) <= now                          # [B, n] causal, self included
+            scores = np.where(qy != 0, qx * kx + qy * ky,         # [B, n] two products, one sum
+                              np.where(qx > 0, kx, np.where(qx < 0, -kx, 0.0)))  # qy == 0: extreme kx
+            scores[~seen] = -np.inf
+            tied = scores == scores.max(axis=1, keepdims=True)    # [B, n]
+            if self.latest:
+                latest = end - 1 - np.argmax(tied[:, ::-1], axis=1)  # [B] the largest tied position
+                out[row:row + len(qx)] = values[latest]
+            else:
+                out[row:row + len(qx)] = (tied @ values) * (1.0 / tied.sum(axis=1))[:, None]
+        return out
+
+    def commit(self):
+        pass
+
+
+def new_head(latest, q, k, v, start):
+    """The fastest head whose conditions the first chunk's keys and queries meet."""
+    candidates = [PositionHead, ColumnHead] if latest else [CumulativeHead]
+    for make in candidates:
+        head = make()
+        try:
+            head.attend(q, k, v, start)
+            return head
+        except NotVerifiable:
+            continue
+    return GeneralHead(latest)
+
+
+def causal_hard_attention(q, k, v, latest, chunk=CHUNK):
+    """SPEC 9 for all T positions of one head (q, k, v: [T, 2]) -> [T, 2], in chunks.
+
+    Same interface as wasmtf.causal_hard_attention; raises NotVerifiable only if
+    the keys change structure after the first chunk (use a bigger chunk, or
+    wasmtf's brute version)."""
+    T = len(q)
+    out = np.zeros((T, 2))                                        # [T, 2]
+    head = None
+    for start in range(0, T, chunk):
+        rows = slice(start, min(start + chunk, T))
+        if head is None:
+            head = new_head(latest, q[rows], k[rows], v[rows], start)
+        out[rows] = head.attend(q[rows], k[rows], v[rows], start)
+        head.commit()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# 2. The batched forward pass: a state that advances by chunks of tokens
+# ---------------------------------------------------------------------------
+
+def output_head(model):
+    """The logits restricted to the residual slots the head reads, one row per distinct
+    row of the head (kept at its lowest token id, in id order, so that argmax still
+    returns the lowest id among exactly equal logits). Returns (slots, rows [U, S], ids [U])."""
+    head = model["head"]                                          # [V, D]
+    slots = np.flatnonzero(head.any(axis=0))                      # [S]
+    _, first_ids = np.unique(head[:, slots], axis=0, return_index=True)
+    ids = np.sort(first_ids)                                      # [U]
+    return slots, np.ascontiguousarray(head[ids][:, slots]), ids
+
+
+class Linear:
+    """y = w @ x for a weight matrix w [N, D] and residual columns x [D, C] (slot-major),
+    reading only the non-zero columns of w.
+
+    Summation order: in rows that read a big residual slot, the terms of `one` and of
+    the big slots go first. The machine keeps exact integer sums as ROUND_BIAS + sum
+    (compile_weights.exact_sum, ~6.8e15) and its readers cancel the bias with a huge
+    coefficient on `one`: exact only if those terms meet before the small ones (a byte
+    added to a partial sum of ~2^61 is lost). A matrix-vector product (wasmtf.step)
+    happens to add them in a safe order, a matrix-matrix product need not (it lost a
+    byte at position 132 of spec example ex3). Summing the big terms first gives the
+    exact value of the sequential steps. Dropping exact zeros changes no sum."""
+
+    def __init__(self, w):
+        self.columns = np.flatnonzero(w.any(axis=0))               # [K] slots read
+        self.w = np.ascontiguousarray(w[:, self.columns])          # [N, K]
+        self.one = self.columns == ONE_SLOT                        # [K]
+
+    def __call__(self, x):
+        xs = x[self.columns]                                       # [K, C]
+        y = self.w @ xs                                            # [N, K] @ [K, C] -> [N, C]
+        big = np.abs(xs).max(axis=1, initial=0.0) >= BIG_SLOT      # [K]
+        rows = np.flatnonzero(self.w[:, big].any(axis=1))          # rows reading a big slot
+        if len(rows):
+            first = big | self.one                                 # [K]
+            w_first, w_rest = self.w[rows][:, first], self.w[rows]  # [r, B], [r, K]
+            w_rest[:, first] = 0.0
+            y[rows] = w_first @ xs[first] + w_rest @ xs            # big terms, then the rest
+        return y
+
+
+class Scatter:
+    """x[written] += w[written] @ y for w [D, N], y [N, C]: only the slots w writes."""
+
+    def __init__(self, w):
+        self.rows = np.flatnonzero(w.any(axis=1))                  # [R] slots written
+        self.w = np.ascontiguousarray(w[self.rows])                # [R, N]
+
+    def add_to(self, x, y):
+        x[self.rows] += self.w @ y                                 # [R, N] @ [N, C] -> [R, C]
+
+
+def batched_layers(plan):
+    """Per layer of a wasmtf.prepare plan: the sparse products of the batched pass."""
+    layers = []
+    for layer in plan["layers"]:
+        F = layer["w_ffo"].shape[1]
+        layers.append({"heads": layer["heads"], "tie_latest": layer["tie_latest"],
+                       "qkv": Linear(layer["w_heads"]), "out": Scatter(layer["w_out_heads"]),
+                       "ffn_in": Linear(layer["w_in"]) if F else None,
+                       "ffn_out": Scatter(layer["w_ffo"]) if F else None, "F": F})
+    return layers
+
+
+class BatchState:
+    """The transformer after `position` tokens, as per-head summaries (no residuals).
+
+    advance(ids) runs the next len(ids) positions through every layer and
+    returns the greedy next-token id after each of them; commit() accepts them."""
+
+    def __init__(self, model, plan=None):
+        self.plan = plan or wasmtf.prepare(model)
+        self.layers = batched_layers(self.plan)
+        self.slots, self.head_rows, self.head_ids = output_head(model)
+        self.heads = [None] * len(self.layers)                     # per layer: list of heads
+        self.position = 0
+        self.pending = 0
+
+    def kinds(self):
+        return [[head.kind for head in heads] for heads in self.heads if heads is not None]
+
+    def embed(self, ids):
+        """SPEC 7.1 step 1 for the next len(ids) positions: x [D, C], one row per slot."""
+        x = np.ascontiguousarray(self.plan["embed"][ids].T)        # [D, C]
+        p = positions_of(self.position, len(ids))                  # [C]
+        x[0] += p
+        log = math.log                                             # as wasmtf.inv_log_pos, bit for bit
+        x[1] += [wasmtf.INV_LN2 - 1 / log(i + 2) for i in range(self.position, self.position + len(ids))]
+        x[2] += p.astype(np.float64) ** 2
+        return x
+
+    def advance(self, ids):
+        ids = np.asarray(ids, dtype=np.int64)                      # [C]
+        start = self.position
+        x = self.embed(ids)                                        # [D, C]
+        for l, layer in enumerate(self.layers):
+            if layer["heads"]:
+                u = layer["qkv"](x)                                # [6A, C] rows qx qy kx ky vx vy per head
+                o = np.empty((2 * len(layer["heads"]), len(ids)))  # [2A, C]
+                first = self.heads[l] is None
+                if first:
+                    self.heads[l] = []
+                for a, latest in enumerate(layer["tie_latest"]):
+                    q, k, v = u[6 * a:6 * a + 2].T, u[6 * a + 2:6 * a + 4].T, u[6 * a + 4:6 * a + 6].T  # [C, 2]
+                    if first:
+                        self.heads[l].append(new_head(latest, q, k, v, start))
+                    o[2 * a:2 * a + 2] = self.heads[l][a].attend(q, k, v, start).T
+                layer["out"].add_to(x, o)                          # x += w_out @ o
+            if layer["F"]:
+                f = layer["ffn_in"](x)                             # [2F, C]
+                g = np.maximum(f[:layer["F"]], 0.0)                # [F, C] relu(gate)
+                g *= f[layer["F"]:]                                # [F, C] times value (ReGLU)
+                layer["ffn_out"].add_to(x, g)                      # x += w_ffo @ g
+        self.pending = len(ids)
+        return self.argmax(x[self.slots])
+
+    def argmax(self, x):
+        """Greedy next-token ids for residual columns x [S, C]."""
+        best = np.empty(x.shape[1], dtype=np.int64)                # [C]
+        for col in range(0, x.shape[1], LOGIT_BLOCK):
+            logits = x[:, col:col + LOGIT_BLOCK].T @ self.head_rows.T  # [B, S] @ [S, U] -> [B, U]
+            best[col:col + LOGIT_BLOCK] = self.head_ids[np.argmax(logits, axis=1)]
+        return best
+
+    def commit(self):
+        for heads in self.heads:
+            for head in heads or []:
+                head.commit()
+        self.position += self.pending
+        self.pending = 0
+
+
+# ---------------------------------------------------------------------------
+# 3. Verification and speculative generation
+# ---------------------------------------------------------------------------
+
+def check_draft(state, ids, n_prompt, chunk, progress=None):
+    """Run prompt + draft ids through `state` in chunks; stop at the first position whose
+    greedy token differs from the draft. Returns (accepted draft tokens, next token id):
+    the state has then committed the prompt and the accepted draft tokens, and the next
+    token id is the transformer's token after them."""
+    T = len(ids)
+    start = 0
+    while True:
+        end = min(start + chunk, T)
+        predicted = state.advance(ids[start:end])                 # [C]: after positions start..end-1
+        # position p predicts ids[p + 1]; only predictions after the prompt are checked
+        checked = np.arange(max(start, n_prompt - 1), min(end, T - 1))  # positions with a draft token after them
+        wrong = checked[predicted[checked - start] != ids[checked + 1]]
+        if len(wrong):
+            p = int(wrong[0])                                     # the first disagreement
+            if p + 1 < end:                                       # redo the chunk up to p only
+                state.advance(ids[start:p + 1])
+            state.commit()
+            return p + 1 - n_prompt, int(predicted[p - start])
+        state.commit()
+        if progress is not None:
+            progress(max(0, end - n_prompt))
+        if end == T:
+            return T - n_prompt, int(predicted[-1])
+        start = end
+
+
+def verify(model, prompt, draft, chunk=CHUNK, plan=None, progress=None):
+    """(accepted, token): how many leading draft tokens are the transformer's greedy
+    tokens after `prompt`, and, on a mismatch, the transformer's own token at draft
+    index `accepted` (None if the whole draft is accepted)."""
+    state = BatchState(model, plan)
+    ids = np.array(wasmtf.encode(model, list(prompt) + list(draft)), dtype=np.int64)
+    accepted, token = check_draft(state, ids, len(prompt), chunk, progress)
+    return accepted, (model["vocab"][token] if accepted < len(draft) else None)
+
+
+def generate_speculative(model, prompt, draft, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,
+                         chunk=CHUNK, plan=None, progress=None):
+    """Exactly wasmtf.generate(model, prompt, max_new_tokens=...): the transformer's
+    greedy tokens after the prompt, up to and including a stop token. The draft (any
+    token list; the reference trace is best) is checked in chunks; after its end or
+    its first wrong token, decoding goes on one token at a time. If the keys lose
+    the structure the fast heads need, falls back to wasmtf.generate."""
+    stop_ids = set(model["stop_ids"])
+    draft = list(draft[:max_new_tokens])
+    for index, token in enumerate(draft):                        # nothing after a stop token
+        if token in {model["vocab"][i] for i in stop_ids}:
+            draft = draft[:index + 1]
+            break
+    state = BatchState(model, plan)
+    ids = np.array(wasmtf.encode(model, list(prompt) + draft), dtype=np.int64)
+    try:
+        accepted, token_id = check_draft(state, ids, len(prompt), chunk, progress)
+        generated = draft[:accepted]
+        if generated and model["vocab"].index(generated[-1]) in stop_ids:
+            return generated
+        while len(generated) < max_new_tokens:                    # sequential from here
+            generated.append(model["vocab"][token_id])
+            if token_id in stop_ids or len(generated) == max_new_tokens:
+                break
+            token_id = int(state.advance([token_id])[0])
+            state.commit()
+            if progress is not None and len(generated) % wasmtf.PROGRESS_EVERY == 0:
+                progress(len(generated))
+        return generated
+    except NotVerifiable:
+        return wasmtf.generate(model, prompt, max_new_tokens=max_new_tokens, plan=plan, progress=progress)
+
+
+def reference_draft(instructions, input_bytes=None, max_steps=reference.DEFAULT_MAX_STEPS):
+    """The reference interpreter's trace as a draft (what it produced so far if it fails)."""
+    try:
+        return reference.execute(instructions, input_bytes, max_steps).trace
+    except (reference.StepLimitExceeded, reference.ExecutionError) as error:
+        machine = getattr(error, "machine", None)
+        return machine.trace if machine is not None else []
+
+
+def run_speculative(model, instructions, input_bytes=None, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,
+                    chunk=CHUNK, plan=None, progress=None):
+    """Run a flat program inside the transformer, drafting with the reference interpreter:
+    (prompt tokens, trace tokens), the trace equal to wasmtf.run_program's."""
+    prompt = reference.program_tokens(instructions, input_bytes)
+    draft = reference_draft(instructions, input_bytes)
+    trace = generate_speculative(model, prompt, draft, max_new_tokens, chunk, plan, progress)
+    return prompt, trace
