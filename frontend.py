@@ -536,7 +536,8 @@ def _read_section(module, section_id, body):
 # routine name (for `call`), an integer, or S / S+k = the scratch bytes.
 # `return` needs no argument (its F-R-1 is computed). Every frame starts with
 # zeroed locals (SPEC 4.8 d4), which the routines rely on.
-# Step counts are instructions executed, including the prologue.
+# Step counts are instructions executed from the `call` to the `return`, measured
+# as worst cases over special and random operands.
 
 class Label:
     """A position in the flat program, fixed when the program is assembled."""
@@ -557,7 +558,7 @@ def routine(name, params, temps, text, calls=()):
 
 routine("mul", "a b", "small big r n", """
     # a * b mod 2^32, shift-and-add over the bits of the smaller operand, most significant first.
-    # Steps: <= 20 per bit; 32 bits ~690, an operand < 2^8 ~230.
+    # Steps: 20 per bit; at most 668, about 230 when an operand is < 2^8.
     local.get b ; local.get a ; local.get a ; local.get b ; i32.lt_u ; select ; local.set big    # max_u(a, b)
     local.get a ; local.get b ; local.get a ; local.get b ; i32.lt_u ; select ; local.set small  # min_u(a, b)
     local.get small ; i32.eqz ; br_if zero
@@ -582,7 +583,7 @@ zero:
 routine("divmod_u", "a b", "r n t", """
     # (a /u b, a %u b) with the remainder on top; b != 0 (the callers trap on 0).
     # Restoring division: the pair (r, a) shifts left one bit per step, quotient bits
-    # enter a from the right. Steps: <= 29 per bit; 32 bits ~960, a dividend < 2^8 ~290.
+    # enter a from the right. Steps: 29 per bit; at most 948, about 290 for a dividend < 2^8.
     local.get b ; i32.const 0 ; i32.lt_s ; br_if big_divisor
     local.get a ; local.get b ; i32.lt_u ; br_if small_dividend
     i32.const 32 ; local.set n
@@ -607,7 +608,7 @@ small_dividend:
 """)
 
 routine("div_u", "a b", "", """
-    # a /u b; traps when b = 0. Steps: divmod_u + 10.
+    # a /u b; traps when b = 0. Steps: at most 958.
     local.get b ; i32.eqz ; br_if fail
     local.get a ; local.get b ; call divmod_u ; drop ; return
 fail:
@@ -615,7 +616,7 @@ fail:
 """, calls=["divmod_u"])
 
 routine("rem_u", "a b", "r", """
-    # a %u b; traps when b = 0. Steps: divmod_u + 12.
+    # a %u b; traps when b = 0. Steps: at most 960.
     local.get b ; i32.eqz ; br_if fail
     local.get a ; local.get b ; call divmod_u ; local.set r ; drop ; local.get r ; return
 fail:
@@ -624,7 +625,7 @@ fail:
 
 routine("div_s", "a b", "q", """
     # a /s b rounded toward zero; traps when b = 0 and for INT_MIN / -1 (the quotient 2^31
-    # does not fit). |INT_MIN| = 2^31 is right as an unsigned magnitude. Steps: divmod_u + 45.
+    # does not fit). |INT_MIN| = 2^31 is right as an unsigned magnitude. Steps: at most 995.
     local.get b ; i32.eqz ; br_if fail
     local.get a ; i32.const 0x80000000 ; i32.eq ; local.get b ; i32.const -1 ; i32.eq ; i32.add
     i32.const 2 ; i32.eq ; br_if fail
@@ -638,7 +639,7 @@ fail:
 """, calls=["divmod_u"])
 
 routine("rem_s", "a b", "r", """
-    # a %s b, with the sign of a (INT_MIN % -1 = 0, no trap); traps when b = 0. Steps: divmod_u + 35.
+    # a %s b, with the sign of a (INT_MIN % -1 = 0, no trap); traps when b = 0. Steps: at most 981.
     local.get b ; i32.eqz ; br_if fail
     i32.const 0 ; local.get a ; i32.sub ; local.get a ; local.get a ; i32.const 0 ; i32.lt_s ; select  # |a|
     i32.const 0 ; local.get b ; i32.sub ; local.get b ; local.get b ; i32.const 0 ; i32.lt_s ; select  # |b|
@@ -650,7 +651,7 @@ fail:
 
 routine("and", "a b", "small big r n", """
     # a & b, bit by bit from the top: r = 2r + (both top bits set). Leading zero bytes of the
-    # smaller operand give zero result bits and are skipped. Steps: <= 26 per bit, 32 bits ~900.
+    # smaller operand give zero result bits and are skipped. Steps: 26 per bit; at most 860.
     local.get b ; local.get a ; local.get a ; local.get b ; i32.lt_u ; select ; local.set big    # max_u(a, b)
     local.get a ; local.get b ; local.get a ; local.get b ; i32.lt_u ; select ; local.set small  # min_u(a, b)
     local.get small ; i32.eqz ; br_if zero
@@ -676,18 +677,18 @@ zero:
 """)
 
 routine("or", "a b", "", """
-    # a | b = a + b - (a & b) (exact: a + b = (a ^ b) + 2(a & b)). Steps: and + 12.
+    # a | b = a + b - (a & b) (exact: a + b = (a ^ b) + 2(a & b)). Steps: at most 870.
     local.get a ; local.get b ; i32.add ; local.get a ; local.get b ; call and ; i32.sub ; return
 """, calls=["and"])
 
 routine("xor", "a b", "t", """
-    # a ^ b = a + b - 2(a & b). Steps: and + 15.
+    # a ^ b = a + b - 2(a & b). Steps: at most 873.
     local.get a ; local.get b ; i32.add ; local.get a ; local.get b ; call and ; local.tee t ; i32.sub
     local.get t ; i32.sub ; return
 """, calls=["and"])
 
 routine("shift_amount", "n", "k", """
-    # (k, s) with n mod 32 = 8k + s, 0 <= s < 8 (s on top). Steps: <= 80.
+    # (k, s) with n mod 32 = 8k + s, 0 <= s < 8 (s on top). Steps: at most 81.
     i32.const S ; local.get n ; i32.store8 0 ; i32.const S ; i32.load8_u 0 ; local.set n   # n mod 256
     local.get n ; i32.const 128 ; i32.sub ; local.get n ; local.get n ; i32.const 128 ; i32.ge_u ; select ; local.set n
     local.get n ; i32.const 64 ; i32.sub ; local.get n ; local.get n ; i32.const 64 ; i32.ge_u ; select ; local.set n
@@ -703,7 +704,7 @@ done:
 
 routine("shl", "x n", "k s", """
     # x << (n mod 32): s doublings, then k whole bytes through scratch memory
-    # (zero the scratch word, store x k bytes higher, reload it). Steps: <= 185.
+    # (zero the scratch word, store x k bytes higher, reload it). Steps: at most 185.
     local.get n ; call shift_amount ; local.set s ; local.set k
 bits:
     local.get s ; i32.eqz ; br_if bytes
@@ -720,7 +721,7 @@ routine("shift_right", "x n hi", "k s", """
     # The 64-bit pair (hi, x) >> (n mod 32), low word: hi = 0 gives x >>u n, hi = -1 for
     # negative x gives x >>s n. With n mod 32 = 8k + s: shift the pair LEFT by 8 - s bits
     # (1..8 steps), store it in the 8 scratch bytes and read the word at byte k + 1.
-    # Steps: <= 240.
+    # Steps: at most 239.
     local.get n ; call shift_amount ; local.set s ; local.set k
     i32.const 8 ; local.get s ; i32.sub ; local.set s
 up:
@@ -732,12 +733,12 @@ up:
 """, calls=["shift_amount"])
 
 routine("shr_u", "x n", "", """
-    # x >>u (n mod 32). Steps: shift_right + 7.
+    # x >>u (n mod 32). Steps: at most 246.
     local.get x ; local.get n ; i32.const 0 ; call shift_right ; return
 """, calls=["shift_right"])
 
 routine("shr_s", "x n", "", """
-    # x >>s (n mod 32): the high word is the sign fill. Steps: shift_right + 12.
+    # x >>s (n mod 32): the high word is the sign fill. Steps: at most 251.
     local.get x ; local.get n ; i32.const -1 ; i32.const 0 ; local.get x ; i32.const 0 ; i32.lt_s ; select
     call shift_right ; return
 """, calls=["shift_right"])
@@ -745,7 +746,7 @@ routine("shr_s", "x n", "", """
 routine("rotl", "x n", "k s", """
     # x rotated left by n mod 32: k whole bytes by storing x twice (8 scratch bytes
     # x x) and reading the word at byte 4 - k, then s single-bit rotations
-    # x = 2x + (top bit). Steps: <= 150.
+    # x = 2x + (top bit). Steps: at most 215.
     local.get n ; call shift_amount ; local.set s ; local.set k
     i32.const S ; local.get x ; i32.store 0 ; i32.const S ; local.get x ; i32.store 4
     i32.const S+4 ; local.get k ; i32.sub ; i32.load 0 ; local.set x
@@ -759,13 +760,13 @@ done:
 """, calls=["shift_amount"])
 
 routine("rotr", "x n", "", """
-    # x rotated right by n = rotated left by -n (mod 32). Steps: rotl + 8.
+    # x rotated right by n = rotated left by -n (mod 32). Steps: at most 223.
     local.get x ; i32.const 0 ; local.get n ; i32.sub ; call rotl ; return
 """, calls=["rotl"])
 
 routine("clz", "x", "n", """
     # Leading zero bits (32 for 0): skip 16 and 8 zero bits through scratch memory,
-    # then double until the top bit is set (<= 7 steps). Steps: <= 75.
+    # then double until the top bit is set (<= 7 steps). Steps: at most 134.
     local.get x ; i32.eqz ; br_if zero
     local.get x ; i32.const 0x10000 ; i32.ge_u ; br_if high_half
     i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store16 2
@@ -787,7 +788,7 @@ zero:
 
 routine("ctz", "x", "n", """
     # Trailing zero bits (32 for 0): find the lowest non-zero half and byte in scratch
-    # memory; for that byte v, w = v << 24 doubles to 0 in 8 - ctz(v) steps. Steps: <= 110.
+    # memory; for that byte v, w = v << 24 doubles to 0 in 8 - ctz(v) steps. Steps: at most 118.
     local.get x ; i32.eqz ; br_if zero
     i32.const S ; local.get x ; i32.store 0
     i32.const S ; i32.load16_u 0 ; br_if low_half
@@ -809,7 +810,7 @@ zero:
 """)
 
 routine("popcnt", "x", "n", """
-    # Set bits: add the top bit and double until x = 0. Steps: <= 11 per bit, ~360.
+    # Set bits: add the top bit and double until x = 0. Steps: 11 per bit; at most 455.
 count:
     local.get x ; i32.eqz ; br_if done
     local.get n ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set n
@@ -821,7 +822,7 @@ done:
 
 routine("print_hex", "x", "n d", """
     # Prints x as 8 lower-case hex digits and a newline (the entry harness's output).
-    # Each digit: the top 4 bits by doubling. Steps: ~480.
+    # Each digit: the top 4 bits by doubling. Steps: at most 535.
     i32.const 8 ; local.set n
 digit:
     i32.const 0 ; local.set d

@@ -571,3 +571,33 @@ def test_random_programs_match_wasmtime(seed):
     expected = run_wasmtime(binary)
     instructions = frontend.lower_module(frontend.decode_module(binary))
     assert run(instructions) == expected
+
+
+# The documented worst cases (frontend.py routine comments), instructions from `call` to `return`.
+ROUTINE_MAX_STEPS = {"mul": 668, "divmod_u": 948, "div_u": 958, "rem_u": 960, "div_s": 995, "rem_s": 981,
+                     "and": 860, "or": 870, "xor": 873, "shl": 185, "shr_u": 246, "shr_s": 251, "rotl": 215,
+                     "rotr": 223, "clz": 134, "ctz": 118, "popcnt": 455, "print_hex": 535}
+
+
+def routine_steps(name, args):
+    """(steps of one call of the routine, status) on the reference machine."""
+    entries = {needed: frontend.Label(needed) for needed in frontend.routines_needed([name])}
+    items = [("i32.const", value) for value in args] + [("call", entries[name]), ("halt", 0)]
+    for routine_name in frontend.ROUTINES:
+        if routine_name in entries:
+            items += frontend.assemble_routine(routine_name, entries, 1 << 20)
+    machine = reference.execute(frontend.assemble(items))
+    return machine.steps - len(args) - 1, machine.status
+
+
+@pytest.mark.parametrize("name", sorted(ROUTINE_MAX_STEPS))
+def test_routine_cost_is_bounded(name):
+    """Each routine's cost stays within its documented constant bound, whatever the operands."""
+    rng = random.Random(name)
+    values = SPECIAL + [rng.getrandbits(32) for _ in range(6)]
+    arity = len(frontend.ROUTINES[name][0])
+    operands = [[a] for a in values] if arity == 1 else [[a, b] for a in values for b in values[::5]]
+    costs = [routine_steps(name, args) for args in operands
+             if not (name[:3] in ("div", "rem") and args[1] == 0)]
+    assert all(status == "halt" for _, status in costs)
+    assert max(steps for steps, _ in costs) <= ROUTINE_MAX_STEPS[name]
