@@ -627,8 +627,10 @@ def causal_hard_attention(keys, values, queries, latest, block=CAUSAL_BLOCK):
     for the run of tied vertices and the tied keys under its two ends. The
     parts are merged by max score, then (count, sums, latest). qy < 0 uses
     the hull of (kx, -ky); qy == 0 running maxima of kx.
-    Time O(T log^2 T), memory O(T + B^2). Exact under the same conditions as
-    HullHead; averages sum in yet another order (exact for exact sums).
+    Time O(T log^2 T) (a block whose queries tie along a run of more than
+    SHORT_RANGE collinear vertices costs O(summary size) more), memory
+    O(T + B^2). Exact under the same conditions as HullHead; averages sum in
+    yet another order (equal when the sums are exact).
     """
     keys = np.asarray(keys, dtype=np.float64)            # [T, 2]
     values = np.asarray(values, dtype=np.float64)        # [T, 2]
