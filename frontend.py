@@ -34,9 +34,10 @@ Memory map (machine addresses = wasm addresses):
     reserved + 12 + 4g). It sits right above the module's largest memory,
     where WebAssembly traps and the bounds checks keep the module out. A
     module with all 16 MiB (our C programs) has no room above: its reserved
-    area is at address 0, the bottom of the 64 KiB C stack in wasm-ld's
-    stack-first layout (data starts at 64 KiB), reached only by a stack
-    overflow; data segments there are rejected.
+    area is the last bytes of the memory, which a C program reaches only
+    through a wild pointer (its stack sits at 0..64 KiB and overflows below
+    address 0, which traps as in WebAssembly; data and input lie above the
+    stack); data segments there are rejected.
   - bounds checks: with M < 2^24, each load/store first compares its address
     with M - offset - width (5 instructions, 7 for a store; 8/10 against the
     size word of a growable memory) and branches to the shared `trap`; with
@@ -1014,7 +1015,9 @@ def reserved_base(module):
     """Where the scratch bytes, the memory size and the globals live (see the module header)."""
     limit = growth_limit(module)
     size = memory_bytes(module) if limit is None else limit * PAGE_BYTES
-    return size if size + reserved_size(module) <= MEMORY_SIZE else 0
+    if size + reserved_size(module) <= MEMORY_SIZE:
+        return size
+    return MEMORY_SIZE - (reserved_size(module) + 7) // 8 * 8     # the top bytes, 8-aligned
 
 
 def constant_of(module, expression):

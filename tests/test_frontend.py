@@ -601,3 +601,16 @@ def test_routine_cost_is_bounded(name):
              if not (name[:3] in ("div", "rem") and args[1] == 0)]
     assert all(status == "halt" for _, status in costs)
     assert max(steps for steps, _ in costs) <= ROUTINE_MAX_STEPS[name]
+
+
+def test_c_stack_overflow_traps_like_wasmtime(tmp_path):
+    """The 64 KiB C stack overflows below address 0: a trap in both (the reserved area is at the top)."""
+    source = tmp_path / "deep.c"
+    source.write_text("static int depth(volatile int n) { volatile char buffer[64]; buffer[0] = n;\n"
+                      "    if (n == 0) return buffer[0]; return depth(n - 1) + buffer[0]; }\n"
+                      "void compute(const char *input) { print_int(depth(parse_int(&input))); putchar(10); }\n")
+    binary = frontend.compile_c(source)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    for text in [b"1400", b"5000"]:
+        assert run(instructions, text) == run_wasmtime_compute(binary, text)
+    assert run(instructions, b"5000")[0] == "trap"
