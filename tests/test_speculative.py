@@ -1,0 +1,269 @@
+"""Speculative verification (speculative.py) against sequential decoding and the reference.
+
+* every spec example and random programs: speculative generation = sequential
+  greedy decoding (wasmtf.generate, hull cache) = the reference trace, token for
+  token, with big chunks and with tiny ones (chunk boundaries everywhere);
+* corrupted drafts: one wrong token at a random place is found at exactly that
+  place, and the result is still the sequential one; truncated drafts and
+  max_new_tokens;
+* the batched attention heads against hull.BruteHead (SPEC 9 by definition) on
+  random keys: tiny integer ranges (forced ties), both tie modes, qy == 0 and
+  qy < 0 (the general head), and the machine's key shapes with forced exact ties
+  (position, column and cumulative heads), in small chunks.
+About 30 s on a busy machine; the C examples end to end are `slow`.
+"""
+import math
+import random
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES_DIR, REPO
+import compile_weights
+import hull
+import program_generator
+import reference
+import speculative
+import wasmtf
+
+EXAMPLES = (sorted(EXAMPLES_DIR.glob("ex*_ref.txt")) + sorted(EXAMPLES_DIR.glob("random/*_ref.txt"))
+            + sorted(EXAMPLES_DIR.glob("official_model_divergences/*_ref.txt")))
+QUERY_SCALE = compile_weights.QUERY_SCALE
+FAST_SUBSET = sorted(EXAMPLES_DIR.glob("ex*_ref.txt"))[:3] + sorted(EXAMPLES_DIR.glob("random/*_ref.txt"))[:1]
+SMALL_CHUNK = 7      # a chunk boundary every few tokens
+
+
+@pytest.fixture(scope="module")
+def model():
+    return compile_weights.compile_machine()
+
+
+@pytest.fixture(scope="module")
+def plan(model):
+    return wasmtf.prepare(model)
+
+
+def example(path):
+    instructions, input_bytes, trace = reference.parse_trace_file(path.read_text())
+    return reference.program_tokens(instructions, input_bytes), trace
+
+
+# ---------------------------------------------------------------------------
+# Whole traces
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_speculative_equals_reference(model, plan, path):
+    """(tests/test_machine.py checks sequential decoding = reference on the same files)"""
+    prompt, expected = example(path)
+    assert speculative.verify(model, prompt, expected, plan=plan) == (len(expected), None)
+    assert speculative.generate_speculative(model, prompt, expected, plan=plan) == expected
+
+
+@pytest.mark.parametrize("path", FAST_SUBSET, ids=lambda p: p.stem)
+def test_speculative_equals_sequential_in_tiny_chunks(model, plan, path):
+    prompt, expected = example(path)
+    assert wasmtf.generate(model, prompt, plan=plan) == expected
+    assert speculative.generate_speculative(model, prompt, expected, chunk=SMALL_CHUNK, plan=plan) == expected
+
+
+def test_the_machine_uses_the_fast_heads(model, plan):
+    prompt, expected = example(EXAMPLES_DIR / "ex3_call_input_ref.txt")
+    state = speculative.BatchState(model, plan)
+    ids = wasmtf.encode(model, prompt + expected)
+    state.advance(ids)
+    kinds = [kind for layer in state.kinds() for kind in layer]
+    assert "general" not in kinds
+    assert {"position", "column", "cumulative"} == set(kinds)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_programs(model, plan, seed):
+    rng = random.Random(seed)
+    instructions, input_bytes = program_generator.random_program(rng, n_instructions=40)
+    expected = reference.run_reference(instructions, input_bytes)
+    prompt = reference.program_tokens(instructions, input_bytes)
+    assert wasmtf.generate(model, prompt, plan=plan) == expected
+    for chunk in (speculative.CHUNK, 5 * SMALL_CHUNK):
+        _, trace = speculative.run_speculative(model, instructions, input_bytes, chunk=chunk, plan=plan)
+        assert trace == expected
+
+
+def corrupt(rng, trace, index):
+    """The trace with token `index` replaced by another token of the vocabulary."""
+    wrong = trace[index]
+    while wrong == trace[index]:
+        wrong = rng.choice(reference.VOCAB)
+    return trace[:index] + [wrong] + trace[index + 1:]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_corrupted_draft_token_is_found_where_it_is(model, plan, seed):
+    rng = random.Random(100 + seed)
+    paths = [EXAMPLES_DIR / "ex3_call_input_ref.txt", EXAMPLES_DIR / "ex2_loop_memory_ref.txt"]
+    prompt, expected = example(paths[seed % 2])
+    index = rng.randrange(len(expected))
+    draft = corrupt(rng, expected, index)
+    chunk = rng.choice([5 * SMALL_CHUNK, 64, speculative.CHUNK])
+    assert speculative.verify(model, prompt, draft, chunk=chunk, plan=plan) == (index, expected[index])
+    assert speculative.generate_speculative(model, prompt, draft, chunk=chunk, plan=plan) == expected
+
+
+def test_short_drafts_and_token_limits(model, plan):
+    prompt, expected = example(EXAMPLES_DIR / "ex2_loop_memory_ref.txt")
+    for cut in (0, 1, 100, len(expected) - 1):   # the rest is decoded token by token
+        assert speculative.generate_speculative(model, prompt, expected[:cut], plan=plan) == expected
+    for limit in (0, 1, 57, len(expected), len(expected) + 5):
+        assert (speculative.generate_speculative(model, prompt, expected, max_new_tokens=limit, plan=plan)
+                == wasmtf.generate(model, prompt, max_new_tokens=limit, plan=plan))
+    # tokens after a stop token in the draft are ignored
+    assert speculative.generate_speculative(model, prompt, expected + ["00", "halt"], plan=plan) == expected
+
+
+def test_a_program_that_runs_off_its_end(model, plan):
+    instructions = [("i32.const", 7), ("output", 0)]          # no halt: the reference stops
+    draft = speculative.reference_draft(instructions)
+    prompt = reference.program_tokens(instructions)
+    want = wasmtf.generate(model, prompt, max_new_tokens=len(draft) + 40, plan=plan)
+    got = speculative.generate_speculative(model, prompt, draft, max_new_tokens=len(draft) + 40, plan=plan)
+    assert got == want
+
+
+# ---------------------------------------------------------------------------
+# One head: batched attention against BruteHead
+
+def brute(q, k, v, latest):
+    head = hull.BruteHead(latest)
+    out = []
+    for (qx, qy), (kx, ky), (vx, vy) in zip(q, k, v):
+        head.insert(kx, ky, vx, vy)
+        out.append(head.query(qx, qy))
+    return np.array(out)
+
+
+def check_head(q, k, v, latest, kind, chunks=(3, 16, 1000)):
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    want = brute(q, k, v, latest)
+    for chunk in chunks:
+        head = speculative.new_head(latest, q[:chunk], k[:chunk], v[:chunk], 0)
+        assert head.kind == kind
+        got = speculative.causal_hard_attention(q, k, v, latest, chunk=chunk)
+        mismatch = np.flatnonzero((got != want).any(axis=1))
+        assert len(mismatch) == 0, f"chunk {chunk}, position {mismatch[:1]}: {got[mismatch[:1]]} != {want[mismatch[:1]]}"
+
+
+@pytest.mark.parametrize("latest", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_general_head_tiny_integers(latest, seed):
+    rng = np.random.default_rng(seed)
+    T = 300
+    k = rng.integers(-3, 4, size=(T, 2))                      # many equal and collinear keys
+    q = rng.integers(-3, 4, size=(T, 2))
+    q[rng.random(T) < 0.2, 1] = 0                             # qy == 0: the extreme-kx rules
+    v = rng.integers(-50, 50, size=(T, 2))
+    check_head(q, k, v, latest, "general")
+
+
+def recency(p):
+    return 0.3 * wasmtf.inv_log_pos(p)
+
+
+def parabolic_queries(rng, T, low, high):
+    """(S*x, S) for x integer, half-integer (equidistant keys tie), near-integer
+    (the cursor's 1e-9 error) or far outside; position 0 has qy = 0."""
+    x = rng.integers(low - 3, high + 3, size=T).astype(np.float64)
+    kind = rng.random(T)
+    x[kind < 0.2] += 0.5
+    x[(kind >= 0.2) & (kind < 0.3)] += rng.normal(0, 1e-9, size=((kind >= 0.2) & (kind < 0.3)).sum())
+    x[kind > 0.97] *= 1e6
+    q = np.stack([QUERY_SCALE * x, np.full(T, QUERY_SCALE)], axis=1)  # [T, 2]
+    q[0] = (rng.normal(), 0.0)
+    return q
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_column_head_parabolic_keys_with_clears_and_ties(seed):
+    rng = np.random.default_rng(seed)
+    T = 400
+    key = rng.integers(0, 12, size=T).astype(np.float64)     # few columns: many rewrites
+    # the recency term on a coarse grid: equal d in one column = exact float ties (latest wins)
+    d = np.minimum(np.floor(np.arange(T) / 37) * 0.05, 0.4)
+    ky = -key * key + d
+    cleared = rng.random(T) < 0.3
+    ky[cleared] = -key[cleared] ** 2 - 1e30
+    key[0], ky[0] = 0.0, 0.0                                  # the position-0 null entry
+    k = np.stack([2 * key, ky], axis=1)
+    v = rng.integers(0, 1000, size=(T, 2))
+    check_head(parabolic_queries(rng, T, 0, 12), k, v, True, "column")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_column_head_machine_scale_keys(seed):
+    rng = np.random.default_rng(seed)
+    T = 300
+    columns = rng.integers(0, 2 ** 24, size=20).astype(np.float64)  # machine-sized addresses
+    columns[:3] = (0, 1, 2 ** 24)
+    key = columns[rng.integers(0, len(columns), size=T)]    # rewritten often
+    ky = -key * key + np.array([recency(p) for p in range(T)])
+    key[0], ky[0] = 0.0, 0.0
+    k = np.stack([2 * key, ky], axis=1)
+    v = rng.integers(0, 1000, size=(T, 2))
+    targets = columns[rng.integers(0, len(columns), size=T)] + rng.integers(-1, 2, size=T)
+    q = np.stack([QUERY_SCALE * targets, np.full(T, QUERY_SCALE)], axis=1)
+    q[0, 1] = 0.0
+    check_head(q, k, v, True, "column")
+
+
+def test_position_head(seed=5):
+    rng = np.random.default_rng(seed)
+    T = 500
+    p = np.arange(T, dtype=np.float64)
+    ky = -p * p + np.array([recency(i) for i in range(T)])
+    k = np.stack([2 * p, ky], axis=1)
+    v = rng.integers(0, 256, size=(T, 2))
+    check_head(parabolic_queries(rng, T, 0, T), k, v, True, "position")
+
+
+def test_cumulative_head(seed=6):
+    rng = np.random.default_rng(seed)
+    T = 500
+    k = np.zeros((T, 2))
+    k[1:, 1] = 1.0
+    q = np.zeros((T, 2))
+    q[1:, 1] = QUERY_SCALE
+    v = rng.integers(-5, 6, size=(T, 2))
+    check_head(q, k, v, False, "cumulative")
+
+
+def test_structure_change_after_the_first_chunk_is_refused():
+    T = 40
+    p = np.arange(T, dtype=np.float64)
+    k = np.stack([2 * p, -p * p], axis=1)
+    k[30] = (3.0, 1.0)                                        # not a parabolic key
+    q = np.stack([QUERY_SCALE * p, np.full(T, QUERY_SCALE)], axis=1)
+    with pytest.raises(speculative.NotVerifiable):
+        speculative.causal_hard_attention(q, k, np.ones((T, 2)), True, chunk=16)
+    got = speculative.causal_hard_attention(q, k, np.ones((T, 2)), True, chunk=64)  # general from the start
+    assert (got == brute(q, k, np.ones((T, 2)), True)).all()
+
+
+# ---------------------------------------------------------------------------
+# Long runs
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hello", "fibonacci", "collatz", "addition", "hungarian"])
+def test_c_examples_verified_end_to_end(model, plan, name):
+    import frontend
+    instructions, input_bytes = frontend.load_program_file(REPO / "examples" / (name + ".wasm"), None)
+    prompt = reference.program_tokens(instructions, input_bytes)
+    draft = reference.run_reference(instructions, input_bytes)
+    assert speculative.verify(model, prompt, draft, plan=plan) == (len(draft), None)
+
+
+@pytest.mark.slow
+def test_random_programs_sweep(model, plan):
+    for seed in range(100, 160):
+        rng = random.Random(seed)
+        instructions, input_bytes = program_generator.random_program(rng, n_instructions=120)
+        expected = reference.run_reference(instructions, input_bytes)
+        _, trace = speculative.run_speculative(model, instructions, input_bytes, chunk=SMALL_CHUNK * 5, plan=plan)
+        assert trace == expected, f"seed {seed}"
