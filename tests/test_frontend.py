@@ -1,4 +1,12 @@
-"""The front end: decoder errors, exact i32 lowering against wasmtime, C compilation."""
+"""The front end: decoder errors, exact i32 lowering against wasmtime, C compilation.
+
+The oracle is wasmtime running the same .wasm: random i32 expressions, every
+operation on special operands, constant operands, random structured programs,
+bounds checks, the C examples. Also: malformed input gives one WasmError,
+unsupported input one UnsupportedError listing everything, routine costs stay
+within their documented bounds."""
+import random
+
 import pytest
 
 import frontend
@@ -41,7 +49,6 @@ def test_prebuilt_examples(name, input_text, expected):
 # traps are, so that the bulk modules run to the end and the trapping
 # expressions get modules of their own.
 # ---------------------------------------------------------------------------
-import random
 
 MASK = 0xFFFFFFFF
 INT_MIN, INT_MAX = 0x80000000, 0x7FFFFFFF
