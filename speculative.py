@@ -29,20 +29,26 @@ head by one of four exact algorithms, picked by checking the keys at run time:
                   key, O(T) per query (small models and tests).
 
 Why the shortcuts are exact (d = ky + k^2 is the recency term, 0 <= d <= 0.45):
-with qy > 0 the score is qy * (k*^2 - (k* - k)^2 + d) for k* = qx/qy, so a
-column one step further from k* than the nearest column on its side scores at
-least qy * (2*dist + 1 - 0.45) >= 0.55*qy lower in exact arithmetic, while the
-float rounding of two scores is below 2 * 2^-53 * (2|k*||kx| + qy|ky|) <=
-0.25*qy for |k|, |k*| <= 2^24 (KEY_LIMIT). So only the two neighbouring
-columns can reach the float maximum; their scores are computed exactly as SPEC
-9 says (two products, one sum) and compared, ties going to the later write.
-Inside a column the latest write has the largest ky (checked: ky never
-decreases within a column), hence the largest score, and it is the latest of
-any entries it ties with. Cleared keys score below the position-0 entry (key
-(0, 0), score 0) and never win. Every one of these conditions is checked on
+with qy > 0 the score is qy * (k*^2 - (k* - k)^2 + d) for k* = qx/qy. A column
+one step further from k* than the nearest existing column on its side (at
+distance delta) scores at least qy * (2*delta + 1 - 0.45) lower in exact
+arithmetic, while the float rounding of two scores (two products and a sum
+each) is below 2^-51 * qy * (2|k*||k| + k^2) <= qy * (2^-26 |k*| + 1/8) for
+|k| <= 2^24 (KEY_LIMIT): less than the gap for every k* (if |k*| > 1.5 * 2^24,
+delta >= |k*|/3). So only the two neighbouring columns can reach the float
+maximum; their scores are computed exactly as SPEC 9 says and compared, ties
+going to the later write. Inside a column the latest write has the largest ky
+(checked: ky never decreases within a column), hence the largest score, and it
+is the latest of any entries it ties with. Cleared keys (ky + k^2 < -1e20) score
+below the position-0 entry (key (0, 0), score 0) while |k*| <= 2^40
+(QUERY_LIMIT), so they never win. Every one of these conditions is checked on
 the actual keys and queries; if one fails, the head is a GeneralHead (first
-chunk) or the run raises NotVerifiable (later chunks), and the caller decodes
-sequentially instead.
+chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
+otherwise the run raises NotVerifiable and the caller decodes sequentially.
+
+The products are the model's, with one care about summation order (Linear):
+in rows that read the machine's rounding-bias sums (|x| >= 2^50) the big terms
+are added first, which is what makes those sums exact (see Linear).
 
 Costs per position (T = trace length): the matrix products of wasmtf.step
 (prepared, restricted to active heads and live neurons) as [C, D] products,
@@ -172,6 +178,15 @@ class PositionHead:
 
     def commit(self):
         pass
+
+    def as_columns(self, start):
+        """The same past as a ColumnHead (every position its own column), for keys that
+        stop being positions after `start`."""
+        head = ColumnHead()
+        p = positions_of(0, start)                                # [start]
+        head.past = {"key": p.astype(np.float64), "pos": p, "ky": self.store["ky"][:start].copy(),
+                     "vx": self.store["vx"][:start].copy(), "vy": self.store["vy"][:start].copy()}
+        return head
 
 
 class ColumnHead:
@@ -383,6 +398,13 @@ def new_head(latest, q, k, v, start):
     return GeneralHead(latest)
 
 
+def keep_or_widen(head, k, start):
+    """The head itself, or a ColumnHead with its past once position keys stop being positions."""
+    if head.kind == "position" and not PositionHead.fits(k, start):
+        return head.as_columns(start)
+    return head
+
+
 def causal_hard_attention(q, k, v, latest, chunk=CHUNK):
     """SPEC 9 for all T positions of one head (q, k, v: [T, 2]) -> [T, 2], in chunks.
 
@@ -396,6 +418,7 @@ def causal_hard_attention(q, k, v, latest, chunk=CHUNK):
         rows = slice(start, min(start + chunk, T))
         if head is None:
             head = new_head(latest, q[rows], k[rows], v[rows], start)
+        head = keep_or_widen(head, k[rows], start)
         out[rows] = head.attend(q[rows], k[rows], v[rows], start)
         head.commit()
     return out
@@ -512,7 +535,8 @@ class BatchState:
                     q, k, v = u[6 * a:6 * a + 2].T, u[6 * a + 2:6 * a + 4].T, u[6 * a + 4:6 * a + 6].T  # [C, 2]
                     if first:
                         self.heads[l].append(new_head(latest, q, k, v, start))
-                    o[2 * a:2 * a + 2] = self.heads[l][a].attend(q, k, v, start).T
+                    self.heads[l][a] = head = keep_or_widen(self.heads[l][a], k, start)
+                    o[2 * a:2 * a + 2] = head.attend(q, k, v, start).T
                 layer["out"].add_to(x, o)                          # x += w_out @ o
             if layer["F"]:
                 f = layer["ffn_in"](x)                             # [2F, C]
@@ -572,11 +596,18 @@ def check_draft(state, ids, n_prompt, chunk, progress=None):
 def verify(model, prompt, draft, chunk=CHUNK, plan=None, progress=None):
     """(accepted, token): how many leading draft tokens are the transformer's greedy
     tokens after `prompt`, and, on a mismatch, the transformer's own token at draft
-    index `accepted` (None if the whole draft is accepted)."""
+    index `accepted` (None if the whole draft is accepted, or if the transformer
+    stopped before it). Falls back to sequential decoding if the keys lose the
+    structure the fast heads need."""
     state = BatchState(model, plan)
     ids = np.array(wasmtf.encode(model, list(prompt) + list(draft)), dtype=np.int64)
-    accepted, token = check_draft(state, ids, len(prompt), chunk, progress)
-    return accepted, (model["vocab"][token] if accepted < len(draft) else None)
+    try:
+        accepted, token = check_draft(state, ids, len(prompt), chunk, progress)
+        return accepted, (model["vocab"][token] if accepted < len(draft) else None)
+    except NotVerifiable:                                         # decode sequentially and compare
+        generated = wasmtf.generate(model, prompt, max_new_tokens=len(draft), plan=plan, progress=progress)
+        accepted = next((i for i, (a, b) in enumerate(zip(generated, draft)) if a != b), len(generated))
+        return accepted, (generated[accepted] if accepted < len(draft) and accepted < len(generated) else None)
 
 
 def generate_speculative(model, prompt, draft, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,

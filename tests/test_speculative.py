@@ -223,6 +223,19 @@ def test_position_head(seed=5):
     check_head(parabolic_queries(rng, T, 0, T), k, v, True, "position")
 
 
+def test_position_keys_that_stop_being_positions(seed=7):
+    rng = np.random.default_rng(seed)
+    T = 200
+    key = np.arange(T, dtype=np.float64)
+    key[40:] = rng.integers(0, 30, size=T - 40)              # rewrites of old columns from 40 on
+    ky = -key * key + np.array([recency(p) for p in range(T)])
+    k = np.stack([2 * key, ky], axis=1)
+    v = rng.integers(0, 256, size=(T, 2))
+    q = parabolic_queries(rng, T, 0, 40)
+    want = brute(q, k, v, True)
+    assert (speculative.causal_hard_attention(q, k, v, True, chunk=16) == want).all()
+
+
 def test_cumulative_head(seed=6):
     rng = np.random.default_rng(seed)
     T = 500
