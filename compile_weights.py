@@ -190,6 +190,11 @@ def gated_step_terms(x, gate, coef=1, big=GATE_BIG):
     return step_terms(Lin.of(1), x + shift, coef)
 
 
+def scaled(terms, factor):
+    """The same neurons with their output coefficients multiplied by `factor`."""
+    return [(c * factor, a, b) for c, a, b in terms]
+
+
 def gated_terms(value, gate, coef=1):
     """value * gate for gate = 1 or <= 0: reglu(value, gate) (one neuron)."""
     return [(coef, value, gate)]
@@ -643,7 +648,7 @@ def build_machine():
             bound = base + imm + (LOADS[op][0] if op in LOADS else width) - MEMORY_LIMIT - 1
             trap = gated_step_terms(bound, gate(op, start))
             ch["trap"] += trap
-            ch["byte"] += [(-c, a, b) for c, a, b in trap]
+            ch["byte"] += scaled(trap, -1)  # the trap token replaces the group
     g_start = {op: gate(op, start) for op in reference.OPCODES}
     on([("commit", 1), ("sd", -1)], g_start["drop"])
     on([("out", 1)], g_start["output"])
@@ -660,8 +665,8 @@ def build_machine():
     taken = gated_step_terms(top - 1, g_start["br_if"])
     ch["branch_taken"] += taken
     on([("commit", 1), ("sd", -1)], g_start["br_if"])
-    ch["commit"] += [(-c, a, b) for c, a, b in taken]
-    ch["sd"] += [(c, a, b) for c, a, b in taken]
+    ch["commit"] += scaled(taken, -1)  # taken: branch_taken instead of commit(-1,sts=0,bt=0)
+    ch["sd"] += taken
     on([("commit", 1), ("bt", 1)], gate("br", j_at_least[4]))
     on([("commit", 1), ("sd", -1), ("bt", 1)], gate("br_if", j_at_least[4]))
     on([("call_commit", 1)], gate("call", j_at_least[4]))
@@ -691,10 +696,10 @@ def build_machine():
         a, b = signed[is_signed]
         g0 = g_start[op]
         less, greater = gated_step_terms(b - a - 1, g0), gated_step_terms(a - b - 1, g0)
-        negate = lambda terms: [(-c, x, y) for c, x, y in terms]
-        ch["value"] += {"eq": [(1, one, g0)] + negate(less) + negate(greater), "ne": less + greater,
-                        "lt": less, "gt": greater, "le": [(1, one, g0)] + negate(greater),
-                        "ge": [(1, one, g0)] + negate(less)}[relation]
+        always = [(1, one, g0)]
+        ch["value"] += {"eq": always + scaled(less + greater, -1), "ne": less + greater,
+                        "lt": less, "gt": greater, "le": always + scaled(greater, -1),
+                        "ge": always + scaled(less, -1)}[relation]
     # loads: memory bytes J < width; sign fill from the current token's mark
     for op, (width, is_signed) in LOADS.items():
         diff = found - 256 * address
