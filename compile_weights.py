@@ -18,8 +18,9 @@ STATUS (keep current; read this first when continuing):
 Entry points: compile_machine() -> model dict; run_transformer(instructions,
 input_bytes=None, cache="hull", max_new_tokens=...) -> trace tokens;
 inspect(model, tokens, position) -> named residuals and attention targets
-(format_inspection prints it); evaluate(build_machine(), prompt) -> trace
-tokens from the graph evaluator (no weights).
+(format_inspection prints it); first_divergence(instructions, input_bytes) ->
+None or where the transformer leaves the reference, with inspect() there;
+evaluate(build_machine(), prompt) -> trace tokens from the graph evaluator.
 
 How to read this file
   1. the graph language: named inputs, linear expressions (`Lin`), lookups
@@ -28,7 +29,7 @@ How to read this file
   2. the graph evaluator: runs a graph token by token in exact arithmetic
   3. the scheduler and weight emitter: graph -> the model dict of wasmtf.py
   4. the machine: the graph of the WebAssembly interpreter
-  5. entry points
+  5. entry points: compile_machine, run_transformer, inspect, first_divergence
 
 Exactness model: every value the machine compares or uses as a key is an
 integer below 2^53 held exactly in float64; a dot product of such values is
@@ -804,3 +805,19 @@ def format_inspection(info):
         lines.append("  %-28s %r" % (name, value))
     lines.append("  top logits %s" % info["top_logits"])
     return "\n".join(lines)
+
+
+def first_divergence(instructions, input_bytes=None, model=None, cache="hull"):
+    """None when the transformer's trace equals the reference; else a dict with the
+    trace index, expected and produced tokens, and inspect() at the position that
+    predicted the wrong token (for debugging: print format_inspection(d["inspect"]))."""
+    model = model or compile_machine()
+    expected = reference.run_reference(instructions, input_bytes)
+    produced = run_transformer(instructions, input_bytes, cache=cache, max_new_tokens=len(expected), model=model)
+    if produced == expected:
+        return None
+    index = next((i for i, (a, b) in enumerate(zip(produced, expected)) if a != b), min(len(produced), len(expected)))
+    prompt = reference.program_tokens(instructions, input_bytes)
+    tokens = prompt + expected
+    return {"index": index, "expected": expected[index:index + 1], "produced": produced[index:index + 1],
+            "inspect": inspect(model, tokens, len(prompt) + index - 1)}

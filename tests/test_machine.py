@@ -131,3 +131,13 @@ def test_softmax_attention_reproduces_the_worked_examples(model, path):
     best score is unique (keys are small enough that recency stays visible)."""
     instructions, input_bytes, trace = example(path)
     assert cw.run_transformer(instructions, input_bytes, cache="softmax", model=model) == trace
+
+
+def test_first_divergence_is_none_for_a_correct_run_and_located_for_a_wrong_model(model):
+    instructions = [("i32.const", 200), ("i32.const", 100), ("i32.add", 0), ("output", 0), ("halt", 0)]
+    assert cw.first_divergence(instructions, model=model) is None
+    broken = dict(model, head=model["head"].copy())
+    broken["head"][reference.TOKEN_ID["2c'"]] = 0.0  # the marked sum byte can no longer win
+    found = cw.first_divergence(instructions, model=broken)
+    assert found["index"] == 10 and found["expected"] == ["2c'"]
+    assert found["inspect"]["residuals"][-1][1]["out_mark"] == 1.0
