@@ -534,7 +534,8 @@ def _read_section(module, section_id, body):
 # stay on the operand stack). They are written below in a small assembly
 # language: one instruction per `;`-separated statement, `name:` defines a
 # label, `#` starts a comment; an argument is a local's name, a label, a
-# routine name (for `call`), an integer, or S / S+k = the scratch bytes.
+# routine name (for `call`), an integer, S / S+k = the scratch bytes, or
+# H / H+k = the hex digit table.
 # `return` needs no argument (its F-R-1 is computed). Every frame starts with
 # zeroed locals (SPEC 4.8 d4), which the routines rely on.
 # Step counts are instructions executed from the `call` to the `return`, measured
@@ -821,23 +822,17 @@ done:
     local.get n ; return
 """)
 
-routine("print_hex", "x", "n d", """
-    # Prints x as 8 lower-case hex digits and a newline (the entry harness's output).
-    # Each digit: the top 4 bits by doubling. Steps: at most 535.
-    i32.const 8 ; local.set n
-digit:
-    i32.const 0 ; local.set d
-    local.get d ; local.get d ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set d
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get d ; local.get d ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set d
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get d ; local.get d ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set d
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get d ; local.get d ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set d
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get d ; i32.const 87 ; i32.add ; local.get d ; i32.const 48 ; i32.add     # 'a' - 10, '0'
-    local.get d ; i32.const 10 ; i32.ge_u ; select ; output
-    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if digit
+routine("print_hex", "x", "n v", """
+    # Prints x as 8 lower-case hex digits and a newline (the entry harness's output):
+    # byte by byte from the top, its two digits read from the table at H (which the
+    # harness writes when it prints results). Steps: at most 86.
+    i32.const S ; local.get x ; i32.store 0
+    i32.const 4 ; local.set n
+byte:
+    local.get n ; i32.const 1 ; i32.sub ; local.tee n
+    i32.const S ; i32.add ; i32.load8_u 0 ; local.tee v ; local.get v ; i32.add ; local.set v   # 2 * byte
+    local.get v ; i32.load8_u H ; output ; local.get v ; i32.load8_u H+1 ; output
+    local.get n ; br_if byte
     i32.const 10 ; output ; return
 """)
 
@@ -849,7 +844,8 @@ ROUTINE_OF = {"i32.mul": "mul", "i32.div_s": "div_s", "i32.div_u": "div_u", "i32
 
 
 def assemble_routine(name, entries, scratch):
-    """The routine's flat items (labels and (opcode, immediate-or-Label) pairs)."""
+    """The routine's flat items (labels and (opcode, immediate-or-Label) pairs);
+    `scratch` is the reserved area's address (S), the hex table follows (H)."""
     params, temps, text, _ = ROUTINES[name]
     local_index = {local: i for i, local in enumerate(params + temps)}
     labels = {}
@@ -879,8 +875,9 @@ def assemble_routine(name, entries, scratch):
             immediate = labels[argument]
         elif argument in entries:
             immediate = entries[argument]
-        elif argument.startswith("S"):
-            immediate = scratch + int(argument[1:] or 0)
+        elif argument[0] in "SH":
+            area = scratch if argument[0] == "S" else scratch + HEX_TABLE_OFFSET
+            immediate = area + int(argument[1:] or 0)
         else:
             immediate = int(argument, 0) % WORD_MODULUS
         items.append((opcode, immediate))
@@ -925,7 +922,9 @@ def assemble(items):
 
 SCRATCH_BYTES = 8            # the routines' scratch: two words
 MEMORY_SIZE_OFFSET = SCRATCH_BYTES   # a growable memory's current size in bytes (a word)
-RESERVED_HEADER_BYTES = 12   # scratch + the memory size word; the globals follow
+HEX_TABLE_OFFSET = 12        # then the 512-byte table of hex digit pairs (print_hex)
+HEX_TABLE = "".join("%02x" % value for value in range(256)).encode("ascii")
+RESERVED_HEADER_BYTES = HEX_TABLE_OFFSET + len(HEX_TABLE)   # the globals follow
 GLOBAL_BYTES = 4             # one word per global
 MAX_TABLE_SLOTS = 1 << 16    # call_indirect tests each slot in turn: larger tables are reported
 NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "global.get", "global.set",
@@ -1626,9 +1625,13 @@ class ProgramLowering:
                 self.routines.add(needed)
         return self.entries[name]
 
-    def initial_memory(self):
-        """(address, word) stores for the data segments and the mutable globals (non-zero words)."""
+    def initial_memory(self, hex_table):
+        """(address, word) stores for the data segments, the mutable globals and, when
+        results are printed, the hex digit table (non-zero words only)."""
         image = {}
+        if hex_table:
+            for k, value in enumerate(HEX_TABLE):
+                image[self.scratch + HEX_TABLE_OFFSET + k] = value
         for offset_expression, data, _ in self.module.data:
             if offset_expression is not None:
                 start = constant_of(self.module, offset_expression)
@@ -1656,7 +1659,8 @@ class ProgramLowering:
         items = []
         if input_address is not None:
             items.append(("input_base", input_address))
-        for address, word in self.initial_memory():
+        prints = print_results and any(module.functions[index].results for index, _ in calls[silent_calls:])
+        for address, word in self.initial_memory(prints):
             items += [("i32.const", address), ("i32.const", word), ("i32.store", 0)]
         if module.start is not None:
             self.called(module.start)
