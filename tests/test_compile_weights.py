@@ -68,6 +68,8 @@ def test_weights_reproduce_the_evaluator_slot_by_slot(cache):
         for s, name in enumerate(model["slot_names"]):
             if name and name not in ("inv_log_pos",) and not name.endswith("+bias"):
                 assert final[s] == pytest.approx(float(env[name]), abs=1e-9), (p, name)
+        # the rounded sum is exact (ROUND_BIAS), not merely close
+        assert final[model["slot_names"].index("byte_count")] == env["byte_count"]
 
 
 def test_model_dict_shape():
