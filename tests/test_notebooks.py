@@ -19,9 +19,11 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 CELL_TIMEOUT = 600          # seconds per cell: generous; a whole notebook takes under a minute
 
 
-def test_there_are_notebooks():
-    assert [path.name[:3] for path in NOTEBOOKS] == ["01_", "02_", "03_", "04_"][:len(NOTEBOOKS)]
-    assert NOTEBOOKS
+def test_the_four_notebooks_and_the_exercises_are_there():
+    assert [path.name for path in NOTEBOOKS] == [
+        "01_attention_as_geometry.ipynb", "02_compiling_a_machine.ipynb",
+        "03_running_programs.ipynb", "04_crosschecking_a_torch_port.ipynb"]
+    assert (NOTEBOOKS_DIR / "exercises.md").exists()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
