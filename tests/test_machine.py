@@ -141,3 +141,16 @@ def test_first_divergence_is_none_for_a_correct_run_and_located_for_a_wrong_mode
     found = cw.first_divergence(instructions, model=broken)
     assert found["index"] == 10 and found["expected"] == ["2c'"]
     assert found["inspect"]["residuals"][-1][1]["out_mark"] == 1.0
+
+
+@pytest.mark.slow
+def test_a_million_token_loop(model):
+    """Numerical limits at large positions: a memory/locals loop of ~1e6 trace tokens."""
+    n = 21_300  # about 47 tokens per iteration
+    loop = [("i32.const", n), ("local.set", 0), ("i32.const", 256), ("i32.const", 256), ("i32.load", 0),
+            ("local.get", 0), ("i32.add", 0), ("i32.store", 0), ("local.get", 0), ("i32.const", 1),
+            ("i32.sub", 0), ("local.tee", 0), ("br_if", (2 - 12 - 1) % 2 ** 32), ("i32.const", 256),
+            ("i32.load", 0), ("output", 0), ("halt", 0)]
+    expected = reference.run_reference(loop)
+    assert len(expected) > 1_000_000
+    assert cw.run_transformer(loop, model=model) == expected
