@@ -40,7 +40,7 @@ maximum; their scores are computed exactly as SPEC 9 says and compared, ties
 going to the later write. Inside a column the latest write has the largest ky
 (checked: ky never decreases within a column), hence the largest score, and it
 is the latest of any entries it ties with. Cleared keys (ky + k^2 < -1e20) score
-below the position-0 entry (key (0, 0), score 0) while |k*| <= 2^40
+below the position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
 (QUERY_LIMIT), so they never win. Every one of these conditions is checked on
 the actual keys and queries; if one fails, the head is a GeneralHead (first
 chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
@@ -221,6 +221,8 @@ class ColumnHead:
     def attend(self, q, k, v, start):
         C = len(q)
         key, real = self.split(k)
+        if start == 0 and not (real[0] and key[0] == 0):
+            raise NotVerifiable("the position-0 key is not (0, d >= 0): cleared keys could win")
         # the chunk's real writes sorted by (key, position): column groups in key order
         writes = np.flatnonzero(real)                              # [W] chunk rows
         writes = writes[np.argsort(key[writes], kind="stable")]    # [W]
@@ -563,7 +565,123 @@ class BatchState:
 
 
 # ---------------------------------------------------------------------------
-# 3. Verification and speculative generation
+# 3. After the draft: the heads as caches of wasmtf.step (insert, query), so that
+#    sequential decoding goes on with exactly wasmtf's per-token products.
+#    Each checks the conditions of its batched head on every new key and query.
+# ---------------------------------------------------------------------------
+
+class PositionCache:
+    """A PositionHead's arrays, one position per insert."""
+
+    def __init__(self, head, count):
+        self.store, self.count = head.store, count
+
+    def insert(self, kx, ky, vx, vy):
+        p = self.count
+        if not (kx == 2 * p and 0 <= ky + p * p <= RECENCY_LIMIT and p <= KEY_LIMIT):
+            raise NotVerifiable("position keys stopped being (2p, -p^2 + d)")
+        self.store.write(p, ky=[ky], vx=[vx], vy=[vy])
+        self.count += 1
+
+    def query(self, qx, qy):
+        if not (qy > 0 and abs(qx / qy) <= QUERY_LIMIT):
+            raise NotVerifiable("a query with qy <= 0 or beyond the key range")
+        now = self.count - 1
+        below = min(max(math.floor(qx / qy), 0), now)
+        above = min(max(math.ceil(qx / qy), 0), now)
+        ky = self.store["ky"]
+        score_below = qx * (2.0 * below) + qy * float(ky[below])
+        score_above = qx * (2.0 * above) + qy * float(ky[above])
+        best = above if score_above >= score_below else below
+        return (float(self.store["vx"][best]), float(self.store["vy"][best]))
+
+
+class ColumnCache:
+    """A ColumnHead's columns: a SortedList of keys and the latest write of each."""
+
+    def __init__(self, head, count):
+        from sortedcontainers import SortedList
+        past = head.past
+        self.keys = SortedList(past["key"].tolist())
+        self.latest = dict(zip(past["key"].tolist(), zip(past["pos"].tolist(), past["ky"].tolist(),
+                                                         past["vx"].tolist(), past["vy"].tolist())))
+        self.count = count
+
+    def insert(self, kx, ky, vx, vy):
+        key, p = kx * 0.5, self.count
+        self.count += 1
+        d = ky + key * key
+        if not (key == math.floor(key) and abs(key) <= KEY_LIMIT and (d < CLEARED or 0 <= d <= RECENCY_LIMIT)):
+            raise NotVerifiable("keys are not (2k, -k^2 + d) on integer k, nor cleared")
+        if d < CLEARED:
+            return                                                # never wins
+        if key not in self.latest:
+            self.keys.add(key)
+        elif ky < self.latest[key][1]:
+            raise NotVerifiable("ky decreased within a column")
+        self.latest[key] = (p, ky, vx, vy)
+
+    def query(self, qx, qy):
+        if not (qy > 0 and abs(qx / qy) <= QUERY_LIMIT):
+            raise NotVerifiable("a query with qy <= 0 or beyond the key range")
+        right = self.keys.bisect_left(qx / qy)
+        best = None                                               # (score, position, vx, vy)
+        for index in (right - 1, right):                          # the neighbouring columns
+            if 0 <= index < len(self.keys):
+                key = self.keys[index]
+                p, ky, vx, vy = self.latest[key]
+                score = qx * (2.0 * key) + qy * ky
+                if best is None or score > best[0] or (score == best[0] and p > best[1]):
+                    best = (score, p, vx, vy)
+        return (best[2], best[3])
+
+
+class CumulativeCache:
+    """A CumulativeHead's running sum."""
+
+    def __init__(self, head, count):
+        self.key, self.sum, self.count = head.key, head.sum.tolist(), count
+
+    def insert(self, kx, ky, vx, vy):
+        if self.key is None:
+            self.key = np.array([kx, ky])
+        if not (kx == self.key[0] and ky == self.key[1]):
+            raise NotVerifiable("average head keys are not the cumulative pattern")
+        self.sum = [self.sum[0] + vx, self.sum[1] + vy]
+        self.count += 1
+
+    def query(self, qx, qy):
+        if not (qx == 0 and qy * self.key[1] > 0):
+            raise NotVerifiable("average head queries are not the cumulative pattern")
+        inverse = 1.0 / (self.count - 1)                          # positions 1..p tie
+        return (self.sum[0] * inverse, self.sum[1] * inverse)
+
+
+def general_cache(head, count):
+    """A GeneralHead's whole past in a hull.BruteHead (SPEC 9 by definition)."""
+    import hull
+    cache = hull.BruteHead(head.latest)
+    for i in range(count):
+        cache.insert(*(float(head.store[name][i]) for name in ("kx", "ky", "vx", "vy")))
+    return cache
+
+
+def as_caches(state):
+    """wasmtf.step's caches (per layer, (insert, query) per active head) holding the
+    state's committed positions."""
+    make = {"position": PositionCache, "column": ColumnCache, "cumulative": CumulativeCache,
+            "general": general_cache}
+    caches = []
+    for heads in state.heads:
+        caches.append([])
+        for head in heads or []:
+            cache = make[head.kind](head, state.position)
+            caches[-1].append((cache.insert, cache.query))
+    return caches
+
+
+# ---------------------------------------------------------------------------
+# 4. Verification and speculative generation
 # ---------------------------------------------------------------------------
 
 def check_draft(state, ids, n_prompt, chunk, progress=None):
@@ -615,8 +733,9 @@ def generate_speculative(model, prompt, draft, max_new_tokens=wasmtf.DEFAULT_MAX
     """Exactly wasmtf.generate(model, prompt, max_new_tokens=...): the transformer's
     greedy tokens after the prompt, up to and including a stop token. The draft (any
     token list; the reference trace is best) is checked in chunks; after its end or
-    its first wrong token, decoding goes on one token at a time. If the keys lose
-    the structure the fast heads need, falls back to wasmtf.generate."""
+    its first wrong token, decoding goes on with wasmtf.step, one token at a time,
+    on caches made from the verified state (as_caches). If the keys lose the
+    structure the fast heads need, falls back to wasmtf.generate from the start."""
     stop_ids = set(model["stop_ids"])
     draft = list(draft[:max_new_tokens])
     for index, token in enumerate(draft):                        # nothing after a stop token
@@ -630,12 +749,13 @@ def generate_speculative(model, prompt, draft, max_new_tokens=wasmtf.DEFAULT_MAX
         generated = draft[:accepted]
         if generated and model["vocab"].index(generated[-1]) in stop_ids:
             return generated
+        caches, p = as_caches(state), state.position
         while len(generated) < max_new_tokens:                    # sequential from here
             generated.append(model["vocab"][token_id])
             if token_id in stop_ids or len(generated) == max_new_tokens:
                 break
-            token_id = int(state.advance([token_id])[0])
-            state.commit()
+            token_id = wasmtf.next_token(state.plan, wasmtf.step(state.plan, caches, token_id, p))
+            p += 1
             if progress is not None and len(generated) % wasmtf.PROGRESS_EVERY == 0:
                 progress(len(generated))
         return generated
