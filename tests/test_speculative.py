@@ -128,6 +128,31 @@ def test_a_program_that_runs_off_its_end(model, plan):
     assert got == want
 
 
+def copy_model_variants():
+    """wasmtf.copy_model (a position head) and two variants that need a GeneralHead:
+    average tie mode, and keys (2j, -j^2 + 0.6) (recency term out of range)."""
+    plain = wasmtf.copy_model()
+    average = wasmtf.copy_model()
+    average["layers"][0]["tie_latest"][:] = False
+    shifted = wasmtf.copy_model()
+    D = shifted["embed"].shape[1]
+    shifted["layers"][0]["w_qkv"][D + 1, 3] = 0.6            # ky += 0.6 * one
+    return [("position", plain), ("general", average), ("general", shifted)]
+
+
+@pytest.mark.parametrize("kind, toy", copy_model_variants(), ids=["plain", "average", "shifted"])
+def test_copy_model_and_general_heads(kind, toy):
+    prompt = ["{", "3", "5"]
+    expected = wasmtf.generate(toy, prompt)
+    assert expected == "4 6 5 7 6 8 7 9 8 halt".split()
+    state = speculative.BatchState(toy)
+    state.advance(wasmtf.encode(toy, prompt + expected))
+    assert state.kinds() == [[kind]]
+    for draft in (expected, expected[:4], [], expected[:2] + ["9"] + expected[3:]):
+        assert speculative.generate_speculative(toy, prompt, draft, chunk=2) == expected
+    assert speculative.verify(toy, prompt, expected[:5] + ["0"]) == (5, expected[5])
+
+
 # ---------------------------------------------------------------------------
 # One head: batched attention against BruteHead
 
