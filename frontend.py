@@ -2044,6 +2044,13 @@ def run_calls(module, calls, runner=reference_runner, replay=()):
 BEYOND_MACHINE = {("call.wast", "as-memory.grow-value"): "memory.grow by 306 pages: beyond the machine's 16 MiB"}
 
 
+# Assertions about other things than running valid modules.
+NOT_RUN = {"assert_invalid": "validation: the front end expects valid modules",
+           "assert_malformed": "text and binary parsing", "assert_unlinkable": "linking",
+           "assert_exhaustion": "call stack exhaustion: the machine's call stack is unbounded",
+           "assert_uninstantiable": "instantiation traps"}
+
+
 class Instance:
     """A module of the script with the calls queued on it."""
 
@@ -2063,79 +2070,93 @@ def _problem_kind(problem):
     return kind
 
 
+def _load_instance(tree, source):
+    """The Instance of a `(module ...)` form (text, or `binary` strings)."""
+    rest = tree[1:]
+    if rest and isinstance(rest[0], str) and rest[0].startswith("$"):
+        rest = rest[1:]                                  # the module's $name
+    kind = rest[0] if rest and isinstance(rest[0], str) else None
+    try:
+        if kind == "binary":
+            binary = b"".join(part for part in rest if isinstance(part, WastString))
+        elif kind in ("quote", "definition", "instance"):
+            raise WasmError("(module %s ...) forms are not run" % kind)
+        else:
+            binary = wat_to_wasm(source)
+        return Instance(decode_module(binary))
+    except WasmError as error:
+        return Instance(None, "module not loaded: %s" % str(error).splitlines()[0][:80])
+
+
+def _action(tree):
+    """The `(invoke $module? "name" args...)` of an invoke, assert_return or assert_trap, else None."""
+    head = tree[0] if tree else None
+    action = tree if head == "invoke" else (tree[1] if head in ("assert_return", "assert_trap")
+                                            and len(tree) > 1 else None)
+    if isinstance(action, list) and len(action) >= 2 and action[0] == "invoke":
+        return action
+    return None
+
+
 def spectest_file(path, runner, skips, failures):
     """Run one .wast file; returns (passed, failed, skipped)."""
     counts = {"passed": 0, "failed": 0, "skipped": 0}
-    name = pathlib.Path(path).name
+    file_name = pathlib.Path(path).name
 
-    def skip(reason, count=1):
-        skips[reason] = skips.get(reason, 0) + count
-        counts["skipped"] += count
+    def skip(reason):
+        skips[reason] = skips.get(reason, 0) + 1
+        counts["skipped"] += 1
 
-    instances, named, current = [], {}, None
+    instances, named = [], {}
     for tree, source, line in parse_wast(pathlib.Path(path).read_text()):
-        head = tree[0] if tree else None
+        head = tree[0] if tree and isinstance(tree[0], str) else None
+        action = _action(tree)
         if head == "module":
-            rest = tree[1:]
-            module_name = rest[0] if rest and isinstance(rest[0], str) and rest[0].startswith("$") else None
-            kind = rest[1] if module_name and len(rest) > 1 else (rest[0] if rest else None)
-            try:
-                if kind == "binary":
-                    binary = b"".join(part for part in rest if isinstance(part, WastString))
-                elif kind in ("quote", "definition", "instance"):
-                    raise WasmError("(module %s ...) forms are not run" % kind)
-                else:
-                    binary = wat_to_wasm(source)
-                current = Instance(decode_module(binary))
-            except WasmError as error:
-                current = Instance(None, "module not loaded: %s" % str(error).splitlines()[0][:80])
-            instances.append(current)
-            if module_name:
-                named[module_name] = current
-        elif head in ("assert_return", "assert_trap", "invoke") and head == "invoke" or (
-                head in ("assert_return", "assert_trap") and isinstance(tree[1], list) and tree[1][0] == "invoke"):
-            action = tree if head == "invoke" else tree[1]
+            instances.append(_load_instance(tree, source))
+            if len(tree) > 1 and isinstance(tree[1], str) and tree[1].startswith("$"):
+                named[tree[1]] = instances[-1]
+        elif action is not None:
             target = action[1] if isinstance(action[1], str) and action[1].startswith("$") else None
-            instance = named.get(target) if target else current
-            function_name = action[2 if target else 1].decode("utf-8")
-            args = wast_values(action[3 if target else 2:])
-            expected = None
-            if head == "assert_return":
-                expected = wast_values(tree[2:])
-            elif head == "assert_trap":
-                expected = "trap"
-            reason = BEYOND_MACHINE.get((name, function_name))
-            if reason is not None:
-                pass
-            elif instance is None:
-                reason = "no module"
-            elif instance.error:
-                reason = instance.error
-            elif args is None or (head == "assert_return" and expected is None):
-                reason = "values of types other than i32"
+            instance = named.get(target) if target else (instances[-1] if instances else None)
+            call = action[2:] if target else action[1:]
+            reason = None
+            if instance is None or not call or not isinstance(call[0], WastString):
+                reason = "no module or no function name"
             else:
-                reason = _call_support(instance, function_name)
-            if reason is not None:
-                if head == "invoke":
-                    if instance is not None and not instance.error:
-                        instance.error = "an earlier invoke on this module was not run (%s)" % reason
-                else:
-                    skip(reason)
-                continue
-            instance.queue.append((function_name, args, expected, line))
-        elif head in ("assert_return", "assert_trap") and isinstance(tree[1], list) and tree[1][0] == "get":
-            skip("global reads (get)")
-        elif head == "assert_trap":
-            skip("assert_trap of a module instantiation")
+                reason = _call_problem(instance, file_name, call, head, tree)
+            if reason is None:
+                expected = None                          # a plain invoke asserts nothing
+                if head != "invoke":
+                    expected = "trap" if head == "assert_trap" else wast_values(tree[2:])
+                instance.queue.append((call[0].decode("utf-8"), wast_values(call[1:]), expected, line))
+            elif head != "invoke":
+                skip(reason)
+            elif instance is not None and not instance.error:   # its state is now unknown
+                instance.error = "an earlier invoke on this module was not run (%s)" % reason
         elif head == "register":
-            skip("register (linking modules)", 0)
-        elif isinstance(head, str) and head.startswith("assert_"):
-            skip("%s (not run: validation/parsing tests)" % head)
+            continue                                     # linking: importing modules are reported
+        elif head in ("assert_return", "assert_trap") and len(tree) > 1 and isinstance(tree[1], list):
+            skip({"get": "global reads (get)", "module": "assert_trap of a module instantiation"}.get(
+                tree[1][0] if tree[1] else None, "malformed %s" % head))
+        elif head and head.startswith("assert_"):
+            skip("%s (%s)" % (head, NOT_RUN.get(head, "not run")))
         else:
             skip("unknown command %r" % head)
     for instance in instances:
-        _run_instance(instance, runner, name, counts, failures)
+        _run_instance(instance, runner, file_name, counts, failures)
     return counts["passed"], counts["failed"], counts["skipped"]
+
+
+def _call_problem(instance, file_name, call, head, tree):
+    """Why a call cannot run (a skip reason), or None."""
+    function_name = call[0].decode("utf-8", "replace")
+    if (file_name, function_name) in BEYOND_MACHINE:
+        return BEYOND_MACHINE[(file_name, function_name)]
+    if instance.error:
+        return instance.error
+    if wast_values(call[1:]) is None or (head == "assert_return" and wast_values(tree[2:]) is None):
+        return "values of types other than i32"
+    return _call_support(instance, function_name)
 
 
 def _call_support(instance, function_name):
