@@ -1702,24 +1702,25 @@ def find_export(module, name):
 
 
 def input_address(module):
-    """A = (__heap_base + 15) & ~15: where compute(input) finds its input (SPEC 5)."""
+    """A = (__heap_base + 15) & ~15: where compute(input) finds its input (SPEC 5); None
+    when the module does not export __heap_base as a constant global."""
     kind, index = module.exports.get("__heap_base", (None, None))
     if kind != "global" or module.globals[index]["import_from"] is not None:
-        raise UnsupportedError(["compute(input) needs the global export __heap_base (link with "
-                                "--export=__heap_base)"])
+        return None
     heap_base = constant_of(module, module.globals[index]["init"])
-    return (heap_base + 15) & ~15
+    return None if heap_base is None else (heap_base + 15) & ~15
 
 
 def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0):
     """The flat program (list of (opcode, imm)) that runs the module.
 
     - entry "compute" with args None: the C ABI of SPEC 5. compute(input) gets
-      `input_base A` as instruction 0 and A as its argument; compute() none;
-      any result is dropped. Output comes from env.output_byte only.
+      `input_base A` as instruction 0 and A as its argument (its other
+      parameters 0); compute() none; any result is dropped. Output comes from
+      env.output_byte only.
     - otherwise: calls the exported function `entry` with the i32 `args` and
-      prints its result as 8 lower-case hex digits and a newline (a function
-      without result prints "-" and a newline).
+      prints its results, each as 8 lower-case hex digits and a newline (a
+      function without results prints "-" and a newline).
     - calls=[(name, args), ...] runs several exported functions in order, each
       printed that way (the spec-test runner's batches), except the first
       `silent_calls` calls, whose results are dropped.
@@ -1730,23 +1731,23 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
         module = decode_module(module)
     address = None
     print_results = True
+    problems = []
     if calls is None:
         index = find_export(module, entry)
-        if entry == "compute" and args is None:
+        if entry == "compute" and args is None:          # the C ABI
             function = module.functions[index]
             print_results = False
+            args = []
             if function.params:
-                problems = module_problems(module, [index])
                 address = input_address(module)
-                if problems:
-                    raise UnsupportedError(problems)
-                args = [address] + [0] * (len(function.params) - 1)
-            else:
-                args = []
+                if address is None:
+                    problems.append("compute(input) needs the global export __heap_base "
+                                    "(link with --export=__heap_base)")
+                args = [address or 0] + [0] * (len(function.params) - 1)
         calls = [(index, list(args or []))]
     else:
         calls = [(find_export(module, name), list(call_args)) for name, call_args in calls]
-    problems = module_problems(module, [index for index, _ in calls])
+    problems += module_problems(module, [index for index, _ in calls])
     for index, call_args in calls:
         function = module.functions[index]
         if len(call_args) != len(function.params):

@@ -621,3 +621,12 @@ def test_c_stack_overflow_traps_like_wasmtime(tmp_path):
     for text in [b"1400", b"5000"]:
         assert run(instructions, text) == run_wasmtime_compute(binary, text)
     assert run(instructions, b"5000")[0] == "trap"
+
+
+def test_compute_with_input_needs_heap_base_reported_with_the_rest():
+    binary = frontend.wat_to_wasm('(module (memory 1) (func (export "compute") (param i32)'
+                                  ' (drop (i64.const 1))))')
+    with pytest.raises(frontend.UnsupportedError) as error:
+        frontend.lower_module(frontend.decode_module(binary))
+    assert len(error.value.problems) == 2
+    assert "__heap_base" in error.value.problems[0] and error.value.problems[1].endswith("i64.const")
