@@ -59,10 +59,10 @@ QUERY_SCALE = HARD_K * math.sqrt(2)  # SPEC 7.1: a score gap of 1 becomes 1.4e10
 LATEST_ALPHA = 0.3      # recency term 0.3*inv_log_pos < 0.3/ln2 = 0.433 < 1 = the gap
                         # between an exact key and its neighbour (q^2-(q-k)^2 <= q^2-1)
 CLEAR_BIG = 1e30        # a cleared key sits 1e30 below any real key (real |k^2| < 2^52)
-ROUND_BIAS = 3 << 51      # float64 spacing is exactly 1 in [2^52, 2^53): adding this
-                        # bias rounds a value within 0.5 of an integer to that integer
+ROUND_BIAS = 3 << 51    # 1.5 * 2^52; float64 spacing is exactly 1 in [2^52, 2^53): adding
+                        # it rounds a value within 0.5 of an integer to that integer
 GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45)
-FAMILY_WEIGHT = 10 ** 6  # the token-family selector beats every quadratic score (< 2^16)
+FAMILY_WEIGHT = 10 ** 6 # the token-family selector beats every quadratic score (< 2^16)
 
 
 # ---------------------------------------------------------------------------
