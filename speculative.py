@@ -267,7 +267,8 @@ class ColumnHead:
         for past_index, chunk_column in ((past_right - 1, chunk_left), (past_right, chunk_right)):
             found = (past_index >= 0) & (past_index < len(self.past["key"]))
             at = past_index[found]
-            # a column the chunk also has (by this row) is answered from the chunk below
+            # if the chunk also wrote this column by this row, that later write scores at
+            # least as high (ky never decreases in a column) and wins a tie
             consider(found, self.past["key"][at], self.past["pos"][at], self.past["ky"][at],
                      np.stack([self.past["vx"][at], self.past["vy"][at]], axis=1))
             found = chunk_column >= 0

@@ -57,13 +57,14 @@ def main(argv=None):
         draft = draft[:args.limit]
 
     progress = wasmtf.Progress("tokens verified")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     accepted, token = speculative.verify(model, prompt, draft, chunk=args.chunk, plan=plan, progress=progress)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     print(f"verify: {accepted:,} of {len(draft):,} draft tokens accepted"
           + ("" if token is None else f"; the transformer says {token!r} at {accepted}"))
     print(f"verify: {seconds:.1f} s, {len(draft) / seconds:,.0f} tokens/s "
-          f"(chunks of {args.chunk:,}); peak memory {peak_memory_gib():.2f} GiB")
+          f"(chunks of {args.chunk:,}); CPU time {cpu_seconds:.1f} s (all threads); "
+          f"peak memory {peak_memory_gib():.2f} GiB")
     total = draft_seconds + seconds
     print(f"end to end (draft + verify): {total:.1f} s for {len(draft):,} tokens"
           + (f"; output {reference.output_bytes(draft).decode('utf-8', 'replace')!r}" if args.limit is None else ""))

@@ -298,6 +298,17 @@ def test_c_examples_verified_end_to_end(model, plan, name):
 
 
 @pytest.mark.slow
+def test_a_corrupted_token_deep_in_a_long_trace(model, plan):
+    import frontend
+    instructions, input_bytes = frontend.load_program_file(REPO / "examples" / "hungarian.wasm", None)
+    prompt = reference.program_tokens(instructions, input_bytes)
+    expected = reference.run_reference(instructions, input_bytes)
+    rng = random.Random(8)
+    index = rng.randrange(len(expected) // 2, len(expected))
+    assert speculative.verify(model, prompt, corrupt(rng, expected, index), plan=plan) == (index, expected[index])
+
+
+@pytest.mark.slow
 def test_random_programs_sweep(model, plan):
     for seed in range(100, 160):
         rng = random.Random(seed)
