@@ -796,14 +796,17 @@ def inspect(model, tokens, position, cache="brute"):
 
 
 def format_inspection(info):
-    """A printable report of inspect()."""
+    """A printable report of inspect(): the heads, then per stage the values it wrote."""
     lines = ["token %r" % info["token"]]
     for l, h, outs, attended, value in info["heads"]:
-        lines.append("  layer %d head %2d -> %-40s attends %s value %s" % (l, h, ",".join(outs), attended, value))
-    final = info["residuals"][-1][1]
-    for name, value in final.items():
-        lines.append("  %-28s %r" % (name, value))
-    lines.append("  top logits %s" % info["top_logits"])
+        value = tuple(float(v) for v in value)
+        lines.append("  layer %d head %2d -> %-36s attends %s value %s" % (l, h, ",".join(outs), attended, value))
+    before = {}
+    for stage, values in info["residuals"]:
+        changed = {n: v for n, v in values.items() if v != before.get(n, 0.0)}
+        lines.append("  %s: %s" % (stage, ", ".join("%s=%.10g" % item for item in changed.items())))
+        before = values
+    lines.append("  top logits %s" % [(float(l), t) for l, t in info["top_logits"]])
     return "\n".join(lines)
 
 
