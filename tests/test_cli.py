@@ -134,3 +134,17 @@ def test_bad_usage_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         wasmtf.main(["run"])
     assert exit_info.value.code == 2
+
+
+def test_model_bin_written_by_wasmtf_reproduces_the_worked_examples(tmp_path):
+    """A model.bin (SPEC 8) read back runs every ex*.txt to its reference trace."""
+    path = tmp_path / "model.bin"
+    wasmtf.save(wasmtf.load_machine(), path)
+    model = wasmtf.load(path)
+    for program in sorted(EXAMPLES_DIR.glob("ex*_*.txt")):
+        if program.name.endswith("_ref.txt"):
+            continue
+        instructions, input_bytes = reference.read_program(program)
+        prompt, trace = wasmtf.run_program(model, instructions, input_bytes)
+        expected = program.with_name(program.stem + "_ref.txt").read_text()
+        assert reference.format_trace_file(prompt, trace) == expected, program.name
