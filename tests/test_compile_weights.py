@@ -2,7 +2,6 @@
 small graphs whose values are checked by name through the real forward pass."""
 from fractions import Fraction
 
-import numpy as np
 import pytest
 
 import conftest  # noqa: F401  (puts the repository on sys.path)
