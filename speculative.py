@@ -60,8 +60,8 @@ needs a few [C, 2F] arrays (C = 16,384: ~100 MB). Measured:
 benchmarks/verify_speed.py.
 
 Entry points: verify(model, prompt, draft), generate_speculative(model, prompt,
-draft), run_speculative(model, instructions, input_bytes),
-causal_hard_attention(q, k, v, latest).
+draft), draft_for_prompt(prompt), run_speculative(model, instructions,
+input_bytes), causal_hard_attention(q, k, v, latest).
 """
 import math
 
@@ -771,6 +771,20 @@ def reference_draft(instructions, input_bytes=None, max_steps=reference.DEFAULT_
     except (reference.StepLimitExceeded, reference.ExecutionError) as error:
         machine = getattr(error, "machine", None)
         return machine.trace if machine is not None else []
+    except ValueError:                                            # not a valid program: no draft
+        return []
+
+
+def draft_for_prompt(prompt, max_steps=reference.DEFAULT_MAX_STEPS):
+    """A draft for any prompt: the reference trace if the prompt is a program's
+    (SPEC 2.1, with its input section), otherwise [] (plain sequential decoding)."""
+    try:
+        instructions, input_bytes = reference.parse_program(" ".join(prompt))
+    except ValueError:
+        return []
+    if reference.program_tokens(instructions, input_bytes) != list(prompt):
+        return []
+    return reference_draft(instructions, input_bytes, max_steps)
 
 
 def run_speculative(model, instructions, input_bytes=None, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,

@@ -4,6 +4,11 @@ sequential decoding (wasmtf.generate, hull cache) on a prefix of the same trace.
     python benchmarks/verify_speed.py [--limit N] [--sequential 20000] [--chunk 16384]
                                       [--program examples/sudoku.wasm] [--input TEXT]
 
+OpenBLAS runs single-threaded here unless OPENBLAS_NUM_THREADS is set: on a
+machine shared with other busy processes its worker threads cost far more
+than they give (Inkala, 2 busy cores: 310 s wall, 134 s CPU with 2 threads;
+79 s wall, 38 s CPU with 1).
+
 Default: the Arto Inkala Sudoku (examples/sudoku.wasm, its default input), about
 9 million trace tokens, every one checked. Prints the draft time (reference
 interpreter), the verified tokens per second, the peak resident memory of the
@@ -17,6 +22,7 @@ import resource
 import sys
 import time
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLAS (see above)
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import compile_weights  # noqa: E402
 import frontend  # noqa: E402

@@ -119,6 +119,13 @@ def test_short_drafts_and_token_limits(model, plan):
     assert speculative.generate_speculative(model, prompt, expected + ["00", "halt"], plan=plan) == expected
 
 
+def test_draft_for_prompt(model, plan):
+    prompt, expected = example(EXAMPLES_DIR / "ex3_call_input_ref.txt")
+    assert speculative.draft_for_prompt(prompt) == expected
+    assert speculative.draft_for_prompt(["{", "3", "5"]) == []
+    assert speculative.draft_for_prompt(prompt[:-3]) == []     # a cut input section
+
+
 def test_a_program_that_runs_off_its_end(model, plan):
     instructions = [("i32.const", 7), ("output", 0)]          # no halt: the reference stops
     draft = speculative.reference_draft(instructions)
