@@ -26,7 +26,8 @@ head by one of four exact algorithms, picked by checking the keys at run time:
   CumulativeHead  average head whose keys at positions >= 1 are all (0, c):
                   the running mean, a sequential cumsum; O(1) per query.
   GeneralHead     anything else: SPEC 9 by brute force against every earlier
-                  key, O(T) per query (small models and tests).
+                  key, O(T) per query, up to GENERAL_LIMIT positions (small
+                  models and tests; longer runs decode sequentially instead).
 
 Why the shortcuts are exact (d = ky + k^2 is the recency term, 0 <= d <= 0.45):
 with qy > 0 the score is qy * (k*^2 - (k* - k)^2 + d) for k* = qx/qy. A column
@@ -78,6 +79,8 @@ QUERY_LIMIT = 2.0 ** 40  # |qx/qy| bound: cleared keys (ky < -1e20) still score 
 RECENCY_LIMIT = 0.45     # d = ky + k^2 must lie in [0, RECENCY_LIMIT] (0.3/ln 2 = 0.433)
 CLEARED = -1e20          # keys with ky + k^2 below this are cleared (about -1e30 in the machine)
 GENERAL_BLOCK = 256      # query rows per brute-force block of a GeneralHead
+GENERAL_LIMIT = 32_768   # positions a GeneralHead scans (O(T^2) work, ~1 s at this size);
+                         # beyond, sequential decoding with the hull cache is faster
 BIG_SLOT = 2.0 ** 50     # residual values this large are rounding-bias sums (see linear)
 ONE_SLOT = 3             # residual slot 3 holds `one` (SPEC 7.1)
 
@@ -364,8 +367,10 @@ class GeneralHead:
         self.store = GrowingArrays(("kx", "ky", "vx", "vy"))
 
     def attend(self, q, k, v, start):
-        self.store.write(start, kx=k[:, 0], ky=k[:, 1], vx=v[:, 0], vy=v[:, 1])
         end = start + len(q)
+        if end > GENERAL_LIMIT:
+            raise NotVerifiable(f"a general head past {GENERAL_LIMIT:,} positions")
+        self.store.write(start, kx=k[:, 0], ky=k[:, 1], vx=v[:, 0], vy=v[:, 1])
         kx, ky = self.store["kx"][:end], self.store["ky"][:end]   # [n]
         values = np.stack([self.store["vx"][:end], self.store["vy"][:end]], axis=1)  # [n, 2]
         out = np.zeros_like(v)                                    # [C, 2]

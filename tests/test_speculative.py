@@ -291,6 +291,15 @@ def test_structure_change_after_the_first_chunk_is_refused():
     assert (got == brute(q, k, np.ones((T, 2)), True)).all()
 
 
+def test_a_long_run_of_a_general_head_decodes_sequentially(monkeypatch):
+    toy = copy_model_variants()[1][1]                         # average mode: a GeneralHead
+    prompt = ["{", "3", "5"]
+    expected = wasmtf.generate(toy, prompt)
+    monkeypatch.setattr(speculative, "GENERAL_LIMIT", 6)
+    assert speculative.generate_speculative(toy, prompt, expected, chunk=4) == expected
+    assert speculative.verify(toy, prompt, expected, chunk=4) == (len(expected), None)
+
+
 # ---------------------------------------------------------------------------
 # Long runs
 
