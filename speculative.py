@@ -52,13 +52,19 @@ in rows that read the machine's rounding-bias sums (|x| >= 2^50) the big terms
 are added first, which is what makes those sums exact (see Linear).
 
 Costs per position (T = trace length): the matrix products of wasmtf.step
-(prepared, restricted to active heads and live neurons) as [C, D] products,
-O(1) amortized per position and head for Position/Cumulative heads and
-O(log n) for ColumnHead (n = distinct keys); logits only on the 14 residual
-slots the output head reads. Memory: PositionHeads keep 3 floats per position
+(prepared, restricted to active heads, live neurons, and the residual slots
+each product reads or writes) as [N, C] products, O(1) amortized per position
+and head for Position/Cumulative heads and O(log n) for ColumnHead (n =
+distinct keys); logits only on the 14 residual slots the output head reads, one
+row per distinct head row. Memory: PositionHeads keep 3 floats per position
 (ky, vx, vy), other heads one record per distinct key; a chunk of C positions
-needs a few [C, 2F] arrays (C = 16,384: ~100 MB). Measured:
-benchmarks/verify_speed.py.
+needs a few [2F, C] arrays (C = 16,384: ~100 MB).
+Measured (benchmarks/verify_speed.py, 2 cores shared with other jobs, OpenBLAS
+single-threaded): the Inkala Sudoku, 9,036,523 tokens, every one verified in
+37 s (247,000 tokens/s) at load 2 and 79 s (114,000 tokens/s) at load 7, peak
+memory 2.2 GiB; sequential decoding with the hull cache: 4,000-9,000 tokens/s.
+With OpenBLAS's default threads on the busy machine the same run took 310 s:
+its worker threads cost more than they give here (set OPENBLAS_NUM_THREADS=1).
 
 Entry points: verify(model, prompt, draft), generate_speculative(model, prompt,
 draft), draft_for_prompt(prompt), run_speculative(model, instructions,

@@ -12,7 +12,6 @@
   (position, column and cumulative heads), in small chunks.
 About 30 s on a busy machine; the C examples end to end are `slow`.
 """
-import math
 import random
 
 import numpy as np
@@ -180,7 +179,8 @@ def check_head(q, k, v, latest, kind, chunks=(3, 16, 1000)):
         assert head.kind == kind
         got = speculative.causal_hard_attention(q, k, v, latest, chunk=chunk)
         mismatch = np.flatnonzero((got != want).any(axis=1))
-        assert len(mismatch) == 0, f"chunk {chunk}, position {mismatch[:1]}: {got[mismatch[:1]]} != {want[mismatch[:1]]}"
+        first = mismatch[:1]
+        assert len(mismatch) == 0, f"chunk {chunk}, position {first}: {got[first]} != {want[first]}"
 
 
 @pytest.mark.parametrize("latest", [True, False])
