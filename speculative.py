@@ -749,13 +749,16 @@ def generate_speculative(model, prompt, draft, max_new_tokens=wasmtf.DEFAULT_MAX
     on caches made from the verified state (as_caches). If the keys lose the
     structure the fast heads need, falls back to wasmtf.generate from the start."""
     stop_ids = set(model["stop_ids"])
-    draft = list(draft[:max_new_tokens])
-    for index, token in enumerate(draft):                        # nothing after a stop token
-        if token in {model["vocab"][i] for i in stop_ids}:
-            draft = draft[:index + 1]
-            break
+    index = {token: i for i, token in enumerate(model["vocab"])}
+    draft_ids = np.array([index.get(token, -1) for token in draft[:max_new_tokens]], dtype=np.int64)
+    # the draft ends before a token the model does not know, and after a stop token
+    unknown, stops = draft_ids < 0, np.isin(draft_ids, list(stop_ids))
+    cut = np.flatnonzero(unknown | stops)
+    if len(cut):
+        draft_ids = draft_ids[:cut[0] + int(stops[cut[0]])]
+    draft = list(draft[:len(draft_ids)])
     state = BatchState(model, plan)
-    ids = np.array(wasmtf.encode(model, list(prompt) + draft), dtype=np.int64)
+    ids = np.concatenate([np.array(wasmtf.encode(model, list(prompt)), dtype=np.int64), draft_ids])
     try:
         accepted, token_id = check_draft(state, ids, len(prompt), chunk, progress)
         generated = draft[:accepted]

@@ -114,8 +114,11 @@ def test_short_drafts_and_token_limits(model, plan):
     for limit in (0, 1, 57, len(expected), len(expected) + 5):
         assert (speculative.generate_speculative(model, prompt, expected, max_new_tokens=limit, plan=plan)
                 == wasmtf.generate(model, prompt, max_new_tokens=limit, plan=plan))
-    # tokens after a stop token in the draft are ignored
+    # tokens after a stop token in the draft are ignored, and so is a draft's tail
+    # from a token the model does not know
     assert speculative.generate_speculative(model, prompt, expected + ["00", "halt"], plan=plan) == expected
+    assert speculative.generate_speculative(model, prompt, expected[:9] + ["nonsense"] + expected[10:],
+                                            plan=plan) == expected
 
 
 def test_draft_for_prompt(model, plan):
