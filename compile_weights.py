@@ -64,6 +64,7 @@ QUERY_SCALE = HARD_K * math.sqrt(2)  # SPEC 7.1: a score gap of 1 becomes 1.4e10
 LATEST_ALPHA = 0.3      # recency term 0.3*inv_log_pos < 0.3/ln2 = 0.433 < 1 = the gap
                         # between an exact key and its neighbour (q^2-(q-k)^2 <= q^2-1)
 CLEAR_BIG = 1e30        # a cleared key sits 1e30 below any real key (real |k^2| < 2^52)
+ROUNDED_SUFFIX = "+bias"  # names the slots that hold ROUND_BIAS + an integer sum
 ROUND_BIAS = 3 << 51    # 1.5 * 2^52; float64 spacing is exactly 1 in [2^52, 2^53): adding
                         # it rounds a value within 0.5 of an integer to that integer
 GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45)
@@ -202,8 +203,25 @@ def scaled(terms, factor):
 
 
 def gated_terms(value, gate, coef=1):
-    """value * gate for gate = 1 or <= 0: reglu(value, gate) (one neuron)."""
-    return [(coef, value, gate)]
+    """value * gate for gate = 1 or <= 0: reglu(value, gate), one neuron, or one more
+    per rounded sum in `value` (see exact_parts)."""
+    return [(coef, part, gate) for part in exact_parts(value)]
+
+
+def exact_parts(lin):
+    """Split a linear expression so that every rounded sum (a slot holding
+    ROUND_BIAS + n, read as c * (slot - ROUND_BIAS)) gets a neuron row of its own with
+    exactly two non-zero terms, c*slot - c*ROUND_BIAS*one. Two products and one sum are
+    exact in any order when the result is a small integer, while a row mixing
+    c * 6.8e15 with small terms loses them whenever a matrix product happens to add the
+    small terms to the big one first (c > 1 puts the partial sums past 2^53)."""
+    lin = Lin.of(lin)
+    parts = []
+    for name, c in lin.terms.items():
+        if name.endswith(ROUNDED_SUFFIX) and abs(c) != 1:
+            parts.append(Lin({name: c, "one": -c * ROUND_BIAS}))
+    rest = lin - sum(parts, Lin())
+    return [rest] + parts if rest.terms else parts
 
 
 def exact_byte_terms(x, gate, coef=1):
@@ -542,7 +560,7 @@ def build_machine():
         """Sum over positions 1..p = mean * p, rounded to the integer it is: the slot gets
         ROUND_BIAS + mean*p (two terms of one dot product, one rounding), so it holds
         ROUND_BIAS + sum exactly; readers subtract ROUND_BIAS with coefficient exactly 1."""
-        return g.ffn(name + "+bias", [(1, mean, position), (ROUND_BIAS, one, one)]) - ROUND_BIAS
+        return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, position), (ROUND_BIAS, one, one)]) - ROUND_BIAS
 
     depth_b, call_b = exact_sum("stack_depth", mean_stack), exact_sum("call_depth", mean_call)
     # J >= k: the current token and the k-1 before it are bytes (marks are +1, 0 or -1)
