@@ -1845,23 +1845,6 @@ def load_program_file(path, input_text=None, entry="compute", args=None):
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def command_compile(path, input_text=None, output=None):
-    """`python wasmtf.py compile FILE [--input STR] [-o OUT]`: write the program file."""
-    try:
-        instructions, input_bytes = load_program_file(path, input_text)
-        text = reference.format_program(instructions, input_bytes)
-    except (OSError, ValueError) as error:   # WasmError, UnsupportedError, ProgramError
-        print("error: %s" % error, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        with open(output, "w") as f:
-            f.write(text)
-        print("%s: %d instructions" % (output, len(instructions)), file=sys.stderr)
-    return EXIT_OK
-
-
 # ---------------------------------------------------------------------------
 # 6. The WebAssembly spec-test runner (`python wasmtf.py spectest FILE.wast...`)
 # ---------------------------------------------------------------------------
@@ -1982,18 +1965,12 @@ def reference_runner(instructions):
     return machine.status, bytes(machine.output)
 
 
-def transformer_runner():
-    """A runner through wasmtf.run_transformer(instructions, input_bytes) -> trace tokens, or None."""
-    import wasmtf
-    run_transformer = getattr(wasmtf, "run_transformer", None)
-    if run_transformer is None:
-        return None
-
-    def run(instructions):
-        tokens = run_transformer(instructions, None)
-        status = tokens[-1] if tokens and tokens[-1] in reference.STOP_TOKENS else "end"
-        return status, reference.output_bytes(tokens)
-    return run
+def transformer_runner(instructions):
+    """Run a program inside the compiled transformer: (status, output bytes)."""
+    import compile_weights
+    tokens = compile_weights.run_transformer(instructions)
+    status = tokens[-1] if tokens and tokens[-1] in reference.STOP_TOKENS else "end"
+    return status, reference.output_bytes(tokens)
 
 
 CALLS_PER_PROGRAM = 64       # a trap restarts the rest of a batch: keep batches short
@@ -2203,13 +2180,7 @@ def _run_instance(instance, runner, file_name, counts, failures):
 def command_spectest(paths, transformer=False):
     """Run the spec tests of each .wast file; print skip reasons, failures, one line per
     file and a total. Exit 1 if anything failed, 2 for unusable input."""
-    runner = reference_runner
-    if transformer:
-        runner = transformer_runner()
-        if runner is None:
-            print("error: wasmtf.run_transformer does not exist yet: spec tests can only run "
-                  "on the reference interpreter", file=sys.stderr)
-            return EXIT_BAD_INPUT
+    runner = transformer_runner if transformer else reference_runner
     totals = [0, 0, 0]
     lines, skips, failures = [], {}, []
     for path in paths:

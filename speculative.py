@@ -422,7 +422,7 @@ def keep_or_widen(head, k, start):
 def causal_hard_attention(q, k, v, latest, chunk=CHUNK):
     """SPEC 9 for all T positions of one head (q, k, v: [T, 2]) -> [T, 2], in chunks.
 
-    Same interface as wasmtf.causal_hard_attention; raises NotVerifiable only if
+    Same answers as hull.causal_hard_attention(k, v, q, latest); raises NotVerifiable only if
     the keys change structure after the first chunk (use a bigger chunk, or
     wasmtf's brute version)."""
     T = len(q)

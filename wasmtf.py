@@ -38,6 +38,7 @@ Contents: 1. the forward pass  2. caches and generation  3. batched form
 """
 import argparse
 import math
+import os
 import pathlib
 import struct
 import sys
@@ -45,9 +46,13 @@ import time
 import zipfile
 import zlib
 
-import numpy as np
+if __name__ == "__main__":
+    # One BLAS thread: the per-token products are tiny, and on this 2-core machine the
+    # batched verification ran 2-4x slower with OpenBLAS's worker threads (speculative.py).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402 (after the thread setting, which numpy reads on import)
 
-import reference
+import reference  # noqa: E402
 
 HEAD_WIDTH = 2                  # every head reads and writes 2 residual slots
 INV_LN2 = 1 / math.log(2)       # inv_log_pos(p) = 1/ln 2 - 1/ln(p+2), SPEC 7.1
@@ -242,10 +247,19 @@ def encode(model, tokens):
     return [ids[t] for t in tokens]
 
 
-def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None, progress=None):
+def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None, progress=None,
+             speculative=False):
     """Generate from prompt tokens; returns the new tokens, ending with a stop token
     unless max_new_tokens ran out first. Prompt positions compute no logits.
-    progress(count), if given, is called every PROGRESS_EVERY generated tokens."""
+    progress(count), if given, is called every PROGRESS_EVERY generated tokens.
+    speculative=True gives the same tokens: the reference interpreter drafts the
+    trace of a program prompt and the transformer checks it in batched steps
+    (speculative.py), decoding on token by token after a disagreement."""
+    if speculative:
+        import speculative as speculative_decoding
+        draft = speculative_decoding.draft_for_prompt(prompt)
+        return speculative_decoding.generate_speculative(model, prompt, draft, max_new_tokens,
+                                                         plan=plan, progress=progress)
     plan = plan or prepare(model)
     ids = encode(model, prompt)
     caches = new_caches(plan, cache)
@@ -319,32 +333,14 @@ def embed_batch(model, token_ids):
     return x  # [T, D]
 
 
-def causal_hard_attention(q, k, v, latest, block=1024):
-    """SPEC 9 for all T positions of one head by brute force, [block, T] at a time.
+def forward_batch(model, token_ids):
+    """The whole sequence at once (teacher forcing): returns (x [T, D], logits [T, V]).
 
-    q, k, v: [T, 2]; position i attends to positions 0..i. Returns [T, 2]."""
-    T = len(q)
-    out = np.zeros((T, HEAD_WIDTH))  # [T, 2]
-    for start in range(0, T, block):
-        rows = slice(start, min(start + block, T))
-        scores = q[rows, :1] * k[:, 0] + q[rows, 1:] * k[:, 1]          # [B, T]
-        future = np.arange(T) > np.arange(T)[rows, None]               # [B, T]
-        scores[future] = -np.inf
-        tied = scores == scores.max(axis=1, keepdims=True)             # [B, T]
-        if latest:
-            last = T - 1 - np.argmax(tied[:, ::-1], axis=1)            # [B]
-            out[rows] = v[last]
-        else:
-            out[rows] = (tied @ v) * (1 / tied.sum(axis=1, keepdims=True))  # [B, 2]
-    return out
-
-
-def forward_batch(model, token_ids, attend=causal_hard_attention):
-    """The whole sequence at once: returns (x [T, D], logits [T, V]).
-
-    `attend(q, k, v, latest) -> [T, 2]` answers one head for all positions
-    (hull.py may provide a faster one). Same results as the sequential steps
-    up to BLAS summation order."""
+    Every head answers all T positions at once with hull.causal_hard_attention
+    (SPEC 9, O(T log^2 T)). The same results as the sequential steps for weights
+    whose dot products are exact in any summation order, as the compiled ones are
+    (tests/test_summation_order.py). speculative.py is the bounded-memory version."""
+    import hull
     x = embed_batch(model, token_ids)  # [T, D]
     D = x.shape[1]
     for layer in model["layers"]:
@@ -353,7 +349,8 @@ def forward_batch(model, token_ids, attend=causal_hard_attention):
         for h in active_heads(layer):
             q, k, v = (u[:, block * D + HEAD_WIDTH * h:block * D + HEAD_WIDTH * (h + 1)]
                        for block in range(3))  # [T, 2] each
-            o[:, HEAD_WIDTH * h:HEAD_WIDTH * (h + 1)] = attend(q, k, v, bool(layer["tie_latest"][h]))
+            o[:, HEAD_WIDTH * h:HEAD_WIDTH * (h + 1)] = hull.causal_hard_attention(
+                k, v, q, bool(layer["tie_latest"][h]))  # [T, 2]
         x = x + o @ layer["w_out"].T   # [T, D] @ [D, D] -> [T, D]
         x = x + feed_forward(layer["w_in"], layer["w_ffo"], x)  # [T, D]
     return x, x @ model["head"].T      # [T, D], [T, D] @ [D, V] -> [T, V]
@@ -685,16 +682,12 @@ def load_machine(path=None):
 
 
 def run_program(model, instructions, input_bytes, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
-                progress=None):
+                progress=None, speculative=False):
     """Run a flat program inside the transformer: (prompt tokens, trace tokens)."""
     prompt = reference.program_tokens(instructions, input_bytes)
-    trace = generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, progress=progress)
+    trace = generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, progress=progress,
+                     speculative=speculative)
     return prompt, trace
-
-
-def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS):
-    """The trace tokens of a flat program run inside the compiled machine."""
-    return run_program(load_machine(), instructions, input_bytes, cache, max_new_tokens)[1]
 
 
 def report_end(trace):
@@ -738,6 +731,8 @@ def run_arguments(parser):
     parser.add_argument("--tokens", action="store_true",
                         help="print prompt and trace tokens in the *_ref.txt layout (compare with `reference`)")
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="stop after N tokens")
+    parser.add_argument("--speculative", action="store_true",
+                        help="draft with the reference interpreter, verify in batched steps (same trace)")
 
 
 def cmd_run(args):
@@ -745,15 +740,15 @@ def cmd_run(args):
     instructions, input_bytes = load_program(args.file, args.input)
     progress = Progress()
     prompt, trace = run_program(load_machine(args.model), instructions, input_bytes, args.cache,
-                                args.max_tokens, progress)
-    progress.finish(len(trace))
+                                args.max_tokens, progress, args.speculative)
     if args.tokens:
         sys.stdout.write(reference.format_trace_file(prompt, trace))
     elif args.trace:
         print(reference.describe_trace(instructions, trace))
     else:
         sys.stdout.buffer.write(reference.output_bytes(trace))
-        sys.stdout.flush()
+    sys.stdout.flush()
+    progress.finish(len(trace))
     return report_end(trace)
 
 
@@ -823,30 +818,16 @@ def cmd_crosscheck(args):
     if actual == expected:
         print(f"ok: {len(expected):,} trace tokens equal")
         return 0
+    import compile_weights
     print(reference.diff_traces(expected, actual, instructions))
     first = next(i for i, (a, b) in enumerate(zip(expected + [None], actual + [None])) if a != b)
-    print(describe_position(model, prompt + actual[:first], args.cache))
+    tokens = prompt + actual[:first]
+    info = compile_weights.inspect(model, tokens, len(tokens) - 1, cache=args.cache)
+    (best, best_token), (runner_up, runner_up_token) = info["top_logits"][:2]
+    print(f"the model predicted {best_token!r} (runner-up {runner_up_token!r}, logit margin {best - runner_up:.6g})"
+          f" after position {len(tokens) - 1}; what it computed there:")
+    print(compile_weights.format_inspection(info))
     return 1
-
-
-def describe_position(model, tokens, cache="hull"):
-    """What decided the token after `tokens`: the logit margin and, per active head,
-    the earlier positions it attended to (those whose score ties for the best)."""
-    record = forward(model, tokens, cache)
-    last = record[-1]
-    logits = last["logits"]                                    # [V]
-    best, runner_up = np.argsort(-logits)[:2]
-    names = model.get("slot_names") or [""] * logits.shape[0]
-    lines = [f"at position {len(tokens) - 1} (after {tokens[-1]!r}): predicted {model['vocab'][best]!r}, "
-             f"runner-up {model['vocab'][runner_up]!r}, logit margin {logits[best] - logits[runner_up]:.6g}"]
-    for l, h in zip(*np.nonzero(last["active"])):
-        layer = model["layers"][l]
-        written = [names[s] or f"slot {s}" for s in np.flatnonzero(layer["w_out"][:, 2 * h:2 * h + 2].any(axis=1))]
-        attended = attended_positions(record, len(tokens) - 1, l, h)
-        shown = attended if len(attended) <= 4 else attended[:3] + ["..."]
-        lines.append(f"  layer {l} head {h:2d} -> {', '.join(written):40s} attends {shown} "
-                     f"value {tuple(last['attn'][l, h])}")
-    return "\n".join(lines)
 
 
 def dump_activations(model, tokens, path):

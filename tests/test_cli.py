@@ -148,3 +148,10 @@ def test_model_bin_written_by_wasmtf_reproduces_the_worked_examples(tmp_path):
         prompt, trace = wasmtf.run_program(model, instructions, input_bytes)
         expected = program.with_name(program.stem + "_ref.txt").read_text()
         assert reference.format_trace_file(prompt, trace) == expected, program.name
+
+
+def test_run_speculative_gives_the_sequential_trace(capsys):
+    assert wasmtf.main(["run", str(CALL_INPUT), "--tokens", "--speculative"]) == 0
+    assert capsys.readouterr().out == (EXAMPLES_DIR / "ex3_call_input_ref.txt").read_text()
+    assert wasmtf.main(["run", str(EXAMPLE_WASM / "hungarian.wasm"), "--speculative"]) == 0
+    assert capsys.readouterr().out.endswith("cost: 206\n")

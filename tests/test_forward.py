@@ -309,7 +309,7 @@ def random_tie_model(seed, D=8, V=6):
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_batched_brute_attention_equals_the_caches_on_random_ties(seed):
+def test_batched_form_equals_the_caches_on_random_ties(seed):
     model = random_tie_model(seed)
     ids = [0] + list(np.random.default_rng(seed).integers(1, 6, size=40))
     x, _ = wasmtf.forward_batch(model, ids)

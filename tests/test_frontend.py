@@ -347,19 +347,6 @@ def test_entry_function_with_arguments_prints_hex():
     assert run(instructions) == ("halt", b"fffffffe\n")
 
 
-def test_command_compile(tmp_path, capsys):
-    out = tmp_path / "hello.txt"
-    assert frontend.command_compile(EXAMPLES / "hello.wasm", "Ada", str(out)) == 0
-    instructions, input_bytes = reference.read_program(out)
-    assert input_bytes == b"Ada" and run(instructions, input_bytes) == ("halt", b"Hello, Ada!\n")
-    assert frontend.command_compile(EXAMPLES / "hello.wasm") == 0
-    assert capsys.readouterr().out.startswith("{\ninput_base")
-    bad = tmp_path / "bad.wasm"
-    bad.write_bytes(b"\0asm\1\0\0\0\1\x7f")
-    assert frontend.command_compile(bad) == 2
-    assert "error: byte offset 8 (0x8): section 1 size 127 runs past" in capsys.readouterr().err
-
-
 # ---------------------------------------------------------------------------
 # The C examples: wasmtime and the lowered program print the same bytes
 # ---------------------------------------------------------------------------
