@@ -1,10 +1,12 @@
-"""The demos inside the compiled transformer (hull cache): trace length and tokens/s.
+"""The demos inside the compiled transformer: trace length and tokens/s, decoded
+token by token (hull cache) and verified speculatively (speculative.py).
 
-    python benchmarks/demos.py              # every demo; Sudoku on a 200,000-token prefix
-    python benchmarks/demos.py --full       # Sudoku too, end to end (~9M tokens: long)
+    python benchmarks/demos.py              # every demo; sequential Sudoku on a 200,000-token prefix
+    python benchmarks/demos.py --full       # the sequential Sudoku too, end to end (~9M tokens: ~30 min)
     python benchmarks/demos.py hello add    # chosen demos
 
-Each run's trace is checked against the reference interpreter's, token for token.
+Every run's trace is checked against the reference interpreter's, token for token.
+Run it with OPENBLAS_NUM_THREADS=1 (as `python wasmtf.py` sets it) for the speculative figures.
 """
 import argparse
 import pathlib
@@ -16,32 +18,40 @@ sys.path.insert(0, str(REPO))
 import compile_weights  # noqa: E402
 import frontend  # noqa: E402
 import reference  # noqa: E402
+import wasmtf  # noqa: E402
 
 DEMOS = ["hello", "add", "addition", "collatz", "fibonacci", "hungarian", "sudoku"]
-PREFIX = 200_000  # tokens of the Sudoku run without --full
+PREFIX = 200_000  # tokens of the sequential Sudoku run without --full
+
+
+def timed_run(model, prompt, limit, speculative):
+    start = time.perf_counter()
+    trace = wasmtf.generate(model, prompt, max_new_tokens=limit, speculative=speculative)
+    return trace, time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("demos", nargs="*", metavar="DEMO", help="some of: " + " ".join(DEMOS))
-    parser.add_argument("--full", action="store_true", help="run the Sudoku end to end")
+    parser.add_argument("--full", action="store_true", help="run the sequential Sudoku end to end")
     args = parser.parse_args()
     unknown = sorted(set(args.demos) - set(DEMOS))
     if unknown:
         parser.error("unknown demos: " + " ".join(unknown))
     model = compile_weights.compile_machine()
-    print(f"{'demo':10} {'prompt':>7} {'trace tokens':>13} {'run tokens':>11} {'seconds':>8} {'tokens/s':>9}  check")
+    print(f"{'demo':10} {'prompt':>7} {'trace tokens':>13} | {'sequential':>11} {'tokens/s':>9} "
+          f"| {'speculative':>11} {'tokens/s':>9} | check")
     for name in args.demos or DEMOS:
         instructions, input_bytes = frontend.load_program_file(REPO / "examples" / (name + ".wasm"))
+        prompt = reference.program_tokens(instructions, input_bytes)
         expected = reference.run_reference(instructions, input_bytes)
         limit = len(expected) if (args.full or name != "sudoku") else PREFIX
-        start = time.perf_counter()
-        trace = compile_weights.run_transformer(instructions, input_bytes, model=model, max_new_tokens=limit)
-        seconds = time.perf_counter() - start
-        prompt = len(reference.program_tokens(instructions, input_bytes))
-        check = "equal" if trace == expected[:limit] else "DIFFERENT"
-        print(f"{name:10} {prompt:7,} {len(expected):13,} {len(trace):11,} {seconds:8.1f} "
-              f"{len(trace) / seconds:9,.0f}  {check}", flush=True)
+        sequential, sequential_seconds = timed_run(model, prompt, limit, speculative=False)
+        speculative, speculative_seconds = timed_run(model, prompt, len(expected), speculative=True)
+        equal = sequential == expected[:limit] and speculative == expected
+        print(f"{name:10} {len(prompt):7,} {len(expected):13,} | {len(sequential):11,} "
+              f"{len(sequential) / sequential_seconds:9,.0f} | {len(speculative):11,} "
+              f"{len(speculative) / speculative_seconds:9,.0f} | {'equal' if equal else 'DIFFERENT'}", flush=True)
 
 
 if __name__ == "__main__":
