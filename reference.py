@@ -1019,44 +1019,25 @@ def diff_traces(expected, actual, instructions=None, context=3):
 # ---------------------------------------------------------------------------
 # 6. The `reference` command
 # ---------------------------------------------------------------------------
-EXIT_OK, EXIT_FAILED_RUN, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def command_reference(path, input_text=None, max_steps=DEFAULT_MAX_STEPS):
-    """`python wasmtf.py reference FILE [--input STR]`: print prompt + reference
-    trace in the *_ref.txt layout. --input replaces the file's input section.
-    Exit code 0 after `halt`, 1 for a trapped or failed run, 2 for bad input."""
-    try:
-        instructions, input_bytes = read_program(path)
-        if input_text is not None:
-            input_bytes = input_text.encode("utf-8")
-        prompt = program_tokens(instructions, input_bytes)
-    except (OSError, ProgramError) as error:
-        print("error: %s" % error, file=sys.stderr)
-        return EXIT_BAD_INPUT
+def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
+    """`python wasmtf.py reference FILE`: print prompt + reference trace in the
+    *_ref.txt layout (what was traced so far if the run fails). Returns the exit
+    code: 0 after `halt`; 1, with one line on stderr, for a trapped or failed run."""
+    prompt = program_tokens(instructions, input_bytes)
     try:
         machine = execute(instructions, input_bytes, max_steps)
     except StepLimitExceeded as error:
         sys.stdout.write(format_trace_file(prompt, error.machine.trace))
-        print("error: %s" % error, file=sys.stderr)
-        return EXIT_FAILED_RUN
-    except (ProgramError, ExecutionError) as error:
-        print("error: %s" % error, file=sys.stderr)
-        return EXIT_FAILED_RUN
+        print("wasmtf: %s" % error, file=sys.stderr)
+        return 1
+    except ExecutionError as error:
+        print("wasmtf: %s" % error, file=sys.stderr)
+        return 1
     sys.stdout.write(format_trace_file(prompt, machine.trace))
     if machine.status == "trap":
-        print("trapped at %s" % _where(machine.pc), file=sys.stderr)
-        return EXIT_FAILED_RUN
+        print("wasmtf: the program trapped at %s" % _where(machine.pc), file=sys.stderr)
+        return 1
     if machine.status == "end":
-        print("error: ran past the last instruction without halt", file=sys.stderr)
-        return EXIT_FAILED_RUN
-    return EXIT_OK
-
-
-if __name__ == "__main__":  # python reference.py FILE [--input STR]
-    import argparse
-    parser = argparse.ArgumentParser(description="Print a program's prompt and reference trace.")
-    parser.add_argument("file")
-    parser.add_argument("--input", default=None, help="the input string (replaces the file's input section)")
-    arguments = parser.parse_args()
-    sys.exit(command_reference(arguments.file, arguments.input))
+        print("wasmtf: the program ran past its last instruction without halt", file=sys.stderr)
+        return 1
+    return 0

@@ -760,10 +760,7 @@ def program_arguments(parser):
 def cmd_reference(args):
     """print the prompt and the reference interpreter's trace (the *_ref.txt layout)"""
     instructions, input_bytes = load_program(args.file, args.input)
-    prompt = reference.program_tokens(instructions, input_bytes)
-    machine = reference.execute(instructions, input_bytes)
-    sys.stdout.write(reference.format_trace_file(prompt, machine.trace))
-    return report_end(machine.trace)
+    return reference.print_reference(instructions, input_bytes)
 
 
 def compile_arguments(parser):

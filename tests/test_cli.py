@@ -55,7 +55,7 @@ def test_a_trapped_run_exits_1(tmp_path, capsys):
     program.write_text(reference.format_program([("i32.const", 7), ("trap", 0), ("halt", 0)]))
     for command in ("run", "reference"):
         assert wasmtf.main([command, str(program)]) == 1
-        assert one_error_line(capsys) == "wasmtf: the program trapped"
+        assert one_error_line(capsys).startswith("wasmtf: the program trapped")
 
 
 def test_running_out_of_tokens_exits_1(capsys):
