@@ -3,7 +3,7 @@
 STATUS (keep current; read this first when continuing):
   works   the graph language, the exact graph evaluator, the greedy scheduler and
           the weight emitter; the universal machine (4 layers, 15 heads, D = 116,
-          d_ffn 14/7/78/166, 520,028 parameters): every opcode of SPEC 3.1 plus
+          d_ffn 14/7/79/166, 520,376 parameters): every opcode of SPEC 3.1 plus
           `trap`, with wasmtf's semantics (SPEC 4.8: `output` pops, zeroed locals
           per frame, 256 locals, traps on `trap` and on memory accesses touching
           byte 2^24 or beyond, input written only after `}`).
@@ -13,10 +13,12 @@ STATUS (keep current; read this first when continuing):
           evaluator, the worked examples also under softmax attention. Slow:
           2,000 random programs (2.84M trace tokens, 0 mismatches), a
           1.0M-token loop, all random examples through brute + evaluator.
-  figures benchmarks/machine_speed.py: compile 0.02-0.04 s; hull generation
-          10,900 tokens/s alone, 4,300-5,500 tokens/s with the 2 cores shared
-          (load 5-6), on a 119k-token loop; brute/hull per token 3.1-3.4x at a
-          10^4-token context, 23-24x at 10^5.
+          tests/test_summation_order.py: no dot product depends on the order
+          in which a matrix product adds (exact_parts).
+  figures benchmarks/machine_speed.py: compile 0.01-0.04 s; hull generation
+          11,200 tokens/s alone, 4,300-5,500 tokens/s with the 2 cores shared
+          (load 5-6), on a 119k-token loop; brute/hull per token 3.3x at a
+          10^4-token context, 25x at 10^5.
   remains fewer heads (each costs a hull insert + query per token, ~70% of the
           time); slot reuse (D would shrink from 116).
 
