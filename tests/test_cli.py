@@ -155,3 +155,11 @@ def test_run_speculative_gives_the_sequential_trace(capsys):
     assert capsys.readouterr().out == (EXAMPLES_DIR / "ex3_call_input_ref.txt").read_text()
     assert wasmtf.main(["run", str(EXAMPLE_WASM / "hungarian.wasm"), "--speculative"]) == 0
     assert capsys.readouterr().out.endswith("cost: 206\n")
+
+
+def test_weights_and_spectest_bad_input_exit_2(tmp_path, capsys):
+    assert wasmtf.main(["weights", "-o", str(tmp_path / "weights.xyz")]) == 2
+    assert "unknown model file type" in one_error_line(capsys)
+    assert wasmtf.main(["spectest", str(tmp_path / "missing.wast")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.wast" in err[0]
