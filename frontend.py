@@ -97,13 +97,13 @@ SECTION_ORDER = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 10, 11]   # the data count secti
 MAX_LOCALS_DECLARED = 50_000              # a sanity bound (the machine has 256 locals per frame)
 
 # Instructions by opcode byte: name and immediate kind. Kinds: "" none, "block"
-# block type, "u32" an index or label, "br_table", "call_indirect", "memarg"
-# (align, offset), "i32"/"i64" signed LEB128, "f32"/"f64" raw bytes, "select_t"
-# a vector of value types, "reftype" a heap type, "u32_u32" two indices.
+# block type, "u32" an index or label, "u32_u32" two indices (call_indirect: type,
+# table), "br_table", "memarg" (align, offset), "i32"/"i64" signed LEB128,
+# "f32"/"f64" raw bytes, "select_t" a vector of value types, "reftype" a heap type.
 OPCODES = {0x00: ("unreachable", ""), 0x01: ("nop", ""), 0x02: ("block", "block"),
            0x03: ("loop", "block"), 0x04: ("if", "block"), 0x05: ("else", ""), 0x0B: ("end", ""),
            0x0C: ("br", "u32"), 0x0D: ("br_if", "u32"), 0x0E: ("br_table", "br_table"),
-           0x0F: ("return", ""), 0x10: ("call", "u32"), 0x11: ("call_indirect", "call_indirect"),
+           0x0F: ("return", ""), 0x10: ("call", "u32"), 0x11: ("call_indirect", "u32_u32"),
            0x1A: ("drop", ""), 0x1B: ("select", ""), 0x1C: ("select", "select_t"),
            0x20: ("local.get", "u32"), 0x21: ("local.set", "u32"), 0x22: ("local.tee", "u32"),
            0x23: ("global.get", "u32"), 0x24: ("global.set", "u32"), 0x25: ("table.get", "u32"),
@@ -270,8 +270,6 @@ def read_instruction(reader):
     elif kind == "br_table":
         labels = [reader.u32() for _ in range(reader.u32())]
         immediate = (labels, reader.u32())
-    elif kind == "call_indirect":
-        immediate = (reader.u32(), reader.u32())
     elif kind == "memarg":
         align, offset = reader.u32(), reader.u32()
         width = re.search(r"(8|16|32)(_[su])?$", name)
@@ -941,9 +939,7 @@ OUTPUT_TYPE = (("i32",), ())
 NO_RESULT_LINE = b"-\n"      # what the harness prints for a call without a result
 
 
-def _where(function, instruction=None):
-    if instruction is None:
-        return function.label()
+def _where(function, instruction):
     return "%s, byte offset 0x%x" % (function.label(), instruction.offset)
 
 
@@ -1070,11 +1066,11 @@ def function_problems(module, function):
         return problems
     types = set(function.params) | set(function.results) | set(function.locals)
     if types - {"i32"}:
-        problems.append("%s: value types %s (only i32)" % (_where(function), ", ".join(sorted(types - {"i32"}))))
+        problems.append("%s: value types %s (only i32)" % (function.label(), ", ".join(sorted(types - {"i32"}))))
     temporaries = len(temporaries_of(module, function))
     if len(function.params) + len(function.locals) + temporaries > LOCALS_PER_FRAME:
         problems.append("%s: %d locals + %d temporaries exceed the %d locals of a frame"
-                        % (_where(function), len(function.params) + len(function.locals), temporaries,
+                        % (function.label(), len(function.params) + len(function.locals), temporaries,
                            LOCALS_PER_FRAME))
     for instruction in function.code:
         name = instruction.name
@@ -1629,23 +1625,19 @@ class ProgramLowering:
         """(address, word) stores for the data segments, the mutable globals and, when
         results are printed, the hex digit table (non-zero words only)."""
         image = {}
+
+        def put(address, data):
+            image.update((address + k, value) for k, value in enumerate(data))
         if hex_table:
-            for k, value in enumerate(HEX_TABLE):
-                image[self.scratch + HEX_TABLE_OFFSET + k] = value
+            put(self.scratch + HEX_TABLE_OFFSET, HEX_TABLE)
         for offset_expression, data, _ in self.module.data:
             if offset_expression is not None:
-                start = constant_of(self.module, offset_expression)
-                for k, value in enumerate(data):
-                    image[start + k] = value
+                put(constant_of(self.module, offset_expression), data)
         if self.growth_limit is not None:
-            size = memory_bytes(self.module)
-            for k in range(4):
-                image[self.base + MEMORY_SIZE_OFFSET + k] = (size >> (8 * k)) & 0xFF
+            put(self.base + MEMORY_SIZE_OFFSET, memory_bytes(self.module).to_bytes(4, "little"))
         for index, global_ in enumerate(self.module.globals):
             if global_["mutable"]:
-                value = constant_of(self.module, global_["init"])
-                for k in range(GLOBAL_BYTES):
-                    image[self.global_address(index) + k] = (value >> (8 * k)) & 0xFF
+                put(self.global_address(index), constant_of(self.module, global_["init"]).to_bytes(4, "little"))
         words = {}
         for address, value in image.items():
             if value:
@@ -1866,10 +1858,10 @@ def parse_wast(text):
     """The top-level forms of a script: [(tree, source text, line)]; a tree is a list
     of trees, symbols (str) and WastStrings. WasmError for unbalanced text."""
     forms, stack = [], []
-    position, line_starts = 0, [0] + [m.end() for m in re.finditer("\n", text)]
+    position = 0
 
     def line_of(offset):
-        return next(i for i in range(len(line_starts) - 1, -1, -1) if line_starts[i] <= offset) + 1
+        return text.count("\n", 0, offset) + 1
 
     while position < len(text):
         char = text[position]
@@ -1976,11 +1968,6 @@ def transformer_runner(instructions):
 CALLS_PER_PROGRAM = 64       # a trap restarts the rest of a batch: keep batches short
 
 
-def result_lines(module, name):
-    """How many lines the harness prints for a call of `name`: one per result, at least one."""
-    return max(1, len(module.functions[find_export(module, name)].results))
-
-
 def run_calls(module, calls, runner=reference_runner, replay=()):
     """Run exported functions in order on one instance; [("return", [values]) | ("trap", None)].
 
@@ -1998,7 +1985,7 @@ def run_calls(module, calls, runner=reference_runner, replay=()):
         lines = output.split(b"\n")[:-1]
         done = 0
         for name, args in batch:                       # the calls that completed
-            count = result_lines(module, name)
+            count = max(1, len(module.functions[find_export(module, name)].results))   # printed lines
             if len(lines) < count:
                 break
             values, lines = lines[:count], lines[count:]
@@ -2134,12 +2121,7 @@ def _call_problem(instance, file_name, call, head, tree):
         return instance.error
     if wast_values(call[1:]) is None or (head == "assert_return" and wast_values(tree[2:]) is None):
         return "values of types other than i32"
-    return _call_support(instance, function_name)
-
-
-def _call_support(instance, function_name):
-    """None if the exported function can run, else the skip reason."""
-    if function_name not in instance.supported:
+    if function_name not in instance.supported:       # whether the export can run, once per name
         reason = None
         try:
             index = find_export(instance.module, function_name)
