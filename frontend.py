@@ -835,10 +835,8 @@ byte:
 """)
 
 # The WebAssembly operations that become a call of a routine.
-ROUTINE_OF = {"i32.mul": "mul", "i32.div_s": "div_s", "i32.div_u": "div_u", "i32.rem_s": "rem_s",
-              "i32.rem_u": "rem_u", "i32.and": "and", "i32.or": "or", "i32.xor": "xor",
-              "i32.shl": "shl", "i32.shr_s": "shr_s", "i32.shr_u": "shr_u", "i32.rotl": "rotl",
-              "i32.rotr": "rotr", "i32.clz": "clz", "i32.ctz": "ctz", "i32.popcnt": "popcnt"}
+ROUTINE_OF = {"i32." + name: name for name in
+              "mul div_s div_u rem_s rem_u and or xor shl shr_s shr_u rotl rotr clz ctz popcnt".split()}
 
 
 def assemble_routine(name, entries, scratch):
@@ -1442,67 +1440,57 @@ class FunctionLowering:
         `i32.const c; i32.shl; i32.const c; i32.shr_s`, c = 24/16 (how clang -mcpu=mvp
         sign-extends a char/short), else None."""
         window = code[position:position + 4]
-        if [i.name for i in window] != ["i32.const", "i32.shl", "i32.const", "i32.shr_s"]:
+        if [i.name for i in window] != ["i32.const", "i32.shl", "i32.const", "i32.shr_s"] \
+                or window[0].immediate != window[2].immediate:
             return None
-        if window[0].immediate == window[2].immediate:
-            return {24: "i32.extend8_s", 16: "i32.extend16_s"}.get(window[0].immediate)
-        return None
+        return {24: "i32.extend8_s", 16: "i32.extend16_s"}.get(window[0].immediate)
 
     def constant_operand_items(self, name, c):
         """Code for `x OP c` (x on the stack) with a constant c: cheap special cases
         inline (constant shifts, byte masks, multiplication chains), else the routine."""
         x, r, scratch = self.value_temp, self.address_temp, self.program.scratch
+        all_ones = WORD_MODULUS - 1
         n = c % 32
         whole_bytes, bits = divmod(n, 8)
-        special = None
         if name == "i32.mul":
-            special = multiply_by_constant(c, x, r)
-        elif name == "i32.shl":               # k bytes through scratch memory, then doublings
-            special = []
+            return multiply_by_constant(c, x, r)
+        if name == "i32.shl":                 # k bytes through scratch memory, then doublings
+            items = []
             if whole_bytes:
-                special += [("local.set", x), ("i32.const", scratch), ("i32.const", 0), ("i32.store", 0),
-                            ("i32.const", scratch), ("local.get", x), ("i32.store", whole_bytes),
-                            ("i32.const", scratch), ("i32.load", 0)]
-            special += [("local.tee", x), ("local.get", x), ("i32.add", 0)] * bits
-        elif name in ("i32.shr_u", "i32.shr_s") and (n == 0 or bits == 0 or (name, n) == ("i32.shr_s", 31)):
-            signed = name == "i32.shr_s"
-            if n == 0:
-                special = []
-            elif n == 31:                     # x >>s 31 = -(x < 0)
-                special = [("i32.const", 0), ("i32.lt_s", 0), ("local.set", x), ("i32.const", 0),
-                           ("local.get", x), ("i32.sub", 0)]
-            else:                             # store x and its high fill, read k bytes up
-                fill = [("i32.const", 0)]
-                if signed:
-                    fill = [("i32.const", WORD_MODULUS - 1), ("i32.const", 0), ("local.get", x),
-                            ("i32.const", 0), ("i32.lt_s", 0), ("select", 0)]
-                special = ([("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store", 0),
-                            ("i32.const", scratch)] + fill + [("i32.store", 4),
-                           ("i32.const", scratch), ("i32.load", whole_bytes)])
-        elif name in ("i32.and", "i32.or", "i32.xor") and c in (0, WORD_MODULUS - 1):
-            keep = (name == "i32.and") == (c == WORD_MODULUS - 1) or (name == "i32.xor" and c == 0)
-            if keep:
-                special = []
-            elif name == "i32.xor":           # x ^ -1 = -1 - x
-                special = [("local.set", x), ("i32.const", c), ("local.get", x), ("i32.sub", 0)]
-            else:                             # x & 0 = 0, x | -1 = -1
-                special = [("drop", 0), ("i32.const", c)]
-        elif name == "i32.and" and c in (0xFF, 0xFFFF):   # the low byte/halfword via scratch
+                items = [("local.set", x), ("i32.const", scratch), ("i32.const", 0), ("i32.store", 0),
+                         ("i32.const", scratch), ("local.get", x), ("i32.store", whole_bytes),
+                         ("i32.const", scratch), ("i32.load", 0)]
+            return items + [("local.tee", x), ("local.get", x), ("i32.add", 0)] * bits
+        if (name in ("i32.shr_u", "i32.shr_s") and n == 0) or (name, c) in {
+                ("i32.and", all_ones), ("i32.or", 0), ("i32.xor", 0), ("i32.div_s", 1), ("i32.div_u", 1)}:
+            return []                         # x itself
+        constant_result = {("i32.and", 0): 0, ("i32.or", all_ones): all_ones, ("i32.rem_s", 1): 0,
+                           ("i32.rem_u", 1): 0}
+        if (name, c) in constant_result:
+            return [("drop", 0), ("i32.const", constant_result[(name, c)])]
+        if name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and c == 0:
+            return [("trap", 0)]              # division by zero
+        if name == "i32.xor" and c == all_ones:   # x ^ -1 = -1 - x
+            return [("local.set", x), ("i32.const", c), ("local.get", x), ("i32.sub", 0)]
+        if name == "i32.shr_s" and n == 31:   # x >>s 31 = -(x < 0)
+            return [("i32.const", 0), ("i32.lt_s", 0), ("local.set", x), ("i32.const", 0),
+                    ("local.get", x), ("i32.sub", 0)]
+        if name in ("i32.shr_u", "i32.shr_s") and bits == 0:   # store x and its high fill, read k bytes up
+            fill = [("i32.const", 0)]
+            if name == "i32.shr_s":
+                fill = [("i32.const", all_ones), ("i32.const", 0), ("local.get", x),
+                        ("i32.const", 0), ("i32.lt_s", 0), ("select", 0)]
+            return ([("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store", 0),
+                     ("i32.const", scratch)] + fill + [("i32.store", 4),
+                    ("i32.const", scratch), ("i32.load", whole_bytes)])
+        if name == "i32.and" and c in (0xFF, 0xFFFF):   # the low byte/halfword via scratch
             width = "8" if c == 0xFF else "16"
-            special = [("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store" + width, 0),
-                       ("i32.const", scratch), ("i32.load%s_u" % width, 0)]
-        elif name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and c in (0, 1):
-            if c == 0:
-                special = [("trap", 0)]       # division by zero
-            else:
-                special = [] if "div" in name else [("drop", 0), ("i32.const", 0)]
-        elif name in ("i32.div_u", "i32.rem_u") and c & (c - 1) == 0:   # by 2^k: a shift or a mask
-            k = c.bit_length() - 1
+            return [("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store" + width, 0),
+                    ("i32.const", scratch), ("i32.load%s_u" % width, 0)]
+        if name in ("i32.div_u", "i32.rem_u") and c & (c - 1) == 0:   # by 2^k: a shift or a mask
             if name == "i32.div_u":
-                return self.constant_operand_items("i32.shr_u", k)
+                return self.constant_operand_items("i32.shr_u", c.bit_length() - 1)
             return self.constant_operand_items("i32.and", c - 1)
-        if special is not None:
-            return special
         return [("i32.const", c), ("call", self.program.routine_entry(ROUTINE_OF[name]))]
 
     def check_end(self, instruction, frame):
