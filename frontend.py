@@ -1839,77 +1839,55 @@ class WastString(bytes):
     """A string literal of a .wast script (its bytes, escapes decoded)."""
 
 
-WAST_ESCAPES = {"t": 9, "n": 10, "r": 13, '"': 34, "'": 39, "\\": 92}
+# A token: blanks, a line comment, a block comment's start, a parenthesis, a string or a symbol.
+WAST_TOKEN = re.compile(r'\s+|;;[^\n]*|\(;|[()]|"(?:[^"\\]|\\.)*"|[^\s()";]+', re.S)
+BLOCK_COMMENT_MARK = re.compile(r"\(;|;\)")
+# An escape in a string: \u{code point}, \hh (a byte) or one of WAST_ESCAPES.
+WAST_ESCAPE = re.compile(rb"\\(?:u\{([0-9a-fA-F]+)\}|([0-9a-fA-F]{2})|(.))", re.S)
+WAST_ESCAPES = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b'"': b'"', b"'": b"'", b"\\": b"\\"}
+
+
+def wast_string(literal):
+    """The WastString of a string literal's text (between its quotes)."""
+    def decode(match):
+        code_point, byte, char = match.groups()
+        if code_point:
+            return chr(int(code_point, 16)).encode("utf-8")
+        return bytes([int(byte, 16)]) if byte else WAST_ESCAPES[char]
+    return WastString(WAST_ESCAPE.sub(decode, literal.encode("utf-8")))
 
 
 def parse_wast(text):
     """The top-level forms of a script: [(tree, source text, line)]; a tree is a list
     of trees, symbols (str) and WastStrings. WasmError for unbalanced text."""
-    forms, stack = [], []
-    position = 0
+    forms, stack, position = [], [], 0
 
     def line_of(offset):
         return text.count("\n", 0, offset) + 1
 
     while position < len(text):
-        char = text[position]
-        if char.isspace():
-            position += 1
-        elif text.startswith(";;", position):
-            end = text.find("\n", position)
-            position = len(text) if end < 0 else end
-        elif text.startswith("(;", position):
-            depth = 0
-            while position < len(text):
-                if text.startswith("(;", position):
-                    depth, position = depth + 1, position + 2
-                elif text.startswith(";)", position):
-                    depth, position = depth - 1, position + 2
-                    if depth == 0:
-                        break
-                else:
-                    position += 1
-        elif char == "(":
-            stack.append(([], position))
-            position += 1
-        elif char == ")":
+        token = WAST_TOKEN.match(text, position)
+        if token is None:
+            raise WasmError("line %d: unexpected %r" % (line_of(position), text[position]))
+        start, position, token = position, token.end(), token.group()
+        if token == "(;":                              # nested block comments are counted
+            depth = 1
+            while depth:
+                mark = BLOCK_COMMENT_MARK.search(text, position)
+                position = len(text) if mark is None else mark.end()
+                depth = 0 if mark is None else depth + (1 if mark.group() == "(;" else -1)
+        elif token == "(":
+            stack.append(([], start))
+        elif token == ")":
             if not stack:
-                raise WasmError("line %d: unbalanced ')'" % line_of(position))
-            tree, start = stack.pop()
-            position += 1
+                raise WasmError("line %d: unbalanced ')'" % line_of(start))
+            tree, tree_start = stack.pop()
             if stack:
                 stack[-1][0].append(tree)
             else:
-                forms.append((tree, text[start:position], line_of(start)))
-        elif char == '"':
-            value = bytearray()
-            position += 1
-            while position < len(text) and text[position] != '"':
-                if text[position] == "\\":
-                    escape = text[position + 1]
-                    if escape in WAST_ESCAPES:
-                        value.append(WAST_ESCAPES[escape])
-                        position += 2
-                    elif escape == "u":
-                        end = text.index("}", position)
-                        value += chr(int(text[position + 3:end], 16)).encode("utf-8")
-                        position = end + 1
-                    else:
-                        value.append(int(text[position + 1:position + 3], 16))
-                        position += 3
-                else:
-                    value += text[position].encode("utf-8")
-                    position += 1
-            position += 1
-            if stack:
-                stack[-1][0].append(WastString(value))
-        else:
-            end = position
-            while end < len(text) and not text[end].isspace() and text[end] not in '()";':
-                end += 1
-            if stack:
-                stack[-1][0].append(text[position:end])
-            position = end
+                forms.append((tree, text[tree_start:position], line_of(tree_start)))
+        elif stack and not token[0].isspace() and not token.startswith(";;"):
+            stack[-1][0].append(wast_string(token[1:-1]) if token[0] == '"' else token)
     if stack:
         raise WasmError("line %d: unclosed '('" % line_of(stack[-1][1]))
     return forms
