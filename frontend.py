@@ -51,6 +51,7 @@ operands; measured): mul 670 (x * constant inline, <= 160), div/rem 1,000
 (x << 24) >> 24). Routines with one small operand cost much less (leading
 zero bytes are skipped). Lowering is linear in the module size.
 """
+import collections
 import os
 import pathlib
 import re
@@ -225,15 +226,8 @@ class Reader:
         return minimum, maximum
 
 
-class Instruction:
-    """One decoded instruction: its name, immediate (int, tuple or None) and byte offset in the module."""
-    __slots__ = ("name", "immediate", "offset")
-
-    def __init__(self, name, immediate, offset):
-        self.name, self.immediate, self.offset = name, immediate, offset
-
-    def __repr__(self):
-        return "Instruction(%r, %r, 0x%x)" % (self.name, self.immediate, self.offset)
+# One decoded instruction: its name, immediate (int, tuple or None) and byte offset in the module.
+Instruction = collections.namedtuple("Instruction", "name immediate offset")
 
 
 def read_instruction(reader):
@@ -1146,14 +1140,14 @@ def multiply_by_constant(c, x, r):
 class Frame:
     """A structured-control label during lowering."""
 
-    def __init__(self, kind, height, arity, target, end, params=0):
+    def __init__(self, kind, height, arity, params=0):
         self.kind = kind          # "function", "block", "loop", "if"
         self.height = height      # operand stack height at entry (below the block's values)
         self.arity = arity        # values left on the stack at its end
         self.params = params      # values it takes from the stack at entry
-        self.target = target      # where a branch to this label goes
-        self.end = end            # Label just after its end
-        self.else_label = None    # for `if`: the start of the else arm (or the end)
+        self.end = Label()        # just after its end
+        self.target = Label() if kind == "loop" else self.end   # where a branch to this label goes
+        self.else_label = Label() if kind == "if" else None     # the start of the else arm (or the end)
 
 
 class FunctionLowering:
@@ -1189,7 +1183,7 @@ class FunctionLowering:
         entry = self.program.entries[function.index]
         self.items.append(entry)
         self.items += [("local.set", i) for i in reversed(range(len(function.params)))]
-        self.frames.append(Frame("function", 0, len(function.results), None, Label()))
+        self.frames.append(Frame("function", 0, len(function.results)))
         code = function.code
         position = 0
         while position < len(code):
@@ -1256,26 +1250,17 @@ class FunctionLowering:
         self.unreachable = True
 
     def lower_block(self, instruction):
-        """block/loop: no code; a loop's label is its first instruction, a block's its end."""
+        """block/loop/if: no code for a block; a loop's label is its first instruction;
+        an if is `i32.eqz; br_if` to its else arm (or its end when there is none)."""
         params, results = block_signature(self.module, instruction.immediate)
-        self.pop(instruction, len(params))
-        end = Label()
-        start = Label() if instruction.name == "loop" else end
-        if instruction.name == "loop":
-            self.items.append(start)
-        self.frames.append(Frame(instruction.name, self.height, len(results), start, end, len(params)))
-        self.height += len(params)
-
-    def lower_if(self, instruction):
-        """if: `i32.eqz; br_if` to the else arm (or the end when there is none)."""
-        params, results = block_signature(self.module, instruction.immediate)
-        self.pop(instruction, 1 + len(params))
-        frame = Frame("if", self.height, len(results), None, Label(), len(params))
-        frame.target = frame.end
-        frame.else_label = Label()
-        self.height += len(params)
-        self.items += [("i32.eqz", 0), ("br_if", frame.else_label)]
+        self.pop(instruction, len(params) + (instruction.name == "if"))
+        frame = Frame(instruction.name, self.height, len(results), len(params))
+        if frame.kind == "loop":
+            self.items.append(frame.target)
+        elif frame.kind == "if":
+            self.items += [("i32.eqz", 0), ("br_if", frame.else_label)]
         self.frames.append(frame)
+        self.height += len(params)
 
     def lower_else(self, instruction):
         frame = self.frames[-1]
@@ -1302,11 +1287,9 @@ class FunctionLowering:
         self.frames.pop()
 
     def lower_br(self, instruction):
-        self.items += self.branch_items(instruction, instruction.immediate)
-        self.unreachable = True
-
-    def lower_return(self, instruction):
-        self.items += self.branch_items(instruction, len(self.frames) - 1)
+        """br, and return: a branch to the function's label."""
+        depth = len(self.frames) - 1 if instruction.name == "return" else instruction.immediate
+        self.items += self.branch_items(instruction, depth)
         self.unreachable = True
 
     def lower_br_if(self, instruction):
@@ -1403,12 +1386,15 @@ class FunctionLowering:
 
     def lower_extend(self, instruction):
         """extend8_s/extend16_s: store the low byte/halfword to scratch, load it sign-extended."""
-        store, load = EXTEND[instruction.name]
         self.pop(instruction)
-        scratch = self.program.scratch
-        self.items += [("local.set", self.value_temp), ("i32.const", scratch), ("local.get", self.value_temp),
-                       (store, 0), ("i32.const", scratch), (load, 0)]
+        self.items += self.through_scratch(*EXTEND[instruction.name])
         self.height += 1
+
+    def through_scratch(self, store, load):
+        """x (on top) written to the scratch bytes by `store` and read back by `load`."""
+        x, scratch = self.value_temp, self.program.scratch
+        return [("local.set", x), ("i32.const", scratch), ("local.get", x), (store, 0),
+                ("i32.const", scratch), (load, 0)]
 
     def lower_routine_op(self, instruction):
         """A call of the operation's routine, or inline code when the right operand is a constant."""
@@ -1485,8 +1471,7 @@ class FunctionLowering:
                     ("i32.const", scratch), ("i32.load", whole_bytes)])
         if name == "i32.and" and c in (0xFF, 0xFFFF):   # the low byte/halfword via scratch
             width = "8" if c == 0xFF else "16"
-            return [("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store" + width, 0),
-                    ("i32.const", scratch), ("i32.load%s_u" % width, 0)]
+            return self.through_scratch("i32.store" + width, "i32.load%s_u" % width)
         if name in ("i32.div_u", "i32.rem_u") and c & (c - 1) == 0:   # by 2^k: a shift or a mask
             if name == "i32.div_u":
                 return self.constant_operand_items("i32.shr_u", c.bit_length() - 1)
@@ -1501,8 +1486,8 @@ class FunctionLowering:
 
 # The FunctionLowering method for each instruction (default: lower_native).
 LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lower_block",
-            "loop": "lower_block", "if": "lower_if", "else": "lower_else", "end": "lower_end",
-            "br": "lower_br", "br_if": "lower_br_if", "br_table": "lower_br_table", "return": "lower_return",
+            "loop": "lower_block", "if": "lower_block", "else": "lower_else", "end": "lower_end",
+            "br": "lower_br", "br_if": "lower_br_if", "br_table": "lower_br_table", "return": "lower_br",
             "call": "lower_call", "call_indirect": "lower_call_indirect", "local.get": "lower_local",
             "local.set": "lower_local", "local.tee": "lower_local", "global.get": "lower_global_get",
             "global.set": "lower_global_set", "memory.size": "lower_memory_size",
