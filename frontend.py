@@ -1065,36 +1065,33 @@ def function_problems(module, function):
                         % (function.label(), len(function.params) + len(function.locals), temporaries,
                            LOCALS_PER_FRAME))
     for instruction in function.code:
-        name = instruction.name
+        name, immediate = instruction.name, instruction.immediate
+        what = None
         if name not in SUPPORTED:
-            problems.append("%s: %s" % (_where(function, instruction), name))
+            what = name
         elif name in ("block", "loop", "if"):
-            signature = block_signature(module, instruction.immediate)
+            signature = block_signature(module, immediate)
             if signature is None:
-                problems.append("%s: %s with type index %d, which does not exist"
-                                % (_where(function, instruction), name, instruction.immediate[1]))
+                what = "%s with type index %d, which does not exist" % (name, immediate[1])
             elif set(signature[0] + signature[1]) - {"i32"}:
-                problems.append("%s: %s with %s values" % (_where(function, instruction), name,
-                                                          "/".join(sorted(set(signature[0] + signature[1]) - {"i32"}))))
-        elif name == "select" and instruction.immediate not in (None, ("i32",)):
-            problems.append("%s: select of %s" % (_where(function, instruction), instruction.immediate))
+                what = "%s with %s values" % (name, "/".join(sorted(set(signature[0] + signature[1]) - {"i32"})))
+        elif name == "select" and immediate not in (None, ("i32",)):
+            what = "select of %s" % immediate
         elif name in ("global.get", "global.set"):
-            index = instruction.immediate
-            if index >= len(module.globals):
-                problems.append("%s: global %d does not exist" % (_where(function, instruction), index))
-            elif module.globals[index]["import_from"] is not None:
-                problems.append("%s: %s of imported global %s.%s" % (
-                    (_where(function, instruction), name) + module.globals[index]["import_from"]))
-            elif module.globals[index]["type"] != "i32":
-                problems.append("%s: %s of a %s global" % (_where(function, instruction), name,
-                                                          module.globals[index]["type"]))
-        elif name == "call_indirect" and (instruction.immediate[0] >= len(module.types)
-                                          or table_contents(module, instruction.immediate[1]) is None):
-            problems.append("%s: call_indirect through an imported, missing or non-constant table"
-                            % _where(function, instruction))
-        elif name == "call" and instruction.immediate >= len(module.functions):
-            problems.append("%s: call of function %d, which does not exist"
-                            % (_where(function, instruction), instruction.immediate))
+            global_ = module.globals[immediate] if immediate < len(module.globals) else None
+            if global_ is None:
+                what = "global %d does not exist" % immediate
+            elif global_["import_from"] is not None:
+                what = "%s of imported global %s.%s" % ((name,) + global_["import_from"])
+            elif global_["type"] != "i32":
+                what = "%s of a %s global" % (name, global_["type"])
+        elif name == "call_indirect" and (immediate[0] >= len(module.types)
+                                          or table_contents(module, immediate[1]) is None):
+            what = "call_indirect through an imported, missing or non-constant table"
+        elif name == "call" and immediate >= len(module.functions):
+            what = "call of function %d, which does not exist" % immediate
+        if what:
+            problems.append("%s: %s" % (_where(function, instruction), what))
     return problems
 
 
