@@ -1076,7 +1076,7 @@ def function_problems(module, function):
             elif set(signature[0] + signature[1]) - {"i32"}:
                 what = "%s with %s values" % (name, "/".join(sorted(set(signature[0] + signature[1]) - {"i32"})))
         elif name == "select" and immediate not in (None, ("i32",)):
-            what = "select of %s" % immediate
+            what = "select of %s" % (immediate,)
         elif name in ("global.get", "global.set"):
             global_ = module.globals[immediate] if immediate < len(module.globals) else None
             if global_ is None:
