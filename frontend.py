@@ -1326,8 +1326,7 @@ class FunctionLowering:
         if callee.import_from == OUTPUT_IMPORT:
             self.emit("output")
         else:
-            self.program.called(callee.index)
-            self.emit("call", self.program.entries[callee.index])
+            self.emit("call", self.program.called(callee.index))
         self.height += len(callee.results)
 
     def lower_call_indirect(self, instruction):
@@ -1503,8 +1502,7 @@ class ProgramLowering:
         self.growth_limit = growth_limit(module)   # computed once: it scans the whole module
         self.scratch = self.base
         self.entries = {}            # function index -> Label; routine name -> Label
-        self.pending = []            # function indices still to lower
-        self.routines = set()
+        self.pending = []            # function indices to lower, in order of first call
         self.trap_label = Label("trap")
 
     def global_address(self, index):
@@ -1574,21 +1572,21 @@ class ProgramLowering:
             if self.module.functions[function].import_from == OUTPUT_IMPORT:
                 call = ("output", 0)
             else:
-                self.called(function)
-                call = ("call", self.entries[function])
+                call = ("call", self.called(function))
             items += [label, call, ("br", done)]
         return items + [done]
 
     def called(self, index):
+        """The entry Label of function `index`, which will be lowered."""
         if index not in self.entries:
             self.entries[index] = Label("function %d" % index)
             self.pending.append(index)
+        return self.entries[index]
 
     def routine_entry(self, name):
         for needed in routines_needed([name]):
             if needed not in self.entries:
                 self.entries[needed] = Label(needed)
-                self.routines.add(needed)
         return self.entries[name]
 
     def initial_memory(self, hex_table):
@@ -1625,13 +1623,11 @@ class ProgramLowering:
         for address, word in self.initial_memory(prints):
             items += [("i32.const", address), ("i32.const", word), ("i32.store", 0)]
         if module.start is not None:
-            self.called(module.start)
-            items.append(("call", self.entries[module.start]))
+            items.append(("call", self.called(module.start)))
         for number, (index, args) in enumerate(calls):
             function = module.functions[index]
-            self.called(index)
             items += [("i32.const", value % WORD_MODULUS) for value in args]
-            items.append(("call", self.entries[index]))
+            items.append(("call", self.called(index)))
             if not print_results or number < silent_calls:
                 items += [("drop", 0)] * len(function.results)
             elif function.results:          # the results, first to last, from main's locals
@@ -1643,12 +1639,10 @@ class ProgramLowering:
                     items += [("i32.const", byte), ("output", 0)]
         items.append(("halt", 0))
         items += [self.trap_label, ("trap", 0)]
-        lowered = 0
-        while lowered < len(self.pending):            # lowering may reach more functions
-            items += FunctionLowering(self, module.functions[self.pending[lowered]]).lower()
-            lowered += 1
+        for index in self.pending:                    # grows while lowering reaches more functions
+            items += FunctionLowering(self, module.functions[index]).lower()
         for name in ROUTINES:
-            if name in self.routines:
+            if name in self.entries:
                 items += assemble_routine(name, self.entries, self.scratch)
         return items
 
