@@ -1319,21 +1319,37 @@ class FunctionLowering:
             self.items += [stub] + items
         self.unreachable = True
 
+    def call_item(self, index):
+        """The call of function `index`; the import env.output_byte is the `output` instruction."""
+        if self.module.functions[index].import_from == OUTPUT_IMPORT:
+            return ("output", 0)
+        return ("call", self.program.called(index))
+
     def lower_call(self, instruction):
-        """call: the import env.output_byte is the `output` instruction."""
         callee = self.module.functions[instruction.immediate]
         self.pop(instruction, len(callee.params))
-        if callee.import_from == OUTPUT_IMPORT:
-            self.emit("output")
-        else:
-            self.emit("call", self.program.called(callee.index))
+        self.items.append(self.call_item(callee.index))
         self.height += len(callee.results)
 
     def lower_call_indirect(self, instruction):
+        """A chain of `slot == k` tests over the table's functions of the right type, each
+        to its own `call`; any other slot (out of range, empty, other type) traps."""
         type_index, table = instruction.immediate
         params, results = self.module.types[type_index]
         self.pop(instruction, 1 + len(params))
-        self.items += self.program.call_indirect_items(type_index, table, self.address_temp)
+        slot_temp = self.address_temp
+        targets = set(indirect_targets(self.module, type_index, table))
+        cases, done = {}, Label()
+        self.emit("local.set", slot_temp)
+        for slot, function in enumerate(table_contents(self.module, table)):
+            if function in targets:
+                cases.setdefault(function, Label())
+                self.items += [("local.get", slot_temp), ("i32.const", slot), ("i32.eq", 0),
+                               ("br_if", cases[function])]
+        self.emit("br", self.program.trap_label)
+        for function, label in cases.items():
+            self.items += [label, self.call_item(function), ("br", done)]
+        self.items.append(done)
         self.height += len(results)
 
     def lower_local(self, instruction):
@@ -1373,12 +1389,34 @@ class FunctionLowering:
         self.height += 0 if store else 1
 
     def lower_memory_size(self, instruction):
+        """memory.size, or memory.grow (the page count on top): old size, or -1 past the limit.
+        A growable memory keeps its size in bytes in a reserved word; pages = its upper half."""
         if self.module.memory is None:
             self.fail(instruction, "%s without a memory" % instruction.name)
-        if instruction.name == "memory.grow":
+        grow = instruction.name == "memory.grow"
+        if grow:
             self.pop(instruction)
-        self.items += self.program.memory_size_items(instruction.name, self.value_temp, self.address_temp)
         self.height += 1
+        count, old = self.value_temp, self.address_temp
+        limit, pages = self.program.growth_limit, self.module.memory[0]
+        size_address = self.program.base + MEMORY_SIZE_OFFSET
+        if limit is None and not grow:
+            self.emit("i32.const", pages)
+        elif limit is None:        # fixed: memory.grow succeeds only for 0 pages
+            self.items += [("local.set", count), ("i32.const", pages), ("i32.const", WORD_MODULUS - 1),
+                           ("local.get", count), ("i32.eqz", 0), ("select", 0)]
+        elif not grow:
+            self.items += [("i32.const", size_address), ("i32.load16_u", 2)]
+        else:
+            fail, done = Label(), Label()
+            self.items += [("local.set", count), ("i32.const", size_address), ("i32.load16_u", 2),
+                           ("local.set", old),
+                           ("local.get", count), ("i32.const", limit), ("local.get", old), ("i32.sub", 0),
+                           ("i32.gt_u", 0), ("br_if", fail),                     # count > limit - old: fail
+                           ("i32.const", size_address), ("local.get", old), ("local.get", count),
+                           ("i32.add", 0), ("i32.store16", 2),                    # pages = old + count
+                           ("local.get", old), ("br", done),
+                           fail, ("i32.const", WORD_MODULUS - 1), done]
 
     def lower_extend(self, instruction):
         """extend8_s/extend16_s: store the low byte/halfword to scratch, load it sign-extended."""
@@ -1531,50 +1569,6 @@ class ProgramLowering:
             too_small = size_word + [("i32.const", reach), ("i32.lt_u", 0), ("br_if", trap)]
         return (keep + too_small + size_word + [("i32.const", reach), ("i32.sub", 0), ("i32.gt_u", 0),
                                                  ("br_if", trap), ("local.get", address_temp)])
-
-    def memory_size_items(self, name, count_temp, old_temp):
-        """memory.size, or memory.grow (the page count on top): old size, or -1 past the limit.
-        A growable memory keeps its size in bytes in a reserved word; pages = its upper half."""
-        limit = self.growth_limit
-        pages = self.module.memory[0]
-        if limit is None:          # fixed: memory.grow succeeds only for 0 pages
-            if name == "memory.size":
-                return [("i32.const", pages)]
-            return [("local.set", count_temp), ("i32.const", pages), ("i32.const", WORD_MODULUS - 1),
-                    ("local.get", count_temp), ("i32.eqz", 0), ("select", 0)]
-        size_address = self.base + MEMORY_SIZE_OFFSET
-        if name == "memory.size":
-            return [("i32.const", size_address), ("i32.load16_u", 2)]
-        fail, done = Label(), Label()
-        return [("local.set", count_temp), ("i32.const", size_address), ("i32.load16_u", 2),
-                ("local.set", old_temp),
-                ("local.get", count_temp), ("i32.const", limit), ("local.get", old_temp), ("i32.sub", 0),
-                ("i32.gt_u", 0), ("br_if", fail),                     # count > limit - old: fail
-                ("i32.const", size_address), ("local.get", old_temp), ("local.get", count_temp),
-                ("i32.add", 0), ("i32.store16", 2),                    # pages = old + count
-                ("local.get", old_temp), ("br", done),
-                fail, ("i32.const", WORD_MODULUS - 1), done]
-
-    def call_indirect_items(self, type_index, table, index_temp):
-        """A chain of `slot == k` tests over the table's functions of the right type, each
-        to its own `call`; any other slot (out of range, empty, other type) traps."""
-        contents = table_contents(self.module, table)
-        targets = set(indirect_targets(self.module, type_index, table))
-        cases, done = {}, Label()
-        items = [("local.set", index_temp)]
-        for slot, function in enumerate(contents):
-            if function in targets:
-                cases.setdefault(function, Label())
-                items += [("local.get", index_temp), ("i32.const", slot), ("i32.eq", 0),
-                          ("br_if", cases[function])]
-        items.append(("br", self.trap_label))
-        for function, label in cases.items():
-            if self.module.functions[function].import_from == OUTPUT_IMPORT:
-                call = ("output", 0)
-            else:
-                call = ("call", self.called(function))
-            items += [label, call, ("br", done)]
-        return items + [done]
 
     def called(self, index):
         """The entry Label of function `index`, which will be lowered."""
