@@ -1190,7 +1190,7 @@ class FunctionLowering:
             if extend:                         # (x << 24) >> 24 etc.: one extend8_s/16_s
                 instruction = Instruction(extend, None, instruction.offset)
                 position += 3
-            self.lower_instruction(instruction)
+            getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)   # a method per kind
             if self.unreachable:
                 position = self.skip_dead_code(code, position)
         return self.items
@@ -1234,10 +1234,6 @@ class FunctionLowering:
         if frame.kind == "function":
             return items + [("return", self.program.entries[self.function.index])]
         return items + [("br", frame.target)]
-
-    def lower_instruction(self, instruction):
-        """Emit the code of one instruction: a method per kind (table LOWERING)."""
-        getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)
 
     def lower_nop(self, instruction):
         pass
@@ -1733,10 +1729,9 @@ C_FLAGS = [
 ]
 
 
-def compile_c(path, include_dir=None):
+def compile_c(path):
     """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
     compiler's messages when ziglang is missing or the compilation fails."""
-    include_dir = pathlib.Path(include_dir or EXAMPLES_DIR)
     try:
         import ziglang  # noqa: F401  (only to give a clear message when it is missing)
     except ImportError:
@@ -1744,7 +1739,7 @@ def compile_c(path, include_dir=None):
     with tempfile.TemporaryDirectory() as work:
         output = os.path.join(work, "program.wasm")
         command = ([sys.executable, "-m", "ziglang", "cc"] + C_FLAGS
-                   + ["-I", str(include_dir), "-o", output, str(path)])
+                   + ["-I", str(EXAMPLES_DIR), "-o", output, str(path)])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not os.path.exists(output):
             raise WasmError("compiling %s failed:\n%s" % (path, (result.stderr or result.stdout).strip()))
@@ -1764,7 +1759,7 @@ def wat_to_wasm(text):
         raise WasmError("the .wat text does not assemble: %s" % str(error).strip().splitlines()[0]) from None
 
 
-def load_program_file(path, input_text=None, entry="compute", args=None):
+def load_program_file(path, input_text=None):
     """(instructions, input_bytes) from a .c, .wasm, .wat or program .txt file.
 
     input_text (a str) replaces a .txt file's input section; for a compiled
@@ -1784,7 +1779,7 @@ def load_program_file(path, input_text=None, entry="compute", args=None):
         binary = wat_to_wasm(path.read_text())
     else:
         raise WasmError("%s: unknown program kind %r (use .c, .wasm, .wat or .txt)" % (path, suffix))
-    instructions = lower_module(decode_module(binary), entry=entry, args=args)
+    instructions = lower_module(decode_module(binary))
     if reference.has_input_section(instructions):
         return instructions, input_bytes or b""
     if input_bytes:
@@ -1904,14 +1899,13 @@ def transformer_runner(instructions):
 CALLS_PER_PROGRAM = 64       # a trap restarts the rest of a batch: keep batches short
 
 
-def run_calls(module, calls, runner=reference_runner, replay=()):
-    """Run exported functions in order on one instance; [("return", [values]) | ("trap", None)].
+def run_calls(module, calls, runner=reference_runner):
+    """Run exported functions in order on one instance: (outcomes, replay), outcomes
+    [("return", [values]) | ("trap", None)], replay the state-changing calls done.
 
-    `replay`: earlier (name, args) calls that changed the instance's state; they
-    run first, silently. A trap ends a program, so the calls after it run in a
-    new program that replays the state-changing calls that completed."""
-    replay = list(replay)
-    outcomes = []
+    A trap ends a program, so the calls after it run in a new program that first
+    replays (silently) the state-changing calls that completed."""
+    replay, outcomes = [], []
     remaining = list(calls)
     mutating = {name: mutates_state(module, find_export(module, name)) for name, _ in calls}
     while remaining:
