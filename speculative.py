@@ -47,9 +47,8 @@ the actual keys and queries; if one fails, the head is a GeneralHead (first
 chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
 otherwise the run raises NotVerifiable and the caller decodes sequentially.
 
-The products are the model's, with one care about summation order (Linear):
-in rows that read the machine's rounding-bias sums (|x| >= 2^50) the big terms
-are added first, which is what makes those sums exact (see Linear).
+The products are the model's, as [N, C] matrix products; the compiled machine's
+weights are exact in any summation order (see Linear).
 
 Costs per position (T = trace length): the matrix products of wasmtf.step
 (prepared, restricted to active heads, live neurons, and the residual slots
@@ -87,8 +86,6 @@ CLEARED = -1e20          # keys with ky + k^2 below this are cleared (about -1e3
 GENERAL_BLOCK = 256      # query rows per brute-force block of a GeneralHead
 GENERAL_LIMIT = 32_768   # positions a GeneralHead scans (O(T^2) work, ~1 s at this size);
                          # beyond, sequential decoding with the hull cache is faster
-BIG_SLOT = 2.0 ** 50     # residual values this large are rounding-bias sums (see linear)
-ONE_SLOT = 3             # residual slot 3 holds `one` (SPEC 7.1)
 
 
 class NotVerifiable(ValueError):
@@ -455,33 +452,22 @@ def output_head(model):
 
 class Linear:
     """y = w @ x for a weight matrix w [N, D] and residual columns x [D, C] (slot-major),
-    reading only the non-zero columns of w.
+    reading only the non-zero columns of w (dropping exact zeros changes no sum).
 
-    Summation order: in rows that read a big residual slot, the terms of `one` and of
-    the big slots go first. The machine keeps exact integer sums as ROUND_BIAS + sum
-    (compile_weights.exact_sum, ~6.8e15) and its readers cancel the bias with a huge
-    coefficient on `one`: exact only if those terms meet before the small ones (a byte
-    added to a partial sum of ~2^61 is lost). A matrix-vector product (wasmtf.step)
-    happens to add them in a safe order, a matrix-matrix product need not (it lost a
-    byte at position 132 of spec example ex3). Summing the big terms first gives the
-    exact value of the sequential steps. Dropping exact zeros changes no sum."""
+    The matrix-matrix product adds in another order than wasmtf.step's
+    matrix-vector products. For the compiled machine that changes nothing: its
+    rounded sums are read through neuron rows with exactly two non-zero terms,
+    exact in any order (tests/test_summation_order.py). No fixed order could make
+    every model's batched sums equal its sequential ones: that takes weights
+    like the machine's (the big-terms-first order this class used before
+    b5d9efb only patched the machine's old rounding-bias reads)."""
 
     def __init__(self, w):
         self.columns = np.flatnonzero(w.any(axis=0))               # [K] slots read
         self.w = np.ascontiguousarray(w[:, self.columns])          # [N, K]
-        self.one = self.columns == ONE_SLOT                        # [K]
 
     def __call__(self, x):
-        xs = x[self.columns]                                       # [K, C]
-        y = self.w @ xs                                            # [N, K] @ [K, C] -> [N, C]
-        big = np.abs(xs).max(axis=1, initial=0.0) >= BIG_SLOT      # [K]
-        rows = np.flatnonzero(self.w[:, big].any(axis=1))          # rows reading a big slot
-        if len(rows):
-            first = big | self.one                                 # [K]
-            w_first, w_rest = self.w[rows][:, first], self.w[rows]  # [r, B], [r, K]
-            w_rest[:, first] = 0.0
-            y[rows] = w_first @ xs[first] + w_rest @ xs            # big terms, then the rest
-        return y
+        return self.w @ x[self.columns]                            # [N, K] @ [K, C] -> [N, C]
 
 
 class Scatter:
