@@ -922,10 +922,18 @@ NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "glo
 MEMORY_WIDTH = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s": 2, "i32.load16_u": 2,
                 "i32.store": 4, "i32.store8": 1, "i32.store16": 2}
 EXTEND = {"i32.extend8_s": ("i32.store8", "i32.load8_s"), "i32.extend16_s": ("i32.store16", "i32.load16_s")}
-CONTROL = {"unreachable", "nop", "block", "loop", "if", "else", "end", "br", "br_if", "br_table",
-           "return", "call", "call_indirect", "drop", "select", "local.get", "local.set", "local.tee", "global.get",
-           "global.set", "memory.size", "memory.grow"}
-SUPPORTED = CONTROL | NATIVE | set(ROUTINE_OF) | set(EXTEND)
+# The FunctionLowering method for each instruction that is not the machine's own (NATIVE: lower_native).
+LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lower_block",
+            "loop": "lower_block", "if": "lower_block", "else": "lower_else", "end": "lower_end",
+            "br": "lower_br", "br_if": "lower_br_if", "br_table": "lower_br_table", "return": "lower_br",
+            "call": "lower_call", "call_indirect": "lower_call_indirect", "local.get": "lower_local",
+            "local.set": "lower_local", "local.tee": "lower_local", "global.get": "lower_global_get",
+            "global.set": "lower_global_set", "memory.size": "lower_memory_size",
+            "memory.grow": "lower_memory_size"}
+LOWERING.update({name: "lower_memory_access" for name in MEMORY_WIDTH})
+LOWERING.update({name: "lower_extend" for name in EXTEND})
+LOWERING.update({name: "lower_routine_op" for name in ROUTINE_OF})
+SUPPORTED = NATIVE | set(LOWERING)
 OUTPUT_IMPORT = ("env", "output_byte")
 OUTPUT_TYPE = (("i32",), ())
 NO_RESULT_LINE = b"-\n"      # what the harness prints for a call without a result
@@ -1512,19 +1520,6 @@ class FunctionLowering:
         if self.height != frame.height + frame.arity:
             self.fail(instruction, "block ends with %d values, its type says %d"
                       % (self.height - frame.height, frame.arity))
-
-
-# The FunctionLowering method for each instruction (default: lower_native).
-LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lower_block",
-            "loop": "lower_block", "if": "lower_block", "else": "lower_else", "end": "lower_end",
-            "br": "lower_br", "br_if": "lower_br_if", "br_table": "lower_br_table", "return": "lower_br",
-            "call": "lower_call", "call_indirect": "lower_call_indirect", "local.get": "lower_local",
-            "local.set": "lower_local", "local.tee": "lower_local", "global.get": "lower_global_get",
-            "global.set": "lower_global_set", "memory.size": "lower_memory_size",
-            "memory.grow": "lower_memory_size"}
-LOWERING.update({name: "lower_memory_access" for name in MEMORY_WIDTH})
-LOWERING.update({name: "lower_extend" for name in EXTEND})
-LOWERING.update({name: "lower_routine_op" for name in ROUTINE_OF})
 
 
 class ProgramLowering:
