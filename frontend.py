@@ -504,17 +504,12 @@ def _read_section(module, section_id, body):
     elif section_id == 11:   # data
         for _ in range(count):
             at = body.position
-            flags = body.u32()
-            if flags == 0:
-                offset = read_expression(body)
-            elif flags == 1:
-                offset = None                     # passive segment
-            elif flags == 2:
-                if body.u32() != 0:
-                    body.fail("data segment for a memory other than 0", at)
-                offset = read_expression(body)
-            else:
+            flags = body.u32()                    # 0 active, 1 passive, 2 active with a memory index
+            if flags > 2:
                 body.fail("unknown data segment flags %d" % flags, at)
+            if flags == 2 and body.u32() != 0:
+                body.fail("data segment for a memory other than 0", at)
+            offset = None if flags == 1 else read_expression(body)
             module.data.append((offset, body.bytes(body.u32()), at))
 
 
@@ -1315,8 +1310,7 @@ class FunctionLowering:
             if len(items) == 1 and items[0][0] == "br":
                 self.emit("br_if", items[0][1])
             else:
-                if depth not in stubs:
-                    stubs[depth] = (Label(), items)
+                stubs.setdefault(depth, (Label(), items))
                 self.emit("br_if", stubs[depth][0])
         self.items += self.branch_items(instruction, default)
         for stub, items in stubs.values():
