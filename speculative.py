@@ -292,27 +292,22 @@ class ColumnHead:
         smallest key >= k* among columns first written at or before the query row (-1: none).
         Jumps over blocks of columns all born later, largest blocks first (sparse table)."""
         U = len(c_key)
+        if U == 0:
+            return np.full(len(now), -1), np.full(len(now), -1)
         left = np.searchsorted(c_key, k_star) - 1                 # [R] largest key < k*
         right = left + 1                                          # [R] smallest key >= k*
         births = [c_birth]                                        # births[j][m] = min of c_birth[m:m+2^j]
         while 2 ** len(births) <= U:
             half = 2 ** (len(births) - 1)
             births.append(np.minimum(births[-1][:-half], births[-1][half:]))
-        for j in range(len(births) - 1, -1, -1):
-            size = 2 ** j
-            table = births[j]
-            can = left - size + 1 >= 0
-            jump = np.zeros(len(left), dtype=bool)
-            jump[can] = table[left[can] - size + 1] > now[can]
-            left[jump] -= size
-            can = right + size <= U
-            jump = np.zeros(len(right), dtype=bool)
-            jump[can] = table[right[can]] > now[can]
-            right[jump] += size
-        valid_left = left >= 0
-        valid_left[valid_left] = c_birth[left[valid_left]] <= now[valid_left]
-        valid_right = right < U
-        valid_right[valid_right] = c_birth[right[valid_right]] <= now[valid_right]
+        for j in range(len(births) - 1, -1, -1):                # jump blocks of `size` columns all born later
+            size, table = 2 ** j, births[j]
+            block = np.clip(left - size + 1, 0, len(table) - 1)   # [R] the block ending at `left`
+            left[(left - size + 1 >= 0) & (table[block] > now)] -= size
+            block = np.clip(right, 0, len(table) - 1)             # [R] the block starting at `right`
+            right[(right + size <= U) & (table[block] > now)] += size
+        valid_left = (left >= 0) & (c_birth[np.clip(left, 0, U - 1)] <= now)
+        valid_right = (right < U) & (c_birth[np.clip(right, 0, U - 1)] <= now)
         return np.where(valid_left, left, -1), np.where(valid_right, right, -1)
 
     def commit(self):
