@@ -452,17 +452,6 @@ class StepLimitExceeded(RuntimeError):
         self.machine = machine
 
 
-class Frame:
-    """A call in progress: where to return, the caller's locals, the call's immediate, the callee's entry."""
-    __slots__ = ("return_pc", "caller_locals", "call_immediate", "entry")
-
-    def __init__(self, return_pc, caller_locals, call_immediate, entry):
-        self.return_pc = return_pc
-        self.caller_locals = caller_locals
-        self.call_immediate = call_immediate
-        self.entry = entry
-
-
 class Machine:
     """The state of the reference machine (SPEC 3.2)."""
     __slots__ = ("instructions", "pc", "stack", "locals", "frames", "memory", "output", "trace",
@@ -473,7 +462,8 @@ class Machine:
         self.pc = 0
         self.stack = []                          # words, top of stack last
         self.locals = [0] * LOCALS_PER_FRAME     # the current frame's locals
-        self.frames = []                         # Frame per call in progress
+        self.frames = []                         # per call in progress: (return pc, caller's locals,
+                                                 #   the call's immediate, the callee's entry)
         self.memory = bytearray(MEMORY_SIZE)     # zero-initialised
         self.output = bytearray()
         self.trace = []                          # the tokens generated after the prompt
@@ -568,22 +558,17 @@ def step_select(m, pc, imm):
 
 # -- arithmetic and comparisons ----------------------------------------------
 
-def step_add(m, pc, imm):
-    """i32.add: pop b, pop a; push (a + b) mod 2**32; bytes carry-marked."""
-    b, a = m.stack.pop(), m.stack.pop()
-    m.stack.append((a + b) % WORD_MODULUS)
-    emit_bytewise(m.trace, a, b, subtract=False)
-    m.trace.append(COMMIT["i32.add"])
-    return pc + 1
+def arithmetic_step(opcode, subtract):
+    """i32.add / i32.sub: pop b, pop a; push (a + b) or (a - b) mod 2**32; bytes carry/borrow-marked."""
+    commit = COMMIT[opcode]
 
-
-def step_sub(m, pc, imm):
-    """i32.sub: pop b, pop a; push (a - b) mod 2**32; bytes borrow-marked."""
-    b, a = m.stack.pop(), m.stack.pop()
-    m.stack.append((a - b) % WORD_MODULUS)
-    emit_bytewise(m.trace, a, b, subtract=True)
-    m.trace.append(COMMIT["i32.sub"])
-    return pc + 1
+    def step(m, pc, imm):
+        b, a = m.stack.pop(), m.stack.pop()
+        m.stack.append((a - b if subtract else a + b) % WORD_MODULUS)
+        emit_bytewise(m.trace, a, b, subtract)
+        m.trace.append(commit)
+        return pc + 1
+    return step
 
 
 def step_eqz(m, pc, imm):
@@ -638,10 +623,10 @@ def out_of_bounds(address, offset, width):
     return address + offset + width > MEMORY_SIZE
 
 
-def trap(m):
-    """End the run with the `trap` token."""
-    m.trace.append("trap")
-    m.status = "trap"
+def stop(m, token):
+    """End the run with `token` (`halt` or `trap`), which is also the machine's status."""
+    m.trace.append(token)
+    m.status = token
     return STOPPED
 
 
@@ -659,7 +644,7 @@ def load_step(opcode, width, signed):
     def step(m, pc, imm):
         address = m.stack.pop()
         if out_of_bounds(address, imm, width):
-            return trap(m)
+            return stop(m, "trap")
         start = address + imm
         value = int.from_bytes(m.memory[start:start + width], "little")
         marks = (UNMARKED,) * WORD_BYTES
@@ -681,7 +666,7 @@ def store_step(opcode, width):
     def step(m, pc, imm):
         value, address = m.stack.pop(), m.stack.pop()
         if out_of_bounds(address, imm, width):
-            return trap(m)
+            return stop(m, "trap")
         start = address + imm
         low_bytes = word_bytes(value)[:width]
         m.memory[start:start + width] = bytes(low_bytes)
@@ -693,20 +678,23 @@ def store_step(opcode, width):
 
 # -- control flow ------------------------------------------------------------
 
+def emit_jump(trace, imm, commit):
+    """The group of a jump to pc + 1 + signed(imm): `branch_taken I0 I1 I2 I3 <commit>`."""
+    trace.append(BRANCH_TAKEN)
+    emit_word(trace, imm)
+    trace.append(commit)
+
+
 def step_br(m, pc, imm):
     """br T: jump to pc + 1 + signed(T); group `branch_taken T0..T3 commit(+0,sts=0,bt=1)`."""
-    m.trace.append(BRANCH_TAKEN)
-    emit_word(m.trace, imm)
-    m.trace.append(COMMIT_TAKEN["br"])
+    emit_jump(m.trace, imm, COMMIT_TAKEN["br"])
     return branch_target(pc, imm)
 
 
 def step_br_if(m, pc, imm):
     """br_if T: pop c; if c != 0 jump like br (commit bt=1), else `commit(-1,sts=0,bt=0)`."""
     if m.stack.pop():
-        m.trace.append(BRANCH_TAKEN)
-        emit_word(m.trace, imm)
-        m.trace.append(COMMIT_TAKEN["br_if"])
+        emit_jump(m.trace, imm, COMMIT_TAKEN["br_if"])
         return branch_target(pc, imm)
     m.trace.append(COMMIT["br_if"])
     return pc + 1
@@ -716,11 +704,9 @@ def step_call(m, pc, imm):
     """call T: save the frame, start the callee with zeroed locals (SPEC 4.8 d4).
     Group `branch_taken T0..T3 call_commit` (the call's own immediate)."""
     target = branch_target(pc, imm)
-    m.frames.append(Frame(pc + 1, m.locals, imm, target))
+    m.frames.append((pc + 1, m.locals, imm, target))
     m.locals = [0] * LOCALS_PER_FRAME
-    m.trace.append(BRANCH_TAKEN)
-    emit_word(m.trace, imm)
-    m.trace.append(CALL_COMMIT)
+    emit_jump(m.trace, imm, CALL_COMMIT)
     return target
 
 
@@ -733,16 +719,15 @@ def step_return(m, pc, imm):
     """
     if not m.frames:
         raise ProgramError("%s: return in the main function (no call in progress)" % _where(pc))
-    frame = m.frames.pop()
-    expected = (frame.entry - pc - 1) % WORD_MODULUS
+    return_pc, m.locals, call_immediate, entry = m.frames.pop()
+    expected = (entry - pc - 1) % WORD_MODULUS
     if imm != expected:
         raise ProgramError("%s: return immediate is %d, expected F-R-1 = %d for the function at %d"
-                           % (_where(pc), to_signed(imm), to_signed(expected), frame.entry))
-    m.locals = frame.caller_locals
+                           % (_where(pc), to_signed(imm), to_signed(expected), entry))
     m.trace.append(BRANCH_TAKEN)
-    emit_bytewise(m.trace, imm, frame.call_immediate, subtract=True)
+    emit_bytewise(m.trace, imm, call_immediate, subtract=True)
     m.trace.append(RETURN_COMMIT)
-    return frame.return_pc
+    return return_pc
 
 
 # -- output, input, halt, trap -------------------------------------------------
@@ -763,14 +748,12 @@ def step_input_base(m, pc, imm):
 
 def step_halt(m, pc, imm):
     """halt: stop; group `halt`."""
-    m.trace.append("halt")
-    m.status = "halt"
-    return STOPPED
+    return stop(m, "halt")
 
 
 def step_trap(m, pc, imm):
     """trap (wasmtf, SPEC 4.8): stop; group `trap`."""
-    return trap(m)
+    return stop(m, "trap")
 
 
 STEP = {
@@ -778,7 +761,7 @@ STEP = {
     "drop": step_drop, "select": step_select,
     "local.get": step_local_get, "local.set": step_local_set, "local.tee": step_local_tee,
     "i32.const": step_const, "i32.eqz": step_eqz,
-    "i32.add": step_add, "i32.sub": step_sub,
+    "i32.add": arithmetic_step("i32.add", subtract=False), "i32.sub": arithmetic_step("i32.sub", subtract=True),
     "output": step_output, "input_base": step_input_base, "trap": step_trap,
 }
 STEP.update({opcode: comparison_step(opcode) for opcode in COMPARISONS})
@@ -844,9 +827,17 @@ def is_group_end(token):
             or token in (CALL_COMMIT, RETURN_COMMIT) or token in STOP_TOKENS)
 
 
-def ends_line(token):
-    """Does a *_ref.txt line break follow `token`? Group ends and `branch_taken` (SPEC 2.3)."""
-    return is_group_end(token) or token == BRANCH_TAKEN
+def cut_after(tokens, is_end):
+    """Cut `tokens` after every token where is_end(token); an unfinished last piece is kept."""
+    pieces, piece = [], []
+    for token in tokens:
+        piece.append(token)
+        if is_end(token):
+            pieces.append(piece)
+            piece = []
+    if piece:
+        pieces.append(piece)
+    return pieces
 
 
 def format_trace_file(prompt_tokens, trace_tokens):
@@ -857,14 +848,9 @@ def format_trace_file(prompt_tokens, trace_tokens):
     for start in range(1, close, TOKENS_PER_INSTRUCTION):
         lines.append(" ".join(prompt_tokens[start:start + TOKENS_PER_INSTRUCTION]))
     lines.append(PROGRAM_END)
-    line = []
-    for token in list(prompt_tokens[close + 1:]) + list(trace_tokens):
-        line.append(token)
-        if ends_line(token):
-            lines.append(" ".join(line))
-            line = []
-    if line:
-        lines.append(" ".join(line))
+    # a line break after every group end and after `branch_taken` (SPEC 2.3)
+    rest = list(prompt_tokens[close + 1:]) + list(trace_tokens)
+    lines += [" ".join(line) for line in cut_after(rest, lambda t: is_group_end(t) or t == BRANCH_TAKEN)]
     return "\n".join(lines) + "\n"
 
 
@@ -885,15 +871,7 @@ def parse_trace_file(text):
 
 def split_groups(tokens):
     """The trace as a list of groups (lists of tokens); an unfinished last group is kept."""
-    groups, group = [], []
-    for token in tokens:
-        group.append(token)
-        if is_group_end(token):
-            groups.append(group)
-            group = []
-    if group:
-        groups.append(group)
-    return groups
+    return cut_after(tokens, is_group_end)
 
 
 def byte_value(token):
