@@ -469,10 +469,8 @@ def _read_section(module, section_id, body):
             if flags < 4:      # function indices
                 entries = [body.u32() for _ in range(body.u32())]
             else:              # expressions: ref.func f (or ref.null: no function)
-                entries = []
-                for _ in range(body.u32()):
-                    expression = read_expression(body)
-                    entries.append(expression[0].immediate if expression[0].name == "ref.func" else None)
+                expressions = [read_expression(body) for _ in range(body.u32())]
+                entries = [e[0].immediate if e[0].name == "ref.func" else None for e in expressions]
             if flags & 1 == 0:
                 module.elements.append((table, offset, entries, at))
     elif section_id == 12:   # data count
@@ -1664,24 +1662,18 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
     """
     if isinstance(module, (bytes, bytearray)):
         module = decode_module(module)
-    address = None
-    print_results = True
-    problems = []
+    c_abi = calls is None and entry == "compute" and args is None
     if calls is None:
-        index = find_export(module, entry)
-        if entry == "compute" and args is None:          # the C ABI
-            function = module.functions[index]
-            print_results = False
-            args = []
-            if function.params:
-                address = input_address(module)
-                if address is None:
-                    problems.append("compute(input) needs the global export __heap_base "
-                                    "(link with --export=__heap_base)")
-                args = [address or 0] + [0] * (len(function.params) - 1)
-        calls = [(index, list(args or []))]
-    else:
-        calls = [(find_export(module, name), list(call_args)) for name, call_args in calls]
+        calls = [(entry, args or [])]
+    calls = [(find_export(module, name), list(call_args)) for name, call_args in calls]
+    address, problems = None, []
+    compute = module.functions[calls[0][0]] if c_abi else None
+    if compute is not None and compute.params:           # compute(input): A, then zeros
+        address = input_address(module)
+        if address is None:
+            problems.append("compute(input) needs the global export __heap_base "
+                            "(link with --export=__heap_base)")
+        calls = [(compute.index, [address or 0] + [0] * (len(compute.params) - 1))]
     problems += module_problems(module, [index for index, _ in calls])
     for index, call_args in calls:
         function = module.functions[index]
@@ -1690,7 +1682,7 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
                                                                  len(call_args)))
     if problems:
         raise UnsupportedError(problems)
-    items = ProgramLowering(module).lower(calls, address, print_results, silent_calls)
+    items = ProgramLowering(module).lower(calls, address, not c_abi, silent_calls)
     return assemble(items)
 
 
