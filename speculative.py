@@ -478,14 +478,10 @@ class Scatter:
 
 def batched_layers(plan):
     """Per layer of a wasmtf.prepare plan: the sparse products of the batched pass."""
-    layers = []
-    for layer in plan["layers"]:
-        F = layer["w_ffo"].shape[1]
-        layers.append({"heads": layer["heads"], "tie_latest": layer["tie_latest"],
-                       "qkv": Linear(layer["w_heads"]), "out": Scatter(layer["w_out_heads"]),
-                       "ffn_in": Linear(layer["w_in"]) if F else None,
-                       "ffn_out": Scatter(layer["w_ffo"]) if F else None, "F": F})
-    return layers
+    return [{"heads": layer["heads"], "tie_latest": layer["tie_latest"],
+             "qkv": Linear(layer["w_heads"]), "out": Scatter(layer["w_out_heads"]),
+             "ffn_in": Linear(layer["w_in"]), "ffn_out": Scatter(layer["w_ffo"]),
+             "F": layer["w_ffo"].shape[1]} for layer in plan["layers"]]
 
 
 class BatchState:
@@ -533,11 +529,10 @@ class BatchState:
                     self.heads[l][a] = head = keep_or_widen(self.heads[l][a], k, start)
                     o[2 * a:2 * a + 2] = head.attend(q, k, v, start).T
                 layer["out"].add_to(x, o)                          # x += w_out @ o
-            if layer["F"]:
-                f = layer["ffn_in"](x)                             # [2F, C]
-                g = np.maximum(f[:layer["F"]], 0.0)                # [F, C] relu(gate)
-                g *= f[layer["F"]:]                                # [F, C] times value (ReGLU)
-                layer["ffn_out"].add_to(x, g)                      # x += w_ffo @ g
+            f = layer["ffn_in"](x)                                 # [2F, C] (F may be 0)
+            g = np.maximum(f[:layer["F"]], 0.0)                    # [F, C] relu(gate)
+            g *= f[layer["F"]:]                                    # [F, C] times value (ReGLU)
+            layer["ffn_out"].add_to(x, g)                          # x += w_ffo @ g
         self.pending = len(ids)
         return self.argmax(x[self.slots])
 
@@ -563,6 +558,13 @@ class BatchState:
 #    Each checks the conditions of its batched head on every new key and query.
 # ---------------------------------------------------------------------------
 
+def query_ratio(qx, qy):
+    """k* = qx/qy of one query; NotVerifiable unless qy > 0 and |k*| <= QUERY_LIMIT."""
+    if not (qy > 0 and abs(qx / qy) <= QUERY_LIMIT):
+        raise NotVerifiable("a query with qy <= 0 or beyond the key range")
+    return qx / qy
+
+
 class PositionCache:
     """A PositionHead's arrays, one position per insert."""
 
@@ -577,11 +579,9 @@ class PositionCache:
         self.count += 1
 
     def query(self, qx, qy):
-        if not (qy > 0 and abs(qx / qy) <= QUERY_LIMIT):
-            raise NotVerifiable("a query with qy <= 0 or beyond the key range")
-        now = self.count - 1
-        below = min(max(math.floor(qx / qy), 0), now)
-        above = min(max(math.ceil(qx / qy), 0), now)
+        k_star, now = query_ratio(qx, qy), self.count - 1
+        below = min(max(math.floor(k_star), 0), now)
+        above = min(max(math.ceil(k_star), 0), now)
         ky = self.store["ky"]
         score_below = qx * (2.0 * below) + qy * float(ky[below])
         score_above = qx * (2.0 * above) + qy * float(ky[above])
@@ -596,8 +596,8 @@ class ColumnCache:
         from sortedcontainers import SortedList
         past = head.past
         self.keys = SortedList(past["key"].tolist())
-        self.latest = dict(zip(past["key"].tolist(), zip(past["pos"].tolist(), past["ky"].tolist(),
-                                                         past["vx"].tolist(), past["vy"].tolist())))
+        records = zip(*(past[name].tolist() for name in ColumnHead.FIELDS))  # (key, pos, ky, vx, vy)
+        self.latest = {record[0]: record for record in records}
         self.count = count
 
     def insert(self, kx, ky, vx, vy):
@@ -610,23 +610,19 @@ class ColumnCache:
             return                                                # never wins
         if key not in self.latest:
             self.keys.add(key)
-        elif ky < self.latest[key][1]:
+        elif ky < self.latest[key][2]:
             raise NotVerifiable("ky decreased within a column")
-        self.latest[key] = (p, ky, vx, vy)
+        self.latest[key] = (key, p, ky, vx, vy)
 
     def query(self, qx, qy):
-        if not (qy > 0 and abs(qx / qy) <= QUERY_LIMIT):
-            raise NotVerifiable("a query with qy <= 0 or beyond the key range")
-        right = self.keys.bisect_left(qx / qy)
-        best = None                                               # (score, position, vx, vy)
-        for index in (right - 1, right):                          # the neighbouring columns
-            if 0 <= index < len(self.keys):
-                key = self.keys[index]
-                p, ky, vx, vy = self.latest[key]
-                score = qx * (2.0 * key) + qy * ky
-                if best is None or score > best[0] or (score == best[0] and p > best[1]):
-                    best = (score, p, vx, vy)
-        return (best[2], best[3])
+        right = self.keys.bisect_left(query_ratio(qx, qy))
+
+        def rank(write):                                          # higher score, then the later write
+            key, p, ky, _, _ = write
+            return (qx * (2.0 * key) + qy * ky, p)
+        neighbours = self.keys[max(right - 1, 0):right + 1]       # the neighbouring columns
+        _, _, _, vx, vy = max((self.latest[key] for key in neighbours), key=rank)
+        return (vx, vy)
 
 
 class CumulativeCache:
