@@ -831,18 +831,11 @@ def assemble_routine(name, entries, scratch):
     `scratch` is the reserved area's address (S), the hex table follows (H)."""
     params, temps, text, _ = ROUTINES[name]
     local_index = {local: i for i, local in enumerate(params + temps)}
-    labels = {}
-    statements = []
-    for line in text.splitlines():
-        for statement in line.split("#")[0].split(";"):
-            words = statement.split()
-            if words:
-                statements.append(words)
-                if len(words) == 1 and words[0].endswith(":"):
-                    labels[words[0][:-1]] = Label("%s.%s" % (name, words[0][:-1]))
+    labels = {label: Label("%s.%s" % (name, label)) for label in re.findall(r"^(\w+):", text, re.M)}
+    statements = [statement.split() for line in text.splitlines() for statement in line.split("#")[0].split(";")]
     items = [entries[name]]
     items += [("local.set", i) for i in reversed(range(len(params)))]
-    for words in statements:
+    for words in filter(None, statements):
         if len(words) == 1 and words[0].endswith(":"):
             items.append(labels[words[0][:-1]])
             continue
