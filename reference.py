@@ -31,7 +31,6 @@ executed instruction (about 0.6 microseconds, i.e. ~8 million trace tokens
 per second, in CPython 3.11 on a loop-heavy program: benchmarks/reference_speed.py)
 and allocates a 16 MiB zeroed memory per run (lazily, by the allocator).
 """
-import re
 import sys
 
 # ---------------------------------------------------------------------------
@@ -162,8 +161,11 @@ FORBIDDEN_OPCODES = ("global.get", "global.set")  # SPEC 4.8: globals live in me
 BRANCHES = ("br", "br_if", "call")   # immediates that are relative targets (SPEC 3.3)
 LOCAL_OPCODES = ("local.get", "local.set", "local.tee")
 MAX_REPORTED_PROBLEMS = 10           # a longer list of problems is cut with "... and N more"
-HEX_BYTE = re.compile(r"[0-9a-f]{2}")  # the only spelling of an immediate byte
-TRACE_BYTE = re.compile(r"[0-9a-f]{2}'?")  # a byte in a trace, possibly carry-marked
+# The value of each spelling of a byte: an immediate byte is two lower-case hex
+# digits; an input byte may also be its character; a trace byte may be marked.
+IMMEDIATE_BYTE = {byte_token(v): v for v in range(BYTE_VALUES)}
+INPUT_BYTE = {**IMMEDIATE_BYTE, **{input_token(v): v for v in range(BYTE_VALUES)}}
+TRACE_BYTE = {**IMMEDIATE_BYTE, **{byte_token(v, marked=True): v for v in range(BYTE_VALUES)}}
 
 
 class ProgramError(ValueError):
@@ -222,28 +224,13 @@ def _instruction_problems(instructions):
     return problems
 
 
-def _flow_successors(instructions, index):
-    """Instructions that can run right after `index` inside the same function.
-
-    A `call` continues at index + 1 (the callee returns there); `return`,
-    `halt` and `trap` end the path.
-    """
-    opcode, immediate = instructions[index]
-    if opcode in ("return", "halt", "trap"):
-        return []
-    if opcode == "br":
-        return [branch_target(index, immediate)]
-    if opcode == "br_if":
-        return [branch_target(index, immediate), index + 1]
-    return [index + 1]
-
-
 def _return_problems(instructions):
     """The static `return` check (SPEC 3.3, 4.8).
 
     The entries of functions are instruction 0 (main) and every `call` target.
     From each entry F we follow the flow inside the function (branches both
-    ways, over calls); every `return` R reached must carry (F - R - 1) mod 2**32.
+    ways, over calls: a `call` continues at the next instruction; `return`, `halt`
+    and `trap` end the path); every `return` R reached must carry (F - R - 1) mod 2**32.
     Decisions: a `return` reachable from main is invalid (main ends with
     `halt`); one reachable from two entries is invalid (it can only carry one
     immediate); one reachable from no entry is dead code and is not checked
@@ -259,9 +246,13 @@ def _return_problems(instructions):
         pending = [entry]
         while pending:
             index = pending.pop()
-            if instructions[index][0] == "return":
+            opcode, immediate = instructions[index]
+            if opcode == "return":
                 owners.setdefault(index, []).append(entry)
-            for successor in _flow_successors(instructions, index):
+            successors = {"br": [branch_target(index, immediate)],
+                          "br_if": [branch_target(index, immediate), index + 1],
+                          "return": [], "halt": [], "trap": []}.get(opcode, [index + 1])
+            for successor in successors:
                 if 0 <= successor < count and successor not in seen:
                     seen.add(successor)
                     pending.append(successor)
@@ -320,11 +311,6 @@ def has_input_section(instructions):
     return bool(instructions) and instructions[0][0] == "input_base"
 
 
-def input_section_tokens(input_bytes):
-    """The input section: each byte (character or hex), the NUL, `commit(+0,sts=0,bt=0)`."""
-    return [input_token(value) for value in input_bytes] + [byte_token(NUL), INPUT_END]
-
-
 def program_tokens(instructions, input_bytes=None):
     """The prompt: `{`, opcode + 4 immediate bytes per instruction, `}`, input section."""
     check_program(instructions, input_bytes)
@@ -333,23 +319,14 @@ def program_tokens(instructions, input_bytes=None):
         tokens.append(opcode)
         tokens.extend(byte_token(value) for value in word_bytes(immediate))
     tokens.append(PROGRAM_END)
-    if has_input_section(instructions):
-        tokens.extend(input_section_tokens(input_bytes or b""))
+    if has_input_section(instructions):  # each byte (character or hex), the NUL, `commit(+0,sts=0,bt=0)`
+        tokens.extend([input_token(value) for value in input_bytes or b""] + [byte_token(NUL), INPUT_END])
     return tokens
 
 
 def format_program(instructions, input_bytes=None):
     """The program file text (one instruction per line, then the input section)."""
     return format_trace_file(program_tokens(instructions, input_bytes), [])
-
-
-def _input_byte_value(token):
-    """The byte an input-section token stands for, or None: `A` (an alias) or `41` (hex)."""
-    if len(token) == 1 and FIRST_PRINTABLE <= ord(token) <= LAST_PRINTABLE and token not in "{}":
-        return ord(token)
-    if HEX_BYTE.fullmatch(token):
-        return int(token, 16)
-    return None
 
 
 def parse_program(text):
@@ -378,8 +355,8 @@ def parse_program(text):
         immediate = 0
         for k in range(WORD_BYTES):
             token = tokens[start + 1 + k]
-            if HEX_BYTE.fullmatch(token):
-                immediate += int(token, 16) << (BYTE_BITS * k)
+            if token in IMMEDIATE_BYTE:
+                immediate += IMMEDIATE_BYTE[token] << (BYTE_BITS * k)
             else:
                 problems.append("token %d: immediate byte %r of instruction %d is not two lower-case hex digits"
                                 % (start + 1 + k, token, len(instructions)))
@@ -392,7 +369,7 @@ def parse_program(text):
     elif section and section[-2:] != [byte_token(NUL), INPUT_END]:
         problems.append("token %d: the input section must end with '00 %s'" % (len(tokens) - 1, INPUT_END))
     elif section:
-        values = [_input_byte_value(token) for token in section[:-2]]
+        values = [INPUT_BYTE.get(token) for token in section[:-2]]
         for offset, value in enumerate(values):
             if value is None:
                 problems.append("token %d: %r is not an input byte (a character 0x21..0x7e other than braces, "
@@ -618,11 +595,6 @@ LOADS = {"i32.load": (4, False), "i32.load8_s": (1, True), "i32.load8_u": (1, Fa
 STORES = {"i32.store": 4, "i32.store8": 1, "i32.store16": 2}
 
 
-def out_of_bounds(address, offset, width):
-    """SPEC 4.8: the access touches a byte at or past 2**24 (address + offset not wrapped)."""
-    return address + offset + width > MEMORY_SIZE
-
-
 def stop(m, token):
     """End the run with `token` (`halt` or `trap`), which is also the machine's status."""
     m.trace.append(token)
@@ -643,7 +615,7 @@ def load_step(opcode, width, signed):
 
     def step(m, pc, imm):
         address = m.stack.pop()
-        if out_of_bounds(address, imm, width):
+        if address + imm + width > MEMORY_SIZE:  # touches a byte past memory (no wrap, SPEC 4.8)
             return stop(m, "trap")
         start = address + imm
         value = int.from_bytes(m.memory[start:start + width], "little")
@@ -665,7 +637,7 @@ def store_step(opcode, width):
 
     def step(m, pc, imm):
         value, address = m.stack.pop(), m.stack.pop()
-        if out_of_bounds(address, imm, width):
+        if address + imm + width > MEMORY_SIZE:  # touches a byte past memory (no wrap, SPEC 4.8)
             return stop(m, "trap")
         start = address + imm
         low_bytes = word_bytes(value)[:width]
@@ -876,7 +848,7 @@ def split_groups(tokens):
 
 def byte_value(token):
     """The value of a byte token `hh` or `hh'`, else None."""
-    return int(token[:2], 16) if TRACE_BYTE.fullmatch(token) else None
+    return TRACE_BYTE.get(token)
 
 
 def out_value(token):
@@ -914,7 +886,7 @@ def walk_trace(instructions, trace_tokens):
     stack_depth, call_depth, output = 0, 0, bytearray()
     for step, group in enumerate(split_groups(trace_tokens)):
         opcode, immediate = instructions[pc] if 0 <= pc < len(instructions) else ("?", 0)
-        values = [byte_value(token) for token in group if byte_value(token) is not None]
+        values = [TRACE_BYTE[token] for token in group if token in TRACE_BYTE]
         value = sum(v << (BYTE_BITS * k) for k, v in enumerate(values)) if values else None
         terminal = group[-1]
         stack_depth += commit_stack_delta(terminal)
@@ -965,20 +937,19 @@ def diff_traces(expected, actual, instructions=None, context=3):
     if list(expected) == list(actual):
         return None
     first = next((i for i, (e, a) in enumerate(zip(expected, actual)) if e != a), min(len(expected), len(actual)))
-    expected_groups, actual_groups = split_groups(expected), split_groups(actual)
+    expected_groups = split_groups(expected)
     group_index, tokens_before = 0, 0
     while group_index < len(expected_groups) and tokens_before + len(expected_groups[group_index]) <= first:
         tokens_before += len(expected_groups[group_index])
         group_index += 1
 
-    def show(tokens, groups):
+    def window(tokens, start, stop):  # groups start..stop-1, as describe_trace lines if we can
+        groups = split_groups(tokens)
+        shown = range(max(start, 0), min(stop, len(groups)))
         if instructions is None:
-            return ["%6d  %s" % (i, " ".join(g)) for i, g in groups]
+            return ["%6d  %s" % (i, " ".join(groups[i])) for i in shown]
         records = list(walk_trace(instructions, tokens))
-        return [describe_record(records[i]) for i, _ in groups]
-
-    def window(tokens, groups, start, stop):
-        return show(tokens, [(i, groups[i]) for i in range(max(start, 0), min(stop, len(groups)))])
+        return [describe_record(records[i]) for i in shown]
 
     got = repr(actual[first]) if first < len(actual) else "the end of the trace"
     wanted = repr(expected[first]) if first < len(expected) else "the end of the trace"
@@ -986,11 +957,11 @@ def diff_traces(expected, actual, instructions=None, context=3):
     if instructions is not None:
         lines.append(DESCRIBE_HEADER)
     lines.append("common context:")
-    lines += window(expected, expected_groups, group_index - context, group_index)
+    lines += window(expected, group_index - context, group_index)
     lines.append("expected:")
-    lines += window(expected, expected_groups, group_index, group_index + context)
+    lines += window(expected, group_index, group_index + context)
     lines.append("actual:")
-    lines += window(actual, actual_groups, group_index, group_index + context)
+    lines += window(actual, group_index, group_index + context)
     return "\n".join(lines)
 
 
