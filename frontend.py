@@ -860,15 +860,20 @@ def assemble_routine(name, entries, scratch):
     return items
 
 
+def closure(roots, successors):
+    """The set of `roots` and everything `successors(item)` leads to, transitively."""
+    seen, pending = set(), list(roots)
+    while pending:
+        item = pending.pop()
+        if item not in seen:
+            seen.add(item)
+            pending += successors(item)
+    return seen
+
+
 def routines_needed(names):
     """`names` and every routine they call, transitively, in a fixed order."""
-    needed = set()
-    pending = list(names)
-    while pending:
-        name = pending.pop()
-        if name not in needed:
-            needed.add(name)
-            pending.extend(ROUTINES[name][3])
+    needed = closure(names, lambda name: ROUTINES[name][3])
     return [name for name in ROUTINES if name in needed]
 
 
@@ -931,19 +936,15 @@ def _where(function, instruction):
 
 def reachable_functions(module, roots):
     """Indices of the functions that `roots` can call, transitively (roots included)."""
-    seen = set()
-    pending = list(roots)
-    while pending:
-        index = pending.pop()
-        if index in seen:
-            continue
-        seen.add(index)
+    def callees(index):
+        found = []
         for instruction in module.functions[index].code:
             if instruction.name == "call" and instruction.immediate < len(module.functions):
-                pending.append(instruction.immediate)
+                found.append(instruction.immediate)
             elif instruction.name == "call_indirect":
-                pending += indirect_targets(module, *instruction.immediate)
-    return sorted(seen)
+                found += indirect_targets(module, *instruction.immediate)
+        return found
+    return sorted(closure(roots, callees))
 
 
 def table_contents(module, table):
