@@ -404,8 +404,12 @@ def new_head(latest, q, k, v, start):
     return GeneralHead(latest)
 
 
-def keep_or_widen(head, k, start):
-    """The head itself, or a ColumnHead with its past once position keys stop being positions."""
+def head_for_chunk(head, latest, q, k, v, start):
+    """The head to answer a chunk: on the first chunk (head None) the fastest one whose
+    conditions it meets, later a ColumnHead with the past once position keys stop being
+    positions, otherwise `head` itself."""
+    if head is None:
+        return new_head(latest, q, k, v, start)
     if head.kind == "position" and not PositionHead.fits(k, start):
         return head.as_columns(start)
     return head
@@ -422,9 +426,7 @@ def causal_hard_attention(q, k, v, latest, chunk=CHUNK):
     head = None
     for start in range(0, T, chunk):
         rows = slice(start, min(start + chunk, T))
-        if head is None:
-            head = new_head(latest, q[rows], k[rows], v[rows], start)
-        head = keep_or_widen(head, k[rows], start)
+        head = head_for_chunk(head, latest, q[rows], k[rows], v[rows], start)
         out[rows] = head.attend(q[rows], k[rows], v[rows], start)
         head.commit()
     return out
@@ -494,12 +496,12 @@ class BatchState:
         self.plan = plan or wasmtf.prepare(model)
         self.layers = batched_layers(self.plan)
         self.slots, self.head_rows, self.head_ids = output_head(model)
-        self.heads = [None] * len(self.layers)                     # per layer: list of heads
+        self.heads = [[None] * len(layer["heads"]) for layer in self.layers]  # chosen on the first chunk
         self.position = 0
         self.pending = 0
 
     def kinds(self):
-        return [[head.kind for head in heads] for heads in self.heads if heads is not None]
+        return [[head.kind for head in heads] for heads in self.heads if heads]
 
     def embed(self, ids):
         """SPEC 7.1 step 1 for the next len(ids) positions: x [D, C], one row per slot."""
@@ -519,15 +521,11 @@ class BatchState:
             if layer["heads"]:
                 u = layer["qkv"](x)                                # [6A, C] rows qx qy kx ky vx vy per head
                 o = np.empty((2 * len(layer["heads"]), len(ids)))  # [2A, C]
-                first = self.heads[l] is None
-                if first:
-                    self.heads[l] = []
+                heads = self.heads[l]
                 for a, latest in enumerate(layer["tie_latest"]):
                     q, k, v = u[6 * a:6 * a + 2].T, u[6 * a + 2:6 * a + 4].T, u[6 * a + 4:6 * a + 6].T  # [C, 2]
-                    if first:
-                        self.heads[l].append(new_head(latest, q, k, v, start))
-                    self.heads[l][a] = head = keep_or_widen(self.heads[l][a], k, start)
-                    o[2 * a:2 * a + 2] = head.attend(q, k, v, start).T
+                    heads[a] = head_for_chunk(heads[a], latest, q, k, v, start)
+                    o[2 * a:2 * a + 2] = heads[a].attend(q, k, v, start).T
                 layer["out"].add_to(x, o)                          # x += w_out @ o
             f = layer["ffn_in"](x)                                 # [2F, C] (F may be 0)
             g = np.maximum(f[:layer["F"]], 0.0)                    # [F, C] relu(gate)
@@ -546,7 +544,7 @@ class BatchState:
 
     def commit(self):
         for heads in self.heads:
-            for head in heads or []:
+            for head in heads:
                 head.commit()
         self.position += self.pending
         self.pending = 0
@@ -663,7 +661,7 @@ def as_caches(state):
     caches = []
     for heads in state.heads:
         caches.append([])
-        for head in heads or []:
+        for head in heads:
             cache = make[head.kind](head, state.position)
             caches[-1].append((cache.insert, cache.query))
     return caches
