@@ -1989,7 +1989,6 @@ def spectest_file(path, runner, skips, failures):
             target = action[1] if isinstance(action[1], str) and action[1].startswith("$") else None
             instance = named.get(target) if target else (instances[-1] if instances else None)
             call = action[2:] if target else action[1:]
-            reason = None
             if instance is None or not call or not isinstance(call[0], WastString):
                 reason = "no module or no function name"
             else:
