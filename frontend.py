@@ -267,7 +267,7 @@ def read_instruction(reader):
     elif kind == "memarg":
         align, offset = reader.u32(), reader.u32()
         width = re.search(r"(8|16|32)(_[su])?$", name)
-        natural = NATURAL_ALIGNMENT[width.group(1)] if width else (3 if name[1:3] in ("64",) else 2)
+        natural = NATURAL_ALIGNMENT[width.group(1)] if width else (3 if name[1:3] == "64" else 2)
         if align > natural:
             reader.fail("%s: alignment 2^%d exceeds the natural alignment 2^%d" % (name, align, natural), at)
         immediate = offset
