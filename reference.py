@@ -461,14 +461,15 @@ class Machine:
                    [to_signed(v) for v in self.stack[-STACK_SHOWN:]], nonzero, bytes(self.output[-OUTPUT_SHOWN:])))
 
 
-def emit_word(trace, word, marks=(UNMARKED,) * WORD_BYTES):
-    """Append the 4 byte tokens of `word`, byte k marked when marks[k] (SPEC 4.3)."""
+def emit_word(trace, word, commit, marks=(UNMARKED,) * WORD_BYTES):
+    """Append the 4 byte tokens of `word`, byte k marked when marks[k] (SPEC 4.3), then `commit`."""
     for k in range(WORD_BYTES):
         trace.append(BYTE_TOKENS[marks[k]][(word >> (BYTE_BITS * k)) & (BYTE_VALUES - 1)])
+    trace.append(commit)
 
 
-def emit_bytewise(trace, a, b, subtract):
-    """Append the bytes of a + b (or a - b) mod 2**32, computed byte by byte:
+def emit_bytewise(trace, a, b, subtract, commit):
+    """Append the bytes of a + b (or a - b) mod 2**32, computed byte by byte, then `commit`:
     byte k is marked when its position carries (or borrows) into byte k+1 (SPEC 4.3)."""
     carry = 0
     for k in range(WORD_BYTES):
@@ -477,6 +478,7 @@ def emit_bytewise(trace, a, b, subtract):
         total = a_k - b_k - carry if subtract else a_k + b_k + carry
         carry = 1 if total < 0 or total >= BYTE_VALUES else 0
         trace.append(BYTE_TOKENS[carry][total % BYTE_VALUES])
+    trace.append(commit)
 
 
 # -- constants, locals, stack ------------------------------------------------
@@ -484,8 +486,7 @@ def emit_bytewise(trace, a, b, subtract):
 def step_const(m, pc, imm):
     """i32.const C: push C; group `C0 C1 C2 C3 commit(+1,sts=1,bt=0)`."""
     m.stack.append(imm)
-    emit_word(m.trace, imm)
-    m.trace.append(COMMIT["i32.const"])
+    emit_word(m.trace, imm, COMMIT["i32.const"])
     return pc + 1
 
 
@@ -493,8 +494,7 @@ def step_local_get(m, pc, imm):
     """local.get i: push L[i]; group = its bytes + commit(+1,sts=1,bt=0)."""
     value = m.locals[imm]
     m.stack.append(value)
-    emit_word(m.trace, value)
-    m.trace.append(COMMIT["local.get"])
+    emit_word(m.trace, value, COMMIT["local.get"])
     return pc + 1
 
 
@@ -502,8 +502,7 @@ def step_local_set(m, pc, imm):
     """local.set i: L[i] <- pop; group = the popped bytes + commit(-1,sts=0,bt=0)."""
     value = m.stack.pop()
     m.locals[imm] = value
-    emit_word(m.trace, value)
-    m.trace.append(COMMIT["local.set"])
+    emit_word(m.trace, value, COMMIT["local.set"])
     return pc + 1
 
 
@@ -511,8 +510,7 @@ def step_local_tee(m, pc, imm):
     """local.tee i: L[i] <- top (no pop); group = its bytes + commit(+0,sts=0,bt=0)."""
     value = m.stack[-1]
     m.locals[imm] = value
-    emit_word(m.trace, value)
-    m.trace.append(COMMIT["local.tee"])
+    emit_word(m.trace, value, COMMIT["local.tee"])
     return pc + 1
 
 
@@ -528,8 +526,7 @@ def step_select(m, pc, imm):
     condition, b, a = m.stack.pop(), m.stack.pop(), m.stack.pop()
     result = a if condition else b
     m.stack.append(result)
-    emit_word(m.trace, result)
-    m.trace.append(COMMIT["select"])
+    emit_word(m.trace, result, COMMIT["select"])
     return pc + 1
 
 
@@ -542,8 +539,7 @@ def arithmetic_step(opcode, subtract):
     def step(m, pc, imm):
         b, a = m.stack.pop(), m.stack.pop()
         m.stack.append((a - b if subtract else a + b) % WORD_MODULUS)
-        emit_bytewise(m.trace, a, b, subtract)
-        m.trace.append(commit)
+        emit_bytewise(m.trace, a, b, subtract, commit)
         return pc + 1
     return step
 
@@ -552,8 +548,7 @@ def step_eqz(m, pc, imm):
     """i32.eqz: pop a; push 1 if a == 0 else 0."""
     result = 1 if m.stack.pop() == 0 else 0
     m.stack.append(result)
-    emit_word(m.trace, result)
-    m.trace.append(COMMIT["i32.eqz"])
+    emit_word(m.trace, result, COMMIT["i32.eqz"])
     return pc + 1
 
 
@@ -581,8 +576,7 @@ def comparison_step(opcode):
         b, a = m.stack.pop(), m.stack.pop()
         result = 1 if test(a, b) else 0
         m.stack.append(result)
-        emit_word(m.trace, result)
-        m.trace.append(commit)
+        emit_word(m.trace, result, commit)
         return pc + 1
     return step
 
@@ -624,8 +618,7 @@ def load_step(opcode, width, signed):
             value += fill
             marks = negative_marks
         m.stack.append(value)
-        emit_word(m.trace, value, marks)
-        m.trace.append(commit)
+        emit_word(m.trace, value, commit, marks)
         return pc + 1
     return step
 
@@ -653,8 +646,7 @@ def store_step(opcode, width):
 def emit_jump(trace, imm, commit):
     """The group of a jump to pc + 1 + signed(imm): `branch_taken I0 I1 I2 I3 <commit>`."""
     trace.append(BRANCH_TAKEN)
-    emit_word(trace, imm)
-    trace.append(commit)
+    emit_word(trace, imm, commit)
 
 
 def step_br(m, pc, imm):
@@ -697,8 +689,7 @@ def step_return(m, pc, imm):
         raise ProgramError("%s: return immediate is %d, expected F-R-1 = %d for the function at %d"
                            % (_where(pc), to_signed(imm), to_signed(expected), entry))
     m.trace.append(BRANCH_TAKEN)
-    emit_bytewise(m.trace, imm, call_immediate, subtract=True)
-    m.trace.append(RETURN_COMMIT)
+    emit_bytewise(m.trace, imm, call_immediate, subtract=True, commit=RETURN_COMMIT)
     return return_pc
 
 
