@@ -1575,8 +1575,9 @@ class ProgramLowering:
         if self.growth_limit is not None:
             put(self.base + MEMORY_SIZE_OFFSET, memory_bytes(self.module).to_bytes(4, "little"))
         for index, global_ in enumerate(self.module.globals):
-            if global_["mutable"]:
-                put(self.global_address(index), constant_of(self.module, global_["init"]).to_bytes(4, "little"))
+            value = constant_of(self.module, global_["init"])
+            if global_["mutable"] and value is not None:  # other types: reported where used
+                put(self.global_address(index), value.to_bytes(4, "little"))
         words = {}
         for address, value in image.items():
             if value:

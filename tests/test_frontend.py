@@ -617,3 +617,11 @@ def test_compute_with_input_needs_heap_base_reported_with_the_rest():
         frontend.lower_module(frontend.decode_module(binary))
     assert len(error.value.problems) == 2
     assert "__heap_base" in error.value.problems[0] and error.value.problems[1].endswith("i64.const")
+
+
+def test_unused_globals_of_other_types_are_ignored():
+    """A mutable f32 global nobody reads is no reason to fail (it has no i32 initial value)."""
+    wat = """(module (global $unused (mut f32) (f32.const 1)) (global $seven (mut i32) (i32.const 7))
+               (func (export "f") (result i32) (global.get $seven)))"""
+    instructions = frontend.lower_module(frontend.wat_to_wasm(wat), entry="f")
+    assert reference.output_bytes(reference.run_reference(instructions)) == b"00000007\n"
