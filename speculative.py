@@ -588,39 +588,21 @@ class PositionCache:
 
 
 class ColumnCache:
-    """A ColumnHead's columns: a SortedList of keys and the latest write of each."""
+    """A ColumnHead's columns in a hull.HullHead. Only the latest write of each column
+    can win a query with qy > 0 and |k*| <= QUERY_LIMIT (see the header), so the
+    earlier writes and the cleared keys are left out, and every query is checked."""
 
     def __init__(self, head, count):
-        from sortedcontainers import SortedList
-        past = head.past
-        self.keys = SortedList(past["key"].tolist())
-        records = zip(*(past[name].tolist() for name in ColumnHead.FIELDS))  # (key, pos, ky, vx, vy)
-        self.latest = {record[0]: record for record in records}
-        self.count = count
-
-    def insert(self, kx, ky, vx, vy):
-        key, p = kx * 0.5, self.count
-        self.count += 1
-        d = ky + key * key
-        if not (key == math.floor(key) and abs(key) <= KEY_LIMIT and (d < CLEARED or 0 <= d <= RECENCY_LIMIT)):
-            raise NotVerifiable("keys are not (2k, -k^2 + d) on integer k, nor cleared")
-        if d < CLEARED:
-            return                                                # never wins
-        if key not in self.latest:
-            self.keys.add(key)
-        elif ky < self.latest[key][2]:
-            raise NotVerifiable("ky decreased within a column")
-        self.latest[key] = (key, p, ky, vx, vy)
+        import hull
+        self.hull = hull.HullHead(True)
+        key, ky, vx, vy = (head.past[name].tolist() for name in ("key", "ky", "vx", "vy"))
+        for i in np.argsort(head.past["pos"]).tolist():           # in position order: ties go to the later
+            self.hull.insert(2.0 * key[i], ky[i], vx[i], vy[i])
+        self.insert = self.hull.insert
 
     def query(self, qx, qy):
-        right = self.keys.bisect_left(query_ratio(qx, qy))
-
-        def rank(write):                                          # higher score, then the later write
-            key, p, ky, _, _ = write
-            return (qx * (2.0 * key) + qy * ky, p)
-        neighbours = self.keys[max(right - 1, 0):right + 1]       # the neighbouring columns
-        _, _, _, vx, vy = max((self.latest[key] for key in neighbours), key=rank)
-        return (vx, vy)
+        query_ratio(qx, qy)
+        return self.hull.query(qx, qy)
 
 
 class CumulativeCache:
