@@ -2074,7 +2074,7 @@ def command_spectest(paths, transformer=False):
         try:
             counts = spectest_file(path, runner, skips, failures)
         except (OSError, WasmError) as error:
-            print("error: %s: %s" % (path, error), file=sys.stderr)
+            print("wasmtf: error: %s: %s" % (path, error), file=sys.stderr)
             return EXIT_BAD_INPUT
         totals = [t + c for t, c in zip(totals, counts)]
         lines.append("%s: %d passed, %d failed, %d skipped" % ((pathlib.Path(path).name,) + counts))
