@@ -137,14 +137,15 @@ def first_row_answer(start, q, v, out):
 
 
 def neighbour_ratio(q, rows):
-    """k* = qx/qy of the rows to answer; NotVerifiable unless qy > 0 and |k*| <= QUERY_LIMIT."""
-    qx, qy = q[rows, 0], q[rows, 1]
+    """(qx, qy, k* = qx/qy) of the rows to answer; NotVerifiable unless qy > 0 and
+    |k*| <= QUERY_LIMIT."""
+    qx, qy = q[rows, 0], q[rows, 1]                               # [R] each
     if not (qy > 0).all():
         raise NotVerifiable("a query with qy <= 0 after position 0")
     k_star = qx / qy                                              # [R]
     if not (np.abs(k_star) <= QUERY_LIMIT).all():
         raise NotVerifiable("a query beyond the key range")
-    return k_star
+    return qx, qy, k_star
 
 
 class PositionHead:
@@ -169,11 +170,10 @@ class PositionHead:
         self.store.write(start, ky=k[:, 1], vx=v[:, 0], vy=v[:, 1])
         out = np.zeros_like(v)                                    # [C, 2]
         rows = first_row_answer(start, q, v, out)
-        k_star = neighbour_ratio(q, rows)                         # [R]
+        qx, qy, k_star = neighbour_ratio(q, rows)                 # [R] each
         now = positions_of(start, len(q))[rows]                   # [R]
         below = np.clip(np.floor(k_star), 0, now).astype(np.int64)  # [R] nearest position <= k*
         above = np.clip(np.ceil(k_star), 0, now).astype(np.int64)   # [R] nearest position >= k*
-        qx, qy = q[rows, 0], q[rows, 1]
         ky = self.store["ky"]
         score_below = qx * (2.0 * below) + qy * ky[below]         # [R] two products, one sum
         score_above = qx * (2.0 * above) + qy * ky[above]         # [R]
@@ -252,9 +252,8 @@ class ColumnHead:
 
         out = np.zeros_like(v)                                     # [C, 2]
         rows = first_row_answer(start, q, v, out)
-        k_star = neighbour_ratio(q, rows)                          # [R]
+        qx, qy, k_star = neighbour_ratio(q, rows)                  # [R] each
         now = np.flatnonzero(rows)                                 # [R] chunk rows of the queries
-        qx, qy = q[rows, 0], q[rows, 1]
         best_score = np.full(len(now), -np.inf)                    # [R]
         best_pos = np.full(len(now), -1, dtype=np.int64)           # [R]
         best_value = np.zeros((len(now), 2))                       # [R, 2]
@@ -393,14 +392,13 @@ class GeneralHead:
 
 def new_head(latest, q, k, v, start):
     """The fastest head whose conditions the first chunk's keys and queries meet."""
-    candidates = [PositionHead, ColumnHead] if latest else [CumulativeHead]
-    for make in candidates:
+    for make in [PositionHead, ColumnHead] if latest else [CumulativeHead]:
         head = make()
         try:
             head.attend(q, k, v, start)
             return head
         except NotVerifiable:
-            continue
+            pass
     return GeneralHead(latest)
 
 
