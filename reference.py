@@ -608,10 +608,9 @@ def load_step(opcode, width, signed):
     negative_marks = (MARKED,) * WORD_BYTES if width == 1 else (UNMARKED,) + (MARKED,) * (WORD_BYTES - 1)
 
     def step(m, pc, imm):
-        address = m.stack.pop()
-        if address + imm + width > MEMORY_SIZE:  # touches a byte past memory (no wrap, SPEC 4.8)
+        start = m.stack.pop() + imm
+        if start + width > MEMORY_SIZE:  # touches a byte past memory (no wrap, SPEC 4.8)
             return stop(m, "trap")
-        start = address + imm
         value = int.from_bytes(m.memory[start:start + width], "little")
         marks = (UNMARKED,) * WORD_BYTES
         if signed and value >= sign_threshold:
@@ -629,10 +628,10 @@ def store_step(opcode, width):
     commit = COMMIT[opcode]
 
     def step(m, pc, imm):
-        value, address = m.stack.pop(), m.stack.pop()
-        if address + imm + width > MEMORY_SIZE:  # touches a byte past memory (no wrap, SPEC 4.8)
+        value = m.stack.pop()
+        start = m.stack.pop() + imm
+        if start + width > MEMORY_SIZE:  # touches a byte past memory (no wrap, SPEC 4.8)
             return stop(m, "trap")
-        start = address + imm
         low_bytes = word_bytes(value)[:width]
         m.memory[start:start + width] = bytes(low_bytes)
         m.trace.extend(BYTE_TOKENS[UNMARKED][v] for v in low_bytes)
@@ -897,7 +896,7 @@ def _describe_value(record):
         return ""
     if is_jump(record["group"][-1]):
         return "-> pc %d" % (record["pc"] + 1 + to_signed(value))
-    return "%d" % to_signed(value) if value >= SIGN_BIT else "%d" % value
+    return "%d" % to_signed(value)
 
 
 def describe_record(record):
@@ -966,11 +965,9 @@ def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS)
     prompt = program_tokens(instructions, input_bytes)
     try:
         machine = execute(instructions, input_bytes, max_steps)
-    except StepLimitExceeded as error:
-        sys.stdout.write(format_trace_file(prompt, error.machine.trace))
-        print("wasmtf: %s" % error, file=sys.stderr)
-        return 1
-    except ExecutionError as error:
+    except (StepLimitExceeded, ExecutionError) as error:
+        if isinstance(error, StepLimitExceeded):
+            sys.stdout.write(format_trace_file(prompt, error.machine.trace))
         print("wasmtf: %s" % error, file=sys.stderr)
         return 1
     sys.stdout.write(format_trace_file(prompt, machine.trace))
