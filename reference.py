@@ -316,8 +316,7 @@ def program_tokens(instructions, input_bytes=None):
     check_program(instructions, input_bytes)
     tokens = [PROGRAM_START]
     for opcode, immediate in instructions:
-        tokens.append(opcode)
-        tokens.extend(byte_token(value) for value in word_bytes(immediate))
+        tokens += [opcode] + [byte_token(value) for value in word_bytes(immediate)]
     tokens.append(PROGRAM_END)
     if has_input_section(instructions):  # each byte (character or hex), the NUL, `commit(+0,sts=0,bt=0)`
         tokens.extend([input_token(value) for value in input_bytes or b""] + [byte_token(NUL), INPUT_END])
@@ -806,10 +805,10 @@ def format_trace_file(prompt_tokens, trace_tokens):
     """The *_ref.txt layout: `{`, one line per instruction, `}`, then the input
     section and the trace with a line break after every terminal token."""
     close = prompt_tokens.index(PROGRAM_END)
-    lines = [PROGRAM_START]
-    for start in range(1, close, TOKENS_PER_INSTRUCTION):
-        lines.append(" ".join(prompt_tokens[start:start + TOKENS_PER_INSTRUCTION]))
-    lines.append(PROGRAM_END)
+    lines = ([PROGRAM_START]
+             + [" ".join(prompt_tokens[start:start + TOKENS_PER_INSTRUCTION])
+                for start in range(1, close, TOKENS_PER_INSTRUCTION)]
+             + [PROGRAM_END])
     # a line break after every group end and after `branch_taken` (SPEC 2.3)
     rest = list(prompt_tokens[close + 1:]) + list(trace_tokens)
     lines += [" ".join(line) for line in cut_after(rest, lambda t: is_group_end(t) or t == BRANCH_TAKEN)]
@@ -890,20 +889,18 @@ def walk_trace(instructions, trace_tokens):
         pc = pc + 1 + (to_signed(value) if is_jump(terminal) and value is not None else 0)
 
 
-def _describe_value(record):
+def describe_record(record):
+    """One line of describe_trace: the group's value is shown signed, a jump as its target."""
+    instruction = "%s %d" % (record["opcode"], to_signed(record["immediate"]))
     value = record["value"]
     if value is None:
-        return ""
-    if is_jump(record["group"][-1]):
-        return "-> pc %d" % (record["pc"] + 1 + to_signed(value))
-    return "%d" % to_signed(value)
-
-
-def describe_record(record):
-    """One line of describe_trace."""
-    instruction = "%s %d" % (record["opcode"], to_signed(record["immediate"]))
+        shown = ""
+    elif is_jump(record["group"][-1]):
+        shown = "-> pc %d" % (record["pc"] + 1 + to_signed(value))
+    else:
+        shown = "%d" % to_signed(value)
     return "%6d %6d  %-22s %-44s %-14s %5d %5d  %r" % (
-        record["step"], record["pc"], instruction, " ".join(record["group"]), _describe_value(record),
+        record["step"], record["pc"], instruction, " ".join(record["group"]), shown,
         record["stack_depth"], record["call_depth"], record["output"][-OUTPUT_SHOWN:])
 
 
