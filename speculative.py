@@ -107,15 +107,11 @@ class GrowingArrays:
         self.columns = {name: np.zeros(capacity) for name in names}
 
     def write(self, start, **values):
-        end = start + len(next(iter(values.values())))
-        capacity = len(next(iter(self.columns.values())))
-        if end > capacity:
-            capacity = max(end, 2 * capacity)
-            for name, old in self.columns.items():
-                grown = np.zeros(capacity)
-                grown[:len(old)] = old
-                self.columns[name] = grown
         for name, value in values.items():
+            end = start + len(value)
+            if end > len(self.columns[name]):                     # double, zeros at the end
+                old = self.columns[name]
+                self.columns[name] = np.pad(old, (0, max(end, 2 * len(old)) - len(old)))
             self.columns[name][start:end] = value
 
     def __getitem__(self, name):
@@ -551,7 +547,7 @@ class BatchState:
 # ---------------------------------------------------------------------------
 # 3. After the draft: the heads as caches of wasmtf.step (insert, query), so that
 #    sequential decoding goes on with exactly wasmtf's per-token products.
-#    Each checks the conditions of its batched head on every new key and query.
+#    Each checks the conditions its answers rely on, for every new key and query.
 # ---------------------------------------------------------------------------
 
 def query_ratio(qx, qy):
@@ -657,8 +653,7 @@ def check_draft(state, ids, n_prompt, chunk, progress=None):
     the state has then committed the prompt and the accepted draft tokens, and the next
     token id is the transformer's token after them."""
     T = len(ids)
-    start = 0
-    while True:
+    for start in range(0, T, chunk):
         end = min(start + chunk, T)
         predicted = state.advance(ids[start:end])                 # [C]: after positions start..end-1
         # position p predicts ids[p + 1]; only predictions after the prompt are checked
@@ -673,9 +668,7 @@ def check_draft(state, ids, n_prompt, chunk, progress=None):
         state.commit()
         if progress is not None:
             progress(max(0, end - n_prompt))
-        if end == T:
-            return T - n_prompt, int(predicted[-1])
-        start = end
+    return T - n_prompt, int(predicted[-1])
 
 
 def verify(model, prompt, draft, chunk=CHUNK, plan=None, progress=None):
