@@ -120,22 +120,13 @@ def input_token(value):
     return byte_token(value)
 
 
-def _build_vocabulary():
-    tokens = set()
-    for value in range(256):
-        tokens.add(byte_token(value))
-        tokens.add(byte_token(value, marked=True))
-        tokens.add(out_token(value))
-    for stack_delta, store_to_stack in COMMIT_KINDS:
-        for branch_taken in (0, 1):
-            tokens.add(commit_token(stack_delta, store_to_stack, branch_taken))
-    tokens.update(["branch_taken", "call_commit", "return_commit", "{", "}"])
-    tokens.update(OPCODES)  # `halt` and `trap` are both opcode and trace token
-    tokens.update(chr(c) for c in range(FIRST_PRINTABLE, LAST_PRINTABLE + 1) if chr(c) not in "{}")
-    return sorted(tokens)  # ids in Unicode code-point order (SPEC 1.2)
-
-
-VOCAB = _build_vocabulary()  # 916 tokens: transformer-vm's 915 plus `trap`
+# 916 tokens (transformer-vm's 915 plus `trap`), ids in Unicode code-point order (SPEC 1.2).
+VOCAB = sorted({byte_token(value, marked) for value in range(256) for marked in (False, True)}
+               | {out_token(value) for value in range(256)}
+               | {input_token(value) for value in range(256)}  # the input characters (the rest are hex bytes)
+               | {commit_token(sd, sts, bt) for sd, sts in COMMIT_KINDS for bt in (0, 1)}
+               | {"branch_taken", "call_commit", "return_commit", "{", "}"}
+               | set(OPCODES))  # `halt` and `trap` are both opcode and trace token
 TOKEN_ID = {token: index for index, token in enumerate(VOCAB)}
 STOP_TOKENS = ("halt", "trap")
 
@@ -748,8 +739,7 @@ def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
         m.memory[address:address + len(placed)] = placed
     program = [(STEP[opcode], immediate) for opcode, immediate in instructions]  # decoded once
     count = len(program)
-    pc = 0
-    steps = 0
+    pc = steps = 0
     try:
         while 0 <= pc < count:
             if steps == max_steps:
