@@ -47,12 +47,10 @@ the actual keys and queries; if one fails, the head is a GeneralHead (first
 chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
 otherwise the run raises NotVerifiable and the caller decodes sequentially.
 
-The products are the model's, as [N, C] matrix products; the compiled machine's
-weights are exact in any summation order (see Linear).
-
 Costs per position (T = trace length): the matrix products of wasmtf.step
 (prepared, restricted to active heads, live neurons, and the residual slots
-each product reads or writes) as [N, C] products, O(1) amortized per position
+each product reads or writes) as [N, C] products (the compiled machine's
+weights are exact in any summation order, see Linear), O(1) amortized per position
 and head for Position/Cumulative heads and O(log n) for ColumnHead (n =
 distinct keys); logits only on the 14 residual slots the output head reads, one
 row per distinct head row. Memory: PositionHeads keep 3 floats per position
@@ -60,8 +58,9 @@ row per distinct head row. Memory: PositionHeads keep 3 floats per position
 needs a few [2F, C] arrays (C = 16,384: ~100 MB).
 Measured (benchmarks/verify_speed.py, 2 cores shared with other jobs, OpenBLAS
 single-threaded): the Inkala Sudoku, 9,036,523 tokens, every one verified in
-37 s (247,000 tokens/s) at load 2 and 79 s (114,000 tokens/s) at load 7, peak
-memory 2.2 GiB; sequential decoding with the hull cache: 4,000-9,000 tokens/s.
+38 s of CPU time (~240,000 tokens/s on a free core: 37 s wall at load 2, 79 s
+at load 7), peak memory 2.1 GiB; sequential decoding with the hull cache:
+4,000-9,000 tokens/s.
 With OpenBLAS's default threads on the busy machine the same run took 310 s:
 its worker threads cost more than they give here (set OPENBLAS_NUM_THREADS=1).
 
@@ -103,8 +102,8 @@ class NotVerifiable(ValueError):
 class GrowingArrays:
     """Named float columns indexed by position, grown by doubling (amortized O(1))."""
 
-    def __init__(self, names, capacity=1024):
-        self.columns = {name: np.zeros(capacity) for name in names}
+    def __init__(self, names):
+        self.columns = {name: np.zeros(0) for name in names}
 
     def write(self, start, **values):
         for name, value in values.items():
