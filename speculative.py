@@ -108,9 +108,10 @@ class GrowingArrays:
     def write(self, start, **values):
         for name, value in values.items():
             end = start + len(value)
-            if end > len(self.columns[name]):                     # double, zeros at the end
-                old = self.columns[name]
-                self.columns[name] = np.pad(old, (0, max(end, 2 * len(old)) - len(old)))
+            old = self.columns[name]
+            if end > len(old):                                    # double; np.zeros leaves the new
+                self.columns[name] = np.zeros(max(end, 2 * len(old)))  # pages unmapped until written
+                self.columns[name][:len(old)] = old
             self.columns[name][start:end] = value
 
     def __getitem__(self, name):
