@@ -722,6 +722,13 @@ def cmd_demo(args):
     return report_end(trace) if matches else 1
 
 
+def positive_int(text):
+    """An argparse type: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def run_arguments(parser):
     parser.add_argument("file", help="program: .c (needs ziglang), .wasm, .wat or a program .txt")
     parser.add_argument("--input", help="input string (replaces the file's input section)")
@@ -730,7 +737,7 @@ def run_arguments(parser):
     parser.add_argument("--trace", action="store_true", help="print the instruction-level trace")
     parser.add_argument("--tokens", action="store_true",
                         help="print prompt and trace tokens in the *_ref.txt layout (compare with `reference`)")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="stop after N tokens")
+    parser.add_argument("--max-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS, help="stop after N tokens")
     parser.add_argument("--speculative", action="store_true",
                         help="draft with the reference interpreter, verify in batched steps (same trace)")
 

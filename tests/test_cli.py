@@ -130,9 +130,11 @@ def test_every_subcommand_has_help(command, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_bad_usage_exits_2(capsys):
+@pytest.mark.parametrize("arguments", [["run"], ["run", str(THREE_PLUS_FIVE), "--max-tokens", "-5"],
+                                       ["run", str(THREE_PLUS_FIVE), "--cache", "bogus"]])
+def test_bad_usage_exits_2(capsys, arguments):
     with pytest.raises(SystemExit) as exit_info:
-        wasmtf.main(["run"])
+        wasmtf.main(arguments)
     assert exit_info.value.code == 2
 
 
