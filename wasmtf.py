@@ -236,12 +236,17 @@ def new_caches(plan, kind):
     return caches
 
 
+UNKNOWN_TOKENS_SHOWN = 10  # an error names this many unknown tokens, then counts the rest
+
+
 def encode(model, tokens):
-    """Token strings -> ids; every unknown token is reported at once."""
+    """Token strings -> ids; the unknown tokens are reported at once, in one line."""
     ids = {t: i for i, t in enumerate(model["vocab"])}
     unknown = [f"{t!r} at {i}" for i, t in enumerate(tokens) if t not in ids]
     if unknown:
-        raise ValueError("tokens not in the model's vocabulary: " + ", ".join(unknown))
+        more = len(unknown) - UNKNOWN_TOKENS_SHOWN
+        raise ValueError("tokens not in the model's vocabulary: " + ", ".join(unknown[:UNKNOWN_TOKENS_SHOWN])
+                         + (f" and {more} more" if more > 0 else ""))
     if not tokens:
         raise ValueError("empty prompt")
     return [ids[t] for t in tokens]
