@@ -1692,6 +1692,7 @@ C_FLAGS = [
     "--target=wasm32-freestanding",      # 32-bit WebAssembly, no operating system
     "-mcpu=mvp",                         # WebAssembly 1.0 only: no bulk memory, no multi-value...
     "-O2",                               # short code: every instruction is a transformer step
+    "-g0",                               # no debug info (it holds paths: builds would differ)
     "-nostdlib",                         # there is no libc; runtime.h is the whole runtime
     "-fno-builtin",                      # no memcpy/memset calls invented by the compiler
     "-fno-jump-tables",                  # switch -> compare chains, not br_table
@@ -1702,6 +1703,7 @@ C_FLAGS = [
     "-Wl,-z,stack-size=65536",           # 64 KiB C stack, first in memory (data above it)
     "-Wl,--initial-memory=16777216",     # 256 pages = the machine's 16 MiB: no bounds checks needed
     "-Wl,--max-memory=16777216",         # and it never grows
+    "-Wl,--strip-all",                   # no name section: the same .wasm from any checkout
 ]
 
 
