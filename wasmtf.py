@@ -262,7 +262,7 @@ def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
     (speculative.py), decoding on token by token after a disagreement."""
     if speculative:
         import speculative as speculative_decoding
-        draft = speculative_decoding.draft_for_prompt(prompt)
+        draft = speculative_decoding.draft_for_prompt(prompt, max_steps=max_new_tokens)  # a step writes >= 1 token
         return speculative_decoding.generate_speculative(model, prompt, draft, max_new_tokens,
                                                          plan=plan, progress=progress)
     plan = plan or prepare(model)
