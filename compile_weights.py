@@ -371,6 +371,15 @@ def schedule(graph):
 
 
 def _row(lin, slot, D, scale=1.0):
+    """One weight row [D] for a linear expression, checked to be exact in any
+    summation order where it reads a rounded sum (see exact_parts)."""
+    rounded = [name for name in lin.terms if name.endswith(ROUNDED_SUFFIX)]
+    others = set(lin.terms) - set(rounded) - {"one"}
+    for name in rounded:
+        coefficient = lin.terms[name] * scale
+        assert abs(coefficient) == 1 or not others, \
+            "row %s reads %s with coefficient %r beside other terms: split it (exact_parts)" % (
+                sorted(lin.terms), name, coefficient)
     row = np.zeros(D)  # [D]
     for name, c in lin.terms.items():
         row[slot[name]] += c * scale
