@@ -789,15 +789,15 @@ def compile_machine():
 _PLANS = {}  # id(model) -> (model, wasmtf.prepare(model)): preparing costs ~10 ms per run
 
 
-def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens=10_000_000, model=None):
+def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens=None, model=None):
     """Run a program in the compiled transformer: the trace tokens after the prompt
-    (ending with `halt` or `trap` unless max_new_tokens ran out)."""
+    (ending with `halt` or `trap` unless max_new_tokens ran out; default wasmtf's)."""
     import wasmtf
     model = model or compile_machine()
     if id(model) not in _PLANS:
         _PLANS[id(model)] = (model, wasmtf.prepare(model))
-    prompt = reference.program_tokens(instructions, input_bytes)
-    return wasmtf.generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, plan=_PLANS[id(model)][1])
+    return wasmtf.run_program(model, instructions, input_bytes, cache,
+                              max_new_tokens or wasmtf.DEFAULT_MAX_NEW_TOKENS, plan=_PLANS[id(model)][1])[1]
 
 
 def inspect(model, tokens, position, cache="brute"):

@@ -319,7 +319,10 @@ def attended_positions(trace, p, l, h):
     (SPEC 9: each score computed as two products and one sum)."""
     qx, qy = trace[p]["q"][l, h]
     keys = np.array([trace[j]["k"][l, h] for j in range(p + 1)])  # [p+1, 2]
-    scores = qx * keys[:, 0] + qy * keys[:, 1]                      # [p+1]
+    if qy == 0:                                                     # SPEC 9: by extreme kx
+        scores = np.sign(qx) * keys[:, 0]                           # [p+1]
+    else:
+        scores = qx * keys[:, 0] + qy * keys[:, 1]                  # [p+1]
     return [int(j) for j in np.flatnonzero(scores == scores.max())]
 
 
@@ -687,10 +690,10 @@ def load_machine(path=None):
 
 
 def run_program(model, instructions, input_bytes, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
-                progress=None, speculative=False):
+                progress=None, speculative=False, plan=None):
     """Run a flat program inside the transformer: (prompt tokens, trace tokens)."""
     prompt = reference.program_tokens(instructions, input_bytes)
-    trace = generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, progress=progress,
+    trace = generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, plan=plan, progress=progress,
                      speculative=speculative)
     return prompt, trace
 
