@@ -156,6 +156,7 @@ PROPOSAL_OPCODES = {0x06: ("try", "exception-handling"), 0x07: ("catch", "except
                     0x14: ("call_ref", "function-references"), 0x15: ("return_call_ref", "tail-call"),
                     0xD3: ("ref.eq", "garbage-collection"), 0xD4: ("ref.as_non_null", "function-references"),
                     0xD5: ("br_on_null", "function-references"), 0xD6: ("br_on_non_null", "function-references")}
+TAG_SECTION = 13   # the exception-handling proposal's section of exception tags
 PROPOSAL_PREFIXES = {0xFB: "garbage-collection", 0xFD: "SIMD", 0xFE: "threads (atomic)"}
 NATURAL_ALIGNMENT = {"8": 0, "16": 1, "32": 2}  # log2 bytes, by the width in the name (default: the type's)
 
@@ -377,6 +378,8 @@ def decode_module(data):
         if section_id == 0:
             body.name()  # a custom section: its name, then anything; skipped
             continue
+        if section_id == TAG_SECTION:
+            reader.fail("tag section (id 13, the exception-handling proposal): not supported", section_at)
         if section_id not in SECTION_NAMES:
             reader.fail("unknown section id %d" % section_id, section_at)
         order = SECTION_ORDER.index(section_id)

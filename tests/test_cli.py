@@ -345,7 +345,6 @@ def test_one_name_for_one_thing(tmp_path, capsys):
 
 
 def test_the_first_error_line_tells_the_whole_story(tmp_path, capsys):
-    pytest.importorskip("wasmtime")  # assembles the .wat (a test dependency)
     program = tmp_path / "wide.wat"
     program.write_text('(module (import "env" "output_byte" (func $o (param i32)))'
                        ' (func (export "compute") (drop (i64.add (i64.const 1) (i64.const 2)))'
