@@ -40,6 +40,7 @@ import argparse
 import math
 import os
 import pathlib
+import shutil
 import signal
 import struct
 import sys
@@ -692,6 +693,12 @@ CACHES = ("hull", "brute", "softmax")
 
 
 PROGRESS_LINE_SECONDS = 10  # stderr not a terminal (CI, a pipe): one progress line this often
+# The live line on a terminal (VT100 escapes): at the start of an empty line it is
+# drawn after "\r" and erased with "\r" + erase-to-end-of-line; after output that
+# does not end its line, the cursor is saved, the line drawn after the output, and
+# erased by restoring the cursor (the output stays where it was); it is cut to the
+# terminal's width, since a wrapped line could scroll the screen under the saved cursor.
+ERASE_TO_END, SAVE_CURSOR, RESTORE_CURSOR = "\033[K", "\0337", "\0338"
 
 
 class Progress:
@@ -706,10 +713,11 @@ class Progress:
         self.start = time.perf_counter()
         self.live = sys.stderr.isatty()
         self.next_line = self.start + PROGRESS_LINE_SECONDS
-        self.line_shown = False          # a live line is on the terminal
+        self.erase = None                # how to erase the live line on the terminal, None if none is shown
         self.stream_output = stream_output
         self.streamed = 0                # tokens whose output was written
-        self.output_ends_line = True     # the output so far ends with a newline: a live line may follow
+        self.output_ends_line = True     # the output so far ends with a newline (or there is none)
+        self.column = 0                  # output bytes after its last newline (where the cursor is)
 
     def status(self, count):
         elapsed = time.perf_counter() - self.start
@@ -717,10 +725,10 @@ class Progress:
         return f"{count:,} {self.what}, {count / max(elapsed, 1e-9):,.0f} {self.what}/s, {elapsed:.1f} s{limit}"
 
     def clear(self):
-        """Erase the live line, if one is shown, so that output starts at the line's beginning."""
-        if self.line_shown:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
-            self.line_shown = False
+        """Erase the live line, if one is shown, so that output continues where it was."""
+        if self.erase is not None:
+            print(self.erase, end="", file=sys.stderr, flush=True)
+            self.erase = None
 
     def write_output(self, tokens):
         """Write the output bytes of `tokens` (a continuation of the trace) to stdout."""
@@ -730,20 +738,29 @@ class Progress:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
             self.output_ends_line = data.endswith(b"\n")
+            self.column = len(data) - 1 - data.rindex(b"\n") if b"\n" in data else self.column + len(data)
 
     def __call__(self, count, tokens=None):
         if self.stream_output and tokens is not None:
             self.write_output(tokens[self.streamed:count])
             self.streamed = count
-        if self.live and self.output_ends_line:
-            print(f"\r\033[K  {self.status(count)}", end="", file=sys.stderr, flush=True)
-            self.line_shown = True
+        if self.live:
+            self.clear()
+            column = 0 if self.output_ends_line else self.column
+            text = f"  {self.status(count)}"[:max(shutil.get_terminal_size().columns - 1 - column, 0)]
+            if self.output_ends_line:
+                start, self.erase = "\r", "\r" + ERASE_TO_END
+            else:
+                start, self.erase = SAVE_CURSOR, RESTORE_CURSOR + ERASE_TO_END
+            print(start + text, end="", file=sys.stderr, flush=True)
         elif not self.live and time.perf_counter() >= self.next_line:
             print(f"wasmtf: {self.status(count)}", file=sys.stderr, flush=True)
             self.next_line = time.perf_counter() + PROGRESS_LINE_SECONDS
 
     def finish(self, count):
         self.clear()
+        if self.live and not self.output_ends_line:  # the summary starts its own line on the terminal
+            print(file=sys.stderr)
         elapsed = time.perf_counter() - self.start
         print(f"wasmtf: {count:,} {self.what} in {elapsed:.2f} s ({count / max(elapsed, 1e-9):,.0f} {self.what}/s)",
               file=sys.stderr)
@@ -777,11 +794,13 @@ def check_before_running(instructions, input_bytes, max_tokens):
     """Raise reference.ExecutionError if the reference interpreter rejects the run
     (a stack underflow, e.g. `drop` on an empty stack; running past the last
     instruction), as the `reference` command would, before the transformer
-    generates anything. Each step writes at least one token, so max_tokens steps
-    cover everything a run of max_tokens tokens can reach; the trace is not kept
-    (the check is ~1,000 times faster than the transformer and holds no tokens)."""
+    generates anything. The check runs as many steps as `reference` does (its
+    step limit) or as the token limit allows (each step writes >= 1 token),
+    whichever is fewer; it keeps no trace, and the reference runs some hundred
+    times faster than the transformer."""
+    steps = min(max_tokens, reference.DEFAULT_MAX_STEPS)
     try:
-        machine = reference.execute(instructions, input_bytes, max_steps=max_tokens, keep_trace=False)
+        machine = reference.execute(instructions, input_bytes, max_steps=steps, keep_trace=False)
     except reference.StepLimitExceeded:
         return  # nothing wrong within the token limit; the run will stop at it
     if machine.status == "end":

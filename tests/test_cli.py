@@ -239,8 +239,8 @@ def test_run_rejects_what_the_reference_rejects_before_generating(tmp_path, caps
     assert captured.err.strip() == f"wasmtf: error: {expected}"
 
 
-def test_the_run_check_covers_the_whole_token_limit(tmp_path, capsys):
-    """An underflow after many steps is found too: the check runs as many steps as the limit has tokens."""
+def test_the_run_check_finds_a_late_underflow(tmp_path, capsys):
+    """An underflow after many steps is found too (within the reference's step limit)."""
     loop = [("i32.const", 40_000), ("local.set", 0), ("local.get", 0), ("i32.const", 1), ("i32.sub", 0),
             ("local.tee", 0), ("br_if", reference.WORD_MODULUS - 5), ("drop", 0), ("halt", 0)]
     program = write_program(tmp_path / "late.txt", loop)
@@ -286,16 +286,22 @@ def test_the_live_line_is_cleared_before_streamed_output(capsys):
     progress.live = True                                          # as if stderr were a terminal
     progress(2, ["00", "commit(+1,sts=1,bt=0)"])
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.startswith("\r\033[K  2 tokens, ") and "(limit 100)" in captured.err
+    assert captured.out == "" and captured.err.startswith("\r  2 tokens, ") and captured.err.endswith("(limit 100)")
     progress(4, ["00", "commit(+1,sts=1,bt=0)", "out(H)", "out(i)"])
     captured = capsys.readouterr()
-    assert captured.out == "Hi"                                   # streamed as it is written ...
-    assert captured.err == "\r\033[K"                             # ... the live line erased first, not redrawn
-    progress(6, ["00", "commit(+1,sts=1,bt=0)", "out(H)", "out(i)", "out(0a)", "halt"])  # after a newline: redrawn
+    assert captured.out == "Hi"                                   # streamed as it is written, the live line
+    erase, redraw = captured.err.split("\0337")                   # erased first, then drawn after the output
+    assert erase == "\r\033[K" and redraw.startswith("  4 tokens, ")
+    progress(6, ["00", "commit(+1,sts=1,bt=0)", "out(H)", "out(i)", "out(0a)", "halt"])
     captured = capsys.readouterr()
-    assert captured.out == "\n" and captured.err.startswith("\r\033[K  6 tokens, ")
+    assert captured.out == "\n"                                   # the line after "Hi" restored, then erased
+    assert captured.err.startswith("\0338\033[K\r  6 tokens, ")
     progress.finish(6)
     assert capsys.readouterr().err.startswith("\r\033[Kwasmtf: 6 tokens in ")
+    progress.write_output(["out(!)"])                             # output that does not end its line
+    progress.finish(7)
+    captured = capsys.readouterr()
+    assert captured.out == "!" and captured.err.startswith("\nwasmtf: 7 tokens in ")
 
 
 def test_run_streams_the_output_as_it_is_generated(tmp_path):

@@ -353,8 +353,7 @@ def test_a_type_error_is_invalid_not_a_missing_heap_base(tmp_path):
     program.write_text('(module (func (export "compute") (param i32) (i64.const 1)))')
     with pytest.raises(frontend.WasmError) as error:
         frontend.load_program_file(program)
-    assert str(error.value) == ("%s: invalid module: type mismatch: values remaining on stack at end of block "
-                                "(at offset 0x27)" % program)
+    assert str(error.value).startswith("%s: invalid module: type mismatch" % program)  # not __heap_base
 
 
 @pytest.mark.parametrize("body,name,proposal", [
