@@ -256,8 +256,8 @@ def read_instruction(reader):
             reader.fail("unknown opcode 0xfc %d" % sub, at)
         name, kind = PREFIXED_FC[sub]
     elif code in PROPOSAL_PREFIXES:
-        reader.fail("%s instruction (0x%02x prefix, the %s proposal): not supported"
-                    % (PROPOSAL_PREFIXES[code], code, PROPOSAL_PREFIXES[code]), at)
+        reader.fail("an instruction with the 0x%02x prefix (the %s proposal): not supported"
+                    % (code, PROPOSAL_PREFIXES[code]), at)
     elif code in PROPOSAL_OPCODES:
         name, proposal = PROPOSAL_OPCODES[code]
         reader.fail("%s (opcode 0x%02x, the %s proposal): not supported" % (name, code, proposal), at)
@@ -1742,11 +1742,11 @@ def compile_c(path):
                    + ["-I", str(EXAMPLES_DIR), "-o", output, str(path)])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not os.path.exists(output):
-            messages = (result.stderr or result.stdout).strip()
+            messages = (result.stderr or result.stdout).strip() or "(the compiler printed nothing)"
             errors = [line for line in messages.splitlines() if "error:" in line]
-            first = errors[0] if errors else (messages.splitlines() or ["no message"])[0]
-            raise WasmError("compiling %s failed (%d error%s), the first: %s\n%s"
-                            % (path, len(errors), "" if len(errors) == 1 else "s", first, messages))
+            summary = ("%d error%s, the first: %s" % (len(errors), "" if len(errors) == 1 else "s", errors[0])
+                       if errors else messages.splitlines()[0])
+            raise WasmError("compiling %s failed (%s)\n%s" % (path, summary, messages))
         with open(output, "rb") as f:
             return f.read()
 

@@ -753,7 +753,7 @@ class Progress:
             else:
                 start, self.erase = SAVE_CURSOR, RESTORE_CURSOR + ERASE_TO_END
             print(start + text, end="", file=sys.stderr, flush=True)
-        elif not self.live and time.perf_counter() >= self.next_line:
+        elif time.perf_counter() >= self.next_line:
             print(f"wasmtf: {self.status(count)}", file=sys.stderr, flush=True)
             self.next_line = time.perf_counter() + PROGRESS_LINE_SECONDS
 
@@ -813,7 +813,8 @@ def report_end(trace, instructions=None):
     if trace and trace[-1] == "halt":
         return 0
     if trace and trace[-1] == "trap" and instructions is not None:
-        *_, last = reference.walk_trace(instructions, trace)
+        for last in reference.walk_trace(instructions, trace):  # keeps only the last record
+            pass
         print(f"wasmtf: {reference.stop_problem('trap', last['pc'])}", file=sys.stderr)
     elif trace and trace[-1] == "trap":
         print("wasmtf: the program trapped", file=sys.stderr)

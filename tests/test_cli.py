@@ -440,3 +440,14 @@ def test_readme_gives_the_command_that_opens_the_notebooks():
     assert "jupyter" in (REPO / requirements).read_text()
     assert "notebooks" in command
     assert "jupyter" not in (REPO / "requirements-dev.txt").read_text()   # CI installs what tests need only
+
+
+def test_a_c_compile_failure_is_one_line_then_the_compilers_messages(tmp_path, capsys):
+    source = tmp_path / "mine.c"
+    source.write_text("void compute(const char *input) { putchar(x); }\nvoid other(void) { y = 1; }\n")
+    assert wasmtf.main(["run", str(source)]) == 2
+    first, *details = error_lines(capsys)
+    assert first == (f"wasmtf: error: compiling {source} failed (2 errors, the first: "
+                     f"{source}:1:43: error: use of undeclared identifier 'x')")
+    assert details and all(line.startswith("  ") for line in details)
+    assert any(f"{source}:2:20: error: use of undeclared identifier 'y'" in line for line in details)
