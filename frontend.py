@@ -1092,6 +1092,8 @@ def function_problems(module, function):
                 what = "%s with type index %d, which does not exist" % (name, immediate[1])
             elif set(signature[0] + signature[1]) - {"i32"}:
                 what = "%s with %s values" % (name, "/".join(sorted(set(signature[0] + signature[1]) - {"i32"})))
+        elif name in ("memory.size", "memory.grow") and immediate != 0:
+            what = "%s of memory %d (one memory, index 0)" % (name, immediate)
         elif name == "select" and immediate not in (None, ("i32",)):
             what = "select of %s" % (immediate,)
         elif name in ("global.get", "global.set"):

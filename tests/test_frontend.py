@@ -348,6 +348,16 @@ def test_invalid_modules_are_reported_as_invalid_with_wasmtimes_first_reason(tmp
     assert invalid > 100
 
 
+def test_a_memory_index_other_than_0_is_invalid():
+    binary = bytearray(wasmtime.wat2wasm('(module (memory 1) (func (export "f") (result i32) memory.size))'))
+    at = binary.index(bytes([0x3F, 0x00]))
+    binary[at + 1] = 1                                            # memory.size 1: there is one memory
+    with pytest.raises(frontend.WasmError, match="m.wasm: invalid module: unknown memory 1"):
+        frontend.lower_binary(bytes(binary), "m.wasm")
+    with pytest.raises(frontend.UnsupportedError, match=r"memory.size of memory 1 \(one memory, index 0\)"):
+        frontend.lower_module(bytes(binary), entry="f")
+
+
 def test_a_type_error_is_invalid_not_a_missing_heap_base(tmp_path):
     program = tmp_path / "typed.wat"
     program.write_text('(module (func (export "compute") (param i32) (i64.const 1)))')
