@@ -405,7 +405,8 @@ def check_model(model, where):
 
 
 def read_model_bin(data, name):
-    """Parse SPEC 8's layout from bytes; every short or bad field is a ModelFileError."""
+    """Parse SPEC 8's layout from bytes; every short or bad field is a ModelFileError.
+    Bytes after the last field (a trailer) are not read: model["trailer_bytes"] counts them."""
     offset = 0
 
     def take(n_bytes, what):
@@ -457,8 +458,7 @@ def read_model_bin(data, name):
         flags = np.array(ints(L * H, "the tie flags")).reshape(L, H)  # [L, H]
         for layer, layer_flags in zip(model["layers"], flags):
             layer["tie_latest"] = layer_flags == 1
-    if offset != len(data):
-        raise ModelFileError(f"{name}: {len(data) - offset} unexpected bytes after offset {offset}")
+    model["trailer_bytes"] = len(data) - offset  # a block some builds append: ignored, as their readers do
     trap = [vocab.index("trap")] if "trap" in vocab and vocab[stop] != "trap" else []
     model["stop_ids"] = [stop] + trap  # SPEC 4.8: trap also ends a run
     model["slot_names"] = [""] * D
@@ -550,6 +550,9 @@ def load(path):
         elif path.endswith(".bin"):
             with open(path, "rb") as f:
                 model = read_model_bin(f.read(), path)
+            if model["trailer_bytes"]:
+                print(f"wasmtf: {path}: ignoring {model['trailer_bytes']:,} bytes after the model.bin fields",
+                      file=sys.stderr)
         else:
             raise ModelFileError(f"{path}: unknown model file type (use .bin or .npz)")
     except ModelFileError:
@@ -911,6 +914,8 @@ def cmd_info(args):
         print(f"layer {l}: {len(heads)} active heads ({latest} latest), "
               f"{int(layer['w_ffo'].any(axis=0).sum())} live neurons")
     print("stop tokens:", " ".join(model["vocab"][i] for i in model["stop_ids"]))
+    if model.get("trailer_bytes"):
+        print(f"trailer: {model['trailer_bytes']:,} bytes after the model.bin fields (ignored)")
     return 0
 
 
