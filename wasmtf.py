@@ -822,7 +822,14 @@ def cmd_crosscheck(args):
     instructions, input_bytes = load_program(args.file, args.input)
     prompt = reference.program_tokens(instructions, input_bytes)
     if args.against:
-        expected = reference.parse_trace_file(pathlib.Path(args.against).read_text())[2]
+        traced_instructions, traced_input, expected = reference.parse_trace_file(
+            pathlib.Path(args.against).read_text())
+        if traced_instructions != instructions:
+            raise ValueError(f"{args.against} is the trace of another program than {args.file}")
+        if traced_input is None and reference.has_input_section(instructions) and not input_bytes:
+            prompt = prompt[:prompt.index(reference.PROGRAM_END) + 1]   # transformer-vm's: no input section
+        elif (traced_input or b"") != (input_bytes or b""):
+            raise ValueError(f"{args.against} has the input {traced_input!r}, not {input_bytes or b''!r}")
     else:
         expected = reference.execute(instructions, input_bytes).trace
     progress = Progress()
