@@ -17,9 +17,10 @@ Contents, top to bottom:
 Program layout (SPEC 6.2 in spirit): a harness first (`input_base A` when
 compute takes the input, the data segments and globals as word stores, a call
 of the start function, the calls of the entry with their arguments, `halt`),
-one shared `trap`, then each function reached, prologue `local.set n-1 ...
-local.set 0`, `return` with F - R - 1, then the routines used. Every branch,
-call and return immediate is relative (target - i - 1).
+the shared `trap` (only when a bounds check or call_indirect branches to it: a
+program without trapping paths has no `trap`), then each function reached,
+prologue `local.set n-1 ... local.set 0`, `return` with F - R - 1, then the
+routines used. Every branch, call and return immediate is relative (target - i - 1).
 
 Supported: the i32 instructions of WebAssembly 1.0 + sign extension, MVP control
 flow incl. br_table, block parameters and multiple results, call_indirect
@@ -1475,7 +1476,7 @@ class FunctionLowering:
                 ("i32.and", all_ones), ("i32.or", 0), ("i32.xor", 0), ("i32.div_s", 1), ("i32.div_u", 1)}:
             return []                         # x itself
         constant_result = {("i32.and", 0): 0, ("i32.or", all_ones): all_ones, ("i32.rem_s", 1): 0,
-                           ("i32.rem_u", 1): 0}
+                           ("i32.rem_s", all_ones): 0, ("i32.rem_u", 1): 0}
         if (name, c) in constant_result:
             return [("drop", 0), ("i32.const", constant_result[(name, c)])]
         if name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and c == 0:
@@ -1500,7 +1501,32 @@ class FunctionLowering:
             if name == "i32.div_u":
                 return self.constant_operand_items("i32.shr_u", c.bit_length() - 1)
             return self.constant_operand_items("i32.and", c - 1)
+        if name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and (name, c) != ("i32.div_s", all_ones):
+            return self.division_by_constant(name, c)
         return [("i32.const", c), ("call", self.program.routine_entry(ROUTINE_OF[name]))]
+
+    def division_by_constant(self, name, c):
+        """`x OP c` for div/rem with c != 0 (and c != -1 for div_s), which cannot trap: divmod_u
+        on the magnitudes directly, without the routine's trap checks; a signed result is
+        negated when the signs say so (quotient: x and c differ; remainder: x < 0)."""
+        x, r = self.value_temp, self.address_temp
+        signed, divisor = name.endswith("_s"), reference.to_signed(c)
+        items = [("local.set", x)]
+        if signed:                            # |x| (as unsigned: |INT_MIN| = 2^31 is right)
+            items += [("i32.const", 0), ("local.get", x), ("i32.sub", 0), ("local.get", x), ("local.get", x),
+                      ("i32.const", 0), ("i32.lt_s", 0), ("select", 0)]
+        else:
+            items += [("local.get", x)]
+        items += [("i32.const", abs(divisor) if signed else c), ("call", self.program.routine_entry("divmod_u"))]
+        if name.startswith("i32.div"):        # quotient, remainder on top
+            items += [("drop", 0)]
+        else:
+            items += [("local.set", r), ("drop", 0), ("local.get", r)]
+        if signed:                            # v -> negate ? -v : v
+            negate = "i32.ge_s" if name == "i32.div_s" and divisor < 0 else "i32.lt_s"
+            items += [("local.set", r), ("i32.const", 0), ("local.get", r), ("i32.sub", 0), ("local.get", r),
+                      ("local.get", x), ("i32.const", 0), (negate, 0), ("select", 0)]
+        return items
 
     def check_end(self, instruction, frame):
         if self.height != frame.height + frame.arity:
@@ -1509,7 +1535,7 @@ class FunctionLowering:
 
 
 class ProgramLowering:
-    """The whole program: harness, shared trap, functions (lowered on demand), routines."""
+    """The whole program: harness, shared trap (if used), functions (lowered on demand), routines."""
 
     def __init__(self, module):
         self.module = module
@@ -1610,12 +1636,14 @@ class ProgramLowering:
                 for byte in NO_RESULT_LINE:
                     items += [("i32.const", byte), ("output", 0)]
         items.append(("halt", 0))
-        items += [self.trap_label, ("trap", 0)]
+        harness_end = len(items)
         for index in self.pending:                    # grows while lowering reaches more functions
             items += FunctionLowering(self, module.functions[index]).lower()
         for name in ROUTINES:
             if name in self.entries:
                 items += assemble_routine(name, self.entries, self.scratch)
+        if any(isinstance(item, tuple) and item[1] is self.trap_label for item in items):
+            items[harness_end:harness_end] = [self.trap_label, ("trap", 0)]   # only when a branch can reach it
         return items
 
 

@@ -242,6 +242,82 @@ def test_traps(expression, status):
     check_against_wasmtime(["(i32.const 7)", expression])
 
 
+# SPEC 4.8: programs without trapping paths are byte-identical to transformer-vm's
+# format, whose vocabulary is wasmtf's without `trap`: the front end emits `trap`
+# only where something can trap.
+TRANSFORMER_VM_VOCABULARY = set(reference.VOCAB) - {"trap"}
+
+
+def opcodes(instructions):
+    return {opcode for opcode, _ in instructions}
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in EXAMPLES.glob("*.wasm")))
+def test_c_examples_have_no_trap(name):
+    instructions, input_bytes = frontend.load_program_file(EXAMPLES / (name + ".wasm"), "12 34")
+    assert "trap" not in opcodes(instructions)
+    assert set(reference.program_tokens(instructions, input_bytes)) <= TRANSFORMER_VM_VOCABULARY
+
+
+def test_c_dividing_by_constants_has_no_trap(tmp_path):
+    """x / c and x % c (c != 0, -1) cannot trap: divmod_u without the routine's checks."""
+    source = tmp_path / "digits.c"
+    source.write_text(r'''
+void compute(const char *input) {
+    int x = parse_int(&input); unsigned u = x;
+    int q[] = {x / 10, x % 10, x / -7, x % -7, x / 3, x % 3, x / (-2147483647 - 1), x % (-2147483647 - 1),
+               x % -1, (int)(u / 10u), (int)(u % 10u), (int)(u / 3000000000u), (int)(u % 3000000000u)};
+    for (int k = 0; k < 13; k++) { print_int(q[k]); putchar(' '); }
+}
+''')
+    binary = frontend.compile_c(source)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert "trap" not in opcodes(instructions)
+    for text in [b"0", b"1", b"-1", b"12345", b"-12345", b"2147483647", b"-2147483648", b"-2147483647", b"69"]:
+        assert run(instructions, text) == run_wasmtime_compute(binary, text)
+
+
+NO_MEMORY = """(module
+  (import "env" "output_byte" (func $out (param i32)))
+  (type $t (func (result i32)))
+  (table 1 funcref) (elem (i32.const 0) $seven)
+  (func $seven (result i32) (i32.const 7))
+  (func (export "compute") (local $zero i32) (local $n i32)
+    (local.set $n (i32.const 5))
+    (loop $l (call $out (i32.add (i32.const 48) (local.get $n)))
+             (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))
+    %s))"""
+
+
+@pytest.mark.parametrize("statement,traps", [
+    ("(call $out (i32.div_s (i32.const 100) (i32.const 7)))", False),
+    ("(call $out (i32.rem_u (i32.const 100) (i32.const 7)))", False),
+    ("(call $out (i32.div_u (i32.const 100) (local.get $zero)))", True),     # division by a non-constant
+    ("(call $out (i32.rem_s (i32.const 100) (local.get $zero)))", True),
+    ("(call $out (i32.div_s (i32.const -2147483648) (i32.const -1)))", True),
+    ("(call $out (i32.div_u (i32.const 100) (i32.const 0)))", True),
+    ("(unreachable)", True),
+    ("(call $out (call_indirect (type $t) (local.get $zero)))", True),       # slot 0: $seven
+    ("(call $out (call_indirect (type $t) (i32.const 1)))", True),           # slot 1: out of range
+])
+def test_trap_only_where_a_trap_can_happen(statement, traps):
+    binary = frontend.wat_to_wasm(NO_MEMORY % statement)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert ("trap" in opcodes(instructions)) == traps
+    assert run(instructions) == run_wasmtime(binary)
+
+
+def test_bounds_checks_bring_the_trap():
+    memory = NO_MEMORY.replace("(table", "(memory 1) (table")
+    for statement, traps in [("(call $out (i32.load8_u (i32.const 65535)))", True),
+                             ("(call $out (i32.load8_u (i32.const 65536)))", True),
+                             ("(call $out (i32.const 1))", False)]:
+        binary = frontend.wat_to_wasm(memory % statement)
+        instructions = frontend.lower_module(frontend.decode_module(binary))
+        assert ("trap" in opcodes(instructions)) == traps
+        assert run(instructions) == run_wasmtime(binary)
+
+
 @pytest.mark.slow
 def test_every_operation_on_all_special_pairs():
     for op in sorted(BINARY):
