@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO  # noqa: F401  (puts the repository on sys.path)
+import compile_weights
 import wasmtf
 
 CACHES = ("hull", "brute", "softmax")
@@ -187,6 +188,16 @@ def test_model_bin_trap_is_a_stop_token_too(tmp_path):
     wasmtf.save(model, tmp_path / "m.bin")
     loaded = wasmtf.load(tmp_path / "m.bin")
     assert [loaded["vocab"][i] for i in loaded["stop_ids"]] == ["halt", "trap"]
+
+
+def test_machine_model_bin_stores_halt_a_port_finds_trap_by_name(tmp_path):
+    """SPEC 8: the header's one stop id is halt's; `trap`'s id (the numbers SPEC 8 and
+    the README give) comes from the vocabulary block, as a port must find it."""
+    wasmtf.save(compile_weights.compile_machine(), tmp_path / "machine.bin")
+    data = (tmp_path / "machine.bin").read_bytes()
+    V, D, L, H, F, stop = struct.unpack("<6i", data[:24])
+    vocab = wasmtf.read_model_bin(data, "machine.bin")["vocab"]
+    assert (V, vocab[stop], stop, vocab.index("trap")) == (916, "halt", 606, 905)
 
 
 def bad_files(data):
