@@ -25,7 +25,7 @@ routines used. Every branch, call and return immediate is relative (target - i -
 Supported: the i32 instructions of WebAssembly 1.0 + sign extension, MVP control
 flow incl. br_table, block parameters and multiple results, call_indirect
 through constant tables, globals, one memory up to 256 pages, memory.size /
-memory.grow, and the import env.output_byte. Everything else is reported.
+memory.grow, and the imports env.output_byte and env.putchar. Everything else is reported.
 
 Memory map (machine addresses = wasm addresses):
   - the module's memory: M bytes = minimum pages * 64 KiB (<= 2^24); a memory
@@ -926,8 +926,10 @@ LOWERING.update({name: "lower_memory_access" for name in MEMORY_WIDTH})
 LOWERING.update({name: "lower_extend" for name in EXTEND})
 LOWERING.update({name: "lower_routine_op" for name in ROUTINE_OF})
 SUPPORTED = NATIVE | set(LOWERING)
-OUTPUT_IMPORT = ("env", "output_byte")
-OUTPUT_TYPE = (("i32",), ())
+# The output imports, each a call that becomes the `output` instruction (low 8 bits printed):
+# void output_byte(int) (runtime.h's), and the C library's int putchar(int), which returns
+# the character written, (unsigned char) c.
+OUTPUT_IMPORTS = {("env", "output_byte"): (("i32",), ()), ("env", "putchar"): (("i32",), ("i32",))}
 NO_RESULT_LINE = b"-\n"      # what the harness prints for a call without a result
 
 
@@ -1046,11 +1048,13 @@ def function_problems(module, function):
     """The unsupported features and instructions of one function, each with its byte offset."""
     problems = []
     if function.import_from is not None:
-        if function.import_from != OUTPUT_IMPORT:
-            problems.append("%s: calls the import %s.%s (only env.output_byte is allowed)"
+        wanted = OUTPUT_IMPORTS.get(function.import_from)
+        if wanted is None:
+            problems.append("%s: calls the import %s.%s (only env.output_byte and env.putchar are allowed)"
                             % ((function.label(),) + function.import_from))
-        elif (function.params, function.results) != OUTPUT_TYPE:
-            problems.append("%s: env.output_byte must have type (i32) -> ()" % function.label())
+        elif (function.params, function.results) != wanted:
+            problems.append("%s: %s.%s must have type (%s) -> (%s)" % ((function.label(),) + function.import_from
+                                                                      + tuple(", ".join(t) for t in wanted)))
         return problems
     types = set(function.params) | set(function.results) | set(function.locals)
     if types - {"i32"}:
@@ -1186,6 +1190,10 @@ class FunctionLowering:
             if extend:                         # (x << 24) >> 24 etc.: one extend8_s/16_s
                 instruction = Instruction(extend, None, instruction.offset)
                 position += 3
+            if self.is_putchar_call(instruction) and position < len(code) and code[position].name == "drop":
+                self.lower_call(instruction, result_used=False)   # `call putchar; drop`: just `output`
+                position += 1
+                continue
             getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)   # a method per kind
             if self.unreachable:
                 position = self.skip_dead_code(code, position)
@@ -1310,17 +1318,29 @@ class FunctionLowering:
             self.items += [stub] + items
         self.unreachable = True
 
-    def call_item(self, index):
-        """The call of function `index`; the import env.output_byte is the `output` instruction."""
-        if self.module.functions[index].import_from == OUTPUT_IMPORT:
-            return ("output", 0)
-        return ("call", self.program.called(index))
+    def is_putchar_call(self, instruction):
+        """A call of the output import that returns the byte (env.putchar)."""
+        functions = self.module.functions
+        return (instruction.name == "call" and instruction.immediate < len(functions)
+                and functions[instruction.immediate].import_from in OUTPUT_IMPORTS
+                and bool(functions[instruction.immediate].results))
 
-    def lower_call(self, instruction):
+    def call_items(self, index, result_used=True):
+        """The call of function `index`; an output import is the `output` instruction, and
+        putchar's result, when used, is the byte written: c & 0xFF (c kept in a temporary)."""
+        function = self.module.functions[index]
+        if function.import_from not in OUTPUT_IMPORTS:
+            return [("call", self.program.called(index))]
+        if not (function.results and result_used):
+            return [("output", 0)]
+        return ([("local.tee", self.value_temp), ("output", 0), ("local.get", self.value_temp)]
+                + self.constant_operand_items("i32.and", 0xFF))
+
+    def lower_call(self, instruction, result_used=True):
         callee = self.module.functions[instruction.immediate]
         self.pop(instruction, len(callee.params))
-        self.items.append(self.call_item(callee.index))
-        self.height += len(callee.results)
+        self.items += self.call_items(callee.index, result_used)
+        self.height += len(callee.results) if result_used else 0
 
     def lower_call_indirect(self, instruction):
         """A chain of `slot == k` tests over the table's functions of the right type, each
@@ -1339,7 +1359,7 @@ class FunctionLowering:
                                ("br_if", cases[function])]
         self.emit("br", self.program.trap_label)
         for function, label in cases.items():
-            self.items += [label, self.call_item(function), ("br", done)]
+            self.items += [label] + self.call_items(function) + [("br", done)]
         self.items.append(done)
         self.height += len(results)
 
@@ -1673,7 +1693,7 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
     - entry "compute" with args None: the C ABI of SPEC 5. compute(input) gets
       `input_base A` as instruction 0 and A as its argument (its other
       parameters 0); compute() none; any result is dropped. Output comes from
-      env.output_byte only.
+      env.output_byte and env.putchar only.
     - otherwise: calls the exported function `entry` with the i32 `args` and
       prints its results, each as 8 lower-case hex digits and a newline (a
       function without results prints "-" and a newline).
