@@ -72,6 +72,11 @@ class WasmError(ValueError):
     """A malformed or invalid module (the message names the byte offset), or a C compile failure."""
 
 
+class MissingToolError(WasmError):
+    """A tool the command needs (a test/tool dependency: wasmtime, ziglang) is not installed:
+    an error, never a reason to skip."""
+
+
 class UnsupportedError(WasmError):
     """The module is valid WebAssembly but uses something wasmtf does not lower.
     `.problems` lists every such use (function, byte offset, what), found before anything runs."""
@@ -1761,7 +1766,7 @@ def compile_c(path):
     try:
         import ziglang  # noqa: F401  (only to give a clear message when it is missing)
     except ImportError:
-        raise WasmError("compiling C needs the `ziglang` package (pip install ziglang)") from None
+        raise MissingToolError("compiling C needs the `ziglang` package (pip install ziglang)") from None
     with tempfile.TemporaryDirectory() as work:
         output = os.path.join(work, "program.wasm")
         command = ([sys.executable, "-m", "ziglang", "cc"] + C_FLAGS
@@ -1778,7 +1783,7 @@ def wat_to_wasm(text):
     try:
         import wasmtime
     except ImportError:
-        raise WasmError("assembling .wat needs the `wasmtime` package (pip install wasmtime)") from None
+        raise MissingToolError("assembling .wat needs the `wasmtime` package (pip install wasmtime)") from None
     try:
         return bytes(wasmtime.wat2wasm(text))
     except Exception as error:  # wasmtime raises its own error type
@@ -2005,6 +2010,8 @@ def _load_instance(tree, source):
         else:
             binary = wat_to_wasm(source)
         return Instance(decode_module(binary))
+    except MissingToolError:
+        raise                                            # not a module's problem: the run cannot go on
     except WasmError as error:
         return Instance(None, "module not loaded: %s" % str(error).splitlines()[0][:80])
 
@@ -2123,6 +2130,9 @@ def command_spectest(paths, transformer=False):
     for path in paths:
         try:
             counts = spectest_file(path, runner, skips, failures)
+        except MissingToolError as error:
+            print("wasmtf: error: %s" % error, file=sys.stderr)
+            return EXIT_BAD_INPUT
         except (OSError, WasmError) as error:
             print("wasmtf: error: %s: %s" % (path, error), file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -1,5 +1,7 @@
 """The command line: every subcommand's good path, and its bad-input path
 (one clear line on stderr and the right exit code: 0 ok, 1 failed run, 2 bad input)."""
+import sys
+
 import pytest
 
 from conftest import EXAMPLES_DIR, REPO
@@ -135,6 +137,24 @@ def test_crosscheck_rejects_a_bad_model_file(tmp_path, capsys):
     bad.write_bytes(b"\x01\x02")
     assert wasmtf.main(["crosscheck", str(bad), str(THREE_PLUS_FIVE)]) == 2
     assert "model.bin" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("package, command", [
+    ("wasmtime", ["spectest", str(REPO / "spec" / "wast" / "nop.wast")]),       # it assembles the modules
+    ("wasmtime", ["run", "{tmp}/p.wat"]),
+    ("wasmtime", ["compile", "{tmp}/p.wat"]),
+    ("ziglang", ["run", str(EXAMPLE_WASM / "add.c")]),
+    ("ziglang", ["reference", str(EXAMPLE_WASM / "hello.c"), "--input", "x"]),
+])
+def test_a_missing_tool_is_an_error_saying_what_to_install(tmp_path, capsys, monkeypatch, package, command):
+    """Never a silent pass ("0 passed, 0 failed, N skipped"): exit 2 and one line."""
+    (tmp_path / "p.wat").write_text('(module (func (export "compute")))')
+    monkeypatch.setitem(sys.modules, package, None)     # `import package` raises ImportError
+    assert wasmtf.main([word.format(tmp=tmp_path) for word in command]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [captured.err.strip()]
+    assert captured.err.startswith("wasmtf: error: ") and f"(pip install {package})" in captured.err
+    assert "passed" not in captured.out
 
 
 def test_spectest_command_counts_cases(capsys):
