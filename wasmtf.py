@@ -828,8 +828,10 @@ def cmd_crosscheck(args):
             raise ValueError(f"{args.against} is the trace of another program than {args.file}")
         if traced_input is None and reference.has_input_section(instructions) and not input_bytes:
             prompt = prompt[:prompt.index(reference.PROGRAM_END) + 1]   # transformer-vm's: no input section
+        elif traced_input is None and input_bytes:
+            raise ValueError(f"{args.against}: its prompt has no input section, but the input is {input_bytes!r}")
         elif (traced_input or b"") != (input_bytes or b""):
-            raise ValueError(f"{args.against} has the input {traced_input!r}, not {input_bytes or b''!r}")
+            raise ValueError(f"{args.against}: its input is {traced_input!r}, not {input_bytes or b''!r}")
     else:
         expected = reference.execute(instructions, input_bytes).trace
     progress = Progress()

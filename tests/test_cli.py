@@ -127,7 +127,9 @@ def test_crosscheck_reads_a_trace_without_an_input_section(tmp_path, capsys):
     assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", str(own)]) == 0
     assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", f"{d3}_model.txt",
                         "--input", "x"]) == 2
-    assert "has the input None, not b'x'" in one_error_line(capsys)
+    assert "its prompt has no input section, but the input is b'x'" in one_error_line(capsys)
+    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", str(own), "--input", "x"]) == 2
+    assert "its input is b'', not b'x'" in one_error_line(capsys)
     assert wasmtf.main(["crosscheck", str(weights), str(THREE_PLUS_FIVE), "--against", f"{d3}_model.txt"]) == 2
     assert "is the trace of another program" in one_error_line(capsys)
 
