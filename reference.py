@@ -371,10 +371,20 @@ def parse_program(text):
     return instructions, input_bytes
 
 
+def read_text(path):
+    """A text file's contents (UTF-8); a ProgramError naming the file if it is not UTF-8."""
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ProgramError("%s: not UTF-8 text (byte 0x%02x at offset %d)"
+                           % (path, data[error.start], error.start)) from None
+
+
 def read_program(path):
     """parse_program of a file; the error message starts with the file's name."""
-    with open(path) as file:
-        text = file.read()
+    text = read_text(path)
     try:
         return parse_program(text)
     except ProgramError as error:
@@ -417,6 +427,16 @@ class StepLimitExceeded(RuntimeError):
     def __init__(self, message, machine):
         super().__init__(message)
         self.machine = machine
+
+
+class DiscardedTrace:
+    """A trace that keeps no tokens: for a run whose outcome is wanted, not its trace."""
+
+    def append(self, token):
+        pass
+
+    def extend(self, tokens):
+        pass
 
 
 class Machine:
@@ -722,10 +742,11 @@ STEP.update({opcode: store_step(opcode, width) for opcode, width in STORES.items
 # (global.get / global.set have no step: program files may not contain them, SPEC 4.8.)
 
 
-def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
+def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS, keep_trace=True):
     """Run a program on the reference machine; return the final Machine.
 
-    machine.trace holds the tokens generated after the prompt; machine.status
+    machine.trace holds the tokens generated after the prompt (a
+    DiscardedTrace, holding nothing, with keep_trace=False); machine.status
     is "halt", "trap", or "end" when pc ran past the last instruction (the
     run just stops there: no stop token). Raises ProgramError for an invalid
     program, ExecutionError for a stack underflow, StepLimitExceeded after
@@ -733,6 +754,8 @@ def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
     """
     check_program(instructions, input_bytes)
     m = Machine(instructions)
+    if not keep_trace:
+        m.trace = DiscardedTrace()
     if has_input_section(instructions):
         address = instructions[0][1]
         placed = bytes(input_bytes or b"") + bytes([NUL])
@@ -968,10 +991,14 @@ def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS)
         print("wasmtf: %s" % error, file=sys.stderr)
         return 1
     sys.stdout.write(format_trace_file(prompt, machine.trace))
-    if machine.status == "trap":
-        print("wasmtf: the program trapped at %s" % _where(machine.pc), file=sys.stderr)
-        return 1
-    if machine.status == "end":
-        print("wasmtf: the program ran past its last instruction without halt", file=sys.stderr)
+    if machine.status != "halt":
+        print("wasmtf: %s" % stop_problem(machine.status, machine.pc), file=sys.stderr)
         return 1
     return 0
+
+
+def stop_problem(status, pc):
+    """Why a run that ended with `status` ("trap" or "end") at instruction `pc` failed (one line)."""
+    if status == "trap":
+        return "the program trapped at %s" % _where(pc)
+    return "the program ran past its last instruction without halt"
