@@ -966,11 +966,12 @@ def diff_traces(expected, actual, instructions=None, context=3):
 # ---------------------------------------------------------------------------
 # 6. The `reference` command
 # ---------------------------------------------------------------------------
-def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
+def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS, specialized=False):
     """`python wasmtf.py reference FILE`: print prompt + reference trace in the
-    *_ref.txt layout (what was traced so far if the run fails). Returns the exit
-    code: 0 after `halt`; 1, with one line on stderr, for a trapped or failed run."""
-    prompt = program_tokens(instructions, input_bytes)
+    *_ref.txt layout (what was traced so far if the run fails); with specialized,
+    the specialized prompt (SPEC 2.2: same trace). Returns the exit code: 0 after
+    `halt`; 1, with one line on stderr, for a trapped or failed run."""
+    prompt = (specialized_prompt if specialized else program_tokens)(instructions, input_bytes)
     try:
         machine = execute(instructions, input_bytes, max_steps)
     except (StepLimitExceeded, ExecutionError) as error:

@@ -804,10 +804,16 @@ def program_arguments(parser):
     parser.add_argument("--input", help="input string (replaces the file's input section)")
 
 
+def reference_arguments(parser):
+    program_arguments(parser)
+    parser.add_argument("--specialized", action="store_true",
+                        help="with the specialized prompt, `start` + input (SPEC 2.2; the same trace)")
+
+
 def cmd_reference(args):
     """print the prompt and the reference interpreter's trace (the *_ref.txt layout)"""
     instructions, input_bytes = load_program(args.file, args.input)
-    return reference.print_reference(instructions, input_bytes)
+    return reference.print_reference(instructions, input_bytes, specialized=args.specialized)
 
 
 def compile_arguments(parser):
@@ -977,7 +983,7 @@ COMMANDS = [
     # (name, add the sub-parser's arguments, run(args) -> exit code; its docstring is the help)
     ("demo", lambda parser: None, cmd_demo),
     ("run", run_arguments, cmd_run),
-    ("reference", program_arguments, cmd_reference),
+    ("reference", reference_arguments, cmd_reference),
     ("compile", compile_arguments, cmd_compile),
     ("weights", lambda parser: parser.add_argument("-o", "--output", default="weights.npz",
                                                    help="weights.npz or model.bin"), cmd_weights),

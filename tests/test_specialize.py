@@ -177,6 +177,16 @@ def test_the_cli_specializes_runs_crosschecks_and_describes(tmp_path, capsys):
     assert "specialized: the program with sha256 " + reference.program_hash(instructions) in capsys.readouterr().out
 
 
+def test_the_reference_gives_both_prompts_and_one_trace(capsys):
+    path = EXAMPLES_DIR / "ex3_call_input.txt"
+    assert wasmtf.main(["reference", str(path)]) == 0
+    universal = capsys.readouterr().out.split()
+    assert wasmtf.main(["reference", str(path), "--specialized"]) == 0
+    specialized = capsys.readouterr().out.split()
+    close = universal.index(reference.PROGRAM_END)
+    assert specialized == [reference.START] + universal[close + 1:]
+
+
 def test_a_model_runs_only_its_own_program(tmp_path, capsys):
     model_path = str(tmp_path / "prog.npz")
     assert wasmtf.main(["specialize", str(EXAMPLES_DIR / "ex1_arith.txt"), "-o", model_path]) == 0
