@@ -883,7 +883,8 @@ def first_divergence(instructions, input_bytes=None, model=None, cache="hull"):
     if produced == expected:
         return None
     index = next((i for i, (a, b) in enumerate(zip(produced, expected)) if a != b), min(len(produced), len(expected)))
-    prompt = reference.program_tokens(instructions, input_bytes)
+    specialized = reference.START in model["vocab"]  # the program is in the weights (section 6)
+    prompt = (reference.specialized_prompt if specialized else reference.program_tokens)(instructions, input_bytes)
     tokens = prompt + expected
     return {"index": index, "expected": expected[index:index + 1], "produced": produced[index:index + 1],
             "inspect": inspect(model, tokens, len(prompt) + index - 1)}

@@ -710,12 +710,13 @@ def load_machine(path=None):
 
 def program_prompt(model, instructions, input_bytes):
     """The prompt that runs a program in `model`: SPEC 2.1's program file for a universal
-    model; `start` + input section (SPEC 2.2) for a model with this program in its
-    weights. A model specialized for another program is an error."""
-    baked = baked_program_hash(model)
-    if baked is None:
+    model; `start` + input section (SPEC 2.2) for a specialized one (`start` is in its
+    vocabulary). A model that names another program (SPEC 1.2) is an error; one that
+    names none (transformer-vm's) is trusted to hold this one."""
+    if reference.START not in model["vocab"]:
         return reference.program_tokens(instructions, input_bytes)
-    if baked != reference.program_hash(instructions):
+    baked = baked_program_hash(model)
+    if baked is not None and baked != reference.program_hash(instructions):
         raise ValueError(f"the model holds the program with sha256 {baked[:16]}..., not this one "
                          f"({reference.program_hash(instructions)[:16]}...): run that program, or specialize this one")
     return reference.specialized_prompt(instructions, input_bytes)
