@@ -120,8 +120,11 @@ def prepare(model):
 
     A plan layer holds w_heads [6A, D] (rows qx qy kx ky vx vy per active head),
     w_out_heads [D, 2A], and w_in [2F', D], w_ffo [D, F'] for the F' neurons
-    whose gate, value and output are all non-zero. Dropping exact zeros does
-    not change any result, only the (unspecified) summation order of BLAS."""
+    whose gate, value and output are all non-zero; step uses them restricted to
+    the R slots they read (ffn_reads, w_in_reads [2F', R]) and the W slots they
+    write (ffn_writes, w_ffo_writes [W, F']), which matters for a wide, sparse
+    feed-forward (a specialized model's fetch). Dropping exact zeros does not
+    change any result, only the (unspecified) summation order of BLAS."""
     D = model["embed"].shape[1]
     layers = []
     for layer in model["layers"]:
@@ -131,13 +134,17 @@ def prepare(model):
         F = layer["w_ffo"].shape[1]
         gates, values = layer["w_in"][:F], layer["w_in"][F:]  # [F, D] each
         live = gates.any(axis=1) & values.any(axis=1) & layer["w_ffo"].any(axis=0)  # [F]
+        w_in = np.concatenate([gates[live], values[live]])                 # [2F', D]
+        w_ffo = np.ascontiguousarray(layer["w_ffo"][:, live])               # [D, F']
+        reads, writes = np.flatnonzero(w_in.any(axis=0)), np.flatnonzero(w_ffo.any(axis=1))  # [R], [W]
         layers.append({
             "heads": heads,
             "tie_latest": [bool(layer["tie_latest"][h]) for h in heads],
             "w_heads": np.ascontiguousarray(layer["w_qkv"][rows]),          # [6A, D]
             "w_out_heads": np.ascontiguousarray(layer["w_out"][:, out_cols]),  # [D, 2A]
-            "w_in": np.concatenate([gates[live], values[live]]),             # [2F', D]
-            "w_ffo": np.ascontiguousarray(layer["w_ffo"][:, live]),           # [D, F']
+            "w_in": w_in, "w_ffo": w_ffo,
+            "ffn_reads": reads, "w_in_reads": np.ascontiguousarray(w_in[:, reads]),       # [2F', R]
+            "ffn_writes": writes, "w_ffo_writes": np.ascontiguousarray(w_ffo[writes]),  # [W, F']
         })
     return {"embed": model["embed"], "head": model["head"], "layers": layers,
             "vocab": model["vocab"], "stop_ids": set(model["stop_ids"])}
@@ -165,8 +172,8 @@ def step(plan, caches, token_id, p, record=None):
             record["qkv"].append(u if heads else [])
             record["attn"].append(o if heads else [])
             record["residuals"].append(x.copy())
-        if layer["w_ffo"].shape[1]:
-            x += feed_forward(layer["w_in"], layer["w_ffo"], x)  # [D]
+        if layer["w_ffo"].shape[1]:  # x[writes] += ffn(x[reads]): [R] -> [W]
+            x[layer["ffn_writes"]] += feed_forward(layer["w_in_reads"], layer["w_ffo_writes"], x[layer["ffn_reads"]])
         if record is not None:
             record["residuals"].append(x.copy())
     return x
@@ -255,17 +262,21 @@ def encode(model, tokens):
 
 
 def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None, progress=None,
-             speculative=False):
+             speculative=False, program=None):
     """Generate from prompt tokens; returns the new tokens, ending with a stop token
     unless max_new_tokens ran out first. Prompt positions compute no logits.
     progress(count, tokens), if given, is called every PROGRESS_EVERY generated tokens
     with the tokens so far (the speculative path passes the count only).
     speculative=True gives the same tokens: the reference interpreter drafts the
-    trace of a program prompt and the transformer checks it in batched steps
-    (speculative.py), decoding on token by token after a disagreement."""
+    trace of a program prompt, or of `program` = (instructions, input bytes) (a
+    specialized prompt does not hold its program), and the transformer checks it in
+    batched steps (speculative.py), decoding on token by token after a disagreement."""
     if speculative:
         import speculative as speculative_decoding
-        draft = speculative_decoding.draft_for_prompt(prompt, max_steps=max_new_tokens)  # a step writes >= 1 token
+        if program is None:
+            draft = speculative_decoding.draft_for_prompt(prompt, max_steps=max_new_tokens)  # a step writes >= 1 token
+        else:
+            draft = speculative_decoding.reference_draft(*program, max_steps=max_new_tokens)
         return speculative_decoding.generate_speculative(model, prompt, draft, max_new_tokens,
                                                          plan=plan, progress=progress)
     plan = plan or prepare(model)
@@ -580,6 +591,14 @@ def check_npz_archive(path):
     raise ModelFileError(f"{path}: a transformer-vm model.bin, not an .npz archive: name it .bin")
 
 
+def baked_program_hash(model):
+    """The program_hash of the program a specialized model holds in its weights (the
+    vocabulary names it, SPEC 1.2), or None for a universal model."""
+    prefix, suffix = reference.PROGRAM_MARK.split("%s")
+    marks = [t[len(prefix):-len(suffix)] for t in model["vocab"] if t.startswith(prefix) and t.endswith(suffix)]
+    return marks[0] if marks else None
+
+
 def load(path):
     """Read a model file: transformer-vm's model.bin (*.bin) or wasmtf's *.npz."""
     path = str(path)
@@ -784,12 +803,26 @@ def load_machine(path=None):
     return compile_weights.compile_machine()
 
 
+def program_prompt(model, instructions, input_bytes):
+    """The prompt that runs a program in `model`: SPEC 2.1's program file for a universal
+    model; `start` + input section (SPEC 2.2) for a specialized one (`start` is in its
+    vocabulary). A model that names another program (SPEC 1.2) is an error; one that
+    names none (transformer-vm's) is trusted to hold this one."""
+    if reference.START not in model["vocab"]:
+        return reference.program_tokens(instructions, input_bytes)
+    baked = baked_program_hash(model)
+    if baked is not None and baked != reference.program_hash(instructions):
+        raise ValueError(f"the model holds the program with sha256 {baked[:16]}..., not this one "
+                         f"({reference.program_hash(instructions)[:16]}...): run that program, or specialize this one")
+    return reference.specialized_prompt(instructions, input_bytes)
+
+
 def run_program(model, instructions, input_bytes, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
                 progress=None, speculative=False, plan=None):
     """Run a flat program inside the transformer: (prompt tokens, trace tokens)."""
-    prompt = reference.program_tokens(instructions, input_bytes)
+    prompt = program_prompt(model, instructions, input_bytes)
     trace = generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, plan=plan, progress=progress,
-                     speculative=speculative)
+                     speculative=speculative, program=(instructions, input_bytes))
     return prompt, trace
 
 
@@ -911,10 +944,16 @@ def program_arguments(parser):
     parser.add_argument("--input", help="input string (replaces the file's input section)")
 
 
+def reference_arguments(parser):
+    program_arguments(parser)
+    parser.add_argument("--specialized", action="store_true",
+                        help="with the specialized prompt, `start` + input (SPEC 2.2; the same trace)")
+
+
 def cmd_reference(args):
     """print the prompt and the reference interpreter's trace (the *_ref.txt layout)"""
     instructions, input_bytes = load_program(args.file, args.input)
-    return reference.print_reference(instructions, input_bytes)
+    return reference.print_reference(instructions, input_bytes, specialized=args.specialized)
 
 
 def compile_arguments(parser):
@@ -943,6 +982,30 @@ def cmd_weights(args):
     return 0
 
 
+def specialize_arguments(parser):
+    program_arguments(parser)
+    parser.add_argument("-o", "--output", required=True, help="prog.npz or prog.bin")
+
+
+PROMPT_SHOWN = 12  # tokens of the specialized prompt that `specialize` prints
+
+
+def cmd_specialize(args):
+    """bake a program into the weights: a model whose prompt is `start` + input (SPEC 2.2)"""
+    import compile_weights
+    instructions, input_bytes = load_program(args.file, args.input)
+    start = time.perf_counter()
+    model = compile_weights.specialize(instructions)
+    save(model, args.output)
+    print(f"wasmtf: specialized and saved in {time.perf_counter() - start:.2f} s", file=sys.stderr)
+    prompt = reference.specialized_prompt(instructions, input_bytes)
+    shown = " ".join(prompt[:PROMPT_SHOWN]) + (" ..." if len(prompt) > PROMPT_SHOWN else "")
+    print(f"wrote {args.output}: {len(instructions)} instructions in the weights, program sha256 "
+          f"{reference.program_hash(instructions)}; {compile_weights.describe_shape(model)}")
+    print(f"prompt: {shown}  (run it: wasmtf.py run {args.file} --model {args.output})")
+    return 0
+
+
 def crosscheck_arguments(parser):
     parser.add_argument("model", help="weights to check (.npz or transformer-vm model.bin)")
     program_arguments(parser)
@@ -957,7 +1020,7 @@ def cmd_crosscheck(args):
     """run weights on a program and compare with the reference trace, token for token"""
     model = load(args.model)
     instructions, input_bytes = load_program(args.file, args.input)
-    prompt = reference.program_tokens(instructions, input_bytes)
+    prompt = program_prompt(model, instructions, input_bytes)
     if args.against:
         prompt, expected = expected_trace(args.against, instructions, input_bytes, prompt, args.file)
     else:
@@ -1080,6 +1143,9 @@ def cmd_info(args):
     print("stop tokens:", " ".join(model["vocab"][i] for i in model["stop_ids"]))
     if model.get("trailer_bytes"):
         print(f"trailer: {model['trailer_bytes']:,} bytes after the model.bin fields (ignored)")
+    baked = baked_program_hash(model)
+    print(f"specialized: the program with sha256 {baked} is in the weights; prompt `start` + input (SPEC 2.2)"
+          if baked else "universal: the prompt holds the program (SPEC 2.1)")
     return 0
 
 
@@ -1087,10 +1153,11 @@ COMMANDS = [
     # (name, add the sub-parser's arguments, run(args) -> exit code; its docstring is the help)
     ("demo", lambda parser: None, cmd_demo),
     ("run", run_arguments, cmd_run),
-    ("reference", program_arguments, cmd_reference),
+    ("reference", reference_arguments, cmd_reference),
     ("compile", compile_arguments, cmd_compile),
     ("weights", lambda parser: parser.add_argument("-o", "--output", default="weights.npz",
                                                    help="weights.npz or model.bin"), cmd_weights),
+    ("specialize", specialize_arguments, cmd_specialize),
     ("crosscheck", crosscheck_arguments, cmd_crosscheck),
     ("spectest", spectest_arguments, cmd_spectest),
     ("generate", generate_arguments, cmd_generate),
