@@ -114,6 +114,36 @@ LIST_COLUMN_LIMIT = 8
 _LOAD = 1000
 
 
+# Slope arrays at least this long are searched from an interpolated guess
+# (_bisect_slopes); below, bisection takes at most 6 probes anyway.
+INTERPOLATE_FROM = 64
+
+
+def _bisect_slopes(slopes, ratio):
+    """bisect_left(slopes, ratio) for sorted slopes, probing first where ratio
+    would fall if the slopes grew evenly from slopes[0] to slopes[-1]. The
+    machine's position keys (2p, -p^2 + d) have edge slopes p + 1/2 (plus a
+    recency part below 1/2): found in two probes, where bisection takes log2 n
+    probes scattered over memory. Any other slopes: the same answer, after
+    one bisection of the part the guess leaves."""
+    n = len(slopes)
+    if n >= INTERPOLATE_FROM:
+        first = slopes[0]
+        last = slopes[-1]
+        if first < ratio <= last:
+            fraction = (ratio - first) / (last - first)
+            if 0.0 <= fraction <= 1.0:       # (not NaN: an infinite slope)
+                guess = int(fraction * (n - 1))
+                if slopes[guess] < ratio:    # the answer is after guess, at most n - 1
+                    if slopes[guess + 1] >= ratio:
+                        return guess + 1
+                    return bisect_left(slopes, ratio, guess + 2, n - 1)
+                if guess == 0 or slopes[guess - 1] < ratio:
+                    return guess
+                return bisect_left(slopes, ratio, 0, guess - 1)
+    return bisect_left(slopes, ratio)
+
+
 # ---------------------------------------------------------------------------
 # Hulls: an upper convex chain of points (x, y); the lower hull of the keys is
 # the upper hull of (kx, -ky). Vertices left to right, x strictly increasing,
@@ -157,7 +187,7 @@ class _ListChain:
     def argmax(self, qx, qy):
         """For qy > 0: (best float score, points of the vertices reaching it)."""
         xs, ys, points = self.xs, self.ys, self.points
-        start = bisect_left(self.neg_slopes, qx / qy)   # the score stops rising here
+        start = _bisect_slopes(self.neg_slopes, qx / qy)   # the score stops rising here
         score_x = qx * xs[start]
         score_y = qy * ys[start]
         best = score_x + score_y
@@ -325,7 +355,7 @@ class _BlockChain:
         """For qy > 0: (best float score, x of every vertex reaching it)."""
         ratio = qx / qy
         b = bisect_left(self.last_slope, ratio)              # the score stops rising in block b
-        j = bisect_left(self.slope_blocks[b], ratio)
+        j = _bisect_slopes(self.slope_blocks[b], ratio)
         x_blocks, y_blocks = self.x_blocks, self.y_blocks
         x = x_blocks[b][j]
         score_x = qx * x
@@ -452,6 +482,9 @@ class HullHead:
             elif ky == top_ky:
                 self._merge(column[-1], seq, vx, vy)
                 return
+            elif ky == kys[column[0]]:       # the bottom (the machine's cleared keys)
+                self._merge(column[0], seq, vx, vy)
+                return
             else:
                 i = bisect_left(column, ky, key=kys.__getitem__)
                 if kys[column[i]] == ky:
@@ -517,9 +550,12 @@ class HullHead:
     def query(self, qx, qy):
         if self._count == 0:
             return (0.0, 0.0)
-        if qy > 0:
+        if qy > 0:                           # the machine's queries
             best, tied = self._upper.argmax(qx, qy)
-        elif qy < 0:
+            if self._columns is None:
+                return self._resolve(self._tied_in_runs(qx, qy, best, tied))
+            return self._resolve(self._tied_in_columns(qx, qy, best, tied))
+        if qy < 0:
             if self._lower is None:
                 self._build_lower()
             best, tied = self._lower.argmax(qx, -qy)    # the same float scores
@@ -545,6 +581,9 @@ class HullHead:
             end = point + 1
             while end < n and kxs[end] == kx:
                 end += 1
+            if end - first == 1:             # a column of one key
+                points.append(point)
+                continue
             score_x = qx * kx
             for member in range(first, end):
                 if member == point or score_x + qy * kys[member] == best:
@@ -585,7 +624,10 @@ class HullHead:
 
     def _resolve(self, points):
         if self.latest:
-            last = max(points, key=self._seq_or_count.__getitem__)   # largest seq
+            if len(points) == 1:
+                last = points[0]
+            else:
+                last = max(points, key=self._seq_or_count.__getitem__)   # largest seq
             return (self._vx[last], self._vy[last])
         count = 0
         sum_x = 0.0
