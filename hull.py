@@ -82,6 +82,13 @@ holds in these two cases (both stress-tested against BruteHead):
    (tested: 1, 3 and HARD_K*sqrt(2) = 1.4142135623730951e10, where scores
    reach 2^84 and keys of equal k tie in float): near-ties between
    neighbouring keys are found by the walk, equal-k keys by the column check.
+   The machine's memory heads also write cleared keys (2k, -1e30): far
+   under the hull, duplicates of their column's bottom (merged at once).
+Both paths keep the same hull with the same float tests (a vertex goes when
+a new key leaves it strictly below the new edge, by negated slopes compared
+in float), and a query starts from the vertex bisect_left finds among the
+negated slopes (_bisect_slopes only probes in another order), so the answers
+do not depend on the path: the switch is exact too.
 Average mode sums values in another order than the scan: the results are
 equal when the sums are exact (e.g. integer values below 2^53), otherwise
 they can differ in the last bits. Keys and queries must be finite and
