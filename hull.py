@@ -84,11 +84,11 @@ holds in these two cases (both stress-tested against BruteHead):
    neighbouring keys are found by the walk, equal-k keys by the column check.
    The machine's memory heads also write cleared keys (2k, -1e30): far
    under the hull, duplicates of their column's bottom (merged at once).
-Both paths keep the same hull with the same float tests (a vertex goes when
-a new key leaves it strictly below the new edge, by negated slopes compared
-in float), and a query starts from the vertex bisect_left finds among the
-negated slopes (_bisect_slopes only probes in another order), so the answers
-do not depend on the path: the switch is exact too.
+Both paths decide with the same float tests (a vertex goes when a new key
+leaves it strictly below the new edge, negated slopes compared in float; a
+query starts at the vertex bisect_left finds among the negated slopes, which
+_bisect_slopes only reaches with other probes, and walks), so both cases
+hold on either path and across the switch (stress-tested on both).
 Average mode sums values in another order than the scan: the results are
 equal when the sums are exact (e.g. integer values below 2^53), otherwise
 they can differ in the last bits. Keys and queries must be finite and
