@@ -373,13 +373,15 @@ class _BlockChain:
         for step in (1, -1):                 # walk right, then left
             block, i = b, j + step
             xs, ys = x_blocks[block], y_blocks[block]
+            end = len(xs)
             while True:
-                if i == len(xs) or i < 0:    # into the next block that way
+                if not 0 <= i < end:         # into the next block that way
                     block += step
                     if not 0 <= block < len(x_blocks):
                         break
                     xs, ys = x_blocks[block], y_blocks[block]
-                    i = 0 if step > 0 else len(xs) - 1
+                    end = len(xs)
+                    i = 0 if step > 0 else end - 1
                 x = xs[i]
                 score_x = qx * x
                 score_y = qy * ys[i]
