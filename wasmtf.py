@@ -52,6 +52,7 @@ if __name__ == "__main__":
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402 (after the thread setting, which numpy reads on import)
 
+import hull  # noqa: E402
 import reference  # noqa: E402
 
 HEAD_WIDTH = 2                  # every head reads and writes 2 residual slots
@@ -277,7 +278,6 @@ def make_cache(kind, latest):
     """One head's cache: "hull" (O(log t)), "brute" (O(t), the SPEC 9 oracle), "softmax"."""
     if kind == "softmax":
         return SoftmaxHead(latest)
-    import hull  # sortedcontainers is only needed for the hard-attention caches
     if kind == "hull":
         return hull.HullHead(latest)
     if kind == "brute":
@@ -406,7 +406,6 @@ def forward_batch(model, token_ids):
     (SPEC 9, O(T log^2 T)). The same results as the sequential steps for weights
     whose dot products are exact in any summation order, as the compiled ones are
     (tests/test_summation_order.py). speculative.py is the bounded-memory version."""
-    import hull
     x = embed_batch(model, token_ids)  # [T, D]
     D = x.shape[1]
     for layer in model["layers"]:
