@@ -766,6 +766,8 @@ def advance(m, max_steps):
     """Run machine m on until it stops or has executed max_steps instructions in all
     (its status is then still "running": advance again with a larger max_steps to go on).
     Returns m; raises ExecutionError (m holds the state where it happened)."""
+    if m.status != "running":
+        return m
     program = m.program
     count = len(program)
     pc, steps = m.pc, m.steps

@@ -42,12 +42,13 @@ maximum; their scores are computed exactly as SPEC 9 says and compared, ties
 going to the later write. Inside a column the latest write has the largest ky
 (checked: ky never decreases within a column), hence the largest score, and it
 is the latest of any entries it ties with. Position keys go further, up to
-2^26 (POSITION_LIMIT, beyond the default token limit): there the rounding of two
-scores is below 2^-51 * qy * (2|k*||k| + k^2) <= 10 qy while |k*| <= 2^27, and a
-position more than POSITION_RADIUS = 3 from the position c nearest k* scores at
-least qy * (3^2 + 3 - 0.45) lower in exact arithmetic (|k* - c| <= 1/2 inside
-0..now; for k* beyond now the gap is >= qy * ((3 + 1)^2 - 0.45), and it grows
-with |k*|), so the float maximum is among the 7 positions c - 3 .. c + 3. Cleared keys (ky + k^2 < -1e20) score
+2^26 (POSITION_LIMIT, beyond the default token limit), with 0 <= d <= 1/2 (from
+p = 2^25.5 on, -p^2 + d is a multiple of 1/2 and d = 0.42 rounds to 1/2): there
+the rounding of two scores is below 2^-51 * qy * (2|k*||k| + k^2) <= 10 qy while
+|k*| <= 2^27, and a position more than POSITION_RADIUS = 3 from the position c
+nearest k* scores at least qy * (3^2 + 3 - 1/2) lower in exact arithmetic
+(|k* - c| <= 1/2 inside 0..now; for k* beyond now the gap is >= qy * ((3 + 1)^2 - 1/2),
+and it grows with |k*|), so the float maximum is among the 7 positions c - 3 .. c + 3. Cleared keys (ky + k^2 < -1e20) score
 below the position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
 (QUERY_LIMIT), so they never win. Every one of these conditions is checked on
 the actual keys and queries; if one fails, the head is a GeneralHead (first
@@ -96,6 +97,7 @@ POSITION_RADIUS = 3      # candidates c - 3 .. c + 3 around the position c neare
 DRAFT_STEPS = 1 << 18    # reference steps per draft piece (about a million tokens)
 QUERY_LIMIT = 2.0 ** 40  # |qx/qy| bound: cleared keys (ky < -1e20) still score below 0
 RECENCY_LIMIT = 0.45     # d = ky + k^2 must lie in [0, RECENCY_LIMIT] (0.3/ln 2 = 0.433)
+POSITION_RECENCY_LIMIT = 0.5  # the same for position keys, whose d rounds to 1/2 near 2^26
 CLEARED = -1e20          # keys with ky + k^2 below this are cleared (about -1e30 in the machine)
 GENERAL_BLOCK = 256      # query rows per brute-force block of a GeneralHead
 GENERAL_LIMIT = 32_768   # positions a GeneralHead scans (O(T^2) work, ~1 s at this size);
@@ -160,7 +162,7 @@ def neighbour_ratio(q, rows):
 
 
 class PositionHead:
-    """Latest-write head whose key at position p is (2p, -p^2 + d), 0 <= d <= 0.45."""
+    """Latest-write head whose key at position p is (2p, -p^2 + d), 0 <= d <= 1/2."""
 
     kind = "position"
 
@@ -171,7 +173,7 @@ class PositionHead:
     def fits(k, start):
         p = positions_of(start, len(k)).astype(np.float64)        # [C]
         d = k[:, 1] + p * p                                       # [C]
-        return bool((k[:, 0] == 2 * p).all() and (d >= 0).all() and (d <= RECENCY_LIMIT).all()
+        return bool((k[:, 0] == 2 * p).all() and (d >= 0).all() and (d <= POSITION_RECENCY_LIMIT).all()
                     and start + len(k) <= POSITION_LIMIT)
 
     def attend(self, q, k, v, start):
@@ -585,7 +587,7 @@ class PositionCache:
 
     def insert(self, kx, ky, vx, vy):
         p = self.count
-        if not (kx == 2 * p and 0 <= ky + p * p <= RECENCY_LIMIT and p < POSITION_LIMIT):
+        if not (kx == 2 * p and 0 <= ky + p * p <= POSITION_RECENCY_LIMIT and p < POSITION_LIMIT):
             raise NotVerifiable("position keys stopped being (2p, -p^2 + d)")
         self.store.write(p, ky=[ky], vx=[vx], vy=[vy])
         self.count += 1

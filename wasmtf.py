@@ -304,8 +304,10 @@ def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
     unless max_new_tokens ran out first. Prompt positions compute no logits.
     progress(count), if given, is called every PROGRESS_EVERY generated tokens.
     speculative=True gives the same tokens: the reference interpreter drafts the
-    trace of a program prompt and the transformer checks it in batched steps
-    (speculative.py), decoding on token by token after a disagreement."""
+    trace of a program prompt, piece by piece, and the transformer checks it in
+    batched steps (speculative.py), decoding on token by token after a disagreement.
+    A trace with more calls in progress than reference.MAX_CALL_DEPTH raises
+    reference.CallStackExhausted."""
     if speculative:
         import speculative as speculative_decoding
         draft = speculative_decoding.draft_pieces_for_prompt(prompt, max_new_tokens)  # drafted as verified

@@ -644,3 +644,23 @@ def test_the_deepest_allowed_call_runs(monkeypatch):
         assert machine.status == "halt" and machine.trace.count("call_commit") == depth
     with pytest.raises(reference.CallStackExhausted, match="would be call 41 in progress"):
         reference.execute([const(40)] + count_down[1:])
+
+
+def test_advance_in_pieces_is_execute():
+    """reference.advance resumes where it stopped: running a program a few steps at a time
+    (as speculative drafting does) gives execute's trace, status and state."""
+    for seed in range(20):
+        rng = random.Random(seed)
+        instructions, input_bytes = program_generator.random_program(rng, n_instructions=60)
+        try:
+            whole = reference.execute(instructions, input_bytes, max_steps=100_000)
+        except (reference.ExecutionError, reference.StepLimitExceeded):
+            continue
+        machine, trace = reference.start(instructions, input_bytes), []
+        while machine.status == "running":
+            reference.advance(machine, machine.steps + rng.randint(1, 9))
+            trace += machine.trace
+            machine.trace = []
+        assert (trace, machine.status, machine.steps, machine.stack, machine.output) == (
+            whole.trace, whole.status, whole.steps, whole.stack, whole.output)
+        assert reference.advance(machine, machine.steps + 5).trace == []   # a stopped machine stays stopped
