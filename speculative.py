@@ -161,6 +161,12 @@ def neighbour_ratio(q, rows):
     return qx, qy, k_star
 
 
+def position_radius(end):
+    """Candidates on each side of the position nearest k*, for positions below `end`: 1 while
+    they are within KEY_LIMIT (the two neighbours of k* suffice there), else POSITION_RADIUS."""
+    return 1 if end <= KEY_LIMIT else POSITION_RADIUS
+
+
 class PositionHead:
     """Latest-write head whose key at position p is (2p, -p^2 + d), 0 <= d <= 1/2."""
 
@@ -189,7 +195,8 @@ class PositionHead:
         ky = self.store["ky"]
         best = nearest
         best_score = qx * (2.0 * best) + qy * ky[best]            # [R] two products, one sum
-        for offset in range(-POSITION_RADIUS, POSITION_RADIUS + 1):
+        radius = position_radius(start + len(q))
+        for offset in [o for o in range(-radius, radius + 1) if o != 0]:
             candidate = np.clip(nearest + offset, 0, now)         # [R]
             score = qx * (2.0 * candidate) + qy * ky[candidate]   # [R]
             better = (score > best_score) | ((score == best_score) & (candidate > best))  # ties: the later
@@ -596,7 +603,8 @@ class PositionCache:
         k_star, now = query_ratio(qx, qy), self.count - 1
         nearest = min(max(round(k_star), 0), now)
         ky = self.store["ky"]
-        first, last = max(nearest - POSITION_RADIUS, 0), min(nearest + POSITION_RADIUS, now)
+        radius = position_radius(self.count)
+        first, last = max(nearest - radius, 0), min(nearest + radius, now)
         scores = [qx * (2.0 * j) + qy * float(ky[j]) for j in range(first, last + 1)]  # two products, one sum
         best = last - scores[::-1].index(max(scores))             # ties: the later position
         return (float(self.store["vx"][best]), float(self.store["vy"][best]))
