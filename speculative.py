@@ -48,8 +48,9 @@ the rounding of two scores is below 2^-51 * qy * (2|k*||k| + k^2) <= 10 qy while
 |k*| <= 2^27, and a position more than POSITION_RADIUS = 3 from the position c
 nearest k* scores at least qy * (3^2 + 3 - 1/2) lower in exact arithmetic
 (|k* - c| <= 1/2 inside 0..now; for k* beyond now the gap is >= qy * ((3 + 1)^2 - 1/2),
-and it grows with |k*|), so the float maximum is among the 7 positions c - 3 .. c + 3. Cleared keys (ky + k^2 < -1e20) score
-below the position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
+and it grows with |k*|), so the float maximum is among the 7 positions c - 3 .. c + 3
+(below 2^24, c - 1 .. c + 1 hold the two neighbours of k*). Cleared keys
+(ky + k^2 < -1e20) score below the position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
 (QUERY_LIMIT), so they never win. Every one of these conditions is checked on
 the actual keys and queries; if one fails, the head is a GeneralHead (first
 chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
@@ -77,7 +78,7 @@ With OpenBLAS's default threads on the busy machine the same run took 310 s:
 its worker threads cost more than they give here (set OPENBLAS_NUM_THREADS=1).
 
 Entry points: verify(model, prompt, draft), generate_speculative(model, prompt,
-draft), draft_for_prompt(prompt), run_speculative(model, instructions,
+draft), draft_for_prompt(prompt), draft_pieces_for_prompt(prompt), run_speculative(model, instructions,
 input_bytes), causal_hard_attention(q, k, v, latest).
 """
 import math
