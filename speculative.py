@@ -16,8 +16,8 @@ Causal hard attention (SPEC 9) for all positions of a chunk is answered per
 head by one of four exact algorithms, picked by checking the keys at run time:
 
   PositionHead    latest-write head whose keys are the positions themselves,
-                  (2p, -p^2 + d): the best key for a query is one of the
-                  positions within POSITION_RADIUS of the one nearest qx/qy,
+                  (2p, -p^2 + d): the best key for a query is one of the two
+                  positions next to qx/qy (up to 2^24; a few more beyond),
                   found by rounding; O(1) per query.
   ColumnHead      latest-write head with parabolic keys (2k, -k^2 + d) on
                   integer k, or cleared keys (ky < -1e20): the best key is the
@@ -45,12 +45,13 @@ is the latest of any entries it ties with. Position keys go further, up to
 2^26 (POSITION_LIMIT, beyond the default token limit), with 0 <= d <= 1/2 (from
 p = 2^25.5 on, -p^2 + d is a multiple of 1/2 and d = 0.42 rounds to 1/2): there
 the rounding of two scores is below 2^-51 * qy * (2|k*||k| + k^2) <= 10 qy while
-|k*| <= 2^27, and a position more than POSITION_RADIUS = 3 from the position c
-nearest k* scores at least qy * (3^2 + 3 - 1/2) lower in exact arithmetic
-(|k* - c| <= 1/2 inside 0..now; for k* beyond now the gap is >= qy * ((3 + 1)^2 - 1/2),
-and it grows with |k*|), so the float maximum is among the 7 positions c - 3 .. c + 3
-(below 2^24, c - 1 .. c + 1 hold the two neighbours of k*). Cleared keys
-(ky + k^2 < -1e20) score below the position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
+|k*| <= 2^27. With b and a the positions next to k* (floor and ceil, clipped to
+0..now), a position outside b - 3 .. a + 3 (POSITION_RADIUS = 4 on each side) is
+4 or more from k* while b or a is within 1/2 of it, so it scores at least
+qy * (4^2 - 1/4 - 1/2) lower in exact arithmetic (for k* beyond now, b = a = now
+and the gap is >= qy * (4^2 - 1/2); it grows with |k*|): the float maximum is
+among those 8 positions. Cleared keys (ky + k^2 < -1e20) score below the
+position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
 (QUERY_LIMIT), so they never win. Every one of these conditions is checked on
 the actual keys and queries; if one fails, the head is a GeneralHead (first
 chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
@@ -94,7 +95,7 @@ CHUNK = 16_384           # positions per batched step: big enough to amortise Nu
 LOGIT_BLOCK = 4_096      # rows per logits product ([block, V] floats at a time)
 KEY_LIMIT = 2.0 ** 24    # |k| bound of the exactness argument (see the header)
 POSITION_LIMIT = 2 ** 26  # positions a PositionHead answers exactly (see the header)
-POSITION_RADIUS = 3      # candidates c - 3 .. c + 3 around the position c nearest k*
+POSITION_RADIUS = 4      # candidates on each side of k* beyond 2^24 (see the header)
 DRAFT_STEPS = 1 << 18    # reference steps per draft piece (about a million tokens)
 QUERY_LIMIT = 2.0 ** 40  # |qx/qy| bound: cleared keys (ky < -1e20) still score below 0
 RECENCY_LIMIT = 0.45     # d = ky + k^2 must lie in [0, RECENCY_LIMIT] (0.3/ln 2 = 0.433)
@@ -163,8 +164,8 @@ def neighbour_ratio(q, rows):
 
 
 def position_radius(end):
-    """Candidates on each side of the position nearest k*, for positions below `end`: 1 while
-    they are within KEY_LIMIT (the two neighbours of k* suffice there), else POSITION_RADIUS."""
+    """Candidate positions on each side of k*, for positions below `end`: 1 (the two
+    neighbours of k*) while they are within KEY_LIMIT, else POSITION_RADIUS."""
     return 1 if end <= KEY_LIMIT else POSITION_RADIUS
 
 
@@ -192,13 +193,13 @@ class PositionHead:
         rows = first_row_answer(start, q, v, out)
         qx, qy, k_star = neighbour_ratio(q, rows)                 # [R] each
         now = positions_of(start, len(q))[rows]                   # [R]
-        nearest = np.clip(np.rint(k_star), 0, now).astype(np.int64)  # [R] the position nearest k*
+        below = np.clip(np.floor(k_star), 0, now).astype(np.int64)  # [R] nearest position <= k*
+        above = np.clip(np.ceil(k_star), 0, now).astype(np.int64)   # [R] nearest position >= k*
         ky = self.store["ky"]
-        best = nearest
-        best_score = qx * (2.0 * best) + qy * ky[best]            # [R] two products, one sum
         radius = position_radius(start + len(q))
-        for offset in [o for o in range(-radius, radius + 1) if o != 0]:
-            candidate = np.clip(nearest + offset, 0, now)         # [R]
+        best, best_score = below, qx * (2.0 * below) + qy * ky[below]  # [R] two products, one sum
+        for candidate in [below - j for j in range(1, radius)] + [above + j for j in range(radius)]:
+            candidate = np.clip(candidate, 0, now)                # [R]
             score = qx * (2.0 * candidate) + qy * ky[candidate]   # [R]
             better = (score > best_score) | ((score == best_score) & (candidate > best))  # ties: the later
             best, best_score = np.where(better, candidate, best), np.where(better, score, best_score)
@@ -602,10 +603,10 @@ class PositionCache:
 
     def query(self, qx, qy):
         k_star, now = query_ratio(qx, qy), self.count - 1
-        nearest = min(max(round(k_star), 0), now)
         ky = self.store["ky"]
         radius = position_radius(self.count)
-        first, last = max(nearest - radius, 0), min(nearest + radius, now)
+        below, above = min(max(math.floor(k_star), 0), now), min(max(math.ceil(k_star), 0), now)
+        first, last = max(below - radius + 1, 0), min(above + radius - 1, now)
         scores = [qx * (2.0 * j) + qy * float(ky[j]) for j in range(first, last + 1)]  # two products, one sum
         best = last - scores[::-1].index(max(scores))             # ties: the later position
         return (float(self.store["vx"][best]), float(self.store["vy"][best]))
