@@ -145,6 +145,11 @@ BYTE_VALUES = 1 << BYTE_BITS         # 256
 WORD_MODULUS = 1 << (WORD_BYTES * BYTE_BITS)  # 2**32: arithmetic is mod this
 SIGN_BIT = WORD_MODULUS >> 1         # 2**31: a word >= this is negative
 LOCALS_PER_FRAME = 256               # SPEC 4.8 d5: indices 0..255, all zeroed per frame
+MAX_CALL_DEPTH = (1 << 14) - 1       # calls in progress at most (16,383): the compiled machine keys
+                                     # local byte j of a frame at call depth d by 1 + 1024*d + j
+                                     # (compile_weights.LOCALS_STRIDE), and 1024*(d + 1) <= 2^24
+                                     # keeps every key inside the range its lookups are exact in
+                                     # (SPEC 10; speculative.KEY_LIMIT)
 MEMORY_SIZE = 1 << 24                # 16 MiB (SPEC 4.8); touching a byte at or past it traps
 PROGRAM_START, PROGRAM_END = "{", "}"
 START = "start"                      # position 0 of a specialized prompt (SPEC 2.2)
@@ -438,6 +443,10 @@ class ExecutionError(RuntimeError):
     """The program did something the machine cannot do (e.g. pop an empty stack)."""
 
 
+class CallStackExhausted(ExecutionError):
+    """A call beyond MAX_CALL_DEPTH (WebAssembly engines: "call stack exhausted")."""
+
+
 class StepLimitExceeded(RuntimeError):
     """The run reached max_steps; `.machine` holds the state at that point."""
 
@@ -458,14 +467,15 @@ class DiscardedTrace:
 
 class Machine:
     """The state of the reference machine (SPEC 3.2)."""
-    __slots__ = ("instructions", "pc", "stack", "locals", "frames", "memory", "output", "trace",
+    __slots__ = ("instructions", "program", "pc", "stack", "locals", "frames", "memory", "output", "trace",
                  "steps", "status")
 
     def __init__(self, instructions):
         self.instructions = instructions
+        self.program = [(STEP[opcode], immediate) for opcode, immediate in instructions]  # decoded once
         self.pc = 0
         self.stack = []                          # words, top of stack last
-        self.locals = [0] * LOCALS_PER_FRAME     # the current frame's locals
+        self.locals = {}                         # the current frame's locals: index -> word, absent = 0
         self.frames = []                         # per call in progress: (return pc, caller's locals,
                                                  #   the call's immediate, the callee's entry)
         self.memory = bytearray(MEMORY_SIZE)     # zero-initialised
@@ -481,7 +491,7 @@ class Machine:
             at = "%s %d" % (opcode, to_signed(immediate))
         else:
             at = "past the last instruction"
-        nonzero = {i: to_signed(v) for i, v in enumerate(self.locals) if v}
+        nonzero = {i: to_signed(v) for i, v in sorted(self.locals.items()) if v}
         return ("status %s after %d steps, pc %d (%s), call depth %d, stack (top last) %s, "
                 "nonzero locals %s, output (last bytes) %r"
                 % (self.status, self.steps, self.pc, at, len(self.frames),
@@ -519,7 +529,7 @@ def step_const(m, pc, imm):
 
 def step_local_get(m, pc, imm):
     """local.get i: push L[i]; group = its bytes + commit(+1,sts=1,bt=0)."""
-    value = m.locals[imm]
+    value = m.locals.get(imm, 0)
     m.stack.append(value)
     emit_word(m.trace, value, COMMIT["local.get"])
     return pc + 1
@@ -692,10 +702,14 @@ def step_br_if(m, pc, imm):
 
 def step_call(m, pc, imm):
     """call T: save the frame, start the callee with zeroed locals (SPEC 4.8 d4).
-    Group `branch_taken T0..T3 call_commit` (the call's own immediate)."""
+    Group `branch_taken T0..T3 call_commit` (the call's own immediate).
+    A call beyond MAX_CALL_DEPTH raises CallStackExhausted before its group."""
+    if len(m.frames) == MAX_CALL_DEPTH:
+        raise CallStackExhausted("call stack exhausted: %s would be call %d in progress (the limit is %d)"
+                                 % (_where(pc), MAX_CALL_DEPTH + 1, MAX_CALL_DEPTH))
     target = branch_target(pc, imm)
     m.frames.append((pc + 1, m.locals, imm, target))
-    m.locals = [0] * LOCALS_PER_FRAME
+    m.locals = {}
     emit_jump(m.trace, imm, CALL_COMMIT)
     return target
 
@@ -766,26 +780,42 @@ def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS, keep_tr
     DiscardedTrace, holding nothing, with keep_trace=False); machine.status
     is "halt", "trap", or "end" when pc ran past the last instruction (the
     run just stops there: no stop token). Raises ProgramError for an invalid
-    program, ExecutionError for a stack underflow, StepLimitExceeded after
-    max_steps instructions.
+    program, ExecutionError for a stack underflow, CallStackExhausted for a
+    call beyond MAX_CALL_DEPTH, StepLimitExceeded after max_steps instructions.
     """
-    check_program(instructions, input_bytes)
-    m = Machine(instructions)
+    m = start(instructions, input_bytes)
     if not keep_trace:
         m.trace = DiscardedTrace()
+    m = advance(m, max_steps)
+    if m.status == "running":
+        raise StepLimitExceeded("step limit of %d instructions reached: %s" % (max_steps, m.describe()), m)
+    return m
+
+
+def start(instructions, input_bytes=None):
+    """A Machine before its first instruction, the input placed in memory (SPEC 4.8 d3)."""
+    check_program(instructions, input_bytes)
+    m = Machine(instructions)
     if has_input_section(instructions):
         address = instructions[0][1]
         placed = bytes(input_bytes or b"") + bytes([NUL])
         m.memory[address:address + len(placed)] = placed
-    program = [(STEP[opcode], immediate) for opcode, immediate in instructions]  # decoded once
+    return m
+
+
+def advance(m, max_steps):
+    """Run machine m on until it stops or has executed max_steps instructions in all
+    (its status is then still "running": advance again with a larger max_steps to go on).
+    Returns m; raises ExecutionError (m holds the state where it happened)."""
+    if m.status != "running":
+        return m
+    program = m.program
     count = len(program)
-    pc = steps = 0
+    pc, steps = m.pc, m.steps
     try:
         while 0 <= pc < count:
             if steps == max_steps:
-                m.pc, m.steps = pc, steps
-                raise StepLimitExceeded("step limit of %d instructions reached: %s"
-                                        % (max_steps, m.describe()), m)
+                break
             step, immediate = program[pc]
             next_pc = step(m, pc, immediate)
             steps += 1
@@ -797,6 +827,9 @@ def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS, keep_tr
     except IndexError:  # list.pop() on an empty operand stack
         m.pc, m.steps = pc, steps
         raise ExecutionError("stack underflow: %s" % m.describe()) from None
+    except CallStackExhausted as error:
+        m.pc, m.steps = pc, steps
+        raise CallStackExhausted("%s: %s" % (error, m.describe())) from None
     m.pc, m.steps = pc, steps
     return m
 

@@ -17,7 +17,8 @@ head by one of four exact algorithms, picked by checking the keys at run time:
 
   PositionHead    latest-write head whose keys are the positions themselves,
                   (2p, -p^2 + d): the best key for a query is one of the two
-                  positions next to qx/qy, found by rounding; O(1) per query.
+                  positions next to qx/qy (up to 2^24; a few more beyond),
+                  found by rounding; O(1) per query.
   ColumnHead      latest-write head with parabolic keys (2k, -k^2 + d) on
                   integer k, or cleared keys (ky < -1e20): the best key is the
                   latest write of one of the two columns k next to qx/qy that
@@ -40,12 +41,25 @@ delta >= |k*|/3). So only the two neighbouring columns can reach the float
 maximum; their scores are computed exactly as SPEC 9 says and compared, ties
 going to the later write. Inside a column the latest write has the largest ky
 (checked: ky never decreases within a column), hence the largest score, and it
-is the latest of any entries it ties with. Cleared keys (ky + k^2 < -1e20) score
-below the position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
+is the latest of any entries it ties with. Position keys go further, up to
+2^26 (POSITION_LIMIT, beyond the default token limit), with 0 <= d <= 1/2 (from
+p = 2^25.5 on, -p^2 + d is a multiple of 1/2 and d = 0.42 rounds to 1/2): there
+the rounding of two scores is below 2^-51 * qy * (2|k*||k| + k^2) <= 10 qy while
+|k*| <= 2^27. With b and a the positions next to k* (floor and ceil, clipped to
+0..now), a position outside b - 3 .. a + 3 (POSITION_RADIUS = 4 on each side) is
+4 or more from k* while b or a is within 1/2 of it, so it scores at least
+qy * (4^2 - 1/4 - 1/2) lower in exact arithmetic (for k* beyond now, b = a = now
+and the gap is >= qy * (4^2 - 1/2); it grows with |k*|): the float maximum is
+among those 8 positions. Cleared keys (ky + k^2 < -1e20) score below the
+position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
 (QUERY_LIMIT), so they never win. Every one of these conditions is checked on
 the actual keys and queries; if one fails, the head is a GeneralHead (first
 chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
 otherwise the run raises NotVerifiable and the caller decodes sequentially.
+
+The draft may come in pieces, drafted as verification needs them
+(reference_draft_pieces): a long or never-ending program then holds one piece of
+draft tokens at a time, not the whole draft.
 
 Costs per position (T = trace length): the matrix products of wasmtf.step
 (prepared, restricted to active heads, live neurons, and the residual slots
@@ -65,10 +79,11 @@ With OpenBLAS's default threads on the busy machine the same run took 310 s:
 its worker threads cost more than they give here (set OPENBLAS_NUM_THREADS=1).
 
 Entry points: verify(model, prompt, draft), generate_speculative(model, prompt,
-draft), draft_for_prompt(prompt), run_speculative(model, instructions,
+draft), draft_for_prompt(prompt), draft_pieces_for_prompt(prompt), run_speculative(model, instructions,
 input_bytes), causal_hard_attention(q, k, v, latest).
 """
 import math
+import sys
 
 import numpy as np
 
@@ -79,8 +94,12 @@ CHUNK = 16_384           # positions per batched step: big enough to amortise Nu
                          # per-call cost, small enough for [CHUNK, 2F] temporaries
 LOGIT_BLOCK = 4_096      # rows per logits product ([block, V] floats at a time)
 KEY_LIMIT = 2.0 ** 24    # |k| bound of the exactness argument (see the header)
+POSITION_LIMIT = 2 ** 26  # positions a PositionHead answers exactly (see the header)
+POSITION_RADIUS = 4      # candidates on each side of k* beyond 2^24 (see the header)
+DRAFT_STEPS = 1 << 18    # reference steps per draft piece (about a million tokens)
 QUERY_LIMIT = 2.0 ** 40  # |qx/qy| bound: cleared keys (ky < -1e20) still score below 0
 RECENCY_LIMIT = 0.45     # d = ky + k^2 must lie in [0, RECENCY_LIMIT] (0.3/ln 2 = 0.433)
+POSITION_RECENCY_LIMIT = 0.5  # the same for position keys, whose d rounds to 1/2 near 2^26
 CLEARED = -1e20          # keys with ky + k^2 below this are cleared (about -1e30 in the machine)
 GENERAL_BLOCK = 256      # query rows per brute-force block of a GeneralHead
 GENERAL_LIMIT = 32_768   # positions a GeneralHead scans (O(T^2) work, ~1 s at this size);
@@ -144,8 +163,14 @@ def neighbour_ratio(q, rows):
     return qx, qy, k_star
 
 
+def position_radius(end):
+    """Candidate positions on each side of k*, for positions below `end`: 1 (the two
+    neighbours of k*) while they are within KEY_LIMIT, else POSITION_RADIUS."""
+    return 1 if end <= KEY_LIMIT else POSITION_RADIUS
+
+
 class PositionHead:
-    """Latest-write head whose key at position p is (2p, -p^2 + d), 0 <= d <= 0.45."""
+    """Latest-write head whose key at position p is (2p, -p^2 + d), 0 <= d <= 1/2."""
 
     kind = "position"
 
@@ -156,8 +181,8 @@ class PositionHead:
     def fits(k, start):
         p = positions_of(start, len(k)).astype(np.float64)        # [C]
         d = k[:, 1] + p * p                                       # [C]
-        return bool((k[:, 0] == 2 * p).all() and (d >= 0).all() and (d <= RECENCY_LIMIT).all()
-                    and start + len(k) <= KEY_LIMIT)
+        return bool((k[:, 0] == 2 * p).all() and (d >= 0).all() and (d <= POSITION_RECENCY_LIMIT).all()
+                    and start + len(k) <= POSITION_LIMIT)
 
     def attend(self, q, k, v, start):
         if not self.fits(k, start):
@@ -171,9 +196,13 @@ class PositionHead:
         below = np.clip(np.floor(k_star), 0, now).astype(np.int64)  # [R] nearest position <= k*
         above = np.clip(np.ceil(k_star), 0, now).astype(np.int64)   # [R] nearest position >= k*
         ky = self.store["ky"]
-        score_below = qx * (2.0 * below) + qy * ky[below]         # [R] two products, one sum
-        score_above = qx * (2.0 * above) + qy * ky[above]         # [R]
-        best = np.where(score_above >= score_below, above, below)  # ties: the later position
+        radius = position_radius(start + len(q))
+        best, best_score = below, qx * (2.0 * below) + qy * ky[below]  # [R] two products, one sum
+        for candidate in [below - j for j in range(1, radius)] + [above + j for j in range(radius)]:
+            candidate = np.clip(candidate, 0, now)                # [R]
+            score = qx * (2.0 * candidate) + qy * ky[candidate]   # [R]
+            better = (score > best_score) | ((score == best_score) & (candidate > best))  # ties: the later
+            best, best_score = np.where(better, candidate, best), np.where(better, score, best_score)
         out[rows, 0] = self.store["vx"][best]
         out[rows, 1] = self.store["vy"][best]
         return out
@@ -184,6 +213,8 @@ class PositionHead:
     def as_columns(self, start):
         """The same past as a ColumnHead (every position its own column), for keys that
         stop being positions after `start`."""
+        if start > KEY_LIMIT:
+            raise NotVerifiable("position keys beyond the column heads' key range")
         head = ColumnHead()
         p = positions_of(0, start)                                # [start]
         head.past = {"key": p.astype(np.float64), "pos": p, "ky": self.store["ky"][:start].copy(),
@@ -522,19 +553,19 @@ class PositionCache:
 
     def insert(self, kx, ky, vx, vy):
         p = self.count
-        if not (kx == 2 * p and 0 <= ky + p * p <= RECENCY_LIMIT and p <= KEY_LIMIT):
+        if not (kx == 2 * p and 0 <= ky + p * p <= POSITION_RECENCY_LIMIT and p < POSITION_LIMIT):
             raise NotVerifiable("position keys stopped being (2p, -p^2 + d)")
         self.store.write(p, ky=[ky], vx=[vx], vy=[vy])
         self.count += 1
 
     def query(self, qx, qy):
         k_star, now = query_ratio(qx, qy), self.count - 1
-        below = min(max(math.floor(k_star), 0), now)
-        above = min(max(math.ceil(k_star), 0), now)
         ky = self.store["ky"]
-        score_below = qx * (2.0 * below) + qy * float(ky[below])
-        score_above = qx * (2.0 * above) + qy * float(ky[above])
-        best = above if score_above >= score_below else below
+        radius = position_radius(self.count)
+        below, above = min(max(math.floor(k_star), 0), now), min(max(math.ceil(k_star), 0), now)
+        first, last = max(below - radius + 1, 0), min(above + radius - 1, now)
+        scores = [qx * (2.0 * j) + qy * float(ky[j]) for j in range(first, last + 1)]  # two products, one sum
+        best = last - scores[::-1].index(max(scores))             # ties: the later position
         return (float(self.store["vx"][best]), float(self.store["vy"][best]))
 
 
@@ -604,41 +635,45 @@ def as_caches(state):
 # 4. Verification and speculative generation
 # ---------------------------------------------------------------------------
 
-def check_draft(state, ids, n_prompt, chunk, progress=None):
-    """Run prompt + draft ids through `state` in chunks; stop at the first position whose
-    greedy token differs from the draft. Returns (accepted draft tokens, next token id):
-    the state has then committed the prompt and the accepted draft tokens, and the next
-    token id is the transformer's token after them."""
-    T = len(ids)
-    for start in range(0, T, chunk):
-        end = min(start + chunk, T)
-        predicted = state.advance(ids[start:end])                 # [C]: after positions start..end-1
-        # position p predicts ids[p + 1]; only predictions after the prompt are checked
-        checked = np.arange(max(start, n_prompt - 1), min(end, T - 1))  # positions with a draft token after them
+def check_draft(state, ids, n_prompt, chunk, progress=None, last=True):
+    """Advance `state` over ids, the tokens of positions state.position, state.position + 1, ...
+    (all of them if `last`, else all but the last, which the next call starts with), in chunks,
+    checking that the greedy token after each position from n_prompt - 1 on is the next id.
+    Returns (agreed, token id): at the first disagreement (False, the transformer's token
+    there), the state having committed the positions up to it; else (True, the transformer's
+    token after the last id if `last`, else None), all positions committed."""
+    base = state.position
+    advanced = len(ids) if last else len(ids) - 1                 # positions to run through the layers
+    token_id = None
+    for start in range(0, advanced, chunk):
+        end = min(start + chunk, advanced)
+        predicted = state.advance(ids[start:end])                 # [C]: after positions base+start..base+end-1
+        # position base + i predicts ids[i + 1]; only predictions after the prompt are checked
+        checked = np.arange(max(start, n_prompt - 1 - base), min(end, len(ids) - 1))
         wrong = checked[predicted[checked - start] != ids[checked + 1]]
         if len(wrong):
-            p = int(wrong[0])                                     # the first disagreement
-            if p + 1 < end:                                       # redo the chunk up to p only
-                state.advance(ids[start:p + 1])
+            i = int(wrong[0])                                     # the first disagreement
+            if i + 1 < end:                                       # redo the chunk up to it only
+                state.advance(ids[start:i + 1])
             state.commit()
-            return p + 1 - n_prompt, int(predicted[p - start])
+            return False, int(predicted[i - start])
         state.commit()
+        token_id = int(predicted[-1])
         if progress is not None:
-            progress(max(0, end - n_prompt))
-    return T - n_prompt, int(predicted[-1])
+            progress(max(0, base + end - n_prompt))
+    return True, (token_id if last else None)
 
 
 def verify(model, prompt, draft, chunk=CHUNK, plan=None, progress=None):
     """(accepted, token): how many leading draft tokens are the transformer's greedy
     tokens after `prompt`, and, on a mismatch, the transformer's own token at draft
-    index `accepted` (None if the whole draft is accepted, or if the transformer
-    stopped before it). Falls back to sequential decoding if the keys lose the
-    structure the fast heads need."""
+    index `accepted` (None if the whole draft is accepted). Falls back to sequential
+    decoding if the keys lose the structure the fast heads need."""
     state = BatchState(model, plan)
     ids = np.array(wasmtf.encode(model, list(prompt) + list(draft)), dtype=np.int64)
     try:
-        accepted, token = check_draft(state, ids, len(prompt), chunk, progress)
-        return accepted, (model["vocab"][token] if accepted < len(draft) else None)
+        agreed, token = check_draft(state, ids, len(prompt), chunk, progress)
+        return state.position - len(prompt), (None if agreed else model["vocab"][token])
     except NotVerifiable:                                         # decode sequentially and compare
         generated = wasmtf.generate(model, prompt, max_new_tokens=len(draft), plan=plan, progress=progress)
         accepted = next((i for i, (a, b) in enumerate(zip(generated, draft)) if a != b), len(generated))
@@ -648,30 +683,47 @@ def verify(model, prompt, draft, chunk=CHUNK, plan=None, progress=None):
 def generate_speculative(model, prompt, draft, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,
                          chunk=CHUNK, plan=None, progress=None):
     """Exactly wasmtf.generate(model, prompt, max_new_tokens=...): the transformer's
-    greedy tokens after the prompt, up to and including a stop token. The draft (any
-    token list; the reference trace is best) is checked in chunks; after its end or
-    its first wrong token, decoding goes on with wasmtf.step, one token at a time,
-    on caches made from the verified state (as_caches). If the keys lose the
-    structure the fast heads need, falls back to wasmtf.generate from the start."""
+    greedy tokens after the prompt, up to and including a stop token. The draft (a
+    token list, or an iterable of token lists drafted on demand; the reference trace
+    is best) is checked in chunks, each piece as it comes, so that only the verified
+    state and one piece are held. After the draft's end or its first wrong token,
+    decoding goes on with wasmtf.step, one token at a time, on caches made from the
+    verified state (as_caches). If the keys lose the structure the fast heads need,
+    says so on stderr and falls back to wasmtf.generate from the start."""
     stop_ids = set(model["stop_ids"])
     index = {token: i for i, token in enumerate(model["vocab"])}
-    draft_ids = np.array([index.get(token, -1) for token in draft[:max_new_tokens]], dtype=np.int64)
-    # the draft ends before a token the model does not know, and after a stop token
-    unknown, stops = draft_ids < 0, np.isin(draft_ids, list(stop_ids))
-    cut = np.flatnonzero(unknown | stops)
-    if len(cut):
-        draft_ids = draft_ids[:cut[0] + int(stops[cut[0]])]
-    draft = list(draft[:len(draft_ids)])
+    pieces = iter([draft] if isinstance(draft, (list, tuple)) else draft)
     state = BatchState(model, plan)
-    ids = np.concatenate([np.array(wasmtf.encode(model, list(prompt)), dtype=np.int64), draft_ids])
+    n_prompt = len(prompt)
+    ids = np.array(wasmtf.encode(model, list(prompt)), dtype=np.int64)  # from position state.position on
+    generated = []                                                # the accepted draft tokens
     try:
-        accepted, token_id = check_draft(state, ids, len(prompt), chunk, progress)
-        generated = draft[:accepted]
-        if generated and model["vocab"].index(generated[-1]) in stop_ids:
+        agreed, draft_ended = True, False
+        while agreed and not draft_ended:
+            piece = next(pieces, None)
+            draft_ended = piece is None
+            piece = list(piece or [])[:max_new_tokens - len(generated)]
+            piece_ids = np.array([index.get(token, -1) for token in piece], dtype=np.int64)
+            # the draft ends before a token the model does not know, after a stop token, at the limit
+            unknown, stops = piece_ids < 0, np.isin(piece_ids, list(stop_ids))
+            cut = np.flatnonzero(unknown | stops)
+            if len(cut):
+                piece_ids, draft_ended = piece_ids[:cut[0] + int(stops[cut[0]])], True
+            draft_ended = draft_ended or len(generated) + len(piece_ids) == max_new_tokens
+            ids = np.concatenate([ids, piece_ids])
+            agreed, token_id = check_draft(state, ids, n_prompt, chunk, progress, last=draft_ended)
+            # agreed and not ended: every id is accepted, the last one not yet run (it starts the next ids)
+            accepted = state.position + int(agreed and not draft_ended) - n_prompt
+            generated += piece[:accepted - len(generated)]
+            ids = ids[-1:]
+        if generated and index[generated[-1]] in stop_ids:
             return generated
         caches, p = as_caches(state), state.position
+        depth = sum(wasmtf.CALL_DEPTH_CHANGE.get(token, 0) for token in generated)
         while len(generated) < max_new_tokens:                    # sequential from here
             generated.append(model["vocab"][token_id])
+            depth += wasmtf.CALL_DEPTH_CHANGE.get(generated[-1], 0)
+            wasmtf.check_call_depth(depth, len(generated))
             if token_id in stop_ids or len(generated) == max_new_tokens:
                 break
             token_id = wasmtf.next_token(state.plan, wasmtf.step(state.plan, caches, token_id, p))
@@ -679,31 +731,76 @@ def generate_speculative(model, prompt, draft, max_new_tokens=wasmtf.DEFAULT_MAX
             if progress is not None and len(generated) % wasmtf.PROGRESS_EVERY == 0:
                 progress(len(generated))
         return generated
-    except NotVerifiable:
+    except NotVerifiable as reason:
+        print(f"wasmtf: speculative verification stopped after {state.position:,} positions ({reason}); "
+              f"decoding sequentially from the start", file=sys.stderr)
         return wasmtf.generate(model, prompt, max_new_tokens=max_new_tokens, plan=plan, progress=progress)
 
 
-def reference_draft(instructions, input_bytes=None, max_steps=reference.DEFAULT_MAX_STEPS):
-    """The reference interpreter's trace as a draft (what it produced so far if it fails)."""
+def reference_draft_pieces(instructions, input_bytes=None, max_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,
+                           piece_steps=DRAFT_STEPS):
+    """The reference interpreter's trace in pieces of piece_steps instructions, each drafted
+    when the previous one has been used, until the run stops, fails (the piece then ends
+    where it failed) or has written max_tokens tokens. An invalid program drafts nothing."""
     try:
-        return reference.execute(instructions, input_bytes, max_steps).trace
-    except (reference.StepLimitExceeded, reference.ExecutionError) as error:
-        machine = getattr(error, "machine", None)
-        return machine.trace if machine is not None else []
-    except ValueError:                                            # not a valid program: no draft
+        machine = reference.start(instructions, input_bytes)
+    except ValueError:
+        return
+    drafted = 0
+    while machine.status == "running" and drafted < max_tokens:
+        piece, failed = draft_steps(machine, machine.steps + piece_steps)
+        drafted += len(piece)
+        yield piece
+        if failed:
+            return
+
+
+def draft_steps(machine, max_steps):
+    """Run the reference machine on to max_steps instructions in all: (the tokens it wrote,
+    taken out of machine.trace; whether it failed: stack underflow, call stack exhausted,
+    a bad `return`)."""
+    try:
+        reference.advance(machine, max_steps)
+        failed = False
+    except (reference.ExecutionError, ValueError):
+        failed = True
+    piece, machine.trace = machine.trace, []
+    return piece, failed
+
+
+def reference_draft(instructions, input_bytes=None, max_steps=reference.DEFAULT_MAX_STEPS):
+    """The reference interpreter's trace as one draft list (what it wrote until it stopped,
+    failed or reached max_steps instructions)."""
+    try:
+        machine = reference.start(instructions, input_bytes)
+    except ValueError:
         return []
+    return draft_steps(machine, max_steps)[0]
 
 
-def draft_for_prompt(prompt, max_steps=reference.DEFAULT_MAX_STEPS):
-    """A draft for any prompt: the reference trace if the prompt is a program's
-    (SPEC 2.1, with its input section), otherwise [] (plain sequential decoding)."""
+def program_of_prompt(prompt):
+    """(instructions, input bytes) if the prompt is a program's (SPEC 2.1, with its input
+    section), else None."""
     try:
         instructions, input_bytes = reference.parse_program(" ".join(prompt))
     except ValueError:
-        return []
+        return None
     if reference.program_tokens(instructions, input_bytes) != list(prompt):
-        return []
-    return reference_draft(instructions, input_bytes, max_steps)
+        return None
+    return instructions, input_bytes
+
+
+def draft_pieces_for_prompt(prompt, max_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS):
+    """A draft for any prompt, in pieces: the reference trace if the prompt is a program's,
+    otherwise nothing (plain sequential decoding)."""
+    program = program_of_prompt(prompt)
+    return iter([]) if program is None else reference_draft_pieces(*program, max_tokens=max_tokens)
+
+
+def draft_for_prompt(prompt, max_steps=reference.DEFAULT_MAX_STEPS):
+    """draft_pieces_for_prompt as one list, of at most max_steps instructions."""
+    program = program_of_prompt(prompt)
+    return [] if program is None else reference_draft(*program, max_steps=max_steps)
 
 
 def run_speculative(model, instructions, input_bytes=None, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,
@@ -711,6 +808,6 @@ def run_speculative(model, instructions, input_bytes=None, max_new_tokens=wasmtf
     """Run a flat program inside the transformer, drafting with the reference interpreter:
     (prompt tokens, trace tokens), the trace equal to wasmtf.run_program's."""
     prompt = reference.program_tokens(instructions, input_bytes)
-    draft = reference_draft(instructions, input_bytes)
+    draft = reference_draft_pieces(instructions, input_bytes, max_new_tokens)
     trace = generate_speculative(model, prompt, draft, max_new_tokens, chunk, plan, progress)
     return prompt, trace

@@ -241,16 +241,51 @@ def next_token(plan, x):
 # 2. Caches and generation
 # ---------------------------------------------------------------------------
 
+class AttentionTie(RuntimeError):
+    """Softmax attention cannot reproduce a hard head: several entries share the best score."""
+
+
+SOFTMAX_VISIBLE = 2.0 ** -52  # a softmax weight w (the best entry has weight 1) that float64
+                              # can see next to the best entry: 1 + w > 1 (w >= 2^-52)
+
+
 class SoftmaxHead:
     """The standard KV cache with real softmax attention, O(t) per query.
 
     PyTorch's MultiheadAttention convention: scores are divided by sqrt(head
-    width) = sqrt(2). The compiled query rows carry HARD_K * sqrt(2), so score
-    gaps of 1 become logit gaps of 1e10 and softmax equals the hard argmax,
-    except on exact ties, which it always averages (also for 'latest' heads)."""
+    width) = sqrt(2). The compiled query rows carry HARD_K * sqrt(2), so the
+    weight of an entry whose score is delta (in key units) below the best is
+    exp(-HARD_K * delta): for the gap of 1 - 0.433 between an exact key and
+    its neighbour, exactly 0. Softmax cannot express "latest wins": it gives an
+    exact tie equal weights. So the query stops with AttentionTie, naming the
+    head and position, when an entry other than the answer SPEC 9 picks keeps
+    a weight float64 can see (>= SOFTMAX_VISIBLE): for a latest head any
+    second entry, for an average head an entry outside the exact tie.
 
-    def __init__(self, latest=False):
-        self.latest = latest  # ignored: softmax cannot express "latest wins"
+    When it happens (the compiled machine): a latest head's writes of one key k
+    at positions p1 < p2 <= P differ by the recency term
+    d = 0.3 * (inv_log_pos(p2) - inv_log_pos(p1)) >= 0.3 / ((P + 2) ln(P + 1) ln(P + 2))
+    (as 1/ln(P+1) - 1/ln(P+2) = ln((P+2)/(P+1)) / (ln(P+1) ln(P+2)) and
+    ln(1 + x) >= x / (1 + x)). The two softmax weights differ visibly only if
+      (a) the float64 scores differ: ky = -k^2 + d and the score (two products,
+          one sum) each round with relative error 2^-53 on terms of size about
+          k^2 in key units, so d > 2^-50 (k^2 + 1) suffices, and
+      (b) exp(-HARD_K * d) < 2^-52: d > 52 ln 2 / HARD_K = 3.6e-9.
+    Both hold, so every such head is tie-free under softmax, while
+      (P + 2) ln(P + 1) ln(P + 2) < 0.3 / max(2^-50 (k^2 + 1), 3.6e-9):
+    keys k <= 2,000 up to P = 485,000 tokens (the softmax bound), k = 4,096 up
+    to P = 142,000, k = 2^16 up to P = 1,470, k = 2^20 up to P = 25, k = 2^24
+    never (a sufficient condition: beyond it ties may or may not occur). Keys written once (the
+    position-keyed heads: previous tokens, fetch, immediates, byte reads) and
+    the average heads (all tied keys exactly equal, the rest >= 0.567 lower)
+    never tie. Memory keys are addresses up to 2^24, and no recency term can
+    separate many writes there: ky = -k^2 + d has only 2^52 / k^2 float64
+    values within the gap of 1 (16 at k = 2^24) for up to 2^25 positions, so
+    a program that rewrites a high address stops here (use the hull cache)."""
+
+    def __init__(self, latest=False, name="a head"):
+        self.latest = latest  # softmax cannot express "latest wins": ties are detected instead
+        self.name = name      # e.g. "layer 3 head 5", for the AttentionTie message
         self.n = 0
         self.keys = np.zeros((16, HEAD_WIDTH))    # [capacity, 2]
         self.values = np.zeros((16, HEAD_WIDTH))  # [capacity, 2]
@@ -272,14 +307,24 @@ class SoftmaxHead:
         keys, values = self.keys[:self.n], self.values[:self.n]   # [t, 2]
         scores = (keys @ (qx, qy)) / math.sqrt(HEAD_WIDTH)         # [t]
         weights = np.exp(scores - scores.max())                   # [t], max weight 1
+        visible = weights >= SOFTMAX_VISIBLE                      # [t] entries the answer mixes in
+        mixed = visible if self.latest else visible & (scores < scores.max())
+        if np.count_nonzero(mixed) > (1 if self.latest else 0):
+            positions = np.flatnonzero(visible)
+            shown = ", ".join(str(j) for j in positions[-4:])
+            raise AttentionTie(
+                f"softmax attention cannot tell apart the keys of {self.name} at position {self.n - 1}: "
+                f"{len(positions)} entries (positions {shown}) score within float64 resolution of the best, "
+                f"where hard attention takes {'the latest' if self.latest else 'only the exact ties'} "
+                f"(see wasmtf.SoftmaxHead; use --cache hull)")
         out = (weights @ values) * (1 / weights.sum())            # [2]
         return (float(out[0]), float(out[1]))
 
 
-def make_cache(kind, latest):
+def make_cache(kind, latest, name="a head"):
     """One head's cache: "hull" (O(log t)), "brute" (O(t), the SPEC 9 oracle), "softmax"."""
     if kind == "softmax":
-        return SoftmaxHead(latest)
+        return SoftmaxHead(latest, name)
     if kind == "hull":
         return hull.HullHead(latest)
     if kind == "brute":
@@ -290,8 +335,9 @@ def make_cache(kind, latest):
 def new_caches(plan, kind):
     """Fresh caches for every active head: per layer a list of (insert, query)."""
     caches = []
-    for layer in plan["layers"]:
-        heads = [make_cache(kind, latest) for latest in layer["tie_latest"]]
+    for l, layer in enumerate(plan["layers"]):
+        heads = [make_cache(kind, latest, f"layer {l} head {h}")
+                 for h, latest in zip(layer["heads"], layer["tie_latest"])]
         caches.append([(c.insert, c.query) for c in heads])
     return caches
 
@@ -320,14 +366,16 @@ def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
     with the tokens so far (the speculative path passes the count only).
     speculative=True gives the same tokens: the reference interpreter drafts the
     trace of a program prompt, or of `program` = (instructions, input bytes) (a
-    specialized prompt does not hold its program), and the transformer checks it in
-    batched steps (speculative.py), decoding on token by token after a disagreement."""
+    specialized prompt does not hold its program), piece by piece, and the transformer
+    checks it in batched steps (speculative.py), decoding on token by token after a
+    disagreement. A trace with more calls in progress than reference.MAX_CALL_DEPTH
+    raises reference.CallStackExhausted."""
     if speculative:
         import speculative as speculative_decoding
         if program is None:
-            draft = speculative_decoding.draft_for_prompt(prompt, max_steps=max_new_tokens)  # a step writes >= 1 token
+            draft = speculative_decoding.draft_pieces_for_prompt(prompt, max_new_tokens)  # drafted as verified
         else:
-            draft = speculative_decoding.reference_draft(*program, max_steps=max_new_tokens)
+            draft = speculative_decoding.reference_draft_pieces(*program, max_tokens=max_new_tokens)
         return speculative_decoding.generate_speculative(model, prompt, draft, max_new_tokens,
                                                          plan=plan, progress=progress)
     plan = plan or prepare(model)
@@ -336,16 +384,30 @@ def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
     for p, token_id in enumerate(ids[:-1]):
         step(plan, caches, token_id, p)
     generated = []
-    token_id, p = ids[-1], len(ids) - 1
+    token_id, p, depth = ids[-1], len(ids) - 1, 0
     while len(generated) < max_new_tokens:
         token_id = next_token(plan, step(plan, caches, token_id, p))
         generated.append(model["vocab"][token_id])
+        depth += CALL_DEPTH_CHANGE.get(generated[-1], 0)
+        check_call_depth(depth, len(generated))
         if token_id in plan["stop_ids"]:
             break
         p += 1
         if progress is not None and len(generated) % PROGRESS_EVERY == 0:
             progress(len(generated), generated)
     return generated
+
+
+CALL_DEPTH_CHANGE = {reference.CALL_COMMIT: 1, reference.RETURN_COMMIT: -1}  # SPEC 4.2
+
+
+def check_call_depth(depth, count):
+    """Stop a generated trace with more calls in progress than the reference interpreter
+    allows (reference.MAX_CALL_DEPTH, which keeps the machine's keys exact)."""
+    if depth > reference.MAX_CALL_DEPTH:
+        raise reference.CallStackExhausted(
+            f"call stack exhausted: after {count:,} generated tokens the trace has call {depth} in progress "
+            f"(the limit is {reference.MAX_CALL_DEPTH})")
 
 
 def forward(model, tokens, cache="hull"):
@@ -1235,7 +1297,7 @@ def main(argv=None):
     except (ValueError, OSError) as error:  # bad files, programs, modules, tokens
         print_error(error)
         return 2
-    except (reference.StepLimitExceeded, reference.ExecutionError) as error:  # a failed reference run
+    except (reference.StepLimitExceeded, reference.ExecutionError, AttentionTie) as error:  # a failed run
         print_error(error)
         return 1
 

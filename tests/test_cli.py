@@ -491,3 +491,53 @@ def test_a_c_compile_failure_is_one_line_then_the_compilers_messages(tmp_path, c
                      f"{source}:1:43: error: use of undeclared identifier 'x')")
     assert details and all(line.startswith("  ") for line in details)
     assert any(f"{source}:2:20: error: use of undeclared identifier 'y'" in line for line in details)
+
+
+# --- issue 16: no wrong answers with exit 0, no runaway runs -----------------------
+
+PRIMES_C = """/* the primes up to 5, by trial division (`%` is lowered to a loop) */
+void compute(const char *input) {
+    for (int n = 2; n <= 5; n++) {
+        int prime = 1;
+        for (int d = 2; d < n; d++)
+            if (n % d == 0) prime = 0;
+        if (prime) { print_int(n); putchar(' '); }
+    }
+    putchar('\\n');
+}
+"""
+
+
+@pytest.mark.slow
+def test_softmax_cache_stops_on_a_float64_tie_instead_of_a_wrong_answer(tmp_path, capsys):
+    """Stores to the C stack (addresses near 2^16) tie exactly in float64 after ~1,500
+    tokens (wasmtf.SoftmaxHead's bound): softmax would average two writes and print
+    "2 " forever. It stops at the first tie, naming the head and position (~10 s)."""
+    source = tmp_path / "primes.c"
+    source.write_text(PRIMES_C)
+    assert wasmtf.main(["run", str(source)]) == 0
+    assert capsys.readouterr().out == "2 3 5 \n"
+    assert wasmtf.main(["run", str(source), "--cache", "softmax"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out in ("", "2 ")
+    errors = [line for line in captured.err.splitlines() if line.startswith("wasmtf: error")]
+    assert len(errors) == 1 and "softmax attention cannot tell apart the keys of layer" in errors[0]
+    assert " at position " in errors[0]
+
+
+def test_runaway_recursion_stops_in_reference_run_and_speculative_run(monkeypatch, capsys):
+    """ex3 with an empty input recurses forever; the call depth limit (here lowered to 20)
+    stops the reference, the transformer's run and its speculative run alike."""
+    monkeypatch.setattr(reference, "MAX_CALL_DEPTH", 20)
+    for command in (["reference"], ["run"], ["run", "--speculative"]):
+        assert wasmtf.main(command + [str(CALL_INPUT), "--input", ""]) == 1
+        line = one_error_line(capsys)
+        assert "call stack exhausted" in line and "(the limit is 20)" in line, command
+
+
+def test_run_speculative_on_a_program_that_never_halts(tmp_path, capsys):
+    program = tmp_path / "loop.txt"
+    program.write_text(reference.format_program([("i32.const", 1), ("drop", 0), ("br", (-3) % 2 ** 32),
+                                                 ("halt", 0)]))
+    assert wasmtf.main(["run", str(program), "--speculative", "--max-tokens", "5000"]) == 1
+    assert one_error_line(capsys) == "wasmtf: no stop token within 5,000 tokens"

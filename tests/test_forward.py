@@ -84,9 +84,46 @@ def test_hand_checked_ties_average_versus_latest(cache):
     assert wasmtf.attended_positions(trace, 3, 0, 2) == [0, 1, 2, 3]
 
 
-def test_softmax_averages_every_exact_tie():
-    x = wasmtf.forward(tie_model(), ["{", "2", "4", "9"], cache="softmax")[-1]["residuals"][-1]
-    assert list(x[5:8]) == [5.0, 5.0, 3.75]  # softmax cannot express "latest"
+def test_softmax_averages_exact_ties_and_stops_on_a_latest_tie():
+    with pytest.raises(wasmtf.AttentionTie, match="layer 0 head 1 at position 2: 2 entries"):
+        wasmtf.forward(tie_model(), ["{", "2", "4", "9"], cache="softmax")  # softmax cannot express "latest"
+    model = tie_model()
+    model["layers"][0]["tie_latest"][1] = False  # the same keys, averaged
+    x = wasmtf.forward(model, ["{", "2", "4", "9"], cache="softmax")[-1]["residuals"][-1]
+    assert list(x[5:8]) == [5.0, 5.0, 3.75]
+
+
+def latest_key_model(k):
+    """tie_model with head 1 a compiled latest-write lookup of the constant key k:
+    query (k, one) * QUERY_SCALE, key (2k, -k^2 + 0.3 * inv_log_pos) (SPEC 7.2)."""
+    model = tie_model()
+    w_qkv = model["layers"][0]["w_qkv"]
+    D, ONE, INV_LOG_POS = w_qkv.shape[1], 3, 1
+    w_qkv[2, ONE] = k * QUERY_SCALE
+    w_qkv[D + 2, ONE] = 2 * k
+    w_qkv[D + 3, ONE] = -k * k
+    w_qkv[D + 3, INV_LOG_POS] = 0.3
+    return model
+
+
+@pytest.mark.parametrize("k", [1, 2 ** 12, 2 ** 24])
+def test_softmax_gives_the_latest_write_or_stops_where_keys_tie_in_float64(k):
+    """At k = 2^24, -k^2 + d is a multiple of 1/32: the recency terms 0.3 * inv_log_pos of
+    positions 3, 4 and 5 (0.246, 0.265, 0.279) all round to -k^2 + 1/4, so their scores tie
+    exactly; the hard caches take the latest write, softmax would average them and stops
+    instead (the bound in wasmtf.SoftmaxHead)."""
+    tokens = ["{", "2", "4", "9", "7", "3"]
+    latest = [0.0, 2.0, 4.0, 9.0, 7.0, 3.0]
+    for cache in ("hull", "brute"):
+        trace = wasmtf.forward(latest_key_model(k), tokens, cache=cache)
+        assert [t["residuals"][-1][6] for t in trace] == latest
+        assert wasmtf.attended_positions(trace, 5, 0, 1) == ([5] if k < 2 ** 24 else [3, 4, 5])
+    if k < 2 ** 24:
+        trace = wasmtf.forward(latest_key_model(k), tokens, cache="softmax")
+        assert [t["residuals"][-1][6] for t in trace] == latest
+    else:
+        with pytest.raises(wasmtf.AttentionTie, match=r"layer 0 head 1 at position 4: 2 entries \(positions 3, 4\)"):
+            wasmtf.forward(latest_key_model(k), tokens, cache="softmax")
 
 
 def test_trace_shows_what_each_head_attended_to():

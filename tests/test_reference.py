@@ -621,3 +621,63 @@ def test_many_large_generated_programs():
     for _ in range(200):
         instructions, input_bytes = program_generator.random_program(rng, n_instructions=1000)
         assert reference.execute(instructions, input_bytes, max_steps=10_000_000).status in ("halt", "trap")
+
+
+# ---------------------------------------------------------------------------
+# Call depth (issue 16): a frame costs little, and a runaway recursion stops in one line
+# ---------------------------------------------------------------------------
+
+def test_unbounded_recursion_exhausts_the_call_stack_in_one_line(capsys):
+    """ex3 with an empty input recurses forever: the reference stops at the call that
+    would exceed MAX_CALL_DEPTH, after holding every frame in little memory."""
+    import tracemalloc
+    instructions, _ = reference.read_program(EXAMPLES_DIR / "ex3_call_input.txt")
+    tracemalloc.start()
+    try:
+        with pytest.raises(reference.CallStackExhausted, match=r"^call stack exhausted: instruction 20 "
+                           r"\(token 101\) would be call 16384 in progress \(the limit is 16383\): .*call depth 16383"):
+            reference.execute(instructions, b"")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - MEMORY_SIZE < 1024 * reference.MAX_CALL_DEPTH   # < 1 KB per frame, its trace included
+    assert wasmtf.main(["reference", str(EXAMPLES_DIR / "ex3_call_input.txt"), "--input", ""]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("wasmtf: call stack exhausted: instruction 20")
+
+
+def test_the_deepest_allowed_call_runs(monkeypatch):
+    """A recursion exactly MAX_CALL_DEPTH deep halts; one call deeper is exhausted. Locals
+    are per frame (zero in a new frame) and come back on return."""
+    count_down = [  # main: f(depth); f(n): local 0 = n; if n != 0: f(n - 1); return
+        const(0), ("call", 1), HALT,                # the argument is patched below
+        ("local.set", 0), ("local.get", 0), ("i32.eqz", 0), ("br_if", 4),
+        ("local.get", 0), const(1), ("i32.sub", 0), ("call", (3 - 10 - 1) % reference.WORD_MODULUS),
+        ("local.get", 1), ("drop", 0), ("return", (3 - 13 - 1) % reference.WORD_MODULUS)]
+    monkeypatch.setattr(reference, "MAX_CALL_DEPTH", 40)
+    for depth in (39, 40):   # f(n) is n + 1 calls deep
+        program = [const(depth - 1)] + count_down[1:]
+        machine = reference.execute(program)
+        assert machine.status == "halt" and machine.trace.count("call_commit") == depth
+    with pytest.raises(reference.CallStackExhausted, match="would be call 41 in progress"):
+        reference.execute([const(40)] + count_down[1:])
+
+
+def test_advance_in_pieces_is_execute():
+    """reference.advance resumes where it stopped: running a program a few steps at a time
+    (as speculative drafting does) gives execute's trace, status and state."""
+    for seed in range(20):
+        rng = random.Random(seed)
+        instructions, input_bytes = program_generator.random_program(rng, n_instructions=60)
+        try:
+            whole = reference.execute(instructions, input_bytes, max_steps=100_000)
+        except (reference.ExecutionError, reference.StepLimitExceeded):
+            continue
+        machine, trace = reference.start(instructions, input_bytes), []
+        while machine.status == "running":
+            reference.advance(machine, machine.steps + rng.randint(1, 9))
+            trace += machine.trace
+            machine.trace = []
+        assert (trace, machine.status, machine.steps, machine.stack, machine.output) == (
+            whole.trace, whole.status, whole.steps, whole.stack, whole.output)
+        assert reference.advance(machine, machine.steps + 5).trace == []   # a stopped machine stays stopped

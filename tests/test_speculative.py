@@ -335,3 +335,87 @@ def test_random_programs_sweep(model, plan):
         expected = reference.run_reference(instructions, input_bytes)
         _, trace = speculative.run_speculative(model, instructions, input_bytes, chunk=SMALL_CHUNK * 5, plan=plan)
         assert trace == expected, f"seed {seed}"
+
+
+# ---------------------------------------------------------------------------
+# Drafts in pieces, long traces, runaway programs (issue 16)
+
+NEVER_HALTS = [("i32.const", 1), ("drop", 0), ("br", (-3) % reference.WORD_MODULUS), ("halt", 0)]
+
+
+def test_draft_pieces_make_the_whole_draft():
+    instructions, input_bytes = reference.read_program(EXAMPLES_DIR / "ex3_call_input.txt")
+    expected = reference.run_reference(instructions, input_bytes)
+    pieces = list(speculative.reference_draft_pieces(instructions, input_bytes, piece_steps=3))
+    assert [token for piece in pieces for token in piece] == expected
+    assert max(len(piece) for piece in pieces) <= 3 * 6 and len(pieces) > 10   # a group has <= 6 tokens
+    limited = list(speculative.reference_draft_pieces(NEVER_HALTS, max_tokens=100, piece_steps=7))
+    assert 100 <= sum(map(len, limited)) < 100 + 7 * 6                          # stops at the token limit
+    assert speculative.reference_draft(NEVER_HALTS, max_steps=30) == reference.advance(
+        reference.start(NEVER_HALTS), 30).trace
+
+
+def test_a_program_that_never_halts_is_drafted_as_it_is_verified(model, plan):
+    """The draft is taken piece by piece, only as far as the token limit: a runaway
+    program holds one piece of draft at a time, and gets the sequential trace."""
+    limit = 3_000
+    expected = reference.advance(reference.start(NEVER_HALTS), limit).trace[:limit]
+    drafted = []
+
+    def pieces():
+        for piece in speculative.reference_draft_pieces(NEVER_HALTS, max_tokens=limit, piece_steps=50):
+            drafted.append(len(piece))
+            yield piece
+
+    prompt = reference.program_tokens(NEVER_HALTS)
+    got = speculative.generate_speculative(model, prompt, pieces(), max_new_tokens=limit, chunk=64, plan=plan)
+    assert got == expected
+    assert sum(drafted) < limit + 50 * 6 and max(drafted) <= 50 * 6
+    assert wasmtf.generate(model, prompt, max_new_tokens=limit, plan=plan, speculative=True) == expected
+    assert wasmtf.generate(model, prompt, max_new_tokens=limit, plan=plan) == expected
+
+
+def test_a_wrong_token_in_a_later_piece(model, plan):
+    prompt, expected = example(EXAMPLES_DIR / "ex2_loop_memory_ref.txt")
+    rng = random.Random(11)
+    for index in (0, 9, 10, 11, len(expected) - 1):
+        draft = corrupt(rng, expected, index)
+        pieces = [draft[start:start + 10] for start in range(0, len(draft), 10)]
+        assert speculative.generate_speculative(model, prompt, iter(pieces), chunk=SMALL_CHUNK, plan=plan) == expected
+        assert speculative.generate_speculative(model, prompt, iter(pieces), max_new_tokens=index + 1,
+                                                plan=plan) == expected[:index + 1]
+
+
+def test_position_heads_beyond_2_to_the_24(seed=9):
+    """Position keys near POSITION_LIMIT = 2^26 (the column heads stop at 2^24): scores
+    of neighbouring positions there round to within qy of each other, and the
+    PositionHead (batched) and PositionCache (sequential) still pick SPEC 9's entry.
+    Only the last WINDOW positions are written; queries stay inside them (a position
+    further than 10 from k* scores > 90 qy lower, beyond any rounding)."""
+    rng = np.random.default_rng(seed)
+    WINDOW, C = 600, 400
+    start = speculative.POSITION_LIMIT - C
+    p = np.arange(start - WINDOW, start + C, dtype=np.float64)       # [W + C]
+    k = np.stack([2 * p, -p * p + np.array([recency(int(i)) for i in p])], axis=1)
+    v = rng.integers(0, 256, size=(len(p), 2)).astype(np.float64)
+    x = p[WINDOW:] - rng.integers(0, WINDOW - 20, size=C)            # integer, half-integer, near-integer k*
+    kind = rng.random(C)
+    x[kind < 0.3] += 0.5
+    x[(kind >= 0.3) & (kind < 0.5)] += rng.normal(0, 1e-9, size=((kind >= 0.3) & (kind < 0.5)).sum())
+    x[kind > 0.95] = p[-1] + 3                                       # beyond the current position
+    q = np.stack([QUERY_SCALE * x, np.full(C, QUERY_SCALE)], axis=1)  # [C, 2]
+    want = []
+    for row in range(C):
+        now = WINDOW + row                                          # causal: positions up to this one
+        scores = q[row, 0] * k[:now + 1, 0] + q[row, 1] * k[:now + 1, 1]  # two products, one sum
+        want.append(v[np.flatnonzero(scores == scores.max())[-1]])   # ties: the latest
+    head = speculative.PositionHead()
+    head.store.write(start + C - 1, ky=[0.0], vx=[0.0], vy=[0.0])    # allocated once (pages stay unmapped)
+    head.store.write(start - WINDOW, ky=k[:WINDOW, 1], vx=v[:WINDOW, 0], vy=v[:WINDOW, 1])
+    got = head.attend(q, k[WINDOW:], v[WINDOW:], start)
+    assert (got == np.array(want)).all()
+    cache = speculative.PositionCache(head, start + C)
+    for row in range(C - 40, C):                                    # against every position so far
+        scores = q[row, 0] * k[:, 0] + q[row, 1] * k[:, 1]
+        assert cache.query(*q[row]) == tuple(v[np.flatnonzero(scores == scores.max())[-1]])
+    assert not speculative.PositionHead.fits(k[WINDOW:] + [2, 0], start + 1)  # keys must be positions
