@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 
+import legalize
 import reference
 from reference import WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
@@ -381,7 +382,10 @@ def decode_module(data):
             module.functions[index].names.append(name)
     if module.start is not None and module.start >= len(module.functions):
         raise WasmError("start function %d out of range" % module.start)
-    return module
+    try:
+        return legalize.legalize_module(module, Function, Instruction)   # i64 -> pairs of i32
+    except legalize.InvalidCode as error:
+        raise WasmError(str(error)) from None
 
 
 def _read_section(module, section_id, body):
@@ -1845,12 +1849,14 @@ def wast_integer(text):
 
 
 def wast_values(trees):
-    """[i32 words] for a list of `(i32.const N)`, or None if any value is of another type."""
+    """[i32 words] for a list of `(i32.const N)` and `(i64.const N)` (an i64 as its low and
+    high word, as legalize.py passes it), or None if any value is of another type."""
     values = []
     for tree in trees:
-        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] == "i32.const"):
+        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] in ("i32.const", "i64.const")):
             return None
-        values.append(wast_integer(tree[1]) % WORD_MODULUS)
+        value = wast_integer(tree[1])
+        values += [value % WORD_MODULUS] if tree[0] == "i32.const" else list(legalize.halves(value))
     return values
 
 
@@ -2027,7 +2033,7 @@ def _call_problem(instance, file_name, call, head, tree):
     if instance.error:
         return instance.error
     if wast_values(call[1:]) is None or (head == "assert_return" and wast_values(tree[2:]) is None):
-        return "values of types other than i32"
+        return "values of types other than i32 and i64"
     if function_name not in instance.supported:       # whether the export can run, once per name
         reason = None
         try:
