@@ -21,9 +21,11 @@ one shared `trap`, then each function reached, prologue `local.set n-1 ...
 local.set 0`, `return` with F - R - 1, then the routines used. Every branch,
 call and return immediate is relative (target - i - 1).
 
-Supported: the i32 instructions of WebAssembly 1.0 + sign extension, MVP control
-flow incl. br_table, block parameters and multiple results, call_indirect
-through constant tables, globals, one memory up to 256 pages, memory.size /
+Supported: the i32 and i64 instructions of WebAssembly 1.0 + sign extension
+(i64 by legalize.py, which decode_module runs: every i64 becomes two i32
+words, so the rest of this file sees i32 only), MVP control flow incl.
+br_table, block parameters and multiple results, call_indirect through
+constant tables, globals, one memory up to 256 pages, memory.size /
 memory.grow, and the import env.output_byte. Everything else is reported.
 
 Memory map (machine addresses = wasm addresses):
@@ -1652,7 +1654,8 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
       env.output_byte only.
     - otherwise: calls the exported function `entry` with the i32 `args` and
       prints its results, each as 8 lower-case hex digits and a newline (a
-      function without results prints "-" and a newline).
+      function without results prints "-" and a newline). An i64 argument
+      or result is two words, low then high (legalize.py).
     - calls=[(name, args), ...] runs several exported functions in order, each
       printed that way (the spec-test runner's batches), except the first
       `silent_calls` calls, whose results are dropped.
