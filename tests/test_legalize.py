@@ -601,3 +601,24 @@ def test_i64_wast_inside_the_transformer(tmp_path, capsys):
 def test_i64_wast_whole_inside_the_transformer(capsys):
     assert frontend.command_spectest([WAST_DIR / "i64.wast"], transformer=True) == 0
     assert "i64.wast: 384 passed, 0 failed, 31 skipped" in capsys.readouterr().out
+
+
+def test_random_corruption_of_i64_modules_gives_only_wasm_errors():
+    rng = random.Random(64)
+    finishing, _, local_values = expression_sets64(1, 6, 2)
+    seeds = [frontend.wat_to_wasm(FEATURES),
+             frontend.wat_to_wasm(printing_module64([text for text, _ in finishing], local_values))]
+    for _ in range(1500):
+        data = bytearray(rng.choice(seeds))
+        if rng.random() < 0.2:
+            data = data[:rng.randrange(len(data))]
+        else:
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            module = frontend.decode_module(bytes(data))
+            for name, (kind, index) in module.exports.items():
+                if kind == "func":
+                    frontend.lower_module(module, calls=[(name, [0] * len(module.functions[index].params))])
+        except frontend.WasmError:
+            pass
