@@ -44,9 +44,9 @@ traps has written nothing.
 COSTS (WebAssembly i32 instructions of the legalised code, operands in
 locals; the operands' `local.get` and the result's `local.set` included on
 both sides): i64 add 11 + 2 vs i32 4, sub 10 + 2, comparisons 10 + 1, eqz
-5 + 1, and/or/xor 6 + 2, shifts by a constant 3-9 + 2; mul a call with 4
-arguments of a helper of 40 i32 instructions incl. 6 i32.mul; div/rem up to
-64 rounds of about 50 instructions. Each i32 mul/and/or/xor/shift/clz/ctz/
+5 + 1, and/or/xor 6 + 2, shifts and rotations by a constant 4-14 + 2; mul
+a call with 4 arguments of a helper of 70 i32 instructions, 6 of them
+i32.mul; div/rem up to 64 rounds of at most 61 instructions. Each i32 mul/and/or/xor/shift/clz/ctz/
 popcnt the pass emits costs what the front end makes of it (a routine call
 until the machine does it natively); the measured figures are in the README.
 """
@@ -161,7 +161,7 @@ def helper(name, params, results, temps, text, calls=()):
 helper("mul", "al ah bl bh", 2, "a0 a1 b0 b1 p00 p01 p10 mid", """
     # a * b mod 2^64 = al*bl + 2^32 (al*bh + ah*bl). The 64-bit al*bl from 16-bit halves:
     # al*bl = p00 + 2^16 (p01 + p10) + 2^32 p11, each p < 2^32; mid = p00/2^16 + p01%2^16
-    # + p10%2^16 < 3 * 2^16 collects the middle column. 6 i32.mul; 48 instructions.
+    # + p10%2^16 < 3 * 2^16 collects the middle column. 70 instructions, 6 of them i32.mul.
     local.get al ; i32.const 0xFFFF ; i32.and ; local.set a0 ; local.get al ; i32.const 16 ; i32.shr_u ; local.set a1
     local.get bl ; i32.const 0xFFFF ; i32.and ; local.set b0 ; local.get bl ; i32.const 16 ; i32.shr_u ; local.set b1
     local.get a0 ; local.get b0 ; i32.mul ; local.set p00
@@ -183,7 +183,7 @@ helper("divmod_u", "nl nh dl dh", 4, "rl rh count t", """
     # n, d < 2^32: the i32 division. d >= 2^63: the quotient is 0 or 1. Else restoring division:
     # the 128-bit pair (r, n) shifts left one bit per round and each quotient bit enters n from
     # the right; r < d < 2^63 keeps 2r + 1 below 2^64. Leading zero words and bytes of n give
-    # zero quotient bits and are skipped. Rounds: at most 64, each at most 51 instructions.
+    # zero quotient bits and are skipped. Rounds: at most 64, each at most 61 instructions.
     block wide
       local.get nh ; br_if wide ; local.get dh ; br_if wide
       local.get nl ; local.get dl ; i32.div_u ; i32.const 0 ; local.get nl ; local.get dl ; i32.rem_u ; i32.const 0
