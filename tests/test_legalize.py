@@ -622,3 +622,98 @@ def test_random_corruption_of_i64_modules_gives_only_wasm_errors():
                     frontend.lower_module(module, calls=[(name, [0] * len(module.functions[index].params))])
         except frontend.WasmError:
             pass
+
+
+# ---------------------------------------------------------------------------
+# Random structured i64 programs: wasmtime against the lowering
+# ---------------------------------------------------------------------------
+CHEAP64 = ["add", "sub", "mul", "and", "xor", "or", "shl", "shr_s", "shr_u", "rotl"]
+LOADS64 = ["i64.load", "i64.load8_s", "i64.load8_u", "i64.load16_s", "i64.load16_u", "i64.load32_s", "i64.load32_u"]
+STORES64 = ["i64.store", "i64.store8", "i64.store16", "i64.store32"]
+
+
+class Program64:
+    """Random wat functions of i64 code; loops count down an i32 local, so all terminate."""
+
+    def __init__(self, rng, n_functions):
+        self.rng = rng
+        self.n_functions = n_functions
+
+    def expression(self, depth, function):
+        rng = self.rng
+        e = lambda: self.expression(depth - 1, function)   # noqa: E731
+        kind = rng.random() if depth > 0 else 0
+        if kind < 0.3:
+            return rng.choice(["(i64.const %d)" % signed64(random_operand64(rng)), "(local.get $x)",
+                               "(local.get $y)", "(global.get $g)", "(local.tee $y (i64.const 5))"])
+        if kind < 0.5:
+            return "(i64.%s %s %s)" % (rng.choice(CHEAP64), e(), e())
+        if kind < 0.58:
+            return "(i64.extend_i32_u (i64.%s %s %s))" % (rng.choice(sorted(COMPARE64)), e(), e())
+        if kind < 0.66:
+            return "(%s offset=%d %s)" % (rng.choice(LOADS64), rng.choice([0, 8, 4]), self.address())
+        if kind < 0.74 and function + 1 < self.n_functions:
+            return "(call $f%d %s %s)" % (rng.randrange(function + 1, self.n_functions), e(), e())
+        if kind < 0.8:
+            return "(select %s %s (i64.lt_u %s %s))" % (e(), e(), e(), e())
+        if kind < 0.88:
+            return "(if (result i64) (i64.eqz %s) (then %s) (else %s))" % (e(), e(), e())
+        return "(block $v (result i64) %s (drop (br_if $v %s (i32.wrap_i64 %s))) %s)" % (
+            self.statements(depth - 1, function, 1), e(), e(), e())
+
+    def address(self):
+        return "(i32.const %d)" % self.rng.randrange(0, 256, 4)
+
+    def statements(self, depth, function, count):
+        return " ".join(self.statement(depth, function) for _ in range(count))
+
+    def statement(self, depth, function):
+        rng = self.rng
+        e = lambda: self.expression(max(depth - 1, 0), function)   # noqa: E731
+        kind = rng.random() if depth > 0 else rng.random() * 0.5
+        if kind < 0.15:
+            return "(local.set $%s %s)" % (rng.choice("xy"), e())
+        if kind < 0.25:
+            return "(global.set $g %s)" % e()
+        if kind < 0.35:
+            return "(%s offset=%d %s %s)" % (rng.choice(STORES64), rng.choice([0, 8, 4]), self.address(), e())
+        if kind < 0.5:
+            return "(call $print %s)" % e()
+        if kind < 0.65:
+            return "(if (i64.ne %s %s) (then %s) (else %s))" % (e(), e(), self.statements(depth - 1, function, 2),
+                                                             self.statements(depth - 1, function, 1))
+        if kind < 0.8:
+            return ("(local.set $n{0} (i32.const {1})) (loop $l {2} (local.set $n{0} (i32.sub (local.get $n{0})"
+                    " (i32.const 1))) (br_if $l (local.get $n{0})))").format(
+                        depth, rng.randrange(1, 4), self.statements(depth - 1, function, 2))
+        if kind < 0.9:
+            return "(block $b %s (br_if $b (i64.gt_s %s %s)) %s)" % (
+                self.statements(depth - 1, function, 1), e(), e(), self.statements(depth - 1, function, 1))
+        return ("(drop (block $c (result i64) (block $b (result i64) (block $a (result i64)"
+                " (br_table $a $b $c $b %s (i32.wrap_i64 %s))) %s) %s))"
+                % (e(), e(), "(drop) " + e(), "(drop) " + e()))
+
+    def module(self):
+        functions = []
+        for index in range(self.n_functions):
+            functions.append("(func $f%d (param $x i64) (param $y i64) (result i64) (local $n0 i32) (local $n1 i32)"
+                             " (local $n2 i32) (local $n3 i32) %s %s)"
+                             % (index, self.statements(3, index, 3), self.expression(2, index)))
+        return """(module
+  (import "env" "output_byte" (func $out (param i32)))
+  (memory 1) (global $g (mut i64) (i64.const -7))
+  (func $print (param $v i64) (local $k i32)
+    (i64.store (i32.const 512) (local.get $v))
+    (loop $bytes
+      (call $out (i32.load8_u offset=512 (local.get $k)))
+      (br_if $bytes (i32.lt_u (local.tee $k (i32.add (local.get $k) (i32.const 1))) (i32.const 8)))))
+  %s
+  (func (export "compute") (call $print (call $f0 (i64.const 3) (i64.const -5000000000))) (call $print (global.get $g))))""" \
+            % "\n  ".join(functions)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_i64_programs_match_wasmtime(seed):
+    binary = frontend.wat_to_wasm(Program64(random.Random(seed), 4).module())
+    expected = run_wasmtime(binary)
+    assert run(frontend.lower_module(frontend.decode_module(binary))) == expected
