@@ -23,7 +23,8 @@ call and return immediate is relative (target - i - 1).
 
 Supported: the i32 and i64 instructions of WebAssembly 1.0 + sign extension
 (i64 by legalize.py, which decode_module runs: every i64 becomes two i32
-words, so the rest of this file sees i32 only), MVP control flow incl.
+words, so the rest of this file sees i32 only; why legalising rather than
+a 64-bit machine: legalize.py's header), MVP control flow incl.
 br_table, block parameters and multiple results, call_indirect through
 constant tables, globals, one memory up to 256 pages, memory.size /
 memory.grow, and the import env.output_byte. Everything else is reported.
