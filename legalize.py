@@ -828,6 +828,11 @@ def bitwise_word(op, x, y):
     return [x, y, (op, None)]
 
 
+def shift_word(count, shift):
+    """Items that shift the word on top by a constant count (none for 0)."""
+    return [const(count), (shift, None)] if count else []
+
+
 def constant_shift(name, a, count):
     """Items for a shift or rotation of the pair a by a constant count in 0..63."""
     if name == "i64.rotr":
@@ -843,13 +848,13 @@ def constant_shift(name, a, count):
     if name == "i64.rotl":
         return [low, *up, high, *down, ("i32.add", None), high, *up, low, *down, ("i32.add", None)]
     if name == "i64.shl":
-        if count >= HALF_BITS:
-            return [const(0), low, const(count - HALF_BITS), ("i32.shl", None)]
+        if count >= HALF_BITS:             # the low word moves up whole, then shifts by count - 32
+            return [const(0), low] + shift_word(count - HALF_BITS, "i32.shl")
         return [low, *up, high, *up, low, *down, ("i32.add", None)]
     shift = "i32.shr_s" if name == "i64.shr_s" else "i32.shr_u"
-    if count >= HALF_BITS:
+    if count >= HALF_BITS:                 # the high word moves down whole; its sign (or 0) fills
         fill = [high, const(HALF_BITS - 1), ("i32.shr_s", None)] if name == "i64.shr_s" else [const(0)]
-        return [high, const(count - HALF_BITS), (shift, None)] + fill
+        return [high] + shift_word(count - HALF_BITS, shift) + fill
     back = [const(HALF_BITS - count), ("i32.shl", None)]    # the high word's bits that move down
     return [low, const(count), ("i32.shr_u", None), high, *back, ("i32.add", None), high, const(count), (shift, None)]
 
