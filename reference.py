@@ -806,16 +806,26 @@ def format_trace_file(prompt_tokens, trace_tokens):
 
 
 def parse_trace_file(text):
-    """Read a *_ref.txt file: (instructions, input_bytes or None, trace tokens after the prompt)."""
+    """Read a *_ref.txt file: (instructions, input_bytes or None, trace tokens after the prompt).
+
+    An input_base program's prompt may end at `}` (SPEC 2.1: transformer-vm writes
+    no input section when the program gets no input; input None). Its input section
+    is there when the input bytes after `}` are followed by `00 commit(+0,sts=0,bt=0)`;
+    bytes that only a prompt uses (characters) must be an input section."""
     tokens = text.split()
     if PROGRAM_END not in tokens:
         raise ProgramError("missing '}': not a trace file")
     close = tokens.index(PROGRAM_END)
     prompt_end = close + 1
     if prompt_end < len(tokens) and tokens[1] == "input_base":
-        if INPUT_END not in tokens[close:]:
-            raise ProgramError("the trace file of an input_base program has no input section")
-        prompt_end = tokens.index(INPUT_END, close) + 1
+        run_end = prompt_end
+        while run_end < len(tokens) and tokens[run_end] in INPUT_BYTE:
+            run_end += 1
+        run = tokens[prompt_end:run_end]
+        if tokens[run_end:run_end + 1] == [INPUT_END] and run[-1:] == [byte_token(NUL)]:
+            prompt_end = run_end + 1
+        elif any(token not in TRACE_BYTE for token in run):
+            raise ProgramError("token %d: the input section must end with '00 %s'" % (run_end, INPUT_END))
     instructions, input_bytes = parse_program(" ".join(tokens[:prompt_end]))
     return instructions, input_bytes, tokens[prompt_end:]
 

@@ -405,7 +405,8 @@ def check_model(model, where):
 
 
 def read_model_bin(data, name):
-    """Parse SPEC 8's layout from bytes; every short or bad field is a ModelFileError."""
+    """Parse SPEC 8's layout from bytes; every short or bad field is a ModelFileError.
+    Bytes after the last field (a trailer) are not read: model["trailer_bytes"] counts them."""
     offset = 0
 
     def take(n_bytes, what):
@@ -457,8 +458,7 @@ def read_model_bin(data, name):
         flags = np.array(ints(L * H, "the tie flags")).reshape(L, H)  # [L, H]
         for layer, layer_flags in zip(model["layers"], flags):
             layer["tie_latest"] = layer_flags == 1
-    if offset != len(data):
-        raise ModelFileError(f"{name}: {len(data) - offset} unexpected bytes after offset {offset}")
+    model["trailer_bytes"] = len(data) - offset  # a block some builds append: ignored, as their readers do
     trap = [vocab.index("trap")] if "trap" in vocab and vocab[stop] != "trap" else []
     model["stop_ids"] = [stop] + trap  # SPEC 4.8: trap also ends a run
     model["slot_names"] = [""] * D
@@ -550,6 +550,9 @@ def load(path):
         elif path.endswith(".bin"):
             with open(path, "rb") as f:
                 model = read_model_bin(f.read(), path)
+            if model["trailer_bytes"]:
+                print(f"wasmtf: {path}: ignoring {model['trailer_bytes']:,} bytes after the model.bin fields",
+                      file=sys.stderr)
         else:
             raise ModelFileError(f"{path}: unknown model file type (use .bin or .npz)")
     except ModelFileError:
@@ -819,7 +822,16 @@ def cmd_crosscheck(args):
     instructions, input_bytes = load_program(args.file, args.input)
     prompt = reference.program_tokens(instructions, input_bytes)
     if args.against:
-        expected = reference.parse_trace_file(pathlib.Path(args.against).read_text())[2]
+        traced_instructions, traced_input, expected = reference.parse_trace_file(
+            pathlib.Path(args.against).read_text())
+        if traced_instructions != instructions:
+            raise ValueError(f"{args.against} is the trace of another program than {args.file}")
+        if traced_input is None and reference.has_input_section(instructions) and not input_bytes:
+            prompt = prompt[:prompt.index(reference.PROGRAM_END) + 1]   # transformer-vm's: no input section
+        elif traced_input is None and input_bytes:
+            raise ValueError(f"{args.against}: its prompt has no input section, but the input is {input_bytes!r}")
+        elif (traced_input or b"") != (input_bytes or b""):
+            raise ValueError(f"{args.against}: its input is {traced_input!r}, not {input_bytes or b''!r}")
     else:
         expected = reference.execute(instructions, input_bytes).trace
     progress = Progress()
@@ -911,6 +923,8 @@ def cmd_info(args):
         print(f"layer {l}: {len(heads)} active heads ({latest} latest), "
               f"{int(layer['w_ffo'].any(axis=0).sum())} live neurons")
     print("stop tokens:", " ".join(model["vocab"][i] for i in model["stop_ids"]))
+    if model.get("trailer_bytes"):
+        print(f"trailer: {model['trailer_bytes']:,} bytes after the model.bin fields (ignored)")
     return 0
 
 

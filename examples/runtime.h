@@ -25,10 +25,12 @@
 __attribute__((import_module("env"), import_name("output_byte")))
 void output_byte(int byte);
 
-/* Prints the low 8 bits of c; returns c, like the C library's putchar. */
+/* Prints the low 8 bits of c; returns the byte written, (unsigned char)c, like
+ * the C library's putchar. (A .wasm that imports `int putchar(int)` itself as
+ * env.putchar gets the same output instruction and result, SPEC 5.) */
 static inline int putchar(int c) {
     output_byte(c);
-    return c;
+    return (unsigned char)c;
 }
 
 /* Number of bytes before the terminating NUL. */

@@ -1,5 +1,7 @@
 """The command line: every subcommand's good path, and its bad-input path
 (one clear line on stderr and the right exit code: 0 ok, 1 failed run, 2 bad input)."""
+import sys
+
 import pytest
 
 from conftest import EXAMPLES_DIR, REPO
@@ -110,11 +112,51 @@ def test_crosscheck_reports_the_first_divergence(tmp_path, capsys):
     assert arrays["residuals"].shape[0] == T and arrays["logits"].shape == (T, len(reference.VOCAB))
 
 
+def test_crosscheck_reads_a_trace_without_an_input_section(tmp_path, capsys):
+    """transformer-vm writes no input section when a program gets no input (SPEC 2.1,
+    d3): crosscheck runs that prompt and reports d3 itself, the model's NUL byte."""
+    weights = tmp_path / "model.npz"
+    assert wasmtf.main(["weights", "-o", str(weights)]) == 0
+    d3 = EXAMPLES_DIR / "official_model_divergences" / "d3_empty_input_section"
+    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", f"{d3}_model.txt"]) == 1
+    assert "diverge at token 0 (group 0): expected 'commit(+0,sts=0,bt=0)', got '00'" in capsys.readouterr().out
+    instructions, _ = reference.read_program(f"{d3}.txt")
+    prompt = reference.program_tokens(instructions)
+    own = tmp_path / "own_ref.txt"            # wasmtf's own trace: the empty input section `00 commit(...)`
+    own.write_text(" ".join(prompt + reference.run_reference(instructions, b"")))
+    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", str(own)]) == 0
+    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", f"{d3}_model.txt",
+                        "--input", "x"]) == 2
+    assert "its prompt has no input section, but the input is b'x'" in one_error_line(capsys)
+    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", str(own), "--input", "x"]) == 2
+    assert "its input is b'', not b'x'" in one_error_line(capsys)
+    assert wasmtf.main(["crosscheck", str(weights), str(THREE_PLUS_FIVE), "--against", f"{d3}_model.txt"]) == 2
+    assert "is the trace of another program" in one_error_line(capsys)
+
+
 def test_crosscheck_rejects_a_bad_model_file(tmp_path, capsys):
     bad = tmp_path / "model.bin"
     bad.write_bytes(b"\x01\x02")
     assert wasmtf.main(["crosscheck", str(bad), str(THREE_PLUS_FIVE)]) == 2
     assert "model.bin" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("package, command", [
+    ("wasmtime", ["spectest", str(REPO / "spec" / "wast" / "nop.wast")]),       # it assembles the modules
+    ("wasmtime", ["run", "{tmp}/p.wat"]),
+    ("wasmtime", ["compile", "{tmp}/p.wat"]),
+    ("ziglang", ["run", str(EXAMPLE_WASM / "add.c")]),
+    ("ziglang", ["reference", str(EXAMPLE_WASM / "hello.c"), "--input", "x"]),
+])
+def test_a_missing_tool_is_an_error_saying_what_to_install(tmp_path, capsys, monkeypatch, package, command):
+    """Never a silent pass ("0 passed, 0 failed, N skipped"): exit 2 and one line."""
+    (tmp_path / "p.wat").write_text('(module (func (export "compute")))')
+    monkeypatch.setitem(sys.modules, package, None)     # `import package` raises ImportError
+    assert wasmtf.main([word.format(tmp=tmp_path) for word in command]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [captured.err.strip()]
+    assert captured.err.startswith("wasmtf: error: ") and f"(pip install {package})" in captured.err
+    assert "passed" not in captured.out
 
 
 def test_spectest_command_counts_cases(capsys):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO  # noqa: F401  (puts the repository on sys.path)
+import compile_weights
 import wasmtf
 
 CACHES = ("hull", "brute", "softmax")
@@ -189,6 +190,16 @@ def test_model_bin_trap_is_a_stop_token_too(tmp_path):
     assert [loaded["vocab"][i] for i in loaded["stop_ids"]] == ["halt", "trap"]
 
 
+def test_machine_model_bin_stores_halt_a_port_finds_trap_by_name(tmp_path):
+    """SPEC 8: the header's one stop id is halt's; `trap`'s id (the numbers SPEC 8 and
+    the README give) comes from the vocabulary block, as a port must find it."""
+    wasmtf.save(compile_weights.compile_machine(), tmp_path / "machine.bin")
+    data = (tmp_path / "machine.bin").read_bytes()
+    V, D, L, H, F, stop = struct.unpack("<6i", data[:24])
+    vocab = wasmtf.read_model_bin(data, "machine.bin")["vocab"]
+    assert (V, vocab[stop], stop, vocab.index("trap")) == (916, "halt", 606, 905)
+
+
 def bad_files(data):
     """(description, corrupted bytes, expected message) for a valid model.bin."""
     header = list(struct.unpack("<6i", data[:24]))
@@ -201,7 +212,6 @@ def bad_files(data):
         ("cut in the vocabulary", data[:30], "truncated in the length of token 1"),
         ("cut in a matrix", data[:len(data) // 2], "truncated in layer 0"),
         ("cut in the tie flags", data[:-3], "truncated in the tie flags"),
-        ("trailing bytes", data + b"\0\0\0\0", "4 unexpected bytes"),
         ("odd D", with_header(D=7), "bad header"),
         ("H != D/2", with_header(H=3), "bad header"),
         ("stop id outside the vocabulary", with_header(stop=99), "bad header"),
@@ -220,6 +230,33 @@ def test_bad_model_bin_files_are_rejected_with_a_clear_message(tmp_path):
         with pytest.raises(wasmtf.ModelFileError, match=message) as error:
             wasmtf.load(path)
         assert str(path) in str(error.value), description
+
+
+def test_a_trailer_after_the_model_bin_fields_is_ignored_with_a_note(tmp_path, capsys):
+    """Some transformer-vm builds append a block (one writes 536 bytes of per-head
+    types) after the tie flags: the fields are read, the trailer is counted."""
+    model = odd_model()
+    data = wasmtf.write_model_bin(wasmtf.pad_feed_forward(model))
+    trailer = bytes(range(256)) * 2 + b"\xff" * 24                     # 536 bytes
+    (tmp_path / "trailer.bin").write_bytes(data + trailer)
+    (tmp_path / "plain.bin").write_bytes(data)
+    plain, loaded = wasmtf.load(tmp_path / "plain.bin"), wasmtf.load(tmp_path / "trailer.bin")
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"wasmtf: {tmp_path / 'trailer.bin'}: ignoring 536 bytes after the model.bin fields"]
+    assert plain["trailer_bytes"] == 0 and loaded["trailer_bytes"] == 536
+    assert loaded["vocab"] == plain["vocab"] and loaded["stop_ids"] == plain["stop_ids"]
+    for key in ("embed", "head"):
+        assert np.array_equal(loaded[key], plain[key])
+    for got, want in zip(loaded["layers"], plain["layers"]):
+        assert all(np.array_equal(got[key], want[key]) for key in want)
+    assert wasmtf.main(["info", str(tmp_path / "trailer.bin")]) == 0
+    assert "trailer: 536 bytes after the model.bin fields (ignored)" in capsys.readouterr().out
+    assert wasmtf.main(["info", str(tmp_path / "plain.bin")]) == 0
+    captured = capsys.readouterr()
+    assert "trailer" not in captured.out and captured.err == ""
+    (tmp_path / "short.bin").write_bytes(data[:-1])                  # short of its fields: still an error
+    with pytest.raises(wasmtf.ModelFileError, match="short.bin: truncated in the tie flags"):
+        wasmtf.load(tmp_path / "short.bin")
 
 
 def test_bad_npz_files_are_rejected_with_a_clear_message(tmp_path):

@@ -6,6 +6,8 @@ bounds checks, the C examples. Also: malformed input gives one WasmError,
 unsupported input one UnsupportedError listing everything, routine costs stay
 within their documented bounds."""
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -242,6 +244,82 @@ def test_traps(expression, status):
     check_against_wasmtime(["(i32.const 7)", expression])
 
 
+# SPEC 4.8: programs without trapping paths are byte-identical to transformer-vm's
+# format, whose vocabulary is wasmtf's without `trap`: the front end emits `trap`
+# only where something can trap.
+TRANSFORMER_VM_VOCABULARY = set(reference.VOCAB) - {"trap"}
+
+
+def opcodes(instructions):
+    return {opcode for opcode, _ in instructions}
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in EXAMPLES.glob("*.wasm")))
+def test_c_examples_have_no_trap(name):
+    instructions, input_bytes = frontend.load_program_file(EXAMPLES / (name + ".wasm"), "12 34")
+    assert "trap" not in opcodes(instructions)
+    assert set(reference.program_tokens(instructions, input_bytes)) <= TRANSFORMER_VM_VOCABULARY
+
+
+def test_c_dividing_by_constants_has_no_trap(tmp_path):
+    """x / c and x % c (c != 0, -1) cannot trap: divmod_u without the routine's checks."""
+    source = tmp_path / "digits.c"
+    source.write_text(r'''
+void compute(const char *input) {
+    int x = parse_int(&input); unsigned u = x;
+    int q[] = {x / 10, x % 10, x / -7, x % -7, x / 3, x % 3, x / (-2147483647 - 1), x % (-2147483647 - 1),
+               x % -1, (int)(u / 10u), (int)(u % 10u), (int)(u / 3000000000u), (int)(u % 3000000000u)};
+    for (int k = 0; k < 13; k++) { print_int(q[k]); putchar(' '); }
+}
+''')
+    binary = frontend.compile_c(source)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert "trap" not in opcodes(instructions)
+    for text in [b"0", b"1", b"-1", b"12345", b"-12345", b"2147483647", b"-2147483648", b"-2147483647", b"69"]:
+        assert run(instructions, text) == run_wasmtime_compute(binary, text)
+
+
+NO_MEMORY = """(module
+  (import "env" "output_byte" (func $out (param i32)))
+  (type $t (func (result i32)))
+  (table 1 funcref) (elem (i32.const 0) $seven)
+  (func $seven (result i32) (i32.const 7))
+  (func (export "compute") (local $zero i32) (local $n i32)
+    (local.set $n (i32.const 5))
+    (loop $l (call $out (i32.add (i32.const 48) (local.get $n)))
+             (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))
+    %s))"""
+
+
+@pytest.mark.parametrize("statement,traps", [
+    ("(call $out (i32.div_s (i32.const 100) (i32.const 7)))", False),
+    ("(call $out (i32.rem_u (i32.const 100) (i32.const 7)))", False),
+    ("(call $out (i32.div_u (i32.const 100) (local.get $zero)))", True),     # division by a non-constant
+    ("(call $out (i32.rem_s (i32.const 100) (local.get $zero)))", True),
+    ("(call $out (i32.div_s (i32.const -2147483648) (i32.const -1)))", True),
+    ("(call $out (i32.div_u (i32.const 100) (i32.const 0)))", True),
+    ("(unreachable)", True),
+    ("(call $out (call_indirect (type $t) (local.get $zero)))", True),       # slot 0: $seven
+    ("(call $out (call_indirect (type $t) (i32.const 1)))", True),           # slot 1: out of range
+])
+def test_trap_only_where_a_trap_can_happen(statement, traps):
+    binary = frontend.wat_to_wasm(NO_MEMORY % statement)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert ("trap" in opcodes(instructions)) == traps
+    assert run(instructions) == run_wasmtime(binary)
+
+
+def test_bounds_checks_bring_the_trap():
+    memory = NO_MEMORY.replace("(table", "(memory 1) (table")
+    for statement, traps in [("(call $out (i32.load8_u (i32.const 65535)))", True),
+                             ("(call $out (i32.load8_u (i32.const 65536)))", True),
+                             ("(call $out (i32.const 1))", False)]:
+        binary = frontend.wat_to_wasm(memory % statement)
+        instructions = frontend.lower_module(frontend.decode_module(binary))
+        assert ("trap" in opcodes(instructions)) == traps
+        assert run(instructions) == run_wasmtime(binary)
+
+
 @pytest.mark.slow
 def test_every_operation_on_all_special_pairs():
     for op in sorted(BINARY):
@@ -318,6 +396,114 @@ def test_every_unsupported_use_is_reported_at_once():
     assert any("function 2" in p and "value types f64" in p for p in problems)
     assert any("function 2" in p and "byte offset" in p and p.endswith("f64.add") for p in problems)
     assert any("'compute'" in p and p.endswith("f32.const") for p in problems)
+
+
+# ---------------------------------------------------------------------------
+# env.putchar: C's `int putchar(int)` as an import is the output instruction too
+# ---------------------------------------------------------------------------
+
+def compile_ordinary_c(source, path):
+    """C without runtime.h, as any toolchain builds it: putchar is the import env.putchar."""
+    path.write_text("int putchar(int);\n" + source)
+    flags = [flag for flag in frontend.C_FLAGS if flag not in ("-include", "runtime.h")]
+    output = path.with_suffix(".wasm")
+    subprocess.run([sys.executable, "-m", "ziglang", "cc"] + flags + ["-Wl,--import-symbols", "-o", str(output),
+                                                                      str(path)], check=True)
+    return output.read_bytes()
+
+
+def run_wasmtime_with_putchar(binary, input_bytes=None):
+    """compute() or compute(A) in wasmtime with a host putchar: it writes c's low byte and
+    returns the byte written, (unsigned char)c, as the C library's putchar does."""
+    import wasmtime
+    store = wasmtime.Store(wasmtime.Engine())
+    output = bytearray()
+
+    def putchar(c):
+        output.append(c & 0xFF)
+        return c & 0xFF
+    putchar_import = wasmtime.Func(store, wasmtime.FuncType([wasmtime.ValType.i32()], [wasmtime.ValType.i32()]),
+                                   putchar)
+    exports = wasmtime.Instance(store, wasmtime.Module(store.engine, binary), [putchar_import]).exports(store)
+    args = []
+    if input_bytes is not None:
+        args = [frontend.input_address(frontend.decode_module(binary))]
+        exports["memory"].write(store, input_bytes + b"\0", args[0])
+    try:
+        exports["compute"](store, *args)
+    except wasmtime.Trap:
+        return "trap", bytes(output)
+    return "halt", bytes(output)
+
+
+PUTCHAR_RESULT_USED = r'''
+static int shout(const char *s) { int sum = 0; while (*s) sum += putchar(*s++); return sum; }
+void compute(const char *input) {
+    int total = shout(input);
+    putchar(total < 0 ? '-' : '+');
+    int r = putchar(300);                    /* prints 300 & 255 = ',' and returns 44 */
+    putchar(r + 1);
+    putchar(putchar(-200) + 10);             /* prints 0x38 = '8', returns 56: then 'B' */
+    for (int c = 250; c < 262; c++) putchar(putchar(c) == c ? 'y' : 'n');
+    putchar('\\n');
+}
+'''
+PUTCHAR_RESULT_IGNORED = r'''
+void compute(const char *input) {
+    while (*input) putchar(*input++);
+    putchar('!');
+    putchar('\\n');
+}
+'''
+
+
+@pytest.mark.parametrize("source", [PUTCHAR_RESULT_USED, PUTCHAR_RESULT_IGNORED], ids=["used", "ignored"])
+def test_c_with_the_library_putchar_matches_wasmtime(tmp_path, source):
+    binary = compile_ordinary_c(source, tmp_path / "program.c")
+    module = frontend.decode_module(binary)
+    assert [f.import_from for f in module.functions if f.import_from] == [("env", "putchar")]
+    instructions = frontend.lower_module(module)
+    for text in [b"Hi", b"", b"\xff\x80 ~", bytes(range(1, 256))]:
+        assert run(instructions, text) == run_wasmtime_with_putchar(binary, text)
+    if source == PUTCHAR_RESULT_IGNORED:              # no result computed: as runtime.h's output_byte
+        (tmp_path / "with_runtime.c").write_text(source)
+        with_runtime = frontend.compile_c(tmp_path / "with_runtime.c")
+        assert instructions == frontend.lower_module(with_runtime)
+
+
+PUTCHAR_WAT = """(module
+  (import "env" "%s" (func $out (param i32) %s))
+  (func (export "compute") (local $k i32)
+    (loop $l (%s (call $out (i32.add (i32.const 65) (local.get $k))))
+             (local.set $k (i32.add (local.get $k) (i32.const 1))) (br_if $l (i32.lt_u (local.get $k) (i32.const 3))))))"""
+
+
+def test_putchar_with_its_result_dropped_is_output_byte():
+    as_output_byte = frontend.wat_to_wasm(PUTCHAR_WAT % ("output_byte", "", "block"))
+    as_putchar = frontend.wat_to_wasm(PUTCHAR_WAT % ("putchar", "(result i32)", "drop"))
+    assert frontend.lower_module(as_putchar) == frontend.lower_module(as_output_byte)
+    assert run(frontend.lower_module(as_putchar)) == run_wasmtime_with_putchar(as_putchar) == ("halt", b"ABC")
+
+
+def test_putchar_through_call_indirect_and_as_a_value():
+    binary = frontend.wat_to_wasm("""(module
+  (import "env" "putchar" (func $putchar (param i32) (result i32)))
+  (type $t (func (param i32) (result i32)))
+  (table 2 funcref) (elem (i32.const 1) $putchar)
+  (func (export "compute")
+    (drop (call $putchar (i32.sub (call $putchar (i32.const 0x141)) (i32.const 1))))
+    (drop (call $putchar (i32.add (call_indirect (type $t) (i32.const -190) (i32.const 1)) (i32.const 2))))))""")
+    assert run(frontend.lower_module(binary)) == run_wasmtime_with_putchar(binary) == ("halt", b"A@BD")
+
+
+@pytest.mark.parametrize("import_type", ["(param i32)", "(param i32) (result i32)"])
+def test_an_output_import_of_the_wrong_type_is_reported(import_type):
+    name, call = ("putchar", "(call $o (i32.const 65))") if "result" not in import_type else \
+        ("output_byte", "(drop (call $o (i32.const 65)))")
+    binary = frontend.wat_to_wasm('(module (import "env" "%s" (func $o %s)) (func (export "compute") %s))'
+                                  % (name, import_type, call))
+    with pytest.raises(frontend.UnsupportedError, match="env.%s must have type" % name):
+        frontend.lower_module(binary)
 
 
 # ---------------------------------------------------------------------------

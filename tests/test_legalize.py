@@ -717,3 +717,24 @@ def test_random_i64_programs_match_wasmtime(seed):
     binary = frontend.wat_to_wasm(Program64(random.Random(seed), 4).module())
     expected = run_wasmtime(binary)
     assert run(frontend.lower_module(frontend.decode_module(binary))) == expected
+
+
+def test_spec_runner_asks_wasmtime_with_i64_values(tmp_path):
+    """After a skipped assertion that changes state, the runner checks the machine against
+    wasmtime running the same calls: i64 arguments and results go there as whole values."""
+    script = tmp_path / "state64.wast"
+    script.write_text('''(module (global $g (mut i64) (i64.const 0))
+  (func (export "add") (param i64) (result i64)
+    (global.set $g (i64.add (global.get $g) (local.get 0))) (global.get $g))
+  (func (export "bump") (param f32) (result i64)
+    (global.set $g (i64.add (global.get $g) (i64.const 1))) (global.get $g)))
+(assert_return (invoke "add" (i64.const 5)) (i64.const 5))
+(assert_return (invoke "bump" (f32.const 1)) (i64.const 6))
+(assert_return (invoke "add" (i64.const 0x100000000)) (i64.const 0x100000006))
+(assert_return (invoke "add" (i64.const -1)) (i64.const 0x100000004))
+''')
+    skips, failures = {}, []
+    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (2, 0, 2)
+    assert failures == []
+    assert skips == {"values of types other than i32 and i64": 1,
+                     "the result depends on an earlier assertion that was not run and changes state": 1}

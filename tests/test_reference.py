@@ -63,6 +63,23 @@ def test_trace_file_reads_back():
     assert trace == reference.run_reference(instructions, input_bytes)
 
 
+def test_trace_file_without_an_input_section_reads_back():
+    """SPEC 2.1: transformer-vm writes no input section when a program gets no input
+    (d3); its trace then follows `}` directly. A section, when there, is input bytes,
+    `00`, `commit(+0,sts=0,bt=0)`; one with characters but no NUL is still an error."""
+    path = EXAMPLES_DIR / "official_model_divergences" / "d3_empty_input_section_model.txt"
+    instructions, input_bytes, trace = reference.parse_trace_file(path.read_text())
+    assert instructions[0][0] == "input_base" and input_bytes is None
+    assert trace == path.read_text().split()[len(instructions) * 5 + 2:]
+    assert trace[0] == reference.INPUT_END          # transformer-vm's model: no NUL byte (d3)
+    body = reference.format_program(instructions, None).split("}")[0] + "}"
+    run, end = reference.run_reference(instructions, b"Wo"), reference.INPUT_END
+    assert reference.parse_trace_file(body + " W o 00 " + " ".join([end] + run)) == (instructions, b"Wo", run)
+    assert reference.parse_trace_file(body + " 00 " + " ".join([end] + run)) == (instructions, b"", run)
+    with pytest.raises(reference.ProgramError, match="the input section must end with '00 commit"):
+        reference.parse_trace_file(body + " W o " + " ".join([end] + run))
+
+
 @pytest.mark.parametrize("name, output", [("ex0_three_plus_five", b"8"), ("ex1_arith", b"81Y\n"),
                                           ("ex2_loop_memory", b"321!\n"), ("ex3_call_input", b"123\n")])
 def test_example_outputs(name, output):
