@@ -636,7 +636,7 @@ class FunctionLegalizer:
         if value_type != "i64":
             self.materialize()
             self.pop((value_type, value_type, "i32"))
-            self.emit((name, immediate if value_type == "i32" or immediate is None else immediate))
+            self.emit((name, immediate))
             self.push(value_type)
             return
         a, b, condition = self.operands(("i64", "i64", "i32"))
