@@ -19,10 +19,15 @@ STATUS (keep current; read this first when continuing):
           11,200 tokens/s alone, 4,300-5,500 tokens/s with the 2 cores shared
           (load 5-6), on a 119k-token loop; brute/hull per token 3.3x at a
           10^4-token context, 25x at 10^5.
+  works   specialize(program): the same machine with the program in its weights
+          (section 6; SPEC 2.2, 7.5): one fetch neuron per instruction, 5 layers,
+          13 heads; its trace on `start` + input equals the universal one
+          (tests/test_specialize.py; figures: benchmarks/specialize.py).
   remains fewer heads (each costs a hull insert + query per token, ~70% of the
           time); slot reuse (D would shrink from 116).
 
-Entry points: compile_machine() -> model dict; run_transformer(instructions,
+Entry points: compile_machine() -> model dict; specialize(instructions) -> the
+model dict with that program in its weights; run_transformer(instructions,
 input_bytes=None, cache="hull", max_new_tokens=...) -> trace tokens;
 inspect(model, tokens, position) -> named residuals and attention targets
 (format_inspection prints it); first_divergence(instructions, input_bytes) ->
@@ -37,6 +42,8 @@ How to read this file
   3. the scheduler and weight emitter: graph -> the model dict of wasmtf.py
   4. the machine: the graph of the WebAssembly interpreter
   5. entry points: compile_machine, run_transformer, inspect, first_divergence
+  6. a program in the weights: specialize (the fetch as feed-forward functions of
+     the cursor, with its derivation)
 
 Exactness model: every value the machine compares or uses as a key is an
 integer below 2^53 held exactly in float64; a dot product of such values is
@@ -122,6 +129,7 @@ class Lin:
 
 
 POSITIONAL = ("position", "inv_log_pos", "position_sq", "one")  # residual slots 0, 1, 2, 3
+POSITION_ZERO_TOKENS = (reference.PROGRAM_START, reference.START)  # `{` (universal), `start` (specialized)
 
 
 class Graph:
@@ -134,6 +142,7 @@ class Graph:
 
     def __init__(self):
         self.features = {}  # embedding feature name -> function(token) -> number
+        self.position_zero_features = set()  # features that keep their value at position 0
         self.nodes = []
         self.names = set(POSITIONAL)
         self.outputs = {}
@@ -143,9 +152,14 @@ class Graph:
         self.names.add(name)
         return name
 
-    def feature(self, name, value_of_token):
-        """An embedding feature: value_of_token(token) for every token but `{` (0)."""
+    def feature(self, name, value_of_token, at_position_zero=False):
+        """An embedding feature: value_of_token(token) for every token but the position-0
+        tokens `{` and `start` (0: their row is every head's null entry), unless
+        at_position_zero: a feature that only the output head may read (so that the
+        null entry stays all-zero for every head and neuron)."""
         self.features[self._new_name(name)] = value_of_token
+        if at_position_zero:
+            self.position_zero_features.add(name)
         return Lin({name: 1})
 
     def ffn(self, name, terms):
@@ -293,7 +307,7 @@ class GraphEvaluator:
         p = self.p
         env = {"position": p, "inv_log_pos": 0, "position_sq": p * p, "one": 0 if p == 0 else 1}
         for name, f in self.graph.features.items():
-            env[name] = 0 if p == 0 else f(token)
+            env[name] = f(token) if p > 0 or name in self.graph.position_zero_features else 0
         for node, table in zip(self.graph.nodes, self.tables):
             if node["kind"] == "ffn":
                 env[node["name"]] = sum(c * _value(a, env) * max(_value(b, env), 0) for c, a, b in node["terms"])
@@ -318,7 +332,7 @@ class GraphEvaluator:
     def next_token(self):
         """Argmax of the exact logits (the lowest vocabulary id among equal maxima)."""
         best, best_token = None, None
-        for token in reference.VOCAB:
+        for token in sorted(self.graph.outputs):  # in id order (SPEC 1.2): the lowest id wins ties
             logit = _value(self.graph.outputs[token], self.env)
             if best is None or logit > best:
                 best, best_token = logit, token
@@ -401,14 +415,15 @@ def emit(graph):
     H = D // 2
     slot_names += [""] * (D - len(slot_names))
 
-    V = len(reference.VOCAB)
+    vocab = sorted(graph.outputs)  # ids in Unicode code-point order (SPEC 1.2)
+    V = len(vocab)
     embed = np.zeros((V, D))  # [V, D]
-    for t, token in enumerate(reference.VOCAB):
-        if token == "{":
-            continue  # the position-0 token: all-zero row
-        embed[t, slot["one"]] = 1.0
+    for t, token in enumerate(vocab):
         for name, f in graph.features.items():
-            embed[t, slot[name]] = f(token)
+            if token not in POSITION_ZERO_TOKENS or name in graph.position_zero_features:
+                embed[t, slot[name]] = f(token)
+        if token not in POSITION_ZERO_TOKENS:  # the position-0 tokens: `one` = 0 (SPEC 1.3)
+            embed[t, slot["one"]] = 1.0
 
     layers = []
     for layer in range(L):
@@ -453,10 +468,10 @@ def emit(graph):
         layers.append({"w_qkv": w_qkv, "w_out": w_out, "w_in": w_in, "w_ffo": w_ffo, "tie_latest": tie_latest})
 
     head = np.zeros((V, D))  # [V, D]
-    for t, token in enumerate(reference.VOCAB):
+    for t, token in enumerate(vocab):
         head[t] = _row(graph.outputs[token], slot, D)
-    return {"vocab": list(reference.VOCAB), "embed": embed, "layers": layers, "head": head,
-            "stop_ids": [reference.TOKEN_ID[t] for t in reference.STOP_TOKENS], "slot_names": slot_names}
+    return {"vocab": vocab, "embed": embed, "layers": layers, "head": head,
+            "stop_ids": [vocab.index(t) for t in reference.STOP_TOKENS], "slot_names": slot_names}
 
 
 def describe_shape(model):
@@ -507,6 +522,7 @@ STORES = reference.STORES   # opcode -> width
 VALUE_OPS = (["i32.const", "local.get", "local.set", "local.tee", "select", "i32.add", "i32.sub", "i32.eqz"]
              + list(reference.COMPARISONS) + list(LOADS) + list(STORES))
 BRANCH_OPS = ["br", "br_if", "call", "return"]
+IMMEDIATE_READERS = ("i32.const", "br", "br_if", "call", "return")  # p1 reads the immediate's bytes
 
 
 def _byte(token):
@@ -538,8 +554,11 @@ def token_features():
     }
 
 
-def build_machine():
-    """The graph of the universal machine (see the section comment above).
+def build_machine(program=None):
+    """The graph of the universal machine (see the section comment above); with
+    `program` (a list of instructions), the same graph with that program in its
+    weights: the opcode and immediate lookups become feed-forward functions of the
+    cursor (section 6, fetch_from_weights), and the prompt is `start` + input section.
 
     Lookups (15 heads):
       layer  lookup             query                 key          ignores            values
@@ -574,6 +593,8 @@ def build_machine():
         return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, position), (ROUND_BIAS, one, one)]) - ROUND_BIAS
 
     depth_b, call_b = exact_sum("stack_depth", mean_stack), exact_sum("call_depth", mean_call)
+    if program is not None:  # no `}` in a specialized prompt: its +3 is a constant (section 6)
+        depth_b = depth_b + STACK_BASE_DEPTH
     # J >= k: the current token and the k-1 before it are bytes (marks are +1, 0 or -1)
     j_at_least = {1: f["is_byte"]}
     for k in range(2, 5):
@@ -598,10 +619,14 @@ def build_machine():
     call_depth_sq = g.ffn("call_depth_sq", [(1, call_b, call_b)])
 
     # -- layer 2: fetch, the top three stack words, the frame start -----------------
-    op_x, op_y = g.lookup(["op_code_at_pc", "op_code_sq_at_pc"], 5 * cursor + 1, position, position_sq,
-                          [f["op_code"], f["op_code_sq"]])
-    imm_here = sum(prev_byte[3 - k] * 256 ** k for k in range(3)) + f["byte_value"] * 256 ** 3
-    imm, = g.lookup(["immediate"], 5 * cursor + 5, position, position_sq, [imm_here])
+    if program is None:
+        op_x, op_y = g.lookup(["op_code_at_pc", "op_code_sq_at_pc"], 5 * cursor + 1, position, position_sq,
+                              [f["op_code"], f["op_code_sq"]])
+        imm_here = sum(prev_byte[3 - k] * 256 ** k for k in range(3)) + f["byte_value"] * 256 ** 3
+        imm, = g.lookup(["immediate"], 5 * cursor + 5, position, position_sq, [imm_here])
+    else:
+        op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum("cursor", mean_cursor),
+                                                             j_at_least)
     stack = {}
     for o, name in enumerate(["top", "second", "third"]):
         vals = [word_before, position] if name != "third" else [position]
@@ -644,9 +669,9 @@ def build_machine():
     # byte reads: P1 = immediate byte J or a byte of the top word; P2 = a byte of
     # the second word, or of the third (select, c != 0), or of the calling `call` (return)
     top_byte_at = top_pos - 4 + J
-    imm_byte_at = 5 * cursor + 2 + J
+    imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * one
     p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + [
-        t for op in ("i32.const", "br", "br_if", "call", "return") for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))])
+        t for op in IMMEDIATE_READERS for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))])
     select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
     p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
                      + gated_terms(frame - second_pos, is_op("return")))
@@ -656,6 +681,8 @@ def build_machine():
     # -- layer 3: memory/locals, byte reads ---------------------------------------------
     found, = g.lookup(["memory_found"], mem_query, mem_key, mem_key_sq, [mem_value], clear=mem_clear)
     p1, = g.lookup(["p1_byte"], p1_query, position, position_sq, [f["byte_value"]])
+    if program is not None:
+        p1 = p1 + immediate_byte  # p1 found nothing (NO_POSITION) when this is the immediate's byte J
     p2, = g.lookup(["p2_byte"], p2_query, position, position_sq, [f["byte_value"]])
 
     # -- the output channels (last feed-forward) ------------------------------------------
@@ -768,6 +795,8 @@ def build_machine():
         else:
             logit = -2 * FAMILY_WEIGHT * one  # prompt-only tokens are never produced
         g.outputs[token] = logit
+    if program is not None:
+        add_specialized_tokens(g, program)
     return g
 
 
@@ -854,7 +883,149 @@ def first_divergence(instructions, input_bytes=None, model=None, cache="hull"):
     if produced == expected:
         return None
     index = next((i for i, (a, b) in enumerate(zip(produced, expected)) if a != b), min(len(produced), len(expected)))
-    prompt = reference.program_tokens(instructions, input_bytes)
+    specialized = reference.START in model["vocab"]  # the program is in the weights (section 6)
+    prompt = (reference.specialized_prompt if specialized else reference.program_tokens)(instructions, input_bytes)
     tokens = prompt + expected
     return {"index": index, "expected": expected[index:index + 1], "produced": produced[index:index + 1],
             "inspect": inspect(model, tokens, len(prompt) + index - 1)}
+
+
+# ---------------------------------------------------------------------------
+# 6. A program in the weights: the specialized machine (SPEC 2.2, 7.5)
+# ---------------------------------------------------------------------------
+# The universal machine fetches instruction c (c = the cursor) by attention over
+# the prompt: the opcode at position 5c+1, the immediate at 5c+5, its byte J at
+# 5c+2+J (p1). The specialized machine is the same graph (build_machine(program))
+# with those three reads replaced by feed-forward functions of c, and a prompt
+# `start` + input section. Everything else is the universal machine.
+#
+# The cursor, exactly. cursor_b = ROUND_BIAS + mean * p rounds to the integer c
+# (the cursor sum is an integer below 2^20, mean * p is within 1e-9 of it): the
+# gate c - k of a neuron reads that slot with coefficient 1 and `one` with
+# -(ROUND_BIAS + k), an integer of [2^52, 2^53), so c - k is exact.
+#
+# The fields of instruction i, F(i) = (code, code^2, imm byte 0..3, reads_immediate),
+# with F(i) = 0 for i < 0 and i >= N, are the values at the integers of the
+# piecewise-linear function through the points (i, F(i)):
+#     P(x) = sum_{k=-1..N} w_k relu(x - k),   w_k = F(k+1) - 2 F(k) + F(k-1).
+# Proof, for integer x: P(x) = sum_{k<x} w_k (x - k) = sum_{j<x} sum_{k<=j} w_k
+# = sum_{j<x} (F(j+1) - F(j)) = F(x) (both sums telescope; F(j) = 0 for j < 0).
+# One neuron reglu(one, c - k) per k carries all seven fields (its output column
+# holds w_k for each): N + 2 neurons for N instructions, and none at a k where
+# every field is linear through k (w_k = 0: straight runs of the program cost
+# nothing). transformer-vm spends two neurons per step (a bump per cursor value).
+#
+# Exact in any summation order: relu(c - k) is an integer <= c + 1 and every w_k
+# an integer with |w_k| <= 4 max|F| (max|F| = the largest code^2), so every partial
+# sum is below (N + 1)(N + 2) * 4 max|F| < 2^53 for c <= N and N <= MAX_BAKED_INSTRUCTIONS.
+#
+# Reachable cursors: a valid program's cursor stays in 0..N-1 (branches target
+# instructions, SPEC 3.3) or reaches N when it runs past its last instruction (the
+# reference run ends there, without a stop token). At c >= N every field is 0:
+# code 0 is no opcode, is_op(op) <= 0 for all of them, no output family fires
+# (the universal machine reads code 0 from `}` there too).
+#
+# Dispatch is unchanged: is_op(op) = 2k code - code^2 - (k^2 - 1), now of
+# feed-forward outputs. They arrive one sub-layer later than the fetch heads'
+# (layer 2's feed-forward instead of its attention), so every node that reads them
+# moves one layer down: 5 layers instead of 4, with the 2 fetch heads gone.
+#
+# The immediate's bytes for p1 (IMMEDIATE_READERS): p1 queries NO_POSITION, where no
+# key is (the null entry wins: p1 = 0), and immediate_byte_j adds
+# sum_k byte_k [J = k] reads_immediate, three 0/1 flags gated in one neuron per byte.
+#
+# The prompt. `}` added 3 to the stack depth and marked the start of the input
+# section: the depth gets STACK_BASE_DEPTH as a constant, and close_position is 0
+# (every use is position - close_position, the same for input byte k at position
+# close + 1 + k in both prompts). Position 0 (`start`) is every head's null entry
+# and computes nothing, so a program without an input section writes its first
+# token from there: the feature is_start, read only by the output head, gives that
+# token (a constant of the program: instruction 0 on the initial state) logit 1 and
+# leaves every other token at 0. From position 1 on, every residual value equals
+# the universal machine's at the same trace token (absolute positions enter only
+# through differences), so the traces are equal token for token.
+
+NO_POSITION = -1           # a query that no key answers: keys are positions k >= 1 and the
+                           # null entry (0, 0); q = -1 scores 1 - (1 + k)^2 + 0.433 < 0 = null
+FETCHED_FIELDS = ("op_code_at_pc", "op_code_sq_at_pc", "immediate_byte0", "immediate_byte1",
+                  "immediate_byte2", "immediate_byte3", "reads_immediate")
+MAX_FIELD = len(OPCODE_CODE) ** 2  # the largest |F|: code^2 (bytes <= 255, flags <= 1)
+MAX_BAKED_INSTRUCTIONS = 1 << 16   # memory, not exactness, sets it: the fetch layer holds 3D
+                                   # floats per neuron (2^16 neurons ~ 200 MB); exactness allows
+                                   # (N + 1)(N + 2) * 4 * MAX_FIELD < 2^53, i.e. N < 1.2 million
+assert (MAX_BAKED_INSTRUCTIONS + 1) * (MAX_BAKED_INSTRUCTIONS + 2) * 4 * MAX_FIELD < 2 ** 53
+
+
+def instruction_fields(opcode, immediate):
+    """F(i): the values the fetch yields for one instruction, in FETCHED_FIELDS order."""
+    code = OPCODE_CODE[opcode]
+    return (code, code * code, *reference.word_bytes(immediate), int(opcode in IMMEDIATE_READERS))
+
+
+def fetch_neurons(program):
+    """[(k, w_k)] for the interpolant P above: w_k = the second difference of F at k, one
+    weight per field, for k = -1..N, leaving out the k where every w_k is 0."""
+    zero = (0,) * len(FETCHED_FIELDS)
+    fields = [zero] + [instruction_fields(op, imm) for op, imm in program] + [zero, zero]  # F(-1..N+1)
+    neurons = []
+    for k in range(-1, len(program) + 1):
+        before, at, after = fields[k], fields[k + 1], fields[k + 2]  # F(k-1), F(k), F(k+1)
+        w = tuple(a - 2 * b + c for a, b, c in zip(after, at, before))
+        if any(w):
+            neurons.append((k, w))
+    return neurons
+
+
+def fetch_from_weights(g, program, cursor, j_at_least):
+    """The fetch of the specialized machine (the derivation above): (op_x, op_y, imm,
+    immediate_byte) as feed-forward functions of the exact cursor and J."""
+    one = Lin.of(1)
+    neurons = fetch_neurons(program)
+    field = {name: g.ffn(name, [(w[i], one, cursor - k) for k, w in neurons if w[i]])
+             for i, name in enumerate(FETCHED_FIELDS)}
+    byte = [field["immediate_byte%d" % k] for k in range(4)]
+    imm = sum(byte[k] * 256 ** k for k in range(4))
+    j_is = [one - j_at_least[1]] + [j_at_least[k] - j_at_least[k + 1] for k in range(1, 4)]  # [J = k]
+    immediate_byte = g.ffn("immediate_byte_j", [
+        t for k in range(4) for t in gated_terms(byte[k], j_is[k] + field["reads_immediate"] - 1)])
+    return field["op_code_at_pc"], field["op_code_sq_at_pc"], imm, immediate_byte
+
+
+def first_token(program):
+    """The first trace token of a program without an input section: what instruction 0
+    writes on the initial state."""
+    try:
+        machine = reference.execute(program, max_steps=1)
+    except reference.StepLimitExceeded as stopped:
+        machine = stopped.machine
+    except reference.ExecutionError as error:
+        raise reference.ProgramError("instruction 0 cannot run on the initial state (%s)" % error) from None
+    return machine.trace[0]
+
+
+def add_specialized_tokens(g, program):
+    """The specialized vocabulary (SPEC 1.2): the universal one plus `start` and the token
+    naming the program (neither is ever produced), and the first token from position 0."""
+    one = Lin.of(1)
+    is_start = g.feature("is_start", lambda t: int(t == reference.START), at_position_zero=True)
+    g.outputs[reference.START] = -2 * FAMILY_WEIGHT * one
+    g.outputs[reference.PROGRAM_MARK % reference.program_hash(program)] = -2 * FAMILY_WEIGHT * one
+    if not reference.has_input_section(program):
+        token = first_token(program)
+        g.outputs[token] = g.outputs[token] + is_start  # 1 at position 0, where every logit is 0
+
+
+def check_specializable(program):
+    """Raise ProgramError unless `program` is a valid program small enough to bake."""
+    reference.check_program(program)
+    if len(program) > MAX_BAKED_INSTRUCTIONS:
+        raise reference.ProgramError("the program has %d instructions; a specialized model holds at most %d"
+                                     % (len(program), MAX_BAKED_INSTRUCTIONS))
+
+
+def specialize(program):
+    """The model dict of the machine with `program` (a list of instructions) in its
+    weights: its prompt is reference.specialized_prompt(program, input), its trace the
+    universal machine's (SPEC 2.2)."""
+    check_specializable(program)
+    return emit(build_machine(program))

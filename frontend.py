@@ -88,7 +88,12 @@ class UnsupportedError(WasmError):
 
     def __init__(self, problems):
         self.problems = list(problems)
-        super().__init__("unsupported (%d):\n  %s" % (len(self.problems), "\n  ".join(self.problems)))
+        # the first line tells the whole story (how many, and the first); then every problem, indented
+        if len(self.problems) == 1:
+            super().__init__("unsupported: %s" % self.problems[0])
+        else:
+            super().__init__("%d unsupported instructions or features, the first: %s\n  %s"
+                             % (len(self.problems), self.problems[0], "\n  ".join(self.problems)))
 
 
 # ---------------------------------------------------------------------------
@@ -153,6 +158,17 @@ PREFIXED_FC.update({8: ("memory.init", "u32_u32"), 9: ("data.drop", "u32"), 10: 
                     11: ("memory.fill", "u32"), 12: ("table.init", "u32_u32"), 13: ("elem.drop", "u32"),
                     14: ("table.copy", "u32_u32"), 15: ("table.grow", "u32"), 16: ("table.size", "u32"),
                     17: ("table.fill", "u32")})
+# Opcodes of WebAssembly proposals that the decoder does not read: named in the error.
+PROPOSAL_OPCODES = {0x06: ("try", "exception-handling"), 0x07: ("catch", "exception-handling"),
+                    0x08: ("throw", "exception-handling"), 0x09: ("rethrow", "exception-handling"),
+                    0x0A: ("throw_ref", "exception-handling"), 0x18: ("delegate", "exception-handling"),
+                    0x19: ("catch_all", "exception-handling"), 0x1F: ("try_table", "exception-handling"),
+                    0x12: ("return_call", "tail-call"), 0x13: ("return_call_indirect", "tail-call"),
+                    0x14: ("call_ref", "function-references"), 0x15: ("return_call_ref", "tail-call"),
+                    0xD3: ("ref.eq", "garbage-collection"), 0xD4: ("ref.as_non_null", "function-references"),
+                    0xD5: ("br_on_null", "function-references"), 0xD6: ("br_on_non_null", "function-references")}
+TAG_SECTION = 13   # the exception-handling proposal's section of exception tags
+PROPOSAL_PREFIXES = {0xFB: "garbage-collection", 0xFD: "SIMD", 0xFE: "threads (atomic)"}
 NATURAL_ALIGNMENT = {"8": 0, "16": 1, "32": 2}  # log2 bytes, by the width in the name (default: the type's)
 
 
@@ -250,8 +266,12 @@ def read_instruction(reader):
         if sub not in PREFIXED_FC:
             reader.fail("unknown opcode 0xfc %d" % sub, at)
         name, kind = PREFIXED_FC[sub]
-    elif code == 0xFD:
-        reader.fail("SIMD instruction (0xfd prefix): not supported by the decoder", at)
+    elif code in PROPOSAL_PREFIXES:
+        reader.fail("an instruction with the 0x%02x prefix (the %s proposal): not supported"
+                    % (code, PROPOSAL_PREFIXES[code]), at)
+    elif code in PROPOSAL_OPCODES:
+        name, proposal = PROPOSAL_OPCODES[code]
+        reader.fail("%s (opcode 0x%02x, the %s proposal): not supported" % (name, code, proposal), at)
     elif code in OPCODES:
         name, kind = OPCODES[code]
     else:
@@ -369,6 +389,8 @@ def decode_module(data):
         if section_id == 0:
             body.name()  # a custom section: its name, then anything; skipped
             continue
+        if section_id == TAG_SECTION:
+            reader.fail("tag section (id 13, the exception-handling proposal): not supported", section_at)
         if section_id not in SECTION_NAMES:
             reader.fail("unknown section id %d" % section_id, section_at)
         order = SECTION_ORDER.index(section_id)
@@ -1088,6 +1110,8 @@ def function_problems(module, function):
                 what = "%s with type index %d, which does not exist" % (name, immediate[1])
             elif set(signature[0] + signature[1]) - {"i32"}:
                 what = "%s with %s values" % (name, "/".join(sorted(set(signature[0] + signature[1]) - {"i32"})))
+        elif name in ("memory.size", "memory.grow") and immediate != 0:
+            what = "%s of memory %d (one memory, index 0)" % (name, immediate)
         elif name == "select" and immediate not in (None, ("i32",)):
             what = "select of %s" % (immediate,)
         elif name in ("global.get", "global.set"):
@@ -1782,7 +1806,11 @@ def compile_c(path):
                    + ["-I", str(EXAMPLES_DIR), "-o", output, str(path)])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not os.path.exists(output):
-            raise WasmError("compiling %s failed:\n%s" % (path, (result.stderr or result.stdout).strip()))
+            messages = (result.stderr or result.stdout).strip() or "(the compiler printed nothing)"
+            errors = [line for line in messages.splitlines() if "error:" in line]
+            summary = ("%d error%s, the first: %s" % (len(errors), "" if len(errors) == 1 else "s", errors[0])
+                       if errors else messages.splitlines()[0])
+            raise WasmError("compiling %s failed (%s)\n%s" % (path, summary, messages))
         with open(output, "rb") as f:
             return f.read()
 
@@ -1799,6 +1827,38 @@ def wat_to_wasm(text):
         raise WasmError("the .wat text does not assemble: %s" % str(error).strip().splitlines()[0]) from None
 
 
+def validation_error(binary):
+    """wasmtime's reason why `binary` is not a valid module, None if it is valid.
+    Asked about modules the front end rejects, to tell an invalid module (first
+    reason) from a valid one using what wasmtf does not support."""
+    try:
+        import wasmtime
+    except ImportError:
+        raise MissingToolError("telling an invalid module from an unsupported one needs the `wasmtime` package "
+                               "(pip install wasmtime)") from None
+    try:
+        wasmtime.Module.validate(wasmtime.Engine(), binary)
+    except Exception as error:  # wasmtime raises its own error type
+        return (str(error).strip().splitlines() or ["rejected by wasmtime"])[0]
+    return None
+
+
+def lower_binary(binary, path):
+    """lower_module(decode_module(binary)) with errors that start with `path`;
+    a module that wasmtime finds invalid is reported as `invalid module: <its reason>`
+    (the front end checks what it lowers, not every validation rule)."""
+    try:
+        return lower_module(decode_module(binary))
+    except WasmError as error:
+        try:
+            reason = validation_error(binary)
+        except MissingToolError as missing:
+            raise WasmError("%s: %s\n  (%s)" % (path, error, missing)) from None
+        if reason is not None:
+            raise WasmError("%s: invalid module: %s" % (path, reason)) from None
+        raise WasmError("%s: %s" % (path, error)) from None
+
+
 def load_program_file(path, input_text=None):
     """(instructions, input_bytes) from a .c, .wasm, .wat or program .txt file.
 
@@ -1807,7 +1867,11 @@ def load_program_file(path, input_text=None):
     UnsupportedError / reference.ProgramError / OSError with a clear message."""
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
-    input_bytes = None if input_text is None else input_text.encode("utf-8")
+    try:
+        input_bytes = None if input_text is None else input_text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise WasmError("--input: character %d is not encodable as UTF-8 (%r)"
+                        % (error.start, input_text[error.start])) from None
     if suffix == ".txt":
         instructions, file_input = reference.read_program(path)
         return instructions, (file_input if input_bytes is None else input_bytes)
@@ -1816,10 +1880,10 @@ def load_program_file(path, input_text=None):
     elif suffix == ".wasm":
         binary = path.read_bytes()
     elif suffix == ".wat":
-        binary = wat_to_wasm(path.read_text())
+        binary = wat_to_wasm(reference.read_text(path))
     else:
         raise WasmError("%s: unknown program kind %r (use .c, .wasm, .wat or .txt)" % (path, suffix))
-    instructions = lower_module(decode_module(binary))
+    instructions = lower_binary(binary, path)
     if reference.has_input_section(instructions):
         return instructions, input_bytes or b""
     if input_bytes:
@@ -2117,7 +2181,7 @@ def spectest_file(path, runner, skips, failures):
         counts["skipped"] += 1
 
     instances, named = [], {}
-    for tree, source, line in parse_wast(pathlib.Path(path).read_text()):
+    for tree, source, line in parse_wast(reference.read_text(path)):
         head = tree[0] if tree and isinstance(tree[0], str) else None
         action = _action(tree)
         if head == "module":

@@ -31,6 +31,7 @@ executed instruction (about 0.6 microseconds, i.e. ~8 million trace tokens
 per second, in CPython 3.11 on a loop-heavy program: benchmarks/reference_speed.py)
 and allocates a 16 MiB zeroed memory per run (lazily, by the allocator).
 """
+import hashlib
 import sys
 
 # ---------------------------------------------------------------------------
@@ -146,6 +147,8 @@ SIGN_BIT = WORD_MODULUS >> 1         # 2**31: a word >= this is negative
 LOCALS_PER_FRAME = 256               # SPEC 4.8 d5: indices 0..255, all zeroed per frame
 MEMORY_SIZE = 1 << 24                # 16 MiB (SPEC 4.8); touching a byte at or past it traps
 PROGRAM_START, PROGRAM_END = "{", "}"
+START = "start"                      # position 0 of a specialized prompt (SPEC 2.2)
+PROGRAM_MARK = "program(sha256=%s)"  # the specialized vocabulary's name of its program (SPEC 1.2)
 INPUT_END = commit_token(+0, 0, 0)   # closes the input section, after its NUL byte
 NUL = 0
 FORBIDDEN_OPCODES = ("global.get", "global.set")  # SPEC 4.8: globals live in memory
@@ -314,6 +317,20 @@ def program_tokens(instructions, input_bytes=None):
     return tokens
 
 
+def specialized_prompt(instructions, input_bytes=None):
+    """The prompt of a model with the program in its weights (SPEC 2.2): `start`, then
+    the same input section as program_tokens (or nothing). Its trace is the same."""
+    tokens = program_tokens(instructions, input_bytes)
+    return [START] + tokens[tokens.index(PROGRAM_END) + 1:]
+
+
+def program_hash(instructions):
+    """SHA-256 (hex) of the program section `{ ... }` as one line of tokens: what names
+    the program a specialized model holds (the input is not part of it)."""
+    tokens = program_tokens(instructions)[:TOKENS_PER_INSTRUCTION * len(instructions) + 2]
+    return hashlib.sha256(" ".join(tokens).encode("ascii")).hexdigest()
+
+
 def format_program(instructions, input_bytes=None):
     """The program file text (one instruction per line, then the input section)."""
     return format_trace_file(program_tokens(instructions, input_bytes), [])
@@ -371,10 +388,20 @@ def parse_program(text):
     return instructions, input_bytes
 
 
+def read_text(path):
+    """A text file's contents (UTF-8); a ProgramError naming the file if it is not UTF-8."""
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ProgramError("%s: not UTF-8 text (byte 0x%02x at offset %d)"
+                           % (path, data[error.start], error.start)) from None
+
+
 def read_program(path):
     """parse_program of a file; the error message starts with the file's name."""
-    with open(path) as file:
-        text = file.read()
+    text = read_text(path)
     try:
         return parse_program(text)
     except ProgramError as error:
@@ -417,6 +444,16 @@ class StepLimitExceeded(RuntimeError):
     def __init__(self, message, machine):
         super().__init__(message)
         self.machine = machine
+
+
+class DiscardedTrace:
+    """A trace that keeps no tokens: for a run whose outcome is wanted, not its trace."""
+
+    def append(self, token):
+        pass
+
+    def extend(self, tokens):
+        pass
 
 
 class Machine:
@@ -722,10 +759,11 @@ STEP.update({opcode: store_step(opcode, width) for opcode, width in STORES.items
 # (global.get / global.set have no step: program files may not contain them, SPEC 4.8.)
 
 
-def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
+def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS, keep_trace=True):
     """Run a program on the reference machine; return the final Machine.
 
-    machine.trace holds the tokens generated after the prompt; machine.status
+    machine.trace holds the tokens generated after the prompt (a
+    DiscardedTrace, holding nothing, with keep_trace=False); machine.status
     is "halt", "trap", or "end" when pc ran past the last instruction (the
     run just stops there: no stop token). Raises ProgramError for an invalid
     program, ExecutionError for a stack underflow, StepLimitExceeded after
@@ -733,6 +771,8 @@ def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
     """
     check_program(instructions, input_bytes)
     m = Machine(instructions)
+    if not keep_trace:
+        m.trace = DiscardedTrace()
     if has_input_section(instructions):
         address = instructions[0][1]
         placed = bytes(input_bytes or b"") + bytes([NUL])
@@ -792,13 +832,17 @@ def cut_after(tokens, is_end):
 
 
 def format_trace_file(prompt_tokens, trace_tokens):
-    """The *_ref.txt layout: `{`, one line per instruction, `}`, then the input
-    section and the trace with a line break after every terminal token."""
-    close = prompt_tokens.index(PROGRAM_END)
-    lines = ([PROGRAM_START]
-             + [" ".join(prompt_tokens[start:start + TOKENS_PER_INSTRUCTION])
-                for start in range(1, close, TOKENS_PER_INSTRUCTION)]
-             + [PROGRAM_END])
+    """The *_ref.txt layout: `{`, one line per instruction, `}` (or `start` alone for a
+    specialized prompt), then the input section and the trace with a line break after
+    every terminal token."""
+    if prompt_tokens[:1] == [START]:  # a specialized prompt (SPEC 2.2): `start`, then as below
+        close, lines = 0, [START]
+    else:
+        close = prompt_tokens.index(PROGRAM_END)
+        lines = ([PROGRAM_START]
+                 + [" ".join(prompt_tokens[start:start + TOKENS_PER_INSTRUCTION])
+                    for start in range(1, close, TOKENS_PER_INSTRUCTION)]
+                 + [PROGRAM_END])
     # a line break after every group end and after `branch_taken` (SPEC 2.3)
     rest = list(prompt_tokens[close + 1:]) + list(trace_tokens)
     lines += [" ".join(line) for line in cut_after(rest, lambda t: is_group_end(t) or t == BRANCH_TAKEN)]
@@ -955,11 +999,12 @@ def diff_traces(expected, actual, instructions=None, context=3):
 # ---------------------------------------------------------------------------
 # 6. The `reference` command
 # ---------------------------------------------------------------------------
-def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS):
+def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS, specialized=False):
     """`python wasmtf.py reference FILE`: print prompt + reference trace in the
-    *_ref.txt layout (what was traced so far if the run fails). Returns the exit
-    code: 0 after `halt`; 1, with one line on stderr, for a trapped or failed run."""
-    prompt = program_tokens(instructions, input_bytes)
+    *_ref.txt layout (what was traced so far if the run fails); with specialized,
+    the specialized prompt (SPEC 2.2: same trace). Returns the exit code: 0 after
+    `halt`; 1, with one line on stderr, for a trapped or failed run."""
+    prompt = (specialized_prompt if specialized else program_tokens)(instructions, input_bytes)
     try:
         machine = execute(instructions, input_bytes, max_steps)
     except (StepLimitExceeded, ExecutionError) as error:
@@ -968,10 +1013,14 @@ def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS)
         print("wasmtf: %s" % error, file=sys.stderr)
         return 1
     sys.stdout.write(format_trace_file(prompt, machine.trace))
-    if machine.status == "trap":
-        print("wasmtf: the program trapped at %s" % _where(machine.pc), file=sys.stderr)
-        return 1
-    if machine.status == "end":
-        print("wasmtf: the program ran past its last instruction without halt", file=sys.stderr)
+    if machine.status != "halt":
+        print("wasmtf: %s" % stop_problem(machine.status, machine.pc), file=sys.stderr)
         return 1
     return 0
+
+
+def stop_problem(status, pc):
+    """Why a run that ended with `status` ("trap" or "end") at instruction `pc` failed (one line)."""
+    if status == "trap":
+        return "the program trapped at %s" % _where(pc)
+    return "the program ran past its last instruction without halt"

@@ -40,6 +40,8 @@ import argparse
 import math
 import os
 import pathlib
+import shutil
+import signal
 import struct
 import sys
 import time
@@ -118,8 +120,11 @@ def prepare(model):
 
     A plan layer holds w_heads [6A, D] (rows qx qy kx ky vx vy per active head),
     w_out_heads [D, 2A], and w_in [2F', D], w_ffo [D, F'] for the F' neurons
-    whose gate, value and output are all non-zero. Dropping exact zeros does
-    not change any result, only the (unspecified) summation order of BLAS."""
+    whose gate, value and output are all non-zero; step uses them restricted to
+    the R slots they read (ffn_reads, w_in_reads [2F', R]) and the W slots they
+    write (ffn_writes, w_ffo_writes [W, F']), which matters for a wide, sparse
+    feed-forward (a specialized model's fetch). Dropping exact zeros does not
+    change any result, only the (unspecified) summation order of BLAS."""
     D = model["embed"].shape[1]
     layers = []
     for layer in model["layers"]:
@@ -129,13 +134,17 @@ def prepare(model):
         F = layer["w_ffo"].shape[1]
         gates, values = layer["w_in"][:F], layer["w_in"][F:]  # [F, D] each
         live = gates.any(axis=1) & values.any(axis=1) & layer["w_ffo"].any(axis=0)  # [F]
+        w_in = np.concatenate([gates[live], values[live]])                 # [2F', D]
+        w_ffo = np.ascontiguousarray(layer["w_ffo"][:, live])               # [D, F']
+        reads, writes = np.flatnonzero(w_in.any(axis=0)), np.flatnonzero(w_ffo.any(axis=1))  # [R], [W]
         layers.append({
             "heads": heads,
             "tie_latest": [bool(layer["tie_latest"][h]) for h in heads],
             "w_heads": np.ascontiguousarray(layer["w_qkv"][rows]),          # [6A, D]
             "w_out_heads": np.ascontiguousarray(layer["w_out"][:, out_cols]),  # [D, 2A]
-            "w_in": np.concatenate([gates[live], values[live]]),             # [2F', D]
-            "w_ffo": np.ascontiguousarray(layer["w_ffo"][:, live]),           # [D, F']
+            "w_in": w_in, "w_ffo": w_ffo,
+            "ffn_reads": reads, "w_in_reads": np.ascontiguousarray(w_in[:, reads]),       # [2F', R]
+            "ffn_writes": writes, "w_ffo_writes": np.ascontiguousarray(w_ffo[writes]),  # [W, F']
         })
     return {"embed": model["embed"], "head": model["head"], "layers": layers,
             "vocab": model["vocab"], "stop_ids": set(model["stop_ids"])}
@@ -163,8 +172,8 @@ def step(plan, caches, token_id, p, record=None):
             record["qkv"].append(u if heads else [])
             record["attn"].append(o if heads else [])
             record["residuals"].append(x.copy())
-        if layer["w_ffo"].shape[1]:
-            x += feed_forward(layer["w_in"], layer["w_ffo"], x)  # [D]
+        if layer["w_ffo"].shape[1]:  # x[writes] += ffn(x[reads]): [R] -> [W]
+            x[layer["ffn_writes"]] += feed_forward(layer["w_in_reads"], layer["w_ffo_writes"], x[layer["ffn_reads"]])
         if record is not None:
             record["residuals"].append(x.copy())
     return x
@@ -253,16 +262,21 @@ def encode(model, tokens):
 
 
 def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None, progress=None,
-             speculative=False):
+             speculative=False, program=None):
     """Generate from prompt tokens; returns the new tokens, ending with a stop token
     unless max_new_tokens ran out first. Prompt positions compute no logits.
-    progress(count), if given, is called every PROGRESS_EVERY generated tokens.
+    progress(count, tokens), if given, is called every PROGRESS_EVERY generated tokens
+    with the tokens so far (the speculative path passes the count only).
     speculative=True gives the same tokens: the reference interpreter drafts the
-    trace of a program prompt and the transformer checks it in batched steps
-    (speculative.py), decoding on token by token after a disagreement."""
+    trace of a program prompt, or of `program` = (instructions, input bytes) (a
+    specialized prompt does not hold its program), and the transformer checks it in
+    batched steps (speculative.py), decoding on token by token after a disagreement."""
     if speculative:
         import speculative as speculative_decoding
-        draft = speculative_decoding.draft_for_prompt(prompt, max_steps=max_new_tokens)  # a step writes >= 1 token
+        if program is None:
+            draft = speculative_decoding.draft_for_prompt(prompt, max_steps=max_new_tokens)  # a step writes >= 1 token
+        else:
+            draft = speculative_decoding.reference_draft(*program, max_steps=max_new_tokens)
         return speculative_decoding.generate_speculative(model, prompt, draft, max_new_tokens,
                                                          plan=plan, progress=progress)
     plan = plan or prepare(model)
@@ -279,7 +293,7 @@ def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
             break
         p += 1
         if progress is not None and len(generated) % PROGRESS_EVERY == 0:
-            progress(len(generated))
+            progress(len(generated), generated)
     return generated
 
 
@@ -420,6 +434,12 @@ def read_model_bin(data, name):
     def ints(count, what):
         return list(struct.unpack(f"<{count}i", take(4 * count, what)))
 
+    def count(what):
+        (value,) = ints(1, what)
+        if value < 0:
+            raise ModelFileError(f"{name}: {what} is {value}, negative")
+        return value
+
     def flag(what):
         (value,) = ints(1, what)
         if value not in (0, 1):
@@ -450,7 +470,7 @@ def read_model_bin(data, name):
     if flag("has_erase"):
         model["erase"] = []
         for l in range(L):
-            halves = [ints(ints(1, f"layer {l} erase count")[0], f"layer {l} erase list") for half in "af"]
+            halves = [ints(count(f"layer {l} erase count"), f"layer {l} erase list") for half in "af"]
             if not all(0 <= s < D for half in halves for s in half):
                 raise ModelFileError(f"{name}: layer {l} erase list names a slot outside 0..{D - 1}")
             model["erase"].append(halves)
@@ -510,7 +530,8 @@ def npz_arrays(model):
 
 
 def model_from_npz(arrays, name):
-    """Inverse of npz_arrays; missing arrays are all named at once."""
+    """Inverse of npz_arrays; missing arrays are all named at once, and an array
+    of the wrong number of dimensions is named before any shape is read from it."""
     L = sum(1 for key in arrays if key.startswith("attn.") and key.endswith(".in_proj_weight"))
     needed = ["tok.weight", "head.weight", "vocab", "stop_tokens", "tie_latest"] + [
         f"{prefix}.{l}.{suffix}" for l in range(L) for prefix, suffix in
@@ -518,6 +539,16 @@ def model_from_npz(arrays, name):
     missing = [key for key in needed if key not in arrays]
     if missing:
         raise ModelFileError(f"{name}: missing arrays {', '.join(missing)}")
+    dimensions = {key: 2 for key in needed}
+    dimensions.update({"vocab": 1, "stop_tokens": 1, "slot_names": 1})
+    for key, ndim in dimensions.items():
+        if key in arrays and arrays[key].ndim != ndim:
+            raise ModelFileError(f"{name}: array {key} has shape {arrays[key].shape}, "
+                                 f"not {'a list' if ndim == 1 else 'a matrix'}")
+    V, D = len(arrays["vocab"]), arrays["tok.weight"].shape[1]
+    if arrays["tok.weight"].shape[0] != V or D == 0 or D % HEAD_WIDTH:
+        raise ModelFileError(f"{name}: array tok.weight has shape {arrays['tok.weight'].shape}, "
+                             f"not [V={V} (the vocabulary), an even D]")
     vocab = [str(t) for t in arrays["vocab"]]
     unknown_stops = [str(t) for t in arrays["stop_tokens"] if str(t) not in vocab]
     if unknown_stops:
@@ -540,11 +571,40 @@ def model_from_npz(arrays, name):
     return model
 
 
+ZIP_MAGIC = b"PK"         # an .npz is a zip archive of .npy files (an empty one starts PK too)
+NPY_MAGIC = b"\x93NUMPY"  # one .npy array
+
+
+def check_npz_archive(path):
+    """Raise ModelFileError unless the file at `path` starts like a zip archive,
+    naming what it is instead (numpy would try to unpickle it)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(ZIP_MAGIC):
+        return
+    if data.startswith(NPY_MAGIC):
+        raise ModelFileError(f"{path}: one .npy array, not an .npz archive of named arrays")
+    try:
+        read_model_bin(data, path)
+    except ModelFileError:
+        raise ModelFileError(f"{path}: not an .npz archive (a zip file of named arrays)") from None
+    raise ModelFileError(f"{path}: a transformer-vm model.bin, not an .npz archive: name it .bin")
+
+
+def baked_program_hash(model):
+    """The program_hash of the program a specialized model holds in its weights (the
+    vocabulary names it, SPEC 1.2), or None for a universal model."""
+    prefix, suffix = reference.PROGRAM_MARK.split("%s")
+    marks = [t[len(prefix):-len(suffix)] for t in model["vocab"] if t.startswith(prefix) and t.endswith(suffix)]
+    return marks[0] if marks else None
+
+
 def load(path):
     """Read a model file: transformer-vm's model.bin (*.bin) or wasmtf's *.npz."""
     path = str(path)
     try:
         if path.endswith(".npz"):
+            check_npz_archive(path)
             with np.load(path, allow_pickle=False) as npz:
                 model = model_from_npz({key: npz[key] for key in npz.files}, path)
         elif path.endswith(".bin"):
@@ -654,25 +714,76 @@ DEMO_PROGRAM = "examples/add.wasm"   # 3 + 5, compiled from examples/add.c
 CACHES = ("hull", "brute", "softmax")
 
 
-class Progress:
-    """Tokens, tokens/s and elapsed time on stderr: a live line when stderr is a
-    terminal, and always a final summary line."""
+PROGRESS_LINE_SECONDS = 10  # stderr not a terminal (CI, a pipe): one progress line this often
+# The live line on a terminal (VT100 escapes): at the start of an empty line it is
+# drawn after "\r" and erased with "\r" + erase-to-end-of-line; after output that
+# does not end its line, the cursor is saved, the line drawn after the output, and
+# erased by restoring the cursor (the output stays where it was); it is cut to the
+# terminal's width, since a wrapped line could scroll the screen under the saved cursor.
+ERASE_TO_END, SAVE_CURSOR, RESTORE_CURSOR = "\033[K", "\0337", "\0338"
 
-    def __init__(self, what="tokens"):
+
+class Progress:
+    """Tokens, tokens/s, elapsed time and the token limit on stderr: a live line
+    when stderr is a terminal, else one line every PROGRESS_LINE_SECONDS; always
+    a final summary line. With stream_output, the program's output (its out(...)
+    tokens) goes to stdout as the tokens arrive, the live line cleared first."""
+
+    def __init__(self, what="tokens", limit=None, stream_output=False):
         self.what = what
+        self.limit = limit
         self.start = time.perf_counter()
         self.live = sys.stderr.isatty()
+        self.next_line = self.start + PROGRESS_LINE_SECONDS
+        self.erase = None                # how to erase the live line on the terminal, None if none is shown
+        self.stream_output = stream_output
+        self.streamed = 0                # tokens whose output was written
+        self.output_ends_line = True     # the output so far ends with a newline (or there is none)
+        self.column = 0                  # output bytes after its last newline (where the cursor is)
 
-    def __call__(self, count):
+    def status(self, count):
+        elapsed = time.perf_counter() - self.start
+        limit = f" (limit {self.limit:,})" if self.limit else ""
+        return f"{count:,} {self.what}, {count / max(elapsed, 1e-9):,.0f} {self.what}/s, {elapsed:.1f} s{limit}"
+
+    def clear(self):
+        """Erase the live line, if one is shown, so that output continues where it was."""
+        if self.erase is not None:
+            print(self.erase, end="", file=sys.stderr, flush=True)
+            self.erase = None
+
+    def write_output(self, tokens):
+        """Write the output bytes of `tokens` (a continuation of the trace) to stdout."""
+        data = reference.output_bytes(tokens)
+        if data:
+            self.clear()
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            self.output_ends_line = data.endswith(b"\n")
+            self.column = len(data) - 1 - data.rindex(b"\n") if b"\n" in data else self.column + len(data)
+
+    def __call__(self, count, tokens=None):
+        if self.stream_output and tokens is not None:
+            self.write_output(tokens[self.streamed:count])
+            self.streamed = count
         if self.live:
-            elapsed = time.perf_counter() - self.start
-            print(f"\r  {count:,} {self.what}  {count / max(elapsed, 1e-9):,.0f}/s  {elapsed:.1f} s",
-                  end="", file=sys.stderr, flush=True)
+            self.clear()
+            column = 0 if self.output_ends_line else self.column
+            text = f"  {self.status(count)}"[:max(shutil.get_terminal_size().columns - 1 - column, 0)]
+            if self.output_ends_line:
+                start, self.erase = "\r", "\r" + ERASE_TO_END
+            else:
+                start, self.erase = SAVE_CURSOR, RESTORE_CURSOR + ERASE_TO_END
+            print(start + text, end="", file=sys.stderr, flush=True)
+        elif time.perf_counter() >= self.next_line:
+            print(f"wasmtf: {self.status(count)}", file=sys.stderr, flush=True)
+            self.next_line = time.perf_counter() + PROGRESS_LINE_SECONDS
 
     def finish(self, count):
+        self.clear()
+        if self.live and not self.output_ends_line:  # the summary starts its own line on the terminal
+            print(file=sys.stderr)
         elapsed = time.perf_counter() - self.start
-        if self.live:
-            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
         print(f"wasmtf: {count:,} {self.what} in {elapsed:.2f} s ({count / max(elapsed, 1e-9):,.0f} {self.what}/s)",
               file=sys.stderr)
 
@@ -686,26 +797,62 @@ def load_program(path, input_text=None):
 def load_machine(path=None):
     """The compiled WebAssembly machine, or the weights in `path` (.npz or model.bin).
     Compiling takes well under a second, so nothing is cached on disk."""
-    if path:
+    if path is not None:
         return load(path)
     import compile_weights
     return compile_weights.compile_machine()
 
 
+def program_prompt(model, instructions, input_bytes):
+    """The prompt that runs a program in `model`: SPEC 2.1's program file for a universal
+    model; `start` + input section (SPEC 2.2) for a specialized one (`start` is in its
+    vocabulary). A model that names another program (SPEC 1.2) is an error; one that
+    names none (transformer-vm's) is trusted to hold this one."""
+    if reference.START not in model["vocab"]:
+        return reference.program_tokens(instructions, input_bytes)
+    baked = baked_program_hash(model)
+    if baked is not None and baked != reference.program_hash(instructions):
+        raise ValueError(f"the model holds the program with sha256 {baked[:16]}..., not this one "
+                         f"({reference.program_hash(instructions)[:16]}...): run that program, or specialize this one")
+    return reference.specialized_prompt(instructions, input_bytes)
+
+
 def run_program(model, instructions, input_bytes, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
                 progress=None, speculative=False, plan=None):
     """Run a flat program inside the transformer: (prompt tokens, trace tokens)."""
-    prompt = reference.program_tokens(instructions, input_bytes)
+    prompt = program_prompt(model, instructions, input_bytes)
     trace = generate(model, prompt, cache=cache, max_new_tokens=max_new_tokens, plan=plan, progress=progress,
-                     speculative=speculative)
+                     speculative=speculative, program=(instructions, input_bytes))
     return prompt, trace
 
 
-def report_end(trace):
-    """Exit code of a finished run: 0 after `halt`; 1, with one line on stderr, otherwise."""
+def check_before_running(instructions, input_bytes, max_tokens):
+    """Raise reference.ExecutionError if the reference interpreter rejects the run
+    (a stack underflow, e.g. `drop` on an empty stack; running past the last
+    instruction), as the `reference` command would, before the transformer
+    generates anything. The check runs as many steps as `reference` does (its
+    step limit) or as the token limit allows (each step writes >= 1 token),
+    whichever is fewer; it keeps no trace, and the reference runs some hundred
+    times faster than the transformer."""
+    steps = min(max_tokens, reference.DEFAULT_MAX_STEPS)
+    try:
+        machine = reference.execute(instructions, input_bytes, max_steps=steps, keep_trace=False)
+    except reference.StepLimitExceeded:
+        return  # nothing wrong within the token limit; the run will stop at it
+    if machine.status == "end":
+        raise reference.ExecutionError(reference.stop_problem("end", machine.pc))
+
+
+def report_end(trace, instructions=None):
+    """Exit code of a finished run: 0 after `halt`; 1, with one line on stderr, otherwise.
+    A trap is reported with the instruction the trace says it ran last."""
     if trace and trace[-1] == "halt":
         return 0
-    if trace and trace[-1] == "trap":
+    if trace and trace[-1] == "trap" and instructions is not None:
+        for last in reference.walk_trace(instructions, trace):  # keeps only the last record
+            pass
+        print(f"wasmtf: {reference.stop_problem('trap', last['pc'])}", file=sys.stderr)
+    elif trace and trace[-1] == "trap":
         print("wasmtf: the program trapped", file=sys.stderr)
     else:
         print(f"wasmtf: no stop token within {len(trace):,} tokens", file=sys.stderr)
@@ -721,8 +868,9 @@ def cmd_demo(args):
     print(f"The flat program: {len(instructions)} instructions (SPEC 3.1)")
     for index, (opcode, immediate) in enumerate(instructions):
         print(f"  {index:4d}  {opcode} {reference.to_signed(immediate)}")
-    progress = Progress()
+    progress = Progress(limit=DEFAULT_MAX_NEW_TOKENS)
     prompt, trace = run_program(load_machine(), instructions, input_bytes, progress=progress)
+    progress.clear()
     print(f"\nThe trace the transformer wrote after its {len(prompt)}-token prompt, one group per instruction:")
     print(reference.describe_trace(instructions, trace))
     progress.finish(len(trace))
@@ -730,7 +878,7 @@ def cmd_demo(args):
     print("\noutput:", reference.output_bytes(trace).decode("utf-8", "replace"), end="")
     print("ok: the trace equals the reference interpreter's, token for token" if matches
           else "FAILED: the trace differs from the reference interpreter's")
-    return report_end(trace) if matches else 1
+    return report_end(trace, instructions) if matches else 1
 
 
 def positive_int(text):
@@ -740,34 +888,55 @@ def positive_int(text):
     return int(text)
 
 
+def file_name(text):
+    """An argparse type: a non-empty file name."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty file name")
+    return text
+
+
+def max_tokens_argument(parser):
+    parser.add_argument("--max-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
+                        help=f"stop after N generated tokens (default {DEFAULT_MAX_NEW_TOKENS:,}; "
+                             "a long run reports its progress on stderr)")
+
+
 def run_arguments(parser):
     parser.add_argument("file", help="program: .c (needs ziglang), .wasm, .wat or a program .txt")
     parser.add_argument("--input", help="input string (replaces the file's input section)")
-    parser.add_argument("--cache", choices=CACHES, default="hull", help="attention cache (default hull)")
-    parser.add_argument("--model", help="weights to run (.npz or model.bin; default: the compiled machine)")
+    parser.add_argument("--cache", choices=CACHES, help="attention cache (default hull; not with --speculative)")
+    parser.add_argument("--model", type=file_name,
+                        help="weights to run (.npz or model.bin; default: the compiled machine)")
     parser.add_argument("--trace", action="store_true", help="print the instruction-level trace")
     parser.add_argument("--tokens", action="store_true",
                         help="print prompt and trace tokens in the *_ref.txt layout (compare with `reference`)")
-    parser.add_argument("--max-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS, help="stop after N tokens")
+    max_tokens_argument(parser)
     parser.add_argument("--speculative", action="store_true",
                         help="draft with the reference interpreter, verify in batched steps (same trace)")
 
 
 def cmd_run(args):
-    """run a program inside the transformer and print its output"""
+    """run a program inside the transformer and print its output (as it is written)"""
+    if args.speculative and args.cache is not None:
+        raise ValueError("--cache has no effect with --speculative (the draft is verified with exact "
+                         "hard attention over all positions at once): give one or the other")
     instructions, input_bytes = load_program(args.file, args.input)
-    progress = Progress()
-    prompt, trace = run_program(load_machine(args.model), instructions, input_bytes, args.cache,
+    model = load_machine(args.model)
+    check_before_running(instructions, input_bytes, args.max_tokens)
+    streaming = not (args.tokens or args.trace)
+    progress = Progress(limit=args.max_tokens, stream_output=streaming)
+    prompt, trace = run_program(model, instructions, input_bytes, args.cache or "hull",
                                 args.max_tokens, progress, args.speculative)
+    progress.clear()
     if args.tokens:
         sys.stdout.write(reference.format_trace_file(prompt, trace))
     elif args.trace:
         print(reference.describe_trace(instructions, trace))
     else:
-        sys.stdout.buffer.write(reference.output_bytes(trace))
+        progress.write_output(trace[progress.streamed:])
     sys.stdout.flush()
     progress.finish(len(trace))
-    return report_end(trace)
+    return report_end(trace, instructions)
 
 
 def program_arguments(parser):
@@ -775,10 +944,16 @@ def program_arguments(parser):
     parser.add_argument("--input", help="input string (replaces the file's input section)")
 
 
+def reference_arguments(parser):
+    program_arguments(parser)
+    parser.add_argument("--specialized", action="store_true",
+                        help="with the specialized prompt, `start` + input (SPEC 2.2; the same trace)")
+
+
 def cmd_reference(args):
     """print the prompt and the reference interpreter's trace (the *_ref.txt layout)"""
     instructions, input_bytes = load_program(args.file, args.input)
-    return reference.print_reference(instructions, input_bytes)
+    return reference.print_reference(instructions, input_bytes, specialized=args.specialized)
 
 
 def compile_arguments(parser):
@@ -807,10 +982,35 @@ def cmd_weights(args):
     return 0
 
 
+def specialize_arguments(parser):
+    program_arguments(parser)
+    parser.add_argument("-o", "--output", required=True, help="prog.npz or prog.bin")
+
+
+PROMPT_SHOWN = 12  # tokens of the specialized prompt that `specialize` prints
+
+
+def cmd_specialize(args):
+    """bake a program into the weights: a model whose prompt is `start` + input (SPEC 2.2)"""
+    import compile_weights
+    instructions, input_bytes = load_program(args.file, args.input)
+    start = time.perf_counter()
+    model = compile_weights.specialize(instructions)
+    save(model, args.output)
+    print(f"wasmtf: specialized and saved in {time.perf_counter() - start:.2f} s", file=sys.stderr)
+    prompt = reference.specialized_prompt(instructions, input_bytes)
+    shown = " ".join(prompt[:PROMPT_SHOWN]) + (" ..." if len(prompt) > PROMPT_SHOWN else "")
+    print(f"wrote {args.output}: {len(instructions)} instructions in the weights, program sha256 "
+          f"{reference.program_hash(instructions)}; {compile_weights.describe_shape(model)}")
+    print(f"prompt: {shown}  (run it: wasmtf.py run {args.file} --model {args.output})")
+    return 0
+
+
 def crosscheck_arguments(parser):
     parser.add_argument("model", help="weights to check (.npz or transformer-vm model.bin)")
     program_arguments(parser)
-    parser.add_argument("--against", help="expected trace file (*_ref.txt layout; default: the reference)")
+    parser.add_argument("--against", type=file_name,
+                        help="expected trace file of this program (*_ref.txt layout; default: the reference)")
     parser.add_argument("--cache", choices=CACHES, default="hull")
     parser.add_argument("--dump-activations", metavar="OUT.npz",
                         help="save every layer's residual stream for the prompt and trace")
@@ -820,21 +1020,12 @@ def cmd_crosscheck(args):
     """run weights on a program and compare with the reference trace, token for token"""
     model = load(args.model)
     instructions, input_bytes = load_program(args.file, args.input)
-    prompt = reference.program_tokens(instructions, input_bytes)
+    prompt = program_prompt(model, instructions, input_bytes)
     if args.against:
-        traced_instructions, traced_input, expected = reference.parse_trace_file(
-            pathlib.Path(args.against).read_text())
-        if traced_instructions != instructions:
-            raise ValueError(f"{args.against} is the trace of another program than {args.file}")
-        if traced_input is None and reference.has_input_section(instructions) and not input_bytes:
-            prompt = prompt[:prompt.index(reference.PROGRAM_END) + 1]   # transformer-vm's: no input section
-        elif traced_input is None and input_bytes:
-            raise ValueError(f"{args.against}: its prompt has no input section, but the input is {input_bytes!r}")
-        elif (traced_input or b"") != (input_bytes or b""):
-            raise ValueError(f"{args.against}: its input is {traced_input!r}, not {input_bytes or b''!r}")
+        prompt, expected = expected_trace(args.against, instructions, input_bytes, prompt, args.file)
     else:
         expected = reference.execute(instructions, input_bytes).trace
-    progress = Progress()
+    progress = Progress(limit=len(expected))
     actual = generate(model, prompt, cache=args.cache, max_new_tokens=len(expected), progress=progress)
     progress.finish(len(actual))
     if args.dump_activations:
@@ -852,6 +1043,27 @@ def cmd_crosscheck(args):
           f" after position {len(tokens) - 1}; what it computed there:")
     print(compile_weights.format_inspection(info))
     return 1
+
+
+def expected_trace(path, instructions, input_bytes, prompt, program_path):
+    """(prompt, trace tokens) of the trace file `path`, which must be a trace of this
+    program and input with at least one token after its prompt. A trace whose prompt
+    has no input section (transformer-vm's, for the empty input) gives that prompt."""
+    try:
+        traced_instructions, traced_input, expected = reference.parse_trace_file(reference.read_text(path))
+    except reference.ProgramError as error:
+        raise reference.ProgramError(f"--against {path}: not a trace file ({error})") from None
+    if traced_instructions != instructions:
+        raise ValueError(f"{path} is the trace of another program than {program_path}")
+    if traced_input is None and reference.has_input_section(instructions) and not input_bytes:
+        prompt = prompt[:prompt.index(reference.PROGRAM_END) + 1]   # transformer-vm's: no input section
+    elif traced_input is None and input_bytes:
+        raise ValueError(f"{path}: its prompt has no input section, but the input is {input_bytes!r}")
+    elif (traced_input or b"") != (input_bytes or b""):
+        raise ValueError(f"{path}: its input is {traced_input!r}, not {input_bytes or b''!r}")
+    if not expected:
+        raise ValueError(f"--against {path}: a program file, not a trace (no tokens after the prompt)")
+    return prompt, expected
 
 
 def dump_activations(model, tokens, path):
@@ -879,9 +1091,11 @@ def cmd_spectest(args):
 def generate_arguments(parser):
     parser.add_argument("model", help="model file (.bin or .npz)")
     parser.add_argument("tokens", nargs="*", help="prompt tokens (or use --prompt-file)")
-    parser.add_argument("--prompt-file", help="file of whitespace-separated prompt tokens")
-    parser.add_argument("--cache", choices=("hull", "brute", "softmax"), default="hull")
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument("--prompt-file", type=file_name, help="file of whitespace-separated prompt tokens")
+    parser.add_argument("--cache", choices=CACHES, default="hull")
+    max_tokens_argument(parser)
+    parser.add_argument("--max-new-tokens", type=positive_int, dest="max_tokens",
+                        help=argparse.SUPPRESS)  # the old name of --max-tokens
 
 
 def cmd_generate(args):
@@ -889,13 +1103,14 @@ def cmd_generate(args):
     model = load(args.model)
     prompt = list(args.tokens)
     if args.prompt_file:
-        with open(args.prompt_file) as f:
-            prompt += f.read().split()
-    generated = generate(model, prompt, cache=args.cache, max_new_tokens=args.max_new_tokens)
+        prompt += reference.read_text(args.prompt_file).split()
+    progress = Progress(limit=args.max_tokens)
+    generated = generate(model, prompt, cache=args.cache, max_new_tokens=args.max_tokens, progress=progress)
+    progress.clear()
     print(" ".join(generated))
     stopped = bool(generated) and generated[-1] in [model["vocab"][i] for i in model["stop_ids"]]
     if not stopped:
-        print(f"wasmtf: no stop token within {args.max_new_tokens} new tokens", file=sys.stderr)
+        print(f"wasmtf: no stop token within {args.max_tokens:,} new tokens", file=sys.stderr)
     return 0 if stopped else 1
 
 
@@ -906,7 +1121,10 @@ def convert_arguments(parser):
 
 def cmd_convert(args):
     """convert a model file between model.bin and .npz"""
-    save(load(args.source), args.target)
+    import compile_weights
+    model = load(args.source)
+    save(model, args.target)
+    print(f"wrote {args.target}: {compile_weights.describe_shape(model)}")
     return 0
 
 
@@ -925,6 +1143,9 @@ def cmd_info(args):
     print("stop tokens:", " ".join(model["vocab"][i] for i in model["stop_ids"]))
     if model.get("trailer_bytes"):
         print(f"trailer: {model['trailer_bytes']:,} bytes after the model.bin fields (ignored)")
+    baked = baked_program_hash(model)
+    print(f"specialized: the program with sha256 {baked} is in the weights; prompt `start` + input (SPEC 2.2)"
+          if baked else "universal: the prompt holds the program (SPEC 2.1)")
     return 0
 
 
@@ -932,10 +1153,11 @@ COMMANDS = [
     # (name, add the sub-parser's arguments, run(args) -> exit code; its docstring is the help)
     ("demo", lambda parser: None, cmd_demo),
     ("run", run_arguments, cmd_run),
-    ("reference", program_arguments, cmd_reference),
+    ("reference", reference_arguments, cmd_reference),
     ("compile", compile_arguments, cmd_compile),
     ("weights", lambda parser: parser.add_argument("-o", "--output", default="weights.npz",
                                                    help="weights.npz or model.bin"), cmd_weights),
+    ("specialize", specialize_arguments, cmd_specialize),
     ("crosscheck", crosscheck_arguments, cmd_crosscheck),
     ("spectest", spectest_arguments, cmd_spectest),
     ("generate", generate_arguments, cmd_generate),
@@ -956,13 +1178,28 @@ def main(argv=None):
     args = parser.parse_args(argv)  # bad usage: argparse prints it and exits with 2
     try:
         return args.run(args)
+    except BrokenPipeError:  # the reader of stdout stopped (`... | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush at exit
+        return 1
     except (ValueError, OSError) as error:  # bad files, programs, modules, tokens
-        print(f"wasmtf: error: {error}", file=sys.stderr)
+        print_error(error)
         return 2
     except (reference.StepLimitExceeded, reference.ExecutionError) as error:  # a failed reference run
-        print(f"wasmtf: error: {error}", file=sys.stderr)
+        print_error(error)
         return 1
 
 
+def print_error(error):
+    """`wasmtf: error: ` and the message's first line, which tells the whole story;
+    any further lines (every unsupported instruction, a compiler's messages) follow indented."""
+    first, *details = str(error).splitlines() or [""]
+    print(f"wasmtf: error: {first}", file=sys.stderr)
+    for line in details:
+        print(line if line[:1].isspace() else "  " + line, file=sys.stderr)
+
+
 if __name__ == "__main__":
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a closed pipe ends the process quietly
     sys.exit(main())

@@ -289,9 +289,11 @@ def test_bad_npz_files_are_rejected_with_a_clear_message(tmp_path):
 def test_generate_convert_info_and_errors(tmp_path, capsys):
     wasmtf.save(wasmtf.copy_model(), tmp_path / "m.npz")
     assert wasmtf.main(["convert", str(tmp_path / "m.npz"), str(tmp_path / "m.bin")]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'm.bin'}: ")
     assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "3", "5"]) == 0
     assert capsys.readouterr().out.strip() == "4 6 5 7 6 8 7 9 8 halt"
-    assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "3", "--max-new-tokens", "2"]) == 1
+    assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "3", "--max-tokens", "2"]) == 1
+    assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "3", "--max-new-tokens", "2"]) == 1  # old name
     assert wasmtf.main(["info", str(tmp_path / "m.bin")]) == 0
     assert "layer 0: 1 active heads" in capsys.readouterr().out
     assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "z"]) == 2

@@ -6,10 +6,12 @@ bounds checks, the C examples. Also: malformed input gives one WasmError,
 unsupported input one UnsupportedError listing everything, routine costs stay
 within their documented bounds."""
 import random
+import re
 import subprocess
 import sys
 
 import pytest
+import wasmtime
 
 import frontend
 import reference
@@ -396,6 +398,79 @@ def test_every_unsupported_use_is_reported_at_once():
     assert any("function 2" in p and "value types f64" in p for p in problems)
     assert any("function 2" in p and "byte offset" in p and p.endswith("f64.add") for p in problems)
     assert any("'compute'" in p and p.endswith("f32.const") for p in problems)
+
+
+def test_invalid_modules_are_reported_as_invalid_with_wasmtimes_first_reason(tmp_path):
+    """A module the front end rejects is `invalid module: <reason>` exactly when wasmtime's
+    validator rejects it; otherwise the front end's own error (unsupported, ...) stands."""
+    rng = random.Random(16)
+    seeds = [(EXAMPLES / "hello.wasm").read_bytes(), (EXAMPLES / "add.wasm").read_bytes()]
+    engine = wasmtime.Engine()
+    invalid = 0
+    for case in range(300):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 3)):
+            data[rng.randrange(8, len(data))] = rng.randrange(256)
+        try:
+            frontend.lower_binary(bytes(data), "m.wasm")
+            continue
+        except frontend.WasmError as error:
+            message = str(error)
+        try:
+            wasmtime.Module.validate(engine, bytes(data))
+            assert "invalid module" not in message, message
+        except wasmtime.WasmtimeError as error:
+            invalid += 1
+            assert message == "m.wasm: invalid module: %s" % str(error).splitlines()[0]
+    assert invalid > 100
+
+
+def test_a_memory_index_other_than_0_is_invalid():
+    binary = bytearray(wasmtime.wat2wasm('(module (memory 1) (func (export "f") (result i32) memory.size))'))
+    at = binary.index(bytes([0x3F, 0x00]))
+    binary[at + 1] = 1                                            # memory.size 1: there is one memory
+    with pytest.raises(frontend.WasmError, match="m.wasm: invalid module: unknown memory 1"):
+        frontend.lower_binary(bytes(binary), "m.wasm")
+    with pytest.raises(frontend.UnsupportedError, match=r"memory.size of memory 1 \(one memory, index 0\)"):
+        frontend.lower_module(bytes(binary), entry="f")
+
+
+def test_a_type_error_is_invalid_not_a_missing_heap_base(tmp_path):
+    program = tmp_path / "typed.wat"
+    program.write_text('(module (func (export "compute") (param i32) (i64.const 1)))')
+    with pytest.raises(frontend.WasmError) as error:
+        frontend.load_program_file(program)
+    assert str(error.value).startswith("%s: invalid module: type mismatch" % program)  # not __heap_base
+
+
+@pytest.mark.parametrize("body,name,proposal", [
+    ("(return_call $f)", "return_call", "tail-call"),
+    ("(return_call_indirect (type 0) (i32.const 0))", "return_call_indirect", "tail-call"),
+    ("(block (try_table (throw_ref (ref.null exn))))", "try_table", "exception-handling"),
+    ("(drop (ref.as_non_null (ref.func $f)))", "ref.as_non_null", "function-references"),
+])
+def test_a_proposals_instruction_is_named(body, name, proposal):
+    binary = wasmtime.wat2wasm('(module (type (func)) (table 1 funcref) (elem declare func $f) '
+                               '(func $f (export "compute") %s))' % body)
+    with pytest.raises(frontend.WasmError, match=r"m.wasm: byte offset \d+ \(0x[0-9a-f]+\): %s \(opcode 0x[0-9a-f]{2}, "
+                       r"the %s proposal\): not supported" % (re.escape(name), proposal)):
+        frontend.lower_binary(binary, "m.wasm")
+
+
+def test_an_exception_tag_section_is_named():
+    binary = wasmtime.wat2wasm('(module (tag $e) (func (export "compute") (throw $e)))')
+    with pytest.raises(frontend.WasmError, match=r"tag section \(id 13, the exception-handling proposal\)"):
+        frontend.lower_binary(binary, "m.wasm")
+
+
+def test_telling_invalid_from_unsupported_without_wasmtime_is_an_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wasmtime", None)        # `import wasmtime` raises ImportError
+    with pytest.raises(frontend.WasmError) as error:
+        frontend.lower_binary(SMALL_MODULE[:-3], "m.wasm")
+    first, detail = str(error.value).split("\n")
+    assert first.startswith("m.wasm: byte offset ")
+    assert detail == "  (telling an invalid module from an unsupported one needs the `wasmtime` package " \
+                     "(pip install wasmtime))"
 
 
 # ---------------------------------------------------------------------------

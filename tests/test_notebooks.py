@@ -19,10 +19,10 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 CELL_TIMEOUT = 600          # seconds per cell: generous; a whole notebook takes under a minute
 
 
-def test_the_four_notebooks_and_the_exercises_are_there():
+def test_the_five_notebooks_and_the_exercises_are_there():
     assert [path.name for path in NOTEBOOKS] == [
         "01_attention_as_geometry.ipynb", "02_compiling_a_machine.ipynb",
-        "03_running_programs.ipynb", "04_crosschecking_a_torch_port.ipynb"]
+        "03_running_programs.ipynb", "04_crosschecking_a_torch_port.ipynb", "05_specialization.ipynb"]
     assert (NOTEBOOKS_DIR / "exercises.md").exists()
 
 
