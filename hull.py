@@ -43,24 +43,28 @@ Two paths:
   step of Andrew's algorithm), all in compact arrays (`_ListChain`); columns
   are runs of consecutive points;
 * tree path, for good after the first key that breaks those conditions:
-  vertices linked by dicts, SortedLists of vertex x and of edge slopes
-  (`_TreeChain`); an insert removes the run of vertices the new key leaves
-  strictly below on either side. Columns are dicts ky -> point.
+  the vertices in blocks of at most 2 * _LOAD (`_BlockChain`): per block,
+  arrays of vertex x, y and the slope of the edge to the next vertex, and
+  per chain the last x and the last slope of every block, so a new key's
+  place and a query's vertex are two bisections each; an insert removes
+  the run of vertices the new key leaves strictly below on either side.
+  Columns are lists of points in ky order, in a dict by kx.
 The lower hull is built at the first qy < 0 query (the machine never asks).
 
 Costs (n = distinct keys so far)
 --------------------------------
 * insert: list path O(1) amortized (each vertex is popped at most once);
-  tree path O(log n) comparisons plus SortedList insertions and deletions,
-  amortized O(log n) ("approximate", as sortedcontainers says), each removed
-  vertex removed once. The switch to the tree path costs O(n log n) once.
+  tree path O(log n) comparisons plus one array insertion moving up to
+  2 * _LOAD entries (a memmove), each removed vertex removed once, and a
+  new key below the top of its column is placed by bisection in the column.
+  The switch to the tree path costs O(n log n) once.
 * query: O(log n) bisection + the walk (usually 3 scores) + the tied set
   (+ the keys of its columns: at most LIST_COLUMN_LIMIT each on the list
   path, only the near-tied ones, in ky order, on the tree path).
   qy == 0 with qx != 0: O(m), m = distinct keys in the extreme kx column.
   The first qy < 0 query: O(n log n), to build the lower hull.
-* memory: about 75 bytes per distinct key on the list path (arrays), a few
-  hundred on the tree path (dicts, SortedLists, boxed floats).
+* memory: about 75 bytes per distinct key on the list path (arrays); the
+  tree path adds about 150 bytes per column (a dict entry, a list).
 
 Exactness (when HullHead == BruteHead, bit for bit)
 ---------------------------------------------------
@@ -78,6 +82,13 @@ holds in these two cases (both stress-tested against BruteHead):
    (tested: 1, 3 and HARD_K*sqrt(2) = 1.4142135623730951e10, where scores
    reach 2^84 and keys of equal k tie in float): near-ties between
    neighbouring keys are found by the walk, equal-k keys by the column check.
+   The machine's memory heads also write cleared keys (2k, -1e30): far
+   under the hull, duplicates of their column's bottom (merged at once).
+Both paths decide with the same float tests (a vertex goes when a new key
+leaves it strictly below the new edge, negated slopes compared in float; a
+query starts at the vertex bisect_left finds among the negated slopes, which
+_bisect_slopes only reaches with other probes, and walks), so both cases
+hold on either path and across the switch (stress-tested on both).
 Average mode sums values in another order than the scan: the results are
 equal when the sums are exact (e.g. integer values below 2^53), otherwise
 they can differ in the last bits. Keys and queries must be finite and
@@ -87,12 +98,12 @@ Status: stress-tested against BruteHead (tests/test_hull.py), with `_check()`
 after each insert in part of the run; causal_hard_attention against the
 sequential BruteHead. Speed: benchmarks/hull_scaling.py.
 """
+import math
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from fractions import Fraction
 
 import numpy as np
-from sortedcontainers import SortedList
 
 # A float score's rounding error is at most 2^-52 * (|qx*kx| + |qy*ky|)
 # (two products and a sum, each within half an ulp); the walk stops at a key
@@ -103,8 +114,41 @@ ROUNDING_SLACK = 2.0 ** -51
 # column is scanned, so a longer column moves the head to the tree path.
 LIST_COLUMN_LIMIT = 8
 
-# SortedList load of the tree path; tests shrink it to force sublist splits.
-_LOAD = SortedList.DEFAULT_LOAD_FACTOR
+# Vertices per block of the tree path's chains (a block splits in two above
+# 2 * _LOAD): inserting into or deleting from a block moves up to 2 * _LOAD
+# references (a C memmove, under a microsecond), and a chain of n vertices
+# has n / _LOAD blocks to bisect. Tests shrink it to force splits and merges.
+_LOAD = 1000
+
+
+# Slope arrays at least this long are searched from an interpolated guess
+# (_bisect_slopes); below, bisection takes at most 6 probes anyway.
+INTERPOLATE_FROM = 64
+
+
+def _bisect_slopes(slopes, ratio):
+    """bisect_left(slopes, ratio) for sorted slopes, probing first where ratio
+    would fall if the slopes grew evenly from slopes[0] to slopes[-1]. The
+    machine's position keys (2p, -p^2 + d) have edge slopes p + 1/2 (plus a
+    recency part below 1/2): found in two probes, where bisection takes log2 n
+    probes scattered over memory. Any other slopes: the same answer, after
+    one bisection of the part the guess leaves."""
+    n = len(slopes)
+    if n >= INTERPOLATE_FROM:
+        first = slopes[0]
+        last = slopes[-1]
+        if first < ratio <= last:
+            fraction = (ratio - first) / (last - first)
+            if 0.0 <= fraction <= 1.0:       # (not NaN: an infinite slope)
+                guess = int(fraction * (n - 1))
+                if slopes[guess] < ratio:    # the answer is after guess, at most n - 1
+                    if slopes[guess + 1] >= ratio:
+                        return guess + 1
+                    return bisect_left(slopes, ratio, guess + 2, n - 1)
+                if guess == 0 or slopes[guess - 1] < ratio:
+                    return guess
+                return bisect_left(slopes, ratio, 0, guess - 1)
+    return bisect_left(slopes, ratio)
 
 
 # ---------------------------------------------------------------------------
@@ -150,7 +194,7 @@ class _ListChain:
     def argmax(self, qx, qy):
         """For qy > 0: (best float score, points of the vertices reaching it)."""
         xs, ys, points = self.xs, self.ys, self.points
-        start = bisect_left(self.neg_slopes, qx / qy)   # the score stops rising here
+        start = _bisect_slopes(self.neg_slopes, qx / qy)   # the score stops rising here
         score_x = qx * xs[start]
         score_y = qy * ys[start]
         best = score_x + score_y
@@ -178,121 +222,190 @@ class _ListChain:
         _check_chain(list(self.xs), list(self.ys), list(self.neg_slopes), tops)
 
 
-class _TreeChain:
-    """The hull for points in any order: vertices linked by dicts, a SortedList
-    of vertex x to find a new point's place, a SortedList of the negated edge
-    slopes to find a query's vertex (edge e joins vertices e and e + 1: both
-    lists are in chain order). An insert removes the run of vertices that the
-    new point leaves strictly below the new edges."""
+class _BlockChain:
+    """The hull for points in any order. The vertices, in chain order, are cut
+    into blocks of at most 2 * _LOAD: parallel Python lists of x, y and the
+    negated slope of the edge to the next vertex (+inf after the last vertex;
+    slopes are non-decreasing along the chain, so both x and slopes are
+    sorted), with the last x and the last slope of each block. A point's place
+    and a query's vertex are two bisections each; list insertions and
+    deletions move at most 2 * _LOAD references. An insert puts the point in
+    its place (or raises its column's top) and deletes the run of vertices it
+    leaves strictly below the new edges, with the same float tests as
+    _ListChain (each vertex is deleted at most once)."""
 
     def __init__(self, listed):
-        xs = list(listed.xs)
-        self.y_of = dict(zip(xs, listed.ys))         # vertex x -> y
-        self.left_of = dict(zip(xs[1:], xs))         # vertex x -> previous vertex x
-        self.right_of = dict(zip(xs, xs[1:]))        # vertex x -> next vertex x
-        self.xs = SortedList(xs)
-        self.xs._reset(_LOAD)
-        self.neg_slopes = SortedList(listed.neg_slopes)
-        self.neg_slopes._reset(_LOAD)
+        xs, ys = listed.xs, listed.ys
+        slopes = listed.neg_slopes + array("d", [math.inf])
+        starts = range(0, len(xs), _LOAD)
+        self.x_blocks = [xs[i:i + _LOAD] for i in starts]
+        self.y_blocks = [ys[i:i + _LOAD] for i in starts]
+        self.slope_blocks = [slopes[i:i + _LOAD] for i in starts]
+        self.last_x = array("d", [block[-1] for block in self.x_blocks])
+        self.last_slope = array("d", [block[-1] for block in self.slope_blocks])
 
-    def _neg_slope(self, left, right):
-        return (self.y_of[left] - self.y_of[right]) / (right - left)
+    def first_x(self):
+        return self.x_blocks[0][0]
+
+    def final_x(self):
+        return self.last_x[-1]
+
+    def _after(self, b, j):
+        """(block, index) of the vertex after vertex j of block b, None at the end."""
+        if j + 1 < len(self.x_blocks[b]):
+            return b, j + 1
+        if b + 1 < len(self.x_blocks):
+            return b + 1, 0
+        return None
+
+    def _before(self, b, j):
+        if j > 0:
+            return b, j - 1
+        if b > 0:
+            return b - 1, len(self.x_blocks[b - 1]) - 1
+        return None
+
+    def _vertex(self, at):
+        b, j = at
+        return self.x_blocks[b][j], self.y_blocks[b][j]
+
+    def _delete(self, b, j):
+        """Delete vertex j of block b; True if that emptied (and removed) the block."""
+        xs, ys, slopes = self.x_blocks[b], self.y_blocks[b], self.slope_blocks[b]
+        del xs[j], ys[j], slopes[j]
+        if not xs:
+            del self.x_blocks[b], self.y_blocks[b], self.slope_blocks[b], self.last_x[b], self.last_slope[b]
+            return True
+        if j == len(xs):
+            self.last_x[b] = xs[-1]
+            self.last_slope[b] = slopes[-1]
+        return False
 
     def add(self, x, y):
-        """Link (x, y) between its neighbours left and right, after moving them
-        outwards past the vertices that end strictly below the new edges."""
-        xs, y_of, left_of, right_of = self.xs, self.y_of, self.left_of, self.right_of
-        i = xs.bisect_left(x)
-        right = xs[i] if i < len(xs) else None
-        new_top = right == x                 # the old, lower top of this column goes
-        if new_top:
-            if y <= y_of[x]:
+        x_blocks, y_blocks, last_x = self.x_blocks, self.y_blocks, self.last_x
+        b = bisect_left(last_x, x)
+        if b == len(last_x):                 # right of every vertex
+            b -= 1
+            j = len(x_blocks[b])
+        else:                                # block b holds a vertex x' >= x
+            j = bisect_left(x_blocks[b], x)
+        xs, ys = x_blocks[b], y_blocks[b]
+        if j < len(xs) and xs[j] == x:       # a new top of a vertex's column
+            if y <= ys[j]:
                 return
-            left = left_of.get(x)
-            right = right_of.get(x)
+            ys[j] = y
         else:
-            left = left_of.get(right) if right is not None else xs[-1]
-            if (left is not None and right is not None
-                    and (y_of[left] - y) / (x - left) > (y - y_of[right]) / (right - x)):
-                return                       # strictly below the edge over x
-        while right in right_of:
-            after = right_of[right]
-            if (y - y_of[right]) / (right - x) <= (y_of[right] - y_of[after]) / (after - right):
-                break
-            right = after
-        while left in left_of:
-            before = left_of[left]
-            if (y_of[before] - y_of[left]) / (left - before) <= (y_of[left] - y) / (x - left):
-                break
-            left = before
-        # unlink the vertices strictly between left and right, and their edges
-        path = [] if left is None else [left]
-        vertex = xs[0] if left is None else right_of.get(left)
-        while vertex != right:
-            path.append(vertex)
-            vertex = right_of.get(vertex)
-        if right is not None:
-            path.append(right)
-        for a, b in zip(path, path[1:]):
-            self.neg_slopes.remove(self._neg_slope(a, b))
-        for vertex in path:
-            if vertex != left and vertex != right:
-                if vertex != x:              # x stays in xs under its new top
-                    xs.remove(vertex)
-                del y_of[vertex]
-                left_of.pop(vertex, None)
-                right_of.pop(vertex, None)
-        if not new_top:
-            xs.add(x)
-        y_of[x] = y
-        if left is None:
-            left_of.pop(x, None)
+            if j < len(xs) and (j > 0 or b > 0):     # between two vertices
+                x_left, y_left = (xs[j - 1], ys[j - 1]) if j > 0 else (x_blocks[b - 1][-1], y_blocks[b - 1][-1])
+                if (y_left - y) / (x - x_left) > (y - ys[j]) / (xs[j] - x):
+                    return                   # strictly below the edge over x
+            xs.insert(j, x)
+            ys.insert(j, y)
+            self.slope_blocks[b].insert(j, math.inf)   # set below
+            if j == len(xs) - 1:
+                last_x[b] = x
+        # The new vertex is j of block b: delete the vertices it leaves strictly
+        # below. Usually none, seen on two neighbours in the same block each side.
+        if not (j + 2 < len(xs) and (y - ys[j + 1]) / (xs[j + 1] - x)
+                <= (ys[j + 1] - ys[j + 2]) / (xs[j + 2] - xs[j + 1])):
+            while True:
+                right = self._after(b, j)
+                after = right and self._after(*right)
+                if after is None:
+                    break
+                x_right, y_right = self._vertex(right)
+                x_after, y_after = self._vertex(after)
+                if (y - y_right) / (x_right - x) <= (y_right - y_after) / (x_after - x_right):
+                    break
+                self._delete(*right)
+        if not (j >= 2 and (ys[j - 2] - ys[j - 1]) / (xs[j - 1] - xs[j - 2])
+                <= (ys[j - 1] - y) / (x - xs[j - 1])):
+            while True:
+                left = self._before(b, j)
+                before = left and self._before(*left)
+                if before is None:
+                    break
+                x_left, y_left = self._vertex(left)
+                x_before, y_before = self._vertex(before)
+                if (y_before - y_left) / (x_left - x_before) <= (y_left - y) / (x - x_left):
+                    break
+                if self._delete(*left):
+                    b -= 1                   # left was alone in block b - 1
+                elif left[0] == b:
+                    j -= 1
+            xs, ys = x_blocks[b], y_blocks[b]
+        # the slopes of the edges from the new vertex and into it
+        slopes = self.slope_blocks[b]
+        if j + 1 < len(xs):
+            slopes[j] = (y - ys[j + 1]) / (xs[j + 1] - x)
         else:
-            left_of[x] = left
-            right_of[left] = x
-            self.neg_slopes.add(self._neg_slope(left, x))
-        if right is None:
-            right_of.pop(x, None)
-        else:
-            right_of[x] = right
-            left_of[right] = x
-            self.neg_slopes.add(self._neg_slope(x, right))
+            right = self._after(b, j)
+            slopes[j] = self.last_slope[b] = (
+                math.inf if right is None else (y - y_blocks[b + 1][0]) / (x_blocks[b + 1][0] - x))
+        if j > 0:
+            slopes[j - 1] = (ys[j - 1] - y) / (x - xs[j - 1])
+        elif b > 0:
+            left_slopes = self.slope_blocks[b - 1]
+            left_slopes[-1] = self.last_slope[b - 1] = (y_blocks[b - 1][-1] - y) / (x - x_blocks[b - 1][-1])
+        if len(xs) > 2 * _LOAD:
+            self._split(b)
+
+    def _split(self, b):
+        half = len(self.x_blocks[b]) // 2
+        for blocks in (self.x_blocks, self.y_blocks, self.slope_blocks):
+            blocks.insert(b + 1, blocks[b][half:])
+            del blocks[b][half:]
+        self.last_x.insert(b, self.x_blocks[b][-1])
+        self.last_slope.insert(b, self.slope_blocks[b][-1])
 
     def argmax(self, qx, qy):
         """For qy > 0: (best float score, x of every vertex reaching it)."""
-        y_of = self.y_of
-        x = self.xs[self.neg_slopes.bisect_left(qx / qy)]   # the score stops rising here
+        ratio = qx / qy
+        b = bisect_left(self.last_slope, ratio)              # the score stops rising in block b
+        j = _bisect_slopes(self.slope_blocks[b], ratio)
+        x_blocks, y_blocks = self.x_blocks, self.y_blocks
+        x = x_blocks[b][j]
         score_x = qx * x
-        score_y = qy * y_of[x]
+        score_y = qy * y_blocks[b][j]
         best = score_x + score_y
         best_size = abs(score_x) + abs(score_y)
         tied = [x]
-        for neighbour in (self.right_of, self.left_of):
-            vertex = neighbour.get(x)
-            while vertex is not None:
-                score_x = qx * vertex
-                score_y = qy * y_of[vertex]
+        for step in (1, -1):                 # walk right, then left
+            block, i = b, j + step
+            xs, ys = x_blocks[block], y_blocks[block]
+            end = len(xs)
+            while True:
+                if not 0 <= i < end:         # into the next block that way
+                    block += step
+                    if not 0 <= block < len(x_blocks):
+                        break
+                    xs, ys = x_blocks[block], y_blocks[block]
+                    end = len(xs)
+                    i = 0 if step > 0 else end - 1
+                x = xs[i]
+                score_x = qx * x
+                score_y = qy * ys[i]
                 score = score_x + score_y
                 if score > best:
                     best = score
                     best_size = abs(score_x) + abs(score_y)
-                    tied = [vertex]
+                    tied = [x]
                 elif score == best:
-                    tied.append(vertex)
+                    tied.append(x)
                 elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
                     break
-                vertex = neighbour.get(vertex)
+                i += step
         return best, tied
 
     def _check(self, tops):
-        xs = list(self.xs)
-        self.xs._check()
-        self.neg_slopes._check()
-        assert sorted(self.y_of) == xs
-        assert self.right_of == dict(zip(xs, xs[1:])) and self.left_of == dict(zip(xs[1:], xs))
-        ys = [self.y_of[x] for x in xs]
-        neg_slopes = list(self.neg_slopes)      # sorted: equal to the chain's, so in chain order
-        _check_chain(xs, ys, neg_slopes, tops)
+        blocks = (self.x_blocks, self.y_blocks, self.slope_blocks)
+        assert len(self.x_blocks) == len(self.y_blocks) == len(self.slope_blocks) >= 1
+        assert all(0 < len(xs) == len(ys) == len(slopes) <= 2 * _LOAD for xs, ys, slopes in zip(*blocks))
+        assert list(self.last_x) == [xs[-1] for xs in self.x_blocks]
+        assert list(self.last_slope) == [slopes[-1] for slopes in self.slope_blocks]
+        xs, ys, slopes = ([value for block in part for value in block] for part in blocks)
+        assert slopes[-1] == math.inf
+        _check_chain(xs, ys, slopes[:-1], tops)
 
 
 def _check_chain(xs, ys, neg_slopes, tops):
@@ -330,10 +443,9 @@ class HullHead:
         self._vx = array("d")               # latest: its last value; average: sum of values
         self._vy = array("d")
         self._column_start = 0              # list path: first point of the last column
-        self._upper = _ListChain()          # hull of (kx, ky), then a _TreeChain
+        self._upper = _ListChain()          # hull of (kx, ky), then a _BlockChain
         self._lower = None                  # hull of (kx, -ky), built at the first qy < 0
-        self._columns = None                # tree path: kx -> {ky: point}
-        self._column_kys = None             # tree path: kx -> sorted ky, columns of >= 2 keys
+        self._columns = None                # tree path: kx -> its points in ky order
 
     def __len__(self):
         return self._count
@@ -368,19 +480,26 @@ class HullHead:
                     return
             self._become_tree()
         column = self._columns.get(kx)
+        point = len(self._kx)
         if column is None:
-            column = self._columns[kx] = {}
+            self._columns[kx] = [point]
         else:
-            point = column.get(ky)
-            if point is not None:
-                self._merge(point, seq, vx, vy)
+            kys = self._ky
+            top_ky = kys[column[-1]]
+            if ky > top_ky:                  # a new top (the machine's keys: always)
+                column.append(point)
+            elif ky == top_ky:
+                self._merge(column[-1], seq, vx, vy)
                 return
-            kys = self._column_kys.get(kx)
-            if kys is None:
-                self._column_kys[kx] = sorted([*column, ky])
+            elif ky == kys[column[0]]:       # the bottom (the machine's cleared keys)
+                self._merge(column[0], seq, vx, vy)
+                return
             else:
-                insort(kys, ky)
-        column[ky] = len(self._kx)
+                i = bisect_left(column, ky, key=kys.__getitem__)
+                if kys[column[i]] == ky:
+                    self._merge(column[i], seq, vx, vy)
+                    return
+                column.insert(i, point)
         self._add_point(kx, ky, seq, vx, vy)
 
     def _add_point(self, kx, ky, seq, vx, vy):
@@ -412,14 +531,19 @@ class HullHead:
 
     def _become_tree(self):
         """Keys stopped arriving in kx order: index the columns, tree chains."""
-        columns = {}
-        for point, (kx, ky) in enumerate(zip(self._kx, self._ky)):
-            columns.setdefault(kx, {})[ky] = point
-        self._columns = columns
-        self._column_kys = {kx: sorted(column) for kx, column in columns.items() if len(column) > 1}
-        self._upper = _TreeChain(self._upper)
+        self._columns = self._columns_now()
+        self._upper = _BlockChain(self._upper)
         if self._lower is not None:
-            self._lower = _TreeChain(self._lower)
+            self._lower = _BlockChain(self._lower)
+
+    def _columns_now(self):
+        """kx -> the points of that column in ky order, from the point arrays."""
+        columns = {}
+        for point, kx in enumerate(self._kx):
+            columns.setdefault(kx, []).append(point)
+        for column in columns.values():
+            column.sort(key=self._ky.__getitem__)
+        return columns
 
     def _build_lower(self):
         lower = _ListChain()
@@ -428,17 +552,19 @@ class HullHead:
                 lower.add(kx, -ky, point)
             self._lower = lower
         else:
-            for kx in sorted(self._columns):
-                bottom = min(self._columns[kx])
-                lower.add(kx, -bottom, self._columns[kx][bottom])
-            self._lower = _TreeChain(lower)
+            for kx, column in sorted(self._columns.items()):
+                lower.add(kx, -self._ky[column[0]], column[0])
+            self._lower = _BlockChain(lower)
 
     def query(self, qx, qy):
         if self._count == 0:
             return (0.0, 0.0)
-        if qy > 0:
+        if qy > 0:                           # the machine's queries
             best, tied = self._upper.argmax(qx, qy)
-        elif qy < 0:
+            if self._columns is None:
+                return self._resolve(self._tied_in_runs(qx, qy, best, tied))
+            return self._resolve(self._tied_in_columns(qx, qy, best, tied))
+        if qy < 0:
             if self._lower is None:
                 self._build_lower()
             best, tied = self._lower.argmax(qx, -qy)    # the same float scores
@@ -464,6 +590,9 @@ class HullHead:
             end = point + 1
             while end < n and kxs[end] == kx:
                 end += 1
+            if end - first == 1:             # a column of one key
+                points.append(point)
+                continue
             score_x = qx * kx
             for member in range(first, end):
                 if member == point or score_x + qy * kys[member] == best:
@@ -474,26 +603,26 @@ class HullHead:
         """Tree path: tied = vertex x; add the keys under (qy > 0) or over
         (qy < 0) each vertex in its column whose float score is the best too."""
         columns = self._columns
+        kys = self._ky
         points = []
         for kx in tied:
             column = columns[kx]
-            kys = self._column_kys.get(kx)
-            if kys is None:
-                points.extend(column.values())
+            if len(column) == 1:
+                points.append(column[0])
                 continue
-            ordered = reversed(kys) if qy > 0 else kys   # the vertex first
+            ordered = reversed(column) if qy > 0 else column   # the vertex first
             score_x = qx * kx
-            for position, ky in enumerate(ordered):
-                if position > 0 and score_x + qy * ky != best:
+            for position, point in enumerate(ordered):
+                if position > 0 and score_x + qy * kys[point] != best:
                     break
-                points.append(column[ky])
+                points.append(point)
         return points
 
     def _extreme_column(self, qx):
         """qy == 0: the points of the max (qx > 0) or min (qx < 0) kx column."""
         if self._columns is not None:
-            xs = self._upper.xs
-            return list(self._columns[xs[-1] if qx > 0 else xs[0]].values())
+            chain = self._upper
+            return self._columns[chain.final_x() if qx > 0 else chain.first_x()]
         kxs = self._kx
         if qx > 0:
             return range(self._column_start, len(kxs))
@@ -504,7 +633,10 @@ class HullHead:
 
     def _resolve(self, points):
         if self.latest:
-            last = max(points, key=self._seq_or_count.__getitem__)   # largest seq
+            if len(points) == 1:
+                last = points[0]
+            else:
+                last = max(points, key=self._seq_or_count.__getitem__)   # largest seq
             return (self._vx[last], self._vy[last])
         count = 0
         sum_x = 0.0
@@ -548,9 +680,7 @@ class HullHead:
                     assert all(keys[point] == (x, sign * y)
                                for x, y, point in zip(chain.xs, chain.ys, chain.points))
         else:
-            assert self._columns == columns
-            assert self._column_kys == {kx: sorted(column) for kx, column in columns.items()
-                                        if len(column) > 1}
+            assert self._columns == self._columns_now()
         self._upper._check({kx: max(column) for kx, column in columns.items()})
         if self._lower is not None:
             self._lower._check({kx: -min(column) for kx, column in columns.items()})

@@ -50,7 +50,7 @@ otherwise the run raises NotVerifiable and the caller decodes sequentially.
 Costs per position (T = trace length): the matrix products of wasmtf.step
 (prepared, restricted to active heads, live neurons, and the residual slots
 each product reads or writes) as [N, C] products (the compiled machine's
-weights are exact in any summation order, see Linear), O(1) amortized per position
+weights are exact in any summation order, see wasmtf.Linear), O(1) amortized per position
 and head for Position/Cumulative heads and O(log n) for ColumnHead (n =
 distinct keys); logits only on the 14 residual slots the output head reads, one
 row per distinct head row. Memory: PositionHeads keep 3 floats per position
@@ -430,54 +430,11 @@ def causal_hard_attention(q, k, v, latest, chunk=CHUNK):
 # 2. The batched forward pass: a state that advances by chunks of tokens
 # ---------------------------------------------------------------------------
 
-def output_head(model):
-    """The logits restricted to the residual slots the head reads, one row per distinct
-    row of the head (kept at its lowest token id, in id order, so that argmax still
-    returns the lowest id among exactly equal logits). Returns (slots, rows [U, S], ids [U])."""
-    head = model["head"]                                          # [V, D]
-    slots = np.flatnonzero(head.any(axis=0))                      # [S]
-    _, first_ids = np.unique(head[:, slots], axis=0, return_index=True)
-    ids = np.sort(first_ids)                                      # [U]
-    return slots, np.ascontiguousarray(head[ids][:, slots]), ids
-
-
-class Linear:
-    """y = w @ x for a weight matrix w [N, D] and residual columns x [D, C] (slot-major),
-    reading only the non-zero columns of w (dropping exact zeros changes no sum).
-
-    The matrix-matrix product adds in another order than wasmtf.step's
-    matrix-vector products. For the compiled machine that changes nothing: its
-    rounded sums are read through neuron rows with exactly two non-zero terms,
-    exact in any order (tests/test_summation_order.py). No fixed order could make
-    every model's batched sums equal its sequential ones: that takes weights
-    like the machine's (the big-terms-first order this class used before
-    b5d9efb only patched the machine's old rounding-bias reads)."""
-
-    def __init__(self, w):
-        self.columns = np.flatnonzero(w.any(axis=0))               # [K] slots read
-        self.w = np.ascontiguousarray(w[:, self.columns])          # [N, K]
-
-    def __call__(self, x):
-        return self.w @ x[self.columns]                            # [N, K] @ [K, C] -> [N, C]
-
-
-class Scatter:
-    """x[written] += w[written] @ y for w [D, N], y [N, C]: only the slots w writes."""
-
-    def __init__(self, w):
-        self.rows = np.flatnonzero(w.any(axis=1))                  # [R] slots written
-        self.w = np.ascontiguousarray(w[self.rows])                # [R, N]
-
-    def add_to(self, x, y):
-        x[self.rows] += self.w @ y                                 # [R, N] @ [N, C] -> [R, C]
-
-
 def batched_layers(plan):
     """Per layer of a wasmtf.prepare plan: the sparse products of the batched pass."""
     return [{"heads": layer["heads"], "tie_latest": layer["tie_latest"],
-             "qkv": Linear(layer["w_heads"]), "out": Scatter(layer["w_out_heads"]),
-             "ffn_in": Linear(layer["w_in"]), "ffn_out": Scatter(layer["w_ffo"]),
-             "F": layer["w_ffo"].shape[1]} for layer in plan["layers"]]
+             "qkv": layer["qkv"], "out": layer["out"], "ffn_in": layer["ffn_in"],
+             "ffn_out": layer["ffn_out"], "F": layer["F"]} for layer in plan["layers"]]
 
 
 class BatchState:
@@ -489,7 +446,7 @@ class BatchState:
     def __init__(self, model, plan=None):
         self.plan = plan or wasmtf.prepare(model)
         self.layers = batched_layers(self.plan)
-        self.slots, self.head_rows, self.head_ids = output_head(model)
+        self.slots, self.head_rows, self.head_ids = self.plan["logits"]
         self.heads = [[None] * len(layer["heads"]) for layer in self.layers]  # chosen on the first chunk
         self.position = 0
         self.pending = 0

@@ -54,6 +54,7 @@ if __name__ == "__main__":
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402 (after the thread setting, which numpy reads on import)
 
+import hull  # noqa: E402
 import reference  # noqa: E402
 
 HEAD_WIDTH = 2                  # every head reads and writes 2 residual slots
@@ -115,16 +116,58 @@ def active_heads(layer):
     return heads
 
 
+class Linear:
+    """y = w @ x for a weight matrix w [N, D] and a residual x [D] (or columns
+    [D, C]), reading only the non-zero columns of w.
+
+    Dropping exact zeros changes no term of a sum, only the order in which
+    BLAS adds the others (matrix-vector and matrix-matrix kernels add in
+    different orders anyway). For the compiled machine that changes nothing:
+    its rounded sums are read through neuron rows with exactly two non-zero
+    terms, exact in any order (tests/test_summation_order.py). No fixed order
+    could make every model's sums equal across kernels: that takes weights
+    like the machine's."""
+
+    def __init__(self, w):
+        self.columns = np.flatnonzero(w.any(axis=0))               # [K] slots read
+        self.w = np.ascontiguousarray(w[:, self.columns])          # [N, K]
+
+    def __call__(self, x):
+        return self.w @ x[self.columns]                            # [N, K] @ [K, ..] -> [N, ..]
+
+
+class Scatter:
+    """x[written] += w[written] @ y for w [D, N], y [N] (or [N, C]): only the slots w writes."""
+
+    def __init__(self, w):
+        self.rows = np.flatnonzero(w.any(axis=1))                  # [R] slots written
+        self.w = np.ascontiguousarray(w[self.rows])                # [R, N]
+
+    def add_to(self, x, y):
+        x[self.rows] += self.w @ y                                 # [R, N] @ [N, ..] -> [R, ..]
+
+
+def output_head(model):
+    """The logits restricted to the residual slots the head reads, one row per distinct
+    row of the head (kept at its lowest token id, in id order, so that argmax still
+    returns the lowest id among exactly equal logits). Returns (slots, rows [U, S], ids [U])."""
+    head = model["head"]                                          # [V, D]
+    slots = np.flatnonzero(head.any(axis=0))                      # [S]
+    _, first_ids = np.unique(head[:, slots], axis=0, return_index=True)
+    ids = np.sort(first_ids)                                      # [U]
+    return slots, np.ascontiguousarray(head[ids][:, slots]), ids
+
+
 def prepare(model):
     """Precompute, per layer, the weights restricted to active heads and live neurons.
 
     A plan layer holds w_heads [6A, D] (rows qx qy kx ky vx vy per active head),
     w_out_heads [D, 2A], and w_in [2F', D], w_ffo [D, F'] for the F' neurons
-    whose gate, value and output are all non-zero; step uses them restricted to
-    the R slots they read (ffn_reads, w_in_reads [2F', R]) and the W slots they
-    write (ffn_writes, w_ffo_writes [W, F']), which matters for a wide, sparse
-    feed-forward (a specialized model's fetch). Dropping exact zeros does not
-    change any result, only the (unspecified) summation order of BLAS."""
+    whose gate, value and output are all non-zero; and the same products on
+    the residual slots they read or write only: qkv, ffn_in (Linear), out,
+    ffn_out (Scatter), F = F'. The plan's "logits" is output_head(model).
+    Dropping exact zeros does not change any result, only the (unspecified)
+    summation order of BLAS (see Linear)."""
     D = model["embed"].shape[1]
     layers = []
     for layer in model["layers"]:
@@ -134,20 +177,20 @@ def prepare(model):
         F = layer["w_ffo"].shape[1]
         gates, values = layer["w_in"][:F], layer["w_in"][F:]  # [F, D] each
         live = gates.any(axis=1) & values.any(axis=1) & layer["w_ffo"].any(axis=0)  # [F]
-        w_in = np.concatenate([gates[live], values[live]])                 # [2F', D]
-        w_ffo = np.ascontiguousarray(layer["w_ffo"][:, live])               # [D, F']
-        reads, writes = np.flatnonzero(w_in.any(axis=0)), np.flatnonzero(w_ffo.any(axis=1))  # [R], [W]
-        layers.append({
+        prepared = {
             "heads": heads,
             "tie_latest": [bool(layer["tie_latest"][h]) for h in heads],
             "w_heads": np.ascontiguousarray(layer["w_qkv"][rows]),          # [6A, D]
             "w_out_heads": np.ascontiguousarray(layer["w_out"][:, out_cols]),  # [D, 2A]
-            "w_in": w_in, "w_ffo": w_ffo,
-            "ffn_reads": reads, "w_in_reads": np.ascontiguousarray(w_in[:, reads]),       # [2F', R]
-            "ffn_writes": writes, "w_ffo_writes": np.ascontiguousarray(w_ffo[writes]),  # [W, F']
-        })
+            "w_in": np.concatenate([gates[live], values[live]]),             # [2F', D]
+            "w_ffo": np.ascontiguousarray(layer["w_ffo"][:, live]),           # [D, F']
+            "F": int(live.sum()),
+        }
+        prepared.update(qkv=Linear(prepared["w_heads"]), out=Scatter(prepared["w_out_heads"]),
+                        ffn_in=Linear(prepared["w_in"]), ffn_out=Scatter(prepared["w_ffo"]))
+        layers.append(prepared)
     return {"embed": model["embed"], "head": model["head"], "layers": layers,
-            "vocab": model["vocab"], "stop_ids": set(model["stop_ids"])}
+            "vocab": model["vocab"], "stop_ids": set(model["stop_ids"]), "logits": output_head(model)}
 
 
 def step(plan, caches, token_id, p, record=None):
@@ -155,34 +198,43 @@ def step(plan, caches, token_id, p, record=None):
 
     caches[l] lists (insert, query) bound methods, one pair per active head of
     layer l. With a `record` dict, the per-layer intermediates are appended to
-    record["residuals"], record["qkv"] and record["attn"] (see forward)."""
+    record["residuals"], record["qkv"] and record["attn"] (see forward).
+    The products read and write only the slots their weights touch (prepare)."""
     x = embed_position(plan["embed"], token_id, p)  # [D]
     if record is not None:
         record["residuals"].append(x.copy())
     for layer, heads in zip(plan["layers"], caches):
         if heads:
-            u = (layer["w_heads"] @ x).tolist()  # [6A, D] @ [D] -> 6A floats
-            o = []                               # 2A floats
-            for a, (insert, query) in enumerate(heads):
-                qx, qy, kx, ky, vx, vy = u[6 * a:6 * a + 6]
-                insert(kx, ky, vx, vy)           # insert first: causal, self included
-                o.extend(query(qx, qy))
-            x += layer["w_out_heads"] @ o        # [D, 2A] @ [2A] -> [D]
+            qkv = layer["qkv"]
+            u = qkv.w.dot(x[qkv.columns]).tolist()  # [6A, K] @ [K] -> 6A floats
+            o = []                                 # 2A floats
+            for (insert, query), qx, qy, kx, ky, vx, vy in zip(
+                    heads, u[0::6], u[1::6], u[2::6], u[3::6], u[4::6], u[5::6]):
+                insert(kx, ky, vx, vy)             # insert first: causal, self included
+                o += query(qx, qy)
+            out = layer["out"]
+            x[out.rows] += out.w.dot(o)            # [R, 2A] @ [2A] -> [R]
         if record is not None:
             record["qkv"].append(u if heads else [])
             record["attn"].append(o if heads else [])
             record["residuals"].append(x.copy())
-        if layer["w_ffo"].shape[1]:  # x[writes] += ffn(x[reads]): [R] -> [W]
-            x[layer["ffn_writes"]] += feed_forward(layer["w_in_reads"], layer["w_ffo_writes"], x[layer["ffn_reads"]])
+        n_neurons = layer["F"]
+        if n_neurons:                              # feed_forward on the slots it reads and writes
+            ffn_in, ffn_out = layer["ffn_in"], layer["ffn_out"]
+            f = ffn_in.w.dot(x[ffn_in.columns])    # [2F', K] @ [K] -> [2F']
+            g = np.maximum(f[:n_neurons], 0.0)     # [F'] relu(gate)
+            g *= f[n_neurons:]                     # [F'] times value
+            x[ffn_out.rows] += ffn_out.w.dot(g)    # [R, F'] @ [F'] -> [R]
         if record is not None:
             record["residuals"].append(x.copy())
     return x
 
 
 def next_token(plan, x):
-    """Argmax of the logits head @ x; np.argmax returns the lowest id on exact ties."""
-    logits = plan["head"] @ x  # [V, D] @ [D] -> [V]
-    return int(np.argmax(logits))
+    """Argmax of the logits head @ x, on the slots and distinct rows of output_head;
+    the lowest id on exact ties, as np.argmax over all V logits."""
+    slots, rows, ids = plan["logits"]
+    return int(ids[rows.dot(x[slots]).argmax()])  # [U, S] @ [S] -> [U]
 
 
 # ---------------------------------------------------------------------------
@@ -228,7 +280,6 @@ def make_cache(kind, latest):
     """One head's cache: "hull" (O(log t)), "brute" (O(t), the SPEC 9 oracle), "softmax"."""
     if kind == "softmax":
         return SoftmaxHead(latest)
-    import hull  # sortedcontainers is only needed for the hard-attention caches
     if kind == "hull":
         return hull.HullHead(latest)
     if kind == "brute":
@@ -362,7 +413,6 @@ def forward_batch(model, token_ids):
     (SPEC 9, O(T log^2 T)). The same results as the sequential steps for weights
     whose dot products are exact in any summation order, as the compiled ones are
     (tests/test_summation_order.py). speculative.py is the bounded-memory version."""
-    import hull
     x = embed_batch(model, token_ids)  # [T, D]
     D = x.shape[1]
     for layer in model["layers"]:

@@ -7,16 +7,19 @@ each head at each position. Three key families:
   (2p, -p^2 + 0.3*inv_log_pos(p)) at position p, query c*(k*, 1) for a random
   earlier position k*, c = HARD_K*sqrt(2) (the list path of the hull);
 * parabolic, any order: memory-style lookups, k a random address in [0, t)
-  (repeats included), same recency term and queries (the SortedList path);
+  (repeats included), same recency term and queries (the tree path);
 * random keys: uniform in [-1, 1]^2, random query directions.
 
 For each t it prints the hull's steps per second over a whole run of t steps,
 the hull's and the brute scan's cost per step at size t (the mean over the
 last steps of a run, the brute scan being filled without queries first), and
 their ratio; then the positions per second of causal_hard_attention (all
-positions of a sequence at once) on the same keys. Targets: hull >= 150,000
-steps/s on parabolic keys; per-step cost at 10^6 <= 1.5x that at 10^3; hull
->= 100x faster than brute at 10^5.
+positions of a sequence at once) on the same keys; then, per family, the
+cost per step at the largest t over that at 10^3, and per t the cost of
+"parabolic, any order" over "parabolic, increasing k". Targets: hull >=
+150,000 steps/s on parabolic keys; per-step cost at 10^6 <= 1.5x that at
+10^3; hull >= 100x faster than brute at 10^5 (issue 17: on both parabolic
+families); any order <= 2x increasing k at every t (issue 17).
 
     python benchmarks/hull_scaling.py [MAX_T]
 """
@@ -127,6 +130,10 @@ def main():
         first, last = sizes[0], sizes[-1]
         growth = summary[name, last][1] / summary[name, first][1]
         print("%-24s cost per step at t=%d / at t=%d: %.2f" % (name, last, first, growth))
+    for t in SIZES:
+        if ("parabolic, any order", t) in summary:
+            ratio = summary["parabolic, any order", t][1] / summary["parabolic, increasing k", t][1]
+            print("parabolic cost per step at t=%-8d any order / increasing k: %.2f" % (t, ratio))
 
 
 if __name__ == "__main__":

@@ -113,8 +113,12 @@ def test_batched_form_equals_the_sequential_steps():
 
 
 def test_argmax_takes_the_lowest_id_on_exact_ties():
-    plan = {"head": np.array([[1.0], [3.0], [3.0], [2.0]])}
-    assert wasmtf.next_token(plan, np.array([1.0])) == 1
+    """next_token scores the distinct rows of the head on the slots it reads."""
+    head = np.array([[1.0, 0.0, 0.0], [0.0, 3.0, 0.0], [3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [2.0, 0.0, 0.0]])
+    plan = {"logits": wasmtf.output_head({"head": head})}
+    assert wasmtf.next_token(plan, np.array([1.0, 1.0, 5.0])) == 1     # ids 1, 2, 3 tie; 1, 3 one row
+    assert wasmtf.next_token(plan, np.array([1.0, 0.5, 5.0])) == 2
+    assert wasmtf.next_token(plan, np.array([-1.0, -1.0, 5.0])) == 0
 
 
 # --- model files --------------------------------------------------------------

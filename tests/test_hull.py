@@ -5,8 +5,9 @@ Every test interleaves inserts and queries on both heads and asserts the same
 module docstring claims exactness: tiny integer ranges force exact ties,
 duplicates, collinear keys, equal kx, qy == 0 and qy < 0; the parabolic keys
 (2k, -k^2 + recency) are the machine's, up to k = 2^25 with queries scaled by
-HARD_K*sqrt(2). About 370,000 operations in all (90,000 with `_check()`
-after every insert), 15-20 s. The last part checks causal_hard_attention
+HARD_K*sqrt(2), and the machine's memory heads with their cleared keys.
+About 390,000 operations in all (80,000 with `_check()` after every
+insert, many of them with tiny blocks on the tree path). The last part checks causal_hard_attention
 (all positions at once) the same way, on about 49,000 positions.
 """
 import math
@@ -201,14 +202,74 @@ def test_large_exact_integers(latest):
 
 
 @pytest.mark.parametrize("latest", [False, True])
-def test_tiny_sorted_list_load_splits_sublists(latest, monkeypatch):
-    """A SortedList load of 4 makes the general chains split and merge sublists."""
-    monkeypatch.setattr(hull, "_LOAD", 4)
+@pytest.mark.parametrize("interpolate_from", [2, hull.INTERPOLATE_FROM])
+def test_tiny_block_load_splits_and_empties_blocks(latest, interpolate_from, monkeypatch):
+    """A block load of 2 makes the tree path's chains split blocks and delete
+    emptied ones at every few inserts; interpolate_from = 2 makes every slope
+    search start from an interpolated guess, on hulls with forced ties."""
+    monkeypatch.setattr(hull, "_LOAD", 2)
+    monkeypatch.setattr(hull, "INTERPOLATE_FROM", interpolate_from)
     rng = random.Random(11 + latest)
-    for key_range in (3, 50):
-        ops = tiny_integer_ops(rng, 1500, key_range, query_range=10)
+    for key_range in (1, 3, 50):
+        ops = tiny_integer_ops(rng, 500, key_range, query_range=10)
         run(ops, latest, check_every_insert=True)
-    run(parabolic_ops(rng, 600, 2 ** 22, 200, 0), latest, check_every_insert=True)
+    run(parabolic_ops(rng, 300, 2 ** 22, 200, 0), latest, check_every_insert=True)
+    run(parabolic_ops(rng, 300, 0, None, 0), latest, check_every_insert=True)   # the list path
+
+
+def machine_memory_ops(rng, n_steps, addresses, first_positions):
+    """A memory head of the machine: first `first_positions` keys in position
+    order (the list path), then writes (2k, -k^2 + recency) to random addresses
+    k and cleared keys (2k, -1e30) (the tree path: the switch happens under
+    way), queries c*(k*, 1) for written, missing and halfway addresses."""
+    ops = []
+    written = [0]
+    for position in range(n_steps):
+        if position < first_positions:
+            k = position
+        else:
+            k = rng.randrange(addresses)
+        if position >= first_positions and rng.random() < 0.6:
+            ops.append(("i", 2.0 * k, -1e30, 0.0, 0.0))             # cleared: a duplicate key mostly
+        else:
+            ops.append(("i", 2.0 * k, -float(k * k) + recency(position), float(rng.randint(0, 255)), 1.0))
+            written.append(k)
+        target = rng.choice(written) + rng.choice((0, 0, 0.5, -0.5, 1, 7))
+        ops.append(("q", QUERY_SCALE * target, QUERY_SCALE))
+    return ops
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_machine_memory_keys_with_cleared_keys(latest, monkeypatch):
+    monkeypatch.setattr(hull, "_LOAD", 3)
+    rng = random.Random(31 + latest)
+    for addresses, first_positions in ((5, 0), (40, 30), (400, 100)):
+        fast = run(machine_memory_ops(rng, 1500, addresses, first_positions), latest,
+                   check_every_insert=addresses < 400)
+        assert fast._columns is not None                    # the tree path was taken
+
+
+def test_bisect_slopes_is_bisect_left():
+    """The interpolated search returns bisect_left's index for any sorted slopes:
+    evenly growing, clustered, repeated, with an infinite last slope."""
+    rng = random.Random(6)
+    for _ in range(3000):
+        n = rng.choice((1, 2, 63, 64, 65, 200, 1000))
+        shape = rng.random()
+        if shape < 0.3:
+            slopes = sorted(float(rng.randint(-5, 5)) for _ in range(n))
+        elif shape < 0.6:
+            slopes = [k + 0.5 + 0.3 * recency(k) for k in range(n)]
+        else:
+            slopes = sorted(rng.uniform(-1e3, 1e3) ** 3 for _ in range(n))
+        if rng.random() < 0.2:
+            slopes[-1] = math.inf
+        stored = hull.array("d", slopes)
+        finite = [s for s in slopes if math.isfinite(s)] or [0.0]
+        ratios = [rng.uniform(min(finite) - 2, max(finite) + 2), rng.choice(slopes),
+                  rng.choice(finite) + 0.5, math.inf, -math.inf]
+        for ratio in ratios:
+            assert hull._bisect_slopes(stored, ratio) == hull.bisect_left(stored, ratio), (slopes, ratio)
 
 
 def test_switch_from_increasing_to_any_order():
