@@ -22,10 +22,14 @@ program without trapping paths has no `trap`), then each function reached,
 prologue `local.set n-1 ... local.set 0`, `return` with F - R - 1, then the
 routines used. Every branch, call and return immediate is relative (target - i - 1).
 
-Supported: the i32 instructions of WebAssembly 1.0 + sign extension, MVP control
-flow incl. br_table, block parameters and multiple results, call_indirect
-through constant tables, globals, one memory up to 256 pages, memory.size /
-memory.grow, and the imports env.output_byte and env.putchar. Everything else is reported.
+Supported: the i32 and i64 instructions of WebAssembly 1.0 + sign extension
+(i64 by legalize.py, which decode_module runs: every i64 becomes two i32
+words, so the rest of this file sees i32 only; why legalising rather than
+a 64-bit machine: legalize.py's header), MVP control flow incl.
+br_table, block parameters and multiple results, call_indirect through
+constant tables, globals, one memory up to 256 pages, memory.size /
+memory.grow, and the imports env.output_byte and env.putchar. Everything
+else is reported.
 
 Memory map (machine addresses = wasm addresses):
   - the module's memory: M bytes = minimum pages * 64 KiB (<= 2^24); a memory
@@ -60,6 +64,7 @@ import subprocess
 import sys
 import tempfile
 
+import legalize
 import reference
 from reference import WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
@@ -409,7 +414,10 @@ def decode_module(data):
             module.functions[index].names.append(name)
     if module.start is not None and module.start >= len(module.functions):
         raise WasmError("start function %d out of range" % module.start)
-    return module
+    try:
+        return legalize.legalize_module(module, Function, Instruction)   # i64 -> pairs of i32
+    except legalize.InvalidCode as error:
+        raise WasmError(str(error)) from None
 
 
 def _read_section(module, section_id, body):
@@ -1725,7 +1733,8 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
       env.output_byte and env.putchar only.
     - otherwise: calls the exported function `entry` with the i32 `args` and
       prints its results, each as 8 lower-case hex digits and a newline (a
-      function without results prints "-" and a newline).
+      function without results prints "-" and a newline). An i64 argument
+      or result is two words, low then high (legalize.py).
     - calls=[(name, args), ...] runs several exported functions in order, each
       printed that way (the spec-test runner's batches), except the first
       `silent_calls` calls, whose results are dropped.
@@ -1962,12 +1971,14 @@ def wast_integer(text):
 
 
 def wast_values(trees):
-    """[i32 words] for a list of `(i32.const N)`, or None if any value is of another type."""
+    """[i32 words] for a list of `(i32.const N)` and `(i64.const N)` (an i64 as its low and
+    high word, as legalize.py passes it), or None if any value is of another type."""
     values = []
     for tree in trees:
-        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] == "i32.const"):
+        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] in ("i32.const", "i64.const")):
             return None
-        values.append(wast_integer(tree[1]) % WORD_MODULUS)
+        value = wast_integer(tree[1])
+        values += [value % WORD_MODULUS] if tree[0] == "i32.const" else list(legalize.halves(value))
     return values
 
 
@@ -2068,14 +2079,33 @@ def wasmtime_outcomes(binary, calls, memory_pages=None):
         return None
     outcomes = []
     for name, args in calls:
+        function_type = exports[name].type(store)
+        params, results = [str(t) for t in function_type.params], [str(t) for t in function_type.results]
+        if len(args) != sum(2 if t == "i64" else 1 for t in params):
+            outcomes.append(("error", "%d argument words for parameters %s" % (len(args), params)))
+            continue
         try:
-            result = exports[name](store, *[reference.to_signed(a) for a in args])
+            result = exports[name](store, *wasm_arguments(params, args))
         except (wasmtime.Trap, wasmtime.WasmtimeError):
             outcomes.append(("trap", None))
             continue
         values = [] if result is None else list(result) if isinstance(result, (list, tuple)) else [result]
-        outcomes.append(("return", [value % WORD_MODULUS for value in values]))
+        outcomes.append(("return", [word for t, value in zip(results, values) for word in
+                                    (legalize.halves(value) if t == "i64" else [value % WORD_MODULUS])]))
     return outcomes
+
+
+def wasm_arguments(param_types, words):
+    """The signed WebAssembly values of argument words: an i64 from its low and high word."""
+    values, position = [], 0
+    for value_type in param_types:
+        if value_type == "i64":
+            value = words[position] + (words[position + 1] << 32)
+            values.append(value - (1 << 64) if value >> 63 else value)
+        else:
+            values.append(reference.to_signed(words[position]))
+        position += 2 if value_type == "i64" else 1
+    return values
 
 
 def _fulfils(outcome, expected):
@@ -2206,7 +2236,7 @@ def _call_problem(instance, file_name, call, head, tree):
     if instance.error:
         return instance.error
     if wast_values(call[1:]) is None or (head == "assert_return" and wast_values(tree[2:]) is None):
-        return "values of types other than i32"
+        return "values of types other than i32 and i64"
     if function_name not in instance.supported:       # whether the export can run, once per name
         reason = None
         try:

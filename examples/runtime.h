@@ -126,3 +126,64 @@ static int parse_int(const char **text) {
     *text = p;
     return negative ? -value : value;
 }
+
+/* memcpy, memset, memmove, memcmp: clang calls them by name for struct
+ * copies and large initialisers, even with -fno-builtin, so a program that
+ * copies a big struct needs them to link. Byte by byte (exact for any
+ * alignment and overlap); -fno-builtin keeps clang from turning these loops
+ * back into calls of themselves. */
+void *memcpy(void *destination, const void *source, __SIZE_TYPE__ count) {
+    unsigned char *to = destination;
+    const unsigned char *from = source;
+    NO_UNROLL
+    for (unsigned char *end = to + count; to != end; to++, from++) *to = *from;
+    return destination;
+}
+
+void *memset(void *destination, int byte, __SIZE_TYPE__ count) {
+    unsigned char *to = destination;
+    NO_UNROLL
+    for (unsigned char *end = to + count; to != end; to++) *to = (unsigned char)byte;
+    return destination;
+}
+
+/* Copies forward when the destination lies below the source, else backward,
+ * so overlapping bytes are read before they are overwritten. */
+void *memmove(void *destination, const void *source, __SIZE_TYPE__ count) {
+    unsigned char *to = destination;
+    const unsigned char *from = source;
+    if (to < from) return memcpy(destination, source, count);
+    NO_UNROLL
+    while (count != 0) {
+        count--;
+        to[count] = from[count];
+    }
+    return destination;
+}
+
+/* The difference of the first differing bytes (as unsigned char), or 0. */
+int memcmp(const void *left, const void *right, __SIZE_TYPE__ count) {
+    const unsigned char *a = left, *b = right;
+    NO_UNROLL
+    for (const unsigned char *end = a + count; a != end; a++, b++)
+        if (*a != *b) return *a - *b;
+    return 0;
+}
+
+#ifdef __wasm__
+/* __multi3: the 128-bit product (mod 2^128), which clang calls for the high
+ * word of a 64-bit multiply, e.g. when it divides a 64-bit number by a
+ * constant (x / 10 becomes a multiplication). From 32-bit limbs:
+ * a_lo * b_lo = p00 + 2^32 (p01 + p10) + 2^64 p11 with each p < 2^64, and the
+ * middle column (p00 >> 32) + low(p01) + low(p10) < 3 * 2^32 cannot wrap. */
+__int128 __multi3(__int128 a, __int128 b) {
+    unsigned long long a_lo = (unsigned long long)a, a_hi = (unsigned long long)(a >> 64);
+    unsigned long long b_lo = (unsigned long long)b, b_hi = (unsigned long long)(b >> 64);
+    unsigned long long a0 = (unsigned)a_lo, a1 = a_lo >> 32, b0 = (unsigned)b_lo, b1 = b_lo >> 32;
+    unsigned long long p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+    unsigned long long middle = (p00 >> 32) + (unsigned)p01 + (unsigned)p10;
+    unsigned long long low = (middle << 32) | (unsigned)p00;
+    unsigned long long high = p11 + (p01 >> 32) + (p10 >> 32) + (middle >> 32) + a_lo * b_hi + a_hi * b_lo;
+    return (__int128)(((unsigned __int128)high << 64) | low);
+}
+#endif

@@ -393,12 +393,12 @@ def test_one_name_for_one_thing(tmp_path, capsys):
 def test_the_first_error_line_tells_the_whole_story(tmp_path, capsys):
     program = tmp_path / "wide.wat"
     program.write_text('(module (import "env" "output_byte" (func $o (param i32)))'
-                       ' (func (export "compute") (drop (i64.add (i64.const 1) (i64.const 2)))'
+                       ' (func (export "compute") (drop (f64.add (f64.const 1) (f64.const 2)))'
                        ' (call $o (i32.const 33))))')
     assert wasmtf.main(["run", str(program)]) == 2
     first, *details = error_lines(capsys)
     assert first.startswith(f"wasmtf: error: {program}: 3 unsupported instructions or features, the first: ")
-    assert len(details) == 3 and all(line.startswith("  ") and "i64." in line for line in details)
+    assert len(details) == 3 and all(line.startswith("  ") and "f64." in line for line in details)
 
 
 def test_model_files_in_disguise_name_the_real_problem(tmp_path, capsys, weights_npz):
