@@ -77,6 +77,11 @@ static void print_int(int n) {
     }
 }
 
+/* Prints x as 8 lower-case hex digits, most significant first. */
+static void print_hex(unsigned x) {
+    for (int shift = 28; shift >= 0; shift -= 4) putchar("0123456789abcdef"[(x >> shift) & 15]);
+}
+
 /* Returns x unchanged. The empty asm statement hides x's value and range
  * from the optimizer, which would otherwise turn some additions into shifts
  * or multiplications, or compute with 8-bit values and mask the results
