@@ -13,6 +13,8 @@ Contents, top to bottom:
      data segments, bounds checks, the entry harness; the complete check first
   5. C compilation and program files (`compile`, `run` accept .c .wasm .wat .txt)
   6. the WebAssembly spec-test runner (`spectest`)
+  7. the instruction-mix profile (`profile`): where a run's trace tokens go, by
+     machine opcode, source function and WebAssembly instruction
 
 Program layout (SPEC 6.2 in spirit): a harness first (`input_base A` when
 compute takes the input, the data segments and globals as word stores, a call
@@ -310,6 +312,7 @@ class Function:
         self.code = []          # Instructions of the body, ending with its final `end`
         self.offset = None      # byte offset of the body
         self.names = []         # export names
+        self.debug_name = None  # its name in the custom section "name", if any
 
     def label(self):
         names = ("'%s'" % self.names[0]) if self.names else "(no export name)"
@@ -330,6 +333,7 @@ class Module:
         self.start = None          # function index
         self.elements = []         # active segments: (table, offset expression, [function or None], offset)
         self.data = []             # (offset expression, bytes, byte offset of the segment)
+        self.debug_names = {}      # function index -> name, from the custom section "name"
 
 
 EXPORT_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global"}
@@ -355,8 +359,9 @@ def decode_module(data):
                         % (section_id, size, len(data) - reader.position), section_at)
         body = Reader(data, reader.position, reader.position + size)
         reader.position += size
-        if section_id == 0:
-            body.name()  # a custom section: its name, then anything; skipped
+        if section_id == 0:      # a custom section: its name, then anything; only "name" is read
+            if body.name() == "name":
+                module.debug_names = _function_names(body)
             continue
         if section_id not in SECTION_NAMES:
             reader.fail("unknown section id %d" % section_id, section_at)
@@ -381,7 +386,31 @@ def decode_module(data):
             module.functions[index].names.append(name)
     if module.start is not None and module.start >= len(module.functions):
         raise WasmError("start function %d out of range" % module.start)
+    for index, name in module.debug_names.items():
+        if index < len(module.functions):
+            module.functions[index].debug_name = name
     return module
+
+
+NAME_SUBSECTION_FUNCTIONS = 1    # the name section's subsection of function names (core spec 7.4.2)
+
+
+def _function_names(body):
+    """{function index: name} from the custom section "name" (a debugging aid, so a
+    malformed one is ignored, as the core spec's appendix asks)."""
+    names = {}
+    try:
+        while body.position < body.end:
+            subsection, size = body.byte(), body.u32()
+            content = Reader(body.data, body.position, min(body.position + size, body.end))
+            body.position = content.end
+            if subsection == NAME_SUBSECTION_FUNCTIONS:
+                for _ in range(content.u32()):
+                    index = content.u32()
+                    names[index] = content.name()
+    except WasmError:
+        pass
+    return names
 
 
 def _read_section(module, section_id, body):
@@ -532,6 +561,18 @@ class Label:
 
     def __init__(self, name=""):
         self.name = name
+
+
+class Origin:
+    """Marks where the flat instructions after it come from (for the profile): a
+    source function and the WebAssembly instruction lowered there, the harness,
+    or a routine. `assemble` skips it."""
+    __slots__ = ("function", "instruction", "routine")
+
+    def __init__(self, function, instruction, routine=False):
+        self.function = function          # a display name (see function_name)
+        self.instruction = instruction    # a WebAssembly instruction's name, "prologue", "harness", ...
+        self.routine = routine            # True for the code of a shared routine
 
 
 BRANCH_OPS = ("br", "br_if", "call", "return")   # immediates relative to the target (SPEC 3.3)
@@ -833,7 +874,7 @@ def assemble_routine(name, entries, scratch):
     local_index = {local: i for i, local in enumerate(params + temps)}
     labels = {label: Label("%s.%s" % (name, label)) for label in re.findall(r"^(\w+):", text, re.M)}
     statements = [statement.split() for line in text.splitlines() for statement in line.split("#")[0].split(";")]
-    items = [entries[name]]
+    items = [entries[name], Origin("routine " + name, name, routine=True)]
     items += [("local.set", i) for i in reversed(range(len(params)))]
     for words in filter(None, statements):
         if len(words) == 1 and words[0].endswith(":"):
@@ -884,17 +925,28 @@ def assemble(items):
     for item in items:
         if isinstance(item, Label):
             position[item] = count
-        else:
+        elif not isinstance(item, Origin):
             count += 1
     program = []
     for item in items:
-        if isinstance(item, Label):
+        if isinstance(item, (Label, Origin)):
             continue
         opcode, immediate = item
         if isinstance(immediate, Label):
             immediate = (position[immediate] - len(program) - 1) % WORD_MODULUS
         program.append((opcode, immediate))
     return program
+
+
+def instruction_origins(items):
+    """The Origin of each instruction of assemble(items), in program order."""
+    origins, current = [], None
+    for item in items:
+        if isinstance(item, Origin):
+            current = item
+        elif not isinstance(item, Label):
+            origins.append(current)
+    return origins
 
 
 # ---------------------------------------------------------------------------
@@ -928,6 +980,11 @@ SUPPORTED = NATIVE | set(LOWERING)
 OUTPUT_IMPORT = ("env", "output_byte")
 OUTPUT_TYPE = (("i32",), ())
 NO_RESULT_LINE = b"-\n"      # what the harness prints for a call without a result
+
+
+def function_name(function):
+    """How the profile names a function: its name-section name, else its export name, else its index."""
+    return function.debug_name or (function.names[0] if function.names else "function %d" % function.index)
 
 
 def _where(function, instruction):
@@ -1173,7 +1230,8 @@ class FunctionLowering:
     def lower(self):
         function = self.function
         entry = self.program.entries[function.index]
-        self.items.append(entry)
+        name = function_name(function)
+        self.items += [entry, Origin(name, "prologue")]
         self.items += [("local.set", i) for i in reversed(range(len(function.params)))]
         self.frames.append(Frame("function", 0, len(function.results)))
         code = function.code
@@ -1185,6 +1243,7 @@ class FunctionLowering:
             if extend:                         # (x << 24) >> 24 etc.: one extend8_s/16_s
                 instruction = Instruction(extend, None, instruction.offset)
                 position += 3
+            self.items.append(Origin(name, instruction.name))
             getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)   # a method per kind
             if self.unreachable:
                 position = self.skip_dead_code(code, position)
@@ -1425,9 +1484,9 @@ class FunctionLowering:
         name = instruction.name
         unary = name in ("i32.clz", "i32.ctz", "i32.popcnt")
         self.pop(instruction, 1 if unary else 2)
-        last = self.items[-1]
+        last = self.items[-2]           # the item before this instruction's Origin
         if not unary and isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
-            self.items.pop()
+            del self.items[-2]
             self.items += self.constant_operand_items(name, last[1])
         else:
             self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
@@ -1588,7 +1647,7 @@ class ProgramLowering:
     def lower(self, calls, input_address=None, print_results=True, silent_calls=0):
         """Harness + functions + routines as flat items. `calls`: [(function index, args)]."""
         module = self.module
-        items = []
+        items = [Origin("harness", "harness")]
         if input_address is not None:
             items.append(("input_base", input_address))
         prints = print_results and any(module.functions[index].results for index, _ in calls[silent_calls:])
@@ -1610,7 +1669,7 @@ class ProgramLowering:
                 for byte in NO_RESULT_LINE:
                     items += [("i32.const", byte), ("output", 0)]
         items.append(("halt", 0))
-        items += [self.trap_label, ("trap", 0)]
+        items += [self.trap_label, Origin("harness", "trap"), ("trap", 0)]
         for index in self.pending:                    # grows while lowering reaches more functions
             items += FunctionLowering(self, module.functions[index]).lower()
         for name in ROUTINES:
@@ -1640,7 +1699,12 @@ def input_address(module):
 
 
 def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0):
-    """The flat program (list of (opcode, imm)) that runs the module.
+    """The flat program (list of (opcode, imm)) that runs the module: assemble(lowered_items(...))."""
+    return assemble(lowered_items(module, entry, args, calls, silent_calls))
+
+
+def lowered_items(module, entry="compute", args=None, calls=None, silent_calls=0):
+    """The flat program that runs the module, as items: (opcode, imm) pairs, Labels, Origins.
 
     - entry "compute" with args None: the C ABI of SPEC 5. compute(input) gets
       `input_base A` as instruction 0 and A as its argument (its other
@@ -1677,8 +1741,7 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
                                                                  len(call_args)))
     if problems:
         raise UnsupportedError(problems)
-    items = ProgramLowering(module).lower(calls, address, not c_abi, silent_calls)
-    return assemble(items)
+    return ProgramLowering(module).lower(calls, address, not c_abi, silent_calls)
 
 
 # ---------------------------------------------------------------------------
@@ -1687,6 +1750,7 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
 
 REPO = pathlib.Path(__file__).resolve().parent
 EXAMPLES_DIR = REPO / "examples"         # runtime.h lives here
+STRIP_NAMES = "-Wl,--strip-all"
 # The clang of the `ziglang` package (python -m ziglang cc ...), one flag per line:
 C_FLAGS = [
     "--target=wasm32-freestanding",      # 32-bit WebAssembly, no operating system
@@ -1703,20 +1767,22 @@ C_FLAGS = [
     "-Wl,-z,stack-size=65536",           # 64 KiB C stack, first in memory (data above it)
     "-Wl,--initial-memory=16777216",     # 256 pages = the machine's 16 MiB: no bounds checks needed
     "-Wl,--max-memory=16777216",         # and it never grows
-    "-Wl,--strip-all",                   # no name section: the same .wasm from any checkout
+    STRIP_NAMES,                         # no name section: the same .wasm from any checkout
 ]
 
 
-def compile_c(path):
+def compile_c(path, keep_names=False):
     """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
-    compiler's messages when ziglang is missing or the compilation fails."""
+    compiler's messages when ziglang is missing or the compilation fails.
+    keep_names: keep the name section (function names, for the profile)."""
     try:
         import ziglang  # noqa: F401  (only to give a clear message when it is missing)
     except ImportError:
         raise WasmError("compiling C needs the `ziglang` package (pip install ziglang)") from None
     with tempfile.TemporaryDirectory() as work:
         output = os.path.join(work, "program.wasm")
-        command = ([sys.executable, "-m", "ziglang", "cc"] + C_FLAGS
+        flags = [flag for flag in C_FLAGS if not (keep_names and flag == STRIP_NAMES)]
+        command = ([sys.executable, "-m", "ziglang", "cc"] + flags
                    + ["-I", str(EXAMPLES_DIR), "-o", output, str(path)])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not os.path.exists(output):
@@ -1749,20 +1815,31 @@ def load_program_file(path, input_text=None):
     if suffix == ".txt":
         instructions, file_input = reference.read_program(path)
         return instructions, (file_input if input_bytes is None else input_bytes)
+    instructions = lower_module(decode_module(program_binary(path)))
+    return instructions, compute_input(path, instructions, input_bytes)
+
+
+def program_binary(path, keep_names=False):
+    """The WebAssembly binary of a .c, .wasm or .wat file (keep_names: see compile_c)."""
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower()
     if suffix == ".c":
-        binary = compile_c(path)
-    elif suffix == ".wasm":
-        binary = path.read_bytes()
-    elif suffix == ".wat":
-        binary = wat_to_wasm(path.read_text())
-    else:
-        raise WasmError("%s: unknown program kind %r (use .c, .wasm, .wat or .txt)" % (path, suffix))
-    instructions = lower_module(decode_module(binary))
+        return compile_c(path, keep_names)
+    if suffix == ".wasm":
+        return path.read_bytes()
+    if suffix == ".wat":
+        return wat_to_wasm(path.read_text())
+    raise WasmError("%s: unknown program kind %r (use .c, .wasm, .wat or .txt)" % (path, suffix))
+
+
+def compute_input(path, instructions, input_bytes):
+    """The input of a compiled program: the given bytes (empty when None) for
+    compute(input); None for compute(), which must not be given any."""
     if reference.has_input_section(instructions):
-        return instructions, input_bytes or b""
+        return input_bytes or b""
     if input_bytes:
         raise WasmError("%s: an input is given but compute takes no parameter" % path)
-    return instructions, None
+    return None
 
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -2089,3 +2166,89 @@ def command_spectest(paths, transformer=False):
         print(line)
     print("total: %d passed, %d failed, %d skipped" % tuple(totals))
     return EXIT_FAILED if totals[1] else EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# 7. The instruction-mix profile (`python wasmtf.py profile FILE`)
+# ---------------------------------------------------------------------------
+# Where a run's trace tokens go: the reference interpreter runs the program,
+# then each executed instruction's group is charged to the machine opcode,
+# and, for a compiled program, to the source function and the WebAssembly
+# instruction it was lowered from (its Origin). A routine's tokens are charged
+# to the WebAssembly instruction whose lowering called it, so `i32.xor` counts
+# the whole cost of an xor.
+
+PROFILE_ROWS = 12             # rows shown per table by default
+
+
+def profile_program(path, input_text=None, max_steps=reference.DEFAULT_MAX_STEPS):
+    """The profile of one run of a .c, .wasm, .wat or program .txt file: a dict of
+    status, steps, tokens and Counters of (tokens, executed instructions) keyed by
+    "opcode", "function", "instruction" (WebAssembly), "function instruction" and
+    "routine" (tokens spent inside routines, by WebAssembly instruction)."""
+    path = pathlib.Path(path)
+    input_bytes = None if input_text is None else input_text.encode("utf-8")
+    if path.suffix.lower() == ".txt":
+        instructions, input_bytes = load_program_file(path, input_text)
+        origins = None
+    else:
+        items = lowered_items(decode_module(program_binary(path, keep_names=True)))
+        instructions, origins = assemble(items), instruction_origins(items)
+        input_bytes = compute_input(path, instructions, input_bytes)
+    machine = reference.execute(instructions, input_bytes, max_steps)
+    tables = {key: collections.Counter() for key in ("opcode", "function", "instruction",
+                                                     "function instruction", "routine")}
+    charged, saved = None, []     # the Origin a routine's code is charged to; one entry per open call
+    for record in reference.walk_trace(instructions, machine.trace):
+        pc, opcode, tokens = record["pc"], record["opcode"], len(record["group"])
+        keys = {"opcode": opcode}
+        if origins is not None:
+            origin = charged or origins[pc]
+            keys.update({"function": origin.function, "instruction": origin.instruction,
+                         "function instruction": (origin.function, origin.instruction)})
+            if origins[pc].routine:
+                keys["routine"] = origin.instruction
+            if opcode == "call":
+                saved.append(charged)
+                if charged is None and origins[reference.branch_target(pc, record["immediate"])].routine:
+                    charged = origins[pc]
+            elif opcode == "return" and saved:
+                charged = saved.pop()
+        for table, key in keys.items():
+            tables[table][key, "tokens"] += tokens
+            tables[table][key, "executed"] += 1
+    return dict(status=machine.status, steps=machine.steps, tokens=len(machine.trace), tables=tables)
+
+
+def format_profile(profile, rows=PROFILE_ROWS):
+    """The profile as text: a summary line, then a table per view, largest first."""
+    total = profile["tokens"]
+    lines = ["%s instructions executed, %s trace tokens, %s"
+             % (format(profile["steps"], ","), format(total, ","), profile["status"])]
+    views = [("function", "source function (the routines its instructions call included)"),
+             ("instruction", "WebAssembly instruction (its lowered code and the routines it calls)"),
+             ("routine", "routines (inside the routine, by the WebAssembly instruction that calls it)"),
+             ("function instruction", "source function and WebAssembly instruction"),
+             ("opcode", "machine instruction")]
+    for table, title in views:
+        counts = profile["tables"][table]
+        keys = sorted({key for key, _ in counts}, key=lambda key: -counts[key, "tokens"])
+        if not keys:
+            continue
+        lines += ["", "tokens by %s:" % title, "%12s %6s %10s  %s" % ("tokens", "share", "executed", table)]
+        for key in keys[:rows]:
+            name = "  ".join(key) if isinstance(key, tuple) else key
+            lines.append("%12s %5.1f%% %10s  %s" % (format(counts[key, "tokens"], ","),
+                                                     100 * counts[key, "tokens"] / total,
+                                                     format(counts[key, "executed"], ","), name))
+        if len(keys) > rows:
+            rest = sum(counts[key, "tokens"] for key in keys[rows:])
+            lines.append("%12s %5.1f%% %10s  (%d more)" % (format(rest, ","), 100 * rest / total, "", len(keys) - rows))
+    return "\n".join(lines)
+
+
+def command_profile(path, input_text=None, rows=PROFILE_ROWS):
+    """Print the profile of one run; exit 0 after halt, 1 when the program trapped."""
+    profile = profile_program(path, input_text)
+    print(format_profile(profile, rows))
+    return EXIT_OK if profile["status"] == "halt" else EXIT_FAILED

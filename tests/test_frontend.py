@@ -625,3 +625,94 @@ def test_unused_globals_of_other_types_are_ignored():
                (func (export "f") (result i32) (global.get $seven)))"""
     instructions = frontend.lower_module(frontend.wat_to_wasm(wat), entry="f")
     assert reference.output_bytes(reference.run_reference(instructions)) == b"00000007\n"
+
+
+# ---------------------------------------------------------------------------
+# The instruction-mix profile
+# ---------------------------------------------------------------------------
+
+PROFILED_WAT = """(module
+  (import "env" "output_byte" (func $out (param i32)))
+  (func $square (param $x i32) (result i32) (i32.mul (local.get $x) (local.get $x)))
+  (func $count (export "compute")
+    (local $i i32)
+    (loop $next
+      (call $out (i32.add (i32.const 48) (call $square (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $i) (i32.const 3))))))"""
+
+
+def profile_tables(profile, table):
+    """{key: (tokens, executed)} of one table of a profile."""
+    counts = profile["tables"][table]
+    return {key: (counts[key, "tokens"], counts[key, "executed"]) for key, _ in counts}
+
+
+def test_profile_adds_up_and_names_functions(tmp_path):
+    path = tmp_path / "squares.wat"
+    path.write_text(PROFILED_WAT)
+    instructions, _ = frontend.load_program_file(path)
+    machine = reference.execute(instructions)
+    profile = frontend.profile_program(path)
+    assert (profile["status"], profile["steps"], profile["tokens"]) == ("halt", machine.steps, len(machine.trace))
+    for table in ("opcode", "function", "instruction", "function instruction"):
+        rows = profile_tables(profile, table)
+        assert sum(tokens for tokens, _ in rows.values()) == len(machine.trace)
+        assert sum(executed for _, executed in rows.values()) == machine.steps
+    functions = profile_tables(profile, "function")
+    assert set(functions) == {"harness", "count", "square"}      # names from the name section
+    # $square runs 3 times: its prologue (local.set), the multiplication, its return
+    pairs = profile_tables(profile, "function instruction")
+    assert pairs["square", "prologue"] == (15, 3)
+    assert pairs["count", "call"][1] == 6                       # 3 calls of $square, 3 outputs
+    opcodes = profile_tables(profile, "opcode")
+    assert opcodes["output"] == (3, 3)
+    assert reference.output_bytes(machine.trace) == b"014"
+
+
+def test_profile_charges_a_routine_to_the_instruction_that_calls_it(tmp_path):
+    path = tmp_path / "xor.wat"
+    path.write_text("""(module (import "env" "output_byte" (func $out (param i32)))
+      (func (export "compute") (local $x i32)
+        (local.set $x (i32.const 0x1234))
+        (call $out (i32.xor (local.get $x) (i32.shl (local.get $x) (local.get $x))))))""")
+    profile = frontend.profile_program(path)
+    instructions = profile_tables(profile, "instruction")
+    routines = profile_tables(profile, "routine")
+    assert set(routines) <= {"i32.xor", "i32.shl"}
+    for name, (tokens, executed) in routines.items():    # inside the routines, and the call around them
+        assert instructions[name][0] > tokens and instructions[name][1] > executed
+    assert "routine" not in " ".join(profile_tables(profile, "function"))
+
+
+def test_profile_of_a_program_file_counts_opcodes_only(tmp_path):
+    path = tmp_path / "p.txt"
+    instructions = [("i32.const", 65), ("output", 0), ("halt", 0)]
+    path.write_text(reference.format_program(instructions))
+    profile = frontend.profile_program(path)
+    assert profile_tables(profile, "opcode") == {"i32.const": (5, 1), "output": (1, 1), "halt": (1, 1)}
+    assert profile_tables(profile, "function") == {}
+    text = frontend.format_profile(profile)
+    assert text.splitlines()[0] == "3 instructions executed, 7 trace tokens, halt"
+    assert "tokens by source function" not in text
+
+
+def test_profile_of_c_keeps_function_names(tmp_path):
+    source = tmp_path / "names.c"
+    source.write_text("__attribute__((noinline)) static int twice(int x) { return x + opaque(x); }\n"
+                      "void compute(const char *input) { print_int(twice(parse_int(&input))); }\n")
+    profile = frontend.profile_program(source, "21")
+    assert {"compute", "twice", "harness"} <= set(profile_tables(profile, "function"))
+    assert frontend.compile_c(source) != frontend.compile_c(source, keep_names=True)   # (the .wasm drops them)
+
+
+def test_malformed_name_section_is_ignored():
+    binary = frontend.wat_to_wasm('(module (func $f (export "f") (result i32) (i32.const 5)))')
+    assert frontend.decode_module(binary).functions[0].debug_name == "f"
+    stripped = frontend.wat_to_wasm('(module (func (export "f") (result i32) (i32.const 5)))')
+    for content in [b"\x01\x05\x01\x00\x09ab", b"\x01\x80", b"\x01\x03\x01\x00\x01\xff"]:   # cut short, bad UTF-8
+        payload = b"\x04name" + content
+        module = frontend.decode_module(stripped + b"\x00" + bytes([len(payload)]) + payload)
+        assert module.functions[0].debug_name is None
+        assert reference.output_bytes(reference.run_reference(frontend.lower_module(module, entry="f"))) \
+            == b"00000005\n"
