@@ -2,25 +2,23 @@
 
 STATUS (keep current; read this first when continuing):
   works   the graph language, the exact graph evaluator, the greedy scheduler and
-          the weight emitter; the universal machine (4 layers, 15 heads, D = 116,
-          d_ffn 14/7/79/166, 520,376 parameters): every opcode of SPEC 3.1 plus
-          `trap`, with wasmtf's semantics (SPEC 4.8: `output` pops, zeroed locals
-          per frame, 256 locals, traps on `trap` and on memory accesses touching
-          byte 2^24 or beyond, input written only after `}`).
+          the weight emitter (residual slots reused by liveness, slot_plan); the
+          universal machine (5 layers, 19 heads, describe_shape() gives the rest):
+          every opcode of SPEC 3.1 plus `trap`, with wasmtf's semantics (SPEC 4.8:
+          `output` pops, zeroed locals per frame, 256 locals, traps on `trap` and on
+          memory accesses touching byte 2^24 or beyond, input written only after `}`),
+          and the extended instruction set of SPEC 12: i32.mul, and/or/xor,
+          extend8_s/extend16_s.
   checked tests/test_machine.py: every spec example (ex*, random/, the divergence
           `_ref` traces) and 200 random programs equal the reference through the
           hull cache; a subset also through the brute cache and the graph
           evaluator, the worked examples also under softmax attention. Slow:
-          2,000 random programs (2.84M trace tokens, 0 mismatches), a
-          1.0M-token loop, all random examples through brute + evaluator.
-          tests/test_summation_order.py: no dot product depends on the order
-          in which a matrix product adds (exact_parts).
-  figures benchmarks/machine_speed.py: compile 0.01-0.04 s; hull generation
-          11,200 tokens/s alone, 4,300-5,500 tokens/s with the 2 cores shared
-          (load 5-6), on a 119k-token loop; brute/hull per token 3.3x at a
-          10^4-token context, 25x at 10^5.
-  remains fewer heads (each costs a hull insert + query per token, ~70% of the
-          time); slot reuse (D would shrink from 116).
+          2,000 random programs, a 1.0M-token loop, all random examples through
+          brute + evaluator. tests/test_alu.py: each SPEC 12 opcode on boundary
+          and random operands through reference, evaluator, brute, hull and
+          speculative. tests/test_summation_order.py: no dot product depends on the
+          order in which a matrix product adds (exact_parts).
+  remains shifts, rotates, bit counts, division (the front end lowers them).
 
 Entry points: compile_machine() -> model dict; run_transformer(instructions,
 input_bytes=None, cache="hull", max_new_tokens=...) -> trace tokens;
@@ -46,8 +44,8 @@ quantities are averages (sum * (1/count)); the ones used as keys are rounded
 back to integers (ROUND_BIAS), the cursor is used only in queries, where an
 error of 1e-9 cannot change an argmax over integer keys.
 
-Costs: building and emitting the machine takes ~0.02 s (a few hundred neurons,
-dense matrices of ~330 x 116).
+Costs: building and emitting the machine takes well under a second (several
+hundred neurons, dense matrices of a few hundred x D; benchmarks/machine_speed.py).
 """
 import math
 import bisect
@@ -242,6 +240,27 @@ def high_byte_terms(x, gate, coef=1):
             (-coef, one, x - 255 + shift), (coef, one, x - 256 + shift)]
 
 
+COLUMN_LIMIT = 1 << 18   # every column sum below is an integer in [0, 2^18) (bound at its use)
+FLOOR_STAGE = 1 << 13    # column = FLOOR_STAGE * q1 + v1 with q1 < 2^18 / 2^13 = 32 and v1 < 2^13
+STAGE_STEPS = 31         # = 2^18 / 2^13 - 1 = 2^13 / 2^8 - 1 steps per stage
+
+
+def low_byte_of_column(g, name, column):
+    """c mod 256 for an integer c in [0, 2^18) (a residual value): a staged floor.
+
+    Stage 1 (node `name_q1`): q1 = floor(c / 2^13) = sum_{m=1..31} [c >= m 2^13], 31 steps.
+    Stage 2 (returned terms, for the node that consumes the byte): v1 = c - 2^13 q1 in
+    [0, 2^13); floor(v1 / 256) = sum_{m=1..31} [v1 >= 256 m], 31 steps; the byte is
+    v1 - 256 floor(v1 / 256). 124 neurons instead of the 2 * 1,023 steps of one stage.
+    Exactness: every pre-activation is c, q1 and a constant, integers below 2^19."""
+    one = Lin.of(1)
+    q1 = g.ffn(name + "_q1", [t for m in range(1, STAGE_STEPS + 1)
+                              for t in step_terms(one, column - m * FLOOR_STAGE)])
+    v1 = column - FLOOR_STAGE * q1
+    return [(1, v1, one)] + [t for m in range(1, STAGE_STEPS + 1)
+                             for t in step_terms(one, v1 - m * reference.BYTE_VALUES, -reference.BYTE_VALUES)]
+
+
 # ---------------------------------------------------------------------------
 # 2. The graph evaluator (exact arithmetic, no weights)
 # ---------------------------------------------------------------------------
@@ -386,14 +405,68 @@ def _row(lin, slot, D, scale=1.0):
     return row
 
 
+def _node_lins(node):
+    """Every linear expression a node reads."""
+    if node["kind"] == "ffn":
+        return [lin for _, a, b in node["terms"] for lin in (a, b)]
+    return [node["query"], node["key"], node["key_sq"]] + node["values"] + (
+        [node["clear"]] if node["clear"] is not None else [])
+
+
+def slot_plan(graph):
+    """Residual slots by liveness: ({name: slot}, [[names held by slot s, in order]],
+    {FFN layer: [names it clears]}).
+
+    A value written at stage w and last read at stage r (a lookup of layer l reads at
+    stage 2l, a feed-forward node at 2l+1; the output head reads after the last stage)
+    is cleared by one neuron -relu(one) * value in the feed-forward at stage c = r or
+    r + 1 (the first feed-forward stage >= r: it reads the value before it writes);
+    its slot then holds exactly 0 and is free for a value written at a stage > c. The
+    clear is exact: the slot receives -v for its own v (a single neuron's output).
+    The positional slots 0-3 are never reused (the forward pass writes them)."""
+    ready, node_layers = schedule(graph)
+    last_read = {}
+    for node, layer in zip(graph.nodes, node_layers):
+        stage = 2 * layer + (1 if node["kind"] == "ffn" else 0)
+        for lin in _node_lins(node):
+            for name in lin.terms:
+                last_read[name] = max(last_read.get(name, -1), stage)
+    end = 2 * (max(node_layers) + 1)
+    for lin in graph.outputs.values():
+        for name in lin.terms:
+            last_read[name] = end
+    names = list(graph.features) + [n for node in graph.nodes
+                                    for n in (node["names"] if node["kind"] == "lookup" else [node["name"]])]
+    slot = {name: i for i, name in enumerate(POSITIONAL)}
+    held = [[name] for name in POSITIONAL]
+    free = []            # (stage from which the slot is free, slot)
+    clears = {}
+    for name in sorted(names, key=lambda n: ready[n]):  # stable: creation order within a stage
+        written = ready[name]
+        choice = next((entry for entry in free if entry[0] < written), None)
+        if choice is None:
+            slot[name] = len(held)
+            held.append([name])
+        else:
+            free.remove(choice)
+            slot[name] = choice[1]
+            held[choice[1]].append(name)
+        read = max(last_read.get(name, written), written)
+        if read < end:
+            clear_stage = read if read % 2 else read + 1
+            if clear_stage == written:  # an unread feed-forward value: clear it one layer later
+                clear_stage += 2
+            clears.setdefault((clear_stage - 1) // 2, []).append(name)
+            free.append((clear_stage, slot[name]))
+    return slot, held, clears
+
+
 def emit(graph):
     """The model dict of wasmtf.py (see its module docstring) for a graph."""
     _, node_layers = schedule(graph)
     L = max(node_layers) + 1
-    slot_names = list(POSITIONAL) + list(graph.features)
-    for node in graph.nodes:
-        slot_names += node["names"] if node["kind"] == "lookup" else [node["name"]]
-    slot = {name: i for i, name in enumerate(slot_names)}
+    slot, held, clears = slot_plan(graph)
+    slot_names = ["|".join(names) for names in held]
     heads_per_layer = [sum(1 for n, l in zip(graph.nodes, node_layers) if n["kind"] == "lookup" and l == layer)
                        for layer in range(L)]
     D = max(len(slot_names), 2 * max(heads_per_layer))
@@ -435,7 +508,9 @@ def emit(graph):
                 w_out[slot[name], 2 * h + i] = 1.0
         neurons = {}  # (gate key, value key) -> index; equal neurons are shared
         gates, values, outputs = [], [], []
-        for n in nodes:
+        clearing = [{"kind": "ffn", "name": name, "terms": [(-1, Lin({name: 1}), Lin.of(1))]}
+                    for name in clears.get(layer, [])]
+        for n in nodes + clearing:
             if n["kind"] != "ffn":
                 continue
             for c, a, b in n["terms"]:
@@ -505,7 +580,7 @@ SIGN = 1 << 31
 LOADS = reference.LOADS     # opcode -> (width, signed)
 STORES = reference.STORES   # opcode -> width
 VALUE_OPS = (["i32.const", "local.get", "local.set", "local.tee", "select", "i32.add", "i32.sub", "i32.eqz"]
-             + list(reference.COMPARISONS) + list(LOADS) + list(STORES))
+             + list(reference.COMPARISONS) + list(LOADS) + list(STORES) + reference.EXTENSION_OPCODES)
 BRANCH_OPS = ["br", "br_if", "call", "return"]
 
 
@@ -523,6 +598,7 @@ def token_features():
     return {
         "is_byte": lambda t: int(_byte(t) is not None),
         "byte_value": lambda t: _byte(t) or 0,
+        "byte_high_nibble": lambda t: (_byte(t) or 0) >> 4,
         "carry": lambda t: int(t.endswith("'")),
         "run_mark": lambda t: 1 if _byte(t) is not None else (-1 if t in OPCODE_CODE else 0),
         "delta_stack": lambda t: commit(t, 0) - int(t.startswith("out(")) + STACK_BASE_DEPTH * (t == "}"),
@@ -541,7 +617,7 @@ def token_features():
 def build_machine():
     """The graph of the universal machine (see the section comment above).
 
-    Lookups (15 heads):
+    Lookups (19 heads):
       layer  lookup             query                 key          ignores            values
       0      prev1..prev4       position - i          position     -                  byte, run mark
       0      depth sums         (average)                                             stack delta, call delta
@@ -549,9 +625,10 @@ def build_machine():
       2      opcode             5*cursor + 1          position     -                  code, code^2
       2      immediate          5*cursor + 5          position     -                  imm (assembled at its last byte)
       2      top/second/third   depth - 0/1/2         depth        non-sts tokens     word, position
+      2      top/second bytes   depth - 0/1 (x2)      depth        non-sts tokens     bytes 0,1 | bytes 2,3
       2      frame              call depth            call depth   non-call_commit    position (frame start)
       3      memory/locals      address+J | locals    write key    non-writes         byte + 256*key (+frame)
-      3      p1, p2             a byte's position     position     -                  byte
+      3      p1, p2             a byte's position     position     -                  byte, its high nibble
     The last feed-forward turns (opcode, J, values) into output channels; the
     output head scores every token from them (family flag * FAMILY_WEIGHT plus
     2*v*channel - v^2, maximal at v = channel)."""
@@ -608,6 +685,13 @@ def build_machine():
         names = [name + "_word", name + "_position"] if name != "third" else [name + "_position"]
         stack[name] = g.lookup(names, depth - o, depth, depth_sq, vals, clear=f["not_sts"])
     (top, top_pos), (second, second_pos), (third_pos,) = stack["top"], stack["second"], stack["third"]
+    # the bytes of the top and second words (little endian), two per head: at the
+    # word's commit the layer-0 lookups prev4..prev1 hold its bytes 0..3
+    operand_bytes = {}
+    for o, name in enumerate(["top", "second"]):
+        operand_bytes[name] = [b for low in (0, 2) for b in g.lookup(
+            ["%s_byte%d" % (name, low), "%s_byte%d" % (name, low + 1)], depth - o, depth, depth_sq,
+            [prev_byte[4 - low], prev_byte[3 - low]], clear=f["not_sts"])]
     frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [position],
                       clear=f["not_call_commit"])
 
@@ -619,6 +703,34 @@ def build_machine():
     # is_op has terms up to 74*37*big: too large for the gating trick with big = 2^46;
     # the last feed-forward gates with these exact 0/1 flags instead
     flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) for op in reference.OPCODES}
+    j_is = {k: (one if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
+
+    # i32.mul: result byte k (emitted at J = k) is c_k mod 256 for the column sum
+    #   c_k = sum_{i+j<=k} a_i b_j 256^(i+j-k) - sum_{i<k} r_i 256^(i-k),
+    # a = second (bytes a_i), b = top, r_i = the result bytes already written (the
+    # current token is r_{k-1}, prev_m is r_{k-1-m}). L_k = sum_{i+j<=k} a_i b_j 256^(i+j)
+    # equals a*b mod 256^k (terms with i+j >= k are multiples of 256^k), whose bytes are
+    # r_0..r_{k-1}; so L_k - R_k = 256^k floor(L_k / 256^k): c_k is an integer >= 0, and
+    # c_k = floor(L_k / 256^k) = byte k of a*b plus 256 * (higher bytes of L_k).
+    # Bound: c_3 <= sum_s (s+1) 255^2 256^(s-3) < 4*255^2 + 3*255^2/256 + 3 < 2^18 = COLUMN_LIMIT.
+    # Each product is one ReGLU neuron a_i * relu(b_j + 256 (is_op + [J==k] - 2)): b_j when
+    # both gates are 1, else the pre-activation is <= 255 - 256 < 0 (is_op, [J==k] <= 0 off).
+    # Exact in any summation order: every term is a multiple of 256^-3 = 2^-24 and the sum of
+    # their magnitudes is below 2^19, so every partial sum needs at most 43 bits < 53.
+    mul_gate = is_op("i32.mul")
+    a_bytes, b_bytes = operand_bytes["second"], operand_bytes["top"]
+    written = [f["byte_value"]] + [prev_byte[m] for m in range(1, 4)]  # r_{k-1}, r_{k-2}, ...
+    column_terms = []
+    for k in range(4):
+        for i in range(k + 1):
+            for j in range(k + 1 - i):
+                column_terms.append((Fraction(256) ** (i + j - k), a_bytes[i],
+                                     b_bytes[j] + 256 * (mul_gate + j_is[k] - 2)))
+        if k:
+            below = sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k))
+            column_terms += gated_terms(-below, mul_gate + j_is[k] - 1)
+    mul_column = g.ffn("mul_column", column_terms)
+    mul_byte_terms = low_byte_of_column(g, "mul_column", mul_column)
     KEY_BIG = 1 << 34  # > every memory key (address + offset < 2^33 + 4); 5476*2^34 < 2^53
 
     # memory and locals: one lookup; a write is a non-prefix byte of a store,
@@ -655,8 +767,33 @@ def build_machine():
 
     # -- layer 3: memory/locals, byte reads ---------------------------------------------
     found, = g.lookup(["memory_found"], mem_query, mem_key, mem_key_sq, [mem_value], clear=mem_clear)
-    p1, = g.lookup(["p1_byte"], p1_query, position, position_sq, [f["byte_value"]])
-    p2, = g.lookup(["p2_byte"], p2_query, position, position_sq, [f["byte_value"]])
+    p1, p1_high = g.lookup(["p1_byte", "p1_high_nibble"], p1_query, position, position_sq,
+                           [f["byte_value"], f["byte_high_nibble"]])
+    p2, p2_high = g.lookup(["p2_byte", "p2_high_nibble"], p2_query, position, position_sq,
+                           [f["byte_value"], f["byte_high_nibble"]])
+
+    # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second).
+    # Bit sums z_j = bit_j(p1) + bit_j(p2) in {0, 1, 2} (one node each), from the nibbles
+    # (low = byte - 16 high): bit_j of a nibble n is sum_{m=1..15} (bit_j(m) - bit_j(m-1)) [n >= m],
+    # steps on the integers n - m (the emitter shares the neurons relu(n - m) among the bits).
+    # Then and = sum_j 2^j relu(z_j - 1) (one neuron per bit), or = p1 + p2 - and,
+    # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
+    bit_sums = []
+    for j in range(reference.BYTE_BITS):
+        nibble_bit = j % 4
+        terms = []
+        for byte, high in ((p1, p1_high), (p2, p2_high)):
+            nibble = high if j >= 4 else byte - 16 * high
+            for m in range(1, 16):
+                jump = (m >> nibble_bit & 1) - ((m - 1) >> nibble_bit & 1)
+                if jump:
+                    terms += step_terms(one, nibble - m, jump)
+        bit_sums.append(g.ffn("bit_sum%d" % j, terms))
+
+    def and_byte_terms(gate_, coef=1):
+        """coef * (p1 AND p2) when gate_ = 1 (gate_ <= 0: 0): 2^j relu(z_j - 1 + 4 (gate_ - 1)),
+        the pre-activation <= 2 - 1 - 4 < 0 when the gate is off."""
+        return [(coef * 2 ** j, one, z - 1 + 4 * (gate_ - 1)) for j, z in enumerate(bit_sums)]
 
     # -- the output channels (last feed-forward) ------------------------------------------
     ch = {name: [] for name in ("byte", "commit", "out", "branch_taken", "call_commit", "return_commit",
@@ -723,6 +860,8 @@ def build_machine():
                       ("return", p1 - p2 - carry, gate("return", branch_bytes))):
         ch["value"] += gated_terms(s, g_) + [(256, one, g_)] + gated_step_terms(s, g_, -256)
         ch["mark"] += [(1, one, g_)] + gated_step_terms(s, g_, -1)
+    # i32.mul: mul_column is 0 outside the bytes of a mul group, so is its low byte
+    ch["value"] += mul_byte_terms
     # eqz and comparisons: one result byte at J = 0 (later bytes are 0)
     ch["value"] += [(1, one, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
     signed = {False: (second, top), True: (second - WORD * sign_second, top - WORD * sign_top)}
@@ -735,16 +874,27 @@ def build_machine():
         ch["value"] += {"eq": always + scaled(less + greater, -1), "ne": less + greater,
                         "lt": less, "gt": greater, "le": always + scaled(greater, -1),
                         "ge": always + scaled(less, -1)}[relation]
-    # loads: memory bytes J < width; sign fill from the current token's mark
-    for op, (width, is_signed) in LOADS.items():
-        diff = found - 256 * address
-        ch["value"] += exact_byte_terms(diff, gate(op, one - j_at_least[width]))
+    # loads: memory bytes J < width; sign extensions: the top word's bytes J < width (p1);
+    # the signed ones mark the sign byte (J = width - 1) when it is >= 128 and fill the
+    # bytes J >= width from the current token's mark (0xff' after a marked byte, else 00)
+    sign_extensions = [(op, width, is_signed, found - 256 * address) for op, (width, is_signed) in LOADS.items()]
+    sign_extensions += [(op, width, True, p1) for op, width in reference.EXTENDS.items()
+                        if op in reference.OPCODES]
+    for op, width, is_signed, byte in sign_extensions:
+        # (a load's `byte` is 0..255 only when the key matched; p1 always is)
+        value_gate = gate(op, one - j_at_least[width])
+        ch["value"] += exact_byte_terms(byte, value_gate) if op in LOADS else gated_terms(byte, value_gate)
         if is_signed:
-            sign_byte = one - j_at_least[1] if width == 1 else j_at_least[1] - j_at_least[2]
-            ch["mark"] += high_byte_terms(diff, gate(op, sign_byte))
+            ch["mark"] += high_byte_terms(byte, gate(op, j_is[width - 1]))
             fill = gate(op, j_at_least[width] - j_at_least[4])
             ch["value"] += gated_terms(255 * carry, fill)
             ch["mark"] += gated_terms(carry, fill)
+    # and / or / xor
+    for op, and_coef in (("i32.and", 1), ("i32.or", -1), ("i32.xor", -2)):
+        if op in reference.OPCODES:
+            if op != "i32.and":
+                ch["value"] += gated_terms(p1 + p2, g_bytes(op))
+            ch["value"] += and_byte_terms(g_bytes(op), and_coef)
 
     channel = {name: g.ffn("out_" + name, terms) for name, terms in ch.items()}
 
@@ -800,27 +950,48 @@ def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens
                               max_new_tokens or wasmtf.DEFAULT_MAX_NEW_TOKENS, plan=_PLANS[id(model)][1])[1]
 
 
-def inspect(model, tokens, position, cache="brute"):
+def slot_occupants(model, graph=None):
+    """For each stage (embedding, then each sub-layer) the name each residual slot holds
+    then: a reused slot (slot_plan) holds its names one after another. Without the
+    graph (and for a model whose slots are not the machine's) the slot names as they are."""
+    if graph is None and model["slot_names"] == compile_machine()["slot_names"]:
+        graph = build_machine()
+    stages = 1 + 2 * len(model["layers"])
+    if graph is None:
+        return [list(model["slot_names"])] * stages
+    ready, _ = schedule(graph)
+    _, held, clears = slot_plan(graph)
+    cleared_at = {name: 2 * layer + 1 for layer, names in clears.items() for name in names}
+    names = list(model["slot_names"])
+
+    def holds(name, stage):  # written by this stage and not yet cleared
+        return name in POSITIONAL or ready[name] <= stage < cleared_at.get(name, stage + 1)
+    return [[([n for n in held[s] if holds(n, stage)] or [""])[-1] if s < len(held) else names[s]
+             for s in range(len(names))] for stage in range(-1, stages - 1)]
+
+
+def inspect(model, tokens, position, cache="brute", graph=None):
     """What the model computes at `position` of a token list:
         token        the token there
         residuals    [(stage name, {slot name: value})] after the embedding and each sub-layer
+                     (a reused slot is named by the value it holds at that stage)
         heads        [(layer, head, output slot names, attended positions, value)]
         top_logits   the five best (logit, token)
     Print it with format_inspection."""
     import wasmtf
     trace = wasmtf.forward(model, tokens[:position + 1], cache=cache)
     record = trace[position]
-    names = model["slot_names"]
+    occupants = slot_occupants(model, graph)
     stages = ["embedding"] + ["layer %d %s" % (l, part) for l in range(len(model["layers"]))
                               for part in ("attention", "ffn")]
     residuals = [(stage, {n: float(x[i]) for i, n in enumerate(names) if n})
-                 for stage, x in zip(stages, record["residuals"])]
+                 for stage, x, names in zip(stages, record["residuals"], occupants)]
     heads = []
     for l, layer in enumerate(model["layers"]):
         for h in range(len(layer["tie_latest"])):
             if not record["active"][l, h]:
                 continue
-            outs = [names[s] for s in np.flatnonzero(layer["w_out"][:, 2 * h:2 * h + 2].any(axis=1))]
+            outs = [occupants[1 + 2 * l][s] for s in np.flatnonzero(layer["w_out"][:, 2 * h:2 * h + 2].any(axis=1))]
             attended = wasmtf.attended_positions(trace, position, l, h)
             heads.append((l, h, outs, attended if len(attended) <= 4 else attended[:2] + ["..."],
                           tuple(record["attn"][l, h])))
