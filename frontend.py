@@ -584,30 +584,6 @@ def routine(name, params, temps, text, calls=()):
     ROUTINES[name] = (params.split(), temps.split(), text, tuple(calls))
 
 
-routine("mul", "a b", "small big r n", """
-    # a * b mod 2^32, shift-and-add over the bits of the smaller operand, most significant first.
-    # Steps: 20 per bit; at most 668, about 230 when an operand is < 2^8.
-    local.get b ; local.get a ; local.get a ; local.get b ; i32.lt_u ; select ; local.set big    # max_u(a, b)
-    local.get a ; local.get b ; local.get a ; local.get b ; i32.lt_u ; select ; local.set small  # min_u(a, b)
-    local.get small ; i32.eqz ; br_if zero
-    i32.const 32 ; local.set n
-skip_zero_bytes:                       # while small < 2^24: small <<= 8 (a zero byte adds nothing)
-    local.get small ; i32.const 0x1000000 ; i32.ge_u ; br_if bits
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get small ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set small
-    local.get n ; i32.const 8 ; i32.sub ; local.set n
-    br skip_zero_bytes
-bits:                                  # r = 2r + (top bit of small ? big : 0); small <<= 1
-    local.get r ; local.get r ; i32.add
-    local.get big ; i32.const 0 ; local.get small ; i32.const 0 ; i32.lt_s ; select
-    i32.add ; local.set r
-    local.get small ; local.get small ; i32.add ; local.set small
-    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if bits
-    local.get r ; return
-zero:
-    i32.const 0 ; return
-""")
-
 routine("divmod_u", "a b", "r n t", """
     # (a /u b, a %u b) with the remainder on top; b != 0 (the callers trap on 0).
     # Restoring division: the pair (r, a) shifts left one bit per step, quotient bits
@@ -676,44 +652,6 @@ routine("rem_s", "a b", "r", """
 fail:
     trap
 """, calls=["divmod_u"])
-
-routine("and", "a b", "small big r n", """
-    # a & b, bit by bit from the top: r = 2r + (both top bits set). Leading zero bytes of the
-    # smaller operand give zero result bits and are skipped. Steps: 26 per bit; at most 860.
-    local.get b ; local.get a ; local.get a ; local.get b ; i32.lt_u ; select ; local.set big    # max_u(a, b)
-    local.get a ; local.get b ; local.get a ; local.get b ; i32.lt_u ; select ; local.set small  # min_u(a, b)
-    local.get small ; i32.eqz ; br_if zero
-    i32.const 32 ; local.set n
-skip_zero_bytes:                       # while small < 2^24: shift both operands up one byte
-    local.get small ; i32.const 0x1000000 ; i32.ge_u ; br_if bits
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get small ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set small
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get big ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set big
-    local.get n ; i32.const 8 ; i32.sub ; local.set n
-    br skip_zero_bytes
-bits:
-    local.get r ; local.get r ; i32.add
-    local.get big ; i32.const 0 ; local.get small ; i32.const 0 ; i32.lt_s ; select   # small<0 ? big : 0
-    i32.const 0 ; i32.lt_s ; i32.add ; local.set r                                    # ... < 0: both set
-    local.get small ; local.get small ; i32.add ; local.set small
-    local.get big ; local.get big ; i32.add ; local.set big
-    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if bits
-    local.get r ; return
-zero:
-    i32.const 0 ; return
-""")
-
-routine("or", "a b", "", """
-    # a | b = a + b - (a & b) (exact: a + b = (a ^ b) + 2(a & b)). Steps: at most 870.
-    local.get a ; local.get b ; i32.add ; local.get a ; local.get b ; call and ; i32.sub ; return
-""", calls=["and"])
-
-routine("xor", "a b", "t", """
-    # a ^ b = a + b - 2(a & b). Steps: at most 873.
-    local.get a ; local.get b ; i32.add ; local.get a ; local.get b ; call and ; local.tee t ; i32.sub
-    local.get t ; i32.sub ; return
-""", calls=["and"])
 
 routine("shift_amount", "n", "k", """
     # (k, s) with n mod 32 = 8k + s, 0 <= s < 8 (s on top). Steps: at most 81.
@@ -864,7 +802,7 @@ byte:
 
 # The WebAssembly operations that become a call of a routine.
 ROUTINE_OF = {"i32." + name: name for name in
-              "mul div_s div_u rem_s rem_u and or xor shl shr_s shr_u rotl rotr clz ctz popcnt".split()}
+              "div_s div_u rem_s rem_u shl shr_s shr_u rotl rotr clz ctz popcnt".split()}
 
 
 def assemble_routine(name, entries, scratch):
@@ -964,7 +902,6 @@ NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "glo
                                    "output", "input_base", "trap"}
 MEMORY_WIDTH = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s": 2, "i32.load16_u": 2,
                 "i32.store": 4, "i32.store8": 1, "i32.store16": 2}
-EXTEND = {"i32.extend8_s": ("i32.store8", "i32.load8_s"), "i32.extend16_s": ("i32.store16", "i32.load16_s")}
 # The FunctionLowering method for each instruction that is not the machine's own (NATIVE: lower_native).
 LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lower_block",
             "loop": "lower_block", "if": "lower_block", "else": "lower_else", "end": "lower_end",
@@ -974,7 +911,6 @@ LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lo
             "global.set": "lower_global_set", "memory.size": "lower_memory_size",
             "memory.grow": "lower_memory_size"}
 LOWERING.update({name: "lower_memory_access" for name in MEMORY_WIDTH})
-LOWERING.update({name: "lower_extend" for name in EXTEND})
 LOWERING.update({name: "lower_routine_op" for name in ROUTINE_OF})
 SUPPORTED = NATIVE | set(LOWERING)
 OUTPUT_IMPORT = ("env", "output_byte")
@@ -1164,26 +1100,6 @@ def temporaries_of(module, function):
             signature = block_signature(module, instruction.immediate) or ((), ())
             kept += [len(signature[0]), len(signature[1])]
     return list(range(1 + max(kept)))
-
-
-def multiply_by_constant(c, x, r):
-    """x * c (x on the stack) as a double-and-add chain over the bits of c, most
-    significant first, or of -c followed by a negation when that is shorter.
-    Steps: 3 per bit after the first + 2 per further set bit (<= 160)."""
-    def cost(m):
-        return 3 * (m.bit_length() - 1) + 2 * (bin(m).count("1") - 1)
-    negate = c != 0 and cost((-c) % WORD_MODULUS) + 4 < cost(c)
-    m = (-c) % WORD_MODULUS if negate else c
-    if m == 0:
-        return [("drop", 0), ("i32.const", 0)]
-    items = [("local.tee", x)]              # the running product starts as x (the top bit)
-    for bit in bin(m)[3:]:
-        items += [("local.tee", r), ("local.get", r), ("i32.add", 0)]
-        if bit == "1":
-            items += [("local.get", x), ("i32.add", 0)]
-    if negate:
-        items += [("local.set", r), ("i32.const", 0), ("local.get", r), ("i32.sub", 0)]
-    return items
 
 
 class Frame:
@@ -1467,18 +1383,6 @@ class FunctionLowering:
                            ("local.get", old), ("br", done),
                            fail, ("i32.const", WORD_MODULUS - 1), done]
 
-    def lower_extend(self, instruction):
-        """extend8_s/extend16_s: store the low byte/halfword to scratch, load it sign-extended."""
-        self.pop(instruction)
-        self.items += self.through_scratch(*EXTEND[instruction.name])
-        self.height += 1
-
-    def through_scratch(self, store, load):
-        """x (on top) written to the scratch bytes by `store` and read back by `load`."""
-        x, scratch = self.value_temp, self.program.scratch
-        return [("local.set", x), ("i32.const", scratch), ("local.get", x), (store, 0),
-                ("i32.const", scratch), (load, 0)]
-
     def lower_routine_op(self, instruction):
         """A call of the operation's routine, or inline code when the right operand is a constant."""
         name = instruction.name
@@ -1516,13 +1420,11 @@ class FunctionLowering:
 
     def constant_operand_items(self, name, c):
         """Code for `x OP c` (x on the stack) with a constant c: cheap special cases
-        inline (constant shifts, byte masks, multiplication chains), else the routine."""
-        x, r, scratch = self.value_temp, self.address_temp, self.program.scratch
+        inline (constant shifts, division by powers of two), else the routine."""
+        x, scratch = self.value_temp, self.program.scratch
         all_ones = WORD_MODULUS - 1
         n = c % 32
         whole_bytes, bits = divmod(n, 8)
-        if name == "i32.mul":
-            return multiply_by_constant(c, x, r)
         if name == "i32.shl":                 # k bytes through scratch memory, then doublings
             items = []
             if whole_bytes:
@@ -1530,17 +1432,12 @@ class FunctionLowering:
                          ("i32.const", scratch), ("local.get", x), ("i32.store", whole_bytes),
                          ("i32.const", scratch), ("i32.load", 0)]
             return items + [("local.tee", x), ("local.get", x), ("i32.add", 0)] * bits
-        if (name in ("i32.shr_u", "i32.shr_s") and n == 0) or (name, c) in {
-                ("i32.and", all_ones), ("i32.or", 0), ("i32.xor", 0), ("i32.div_s", 1), ("i32.div_u", 1)}:
+        if (name in ("i32.shr_u", "i32.shr_s") and n == 0) or (name, c) in {("i32.div_s", 1), ("i32.div_u", 1)}:
             return []                         # x itself
-        constant_result = {("i32.and", 0): 0, ("i32.or", all_ones): all_ones, ("i32.rem_s", 1): 0,
-                           ("i32.rem_u", 1): 0}
-        if (name, c) in constant_result:
-            return [("drop", 0), ("i32.const", constant_result[(name, c)])]
+        if (name, c) in {("i32.rem_s", 1), ("i32.rem_u", 1)}:
+            return [("drop", 0), ("i32.const", 0)]
         if name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and c == 0:
             return [("trap", 0)]              # division by zero
-        if name == "i32.xor" and c == all_ones:   # x ^ -1 = -1 - x
-            return [("local.set", x), ("i32.const", c), ("local.get", x), ("i32.sub", 0)]
         if name == "i32.shr_s" and n == 31:   # x >>s 31 = -(x < 0)
             return [("i32.const", 0), ("i32.lt_s", 0), ("local.set", x), ("i32.const", 0),
                     ("local.get", x), ("i32.sub", 0)]
@@ -1552,13 +1449,10 @@ class FunctionLowering:
             return ([("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store", 0),
                      ("i32.const", scratch)] + fill + [("i32.store", 4),
                     ("i32.const", scratch), ("i32.load", whole_bytes)])
-        if name == "i32.and" and c in (0xFF, 0xFFFF):   # the low byte/halfword via scratch
-            width = "8" if c == 0xFF else "16"
-            return self.through_scratch("i32.store" + width, "i32.load%s_u" % width)
         if name in ("i32.div_u", "i32.rem_u") and c & (c - 1) == 0:   # by 2^k: a shift or a mask
             if name == "i32.div_u":
                 return self.constant_operand_items("i32.shr_u", c.bit_length() - 1)
-            return self.constant_operand_items("i32.and", c - 1)
+            return [("i32.const", c - 1), ("i32.and", 0)]
         return [("i32.const", c), ("call", self.program.routine_entry(ROUTINE_OF[name]))]
 
     def check_end(self, instruction, frame):
