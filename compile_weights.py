@@ -3,12 +3,12 @@
 STATUS (keep current; read this first when continuing):
   works   the graph language, the exact graph evaluator, the greedy scheduler and
           the weight emitter (residual slots reused by liveness, slot_plan); the
-          universal machine (5 layers, 19 heads, describe_shape() gives the rest):
+          universal machine (6 layers, 19 heads, describe_shape() gives the rest):
           every opcode of SPEC 3.1 plus `trap`, with wasmtf's semantics (SPEC 4.8:
           `output` pops, zeroed locals per frame, 256 locals, traps on `trap` and on
           memory accesses touching byte 2^24 or beyond, input written only after `}`),
           and the extended instruction set of SPEC 12: i32.mul, and/or/xor,
-          extend8_s/extend16_s.
+          shl/shr_u/shr_s/rotl/rotr, clz/ctz/popcnt, extend8_s/extend16_s.
   checked tests/test_machine.py: every spec example (ex*, random/, the divergence
           `_ref` traces) and 200 random programs equal the reference through the
           hull cache; a subset also through the brute cache and the graph
@@ -18,7 +18,9 @@ STATUS (keep current; read this first when continuing):
           and random operands through reference, evaluator, brute, hull and
           speculative. tests/test_summation_order.py: no dot product depends on the
           order in which a matrix product adds (exact_parts).
-  remains shifts, rotates, bit counts, division (the front end lowers them).
+  remains i32.div_s/div_u/rem_s/rem_u (the front end lowers them); the attention of
+          the last layer is empty (its matrices are zero: the output needs one more
+          feed-forward than the byte reads of layer 4).
 
 Entry points: compile_machine() -> model dict; run_transformer(instructions,
 input_bytes=None, cache="hull", max_new_tokens=...) -> trace tokens;
@@ -44,8 +46,8 @@ quantities are averages (sum * (1/count)); the ones used as keys are rounded
 back to integers (ROUND_BIAS), the cursor is used only in queries, where an
 error of 1e-9 cannot change an argmax over integer keys.
 
-Costs: building and emitting the machine takes well under a second (several
-hundred neurons, dense matrices of a few hundred x D; benchmarks/machine_speed.py).
+Costs: building and emitting the machine takes well under a second (about a
+thousand neurons, dense matrices of a few hundred x D; benchmarks/machine_speed.py).
 """
 import math
 import bisect
@@ -419,10 +421,11 @@ def slot_plan(graph):
 
     A value written at stage w and last read at stage r (a lookup of layer l reads at
     stage 2l, a feed-forward node at 2l+1; the output head reads after the last stage)
-    is cleared by one neuron -relu(one) * value in the feed-forward at stage c = r or
-    r + 1 (the first feed-forward stage >= r: it reads the value before it writes);
-    its slot then holds exactly 0 and is free for a value written at a stage > c. The
-    clear is exact: the slot receives -v for its own v (a single neuron's output).
+    leaves its slot free for a value written at a stage > c, c = r or r + 1 (the first
+    feed-forward stage >= r: it reads the value before it writes). When the slot is
+    taken, one neuron -relu(one) * value in the feed-forward at stage c clears it; the
+    clear is exact: the slot receives -v for its own v (a single neuron's output), so
+    it holds exactly 0. A slot never taken again is not cleared.
     The positional slots 0-3 are never reused (the forward pass writes them)."""
     ready, node_layers = schedule(graph)
     last_read = {}
@@ -439,7 +442,7 @@ def slot_plan(graph):
                                     for n in (node["names"] if node["kind"] == "lookup" else [node["name"]])]
     slot = {name: i for i, name in enumerate(POSITIONAL)}
     held = [[name] for name in POSITIONAL]
-    free = []            # (stage from which the slot is free, slot)
+    free = []            # (stage of the clear, slot, the value to clear)
     clears = {}
     for name in sorted(names, key=lambda n: ready[n]):  # stable: creation order within a stage
         written = ready[name]
@@ -449,15 +452,15 @@ def slot_plan(graph):
             held.append([name])
         else:
             free.remove(choice)
-            slot[name] = choice[1]
-            held[choice[1]].append(name)
+            clear_stage, slot[name], before = choice
+            clears.setdefault((clear_stage - 1) // 2, []).append(before)
+            held[slot[name]].append(name)
         read = max(last_read.get(name, written), written)
         if read < end:
             clear_stage = read if read % 2 else read + 1
             if clear_stage == written:  # an unread feed-forward value: clear it one layer later
                 clear_stage += 2
-            clears.setdefault((clear_stage - 1) // 2, []).append(name)
-            free.append((clear_stage, slot[name]))
+            free.append((clear_stage, slot[name], name))
     return slot, held, clears
 
 
@@ -563,8 +566,9 @@ def describe_shape(model):
 #     and small, which keeps softmax attention able to see recency); a found value carries its
 #     own key (and, for locals, the frame's start) so that "exact key, same
 #     frame, else 0" is one equality test.
-# Layers: 0 previous tokens + depth sums; 1 cursor sum; 2 fetch, stack, frame;
-# 3 memory/locals and byte reads; the last feed-forward forms the output.
+# Layers: 0 previous tokens + depth sums; 1 cursor sum; 2 fetch, stack, operand
+# bytes, frame; 3 memory/locals; 4 byte reads (their queries need the shift count's
+# byte split, computed in feed-forward 2); the last feed-forward (5) forms the output.
 
 OPCODE_CODE = {name: i + 1 for i, name in enumerate(reference.OPCODES)}  # 0 = no opcode
 COMMITS = {reference.commit_token(sd, sts, bt): (sd, sts, bt)
@@ -628,7 +632,7 @@ def build_machine():
       2      top/second bytes   depth - 0/1 (x2)      depth        non-sts tokens     bytes 0,1 | bytes 2,3
       2      frame              call depth            call depth   non-call_commit    position (frame start)
       3      memory/locals      address+J | locals    write key    non-writes         byte + 256*key (+frame)
-      3      p1, p2             a byte's position     position     -                  byte, its high nibble
+      4      p1, p2             a byte's position     position     -                  byte, its high nibble
     The last feed-forward turns (opcode, J, values) into output channels; the
     output head scores every token from them (family flag * FAMILY_WEIGHT plus
     2*v*channel - v^2, maximal at v = channel)."""
@@ -757,43 +761,132 @@ def build_machine():
     # the second word, or of the third (select, c != 0), or of the calling `call` (return)
     top_byte_at = top_pos - 4 + J
     imm_byte_at = 5 * cursor + 2 + J
-    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + [
-        t for op in ("i32.const", "br", "br_if", "call", "return") for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))])
-    select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
-    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
-                     + gated_terms(frame - second_pos, is_op("return")))
     sign_top = g.ffn("sign_top", step_terms(one, top - SIGN))
     sign_second = g.ffn("sign_second", step_terms(one, second - SIGN))
 
-    # -- layer 3: memory/locals, byte reads ---------------------------------------------
+    # Shifts and rotates by s = count mod 32 = 8 q + r (q whole bytes, r bits; the count's
+    # low byte t = top_byte0 decides: s = t mod 32). Result byte k is 8 bits of the 16-bit
+    # window W = 256 hi + lo of two bytes of a (the second word):
+    #   left  (shl, rotl):            hi = a_{k-q}, lo = a_{k-q-1}, byte = bits 8-r .. 15-r of W
+    #   right (shr_u, shr_s, rotr):   lo = a_{k+q}, hi = a_{k+q+1}, byte = bits r .. r+7 of W
+    # (left: floor(a 2^r / 256^(k-q)) mod 256, the bytes below lo add less than one unit of
+    # 2^(r-8) to a fraction that stays below 1 - 2^(r-8); right: nested floors.) A byte index
+    # outside 0..3 wraps for the rotates and is 0 (shl, shr_u) or the sign fill (shr_s).
+    # The p1/p2 byte reads fetch lo/hi (at the wrapped index); the bit offset o = 8 - r
+    # (left) or r (right) selects which bits of W the output adds. Exactness: every value
+    # here is an integer below 2^9 (t, q, r, J, indices, bits, 0/1 flags) or a position, and
+    # every gate adds GATE_BIG * (flag - 1) to such an integer: below 2^47, exact.
+    count = operand_bytes["top"][0]
+    shift_ops = [op for op in ("i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr") if op in flag]
+    if shift_ops:
+        # [t >= 8m] for m = 1..31 (31 steps, shared): q = floor(t/8) mod 4 and r = t - 8 floor(t/8)
+        eighths = [step_terms(one, count - 8 * m) for m in range(1, 32)]
+        shift_bytes = g.ffn("shift_bytes", [t for m, steps in enumerate(eighths, 1)
+                                            for t in scaled(steps, 1 if m % 4 else -3)])
+        shift_bits = g.ffn("shift_bits", [(1, count, one)] + [t for steps in eighths for t in scaled(steps, -8)])
+    else:
+        shift_bytes = shift_bits = Lin()
+    left_ops, right_ops = ("i32.shl", "i32.rotl"), ("i32.shr_u", "i32.shr_s", "i32.rotr")
+    # the byte indices of lo and hi (J = k): they reach -4 .. 7 (J <= 4, q <= 3)
+    source_index = {op: (J - shift_bytes - 1, J - shift_bytes) if op in left_ops else
+                    (J + shift_bytes, J + shift_bytes + 1) for op in shift_ops}
+
+    def wrapped_byte_at(index, op):
+        """Query terms: a's byte at index mod 4 (index in -4..7), for opcode `op` only,
+        relative to the default query position second_pos - 4 + J (for p2)."""
+        terms = gated_terms(index - J, is_op(op))
+        terms += gated_step_terms(-index - 1, flag[op], 4) + gated_step_terms(index - 4, flag[op], -4)
+        return terms
+
+    # i32.ctz: Z_i = [bytes 0..i of the top word are all 0] = relu(1 - a_0 - ... - a_i)
+    # (bytes are integers >= 0); the first non-zero byte is byte i* = Z_0 + Z_1 + Z_2
+    # (byte 3 when all are 0), which p1 reads; ctz = 8 i* + ctz8'(that byte) below.
+    top_zero_prefix = [g.ffn("top_bytes_zero_to%d" % i, [(1, one, one - sum(operand_bytes["top"][:i + 1]))])
+                       for i in range(3)] if "i32.ctz" in flag else []
+    first_nonzero_byte = sum(top_zero_prefix, Lin())
+    # i32.clz likewise from the top: Z'_i = [bytes 3..3-i are 0]; p2 reads byte 3 - i'
+    # (i' = Z'_0 + Z'_1 + Z'_2); clz = 8 i' + clz8'(that byte)
+    top_zero_suffix = [g.ffn("top_bytes_zero_from%d" % (3 - i), [(1, one, one - sum(operand_bytes["top"][3 - i:]))])
+                       for i in range(3)] if "i32.clz" in flag else []
+    leading_zero_bytes = sum(top_zero_suffix, Lin())
+    # i32.popcnt: p1 and p2 read the top's bytes 0 and 1 (their bits below); bytes 2 and 3
+    # by nibbles: high nibble h = sum_{m=1..15} [a >= 16 m] (15 steps), then the popcount
+    # of each nibble n (low = a - 16 h) as sum_{m=1..15} (pc(m) - pc(m-1)) [n >= m]
+    if "i32.popcnt" in flag:
+        upper = operand_bytes["top"][2:]
+        upper_high = [g.ffn("popcnt_high_nibble%d" % (2 + i), [t for m in range(1, 16)
+                                                               for t in step_terms(one, byte - 16 * m)])
+                      for i, byte in enumerate(upper)]
+        nibbles = [n for byte, high in zip(upper, upper_high) for n in (byte - 16 * high, high)]
+        upper_popcount = g.ffn("popcnt_bytes23", [
+            t for n in nibbles for m in range(1, 16)
+            for t in step_terms(one, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
+    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + gated_terms(first_nonzero_byte - J, is_op("i32.ctz")) + [
+        t for op in ("i32.const", "br", "br_if", "call", "return") for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))]
+        + [t for op in shift_ops for t in gated_terms(second_pos - top_pos, is_op(op))
+           + wrapped_byte_at(source_index[op][0], op)])
+    select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
+    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
+                     + gated_terms(frame - second_pos, is_op("return"))
+                     + gated_terms(top_pos - 1 - leading_zero_bytes - (second_pos - 4 + J), is_op("i32.clz"))
+                     + gated_terms(top_pos - 3 - (second_pos - 4 + J), is_op("i32.popcnt"))
+                     + [t for op in shift_ops for t in wrapped_byte_at(source_index[op][1], op)])
+    if shift_ops:
+        left = sum((flag[op] for op in left_ops if op in flag), Lin())   # exact 0/1: one opcode at a time
+        right = sum((flag[op] for op in right_ops if op in flag), Lin())
+        # the bit offset o in 0..8: [r == o] for right shifts, [r == 8 - o] for left ones, each
+        # [r >= rho and side] - [r >= rho + 1 and side] (side = the exact 0/1 flag sum)
+        def bits_are(rho, side):
+            return gated_step_terms(shift_bits - rho, side) + scaled(gated_step_terms(shift_bits - rho - 1, side), -1)
+        offset_is = [g.ffn("shift_offset_is%d" % o, (bits_are(o, right) if o < 8 else [])
+                           + (bits_are(8 - o, left) if o > 0 else [])) for o in range(9)]
+        # lo / hi is a byte of a (1) or outside it (0): shl drops indices < 0, shr_u/shr_s > 3
+        shl = flag.get("i32.shl", Lin())
+        shr = flag.get("i32.shr_u", Lin()) + flag.get("i32.shr_s", Lin())
+        inside = []
+        for which, name in ((0, "lo"), (1, "hi")):
+            terms = [(1, one, one)]
+            if "i32.shl" in flag:
+                terms += gated_step_terms(-source_index["i32.shl"][which] - 1, shl, -1)
+            for op in ("i32.shr_u", "i32.shr_s"):
+                if op in flag:
+                    terms += gated_step_terms(source_index[op][which] - 4, flag[op], -1)
+            inside.append(g.ffn("shift_%s_inside" % name, terms))
+        sign_fill = g.ffn("shift_sign_fill", gated_terms(sign_second, flag["i32.shr_s"])) \
+            if "i32.shr_s" in flag else Lin()
+
+    # -- layer 3: memory/locals; layer 4: byte reads -------------------------------------
     found, = g.lookup(["memory_found"], mem_query, mem_key, mem_key_sq, [mem_value], clear=mem_clear)
     p1, p1_high = g.lookup(["p1_byte", "p1_high_nibble"], p1_query, position, position_sq,
                            [f["byte_value"], f["byte_high_nibble"]])
     p2, p2_high = g.lookup(["p2_byte", "p2_high_nibble"], p2_query, position, position_sq,
                            [f["byte_value"], f["byte_high_nibble"]])
 
-    # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second).
-    # Bit sums z_j = bit_j(p1) + bit_j(p2) in {0, 1, 2} (one node each), from the nibbles
-    # (low = byte - 16 high): bit_j of a nibble n is sum_{m=1..15} (bit_j(m) - bit_j(m-1)) [n >= m],
-    # steps on the integers n - m (the emitter shares the neurons relu(n - m) among the bits).
-    # Then and = sum_j 2^j relu(z_j - 1) (one neuron per bit), or = p1 + p2 - and,
-    # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
-    bit_sums = []
-    for j in range(reference.BYTE_BITS):
-        nibble_bit = j % 4
-        terms = []
-        for byte, high in ((p1, p1_high), (p2, p2_high)):
+    # The bits of p1 and p2 (one node each), from their nibbles (low = byte - 16 high):
+    # bit_j of a nibble n is sum_{m=1..15} (bit_j(m) - bit_j(m-1)) [n >= m], steps on the
+    # integers n - m (the emitter shares the neurons relu(n - m) among the bits).
+    def bits_of(name, byte, high):
+        bits = []
+        for j in range(reference.BYTE_BITS):
+            nibble_bit = j % 4
             nibble = high if j >= 4 else byte - 16 * high
+            terms = []
             for m in range(1, 16):
                 jump = (m >> nibble_bit & 1) - ((m - 1) >> nibble_bit & 1)
                 if jump:
                     terms += step_terms(one, nibble - m, jump)
-        bit_sums.append(g.ffn("bit_sum%d" % j, terms))
+            bits.append(g.ffn("%s_bit%d" % (name, j), terms))
+        return bits
 
+    p1_bits, p2_bits = bits_of("p1", p1, p1_high), bits_of("p2", p2, p2_high)
+
+    # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second);
+    # and = sum_j 2^j relu(bit_j(p1) + bit_j(p2) - 1) (one neuron per bit), or = p1 + p2 - and,
+    # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
     def and_byte_terms(gate_, coef=1):
-        """coef * (p1 AND p2) when gate_ = 1 (gate_ <= 0: 0): 2^j relu(z_j - 1 + 4 (gate_ - 1)),
+        """coef * (p1 AND p2) when gate_ = 1 (gate_ <= 0: 0): 2^j relu(x_j + y_j - 1 + 4 (gate_ - 1)),
         the pre-activation <= 2 - 1 - 4 < 0 when the gate is off."""
-        return [(coef * 2 ** j, one, z - 1 + 4 * (gate_ - 1)) for j, z in enumerate(bit_sums)]
+        return [(coef * 2 ** j, one, x + y - 1 + 4 * (gate_ - 1)) for j, (x, y) in enumerate(zip(p1_bits, p2_bits))]
 
     # -- the output channels (last feed-forward) ------------------------------------------
     ch = {name: [] for name in ("byte", "commit", "out", "branch_taken", "call_commit", "return_commit",
@@ -889,6 +982,38 @@ def build_machine():
             fill = gate(op, j_at_least[width] - j_at_least[4])
             ch["value"] += gated_terms(255 * carry, fill)
             ch["mark"] += gated_terms(carry, fill)
+    # ctz = 8 i* + ctz8'(p1) with ctz8'(b) = sum_{j<8} [bits 0..j of b are 0] =
+    # relu(1 - sum_{l<=j} bit_l), 8 for b = 0 (ctz(0) = 8*3 + 8 = 32); clz = 8 i' + clz8'(p2),
+    # clz8'(b) = sum_{j<8} [bits 7-j..7 are 0]. One result byte at J = 0, later bytes 0;
+    # the gate adds 2 (g0 - 1) <= -2 to the pre-activation (<= 1) when off.
+    if "i32.clz" in flag:
+        g0 = g_start["i32.clz"]
+        ch["value"] += gated_terms(8 * leading_zero_bytes, g0)
+        ch["value"] += [(1, one, one - sum(p2_bits[7 - j:]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+    if "i32.popcnt" in flag:
+        ch["value"] += gated_terms(sum(p1_bits) + sum(p2_bits) + upper_popcount, g_start["i32.popcnt"])
+    if "i32.ctz" in flag:
+        g0 = g_start["i32.ctz"]
+        ch["value"] += gated_terms(8 * first_nonzero_byte, g0)
+        ch["value"] += [(1, one, one - sum(p1_bits[:j + 1]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+    # shifts and rotates: bit j of the byte is bit j + o of W = 256 p2 + p1 (o = the offset),
+    # the bit when its byte is inside a, else the sign fill (shr_s); each bit one neuron
+    # relu(bit + 2 (offset_is_o + inside + [J < 4] - 3)): the bit when all three are 1, else
+    # its pre-activation is <= 1 - 2 < 0 (all are exact 0/1 values). The fill of shr_s
+    # sets bits 0..7-o (from lo) or 8-o..7 (from hi) when that byte is outside a: one
+    # neuron each, relu(outside + offset_is_o + sign_fill + [J < 4] - 3) in {0, 1}.
+    if shift_ops:
+        for o in range(9):
+            gate_o = offset_is[o] + one - j_at_least[4]
+            for j in range(reference.BYTE_BITS):
+                m = j + o
+                bit, src = (p1_bits[m], inside[0]) if m < 8 else (p2_bits[m - 8], inside[1])
+                ch["value"].append((2 ** j, one, bit + 2 * (gate_o + src - 3)))
+            if "i32.shr_s" in flag:
+                from_lo, from_hi = 2 ** (8 - o) - 1, 256 - 2 ** (8 - o)  # the bits each byte gives
+                for src, bits_value in ((inside[0], from_lo), (inside[1], from_hi)):
+                    if bits_value:
+                        ch["value"].append((bits_value, one, (one - src) + gate_o + sign_fill - 3))
     # and / or / xor
     for op, and_coef in (("i32.and", 1), ("i32.or", -1), ("i32.xor", -2)):
         if op in reference.OPCODES:

@@ -88,6 +88,14 @@ EXTENSION_TABLE = [
     ("i32.and", 0x71, -1, 1, 0),
     ("i32.or", 0x72, -1, 1, 0),
     ("i32.xor", 0x73, -1, 1, 0),
+    ("i32.shl", 0x74, -1, 1, 0),
+    ("i32.shr_s", 0x75, -1, 1, 0),
+    ("i32.shr_u", 0x76, -1, 1, 0),
+    ("i32.rotl", 0x77, -1, 1, 0),
+    ("i32.rotr", 0x78, -1, 1, 0),
+    ("i32.clz", 0x67, +0, 1, 0),
+    ("i32.ctz", 0x68, +0, 1, 0),
+    ("i32.popcnt", 0x69, +0, 1, 0),
     ("i32.extend8_s", 0xC0, +0, 1, 0),
     ("i32.extend16_s", 0xC1, +0, 1, 0),
 ]
@@ -595,6 +603,18 @@ BINARY_OPERATIONS = {
     "i32.and": lambda a, b: a & b,
     "i32.or": lambda a, b: a | b,
     "i32.xor": lambda a, b: a ^ b,
+    # shifts and rotates count modulo 32 (WebAssembly: the count's low 5 bits)
+    "i32.shl": lambda a, b: (a << (b % 32)) % WORD_MODULUS,
+    "i32.shr_u": lambda a, b: a >> (b % 32),
+    "i32.shr_s": lambda a, b: (to_signed(a) >> (b % 32)) % WORD_MODULUS,
+    "i32.rotl": lambda a, b: ((a << (b % 32)) | (a >> (32 - b % 32))) % WORD_MODULUS,
+    "i32.rotr": lambda a, b: ((a >> (b % 32)) | (a << (32 - b % 32))) % WORD_MODULUS,
+}
+# Bit counts of the popped word (a result 0..32).
+UNARY_OPERATIONS = {
+    "i32.clz": lambda a: 32 - a.bit_length(),
+    "i32.ctz": lambda a: (a & -a).bit_length() - 1 if a else 32,
+    "i32.popcnt": lambda a: bin(a).count("1"),
 }
 # Sign extensions: the width in bytes of the value extended (the low bytes of the popped word).
 EXTENDS = {"i32.extend8_s": 1, "i32.extend16_s": 2}
@@ -608,6 +628,19 @@ def binary_step(opcode, operation):
     def step(m, pc, imm):
         b, a = m.stack.pop(), m.stack.pop()
         result = operation(a, b)
+        m.stack.append(result)
+        emit_word(m.trace, result, commit)
+        return pc + 1
+    return step
+
+
+def unary_step(opcode, operation):
+    """The step of an extension unary operation: pop a; push operation(a); group = the
+    result's 4 bytes, unmarked, + commit(+0,sts=1,bt=0)."""
+    commit = COMMIT[opcode]
+
+    def step(m, pc, imm):
+        result = operation(m.stack.pop())
         m.stack.append(result)
         emit_word(m.trace, result, commit)
         return pc + 1
@@ -778,6 +811,7 @@ STEP = {
 STEP.update({opcode: comparison_step(opcode) for opcode in COMPARISONS})
 STEP.update({opcode: binary_step(opcode, operation) for opcode, operation in BINARY_OPERATIONS.items()})
 STEP.update({opcode: extend_step(opcode, width) for opcode, width in EXTENDS.items()})
+STEP.update({opcode: unary_step(opcode, operation) for opcode, operation in UNARY_OPERATIONS.items()})
 STEP.update({opcode: load_step(opcode, width, signed) for opcode, (width, signed) in LOADS.items()})
 STEP.update({opcode: store_step(opcode, width) for opcode, width in STORES.items()})
 # (global.get / global.set have no step: program files may not contain them, SPEC 4.8.)

@@ -3,11 +3,22 @@ program of >= 100,000 trace tokens, and the per-token cost of the hull cache aga
 the brute-force cache at contexts of 10^4 and 10^5 tokens.
 
     python benchmarks/machine_speed.py [--tokens 100000]
+    python benchmarks/machine_speed.py --against a591cf2 [--prefix 20000] [--rounds 2]
 
-Targets (issue 4): compile <= 10 s; >= 5,000 tokens/s with the hull cache."""
+Targets (issue 4): compile <= 10 s; >= 5,000 tokens/s with the hull cache.
+
+--against COMMIT compares this machine with COMMIT's, side by side in one run:
+the same flat programs (examples/collatz.wasm and examples/hungarian.wasm as COMMIT's
+front end compiles them, i.e. base-instruction-set programs both machines run), the
+first --prefix trace tokens decoded sequentially with the hull cache, each machine in
+its own child process (its own modules), alternating for --rounds rounds; prints the
+tokens/s of each and the ratio of the medians (issue 11: this machine >= 0.8x)."""
 import argparse
 import pathlib
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -66,10 +77,81 @@ def per_token_cost(plan, prompt_and_trace, context, window, cache_kind):
     return (time.perf_counter() - start) / window
 
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
+COMPARED_PROGRAMS = ["collatz", "hungarian"]
+
+# Run inside a child process whose sys.path starts with a checkout: decode `prefix`
+# tokens of a program file with that checkout's machine; print "tokens seconds cpu_seconds"
+# (wall clock, and the process's CPU time, which other processes on shared cores disturb less).
+DECODE_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import compile_weights, reference, wasmtf
+instructions, input_bytes = reference.read_program(sys.argv[2])
+prefix = int(sys.argv[3])
+model = compile_weights.compile_machine()
+plan = wasmtf.prepare(model)
+prompt = reference.program_tokens(instructions, input_bytes)
+expected = reference.run_reference(instructions, input_bytes)[:prefix]
+start, cpu_start = time.perf_counter(), time.process_time()
+trace = wasmtf.generate(model, prompt, cache="hull", max_new_tokens=prefix, plan=plan)
+seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+assert trace == expected, "the trace differs from the reference"
+print(len(trace), seconds, cpu_seconds)
+"""
+
+# Run with a checkout's front end: write the flat program of a .wasm file as a program file.
+FLATTEN_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import frontend, reference
+instructions, input_bytes = frontend.load_program_file(sys.argv[2])
+open(sys.argv[3], "w").write(reference.format_program(instructions, input_bytes))
+"""
+
+
+def child(code, *args):
+    out = subprocess.run([sys.executable, "-c", code] + [str(a) for a in args], check=True,
+                         capture_output=True, text=True).stdout
+    return out.split()
+
+
+def compare_against(commit, prefix, rounds):
+    """Side-by-side sequential hull tokens/s of COMMIT's machine and this one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = pathlib.Path(tmp) / "base"
+        base.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        print("machine speed, %s (base) against this checkout: sequential hull decoding of the first %d "
+              "trace tokens, %d alternating rounds" % (commit, prefix, rounds))
+        for name in COMPARED_PROGRAMS:
+            program = pathlib.Path(tmp) / (name + ".txt")
+            child(FLATTEN_CHILD, base, base / "examples" / (name + ".wasm"), program)
+            rates = {(side, clock): [] for side in ("base", "this") for clock in ("wall", "cpu")}
+            for _ in range(rounds):
+                for side, root in (("base", base), ("this", REPO)):
+                    tokens, seconds, cpu_seconds = child(DECODE_CHILD, root, program, prefix)
+                    rates[side, "wall"].append(int(tokens) / float(seconds))
+                    rates[side, "cpu"].append(int(tokens) / float(cpu_seconds))
+            for clock in ("wall", "cpu"):
+                base_rate, this_rate = (statistics.median(rates[side, clock]) for side in ("base", "this"))
+                print("%-10s %-4s base %7.0f tokens/s, this %7.0f tokens/s, ratio %.2f  (rounds: base %s; this %s)" % (
+                    name, clock, base_rate, this_rate, this_rate / base_rate,
+                    ", ".join("%.0f" % r for r in rates["base", clock]),
+                    ", ".join("%.0f" % r for r in rates["this", clock])))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=100_000, help="trace length of the loop program")
+    parser.add_argument("--against", metavar="COMMIT", help="compare with COMMIT's machine side by side")
+    parser.add_argument("--prefix", type=int, default=20_000, help="tokens decoded per run with --against")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds with --against")
     args = parser.parse_args()
+    if args.against:
+        compare_against(args.against, args.prefix, args.rounds)
+        return
 
     start = time.perf_counter()
     model = cw.emit(cw.build_machine())

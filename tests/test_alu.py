@@ -7,9 +7,12 @@ neighbours, byte and half-word edges; shift counts 0..33 and large ones) crossed
 with each other, and random words. Programs are built directly as instruction lists:
 `i32.const a, i32.const b, OP, drop` per case (the result bytes are in the trace)."""
 import random
+import re
 
 import pytest
 
+from conftest import SPEC_DIR
+from test_machine import MIN_LOGIT_MARGIN, MIN_SCORE_GAP, safety_margins
 import compile_weights as cw
 import reference
 import speculative
@@ -30,10 +33,18 @@ SEMANTICS = {
     "i32.and": lambda a, b: a & b,
     "i32.or": lambda a, b: a | b,
     "i32.xor": lambda a, b: a ^ b,
+    "i32.shl": lambda a, b: (a << (b & 31)) & MASK,
+    "i32.shr_u": lambda a, b: a >> (b & 31),
+    "i32.shr_s": lambda a, b: (signed(a) >> (b & 31)) & MASK,
+    "i32.rotl": lambda a, b: ((a << (b & 31)) | (a >> ((32 - b) & 31))) & MASK,
+    "i32.rotr": lambda a, b: ((a >> (b & 31)) | (a << ((32 - b) & 31))) & MASK,
+    "i32.clz": lambda a, b: next(32 - k for k in range(33) if a < 1 << k),
+    "i32.ctz": lambda a, b: next((k for k in range(32) if a >> k & 1), 32),
+    "i32.popcnt": lambda a, b: sum(a >> k & 1 for k in range(32)),
     "i32.extend8_s": lambda a, b: (a & 0xFF) - (0x100 if a & 0x80 else 0) & MASK,
     "i32.extend16_s": lambda a, b: (a & 0xFFFF) - (0x10000 if a & 0x8000 else 0) & MASK,
 }
-UNARY = {"i32.extend8_s", "i32.extend16_s"}   # opcodes that pop one operand
+UNARY = {"i32.extend8_s", "i32.extend16_s", "i32.clz", "i32.ctz", "i32.popcnt"}   # opcodes that pop one operand
 
 POWERS = [1 << k for k in range(32)]
 BOUNDARY = sorted({0, 1, 2, 3, 7, 8, 15, 16, 31, 32, 33, 63, 64, 127, 128, 255, 256, 257,
@@ -50,8 +61,8 @@ def operand_pairs(opcode, rng, n_random, full=True):
     if full:
         pairs = [(a, b) for a in BOUNDARY for b in BOUNDARY] if opcode not in UNARY else [(a, 0) for a in BOUNDARY]
     else:
-        pairs = [(a, b) for a in BOUNDARY[::2] for b in SMALL_BOUNDARY]
-        pairs += [(a, b) for a in SMALL_BOUNDARY for b in BOUNDARY[1::2]]
+        pairs = [(a, b) for a in BOUNDARY[::4] for b in SMALL_BOUNDARY]
+        pairs += [(a, b) for a in SMALL_BOUNDARY[::2] for b in BOUNDARY[1::3]]
     pairs += [(rng.getrandbits(32), rng.getrandbits(32)) for _ in range(n_random)]
     pairs += [(rng.getrandbits(32), rng.choice(BOUNDARY)) for _ in range(n_random)]
     return pairs
@@ -109,7 +120,7 @@ def test_reference_matches_python_semantics(opcode):
 @pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
 def test_hull_transformer_on_boundary_and_random_operands(model, opcode):
     rng = random.Random("hull " + opcode)
-    instructions = program_of(opcode, operand_pairs(opcode, rng, 50, full=False))
+    instructions = program_of(opcode, operand_pairs(opcode, rng, 20, full=False))
     expected = reference.run_reference(instructions)
     assert cw.run_transformer(instructions, model=model) == expected
 
@@ -117,12 +128,30 @@ def test_hull_transformer_on_boundary_and_random_operands(model, opcode):
 @pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
 def test_evaluator_and_brute_cache(model, graph, opcode):
     rng = random.Random("brute " + opcode)
-    pairs = [(a, b) for a in SMALL_BOUNDARY for b in SMALL_BOUNDARY[::3]]
-    pairs += [(rng.getrandbits(32), rng.getrandbits(32)) for _ in range(10)]
+    pairs = [(a, b) for a in SMALL_BOUNDARY[::2] for b in SMALL_BOUNDARY[::4]]
+    pairs += [(rng.getrandbits(32), rng.getrandbits(32)) for _ in range(4)]
     instructions = program_of(opcode, pairs)
     expected = reference.run_reference(instructions)
     assert cw.evaluate(graph, reference.program_tokens(instructions)) == expected
     assert cw.run_transformer(instructions, model=model, cache="brute") == expected
+
+
+SHIFTS = ["i32.shl", "i32.shr_u", "i32.shr_s", "i32.rotl", "i32.rotr"]
+SHIFT_COUNTS = list(range(34)) + [63, 64, 255, 256, 257, INT_MIN, MASK]
+
+
+def test_every_shift_count_through_the_hull_cache(model):
+    """Shift counts 0..33 and large ones (the count is taken mod 32) on values with
+    both sign bits and scattered bits, all five shifts in one program."""
+    instructions = []
+    for opcode in SHIFTS:
+        pairs = [(a, s) for a in (0x80000001, 0x7F3C5A96, MASK) for s in SHIFT_COUNTS]
+        instructions += program_of(opcode, pairs)[:-1]
+    instructions.append(("halt", 0))
+    expected = reference.run_reference(instructions)
+    assert results_in_trace(instructions, expected) == [
+        SEMANTICS[op](a, s) for op in SHIFTS for a in (0x80000001, 0x7F3C5A96, MASK) for s in SHIFT_COUNTS]
+    assert cw.run_transformer(instructions, model=model) == expected
 
 
 def mixed_program(rng, n_operations):
@@ -164,3 +193,36 @@ def test_random_operand_sweep(model, opcode):
     expected = reference.run_reference(instructions)
     assert results_in_trace(instructions, expected) == [SEMANTICS[opcode](a, b) for a, b in pairs]
     assert cw.run_transformer(instructions, model=model) == expected
+
+
+def spec_worked_examples():
+    """The worked examples of SPEC 12 (the code blocks of 12.4 and 12.5), as
+    (instructions, trace tokens) read from spec/SPEC.md."""
+    text = (SPEC_DIR / "SPEC.md").read_text()
+    section = text[text.index("## 12. The extended instruction set"):]
+    examples = []
+    for title in ("### 12.4 Worked example E", "### 12.5 Worked example F"):
+        block = re.search(r"```\n(.*?)```", section[section.index(title):], re.S).group(1)
+        instructions, input_bytes, trace = reference.parse_trace_file(block)
+        examples.append((instructions, trace))
+    return examples
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_spec_worked_examples(model, graph, index):
+    instructions, trace = spec_worked_examples()[index]
+    assert reference.run_reference(instructions) == trace
+    assert cw.run_transformer(instructions, model=model) == trace
+    assert cw.run_transformer(instructions, model=model, cache="brute") == trace
+    assert cw.evaluate(graph, reference.program_tokens(instructions)) == trace
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_spec_worked_examples_margins_and_softmax(model, index):
+    """The numerical margins of tests/test_machine.py hold on the new gadgets too, and
+    softmax attention (HARD_K) gives the same trace."""
+    instructions, trace = spec_worked_examples()[index]
+    prompt = reference.program_tokens(instructions)
+    logit_margin, gap = safety_margins(model, prompt + trace, len(prompt))
+    assert logit_margin >= MIN_LOGIT_MARGIN and gap >= MIN_SCORE_GAP
+    assert cw.run_transformer(instructions, model=model, cache="softmax") == trace
