@@ -6,9 +6,9 @@ Contents, top to bottom:
   1. errors
   2. the decoder: WebAssembly binary format, version 1 (MVP + sign extension);
      malformed input -> WasmError naming the byte offset
-  3. shared routines: the i32 operations the machine lacks (mul, div, rem,
-     and/or/xor, shifts, rotations, clz/ctz/popcnt), written once per program
-     in a small assembly text, each exact for every operand, each bounded
+  3. shared routines: division and remainder, which the machine lacks, and the
+     harness's print_hex, written once per program in a small assembly text,
+     each exact for every operand, each bounded
   4. lowering: structured control flow -> relative branches, globals -> memory,
      data segments, bounds checks, the entry harness; the complete check first
   5. C compilation and program files (`compile`, `run` accept .c .wasm .wat .txt)
@@ -27,6 +27,8 @@ Supported: the i32 instructions of WebAssembly 1.0 + sign extension, MVP control
 flow incl. br_table, block parameters and multiple results, call_indirect
 through constant tables, globals, one memory up to 256 pages, memory.size /
 memory.grow, and the import env.output_byte. Everything else is reported.
+Every i32 numeric instruction except division and remainder is a machine
+instruction of its own (SPEC 3.1 and the extension of SPEC 12).
 
 Memory map (machine addresses = wasm addresses):
   - the module's memory: M bytes = minimum pages * 64 KiB (<= 2^24); a memory
@@ -45,13 +47,16 @@ Memory map (machine addresses = wasm addresses):
     size word of a growable memory) and branches to the shared `trap`; with
     M = 2^24 the machine traps by itself (SPEC 4.8).
 
-Costs (instructions executed incl. call and prologue, worst case over
-operands; measured): mul 670 (x * constant inline, <= 160), div/rem 1,000
-(x / 2^k is a shift), and/or/xor 870 (& 0xff, & 0xffff inline: 6), shl 190
-(by a constant: <= 30), shr_u/shr_s 250 (by a multiple of 8: ~10), rotl/rotr
-220, clz 135, ctz 120, popcnt 455, extend8_s/16_s 6 (also clang's idiom
-(x << 24) >> 24). Routines with one small operand cost much less (leading
-zero bytes are skipped). Lowering is linear in the module size.
+Costs (machine instructions executed per WebAssembly instruction): 1 for a
+numeric instruction, a local, a constant, br, br_if, return and call (+1 per
+parameter: the callee's prologue); clang's sign-extension idiom
+(x << 24) >> 24 or (x << 16) >> 16: 1 (extend8_s/extend16_s); `if` 2; a
+load/store 1 plus its bounds check (above); a mutable global 2 to read, 4 to
+write; br_table and call_indirect 4 per case tested (a chain of comparisons);
+a branch that unwinds the stack +1 per value dropped, +2 per value kept
+(+2 more for br_if); div/rem a routine
+call, at most 1,000 (by a constant 0, 1 or a power of two: 0-2 inline).
+Lowering is linear in the module size.
 """
 import collections
 import os
@@ -653,139 +658,6 @@ fail:
     trap
 """, calls=["divmod_u"])
 
-routine("shift_amount", "n", "k", """
-    # (k, s) with n mod 32 = 8k + s, 0 <= s < 8 (s on top). Steps: at most 81.
-    i32.const S ; local.get n ; i32.store8 0 ; i32.const S ; i32.load8_u 0 ; local.set n   # n mod 256
-    local.get n ; i32.const 128 ; i32.sub ; local.get n ; local.get n ; i32.const 128 ; i32.ge_u ; select ; local.set n
-    local.get n ; i32.const 64 ; i32.sub ; local.get n ; local.get n ; i32.const 64 ; i32.ge_u ; select ; local.set n
-    local.get n ; i32.const 32 ; i32.sub ; local.get n ; local.get n ; i32.const 32 ; i32.ge_u ; select ; local.set n
-whole_bytes:
-    local.get n ; i32.const 8 ; i32.lt_u ; br_if done
-    local.get n ; i32.const 8 ; i32.sub ; local.set n
-    local.get k ; i32.const 1 ; i32.add ; local.set k
-    br whole_bytes
-done:
-    local.get k ; local.get n ; return
-""")
-
-routine("shl", "x n", "k s", """
-    # x << (n mod 32): s doublings, then k whole bytes through scratch memory
-    # (zero the scratch word, store x k bytes higher, reload it). Steps: at most 185.
-    local.get n ; call shift_amount ; local.set s ; local.set k
-bits:
-    local.get s ; i32.eqz ; br_if bytes
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get s ; i32.const 1 ; i32.sub ; local.set s
-    br bits
-bytes:
-    i32.const S ; i32.const 0 ; i32.store 0
-    i32.const S ; local.get k ; i32.add ; local.get x ; i32.store 0
-    i32.const S ; i32.load 0 ; return
-""", calls=["shift_amount"])
-
-routine("shift_right", "x n hi", "k s", """
-    # The 64-bit pair (hi, x) >> (n mod 32), low word: hi = 0 gives x >>u n, hi = -1 for
-    # negative x gives x >>s n. With n mod 32 = 8k + s: shift the pair LEFT by 8 - s bits
-    # (1..8 steps), store it in the 8 scratch bytes and read the word at byte k + 1.
-    # Steps: at most 239.
-    local.get n ; call shift_amount ; local.set s ; local.set k
-    i32.const 8 ; local.get s ; i32.sub ; local.set s
-up:
-    local.get hi ; local.get hi ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set hi
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get s ; i32.const 1 ; i32.sub ; local.tee s ; br_if up
-    i32.const S ; local.get x ; i32.store 0 ; i32.const S ; local.get hi ; i32.store 4
-    i32.const S ; local.get k ; i32.add ; i32.load 1 ; return
-""", calls=["shift_amount"])
-
-routine("shr_u", "x n", "", """
-    # x >>u (n mod 32). Steps: at most 246.
-    local.get x ; local.get n ; i32.const 0 ; call shift_right ; return
-""", calls=["shift_right"])
-
-routine("shr_s", "x n", "", """
-    # x >>s (n mod 32): the high word is the sign fill. Steps: at most 251.
-    local.get x ; local.get n ; i32.const -1 ; i32.const 0 ; local.get x ; i32.const 0 ; i32.lt_s ; select
-    call shift_right ; return
-""", calls=["shift_right"])
-
-routine("rotl", "x n", "k s", """
-    # x rotated left by n mod 32: k whole bytes by storing x twice (8 scratch bytes
-    # x x) and reading the word at byte 4 - k, then s single-bit rotations
-    # x = 2x + (top bit). Steps: at most 215.
-    local.get n ; call shift_amount ; local.set s ; local.set k
-    i32.const S ; local.get x ; i32.store 0 ; i32.const S ; local.get x ; i32.store 4
-    i32.const S+4 ; local.get k ; i32.sub ; i32.load 0 ; local.set x
-bits:
-    local.get s ; i32.eqz ; br_if done
-    local.get x ; local.get x ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set x
-    local.get s ; i32.const 1 ; i32.sub ; local.set s
-    br bits
-done:
-    local.get x ; return
-""", calls=["shift_amount"])
-
-routine("rotr", "x n", "", """
-    # x rotated right by n = rotated left by -n (mod 32). Steps: at most 223.
-    local.get x ; i32.const 0 ; local.get n ; i32.sub ; call rotl ; return
-""", calls=["rotl"])
-
-routine("clz", "x", "n", """
-    # Leading zero bits (32 for 0): skip 16 and 8 zero bits through scratch memory,
-    # then double until the top bit is set (<= 7 steps). Steps: at most 134.
-    local.get x ; i32.eqz ; br_if zero
-    local.get x ; i32.const 0x10000 ; i32.ge_u ; br_if high_half
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store16 2
-    i32.const S ; i32.load 0 ; local.set x ; i32.const 16 ; local.set n                    # x <<= 16
-high_half:
-    local.get x ; i32.const 0x1000000 ; i32.ge_u ; br_if top_byte
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set x ; local.get n ; i32.const 8 ; i32.add ; local.set n   # x <<= 8
-top_byte:
-    local.get x ; i32.const 0 ; i32.lt_s ; br_if done
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get n ; i32.const 1 ; i32.add ; local.set n
-    br top_byte
-done:
-    local.get n ; return
-zero:
-    i32.const 32 ; return
-""")
-
-routine("ctz", "x", "n", """
-    # Trailing zero bits (32 for 0): find the lowest non-zero half and byte in scratch
-    # memory; for that byte v, w = v << 24 doubles to 0 in 8 - ctz(v) steps. Steps: at most 118.
-    local.get x ; i32.eqz ; br_if zero
-    i32.const S ; local.get x ; i32.store 0
-    i32.const S ; i32.load16_u 0 ; br_if low_half
-    i32.const 16 ; local.set n ; i32.const S ; i32.const S ; i32.load16_u 2 ; i32.store16 0   # high half down
-low_half:
-    i32.const S ; i32.load8_u 0 ; br_if low_byte
-    local.get n ; i32.const 8 ; i32.add ; local.set n ; i32.const S ; i32.const S ; i32.load8_u 1 ; i32.store8 0
-low_byte:
-    i32.const S ; i32.load8_u 0 ; local.set x
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store8 3
-    i32.const S ; i32.load 0 ; local.set x                                   # w = v << 24
-    local.get n ; i32.const 8 ; i32.add ; local.set n
-count:
-    local.get n ; i32.const 1 ; i32.sub ; local.set n
-    local.get x ; local.get x ; i32.add ; local.tee x ; br_if count
-    local.get n ; return
-zero:
-    i32.const 32 ; return
-""")
-
-routine("popcnt", "x", "n", """
-    # Set bits: add the top bit and double until x = 0. Steps: 11 per bit; at most 455.
-count:
-    local.get x ; i32.eqz ; br_if done
-    local.get n ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set n
-    local.get x ; local.get x ; i32.add ; local.set x
-    br count
-done:
-    local.get n ; return
-""")
-
 routine("print_hex", "x", "n v", """
     # Prints x as 8 lower-case hex digits and a newline (the entry harness's output):
     # byte by byte from the top, its two digits read from the table at H (which the
@@ -802,7 +674,7 @@ byte:
 
 # The WebAssembly operations that become a call of a routine.
 ROUTINE_OF = {"i32." + name: name for name in
-              "div_s div_u rem_s rem_u shl shr_s shr_u rotl rotr clz ctz popcnt".split()}
+              "div_s div_u rem_s rem_u".split()}
 
 
 def assemble_routine(name, entries, scratch):
@@ -1386,14 +1258,16 @@ class FunctionLowering:
     def lower_routine_op(self, instruction):
         """A call of the operation's routine, or inline code when the right operand is a constant."""
         name = instruction.name
-        unary = name in ("i32.clz", "i32.ctz", "i32.popcnt")
-        self.pop(instruction, 1 if unary else 2)
+        self.pop(instruction, 2)
         last = self.items[-2]           # the item before this instruction's Origin
-        if not unary and isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
-            del self.items[-2]
-            self.items += self.constant_operand_items(name, last[1])
-        else:
+        inline = None
+        if isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
+            inline = self.constant_operand_items(name, last[1])
+        if inline is None:
             self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
+        else:
+            del self.items[-2]
+            self.items += inline
         self.height += 1
 
     def lower_native(self, instruction):
@@ -1418,42 +1292,22 @@ class FunctionLowering:
             return None
         return {24: "i32.extend8_s", 16: "i32.extend16_s"}.get(window[0].immediate)
 
-    def constant_operand_items(self, name, c):
-        """Code for `x OP c` (x on the stack) with a constant c: cheap special cases
-        inline (constant shifts, division by powers of two), else the routine."""
-        x, scratch = self.value_temp, self.program.scratch
-        all_ones = WORD_MODULUS - 1
-        n = c % 32
-        whole_bytes, bits = divmod(n, 8)
-        if name == "i32.shl":                 # k bytes through scratch memory, then doublings
-            items = []
-            if whole_bytes:
-                items = [("local.set", x), ("i32.const", scratch), ("i32.const", 0), ("i32.store", 0),
-                         ("i32.const", scratch), ("local.get", x), ("i32.store", whole_bytes),
-                         ("i32.const", scratch), ("i32.load", 0)]
-            return items + [("local.tee", x), ("local.get", x), ("i32.add", 0)] * bits
-        if (name in ("i32.shr_u", "i32.shr_s") and n == 0) or (name, c) in {("i32.div_s", 1), ("i32.div_u", 1)}:
+    @staticmethod
+    def constant_operand_items(name, c):
+        """Code for `x OP c` (x on the stack) with a constant c: x / 1, x % 1, a
+        division by 0 (a trap) and unsigned division by 2^k (a shift or a mask)
+        inline, else the routine's call."""
+        if (name, c) in {("i32.div_s", 1), ("i32.div_u", 1)}:
             return []                         # x itself
         if (name, c) in {("i32.rem_s", 1), ("i32.rem_u", 1)}:
             return [("drop", 0), ("i32.const", 0)]
-        if name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and c == 0:
+        if c == 0:
             return [("trap", 0)]              # division by zero
-        if name == "i32.shr_s" and n == 31:   # x >>s 31 = -(x < 0)
-            return [("i32.const", 0), ("i32.lt_s", 0), ("local.set", x), ("i32.const", 0),
-                    ("local.get", x), ("i32.sub", 0)]
-        if name in ("i32.shr_u", "i32.shr_s") and bits == 0:   # store x and its high fill, read k bytes up
-            fill = [("i32.const", 0)]
-            if name == "i32.shr_s":
-                fill = [("i32.const", all_ones), ("i32.const", 0), ("local.get", x),
-                        ("i32.const", 0), ("i32.lt_s", 0), ("select", 0)]
-            return ([("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store", 0),
-                     ("i32.const", scratch)] + fill + [("i32.store", 4),
-                    ("i32.const", scratch), ("i32.load", whole_bytes)])
-        if name in ("i32.div_u", "i32.rem_u") and c & (c - 1) == 0:   # by 2^k: a shift or a mask
-            if name == "i32.div_u":
-                return self.constant_operand_items("i32.shr_u", c.bit_length() - 1)
+        if name == "i32.div_u" and c & (c - 1) == 0:
+            return [("i32.const", c.bit_length() - 1), ("i32.shr_u", 0)]
+        if name == "i32.rem_u" and c & (c - 1) == 0:
             return [("i32.const", c - 1), ("i32.and", 0)]
-        return [("i32.const", c), ("call", self.program.routine_entry(ROUTINE_OF[name]))]
+        return None
 
     def check_end(self, instruction, frame):
         if self.height != frame.height + frame.arity:
