@@ -415,6 +415,11 @@ def _node_lins(node):
         [node["clear"]] if node["clear"] is not None else [])
 
 
+# The machine state of SPEC 4.2 (pc, stack depth, call depth): each keeps a slot of its
+# own to the end of the residual stream, readable there by name (notebooks, tools).
+READABLE_STATE = ("cursor", "stack_depth", "call_depth")
+
+
 def slot_plan(graph):
     """Residual slots by liveness: ({name: slot}, [[names held by slot s, in order]],
     {FFN layer: [names it clears]}).
@@ -426,7 +431,8 @@ def slot_plan(graph):
     taken, one neuron -relu(one) * value in the feed-forward at stage c clears it; the
     clear is exact: the slot receives -v for its own v (a single neuron's output), so
     it holds exactly 0. A slot never taken again is not cleared.
-    The positional slots 0-3 are never reused (the forward pass writes them)."""
+    The positional slots 0-3 are never reused (the forward pass writes them), nor
+    are the READABLE_STATE values' slots."""
     ready, node_layers = schedule(graph)
     last_read = {}
     for node, layer in zip(graph.nodes, node_layers):
@@ -446,7 +452,7 @@ def slot_plan(graph):
     clears = {}
     for name in sorted(names, key=lambda n: ready[n]):  # stable: creation order within a stage
         written = ready[name]
-        choice = next((entry for entry in free if entry[0] < written), None)
+        choice = None if name in READABLE_STATE else next((entry for entry in free if entry[0] < written), None)
         if choice is None:
             slot[name] = len(held)
             held.append([name])
@@ -456,7 +462,7 @@ def slot_plan(graph):
             clears.setdefault((clear_stage - 1) // 2, []).append(before)
             held[slot[name]].append(name)
         read = max(last_read.get(name, written), written)
-        if read < end:
+        if read < end and name not in READABLE_STATE:
             clear_stage = read if read % 2 else read + 1
             if clear_stage == written:  # an unread feed-forward value: clear it one layer later
                 clear_stage += 2
