@@ -2,29 +2,29 @@
 
 STATUS (keep current; read this first when continuing):
   works   the graph language, the exact graph evaluator, the greedy scheduler and
-          the weight emitter; the universal machine (4 layers, 15 heads, D = 116,
-          d_ffn 14/7/79/166, 520,376 parameters): every opcode of SPEC 3.1 plus
-          `trap`, with wasmtf's semantics (SPEC 4.8: `output` pops, zeroed locals
-          per frame, 256 locals, traps on `trap` and on memory accesses touching
-          byte 2^24 or beyond, input written only after `}`).
+          the weight emitter (residual slots reused by liveness, slot_plan); the
+          universal machine (6 layers, 19 heads, describe_shape() gives the rest):
+          every opcode of SPEC 3.1 plus `trap`, with wasmtf's semantics (SPEC 4.8:
+          `output` pops, zeroed locals per frame, 256 locals, traps on `trap` and on
+          memory accesses touching byte 2^24 or beyond, input written only after `}`),
+          and the extended instruction set of SPEC 12: i32.mul, and/or/xor,
+          shl/shr_u/shr_s/rotl/rotr, clz/ctz/popcnt, extend8_s/extend16_s.
   checked tests/test_machine.py: every spec example (ex*, random/, the divergence
           `_ref` traces) and 200 random programs equal the reference through the
           hull cache; a subset also through the brute cache and the graph
           evaluator, the worked examples also under softmax attention. Slow:
-          2,000 random programs (2.84M trace tokens, 0 mismatches), a
-          1.0M-token loop, all random examples through brute + evaluator.
-          tests/test_summation_order.py: no dot product depends on the order
-          in which a matrix product adds (exact_parts).
-  figures benchmarks/machine_speed.py: compile 0.01-0.04 s; hull generation
-          11,200 tokens/s alone, 4,300-5,500 tokens/s with the 2 cores shared
-          (load 5-6), on a 119k-token loop; brute/hull per token 3.3x at a
-          10^4-token context, 25x at 10^5.
+          2,000 random programs, a 1.0M-token loop, all random examples through
+          brute + evaluator. tests/test_alu.py: each SPEC 12 opcode on boundary
+          and random operands through reference, evaluator, brute, hull and
+          speculative. tests/test_summation_order.py: no dot product depends on the
+          order in which a matrix product adds (exact_parts).
   works   specialize(program): the same machine with the program in its weights
-          (section 6; SPEC 2.2, 7.5): one fetch neuron per instruction, 5 layers,
-          13 heads; its trace on `start` + input equals the universal one
+          (section 6; SPEC 2.2, 7.5): one fetch neuron per instruction, the two
+          fetch heads gone; its trace on `start` + input equals the universal one
           (tests/test_specialize.py; figures: benchmarks/specialize.py).
-  remains fewer heads (each costs a hull insert + query per token, ~70% of the
-          time); slot reuse (D would shrink from 116).
+  remains i32.div_s/div_u/rem_s/rem_u (the front end lowers them); the attention of
+          the last layer is empty (its matrices are zero: the output needs one more
+          feed-forward than the byte reads of layer 4).
 
 Entry points: compile_machine() -> model dict; specialize(instructions) -> the
 model dict with that program in its weights; run_transformer(instructions,
@@ -53,8 +53,8 @@ quantities are averages (sum * (1/count)); the ones used as keys are rounded
 back to integers (ROUND_BIAS), the cursor is used only in queries, where an
 error of 1e-9 cannot change an argmax over integer keys.
 
-Costs: building and emitting the machine takes ~0.02 s (a few hundred neurons,
-dense matrices of ~330 x 116).
+Costs: building and emitting the machine takes well under a second (about a
+thousand neurons, dense matrices of a few hundred x D; benchmarks/machine_speed.py).
 """
 import math
 import bisect
@@ -256,6 +256,27 @@ def high_byte_terms(x, gate, coef=1):
             (-coef, one, x - 255 + shift), (coef, one, x - 256 + shift)]
 
 
+COLUMN_LIMIT = 1 << 18   # every column sum below is an integer in [0, 2^18) (bound at its use)
+FLOOR_STAGE = 1 << 13    # column = FLOOR_STAGE * q1 + v1 with q1 < 2^18 / 2^13 = 32 and v1 < 2^13
+STAGE_STEPS = 31         # = 2^18 / 2^13 - 1 = 2^13 / 2^8 - 1 steps per stage
+
+
+def low_byte_of_column(g, name, column):
+    """c mod 256 for an integer c in [0, 2^18) (a residual value): a staged floor.
+
+    Stage 1 (node `name_q1`): q1 = floor(c / 2^13) = sum_{m=1..31} [c >= m 2^13], 31 steps.
+    Stage 2 (returned terms, for the node that consumes the byte): v1 = c - 2^13 q1 in
+    [0, 2^13); floor(v1 / 256) = sum_{m=1..31} [v1 >= 256 m], 31 steps; the byte is
+    v1 - 256 floor(v1 / 256). 124 neurons instead of the 2 * 1,023 steps of one stage.
+    Exactness: every pre-activation is c, q1 and a constant, integers below 2^19."""
+    one = Lin.of(1)
+    q1 = g.ffn(name + "_q1", [t for m in range(1, STAGE_STEPS + 1)
+                              for t in step_terms(one, column - m * FLOOR_STAGE)])
+    v1 = column - FLOOR_STAGE * q1
+    return [(1, v1, one)] + [t for m in range(1, STAGE_STEPS + 1)
+                             for t in step_terms(one, v1 - m * reference.BYTE_VALUES, -reference.BYTE_VALUES)]
+
+
 # ---------------------------------------------------------------------------
 # 2. The graph evaluator (exact arithmetic, no weights)
 # ---------------------------------------------------------------------------
@@ -400,14 +421,75 @@ def _row(lin, slot, D, scale=1.0):
     return row
 
 
+def _node_lins(node):
+    """Every linear expression a node reads."""
+    if node["kind"] == "ffn":
+        return [lin for _, a, b in node["terms"] for lin in (a, b)]
+    return [node["query"], node["key"], node["key_sq"]] + node["values"] + (
+        [node["clear"]] if node["clear"] is not None else [])
+
+
+# The machine state of SPEC 4.2 (pc, stack depth, call depth): each keeps a slot of its
+# own to the end of the residual stream, readable there by name (notebooks, tools).
+READABLE_STATE = ("cursor", "stack_depth", "call_depth")
+
+
+def slot_plan(graph):
+    """Residual slots by liveness: ({name: slot}, [[names held by slot s, in order]],
+    {FFN layer: [names it clears]}).
+
+    A value written at stage w and last read at stage r (a lookup of layer l reads at
+    stage 2l, a feed-forward node at 2l+1; the output head reads after the last stage)
+    leaves its slot free for a value written at a stage > c, c = r or r + 1 (the first
+    feed-forward stage >= r: it reads the value before it writes). When the slot is
+    taken, one neuron -relu(one) * value in the feed-forward at stage c clears it; the
+    clear is exact: the slot receives -v for its own v (a single neuron's output), so
+    it holds exactly 0. A slot never taken again is not cleared.
+    The positional slots 0-3 are never reused (the forward pass writes them), nor
+    are the READABLE_STATE values' slots."""
+    ready, node_layers = schedule(graph)
+    last_read = {}
+    for node, layer in zip(graph.nodes, node_layers):
+        stage = 2 * layer + (1 if node["kind"] == "ffn" else 0)
+        for lin in _node_lins(node):
+            for name in lin.terms:
+                last_read[name] = max(last_read.get(name, -1), stage)
+    end = 2 * (max(node_layers) + 1)
+    for lin in graph.outputs.values():
+        for name in lin.terms:
+            last_read[name] = end
+    names = list(graph.features) + [n for node in graph.nodes
+                                    for n in (node["names"] if node["kind"] == "lookup" else [node["name"]])]
+    slot = {name: i for i, name in enumerate(POSITIONAL)}
+    held = [[name] for name in POSITIONAL]
+    free = []            # (stage of the clear, slot, the value to clear)
+    clears = {}
+    for name in sorted(names, key=lambda n: ready[n]):  # stable: creation order within a stage
+        written = ready[name]
+        choice = None if name in READABLE_STATE else next((entry for entry in free if entry[0] < written), None)
+        if choice is None:
+            slot[name] = len(held)
+            held.append([name])
+        else:
+            free.remove(choice)
+            clear_stage, slot[name], before = choice
+            clears.setdefault((clear_stage - 1) // 2, []).append(before)
+            held[slot[name]].append(name)
+        read = max(last_read.get(name, written), written)
+        if read < end and name not in READABLE_STATE:
+            clear_stage = read if read % 2 else read + 1
+            if clear_stage == written:  # an unread feed-forward value: clear it one layer later
+                clear_stage += 2
+            free.append((clear_stage, slot[name], name))
+    return slot, held, clears
+
+
 def emit(graph):
     """The model dict of wasmtf.py (see its module docstring) for a graph."""
     _, node_layers = schedule(graph)
     L = max(node_layers) + 1
-    slot_names = list(POSITIONAL) + list(graph.features)
-    for node in graph.nodes:
-        slot_names += node["names"] if node["kind"] == "lookup" else [node["name"]]
-    slot = {name: i for i, name in enumerate(slot_names)}
+    slot, held, clears = slot_plan(graph)
+    slot_names = ["|".join(names) for names in held]
     heads_per_layer = [sum(1 for n, l in zip(graph.nodes, node_layers) if n["kind"] == "lookup" and l == layer)
                        for layer in range(L)]
     D = max(len(slot_names), 2 * max(heads_per_layer))
@@ -450,7 +532,9 @@ def emit(graph):
                 w_out[slot[name], 2 * h + i] = 1.0
         neurons = {}  # (gate key, value key) -> index; equal neurons are shared
         gates, values, outputs = [], [], []
-        for n in nodes:
+        clearing = [{"kind": "ffn", "name": name, "terms": [(-1, Lin({name: 1}), Lin.of(1))]}
+                    for name in clears.get(layer, [])]
+        for n in nodes + clearing:
             if n["kind"] != "ffn":
                 continue
             for c, a, b in n["terms"]:
@@ -503,8 +587,9 @@ def describe_shape(model):
 #     and small, which keeps softmax attention able to see recency); a found value carries its
 #     own key (and, for locals, the frame's start) so that "exact key, same
 #     frame, else 0" is one equality test.
-# Layers: 0 previous tokens + depth sums; 1 cursor sum; 2 fetch, stack, frame;
-# 3 memory/locals and byte reads; the last feed-forward forms the output.
+# Layers: 0 previous tokens + depth sums; 1 cursor sum; 2 fetch, stack, operand
+# bytes, frame; 3 memory/locals; 4 byte reads (their queries need the shift count's
+# byte split, computed in feed-forward 2); the last feed-forward (5) forms the output.
 
 OPCODE_CODE = {name: i + 1 for i, name in enumerate(reference.OPCODES)}  # 0 = no opcode
 COMMITS = {reference.commit_token(sd, sts, bt): (sd, sts, bt)
@@ -520,7 +605,7 @@ SIGN = 1 << 31
 LOADS = reference.LOADS     # opcode -> (width, signed)
 STORES = reference.STORES   # opcode -> width
 VALUE_OPS = (["i32.const", "local.get", "local.set", "local.tee", "select", "i32.add", "i32.sub", "i32.eqz"]
-             + list(reference.COMPARISONS) + list(LOADS) + list(STORES))
+             + list(reference.COMPARISONS) + list(LOADS) + list(STORES) + reference.EXTENSION_OPCODES)
 BRANCH_OPS = ["br", "br_if", "call", "return"]
 IMMEDIATE_READERS = ("i32.const", "br", "br_if", "call", "return")  # p1 reads the immediate's bytes
 
@@ -539,6 +624,7 @@ def token_features():
     return {
         "is_byte": lambda t: int(_byte(t) is not None),
         "byte_value": lambda t: _byte(t) or 0,
+        "byte_high_nibble": lambda t: (_byte(t) or 0) >> 4,
         "carry": lambda t: int(t.endswith("'")),
         "run_mark": lambda t: 1 if _byte(t) is not None else (-1 if t in OPCODE_CODE else 0),
         "delta_stack": lambda t: commit(t, 0) - int(t.startswith("out(")) + STACK_BASE_DEPTH * (t == "}"),
@@ -560,7 +646,7 @@ def build_machine(program=None):
     weights: the opcode and immediate lookups become feed-forward functions of the
     cursor (section 6, fetch_from_weights), and the prompt is `start` + input section.
 
-    Lookups (15 heads):
+    Lookups (19 heads):
       layer  lookup             query                 key          ignores            values
       0      prev1..prev4       position - i          position     -                  byte, run mark
       0      depth sums         (average)                                             stack delta, call delta
@@ -568,9 +654,10 @@ def build_machine(program=None):
       2      opcode             5*cursor + 1          position     -                  code, code^2
       2      immediate          5*cursor + 5          position     -                  imm (assembled at its last byte)
       2      top/second/third   depth - 0/1/2         depth        non-sts tokens     word, position
+      2      top/second bytes   depth - 0/1 (x2)      depth        non-sts tokens     bytes 0,1 | bytes 2,3
       2      frame              call depth            call depth   non-call_commit    position (frame start)
       3      memory/locals      address+J | locals    write key    non-writes         byte + 256*key (+frame)
-      3      p1, p2             a byte's position     position     -                  byte
+      4      p1, p2             a byte's position     position     -                  byte, its high nibble
     The last feed-forward turns (opcode, J, values) into output channels; the
     output head scores every token from them (family flag * FAMILY_WEIGHT plus
     2*v*channel - v^2, maximal at v = channel)."""
@@ -633,6 +720,13 @@ def build_machine(program=None):
         names = [name + "_word", name + "_position"] if name != "third" else [name + "_position"]
         stack[name] = g.lookup(names, depth - o, depth, depth_sq, vals, clear=f["not_sts"])
     (top, top_pos), (second, second_pos), (third_pos,) = stack["top"], stack["second"], stack["third"]
+    # the bytes of the top and second words (little endian), two per head: at the
+    # word's commit the layer-0 lookups prev4..prev1 hold its bytes 0..3
+    operand_bytes = {}
+    for o, name in enumerate(["top", "second"]):
+        operand_bytes[name] = [b for low in (0, 2) for b in g.lookup(
+            ["%s_byte%d" % (name, low), "%s_byte%d" % (name, low + 1)], depth - o, depth, depth_sq,
+            [prev_byte[4 - low], prev_byte[3 - low]], clear=f["not_sts"])]
     frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [position],
                       clear=f["not_call_commit"])
 
@@ -644,6 +738,34 @@ def build_machine(program=None):
     # is_op has terms up to 74*37*big: too large for the gating trick with big = 2^46;
     # the last feed-forward gates with these exact 0/1 flags instead
     flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) for op in reference.OPCODES}
+    j_is = {k: (one if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
+
+    # i32.mul: result byte k (emitted at J = k) is c_k mod 256 for the column sum
+    #   c_k = sum_{i+j<=k} a_i b_j 256^(i+j-k) - sum_{i<k} r_i 256^(i-k),
+    # a = second (bytes a_i), b = top, r_i = the result bytes already written (the
+    # current token is r_{k-1}, prev_m is r_{k-1-m}). L_k = sum_{i+j<=k} a_i b_j 256^(i+j)
+    # equals a*b mod 256^k (terms with i+j >= k are multiples of 256^k), whose bytes are
+    # r_0..r_{k-1}; so L_k - R_k = 256^k floor(L_k / 256^k): c_k is an integer >= 0, and
+    # c_k = floor(L_k / 256^k) = byte k of a*b plus 256 * (higher bytes of L_k).
+    # Bound: c_3 <= sum_s (s+1) 255^2 256^(s-3) < 4*255^2 + 3*255^2/256 + 3 < 2^18 = COLUMN_LIMIT.
+    # Each product is one ReGLU neuron a_i * relu(b_j + 256 (is_op + [J==k] - 2)): b_j when
+    # both gates are 1, else the pre-activation is <= 255 - 256 < 0 (is_op, [J==k] <= 0 off).
+    # Exact in any summation order: every term is a multiple of 256^-3 = 2^-24 and the sum of
+    # their magnitudes is below 2^19, so every partial sum needs at most 43 bits < 53.
+    mul_gate = is_op("i32.mul")
+    a_bytes, b_bytes = operand_bytes["second"], operand_bytes["top"]
+    written = [f["byte_value"]] + [prev_byte[m] for m in range(1, 4)]  # r_{k-1}, r_{k-2}, ...
+    column_terms = []
+    for k in range(4):
+        for i in range(k + 1):
+            for j in range(k + 1 - i):
+                column_terms.append((Fraction(256) ** (i + j - k), a_bytes[i],
+                                     b_bytes[j] + 256 * (mul_gate + j_is[k] - 2)))
+        if k:
+            below = sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k))
+            column_terms += gated_terms(-below, mul_gate + j_is[k] - 1)
+    mul_column = g.ffn("mul_column", column_terms)
+    mul_byte_terms = low_byte_of_column(g, "mul_column", mul_column)
     KEY_BIG = 1 << 34  # > every memory key (address + offset < 2^33 + 4); 5476*2^34 < 2^53
 
     # memory and locals: one lookup; a write is a non-prefix byte of a store,
@@ -670,20 +792,134 @@ def build_machine(program=None):
     # the second word, or of the third (select, c != 0), or of the calling `call` (return)
     top_byte_at = top_pos - 4 + J
     imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * one
-    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + [
-        t for op in IMMEDIATE_READERS for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))])
-    select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
-    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
-                     + gated_terms(frame - second_pos, is_op("return")))
     sign_top = g.ffn("sign_top", step_terms(one, top - SIGN))
     sign_second = g.ffn("sign_second", step_terms(one, second - SIGN))
 
-    # -- layer 3: memory/locals, byte reads ---------------------------------------------
+    # Shifts and rotates by s = count mod 32 = 8 q + r (q whole bytes, r bits; the count's
+    # low byte t = top_byte0 decides: s = t mod 32). Result byte k is 8 bits of the 16-bit
+    # window W = 256 hi + lo of two bytes of a (the second word):
+    #   left  (shl, rotl):            hi = a_{k-q}, lo = a_{k-q-1}, byte = bits 8-r .. 15-r of W
+    #   right (shr_u, shr_s, rotr):   lo = a_{k+q}, hi = a_{k+q+1}, byte = bits r .. r+7 of W
+    # (left: floor(a 2^r / 256^(k-q)) mod 256, the bytes below lo add less than one unit of
+    # 2^(r-8) to a fraction that stays below 1 - 2^(r-8); right: nested floors.) A byte index
+    # outside 0..3 wraps for the rotates and is 0 (shl, shr_u) or the sign fill (shr_s).
+    # The p1/p2 byte reads fetch lo/hi (at the wrapped index); the bit offset o = 8 - r
+    # (left) or r (right) selects which bits of W the output adds. Exactness: every value
+    # here is an integer below 2^9 (t, q, r, J, indices, bits, 0/1 flags) or a position, and
+    # every gate adds GATE_BIG * (flag - 1) to such an integer: below 2^47, exact.
+    count = operand_bytes["top"][0]
+    shift_ops = [op for op in ("i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr") if op in flag]
+    if shift_ops:
+        # [t >= 8m] for m = 1..31 (31 steps, shared): q = floor(t/8) mod 4 and r = t - 8 floor(t/8)
+        eighths = [step_terms(one, count - 8 * m) for m in range(1, 32)]
+        shift_bytes = g.ffn("shift_bytes", [t for m, steps in enumerate(eighths, 1)
+                                            for t in scaled(steps, 1 if m % 4 else -3)])
+        shift_bits = g.ffn("shift_bits", [(1, count, one)] + [t for steps in eighths for t in scaled(steps, -8)])
+    else:
+        shift_bytes = shift_bits = Lin()
+    left_ops, right_ops = ("i32.shl", "i32.rotl"), ("i32.shr_u", "i32.shr_s", "i32.rotr")
+    # the byte indices of lo and hi (J = k): they reach -4 .. 7 (J <= 4, q <= 3)
+    source_index = {op: (J - shift_bytes - 1, J - shift_bytes) if op in left_ops else
+                    (J + shift_bytes, J + shift_bytes + 1) for op in shift_ops}
+
+    def wrapped_byte_at(index, op):
+        """Query terms: a's byte at index mod 4 (index in -4..7), for opcode `op` only,
+        relative to the default query position second_pos - 4 + J (for p2)."""
+        terms = gated_terms(index - J, is_op(op))
+        terms += gated_step_terms(-index - 1, flag[op], 4) + gated_step_terms(index - 4, flag[op], -4)
+        return terms
+
+    # i32.ctz: Z_i = [bytes 0..i of the top word are all 0] = relu(1 - a_0 - ... - a_i)
+    # (bytes are integers >= 0); the first non-zero byte is byte i* = Z_0 + Z_1 + Z_2
+    # (byte 3 when all are 0), which p1 reads; ctz = 8 i* + ctz8'(that byte) below.
+    top_zero_prefix = [g.ffn("top_bytes_zero_to%d" % i, [(1, one, one - sum(operand_bytes["top"][:i + 1]))])
+                       for i in range(3)] if "i32.ctz" in flag else []
+    first_nonzero_byte = sum(top_zero_prefix, Lin())
+    # i32.clz likewise from the top: Z'_i = [bytes 3..3-i are 0]; p2 reads byte 3 - i'
+    # (i' = Z'_0 + Z'_1 + Z'_2); clz = 8 i' + clz8'(that byte)
+    top_zero_suffix = [g.ffn("top_bytes_zero_from%d" % (3 - i), [(1, one, one - sum(operand_bytes["top"][3 - i:]))])
+                       for i in range(3)] if "i32.clz" in flag else []
+    leading_zero_bytes = sum(top_zero_suffix, Lin())
+    # i32.popcnt: p1 and p2 read the top's bytes 0 and 1 (their bits below); bytes 2 and 3
+    # by nibbles: high nibble h = sum_{m=1..15} [a >= 16 m] (15 steps), then the popcount
+    # of each nibble n (low = a - 16 h) as sum_{m=1..15} (pc(m) - pc(m-1)) [n >= m]
+    if "i32.popcnt" in flag:
+        upper = operand_bytes["top"][2:]
+        upper_high = [g.ffn("popcnt_high_nibble%d" % (2 + i), [t for m in range(1, 16)
+                                                               for t in step_terms(one, byte - 16 * m)])
+                      for i, byte in enumerate(upper)]
+        nibbles = [n for byte, high in zip(upper, upper_high) for n in (byte - 16 * high, high)]
+        upper_popcount = g.ffn("popcnt_bytes23", [
+            t for n in nibbles for m in range(1, 16)
+            for t in step_terms(one, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
+    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + gated_terms(first_nonzero_byte - J, is_op("i32.ctz")) + [
+        t for op in IMMEDIATE_READERS for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))]
+        + [t for op in shift_ops for t in gated_terms(second_pos - top_pos, is_op(op))
+           + wrapped_byte_at(source_index[op][0], op)])
+    select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
+    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
+                     + gated_terms(frame - second_pos, is_op("return"))
+                     + gated_terms(top_pos - 1 - leading_zero_bytes - (second_pos - 4 + J), is_op("i32.clz"))
+                     + gated_terms(top_pos - 3 - (second_pos - 4 + J), is_op("i32.popcnt"))
+                     + [t for op in shift_ops for t in wrapped_byte_at(source_index[op][1], op)])
+    if shift_ops:
+        left = sum((flag[op] for op in left_ops if op in flag), Lin())   # exact 0/1: one opcode at a time
+        right = sum((flag[op] for op in right_ops if op in flag), Lin())
+        # the bit offset o in 0..8: [r == o] for right shifts, [r == 8 - o] for left ones, each
+        # [r >= rho and side] - [r >= rho + 1 and side] (side = the exact 0/1 flag sum)
+        def bits_are(rho, side):
+            return gated_step_terms(shift_bits - rho, side) + scaled(gated_step_terms(shift_bits - rho - 1, side), -1)
+        offset_is = [g.ffn("shift_offset_is%d" % o, (bits_are(o, right) if o < 8 else [])
+                           + (bits_are(8 - o, left) if o > 0 else [])) for o in range(9)]
+        # lo / hi is a byte of a (1) or outside it (0): shl drops indices < 0, shr_u/shr_s > 3
+        shl = flag.get("i32.shl", Lin())
+        shr = flag.get("i32.shr_u", Lin()) + flag.get("i32.shr_s", Lin())
+        inside = []
+        for which, name in ((0, "lo"), (1, "hi")):
+            terms = [(1, one, one)]
+            if "i32.shl" in flag:
+                terms += gated_step_terms(-source_index["i32.shl"][which] - 1, shl, -1)
+            for op in ("i32.shr_u", "i32.shr_s"):
+                if op in flag:
+                    terms += gated_step_terms(source_index[op][which] - 4, flag[op], -1)
+            inside.append(g.ffn("shift_%s_inside" % name, terms))
+        sign_fill = g.ffn("shift_sign_fill", gated_terms(sign_second, flag["i32.shr_s"])) \
+            if "i32.shr_s" in flag else Lin()
+
+    # -- layer 3: memory/locals; layer 4: byte reads -------------------------------------
     found, = g.lookup(["memory_found"], mem_query, mem_key, mem_key_sq, [mem_value], clear=mem_clear)
-    p1, = g.lookup(["p1_byte"], p1_query, position, position_sq, [f["byte_value"]])
+    p1, p1_high = g.lookup(["p1_byte", "p1_high_nibble"], p1_query, position, position_sq,
+                           [f["byte_value"], f["byte_high_nibble"]])
     if program is not None:
         p1 = p1 + immediate_byte  # p1 found nothing (NO_POSITION) when this is the immediate's byte J
-    p2, = g.lookup(["p2_byte"], p2_query, position, position_sq, [f["byte_value"]])
+    p2, p2_high = g.lookup(["p2_byte", "p2_high_nibble"], p2_query, position, position_sq,
+                           [f["byte_value"], f["byte_high_nibble"]])
+
+    # The bits of p1 and p2 (one node each), from their nibbles (low = byte - 16 high):
+    # bit_j of a nibble n is sum_{m=1..15} (bit_j(m) - bit_j(m-1)) [n >= m], steps on the
+    # integers n - m (the emitter shares the neurons relu(n - m) among the bits).
+    def bits_of(name, byte, high):
+        bits = []
+        for j in range(reference.BYTE_BITS):
+            nibble_bit = j % 4
+            nibble = high if j >= 4 else byte - 16 * high
+            terms = []
+            for m in range(1, 16):
+                jump = (m >> nibble_bit & 1) - ((m - 1) >> nibble_bit & 1)
+                if jump:
+                    terms += step_terms(one, nibble - m, jump)
+            bits.append(g.ffn("%s_bit%d" % (name, j), terms))
+        return bits
+
+    p1_bits, p2_bits = bits_of("p1", p1, p1_high), bits_of("p2", p2, p2_high)
+
+    # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second);
+    # and = sum_j 2^j relu(bit_j(p1) + bit_j(p2) - 1) (one neuron per bit), or = p1 + p2 - and,
+    # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
+    def and_byte_terms(gate_, coef=1):
+        """coef * (p1 AND p2) when gate_ = 1 (gate_ <= 0: 0): 2^j relu(x_j + y_j - 1 + 4 (gate_ - 1)),
+        the pre-activation <= 2 - 1 - 4 < 0 when the gate is off."""
+        return [(coef * 2 ** j, one, x + y - 1 + 4 * (gate_ - 1)) for j, (x, y) in enumerate(zip(p1_bits, p2_bits))]
 
     # -- the output channels (last feed-forward) ------------------------------------------
     ch = {name: [] for name in ("byte", "commit", "out", "branch_taken", "call_commit", "return_commit",
@@ -750,6 +986,8 @@ def build_machine(program=None):
                       ("return", p1 - p2 - carry, gate("return", branch_bytes))):
         ch["value"] += gated_terms(s, g_) + [(256, one, g_)] + gated_step_terms(s, g_, -256)
         ch["mark"] += [(1, one, g_)] + gated_step_terms(s, g_, -1)
+    # i32.mul: mul_column is 0 outside the bytes of a mul group, so is its low byte
+    ch["value"] += mul_byte_terms
     # eqz and comparisons: one result byte at J = 0 (later bytes are 0)
     ch["value"] += [(1, one, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
     signed = {False: (second, top), True: (second - WORD * sign_second, top - WORD * sign_top)}
@@ -762,16 +1000,59 @@ def build_machine(program=None):
         ch["value"] += {"eq": always + scaled(less + greater, -1), "ne": less + greater,
                         "lt": less, "gt": greater, "le": always + scaled(greater, -1),
                         "ge": always + scaled(less, -1)}[relation]
-    # loads: memory bytes J < width; sign fill from the current token's mark
-    for op, (width, is_signed) in LOADS.items():
-        diff = found - 256 * address
-        ch["value"] += exact_byte_terms(diff, gate(op, one - j_at_least[width]))
+    # loads: memory bytes J < width; sign extensions: the top word's bytes J < width (p1);
+    # the signed ones mark the sign byte (J = width - 1) when it is >= 128 and fill the
+    # bytes J >= width from the current token's mark (0xff' after a marked byte, else 00)
+    sign_extensions = [(op, width, is_signed, found - 256 * address) for op, (width, is_signed) in LOADS.items()]
+    sign_extensions += [(op, width, True, p1) for op, width in reference.EXTENDS.items()
+                        if op in reference.OPCODES]
+    for op, width, is_signed, byte in sign_extensions:
+        # (a load's `byte` is 0..255 only when the key matched; p1 always is)
+        value_gate = gate(op, one - j_at_least[width])
+        ch["value"] += exact_byte_terms(byte, value_gate) if op in LOADS else gated_terms(byte, value_gate)
         if is_signed:
-            sign_byte = one - j_at_least[1] if width == 1 else j_at_least[1] - j_at_least[2]
-            ch["mark"] += high_byte_terms(diff, gate(op, sign_byte))
+            ch["mark"] += high_byte_terms(byte, gate(op, j_is[width - 1]))
             fill = gate(op, j_at_least[width] - j_at_least[4])
             ch["value"] += gated_terms(255 * carry, fill)
             ch["mark"] += gated_terms(carry, fill)
+    # ctz = 8 i* + ctz8'(p1) with ctz8'(b) = sum_{j<8} [bits 0..j of b are 0] =
+    # relu(1 - sum_{l<=j} bit_l), 8 for b = 0 (ctz(0) = 8*3 + 8 = 32); clz = 8 i' + clz8'(p2),
+    # clz8'(b) = sum_{j<8} [bits 7-j..7 are 0]. One result byte at J = 0, later bytes 0;
+    # the gate adds 2 (g0 - 1) <= -2 to the pre-activation (<= 1) when off.
+    if "i32.clz" in flag:
+        g0 = g_start["i32.clz"]
+        ch["value"] += gated_terms(8 * leading_zero_bytes, g0)
+        ch["value"] += [(1, one, one - sum(p2_bits[7 - j:]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+    if "i32.popcnt" in flag:
+        ch["value"] += gated_terms(sum(p1_bits) + sum(p2_bits) + upper_popcount, g_start["i32.popcnt"])
+    if "i32.ctz" in flag:
+        g0 = g_start["i32.ctz"]
+        ch["value"] += gated_terms(8 * first_nonzero_byte, g0)
+        ch["value"] += [(1, one, one - sum(p1_bits[:j + 1]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+    # shifts and rotates: bit j of the byte is bit j + o of W = 256 p2 + p1 (o = the offset),
+    # the bit when its byte is inside a, else the sign fill (shr_s); each bit one neuron
+    # relu(bit + 2 (offset_is_o + inside + [J < 4] - 3)): the bit when all three are 1, else
+    # its pre-activation is <= 1 - 2 < 0 (all are exact 0/1 values). The fill of shr_s
+    # sets bits 0..7-o (from lo) or 8-o..7 (from hi) when that byte is outside a: one
+    # neuron each, relu(outside + offset_is_o + sign_fill + [J < 4] - 3) in {0, 1}.
+    if shift_ops:
+        for o in range(9):
+            gate_o = offset_is[o] + one - j_at_least[4]
+            for j in range(reference.BYTE_BITS):
+                m = j + o
+                bit, src = (p1_bits[m], inside[0]) if m < 8 else (p2_bits[m - 8], inside[1])
+                ch["value"].append((2 ** j, one, bit + 2 * (gate_o + src - 3)))
+            if "i32.shr_s" in flag:
+                from_lo, from_hi = 2 ** (8 - o) - 1, 256 - 2 ** (8 - o)  # the bits each byte gives
+                for src, bits_value in ((inside[0], from_lo), (inside[1], from_hi)):
+                    if bits_value:
+                        ch["value"].append((bits_value, one, (one - src) + gate_o + sign_fill - 3))
+    # and / or / xor
+    for op, and_coef in (("i32.and", 1), ("i32.or", -1), ("i32.xor", -2)):
+        if op in reference.OPCODES:
+            if op != "i32.and":
+                ch["value"] += gated_terms(p1 + p2, g_bytes(op))
+            ch["value"] += and_byte_terms(g_bytes(op), and_coef)
 
     channel = {name: g.ffn("out_" + name, terms) for name, terms in ch.items()}
 
@@ -829,27 +1110,48 @@ def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens
                               max_new_tokens or wasmtf.DEFAULT_MAX_NEW_TOKENS, plan=_PLANS[id(model)][1])[1]
 
 
-def inspect(model, tokens, position, cache="brute"):
+def slot_occupants(model, graph=None):
+    """For each stage (embedding, then each sub-layer) the name each residual slot holds
+    then: a reused slot (slot_plan) holds its names one after another. Without the
+    graph (and for a model whose slots are not the machine's) the slot names as they are."""
+    if graph is None and model["slot_names"] == compile_machine()["slot_names"]:
+        graph = build_machine()
+    stages = 1 + 2 * len(model["layers"])
+    if graph is None:
+        return [list(model["slot_names"])] * stages
+    ready, _ = schedule(graph)
+    _, held, clears = slot_plan(graph)
+    cleared_at = {name: 2 * layer + 1 for layer, names in clears.items() for name in names}
+    names = list(model["slot_names"])
+
+    def holds(name, stage):  # written by this stage and not yet cleared
+        return name in POSITIONAL or ready[name] <= stage < cleared_at.get(name, stage + 1)
+    return [[([n for n in held[s] if holds(n, stage)] or [""])[-1] if s < len(held) else names[s]
+             for s in range(len(names))] for stage in range(-1, stages - 1)]
+
+
+def inspect(model, tokens, position, cache="brute", graph=None):
     """What the model computes at `position` of a token list:
         token        the token there
         residuals    [(stage name, {slot name: value})] after the embedding and each sub-layer
+                     (a reused slot is named by the value it holds at that stage)
         heads        [(layer, head, output slot names, attended positions, value)]
         top_logits   the five best (logit, token)
     Print it with format_inspection."""
     import wasmtf
     trace = wasmtf.forward(model, tokens[:position + 1], cache=cache)
     record = trace[position]
-    names = model["slot_names"]
+    occupants = slot_occupants(model, graph)
     stages = ["embedding"] + ["layer %d %s" % (l, part) for l in range(len(model["layers"]))
                               for part in ("attention", "ffn")]
     residuals = [(stage, {n: float(x[i]) for i, n in enumerate(names) if n})
-                 for stage, x in zip(stages, record["residuals"])]
+                 for stage, x, names in zip(stages, record["residuals"], occupants)]
     heads = []
     for l, layer in enumerate(model["layers"]):
         for h in range(len(layer["tie_latest"])):
             if not record["active"][l, h]:
                 continue
-            outs = [names[s] for s in np.flatnonzero(layer["w_out"][:, 2 * h:2 * h + 2].any(axis=1))]
+            outs = [occupants[1 + 2 * l][s] for s in np.flatnonzero(layer["w_out"][:, 2 * h:2 * h + 2].any(axis=1))]
             attended = wasmtf.attended_positions(trace, position, l, h)
             heads.append((l, h, outs, attended if len(attended) <= 4 else attended[:2] + ["..."],
                           tuple(record["attn"][l, h])))

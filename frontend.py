@@ -6,13 +6,15 @@ Contents, top to bottom:
   1. errors
   2. the decoder: WebAssembly binary format, version 1 (MVP + sign extension);
      malformed input -> WasmError naming the byte offset
-  3. shared routines: the i32 operations the machine lacks (mul, div, rem,
-     and/or/xor, shifts, rotations, clz/ctz/popcnt), written once per program
-     in a small assembly text, each exact for every operand, each bounded
+  3. shared routines: division and remainder, which the machine lacks, and the
+     harness's print_hex, written once per program in a small assembly text,
+     each exact for every operand, each bounded
   4. lowering: structured control flow -> relative branches, globals -> memory,
      data segments, bounds checks, the entry harness; the complete check first
   5. C compilation and program files (`compile`, `run` accept .c .wasm .wat .txt)
   6. the WebAssembly spec-test runner (`spectest`)
+  7. the instruction-mix profile (`profile`): where a run's trace tokens go, by
+     machine opcode, source function and WebAssembly instruction
 
 Program layout (SPEC 6.2 in spirit): a harness first (`input_base A` when
 compute takes the input, the data segments and globals as word stores, a call
@@ -30,6 +32,8 @@ br_table, block parameters and multiple results, call_indirect through
 constant tables, globals, one memory up to 256 pages, memory.size /
 memory.grow, and the imports env.output_byte and env.putchar. Everything
 else is reported.
+Every i32 numeric instruction except division and remainder is a machine
+instruction of its own (SPEC 3.1 and the extension of SPEC 12).
 
 Memory map (machine addresses = wasm addresses):
   - the module's memory: M bytes = minimum pages * 64 KiB (<= 2^24); a memory
@@ -48,13 +52,16 @@ Memory map (machine addresses = wasm addresses):
     size word of a growable memory) and branches to the shared `trap`; with
     M = 2^24 the machine traps by itself (SPEC 4.8).
 
-Costs (instructions executed incl. call and prologue, worst case over
-operands; measured): mul 670 (x * constant inline, <= 160), div/rem 1,000
-(x / 2^k is a shift), and/or/xor 870 (& 0xff, & 0xffff inline: 6), shl 190
-(by a constant: <= 30), shr_u/shr_s 250 (by a multiple of 8: ~10), rotl/rotr
-220, clz 135, ctz 120, popcnt 455, extend8_s/16_s 6 (also clang's idiom
-(x << 24) >> 24). Routines with one small operand cost much less (leading
-zero bytes are skipped). Lowering is linear in the module size.
+Costs (machine instructions executed per WebAssembly instruction): 1 for a
+numeric instruction, a local, a constant, br, br_if, return and call (+1 per
+parameter: the callee's prologue); clang's sign-extension idiom
+(x << 24) >> 24 or (x << 16) >> 16: 1 (extend8_s/extend16_s); `if` 2; a
+load/store 1 plus its bounds check (above); a mutable global 2 to read, 4 to
+write; br_table and call_indirect 4 per case tested (a chain of comparisons);
+a branch that unwinds the stack +1 per value dropped, +2 per value kept
+(+2 more for br_if); div/rem a routine
+call, at most 1,000 (by a constant 0, 1 or a power of two: 0-2 inline).
+Lowering is linear in the module size.
 """
 import collections
 import os
@@ -341,6 +348,7 @@ class Function:
         self.code = []          # Instructions of the body, ending with its final `end`
         self.offset = None      # byte offset of the body
         self.names = []         # export names
+        self.debug_name = None  # its name in the custom section "name", if any
 
     def label(self):
         names = ("'%s'" % self.names[0]) if self.names else "(no export name)"
@@ -361,6 +369,7 @@ class Module:
         self.start = None          # function index
         self.elements = []         # active segments: (table, offset expression, [function or None], offset)
         self.data = []             # (offset expression, bytes, byte offset of the segment)
+        self.debug_names = {}      # function index -> name, from the custom section "name"
 
 
 EXPORT_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global"}
@@ -386,8 +395,9 @@ def decode_module(data):
                         % (section_id, size, len(data) - reader.position), section_at)
         body = Reader(data, reader.position, reader.position + size)
         reader.position += size
-        if section_id == 0:
-            body.name()  # a custom section: its name, then anything; skipped
+        if section_id == 0:      # a custom section: its name, then anything; only "name" is read
+            if body.name() == "name":
+                module.debug_names = _function_names(body)
             continue
         if section_id == TAG_SECTION:
             reader.fail("tag section (id 13, the exception-handling proposal): not supported", section_at)
@@ -414,10 +424,34 @@ def decode_module(data):
             module.functions[index].names.append(name)
     if module.start is not None and module.start >= len(module.functions):
         raise WasmError("start function %d out of range" % module.start)
+    for index, name in module.debug_names.items():
+        if index < len(module.functions):
+            module.functions[index].debug_name = name
     try:
         return legalize.legalize_module(module, Function, Instruction)   # i64 -> pairs of i32
     except legalize.InvalidCode as error:
         raise WasmError(str(error)) from None
+
+
+NAME_SUBSECTION_FUNCTIONS = 1    # the name section's subsection of function names (core spec 7.4.2)
+
+
+def _function_names(body):
+    """{function index: name} from the custom section "name" (a debugging aid, so a
+    malformed one is ignored, as the core spec's appendix asks)."""
+    names = {}
+    try:
+        while body.position < body.end:
+            subsection, size = body.byte(), body.u32()
+            content = Reader(body.data, body.position, min(body.position + size, body.end))
+            body.position = content.end
+            if subsection == NAME_SUBSECTION_FUNCTIONS:
+                for _ in range(content.u32()):
+                    index = content.u32()
+                    names[index] = content.name()
+    except WasmError:
+        pass
+    return names
 
 
 def _read_section(module, section_id, body):
@@ -570,6 +604,18 @@ class Label:
         self.name = name
 
 
+class Origin:
+    """Marks where the flat instructions after it come from (for the profile): a
+    source function and the WebAssembly instruction lowered there, the harness,
+    or a routine. `assemble` skips it."""
+    __slots__ = ("function", "instruction", "routine")
+
+    def __init__(self, function, instruction, routine=False):
+        self.function = function          # a display name (see function_name)
+        self.instruction = instruction    # a WebAssembly instruction's name, "prologue", "harness", ...
+        self.routine = routine            # True for the code of a shared routine
+
+
 BRANCH_OPS = ("br", "br_if", "call", "return")   # immediates relative to the target (SPEC 3.3)
 
 ROUTINES = {}   # name -> (parameters, temporaries, assembly text, routines it calls)
@@ -578,30 +624,6 @@ ROUTINES = {}   # name -> (parameters, temporaries, assembly text, routines it c
 def routine(name, params, temps, text, calls=()):
     ROUTINES[name] = (params.split(), temps.split(), text, tuple(calls))
 
-
-routine("mul", "a b", "small big r n", """
-    # a * b mod 2^32, shift-and-add over the bits of the smaller operand, most significant first.
-    # Steps: 20 per bit; at most 668, about 230 when an operand is < 2^8.
-    local.get b ; local.get a ; local.get a ; local.get b ; i32.lt_u ; select ; local.set big    # max_u(a, b)
-    local.get a ; local.get b ; local.get a ; local.get b ; i32.lt_u ; select ; local.set small  # min_u(a, b)
-    local.get small ; i32.eqz ; br_if zero
-    i32.const 32 ; local.set n
-skip_zero_bytes:                       # while small < 2^24: small <<= 8 (a zero byte adds nothing)
-    local.get small ; i32.const 0x1000000 ; i32.ge_u ; br_if bits
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get small ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set small
-    local.get n ; i32.const 8 ; i32.sub ; local.set n
-    br skip_zero_bytes
-bits:                                  # r = 2r + (top bit of small ? big : 0); small <<= 1
-    local.get r ; local.get r ; i32.add
-    local.get big ; i32.const 0 ; local.get small ; i32.const 0 ; i32.lt_s ; select
-    i32.add ; local.set r
-    local.get small ; local.get small ; i32.add ; local.set small
-    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if bits
-    local.get r ; return
-zero:
-    i32.const 0 ; return
-""")
 
 routine("divmod_u", "a b", "r n t", """
     # (a /u b, a %u b) with the remainder on top; b != 0 (the callers trap on 0).
@@ -672,177 +694,6 @@ fail:
     trap
 """, calls=["divmod_u"])
 
-routine("and", "a b", "small big r n", """
-    # a & b, bit by bit from the top: r = 2r + (both top bits set). Leading zero bytes of the
-    # smaller operand give zero result bits and are skipped. Steps: 26 per bit; at most 860.
-    local.get b ; local.get a ; local.get a ; local.get b ; i32.lt_u ; select ; local.set big    # max_u(a, b)
-    local.get a ; local.get b ; local.get a ; local.get b ; i32.lt_u ; select ; local.set small  # min_u(a, b)
-    local.get small ; i32.eqz ; br_if zero
-    i32.const 32 ; local.set n
-skip_zero_bytes:                       # while small < 2^24: shift both operands up one byte
-    local.get small ; i32.const 0x1000000 ; i32.ge_u ; br_if bits
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get small ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set small
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get big ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set big
-    local.get n ; i32.const 8 ; i32.sub ; local.set n
-    br skip_zero_bytes
-bits:
-    local.get r ; local.get r ; i32.add
-    local.get big ; i32.const 0 ; local.get small ; i32.const 0 ; i32.lt_s ; select   # small<0 ? big : 0
-    i32.const 0 ; i32.lt_s ; i32.add ; local.set r                                    # ... < 0: both set
-    local.get small ; local.get small ; i32.add ; local.set small
-    local.get big ; local.get big ; i32.add ; local.set big
-    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if bits
-    local.get r ; return
-zero:
-    i32.const 0 ; return
-""")
-
-routine("or", "a b", "", """
-    # a | b = a + b - (a & b) (exact: a + b = (a ^ b) + 2(a & b)). Steps: at most 870.
-    local.get a ; local.get b ; i32.add ; local.get a ; local.get b ; call and ; i32.sub ; return
-""", calls=["and"])
-
-routine("xor", "a b", "t", """
-    # a ^ b = a + b - 2(a & b). Steps: at most 873.
-    local.get a ; local.get b ; i32.add ; local.get a ; local.get b ; call and ; local.tee t ; i32.sub
-    local.get t ; i32.sub ; return
-""", calls=["and"])
-
-routine("shift_amount", "n", "k", """
-    # (k, s) with n mod 32 = 8k + s, 0 <= s < 8 (s on top). Steps: at most 81.
-    i32.const S ; local.get n ; i32.store8 0 ; i32.const S ; i32.load8_u 0 ; local.set n   # n mod 256
-    local.get n ; i32.const 128 ; i32.sub ; local.get n ; local.get n ; i32.const 128 ; i32.ge_u ; select ; local.set n
-    local.get n ; i32.const 64 ; i32.sub ; local.get n ; local.get n ; i32.const 64 ; i32.ge_u ; select ; local.set n
-    local.get n ; i32.const 32 ; i32.sub ; local.get n ; local.get n ; i32.const 32 ; i32.ge_u ; select ; local.set n
-whole_bytes:
-    local.get n ; i32.const 8 ; i32.lt_u ; br_if done
-    local.get n ; i32.const 8 ; i32.sub ; local.set n
-    local.get k ; i32.const 1 ; i32.add ; local.set k
-    br whole_bytes
-done:
-    local.get k ; local.get n ; return
-""")
-
-routine("shl", "x n", "k s", """
-    # x << (n mod 32): s doublings, then k whole bytes through scratch memory
-    # (zero the scratch word, store x k bytes higher, reload it). Steps: at most 185.
-    local.get n ; call shift_amount ; local.set s ; local.set k
-bits:
-    local.get s ; i32.eqz ; br_if bytes
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get s ; i32.const 1 ; i32.sub ; local.set s
-    br bits
-bytes:
-    i32.const S ; i32.const 0 ; i32.store 0
-    i32.const S ; local.get k ; i32.add ; local.get x ; i32.store 0
-    i32.const S ; i32.load 0 ; return
-""", calls=["shift_amount"])
-
-routine("shift_right", "x n hi", "k s", """
-    # The 64-bit pair (hi, x) >> (n mod 32), low word: hi = 0 gives x >>u n, hi = -1 for
-    # negative x gives x >>s n. With n mod 32 = 8k + s: shift the pair LEFT by 8 - s bits
-    # (1..8 steps), store it in the 8 scratch bytes and read the word at byte k + 1.
-    # Steps: at most 239.
-    local.get n ; call shift_amount ; local.set s ; local.set k
-    i32.const 8 ; local.get s ; i32.sub ; local.set s
-up:
-    local.get hi ; local.get hi ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set hi
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get s ; i32.const 1 ; i32.sub ; local.tee s ; br_if up
-    i32.const S ; local.get x ; i32.store 0 ; i32.const S ; local.get hi ; i32.store 4
-    i32.const S ; local.get k ; i32.add ; i32.load 1 ; return
-""", calls=["shift_amount"])
-
-routine("shr_u", "x n", "", """
-    # x >>u (n mod 32). Steps: at most 246.
-    local.get x ; local.get n ; i32.const 0 ; call shift_right ; return
-""", calls=["shift_right"])
-
-routine("shr_s", "x n", "", """
-    # x >>s (n mod 32): the high word is the sign fill. Steps: at most 251.
-    local.get x ; local.get n ; i32.const -1 ; i32.const 0 ; local.get x ; i32.const 0 ; i32.lt_s ; select
-    call shift_right ; return
-""", calls=["shift_right"])
-
-routine("rotl", "x n", "k s", """
-    # x rotated left by n mod 32: k whole bytes by storing x twice (8 scratch bytes
-    # x x) and reading the word at byte 4 - k, then s single-bit rotations
-    # x = 2x + (top bit). Steps: at most 215.
-    local.get n ; call shift_amount ; local.set s ; local.set k
-    i32.const S ; local.get x ; i32.store 0 ; i32.const S ; local.get x ; i32.store 4
-    i32.const S+4 ; local.get k ; i32.sub ; i32.load 0 ; local.set x
-bits:
-    local.get s ; i32.eqz ; br_if done
-    local.get x ; local.get x ; i32.add ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set x
-    local.get s ; i32.const 1 ; i32.sub ; local.set s
-    br bits
-done:
-    local.get x ; return
-""", calls=["shift_amount"])
-
-routine("rotr", "x n", "", """
-    # x rotated right by n = rotated left by -n (mod 32). Steps: at most 223.
-    local.get x ; i32.const 0 ; local.get n ; i32.sub ; call rotl ; return
-""", calls=["rotl"])
-
-routine("clz", "x", "n", """
-    # Leading zero bits (32 for 0): skip 16 and 8 zero bits through scratch memory,
-    # then double until the top bit is set (<= 7 steps). Steps: at most 134.
-    local.get x ; i32.eqz ; br_if zero
-    local.get x ; i32.const 0x10000 ; i32.ge_u ; br_if high_half
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store16 2
-    i32.const S ; i32.load 0 ; local.set x ; i32.const 16 ; local.set n                    # x <<= 16
-high_half:
-    local.get x ; i32.const 0x1000000 ; i32.ge_u ; br_if top_byte
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set x ; local.get n ; i32.const 8 ; i32.add ; local.set n   # x <<= 8
-top_byte:
-    local.get x ; i32.const 0 ; i32.lt_s ; br_if done
-    local.get x ; local.get x ; i32.add ; local.set x
-    local.get n ; i32.const 1 ; i32.add ; local.set n
-    br top_byte
-done:
-    local.get n ; return
-zero:
-    i32.const 32 ; return
-""")
-
-routine("ctz", "x", "n", """
-    # Trailing zero bits (32 for 0): find the lowest non-zero half and byte in scratch
-    # memory; for that byte v, w = v << 24 doubles to 0 in 8 - ctz(v) steps. Steps: at most 118.
-    local.get x ; i32.eqz ; br_if zero
-    i32.const S ; local.get x ; i32.store 0
-    i32.const S ; i32.load16_u 0 ; br_if low_half
-    i32.const 16 ; local.set n ; i32.const S ; i32.const S ; i32.load16_u 2 ; i32.store16 0   # high half down
-low_half:
-    i32.const S ; i32.load8_u 0 ; br_if low_byte
-    local.get n ; i32.const 8 ; i32.add ; local.set n ; i32.const S ; i32.const S ; i32.load8_u 1 ; i32.store8 0
-low_byte:
-    i32.const S ; i32.load8_u 0 ; local.set x
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get x ; i32.store8 3
-    i32.const S ; i32.load 0 ; local.set x                                   # w = v << 24
-    local.get n ; i32.const 8 ; i32.add ; local.set n
-count:
-    local.get n ; i32.const 1 ; i32.sub ; local.set n
-    local.get x ; local.get x ; i32.add ; local.tee x ; br_if count
-    local.get n ; return
-zero:
-    i32.const 32 ; return
-""")
-
-routine("popcnt", "x", "n", """
-    # Set bits: add the top bit and double until x = 0. Steps: 11 per bit; at most 455.
-count:
-    local.get x ; i32.eqz ; br_if done
-    local.get n ; local.get x ; i32.const 0 ; i32.lt_s ; i32.add ; local.set n
-    local.get x ; local.get x ; i32.add ; local.set x
-    br count
-done:
-    local.get n ; return
-""")
-
 routine("print_hex", "x", "n v", """
     # Prints x as 8 lower-case hex digits and a newline (the entry harness's output):
     # byte by byte from the top, its two digits read from the table at H (which the
@@ -859,7 +710,7 @@ byte:
 
 # The WebAssembly operations that become a call of a routine.
 ROUTINE_OF = {"i32." + name: name for name in
-              "mul div_s div_u rem_s rem_u and or xor shl shr_s shr_u rotl rotr clz ctz popcnt".split()}
+              "div_s div_u rem_s rem_u".split()}
 
 
 def assemble_routine(name, entries, scratch):
@@ -869,7 +720,7 @@ def assemble_routine(name, entries, scratch):
     local_index = {local: i for i, local in enumerate(params + temps)}
     labels = {label: Label("%s.%s" % (name, label)) for label in re.findall(r"^(\w+):", text, re.M)}
     statements = [statement.split() for line in text.splitlines() for statement in line.split("#")[0].split(";")]
-    items = [entries[name]]
+    items = [entries[name], Origin("routine " + name, name, routine=True)]
     items += [("local.set", i) for i in reversed(range(len(params)))]
     for words in filter(None, statements):
         if len(words) == 1 and words[0].endswith(":"):
@@ -920,17 +771,28 @@ def assemble(items):
     for item in items:
         if isinstance(item, Label):
             position[item] = count
-        else:
+        elif not isinstance(item, Origin):
             count += 1
     program = []
     for item in items:
-        if isinstance(item, Label):
+        if isinstance(item, (Label, Origin)):
             continue
         opcode, immediate = item
         if isinstance(immediate, Label):
             immediate = (position[immediate] - len(program) - 1) % WORD_MODULUS
         program.append((opcode, immediate))
     return program
+
+
+def instruction_origins(items):
+    """The Origin of each instruction of assemble(items), in program order."""
+    origins, current = [], None
+    for item in items:
+        if isinstance(item, Origin):
+            current = item
+        elif not isinstance(item, Label):
+            origins.append(current)
+    return origins
 
 
 # ---------------------------------------------------------------------------
@@ -948,7 +810,6 @@ NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "glo
                                    "output", "input_base", "trap"}
 MEMORY_WIDTH = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s": 2, "i32.load16_u": 2,
                 "i32.store": 4, "i32.store8": 1, "i32.store16": 2}
-EXTEND = {"i32.extend8_s": ("i32.store8", "i32.load8_s"), "i32.extend16_s": ("i32.store16", "i32.load16_s")}
 # The FunctionLowering method for each instruction that is not the machine's own (NATIVE: lower_native).
 LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lower_block",
             "loop": "lower_block", "if": "lower_block", "else": "lower_else", "end": "lower_end",
@@ -958,7 +819,6 @@ LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lo
             "global.set": "lower_global_set", "memory.size": "lower_memory_size",
             "memory.grow": "lower_memory_size"}
 LOWERING.update({name: "lower_memory_access" for name in MEMORY_WIDTH})
-LOWERING.update({name: "lower_extend" for name in EXTEND})
 LOWERING.update({name: "lower_routine_op" for name in ROUTINE_OF})
 SUPPORTED = NATIVE | set(LOWERING)
 # The output imports, each a call that becomes the `output` instruction (low 8 bits printed):
@@ -966,6 +826,11 @@ SUPPORTED = NATIVE | set(LOWERING)
 # the character written, (unsigned char) c.
 OUTPUT_IMPORTS = {("env", "output_byte"): (("i32",), ()), ("env", "putchar"): (("i32",), ("i32",))}
 NO_RESULT_LINE = b"-\n"      # what the harness prints for a call without a result
+
+
+def function_name(function):
+    """How the profile names a function: its name-section name, else its export name, else its index."""
+    return function.debug_name or (function.names[0] if function.names else "function %d" % function.index)
 
 
 def _where(function, instruction):
@@ -1151,26 +1016,6 @@ def temporaries_of(module, function):
     return list(range(1 + max(kept)))
 
 
-def multiply_by_constant(c, x, r):
-    """x * c (x on the stack) as a double-and-add chain over the bits of c, most
-    significant first, or of -c followed by a negation when that is shorter.
-    Steps: 3 per bit after the first + 2 per further set bit (<= 160)."""
-    def cost(m):
-        return 3 * (m.bit_length() - 1) + 2 * (bin(m).count("1") - 1)
-    negate = c != 0 and cost((-c) % WORD_MODULUS) + 4 < cost(c)
-    m = (-c) % WORD_MODULUS if negate else c
-    if m == 0:
-        return [("drop", 0), ("i32.const", 0)]
-    items = [("local.tee", x)]              # the running product starts as x (the top bit)
-    for bit in bin(m)[3:]:
-        items += [("local.tee", r), ("local.get", r), ("i32.add", 0)]
-        if bit == "1":
-            items += [("local.get", x), ("i32.add", 0)]
-    if negate:
-        items += [("local.set", r), ("i32.const", 0), ("local.get", r), ("i32.sub", 0)]
-    return items
-
-
 class Frame:
     """A structured-control label during lowering."""
 
@@ -1215,7 +1060,8 @@ class FunctionLowering:
     def lower(self):
         function = self.function
         entry = self.program.entries[function.index]
-        self.items.append(entry)
+        name = function_name(function)
+        self.items += [entry, Origin(name, "prologue")]
         self.items += [("local.set", i) for i in reversed(range(len(function.params)))]
         self.frames.append(Frame("function", 0, len(function.results)))
         code = function.code
@@ -1227,6 +1073,7 @@ class FunctionLowering:
             if extend:                         # (x << 24) >> 24 etc.: one extend8_s/16_s
                 instruction = Instruction(extend, None, instruction.offset)
                 position += 3
+            self.items.append(Origin(name, instruction.name))
             if self.is_putchar_call(instruction) and position < len(code) and code[position].name == "drop":
                 self.lower_call(instruction, result_used=False)   # `call putchar; drop`: just `output`
                 position += 1
@@ -1370,8 +1217,8 @@ class FunctionLowering:
             return [("call", self.program.called(index))]
         if not (function.results and result_used):
             return [("output", 0)]
-        return ([("local.tee", self.value_temp), ("output", 0), ("local.get", self.value_temp)]
-                + self.constant_operand_items("i32.and", 0xFF))
+        return [("local.tee", self.value_temp), ("output", 0), ("local.get", self.value_temp),
+                ("i32.const", 0xFF), ("i32.and", 0)]
 
     def lower_call(self, instruction, result_used=True):
         callee = self.module.functions[instruction.immediate]
@@ -1466,29 +1313,19 @@ class FunctionLowering:
                            ("local.get", old), ("br", done),
                            fail, ("i32.const", WORD_MODULUS - 1), done]
 
-    def lower_extend(self, instruction):
-        """extend8_s/extend16_s: store the low byte/halfword to scratch, load it sign-extended."""
-        self.pop(instruction)
-        self.items += self.through_scratch(*EXTEND[instruction.name])
-        self.height += 1
-
-    def through_scratch(self, store, load):
-        """x (on top) written to the scratch bytes by `store` and read back by `load`."""
-        x, scratch = self.value_temp, self.program.scratch
-        return [("local.set", x), ("i32.const", scratch), ("local.get", x), (store, 0),
-                ("i32.const", scratch), (load, 0)]
-
     def lower_routine_op(self, instruction):
         """A call of the operation's routine, or inline code when the right operand is a constant."""
         name = instruction.name
-        unary = name in ("i32.clz", "i32.ctz", "i32.popcnt")
-        self.pop(instruction, 1 if unary else 2)
-        last = self.items[-1]
-        if not unary and isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
-            self.items.pop()
-            self.items += self.constant_operand_items(name, last[1])
-        else:
+        self.pop(instruction, 2)
+        last = self.items[-2]           # the item before this instruction's Origin
+        inline = None
+        if isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
+            inline = self.constant_operand_items(name, last[1])
+        if inline is None:
             self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
+        else:
+            del self.items[-2]
+            self.items += inline
         self.height += 1
 
     def lower_native(self, instruction):
@@ -1514,53 +1351,24 @@ class FunctionLowering:
         return {24: "i32.extend8_s", 16: "i32.extend16_s"}.get(window[0].immediate)
 
     def constant_operand_items(self, name, c):
-        """Code for `x OP c` (x on the stack) with a constant c: cheap special cases
-        inline (constant shifts, byte masks, multiplication chains), else the routine."""
-        x, r, scratch = self.value_temp, self.address_temp, self.program.scratch
+        """Code for `x OP c` (x on the stack, OP a division or remainder) with a constant c:
+        x / 1, x % 1, x % -1, a division by 0 (a trap), unsigned division by 2^k (a shift
+        or a mask) and every other constant but div_s by -1 (these cannot trap: no trap
+        checks, division_by_constant) inline; None for the routine's call."""
         all_ones = WORD_MODULUS - 1
-        n = c % 32
-        whole_bytes, bits = divmod(n, 8)
-        if name == "i32.mul":
-            return multiply_by_constant(c, x, r)
-        if name == "i32.shl":                 # k bytes through scratch memory, then doublings
-            items = []
-            if whole_bytes:
-                items = [("local.set", x), ("i32.const", scratch), ("i32.const", 0), ("i32.store", 0),
-                         ("i32.const", scratch), ("local.get", x), ("i32.store", whole_bytes),
-                         ("i32.const", scratch), ("i32.load", 0)]
-            return items + [("local.tee", x), ("local.get", x), ("i32.add", 0)] * bits
-        if (name in ("i32.shr_u", "i32.shr_s") and n == 0) or (name, c) in {
-                ("i32.and", all_ones), ("i32.or", 0), ("i32.xor", 0), ("i32.div_s", 1), ("i32.div_u", 1)}:
+        if (name, c) in {("i32.div_s", 1), ("i32.div_u", 1)}:
             return []                         # x itself
-        constant_result = {("i32.and", 0): 0, ("i32.or", all_ones): all_ones, ("i32.rem_s", 1): 0,
-                           ("i32.rem_s", all_ones): 0, ("i32.rem_u", 1): 0}
-        if (name, c) in constant_result:
-            return [("drop", 0), ("i32.const", constant_result[(name, c)])]
-        if name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and c == 0:
+        if (name, c) in {("i32.rem_s", 1), ("i32.rem_u", 1), ("i32.rem_s", all_ones)}:
+            return [("drop", 0), ("i32.const", 0)]
+        if c == 0:
             return [("trap", 0)]              # division by zero
-        if name == "i32.xor" and c == all_ones:   # x ^ -1 = -1 - x
-            return [("local.set", x), ("i32.const", c), ("local.get", x), ("i32.sub", 0)]
-        if name == "i32.shr_s" and n == 31:   # x >>s 31 = -(x < 0)
-            return [("i32.const", 0), ("i32.lt_s", 0), ("local.set", x), ("i32.const", 0),
-                    ("local.get", x), ("i32.sub", 0)]
-        if name in ("i32.shr_u", "i32.shr_s") and bits == 0:   # store x and its high fill, read k bytes up
-            fill = [("i32.const", 0)]
-            if name == "i32.shr_s":
-                fill = [("i32.const", all_ones), ("i32.const", 0), ("local.get", x),
-                        ("i32.const", 0), ("i32.lt_s", 0), ("select", 0)]
-            return ([("local.set", x), ("i32.const", scratch), ("local.get", x), ("i32.store", 0),
-                     ("i32.const", scratch)] + fill + [("i32.store", 4),
-                    ("i32.const", scratch), ("i32.load", whole_bytes)])
-        if name == "i32.and" and c in (0xFF, 0xFFFF):   # the low byte/halfword via scratch
-            width = "8" if c == 0xFF else "16"
-            return self.through_scratch("i32.store" + width, "i32.load%s_u" % width)
-        if name in ("i32.div_u", "i32.rem_u") and c & (c - 1) == 0:   # by 2^k: a shift or a mask
-            if name == "i32.div_u":
-                return self.constant_operand_items("i32.shr_u", c.bit_length() - 1)
-            return self.constant_operand_items("i32.and", c - 1)
-        if name in ("i32.div_u", "i32.rem_u", "i32.div_s", "i32.rem_s") and (name, c) != ("i32.div_s", all_ones):
+        if name == "i32.div_u" and c & (c - 1) == 0:
+            return [("i32.const", c.bit_length() - 1), ("i32.shr_u", 0)]
+        if name == "i32.rem_u" and c & (c - 1) == 0:
+            return [("i32.const", c - 1), ("i32.and", 0)]
+        if (name, c) != ("i32.div_s", all_ones):
             return self.division_by_constant(name, c)
-        return [("i32.const", c), ("call", self.program.routine_entry(ROUTINE_OF[name]))]
+        return None
 
     def division_by_constant(self, name, c):
         """`x OP c` for div/rem with c != 0 (and c != -1 for div_s), which cannot trap: divmod_u
@@ -1671,7 +1479,7 @@ class ProgramLowering:
     def lower(self, calls, input_address=None, print_results=True, silent_calls=0):
         """Harness + functions + routines as flat items. `calls`: [(function index, args)]."""
         module = self.module
-        items = []
+        items = [Origin("harness", "harness")]
         if input_address is not None:
             items.append(("input_base", input_address))
         prints = print_results and any(module.functions[index].results for index, _ in calls[silent_calls:])
@@ -1700,7 +1508,7 @@ class ProgramLowering:
             if name in self.entries:
                 items += assemble_routine(name, self.entries, self.scratch)
         if any(isinstance(item, tuple) and item[1] is self.trap_label for item in items):
-            items[harness_end:harness_end] = [self.trap_label, ("trap", 0)]   # only when a branch can reach it
+            items[harness_end:harness_end] = [self.trap_label, Origin("harness", "trap"), ("trap", 0)]   # only when a branch can reach it
         return items
 
 
@@ -1725,7 +1533,12 @@ def input_address(module):
 
 
 def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0):
-    """The flat program (list of (opcode, imm)) that runs the module.
+    """The flat program (list of (opcode, imm)) that runs the module: assemble(lowered_items(...))."""
+    return assemble(lowered_items(module, entry, args, calls, silent_calls))
+
+
+def lowered_items(module, entry="compute", args=None, calls=None, silent_calls=0):
+    """The flat program that runs the module, as items: (opcode, imm) pairs, Labels, Origins.
 
     - entry "compute" with args None: the C ABI of SPEC 5. compute(input) gets
       `input_base A` as instruction 0 and A as its argument (its other
@@ -1763,8 +1576,7 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
                                                                  len(call_args)))
     if problems:
         raise UnsupportedError(problems)
-    items = ProgramLowering(module).lower(calls, address, not c_abi, silent_calls)
-    return assemble(items)
+    return ProgramLowering(module).lower(calls, address, not c_abi, silent_calls)
 
 
 # ---------------------------------------------------------------------------
@@ -1773,6 +1585,7 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
 
 REPO = pathlib.Path(__file__).resolve().parent
 EXAMPLES_DIR = REPO / "examples"         # runtime.h lives here
+STRIP_NAMES = "-Wl,--strip-all"
 # The clang of the `ziglang` package (python -m ziglang cc ...), one flag per line:
 C_FLAGS = [
     "--target=wasm32-freestanding",      # 32-bit WebAssembly, no operating system
@@ -1789,20 +1602,22 @@ C_FLAGS = [
     "-Wl,-z,stack-size=65536",           # 64 KiB C stack, first in memory (data above it)
     "-Wl,--initial-memory=16777216",     # 256 pages = the machine's 16 MiB: no bounds checks needed
     "-Wl,--max-memory=16777216",         # and it never grows
-    "-Wl,--strip-all",                   # no name section: the same .wasm from any checkout
+    STRIP_NAMES,                         # no name section: the same .wasm from any checkout
 ]
 
 
-def compile_c(path):
+def compile_c(path, keep_names=False):
     """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
-    compiler's messages when ziglang is missing or the compilation fails."""
+    compiler's messages when ziglang is missing or the compilation fails.
+    keep_names: keep the name section (function names, for the profile)."""
     try:
         import ziglang  # noqa: F401  (only to give a clear message when it is missing)
     except ImportError:
         raise MissingToolError("compiling C needs the `ziglang` package (pip install ziglang)") from None
     with tempfile.TemporaryDirectory() as work:
         output = os.path.join(work, "program.wasm")
-        command = ([sys.executable, "-m", "ziglang", "cc"] + C_FLAGS
+        flags = [flag for flag in C_FLAGS if not (keep_names and flag == STRIP_NAMES)]
+        command = ([sys.executable, "-m", "ziglang", "cc"] + flags
                    + ["-I", str(EXAMPLES_DIR), "-o", output, str(path)])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not os.path.exists(output):
@@ -1875,20 +1690,31 @@ def load_program_file(path, input_text=None):
     if suffix == ".txt":
         instructions, file_input = reference.read_program(path)
         return instructions, (file_input if input_bytes is None else input_bytes)
+    instructions = lower_binary(program_binary(path), path)
+    return instructions, compute_input(path, instructions, input_bytes)
+
+
+def program_binary(path, keep_names=False):
+    """The WebAssembly binary of a .c, .wasm or .wat file (keep_names: see compile_c)."""
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower()
     if suffix == ".c":
-        binary = compile_c(path)
-    elif suffix == ".wasm":
-        binary = path.read_bytes()
-    elif suffix == ".wat":
-        binary = wat_to_wasm(reference.read_text(path))
-    else:
-        raise WasmError("%s: unknown program kind %r (use .c, .wasm, .wat or .txt)" % (path, suffix))
-    instructions = lower_binary(binary, path)
+        return compile_c(path, keep_names)
+    if suffix == ".wasm":
+        return path.read_bytes()
+    if suffix == ".wat":
+        return wat_to_wasm(reference.read_text(path))
+    raise WasmError("%s: unknown program kind %r (use .c, .wasm, .wat or .txt)" % (path, suffix))
+
+
+def compute_input(path, instructions, input_bytes):
+    """The input of a compiled program: the given bytes (empty when None) for
+    compute(input); None for compute(), which must not be given any."""
     if reference.has_input_section(instructions):
-        return instructions, input_bytes or b""
+        return input_bytes or b""
     if input_bytes:
         raise WasmError("%s: an input is given but compute takes no parameter" % path)
-    return instructions, None
+    return None
 
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -2319,3 +2145,89 @@ def command_spectest(paths, transformer=False):
         print(line)
     print("total: %d passed, %d failed, %d skipped" % tuple(totals))
     return EXIT_FAILED if totals[1] else EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# 7. The instruction-mix profile (`python wasmtf.py profile FILE`)
+# ---------------------------------------------------------------------------
+# Where a run's trace tokens go: the reference interpreter runs the program,
+# then each executed instruction's group is charged to the machine opcode,
+# and, for a compiled program, to the source function and the WebAssembly
+# instruction it was lowered from (its Origin). A routine's tokens are charged
+# to the WebAssembly instruction whose lowering called it, so `i32.xor` counts
+# the whole cost of an xor.
+
+PROFILE_ROWS = 12             # rows shown per table by default
+
+
+def profile_program(path, input_text=None, max_steps=reference.DEFAULT_MAX_STEPS):
+    """The profile of one run of a .c, .wasm, .wat or program .txt file: a dict of
+    status, steps, tokens and Counters of (tokens, executed instructions) keyed by
+    "opcode", "function", "instruction" (WebAssembly), "function instruction" and
+    "routine" (tokens spent inside routines, by WebAssembly instruction)."""
+    path = pathlib.Path(path)
+    input_bytes = None if input_text is None else input_text.encode("utf-8")
+    if path.suffix.lower() == ".txt":
+        instructions, input_bytes = load_program_file(path, input_text)
+        origins = None
+    else:
+        items = lowered_items(decode_module(program_binary(path, keep_names=True)))
+        instructions, origins = assemble(items), instruction_origins(items)
+        input_bytes = compute_input(path, instructions, input_bytes)
+    machine = reference.execute(instructions, input_bytes, max_steps)
+    tables = {key: collections.Counter() for key in ("opcode", "function", "instruction",
+                                                     "function instruction", "routine")}
+    charged, saved = None, []     # the Origin a routine's code is charged to; one entry per open call
+    for record in reference.walk_trace(instructions, machine.trace):
+        pc, opcode, tokens = record["pc"], record["opcode"], len(record["group"])
+        keys = {"opcode": opcode}
+        if origins is not None:
+            origin = charged or origins[pc]
+            keys.update({"function": origin.function, "instruction": origin.instruction,
+                         "function instruction": (origin.function, origin.instruction)})
+            if origins[pc].routine:
+                keys["routine"] = origin.instruction
+            if opcode == "call":
+                saved.append(charged)
+                if charged is None and origins[reference.branch_target(pc, record["immediate"])].routine:
+                    charged = origins[pc]
+            elif opcode == "return" and saved:
+                charged = saved.pop()
+        for table, key in keys.items():
+            tables[table][key, "tokens"] += tokens
+            tables[table][key, "executed"] += 1
+    return dict(status=machine.status, steps=machine.steps, tokens=len(machine.trace), tables=tables)
+
+
+def format_profile(profile, rows=PROFILE_ROWS):
+    """The profile as text: a summary line, then a table per view, largest first."""
+    total = profile["tokens"]
+    lines = ["%s instructions executed, %s trace tokens, %s"
+             % (format(profile["steps"], ","), format(total, ","), profile["status"])]
+    views = [("function", "source function (the routines its instructions call included)"),
+             ("instruction", "WebAssembly instruction (its lowered code and the routines it calls)"),
+             ("routine", "routines (inside the routine, by the WebAssembly instruction that calls it)"),
+             ("function instruction", "source function and WebAssembly instruction"),
+             ("opcode", "machine instruction")]
+    for table, title in views:
+        counts = profile["tables"][table]
+        keys = sorted({key for key, _ in counts}, key=lambda key: -counts[key, "tokens"])
+        if not keys:
+            continue
+        lines += ["", "tokens by %s:" % title, "%12s %6s %10s  %s" % ("tokens", "share", "executed", table)]
+        for key in keys[:rows]:
+            name = "  ".join(key) if isinstance(key, tuple) else key
+            lines.append("%12s %5.1f%% %10s  %s" % (format(counts[key, "tokens"], ","),
+                                                     100 * counts[key, "tokens"] / total,
+                                                     format(counts[key, "executed"], ","), name))
+        if len(keys) > rows:
+            rest = sum(counts[key, "tokens"] for key in keys[rows:])
+            lines.append("%12s %5.1f%% %10s  (%d more)" % (format(rest, ","), 100 * rest / total, "", len(keys) - rows))
+    return "\n".join(lines)
+
+
+def command_profile(path, input_text=None, rows=PROFILE_ROWS):
+    """Print the profile of one run; exit 0 after halt, 1 when the program trapped."""
+    profile = profile_program(path, input_text)
+    print(format_profile(profile, rows))
+    return EXIT_OK if profile["status"] == "halt" else EXIT_FAILED

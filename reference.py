@@ -80,6 +80,28 @@ OPCODE_TABLE = [
     ("input_base", 0xFE, +0, 0, 0),
     ("trap", 0x00, +0, 0, 0),  # wasmtf extension; no WebAssembly code of its own
 ]
+# The extended instruction set (wasmtf extension, SPEC 12): i32 operations the
+# machine computes natively, each with its WebAssembly opcode byte. Their groups
+# are `R0 R1 R2 R3 commit(SD,sts=1,bt=0)` like i32.add's (fixed length); the
+# extends are sign-marked like the signed loads (SPEC 4.3).
+EXTENSION_TABLE = [
+    ("i32.mul", 0x6C, -1, 1, 0),
+    ("i32.and", 0x71, -1, 1, 0),
+    ("i32.or", 0x72, -1, 1, 0),
+    ("i32.xor", 0x73, -1, 1, 0),
+    ("i32.shl", 0x74, -1, 1, 0),
+    ("i32.shr_s", 0x75, -1, 1, 0),
+    ("i32.shr_u", 0x76, -1, 1, 0),
+    ("i32.rotl", 0x77, -1, 1, 0),
+    ("i32.rotr", 0x78, -1, 1, 0),
+    ("i32.clz", 0x67, +0, 1, 0),
+    ("i32.ctz", 0x68, +0, 1, 0),
+    ("i32.popcnt", 0x69, +0, 1, 0),
+    ("i32.extend8_s", 0xC0, +0, 1, 0),
+    ("i32.extend16_s", 0xC1, +0, 1, 0),
+]
+OPCODE_TABLE = OPCODE_TABLE + EXTENSION_TABLE
+EXTENSION_OPCODES = [row[0] for row in EXTENSION_TABLE]
 OPCODES = [row[0] for row in OPCODE_TABLE]
 STACK_DELTA = {row[0]: row[2] for row in OPCODE_TABLE}
 STORES_TO_STACK = {row[0]: row[3] for row in OPCODE_TABLE}
@@ -121,7 +143,8 @@ def input_token(value):
     return byte_token(value)
 
 
-# 916 tokens (transformer-vm's 915 plus `trap`), ids in Unicode code-point order (SPEC 1.2).
+# transformer-vm's 915 tokens plus `trap` and the extension's opcode names (SPEC 12),
+# ids in Unicode code-point order (SPEC 1.2).
 VOCAB = sorted({byte_token(value, marked) for value in range(256) for marked in (False, True)}
                | {out_token(value) for value in range(256)}
                | {input_token(value) for value in range(256)}  # the input characters (the rest are hex bytes)
@@ -618,6 +641,72 @@ def comparison_step(opcode):
     return step
 
 
+# -- the extended instruction set (SPEC 12) ----------------------------------
+
+# The result of each binary extension opcode on the two popped words (a below,
+# b on top), as a 32-bit word: WebAssembly's semantics on unsigned bit patterns.
+BINARY_OPERATIONS = {
+    "i32.mul": lambda a, b: a * b % WORD_MODULUS,
+    "i32.and": lambda a, b: a & b,
+    "i32.or": lambda a, b: a | b,
+    "i32.xor": lambda a, b: a ^ b,
+    # shifts and rotates count modulo 32 (WebAssembly: the count's low 5 bits)
+    "i32.shl": lambda a, b: (a << (b % 32)) % WORD_MODULUS,
+    "i32.shr_u": lambda a, b: a >> (b % 32),
+    "i32.shr_s": lambda a, b: (to_signed(a) >> (b % 32)) % WORD_MODULUS,
+    "i32.rotl": lambda a, b: ((a << (b % 32)) | (a >> (32 - b % 32))) % WORD_MODULUS,
+    "i32.rotr": lambda a, b: ((a >> (b % 32)) | (a << (32 - b % 32))) % WORD_MODULUS,
+}
+# Bit counts of the popped word (a result 0..32).
+UNARY_OPERATIONS = {
+    "i32.clz": lambda a: 32 - a.bit_length(),
+    "i32.ctz": lambda a: (a & -a).bit_length() - 1 if a else 32,
+    "i32.popcnt": lambda a: bin(a).count("1"),
+}
+# Sign extensions: the width in bytes of the value extended (the low bytes of the popped word).
+EXTENDS = {"i32.extend8_s": 1, "i32.extend16_s": 2}
+
+
+def binary_step(opcode, operation):
+    """The step of an extension binary operation: pop b, pop a; push operation(a, b);
+    group = the result's 4 bytes, unmarked, + commit(-1,sts=1,bt=0)."""
+    commit = COMMIT[opcode]
+
+    def step(m, pc, imm):
+        b, a = m.stack.pop(), m.stack.pop()
+        result = operation(a, b)
+        m.stack.append(result)
+        emit_word(m.trace, result, commit)
+        return pc + 1
+    return step
+
+
+def unary_step(opcode, operation):
+    """The step of an extension unary operation: pop a; push operation(a); group = the
+    result's 4 bytes, unmarked, + commit(+0,sts=1,bt=0)."""
+    commit = COMMIT[opcode]
+
+    def step(m, pc, imm):
+        result = operation(m.stack.pop())
+        m.stack.append(result)
+        emit_word(m.trace, result, commit)
+        return pc + 1
+    return step
+
+
+def extend_step(opcode, width):
+    """i32.extend8_s / extend16_s: pop a; push its low `width` bytes sign-extended;
+    group = the 4 bytes, sign-marked like load8_s / load16_s (SPEC 4.3), + commit(+0,sts=1,bt=0)."""
+    commit = COMMIT[opcode]
+
+    def step(m, pc, imm):
+        value, marks = sign_extend(m.stack.pop() % (1 << (BYTE_BITS * width)), width)
+        m.stack.append(value)
+        emit_word(m.trace, value, commit, marks)
+        return pc + 1
+    return step
+
+
 # -- memory ------------------------------------------------------------------
 
 # Bytes each access touches, and whether a load sign-extends.
@@ -640,23 +729,26 @@ def load_step(opcode, width, signed):
     negative: all 4 bytes for load8_s, bytes 1..3 for load16_s (SPEC 4.3).
     """
     commit = COMMIT[opcode]
-    sign_threshold = 1 << (BYTE_BITS * width - 1)           # 0x80 or 0x8000
-    fill = WORD_MODULUS - (1 << (BYTE_BITS * width))          # 0xffffff00 or 0xffff0000
-    negative_marks = (MARKED,) * WORD_BYTES if width == 1 else (UNMARKED,) + (MARKED,) * (WORD_BYTES - 1)
 
     def step(m, pc, imm):
         start = m.stack.pop() + imm
         if start + width > MEMORY_SIZE:  # touches a byte past memory (no wrap, SPEC 4.8)
             return stop(m, "trap")
         value = int.from_bytes(m.memory[start:start + width], "little")
-        marks = (UNMARKED,) * WORD_BYTES
-        if signed and value >= sign_threshold:
-            value += fill
-            marks = negative_marks
+        value, marks = sign_extend(value, width) if signed else (value, (UNMARKED,) * WORD_BYTES)
         m.stack.append(value)
         emit_word(m.trace, value, commit, marks)
         return pc + 1
     return step
+
+
+def sign_extend(value, width):
+    """(word, marks) of a `width`-byte value sign-extended to 32 bits, with the sign marks
+    of SPEC 4.3: when negative, bytes width-1..3 are marked (the sign byte and the fill)."""
+    if value < 1 << (BYTE_BITS * width - 1):                    # below 0x80 or 0x8000
+        return value, (UNMARKED,) * WORD_BYTES
+    fill = WORD_MODULUS - (1 << (BYTE_BITS * width))            # 0xffffff00 or 0xffff0000
+    return value + fill, (UNMARKED,) * (width - 1) + (MARKED,) * (WORD_BYTES - width + 1)
 
 
 def store_step(opcode, width):
@@ -768,6 +860,9 @@ STEP = {
     "output": step_output, "input_base": step_input_base, "trap": step_trap,
 }
 STEP.update({opcode: comparison_step(opcode) for opcode in COMPARISONS})
+STEP.update({opcode: binary_step(opcode, operation) for opcode, operation in BINARY_OPERATIONS.items()})
+STEP.update({opcode: extend_step(opcode, width) for opcode, width in EXTENDS.items()})
+STEP.update({opcode: unary_step(opcode, operation) for opcode, operation in UNARY_OPERATIONS.items()})
 STEP.update({opcode: load_step(opcode, width, signed) for opcode, (width, signed) in LOADS.items()})
 STEP.update({opcode: store_step(opcode, width) for opcode, width in STORES.items()})
 # (global.get / global.set have no step: program files may not contain them, SPEC 4.8.)

@@ -1200,6 +1200,17 @@ def cmd_spectest(args):
     return frontend.command_spectest(args.files, transformer=args.transformer)
 
 
+def profile_arguments(parser):
+    program_arguments(parser)
+    parser.add_argument("--rows", type=positive_int, default=12, help="rows per table (default 12)")
+
+
+def cmd_profile(args):
+    """which instructions and source functions a run's trace tokens go to (on the reference interpreter)"""
+    import frontend
+    return frontend.command_profile(args.file, args.input, args.rows)
+
+
 def generate_arguments(parser):
     parser.add_argument("model", help="model file (.bin or .npz)")
     parser.add_argument("tokens", nargs="*", help="prompt tokens (or use --prompt-file)")
@@ -1272,6 +1283,7 @@ COMMANDS = [
     ("specialize", specialize_arguments, cmd_specialize),
     ("crosscheck", crosscheck_arguments, cmd_crosscheck),
     ("spectest", spectest_arguments, cmd_spectest),
+    ("profile", profile_arguments, cmd_profile),
     ("generate", generate_arguments, cmd_generate),
     ("convert", convert_arguments, cmd_convert),
     ("info", lambda parser: parser.add_argument("model", help="model file (.bin or .npz)"), cmd_info),

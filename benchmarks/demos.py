@@ -20,7 +20,7 @@ import frontend  # noqa: E402
 import reference  # noqa: E402
 import wasmtf  # noqa: E402
 
-DEMOS = ["hello", "add", "addition", "collatz", "fibonacci", "hungarian", "sudoku"]
+DEMOS = ["hello", "add", "addition", "collatz", "fibonacci", "hungarian", "sudoku", "crc32", "sha256"]
 PREFIX = 200_000  # tokens of the sequential Sudoku run without --full
 
 

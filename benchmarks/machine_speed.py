@@ -3,38 +3,30 @@ program of >= 100,000 trace tokens, and the per-token cost of the hull cache aga
 the brute-force cache at contexts of 10^4 and 10^5 tokens.
 
     python benchmarks/machine_speed.py [--tokens 100000]
-    python benchmarks/machine_speed.py --against REV [--programs collatz hungarian]
-                                       [--limit 50000] [--rounds 3]
+    python benchmarks/machine_speed.py --against a591cf2 [--prefix 20000] [--rounds 2]
 
 Targets (issue 4): compile <= 10 s; >= 5,000 tokens/s with the hull cache.
 
---against REV compares sequential decoding (one forward pass per token, hull
-cache) of this checkout with the hull.py and wasmtf.py of git revision REV, in
-one process: REV's two files are written to a temporary directory (git show)
-and imported as other modules; both versions decode the same examples/*.wasm
-programs with today's compiled machine, alternating, `--rounds` times each; the
-best tokens/s of each is printed, with their ratio (target, issue 17: >= 1.5x
-against a591cf2 on collatz and hungarian). Both traces are checked against the
-reference interpreter."""
+--against COMMIT compares this machine with COMMIT's, side by side in one run:
+the same flat programs (examples/collatz.wasm and examples/hungarian.wasm as COMMIT's
+front end compiles them, i.e. base-instruction-set programs both machines run), the
+first --prefix trace tokens decoded sequentially with the hull cache, each machine in
+its own child process (its own modules), alternating for --rounds rounds; prints the
+tokens/s of each and the ratio of the medians (issue 11: this machine >= 0.8x)."""
 import argparse
-import importlib.util
-import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `python wasmtf.py` runs (see wasmtf.py)
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import compile_weights as cw  # noqa: E402
-import frontend  # noqa: E402
 import hull  # noqa: E402
 import reference  # noqa: E402
 import wasmtf  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 SUM_ADDRESS = 0x100
 
 
@@ -85,82 +77,80 @@ def per_token_cost(plan, prompt_and_trace, context, window, cache_kind):
     return (time.perf_counter() - start) / window
 
 
-def import_revision(revision, directory):
-    """(wasmtf, hull) modules of git revision `revision`, imported from `directory`
-    under the names wasmtf_<rev>, hull_<rev> (they use this checkout's reference.py)."""
-    modules = []
-    for name in ("wasmtf", "hull"):
-        source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:{name}.py"],
-                                capture_output=True, text=True)
-        if source.returncode != 0:
-            sys.exit(f"machine_speed.py: cannot read {name}.py at {revision!r}: {source.stderr.strip()}")
-        path = pathlib.Path(directory) / f"{name}_{revision}.py"
-        path.write_text(source.stdout)
-        spec = importlib.util.spec_from_file_location(f"{name}_{revision}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        modules.append(module)
-    return modules
+REPO = pathlib.Path(__file__).resolve().parent.parent
+COMPARED_PROGRAMS = ["collatz", "hungarian"]
+
+# Run inside a child process whose sys.path starts with a checkout: decode `prefix`
+# tokens of a program file with that checkout's machine; print "tokens seconds cpu_seconds"
+# (wall clock, and the process's CPU time, which other processes on shared cores disturb less).
+DECODE_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import compile_weights, reference, wasmtf
+instructions, input_bytes = reference.read_program(sys.argv[2])
+prefix = int(sys.argv[3])
+model = compile_weights.compile_machine()
+plan = wasmtf.prepare(model)
+prompt = reference.program_tokens(instructions, input_bytes)
+expected = reference.run_reference(instructions, input_bytes)[:prefix]
+start, cpu_start = time.perf_counter(), time.process_time()
+trace = wasmtf.generate(model, prompt, cache="hull", max_new_tokens=prefix, plan=plan)
+seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+assert trace == expected, "the trace differs from the reference"
+print(len(trace), seconds, cpu_seconds)
+"""
+
+# Run with a checkout's front end: write the flat program of a .wasm file as a program file.
+FLATTEN_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import frontend, reference
+instructions, input_bytes = frontend.load_program_file(sys.argv[2])
+open(sys.argv[3], "w").write(reference.format_program(instructions, input_bytes))
+"""
 
 
-def sequential_decoding(wasmtf_module, hull_module, model, prompt, count):
-    """(tokens, CPU seconds): `count` tokens decoded one forward pass at a time with
-    this version's prepare, step, next_token and HullHead (wasmtf.generate's loop).
-    CPU time of this process: on the shared machine, time spent waiting for a
-    core does not count (BLAS runs single-threaded here)."""
-    start = time.process_time()
-    plan = wasmtf_module.prepare(model)
-    caches = [[(head.insert, head.query) for head in map(hull_module.HullHead, layer["tie_latest"])]
-              for layer in plan["layers"]]
-    ids = wasmtf_module.encode(model, prompt)
-    for p, token_id in enumerate(ids[:-1]):
-        wasmtf_module.step(plan, caches, token_id, p)
-    token_id, p = ids[-1], len(ids) - 1
-    tokens = []
-    while len(tokens) < count:
-        token_id = wasmtf_module.next_token(plan, wasmtf_module.step(plan, caches, token_id, p))
-        tokens.append(model["vocab"][token_id])
-        if token_id in plan["stop_ids"]:
-            break
-        p += 1
-    return tokens, time.process_time() - start
+def child(code, *args):
+    out = subprocess.run([sys.executable, "-c", code] + [str(a) for a in args], check=True,
+                         capture_output=True, text=True).stdout
+    return out.split()
 
 
-def compare_against(revision, programs, limit, rounds):
-    model = cw.compile_machine()
-    with tempfile.TemporaryDirectory() as directory:
-        versions = {revision: import_revision(revision, directory), "this checkout": (wasmtf, hull)}
-        print(f"sequential decoding, hull cache, best of {rounds} alternating runs "
-              f"(prompt included; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
-              f"load average {os.getloadavg()[0]:.1f})")
-        for name in programs:
-            instructions, input_bytes = frontend.load_program_file(REPO / "examples" / f"{name}.wasm")
-            prompt = reference.program_tokens(instructions, input_bytes)
-            expected = reference.run_reference(instructions, input_bytes)[:limit]
-            best = {}
+def compare_against(commit, prefix, rounds):
+    """Side-by-side sequential hull tokens/s of COMMIT's machine and this one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = pathlib.Path(tmp) / "base"
+        base.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        print("machine speed, %s (base) against this checkout: sequential hull decoding of the first %d "
+              "trace tokens, %d alternating rounds" % (commit, prefix, rounds))
+        for name in COMPARED_PROGRAMS:
+            program = pathlib.Path(tmp) / (name + ".txt")
+            child(FLATTEN_CHILD, base, base / "examples" / (name + ".wasm"), program)
+            rates = {(side, clock): [] for side in ("base", "this") for clock in ("wall", "cpu")}
             for _ in range(rounds):
-                for label, (wasmtf_module, hull_module) in versions.items():
-                    tokens, seconds = sequential_decoding(wasmtf_module, hull_module, model, prompt, len(expected))
-                    if tokens != expected:
-                        sys.exit(f"machine_speed.py: {name}: the trace of {label} differs from the reference")
-                    best[label] = min(best.get(label, seconds), seconds)
-            base, new = best[revision], best["this checkout"]
-            print(f"{name:10} prompt {len(prompt):6,} + {len(expected):8,} tokens: {revision} "
-                  f"{len(expected) / base:7,.0f} tokens/s, this checkout {len(expected) / new:7,.0f} "
-                  f"tokens/s: {base / new:.2f}x", flush=True)
+                for side, root in (("base", base), ("this", REPO)):
+                    tokens, seconds, cpu_seconds = child(DECODE_CHILD, root, program, prefix)
+                    rates[side, "wall"].append(int(tokens) / float(seconds))
+                    rates[side, "cpu"].append(int(tokens) / float(cpu_seconds))
+            for clock in ("wall", "cpu"):
+                base_rate, this_rate = (statistics.median(rates[side, clock]) for side in ("base", "this"))
+                print("%-10s %-4s base %7.0f tokens/s, this %7.0f tokens/s, ratio %.2f  (rounds: base %s; this %s)" % (
+                    name, clock, base_rate, this_rate, this_rate / base_rate,
+                    ", ".join("%.0f" % r for r in rates["base", clock]),
+                    ", ".join("%.0f" % r for r in rates["this", clock])))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=100_000, help="trace length of the loop program")
-    parser.add_argument("--against", metavar="REV", help="compare sequential decoding with git revision REV")
-    parser.add_argument("--programs", nargs="+", default=["collatz", "hungarian"],
-                        help="examples/NAME.wasm programs for --against")
-    parser.add_argument("--limit", type=int, default=50_000, help="trace tokens per program for --against")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per version for --against")
+    parser.add_argument("--against", metavar="COMMIT", help="compare with COMMIT's machine side by side")
+    parser.add_argument("--prefix", type=int, default=20_000, help="tokens decoded per run with --against")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds with --against")
     args = parser.parse_args()
     if args.against:
-        compare_against(args.against, args.programs, args.limit, args.rounds)
+        compare_against(args.against, args.prefix, args.rounds)
         return
 
     start = time.perf_counter()

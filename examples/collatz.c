@@ -5,29 +5,32 @@
  * Output: the sequence separated by spaces, a newline, then "111 steps"
  *         and a newline (for 27: 27 82 41 124 ... 4 2 1).
  *
- * n is kept as a row of decimal digits, so that halving and 3n + 1 are done
- * digit by digit with small lookup tables, as on paper: no multiplication or
- * division, and printing needs no conversion.
+ * n is kept as a row of decimal digits, so that it may have any length:
+ * halving and 3n + 1 are done digit by digit, as on paper, and printing
+ * needs no conversion.
  */
 
-/* Halving one digit: v = the digit + 10 * (remainder from the digit to its
- * left), 0 <= v <= 19. HALF[v] = v / 2; REMAINDER_TENS[v] = 10 if v is odd
- * (the remainder passed to the next digit, worth 10 there), else 0. */
-static const unsigned char HALF[20] = {
-    0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9,
-};
-static const unsigned char REMAINDER_TENS[20] = {
-    0, 10, 0, 10, 0, 10, 0, 10, 0, 10, 0, 10, 0, 10, 0, 10, 0, 10, 0, 10,
-};
+/* n has `length` digits: digits[0] is the units digit, digits[length - 1]
+ * the leading digit (never 0). */
+static void print_number(const unsigned char *digits, int length) {
+    for (int k = length - 1; k >= 0; k--) putchar('0' + digits[k]);
+}
 
-/* A digit d is odd when it differs from d rounded down to an even digit.
- * (Testing a table entry against a constant, like REMAINDER_TENS[d] != 0,
- * would let clang replace the table with a bitmask test: shifts and ands.) */
-static const unsigned char DOWN_TO_EVEN[10] = {0, 0, 2, 2, 4, 4, 6, 6, 8, 8};
+/* n / 2, from the leading digit down; returns the new length. */
+static int halve(unsigned char *digits, int length) {
+    int remainder = 0;
+    for (int k = length - 1; k >= 0; k--) {
+        int v = digits[k] + 10 * remainder;
+        digits[k] = (unsigned char)(v / 2);
+        remainder = v % 2;
+    }
+    if (length > 1 && digits[length - 1] == 0) length--;
+    return length;
+}
 
-/* Tripling one digit: v = 3 * digit + carry, 0 <= v <= 29.
- * LAST_DIGIT[v] = v % 10; TENS[v] = v / 10 (the carry). */
-static const unsigned char TRIPLE[10] = {0, 3, 6, 9, 12, 15, 18, 21, 24, 27};
+/* Tripling one digit: v = 3 * digit + carry, 0 <= v <= 29. LAST_DIGIT[v] =
+ * v % 10; TENS[v] = v / 10 (the carry): tables, as the machine has no native
+ * division. */
 static const unsigned char LAST_DIGIT[30] = {
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
@@ -37,31 +40,11 @@ static const unsigned char TENS[30] = {
     2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
 };
 
-/* n has `length` digits: digits[0] is the units digit, digits[length - 1]
- * the leading digit (never 0). */
-static void print_number(const unsigned char *digits, int length) {
-    for (int k = length - 1; k >= 0; k--) putchar('0' + digits[k]);
-}
-
-/* n / 2, from the leading digit down; returns the new length.
- * (noinline, here and below: inlined, clang would reuse the bytes it just
- * stored instead of loading them again, masking each with `& 255`.) */
-__attribute__((noinline)) static int halve(unsigned char *digits, int length) {
-    int remainder_tens = 0;
-    NO_UNROLL for (int k = length - 1; k >= 0; k--) {
-        int v = digits[k] + remainder_tens;
-        digits[k] = HALF[v];
-        remainder_tens = REMAINDER_TENS[v];
-    }
-    if (length > 1 && digits[length - 1] == 0) length--;
-    return length;
-}
-
 /* 3n + 1, from the units digit up; returns the new length. */
-__attribute__((noinline)) static int triple_plus_one(unsigned char *digits, int length) {
+static int triple_plus_one(unsigned char *digits, int length) {
     int carry = 1;
-    NO_UNROLL for (int k = 0; k < length; k++) {
-        int v = TRIPLE[digits[k]] + carry;
+    for (int k = 0; k < length; k++) {
+        int v = 3 * digits[k] + carry;
         digits[k] = LAST_DIGIT[v];
         carry = TENS[v];
     }
@@ -88,14 +71,13 @@ void compute(const char *input) {
     /* The digits go to the unused memory just after the input string;
      * n grows by at most one digit per step. */
     unsigned char *digits = (unsigned char *)input + str_len(input) + 1;
-    NO_UNROLL for (int k = 0; k < length; k++) digits[k] = (unsigned char)(text[-1 - k] - '0');
+    for (int k = 0; k < length; k++) digits[k] = (unsigned char)(text[-1 - k] - '0');
 
     int steps = 0;
     print_number(digits, length);
     while (1) {
-        int units = opaque(digits[0]);   /* (opaque: see runtime.h) */
-        if (length == 1 && units == 1) break;
-        if (DOWN_TO_EVEN[units] != units) {      /* n is odd */
+        if (length == 1 && digits[0] == 1) break;
+        if (digits[0] % 2 == 1) {      /* n is odd */
             length = triple_plus_one(digits, length);
         } else {
             length = halve(digits, length);

@@ -4,23 +4,8 @@
  *         fits in 32 bits (the 47th is 2971215073).
  * Output: the numbers separated by spaces, then a newline.
  *
- * Only additions: each number is the sum of the two before it.
+ * Each number is the sum of the two before it.
  */
-
-/* Prints an unsigned number: print_int handles int only, and the largest
- * Fibonacci numbers here exceed 2^31 - 1. Same method: subtract powers of ten. */
-static void print_unsigned(unsigned value) {
-    const unsigned *power = POWERS_OF_TEN;
-    while (*power > value && *power != 1) power++;   /* skip leading zeros */
-    for (; *power != 0; power++) {
-        int digit = 0;
-        while (value >= *power) {
-            value -= *power;
-            digit++;
-        }
-        putchar('0' + digit);
-    }
-}
 
 void compute(const char *input) {
     const char *text = input;

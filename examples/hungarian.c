@@ -15,8 +15,7 @@
  * O(n^2), the whole O(n^3).
  *
  * Rows and columns are structs reached through pointers, and loops walk
- * them until a sentinel entry, so there is no index arithmetic: no
- * multiplication or shift, only additions, subtractions and comparisons.
+ * them until a sentinel entry.
  */
 
 enum {

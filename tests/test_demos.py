@@ -20,6 +20,8 @@ DEMOS = [
     ("collatz", None, None, True),
     ("hungarian", None, None, True),
     ("sudoku", None, None, True),
+    ("crc32", None, b"414fa339\n", False),
+    ("sha256", None, b"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n", True),
 ]
 
 

@@ -640,28 +640,84 @@ def test_examples_match_wasmtime(name, input_bytes):
     assert run(instructions, input_bytes) == run_wasmtime_compute(binary, input_bytes)
 
 
-def test_c_with_every_operator_matches_wasmtime(tmp_path):
-    source = tmp_path / "ops.c"
-    source.write_text(r'''
-static void put_word(unsigned w) { for (int k = 0; k < 4; k++) { putchar(w); w = opaque(w) >> 8; } }
+# C dominated by the i32 ALU: every operator, with variable and constant
+# operands, on two numbers parsed from the input; each result printed as 4 bytes.
+ALU_C = r"""
+static void put_word(unsigned w) { for (int k = 0; k < 4; k++) { putchar(w); w >>= 8; } }
 void compute(const char *input) {
     int x = parse_int(&input), y = parse_int(&input);
     unsigned ux = x, uy = y;
-    signed char c = (signed char)x; short s = (short)x;
-    put_word(x * y); put_word(x / y); put_word(x % y); put_word(ux / uy); put_word(ux % uy);
-    put_word(x & y); put_word(x | y); put_word(x ^ y); put_word(x << (y & 31)); put_word(x >> (y & 31));
-    put_word(ux >> (uy & 31)); put_word(c); put_word(s); put_word(x * 10); put_word(x / 10);
-    put_word(x % 7); put_word(x & 255); put_word(x >> 3); put_word(ux >> 3); put_word(x << 5);
-    put_word(__builtin_clz(ux | 1)); put_word(__builtin_ctz(ux | 0x80000000u)); put_word(__builtin_popcount(ux));
-    put_word((ux << (uy & 31)) | (ux >> ((32 - uy) & 31)));
+    put_word(x * y); put_word(ux * uy); put_word(x * 10); put_word(x * -7); put_word(x * 0x10001);
+    if (y != 0 && !(x == -2147483647 - 1 && y == -1)) { put_word(x / y); put_word(x % y); }
+    if (uy != 0) { put_word(ux / uy); put_word(ux % uy); }
+    put_word(x / 10); put_word(x % 10); put_word(ux / 10); put_word(ux % 10); put_word(x / -3);
+    put_word(x % -3); put_word(x / 8); put_word(x % 8); put_word(ux / 16); put_word(ux % 16);
+    put_word(x & y); put_word(x | y); put_word(x ^ y); put_word(~x); put_word(x & 255);
+    put_word(x & 0xff00ff00); put_word(x | 0x100); put_word(x ^ 0x5555);
+    put_word(x << (y & 31)); put_word(x >> (y & 31)); put_word(ux >> (uy & 31));
+    put_word(x << 5); put_word(x >> 3); put_word(ux >> 3); put_word(x >> 31); put_word(ux >> 24);
+    put_word((ux << (uy & 31)) | (ux >> ((32 - uy) & 31)));      /* rotl */
+    put_word((ux >> (uy & 31)) | (ux << ((32 - uy) & 31)));      /* rotr */
+    put_word((ux << 7) | (ux >> 25));
+    put_word(ux ? __builtin_clz(ux) : 32); put_word(ux ? __builtin_ctz(ux) : 32);
+    put_word(__builtin_popcount(ux)); put_word(__builtin_popcount(ux ^ uy));
+    put_word((signed char)x); put_word((short)x); put_word((signed char)(x + y)); put_word((short)(x * y));
 }
-''')
-    if "opaque" not in (EXAMPLES / "runtime.h").read_text():
-        source.write_text(source.read_text().replace("opaque(w)", "w"))
+"""
+ALU_BOUNDARY = ["0", "1", "-1", "2", "-2", "7", "-7", "10", "2147483647", "-2147483648", "65535", "65536",
+                "-65536", "255", "256", "-129", "31", "32", "33", "1073741824", "-1073741825"]
+
+
+def alu_inputs(seed, count):
+    """Pairs "x y": boundary operands against each other, then random words."""
+    rng = random.Random(seed)
+    pairs = ["%s %s" % (a, b) for a in ALU_BOUNDARY[::3] for b in ALU_BOUNDARY]
+    pairs += ["%d %d" % (signed(rng.getrandbits(32)), signed(random_operand(rng))) for _ in range(count)]
+    return [pair.encode() for pair in pairs]
+
+
+def test_c_dominated_by_the_alu_matches_wasmtime(tmp_path):
+    source = tmp_path / "alu.c"
+    source.write_text(ALU_C)
     binary = frontend.compile_c(source)
     instructions = frontend.lower_module(frontend.decode_module(binary))
-    for text in [b"1000 7", b"-1000 7", b"-2147483648 3", b"123456789 -31", b"77 33", b"-5 -2"]:
-        assert run(instructions, text) == run_wasmtime_compute(binary, text)
+    for text in alu_inputs(11, 40):
+        assert run(instructions, text) == run_wasmtime_compute(binary, text), text
+
+
+def test_native_operations_are_emitted_as_themselves(tmp_path):
+    """Each WebAssembly operation the machine has is one instruction of the flat program,
+    not a routine: the ALU program's flat code holds every native operation clang used."""
+    source = tmp_path / "alu.c"
+    source.write_text(ALU_C)
+    module = frontend.decode_module(frontend.compile_c(source))
+    used = {instruction.name for function in module.functions for instruction in function.code}
+    flat = {opcode for opcode, _ in frontend.lower_module(module)}
+    native_used = used & set(reference.EXTENSION_OPCODES)
+    assert native_used and native_used <= flat
+    assert not native_used & set(frontend.ROUTINE_OF)
+
+
+@pytest.mark.parametrize("text", [b"5 0", b"-2147483648 -1", b"0 0"])
+def test_c_division_traps_like_wasmtime(tmp_path, text):
+    source = tmp_path / "divide.c"
+    source.write_text("void compute(const char *input) { int x = parse_int(&input), y = parse_int(&input);\n"
+                      "    putchar('>'); print_int(x / y); putchar(' '); print_int(x % y); }\n")
+    binary = frontend.compile_c(source)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert run(instructions, text) == run_wasmtime_compute(binary, text) == ("trap", b">")
+
+
+def test_c_alu_inside_the_transformer(tmp_path):
+    """A few ALU runs inside the compiled transformer equal the reference, token for token."""
+    import compile_weights
+    source = tmp_path / "alu.c"
+    source.write_text(ALU_C)
+    binary = frontend.compile_c(source)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    for text in [b"7 -3", b"-5 -2"]:          # small dividends: short division routines
+        expected = reference.run_reference(instructions, text)
+        assert compile_weights.run_transformer(instructions, text) == expected
 
 
 @pytest.mark.slow
@@ -829,9 +885,7 @@ def test_random_programs_match_wasmtime(seed):
 
 
 # The documented worst cases (frontend.py routine comments), instructions from `call` to `return`.
-ROUTINE_MAX_STEPS = {"mul": 668, "divmod_u": 948, "div_u": 958, "rem_u": 960, "div_s": 995, "rem_s": 981,
-                     "and": 860, "or": 870, "xor": 873, "shl": 185, "shr_u": 246, "shr_s": 251, "rotl": 215,
-                     "rotr": 223, "clz": 134, "ctz": 118, "popcnt": 455, "print_hex": 86}
+ROUTINE_MAX_STEPS = {"divmod_u": 948, "div_u": 958, "rem_u": 960, "div_s": 995, "rem_s": 981, "print_hex": 86}
 
 
 def routine_steps(name, args):
@@ -886,3 +940,94 @@ def test_unused_globals_of_other_types_are_ignored():
                (func (export "f") (result i32) (global.get $seven)))"""
     instructions = frontend.lower_module(frontend.wat_to_wasm(wat), entry="f")
     assert reference.output_bytes(reference.run_reference(instructions)) == b"00000007\n"
+
+
+# ---------------------------------------------------------------------------
+# The instruction-mix profile
+# ---------------------------------------------------------------------------
+
+PROFILED_WAT = """(module
+  (import "env" "output_byte" (func $out (param i32)))
+  (func $square (param $x i32) (result i32) (i32.mul (local.get $x) (local.get $x)))
+  (func $count (export "compute")
+    (local $i i32)
+    (loop $next
+      (call $out (i32.add (i32.const 48) (call $square (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $i) (i32.const 3))))))"""
+
+
+def profile_tables(profile, table):
+    """{key: (tokens, executed)} of one table of a profile."""
+    counts = profile["tables"][table]
+    return {key: (counts[key, "tokens"], counts[key, "executed"]) for key, _ in counts}
+
+
+def test_profile_adds_up_and_names_functions(tmp_path):
+    path = tmp_path / "squares.wat"
+    path.write_text(PROFILED_WAT)
+    instructions, _ = frontend.load_program_file(path)
+    machine = reference.execute(instructions)
+    profile = frontend.profile_program(path)
+    assert (profile["status"], profile["steps"], profile["tokens"]) == ("halt", machine.steps, len(machine.trace))
+    for table in ("opcode", "function", "instruction", "function instruction"):
+        rows = profile_tables(profile, table)
+        assert sum(tokens for tokens, _ in rows.values()) == len(machine.trace)
+        assert sum(executed for _, executed in rows.values()) == machine.steps
+    functions = profile_tables(profile, "function")
+    assert set(functions) == {"harness", "count", "square"}      # names from the name section
+    # $square runs 3 times: its prologue (local.set), the multiplication, its return
+    pairs = profile_tables(profile, "function instruction")
+    assert pairs["square", "prologue"] == (15, 3)
+    assert pairs["count", "call"][1] == 6                       # 3 calls of $square, 3 outputs
+    opcodes = profile_tables(profile, "opcode")
+    assert opcodes["output"] == (3, 3)
+    assert reference.output_bytes(machine.trace) == b"014"
+
+
+def test_profile_charges_a_routine_to_the_instruction_that_calls_it(tmp_path):
+    path = tmp_path / "divide.wat"
+    path.write_text("""(module (import "env" "output_byte" (func $out (param i32)))
+      (func (export "compute") (local $x i32)
+        (local.set $x (i32.const 0x1234))
+        (call $out (i32.div_u (local.get $x) (i32.add (local.get $x) (i32.const -0x1200))))))""")
+    profile = frontend.profile_program(path)
+    instructions = profile_tables(profile, "instruction")
+    routines = profile_tables(profile, "routine")
+    assert set(routines) == {"i32.div_u"}
+    tokens, executed = routines["i32.div_u"]      # inside the routines, and the call around them
+    assert instructions["i32.div_u"][0] > tokens > 100 and instructions["i32.div_u"][1] > executed
+    assert set(profile_tables(profile, "function")) == {"harness", "compute"}
+
+
+def test_profile_of_a_program_file_counts_opcodes_only(tmp_path):
+    path = tmp_path / "p.txt"
+    instructions = [("i32.const", 65), ("output", 0), ("halt", 0)]
+    path.write_text(reference.format_program(instructions))
+    profile = frontend.profile_program(path)
+    assert profile_tables(profile, "opcode") == {"i32.const": (5, 1), "output": (1, 1), "halt": (1, 1)}
+    assert profile_tables(profile, "function") == {}
+    text = frontend.format_profile(profile)
+    assert text.splitlines()[0] == "3 instructions executed, 7 trace tokens, halt"
+    assert "tokens by source function" not in text
+
+
+def test_profile_of_c_keeps_function_names(tmp_path):
+    source = tmp_path / "names.c"
+    source.write_text("__attribute__((noinline)) static int twice(int x) { return 2 * x; }\n"
+                      "void compute(const char *input) { print_int(twice(parse_int(&input))); }\n")
+    profile = frontend.profile_program(source, "21")
+    assert {"compute", "twice", "harness"} <= set(profile_tables(profile, "function"))
+    assert frontend.compile_c(source) != frontend.compile_c(source, keep_names=True)   # (the .wasm drops them)
+
+
+def test_malformed_name_section_is_ignored():
+    binary = frontend.wat_to_wasm('(module (func $f (export "f") (result i32) (i32.const 5)))')
+    assert frontend.decode_module(binary).functions[0].debug_name == "f"
+    stripped = frontend.wat_to_wasm('(module (func (export "f") (result i32) (i32.const 5)))')
+    for content in [b"\x01\x05\x01\x00\x09ab", b"\x01\x80", b"\x01\x03\x01\x00\x01\xff"]:   # cut short, bad UTF-8
+        payload = b"\x04name" + content
+        module = frontend.decode_module(stripped + b"\x00" + bytes([len(payload)]) + payload)
+        assert module.functions[0].debug_name is None
+        assert reference.output_bytes(reference.run_reference(frontend.lower_module(module, entry="f"))) \
+            == b"00000005\n"

@@ -8,14 +8,19 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES_DIR
+from test_alu import spec_worked_examples
 import compile_weights
 import reference
 import wasmtf
 
-PROGRAMS = ["ex1_arith", "ex2_loop_memory", "ex3_call_input", "random/rand003"]
+# the SPEC 12 worked examples (every extension opcode) by their index
+PROGRAMS = ["ex1_arith", "ex2_loop_memory", "ex3_call_input", "random/rand003", 0, 1]
 
 
 def read_example(name):
+    if isinstance(name, int):
+        instructions, trace = spec_worked_examples()[name]
+        return reference.program_tokens(instructions), trace
     instructions, input_bytes = reference.read_program(EXAMPLES_DIR / (name + ".txt"))
     prompt = reference.program_tokens(instructions, input_bytes)
     return prompt, reference.run_reference(instructions, input_bytes)

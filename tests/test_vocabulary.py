@@ -1,4 +1,5 @@
-"""The vocabulary is transformer-vm's 915 tokens, in its id order, plus `trap`."""
+"""The vocabulary is transformer-vm's 915 tokens, in its id order, plus `trap` and
+the opcode names of the extended instruction set (SPEC 12), all in code-point order."""
 from conftest import SPEC_DIR
 import reference
 
@@ -8,11 +9,13 @@ def read_universal_vocabulary():
     return [row[1] for row in rows if not row[0].startswith("#")]
 
 
-def test_vocabulary_is_transformer_vm_order_plus_trap():
+def test_vocabulary_is_transformer_vm_order_plus_trap_and_the_extension():
     universal = read_universal_vocabulary()
     assert len(universal) == 915
-    assert [token for token in reference.VOCAB if token != "trap"] == universal
-    assert len(reference.VOCAB) == 916
+    added = {"trap"} | set(reference.EXTENSION_OPCODES)
+    assert [token for token in reference.VOCAB if token not in added] == universal
+    assert len(reference.VOCAB) == 916 + len(reference.EXTENSION_OPCODES)
+    assert reference.VOCAB == sorted(reference.VOCAB)
 
 
 def test_known_ids_and_spellings():

@@ -1,0 +1,228 @@
+"""The extended instruction set (SPEC 12): every native i32 opcode against Python's
+exact WebAssembly semantics, then the oracle ladder token for token: reference ->
+graph evaluator -> brute cache -> hull cache -> speculative verification.
+
+Operands: boundary values (0, 1, -1, INT_MIN, INT_MAX, powers of two and their
+neighbours, byte and half-word edges; shift counts 0..33 and large ones) crossed
+with each other, and random words. Programs are built directly as instruction lists:
+`i32.const a, i32.const b, OP, drop` per case (the result bytes are in the trace)."""
+import random
+import re
+
+import pytest
+
+from conftest import SPEC_DIR
+from test_machine import MIN_LOGIT_MARGIN, MIN_SCORE_GAP, safety_margins
+import compile_weights as cw
+import reference
+import speculative
+import wasmtf
+
+MASK = 0xFFFFFFFF
+INT_MIN, INT_MAX = 0x80000000, 0x7FFFFFFF
+
+
+def signed(x):
+    return x - (1 << 32) if x & INT_MIN else x
+
+
+# Python's exact semantics of each opcode on unsigned 32-bit words (a below, b on top);
+# written here independently of reference.BINARY_OPERATIONS.
+SEMANTICS = {
+    "i32.mul": lambda a, b: (a * b) & MASK,
+    "i32.and": lambda a, b: a & b,
+    "i32.or": lambda a, b: a | b,
+    "i32.xor": lambda a, b: a ^ b,
+    "i32.shl": lambda a, b: (a << (b & 31)) & MASK,
+    "i32.shr_u": lambda a, b: a >> (b & 31),
+    "i32.shr_s": lambda a, b: (signed(a) >> (b & 31)) & MASK,
+    "i32.rotl": lambda a, b: ((a << (b & 31)) | (a >> ((32 - b) & 31))) & MASK,
+    "i32.rotr": lambda a, b: ((a >> (b & 31)) | (a << ((32 - b) & 31))) & MASK,
+    "i32.clz": lambda a, b: next(32 - k for k in range(33) if a < 1 << k),
+    "i32.ctz": lambda a, b: next((k for k in range(32) if a >> k & 1), 32),
+    "i32.popcnt": lambda a, b: sum(a >> k & 1 for k in range(32)),
+    "i32.extend8_s": lambda a, b: (a & 0xFF) - (0x100 if a & 0x80 else 0) & MASK,
+    "i32.extend16_s": lambda a, b: (a & 0xFFFF) - (0x10000 if a & 0x8000 else 0) & MASK,
+}
+UNARY = {"i32.extend8_s", "i32.extend16_s", "i32.clz", "i32.ctz", "i32.popcnt"}   # opcodes that pop one operand
+
+POWERS = [1 << k for k in range(32)]
+BOUNDARY = sorted({0, 1, 2, 3, 7, 8, 15, 16, 31, 32, 33, 63, 64, 127, 128, 255, 256, 257,
+                   0x7FFF, 0x8000, 0xFFFF, 0x10000, 0xFFFFFF, 0x1000000, INT_MAX, INT_MIN, INT_MIN + 1,
+                   MASK, MASK - 1, 0x12345678, 0xDEADBEEF, 0x01010101, 0x80808080, 0x55555555, 0xAAAAAAAA}
+                  | {p + d & MASK for p in POWERS[::5] for d in (-1, 0, 1)})
+SMALL_BOUNDARY = [0, 1, 2, 255, 256, INT_MAX, INT_MIN, INT_MIN + 1, MASK, MASK - 1, 0x10000, 0xDEADBEEF]
+
+
+def operand_pairs(opcode, rng, n_random, full=True):
+    """Boundary x boundary (`full`; else every other boundary value against a small set,
+    both ways round) plus random pairs (random words, and random words against
+    boundary values)."""
+    if full:
+        pairs = [(a, b) for a in BOUNDARY for b in BOUNDARY] if opcode not in UNARY else [(a, 0) for a in BOUNDARY]
+    else:
+        pairs = [(a, b) for a in BOUNDARY[::4] for b in SMALL_BOUNDARY]
+        pairs += [(a, b) for a in SMALL_BOUNDARY[::2] for b in BOUNDARY[1::3]]
+    pairs += [(rng.getrandbits(32), rng.getrandbits(32)) for _ in range(n_random)]
+    pairs += [(rng.getrandbits(32), rng.choice(BOUNDARY)) for _ in range(n_random)]
+    return pairs
+
+
+def program_of(opcode, pairs):
+    instructions = []
+    for a, b in pairs:
+        if opcode in UNARY:
+            instructions += [("i32.const", a), (opcode, 0), ("drop", 0)]
+        else:
+            instructions += [("i32.const", a), ("i32.const", b), (opcode, 0), ("drop", 0)]
+    return instructions + [("halt", 0)]
+
+
+def results_in_trace(instructions, trace):
+    """The value of each executed `opcode` group (the 4 bytes before its commit)."""
+    return [record["value"] for record in reference.walk_trace(instructions, trace)
+            if record["opcode"] in reference.EXTENSION_OPCODES]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return cw.compile_machine()
+
+
+@pytest.fixture(scope="module")
+def plan(model):
+    return wasmtf.prepare(model)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return cw.build_machine()
+
+
+def test_every_extension_opcode_has_its_semantics_here():
+    assert set(reference.EXTENSION_OPCODES) == set(SEMANTICS)
+
+
+@pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
+def test_reference_matches_python_semantics(opcode):
+    rng = random.Random(opcode)
+    pairs = operand_pairs(opcode, rng, 2000)
+    instructions = program_of(opcode, pairs)
+    machine = reference.execute(instructions)
+    assert machine.status == "halt"
+    expected = [SEMANTICS[opcode](a, b) for a, b in pairs]
+    assert results_in_trace(instructions, machine.trace) == expected
+    commit = reference.COMMIT[opcode]
+    groups = [group for group in reference.split_groups(machine.trace) if group[-1] == commit and len(group) == 5]
+    assert len(groups) >= len(pairs)  # fixed-length groups: 4 bytes + commit
+
+
+@pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
+def test_hull_transformer_on_boundary_and_random_operands(model, opcode):
+    rng = random.Random("hull " + opcode)
+    instructions = program_of(opcode, operand_pairs(opcode, rng, 20, full=False))
+    expected = reference.run_reference(instructions)
+    assert cw.run_transformer(instructions, model=model) == expected
+
+
+@pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
+def test_evaluator_and_brute_cache(model, graph, opcode):
+    rng = random.Random("brute " + opcode)
+    pairs = [(a, b) for a in SMALL_BOUNDARY[::2] for b in SMALL_BOUNDARY[::4]]
+    pairs += [(rng.getrandbits(32), rng.getrandbits(32)) for _ in range(4)]
+    instructions = program_of(opcode, pairs)
+    expected = reference.run_reference(instructions)
+    assert cw.evaluate(graph, reference.program_tokens(instructions)) == expected
+    assert cw.run_transformer(instructions, model=model, cache="brute") == expected
+
+
+SHIFTS = ["i32.shl", "i32.shr_u", "i32.shr_s", "i32.rotl", "i32.rotr"]
+SHIFT_COUNTS = list(range(34)) + [63, 64, 255, 256, 257, INT_MIN, MASK]
+
+
+def test_every_shift_count_through_the_hull_cache(model):
+    """Shift counts 0..33 and large ones (the count is taken mod 32) on values with
+    both sign bits and scattered bits, all five shifts in one program."""
+    instructions = []
+    for opcode in SHIFTS:
+        pairs = [(a, s) for a in (0x80000001, 0x7F3C5A96, MASK) for s in SHIFT_COUNTS]
+        instructions += program_of(opcode, pairs)[:-1]
+    instructions.append(("halt", 0))
+    expected = reference.run_reference(instructions)
+    assert results_in_trace(instructions, expected) == [
+        SEMANTICS[op](a, s) for op in SHIFTS for a in (0x80000001, 0x7F3C5A96, MASK) for s in SHIFT_COUNTS]
+    assert cw.run_transformer(instructions, model=model) == expected
+
+
+def mixed_program(rng, n_operations):
+    """Results feed later operations: a random walk over the extension opcodes and
+    add/sub on a stack kept 2..6 deep, operands from boundary and random constants;
+    prints the low byte of what is left."""
+    operations = reference.EXTENSION_OPCODES + ["i32.add", "i32.sub"]
+    instructions, depth = [], 0
+    for _ in range(n_operations):
+        while depth < 2 or (depth < 6 and rng.random() < 0.3):
+            value = rng.choice(BOUNDARY) if rng.random() < 0.5 else rng.getrandbits(32)
+            instructions.append(("i32.const", value))
+            depth += 1
+        opcode = rng.choice(operations)
+        instructions.append((opcode, 0))
+        depth -= 0 if opcode in UNARY else 1
+    instructions += [("output", 0)] * depth + [("halt", 0)]
+    return instructions
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mixed_programs_hull_and_speculative(model, plan, seed):
+    instructions = mixed_program(random.Random(seed), 150)
+    expected = reference.run_reference(instructions)
+    prompt = reference.program_tokens(instructions)
+    assert cw.run_transformer(instructions, model=model) == expected
+    assert speculative.verify(model, prompt, expected, plan=plan) == (len(expected), None)
+    _, trace = speculative.run_speculative(model, instructions, plan=plan)
+    assert trace == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
+def test_random_operand_sweep(model, opcode):
+    rng = random.Random("sweep " + opcode)
+    pairs = operand_pairs(opcode, rng, 2000)
+    pairs += [(rng.getrandbits(rng.randint(1, 32)), rng.getrandbits(rng.randint(1, 32))) for _ in range(5000)]
+    instructions = program_of(opcode, pairs)
+    expected = reference.run_reference(instructions)
+    assert results_in_trace(instructions, expected) == [SEMANTICS[opcode](a, b) for a, b in pairs]
+    assert cw.run_transformer(instructions, model=model) == expected
+
+
+def spec_worked_examples():
+    """The worked examples of SPEC 12 (the code blocks of 12.4 and 12.5), as
+    (instructions, trace tokens) read from spec/SPEC.md."""
+    text = (SPEC_DIR / "SPEC.md").read_text()
+    section = text[text.index("## 12. The extended instruction set"):]
+    examples = []
+    for title in ("### 12.4 Worked example E", "### 12.5 Worked example F"):
+        block = re.search(r"```\n(.*?)```", section[section.index(title):], re.S).group(1)
+        instructions, input_bytes, trace = reference.parse_trace_file(block)
+        examples.append((instructions, trace))
+    return examples
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_spec_worked_examples(model, graph, index):
+    instructions, trace = spec_worked_examples()[index]
+    assert reference.run_reference(instructions) == trace
+    assert cw.run_transformer(instructions, model=model) == trace
+    assert cw.run_transformer(instructions, model=model, cache="brute") == trace
+    assert cw.evaluate(graph, reference.program_tokens(instructions)) == trace
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_spec_worked_examples_margins_and_softmax(model, index):
+    """The numerical margins of tests/test_machine.py hold on the new gadgets too, and
+    softmax attention (HARD_K) gives the same trace."""
+    instructions, trace = spec_worked_examples()[index]
+    prompt = reference.program_tokens(instructions)
+    logit_margin, gap = safety_margins(model, prompt + trace, len(prompt))
+    assert logit_margin >= MIN_LOGIT_MARGIN and gap >= MIN_SCORE_GAP
+    assert cw.run_transformer(instructions, model=model, cache="softmax") == trace
