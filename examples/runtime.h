@@ -102,22 +102,22 @@ static int parse_int(const char **text) {
     return negative ? -value : value;
 }
 
+#ifdef __wasm__
 /* memcpy, memset, memmove, memcmp: clang calls them by name for struct
  * copies and large initialisers, even with -fno-builtin, so a program that
- * copies a big struct needs them to link. Byte by byte (exact for any
- * alignment and overlap); -fno-builtin keeps clang from turning these loops
- * back into calls of themselves. */
+ * copies a big struct needs them to link (a native build has the C
+ * library's). Byte by byte (exact for any alignment and overlap);
+ * -fno-builtin keeps clang from turning these loops back into calls of
+ * themselves. */
 void *memcpy(void *destination, const void *source, __SIZE_TYPE__ count) {
     unsigned char *to = destination;
     const unsigned char *from = source;
-    NO_UNROLL
     for (unsigned char *end = to + count; to != end; to++, from++) *to = *from;
     return destination;
 }
 
 void *memset(void *destination, int byte, __SIZE_TYPE__ count) {
     unsigned char *to = destination;
-    NO_UNROLL
     for (unsigned char *end = to + count; to != end; to++) *to = (unsigned char)byte;
     return destination;
 }
@@ -128,7 +128,6 @@ void *memmove(void *destination, const void *source, __SIZE_TYPE__ count) {
     unsigned char *to = destination;
     const unsigned char *from = source;
     if (to < from) return memcpy(destination, source, count);
-    NO_UNROLL
     while (count != 0) {
         count--;
         to[count] = from[count];
@@ -139,13 +138,11 @@ void *memmove(void *destination, const void *source, __SIZE_TYPE__ count) {
 /* The difference of the first differing bytes (as unsigned char), or 0. */
 int memcmp(const void *left, const void *right, __SIZE_TYPE__ count) {
     const unsigned char *a = left, *b = right;
-    NO_UNROLL
     for (const unsigned char *end = a + count; a != end; a++, b++)
         if (*a != *b) return *a - *b;
     return 0;
 }
 
-#ifdef __wasm__
 /* __multi3: the 128-bit product (mod 2^128), which clang calls for the high
  * word of a 64-bit multiply, e.g. when it divides a 64-bit number by a
  * constant (x / 10 becomes a multiplication). From 32-bit limbs:
