@@ -444,7 +444,12 @@ UINT64_INPUTS = [b"18446744073709551615 3", b"12345678901234567890 987654321", b
                  b"18446744073709551557 4294967311", b"18446744073709551615 9223372036854775809",
                  b"9223372036854775808 18446744073709551615", b"77 0", b"1099511627776 65536"]
 
-C_I32_AS_I64 = r"""
+OPAQUE = r"""
+/* x, hidden from the optimizer (so that clang cannot fold the index or product) */
+static inline int opaque(int x) { __asm__("" : "+r"(x)); return x; }
+"""
+
+C_I32_AS_I64 = OPAQUE + r"""
 struct pair { int x, y; };
 static struct pair g, h;
 struct S { int a, b; };
@@ -466,7 +471,7 @@ void compute(const char *input) {
 }
 """
 
-C_BIG_COPY = r"""
+C_BIG_COPY = OPAQUE + r"""
 struct big { int words[256]; };                  /* 1 KiB: clang copies it with memcpy */
 static struct big a, b;
 
