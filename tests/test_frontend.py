@@ -360,13 +360,12 @@ def test_unknown_opcode_names_its_offset():
         frontend.decode_module(bytes(data))
 
 
-def test_random_corruption_gives_only_wasm_errors():
-    rng = random.Random(5)
-    seeds = [SMALL_MODULE, (EXAMPLES / "hello.wasm").read_bytes(),
-             frontend.wat_to_wasm(printing_module(["(i32.div_s (i32.const 7) (i32.const 2))"]))]
-    for _ in range(1500):
+def check_corruptions_give_only_wasm_errors(seeds, rng, count=1500, cut_probability=0.3):
+    """Decode and lower `count` corrupted copies of the seed modules (cut short, or 1-3
+    bytes changed): anything but a WasmError fails the test."""
+    for _ in range(count):
         data = bytearray(rng.choice(seeds))
-        if rng.random() < 0.3:
+        if rng.random() < cut_probability:
             data = data[:rng.randrange(len(data))]
         else:
             for _ in range(rng.randrange(1, 4)):
@@ -378,6 +377,12 @@ def test_random_corruption_gives_only_wasm_errors():
                     frontend.lower_module(module, calls=[(name, [0] * len(module.functions[index].params))])
         except frontend.WasmError:
             pass
+
+
+def test_random_corruption_gives_only_wasm_errors():
+    seeds = [SMALL_MODULE, (EXAMPLES / "hello.wasm").read_bytes(),
+             frontend.wat_to_wasm(printing_module(["(i32.div_s (i32.const 7) (i32.const 2))"]))]
+    check_corruptions_give_only_wasm_errors(seeds, random.Random(5))
 
 
 def test_every_unsupported_use_is_reported_at_once():

@@ -16,7 +16,7 @@ import pytest
 import frontend
 import legalize
 from conftest import REPO, WAST_DIR
-from test_frontend import run, run_wasmtime, run_wasmtime_compute
+from test_frontend import check_corruptions_give_only_wasm_errors, run, run_wasmtime, run_wasmtime_compute
 
 MASK64 = (1 << 64) - 1
 INT64_MIN = 1 << 63
@@ -609,24 +609,10 @@ def test_i64_wast_whole_inside_the_transformer(capsys):
 
 
 def test_random_corruption_of_i64_modules_gives_only_wasm_errors():
-    rng = random.Random(64)
     finishing, _, local_values = expression_sets64(1, 6, 2)
     seeds = [frontend.wat_to_wasm(FEATURES),
              frontend.wat_to_wasm(printing_module64([text for text, _ in finishing], local_values))]
-    for _ in range(1500):
-        data = bytearray(rng.choice(seeds))
-        if rng.random() < 0.2:
-            data = data[:rng.randrange(len(data))]
-        else:
-            for _ in range(rng.randrange(1, 4)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-        try:
-            module = frontend.decode_module(bytes(data))
-            for name, (kind, index) in module.exports.items():
-                if kind == "func":
-                    frontend.lower_module(module, calls=[(name, [0] * len(module.functions[index].params))])
-        except frontend.WasmError:
-            pass
+    check_corruptions_give_only_wasm_errors(seeds, random.Random(64), cut_probability=0.2)
 
 
 # ---------------------------------------------------------------------------
