@@ -8,11 +8,11 @@ those of the same call with an empty body (both on the reference
 interpreter, whose trace the transformer writes token for token).
 
 Two columns per width:
-  today   the program as the front end lowers it now: i32 mul/div/rem/and/or/
-          xor/shifts/rotations/bit counts are calls of shared routines
-          (inline code for some constant operands);
-  native  a projection for when those i32 operations are machine instructions
-          (the ALU issue): every call of a routine counts as one instruction
+  today   the program as the front end lowers it now: every i32 numeric
+          operation is a machine instruction but div/rem, which are calls of
+          shared routines (inline code for some constant operands);
+  native  a projection for when division and remainder are machine
+          instructions too: every call of a routine counts as one instruction
           group of NATIVE_OP_TOKENS tokens, the routine's own steps count 0,
           and the front end's constant-operand special cases are switched off
           (so each such operation is one routine call, i.e. one native op).
@@ -135,7 +135,7 @@ def main():
           % (A64, B64, SHIFT, A32, B32))
     print("%-13s | %8s %8s %7s | %8s %8s %7s | %s" % ("operation", "i64", "i32", "ratio", "i64", "i32", "ratio",
                                                        "i64 vs the i32 add (mul) statement"))
-    print("%-13s | %-25s | %-25s |" % ("", "today (i32 routines)", "projected: native i32 ALU"))
+    print("%-13s | %-25s | %-25s |" % ("", "today (i32 div/rem routines)", "projected: native i32 div/rem"))
     for name, _, _ in ROWS:
         row = "%-13s |" % name
         for costs in (today, native):
