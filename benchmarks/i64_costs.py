@@ -135,7 +135,7 @@ def main():
           % (A64, B64, SHIFT, A32, B32))
     print("%-13s | %8s %8s %7s | %8s %8s %7s | %s" % ("operation", "i64", "i32", "ratio", "i64", "i32", "ratio",
                                                        "i64 vs the i32 add (mul) statement"))
-    print("%-13s | %-25s | %-25s |" % ("", "today (i32 div/rem routines)", "projected: native i32 div/rem"))
+    print("%-13s | %-25s | %-25s |" % ("", "today: div/rem routines", "projected: native div/rem"))
     for name, _, _ in ROWS:
         row = "%-13s |" % name
         for costs in (today, native):
