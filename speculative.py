@@ -87,6 +87,7 @@ import sys
 
 import numpy as np
 
+import hull
 import reference
 import wasmtf
 
@@ -575,7 +576,6 @@ class ColumnCache:
     earlier writes and the cleared keys are left out, and every query is checked."""
 
     def __init__(self, head, count):
-        import hull
         self.hull = hull.HullHead(True)
         key, ky, vx, vy = (head.past[name].tolist() for name in ("key", "ky", "vx", "vy"))
         for i in np.argsort(head.past["pos"]).tolist():           # in position order: ties go to the later
@@ -610,7 +610,6 @@ class CumulativeCache:
 
 def general_cache(head, count):
     """A GeneralHead's whole past in a hull.BruteHead (SPEC 9 by definition)."""
-    import hull
     cache = hull.BruteHead(head.latest)
     for i in range(count):
         cache.insert(*(float(head.store[name][i]) for name in ("kx", "ky", "vx", "vy")))
