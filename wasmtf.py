@@ -388,8 +388,9 @@ def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
     while len(generated) < max_new_tokens:
         token_id = next_token(plan, step(plan, caches, token_id, p))
         generated.append(model["vocab"][token_id])
-        depth += CALL_DEPTH_CHANGE.get(generated[-1], 0)
-        check_call_depth(depth, len(generated))
+        if generated[-1] in CALL_DEPTH_CHANGE:  # call_commit / return_commit only
+            depth += CALL_DEPTH_CHANGE[generated[-1]]
+            check_call_depth(depth, len(generated))
         if token_id in plan["stop_ids"]:
             break
         p += 1
