@@ -484,8 +484,22 @@ def slot_plan(graph):
     return slot, held, clears
 
 
+def slot_occupants(graph, held, clears, D):
+    """[2L+1][D]: the name each slot holds after the embedding and after each sub-layer
+    (the last one written there and not yet cleared; '' for none): a reused slot
+    (slot_plan) holds its names one after another. wasmtf.inspect names values by it."""
+    ready, node_layers = schedule(graph)
+    cleared_at = {name: 2 * layer + 1 for layer, names in clears.items() for name in names}
+
+    def holds(name, stage):  # written by this stage and not yet cleared
+        return name in POSITIONAL or ready[name] <= stage < cleared_at.get(name, stage + 1)
+    return [[([n for n in held[s] if holds(n, stage)] or [""])[-1] if s < len(held) else "" for s in range(D)]
+            for stage in range(-1, 2 * (max(node_layers) + 1))]
+
+
 def emit(graph):
-    """The model dict of wasmtf.py (see its module docstring) for a graph."""
+    """The model dict of wasmtf.py (see its module docstring) for a graph, with
+    "slot_occupants" (see slot_occupants) for wasmtf.inspect."""
     _, node_layers = schedule(graph)
     L = max(node_layers) + 1
     slot, held, clears = slot_plan(graph)
@@ -555,7 +569,8 @@ def emit(graph):
     for t, token in enumerate(vocab):
         head[t] = _row(graph.outputs[token], slot, D)
     return {"vocab": vocab, "embed": embed, "layers": layers, "head": head,
-            "stop_ids": [vocab.index(t) for t in reference.STOP_TOKENS], "slot_names": slot_names}
+            "stop_ids": [vocab.index(t) for t in reference.STOP_TOKENS], "slot_names": slot_names,
+            "slot_occupants": slot_occupants(graph, held, clears, D)}
 
 
 def describe_shape(model):
@@ -1082,114 +1097,18 @@ def build_machine(program=None):
 
 
 # ---------------------------------------------------------------------------
-# 5. Entry points: compile_machine, run_transformer, inspect
+# 5. The universal machine's weights
 # ---------------------------------------------------------------------------
 
 _MACHINE = None
 
 
 def compile_machine():
-    """The model dict of the universal machine (built once per process, ~0.05 s)."""
+    """The model dict of the universal machine (built once per process)."""
     global _MACHINE
     if _MACHINE is None:
         _MACHINE = emit(build_machine())
     return _MACHINE
-
-
-_PLANS = {}  # id(model) -> (model, wasmtf.prepare(model)): preparing costs ~10 ms per run
-
-
-def run_transformer(instructions, input_bytes=None, cache="hull", max_new_tokens=None, model=None):
-    """Run a program in the compiled transformer: the trace tokens after the prompt
-    (ending with `halt` or `trap` unless max_new_tokens ran out; default wasmtf's)."""
-    import wasmtf
-    model = model or compile_machine()
-    if id(model) not in _PLANS:
-        _PLANS[id(model)] = (model, wasmtf.prepare(model))
-    return wasmtf.run_program(model, instructions, input_bytes, cache,
-                              max_new_tokens or wasmtf.DEFAULT_MAX_NEW_TOKENS, plan=_PLANS[id(model)][1])[1]
-
-
-def slot_occupants(model, graph=None):
-    """For each stage (embedding, then each sub-layer) the name each residual slot holds
-    then: a reused slot (slot_plan) holds its names one after another. Without the
-    graph (and for a model whose slots are not the machine's) the slot names as they are."""
-    if graph is None and model["slot_names"] == compile_machine()["slot_names"]:
-        graph = build_machine()
-    stages = 1 + 2 * len(model["layers"])
-    if graph is None:
-        return [list(model["slot_names"])] * stages
-    ready, _ = schedule(graph)
-    _, held, clears = slot_plan(graph)
-    cleared_at = {name: 2 * layer + 1 for layer, names in clears.items() for name in names}
-    names = list(model["slot_names"])
-
-    def holds(name, stage):  # written by this stage and not yet cleared
-        return name in POSITIONAL or ready[name] <= stage < cleared_at.get(name, stage + 1)
-    return [[([n for n in held[s] if holds(n, stage)] or [""])[-1] if s < len(held) else names[s]
-             for s in range(len(names))] for stage in range(-1, stages - 1)]
-
-
-def inspect(model, tokens, position, cache="brute", graph=None):
-    """What the model computes at `position` of a token list:
-        token        the token there
-        residuals    [(stage name, {slot name: value})] after the embedding and each sub-layer
-                     (a reused slot is named by the value it holds at that stage)
-        heads        [(layer, head, output slot names, attended positions, value)]
-        top_logits   the five best (logit, token)
-    Print it with format_inspection."""
-    import wasmtf
-    trace = wasmtf.forward(model, tokens[:position + 1], cache=cache)
-    record = trace[position]
-    occupants = slot_occupants(model, graph)
-    stages = ["embedding"] + ["layer %d %s" % (l, part) for l in range(len(model["layers"]))
-                              for part in ("attention", "ffn")]
-    residuals = [(stage, {n: float(x[i]) for i, n in enumerate(names) if n})
-                 for stage, x, names in zip(stages, record["residuals"], occupants)]
-    heads = []
-    for l, layer in enumerate(model["layers"]):
-        for h in range(len(layer["tie_latest"])):
-            if not record["active"][l, h]:
-                continue
-            outs = [occupants[1 + 2 * l][s] for s in np.flatnonzero(layer["w_out"][:, 2 * h:2 * h + 2].any(axis=1))]
-            attended = wasmtf.attended_positions(trace, position, l, h)
-            heads.append((l, h, outs, attended if len(attended) <= 4 else attended[:2] + ["..."],
-                          tuple(record["attn"][l, h])))
-    order = np.argsort(-record["logits"])[:5]
-    return {"token": tokens[position], "residuals": residuals, "heads": heads,
-            "top_logits": [(float(record["logits"][i]), model["vocab"][i]) for i in order]}
-
-
-def format_inspection(info):
-    """A printable report of inspect(): the heads, then per stage the values it wrote."""
-    lines = ["token %r" % info["token"]]
-    for l, h, outs, attended, value in info["heads"]:
-        value = tuple(float(v) for v in value)
-        lines.append("  layer %d head %2d -> %-36s attends %s value %s" % (l, h, ",".join(outs), attended, value))
-    before = {}
-    for stage, values in info["residuals"]:
-        changed = {n: v for n, v in values.items() if v != before.get(n, 0.0)}
-        lines.append("  %s: %s" % (stage, ", ".join("%s=%.10g" % item for item in changed.items())))
-        before = values
-    lines.append("  top logits %s" % [(float(l), t) for l, t in info["top_logits"]])
-    return "\n".join(lines)
-
-
-def first_divergence(instructions, input_bytes=None, model=None, cache="hull"):
-    """None when the transformer's trace equals the reference; else a dict with the
-    trace index, expected and produced tokens, and inspect() at the position that
-    predicted the wrong token (for debugging: print format_inspection(d["inspect"]))."""
-    model = model or compile_machine()
-    expected = reference.run_reference(instructions, input_bytes)
-    produced = run_transformer(instructions, input_bytes, cache=cache, max_new_tokens=len(expected), model=model)
-    if produced == expected:
-        return None
-    index = next((i for i, (a, b) in enumerate(zip(produced, expected)) if a != b), min(len(produced), len(expected)))
-    specialized = reference.START in model["vocab"]  # the program is in the weights (section 6)
-    prompt = (reference.specialized_prompt if specialized else reference.program_tokens)(instructions, input_bytes)
-    tokens = prompt + expected
-    return {"index": index, "expected": expected[index:index + 1], "produced": produced[index:index + 1],
-            "inspect": inspect(model, tokens, len(prompt) + index - 1)}
 
 
 # ---------------------------------------------------------------------------

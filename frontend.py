@@ -1822,8 +1822,8 @@ def reference_runner(instructions):
 
 def transformer_runner(instructions):
     """Run a program inside the compiled transformer: (status, output bytes)."""
-    import compile_weights
-    tokens = compile_weights.run_transformer(instructions)
+    import compile_weights, wasmtf  # noqa: E401 (core branch: run_transformer moved to wasmtf; front moves this runner)
+    tokens = wasmtf.run_transformer(compile_weights.compile_machine(), instructions)
     status = tokens[-1] if tokens and tokens[-1] in reference.STOP_TOKENS else "end"
     return status, reference.output_bytes(tokens)
 

@@ -802,11 +802,21 @@ def draft_for_prompt(prompt, max_steps=reference.DEFAULT_MAX_STEPS):
     return [] if program is None else reference_draft(*program, max_steps=max_steps)
 
 
-def run_speculative(model, instructions, input_bytes=None, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,
-                    chunk=CHUNK, plan=None, progress=None):
-    """Run a flat program inside the transformer, drafting with the reference interpreter:
-    (prompt tokens, trace tokens), the trace equal to wasmtf.run_program's."""
-    prompt = reference.program_tokens(instructions, input_bytes)
+def generate(model, prompt, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS, plan=None, progress=None,
+             program=None):
+    """wasmtf.generate's tokens, the reference interpreter drafting the trace of a program
+    prompt, or of `program` = (instructions, input bytes) (a specialized prompt does not
+    hold its program), piece by piece as verification needs it."""
+    if program is None:
+        draft = draft_pieces_for_prompt(prompt, max_new_tokens)
+    else:
+        draft = reference_draft_pieces(*program, max_tokens=max_new_tokens)
+    return generate_speculative(model, prompt, draft, max_new_tokens, plan=plan, progress=progress)
+
+
+def run_program(model, instructions, input_bytes=None, max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS,
+                chunk=CHUNK, plan=None, progress=None):
+    """wasmtf.run_program's (prompt tokens, trace tokens), drafting with the reference interpreter."""
+    prompt = wasmtf.program_prompt(model, instructions, input_bytes)
     draft = reference_draft_pieces(instructions, input_bytes, max_new_tokens)
-    trace = generate_speculative(model, prompt, draft, max_new_tokens, chunk, plan, progress)
-    return prompt, trace
+    return prompt, generate_speculative(model, prompt, draft, max_new_tokens, chunk, plan, progress)

@@ -24,6 +24,7 @@ import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLAS (see above)
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import cli  # noqa: E402
 import compile_weights  # noqa: E402
 import frontend  # noqa: E402
 import reference  # noqa: E402
@@ -62,7 +63,7 @@ def main(argv=None):
     if args.limit is not None:
         draft = draft[:args.limit]
 
-    progress = wasmtf.Progress("tokens verified")
+    progress = cli.Progress("tokens verified")
     start, cpu_start = time.perf_counter(), time.process_time()
     accepted, token = speculative.verify(model, prompt, draft, chunk=args.chunk, plan=plan, progress=progress)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

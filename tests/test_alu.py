@@ -122,7 +122,7 @@ def test_hull_transformer_on_boundary_and_random_operands(model, opcode):
     rng = random.Random("hull " + opcode)
     instructions = program_of(opcode, operand_pairs(opcode, rng, 20, full=False))
     expected = reference.run_reference(instructions)
-    assert cw.run_transformer(instructions, model=model) == expected
+    assert wasmtf.run_transformer(model, instructions) == expected
 
 
 @pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
@@ -133,7 +133,7 @@ def test_evaluator_and_brute_cache(model, graph, opcode):
     instructions = program_of(opcode, pairs)
     expected = reference.run_reference(instructions)
     assert cw.evaluate(graph, reference.program_tokens(instructions)) == expected
-    assert cw.run_transformer(instructions, model=model, cache="brute") == expected
+    assert wasmtf.run_transformer(model, instructions, cache="brute") == expected
 
 
 SHIFTS = ["i32.shl", "i32.shr_u", "i32.shr_s", "i32.rotl", "i32.rotr"]
@@ -151,7 +151,7 @@ def test_every_shift_count_through_the_hull_cache(model):
     expected = reference.run_reference(instructions)
     assert results_in_trace(instructions, expected) == [
         SEMANTICS[op](a, s) for op in SHIFTS for a in (0x80000001, 0x7F3C5A96, MASK) for s in SHIFT_COUNTS]
-    assert cw.run_transformer(instructions, model=model) == expected
+    assert wasmtf.run_transformer(model, instructions) == expected
 
 
 def mixed_program(rng, n_operations):
@@ -177,9 +177,9 @@ def test_mixed_programs_hull_and_speculative(model, plan, seed):
     instructions = mixed_program(random.Random(seed), 150)
     expected = reference.run_reference(instructions)
     prompt = reference.program_tokens(instructions)
-    assert cw.run_transformer(instructions, model=model) == expected
+    assert wasmtf.run_transformer(model, instructions) == expected
     assert speculative.verify(model, prompt, expected, plan=plan) == (len(expected), None)
-    _, trace = speculative.run_speculative(model, instructions, plan=plan)
+    _, trace = speculative.run_program(model, instructions, plan=plan)
     assert trace == expected
 
 
@@ -192,7 +192,7 @@ def test_random_operand_sweep(model, opcode):
     instructions = program_of(opcode, pairs)
     expected = reference.run_reference(instructions)
     assert results_in_trace(instructions, expected) == [SEMANTICS[opcode](a, b) for a, b in pairs]
-    assert cw.run_transformer(instructions, model=model) == expected
+    assert wasmtf.run_transformer(model, instructions) == expected
 
 
 def spec_worked_examples():
@@ -212,8 +212,8 @@ def spec_worked_examples():
 def test_spec_worked_examples(model, graph, index):
     instructions, trace = spec_worked_examples()[index]
     assert reference.run_reference(instructions) == trace
-    assert cw.run_transformer(instructions, model=model) == trace
-    assert cw.run_transformer(instructions, model=model, cache="brute") == trace
+    assert wasmtf.run_transformer(model, instructions) == trace
+    assert wasmtf.run_transformer(model, instructions, cache="brute") == trace
     assert cw.evaluate(graph, reference.program_tokens(instructions)) == trace
 
 
@@ -225,4 +225,4 @@ def test_spec_worked_examples_margins_and_softmax(model, index):
     prompt = reference.program_tokens(instructions)
     logit_margin, gap = safety_margins(model, prompt + trace, len(prompt))
     assert logit_margin >= MIN_LOGIT_MARGIN and gap >= MIN_SCORE_GAP
-    assert cw.run_transformer(instructions, model=model, cache="softmax") == trace
+    assert wasmtf.run_transformer(model, instructions, cache="softmax") == trace

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES_DIR, REPO
+import cli
 import reference
 import wasmtf
 
@@ -28,33 +29,33 @@ def one_error_line(capsys):
 
 
 def test_demo_runs_3_plus_5_from_c_inside_the_transformer(capsys):
-    assert wasmtf.main([]) == 0
+    assert cli.main([]) == 0
     out = capsys.readouterr().out
     assert "output: 8\n" in out and "ok: the trace equals the reference" in out
     assert "i32.add" in out and "commit(" in out  # the program and the trace grouped by instruction
 
 
 def test_run_prints_the_program_output(capsys):
-    assert wasmtf.main(["run", str(EXAMPLE_WASM / "hello.wasm")]) == 0
+    assert cli.main(["run", str(EXAMPLE_WASM / "hello.wasm")]) == 0
     captured = capsys.readouterr()
     assert captured.out == "Hello, world!\n"
     assert "tokens in" in captured.err and "tokens/s" in captured.err
 
 
 def test_run_tokens_equals_the_reference_file(capsys):
-    assert wasmtf.main(["run", str(CALL_INPUT), "--tokens", "--cache", "brute"]) == 0
+    assert cli.main(["run", str(CALL_INPUT), "--tokens", "--cache", "brute"]) == 0
     expected = (EXAMPLES_DIR / "ex3_call_input_ref.txt").read_text()
     assert capsys.readouterr().out == expected
 
 
 def test_run_trace_and_input(capsys):
-    assert wasmtf.main(["run", str(CALL_INPUT), "--input", "5", "--trace"]) == 0
+    assert cli.main(["run", str(CALL_INPUT), "--input", "5", "--trace"]) == 0
     out = capsys.readouterr().out
     assert "call" in out and "b'12345\\n'" in out
 
 
 def test_reference_prints_the_ref_layout(capsys):
-    assert wasmtf.main(["reference", str(THREE_PLUS_FIVE)]) == 0
+    assert cli.main(["reference", str(THREE_PLUS_FIVE)]) == 0
     assert capsys.readouterr().out == (EXAMPLES_DIR / "ex0_three_plus_five_ref.txt").read_text()
 
 
@@ -62,33 +63,33 @@ def test_a_trapped_run_exits_1(tmp_path, capsys):
     program = tmp_path / "trap.txt"
     program.write_text(reference.format_program([("i32.const", 7), ("trap", 0), ("halt", 0)]))
     for command in ("run", "reference"):
-        assert wasmtf.main([command, str(program)]) == 1
+        assert cli.main([command, str(program)]) == 1
         assert one_error_line(capsys).startswith("wasmtf: the program trapped")
 
 
 def test_running_out_of_tokens_exits_1(capsys):
-    assert wasmtf.main(["run", str(THREE_PLUS_FIVE), "--max-tokens", "10"]) == 1
+    assert cli.main(["run", str(THREE_PLUS_FIVE), "--max-tokens", "10"]) == 1
     assert one_error_line(capsys) == "wasmtf: no stop token within 10 tokens"
 
 
 @pytest.mark.parametrize("command", ["run", "reference", "compile"])
 def test_bad_program_files_exit_2_with_one_line(tmp_path, capsys, command):
     missing = tmp_path / "missing.txt"
-    assert wasmtf.main([command, str(missing)]) == 2
+    assert cli.main([command, str(missing)]) == 2
     assert "missing.txt" in one_error_line(capsys)
     bad_text = tmp_path / "bad.txt"
     bad_text.write_text("{ i32.const 01 00 00 }")
-    assert wasmtf.main([command, str(bad_text)]) == 2
+    assert cli.main([command, str(bad_text)]) == 2
     assert one_error_line(capsys).startswith("wasmtf: error: ")
     bad_wasm = tmp_path / "bad.wasm"
     bad_wasm.write_bytes(b"\0asn\1\0\0\0")
-    assert wasmtf.main([command, str(bad_wasm)]) == 2
+    assert cli.main([command, str(bad_wasm)]) == 2
     assert "magic" in capsys.readouterr().err
 
 
 def test_compile_writes_the_program_file(tmp_path, capsys):
     out = tmp_path / "add.txt"
-    assert wasmtf.main(["compile", str(EXAMPLE_WASM / "add.wasm"), "-o", str(out)]) == 0
+    assert cli.main(["compile", str(EXAMPLE_WASM / "add.wasm"), "-o", str(out)]) == 0
     instructions, input_bytes = reference.read_program(out)
     assert instructions[0][0] == "input_base"
     assert reference.output_bytes(reference.run_reference(instructions, input_bytes)) == b"8\n"
@@ -97,17 +98,17 @@ def test_compile_writes_the_program_file(tmp_path, capsys):
 @pytest.mark.parametrize("suffix", [".npz", ".bin"])
 def test_weights_round_trip_through_crosscheck(tmp_path, capsys, suffix):
     weights = tmp_path / ("model" + suffix)
-    assert wasmtf.main(["weights", "-o", str(weights)]) == 0
-    assert wasmtf.main(["crosscheck", str(weights), str(CALL_INPUT)]) == 0
+    assert cli.main(["weights", "-o", str(weights)]) == 0
+    assert cli.main(["crosscheck", str(weights), str(CALL_INPUT)]) == 0
     assert "ok:" in capsys.readouterr().out
 
 
 def test_crosscheck_reports_the_first_divergence(tmp_path, capsys):
     weights = tmp_path / "model.npz"
-    assert wasmtf.main(["weights", "-o", str(weights)]) == 0
+    assert cli.main(["weights", "-o", str(weights)]) == 0
     dump = tmp_path / "activations.npz"
     # transformer-vm's model output for d1 differs from the reference (SPEC 4.8): we follow the reference
-    assert wasmtf.main(["crosscheck", str(weights), str(OUTPUT_DOES_NOT_POP) + ".txt",
+    assert cli.main(["crosscheck", str(weights), str(OUTPUT_DOES_NOT_POP) + ".txt",
                         "--against", str(OUTPUT_DOES_NOT_POP) + "_model.txt",
                         "--dump-activations", str(dump)]) == 1
     out = capsys.readouterr().out
@@ -122,28 +123,28 @@ def test_crosscheck_reads_a_trace_without_an_input_section(tmp_path, capsys):
     """transformer-vm writes no input section when a program gets no input (SPEC 2.1,
     d3): crosscheck runs that prompt and reports d3 itself, the model's NUL byte."""
     weights = tmp_path / "model.npz"
-    assert wasmtf.main(["weights", "-o", str(weights)]) == 0
+    assert cli.main(["weights", "-o", str(weights)]) == 0
     d3 = EXAMPLES_DIR / "official_model_divergences" / "d3_empty_input_section"
-    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", f"{d3}_model.txt"]) == 1
+    assert cli.main(["crosscheck", str(weights), f"{d3}.txt", "--against", f"{d3}_model.txt"]) == 1
     assert "diverge at token 0 (group 0): expected 'commit(+0,sts=0,bt=0)', got '00'" in capsys.readouterr().out
     instructions, _ = reference.read_program(f"{d3}.txt")
     prompt = reference.program_tokens(instructions)
     own = tmp_path / "own_ref.txt"            # wasmtf's own trace: the empty input section `00 commit(...)`
     own.write_text(" ".join(prompt + reference.run_reference(instructions, b"")))
-    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", str(own)]) == 0
-    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", f"{d3}_model.txt",
+    assert cli.main(["crosscheck", str(weights), f"{d3}.txt", "--against", str(own)]) == 0
+    assert cli.main(["crosscheck", str(weights), f"{d3}.txt", "--against", f"{d3}_model.txt",
                         "--input", "x"]) == 2
     assert "its prompt has no input section, but the input is b'x'" in one_error_line(capsys)
-    assert wasmtf.main(["crosscheck", str(weights), f"{d3}.txt", "--against", str(own), "--input", "x"]) == 2
+    assert cli.main(["crosscheck", str(weights), f"{d3}.txt", "--against", str(own), "--input", "x"]) == 2
     assert "its input is b'', not b'x'" in one_error_line(capsys)
-    assert wasmtf.main(["crosscheck", str(weights), str(THREE_PLUS_FIVE), "--against", f"{d3}_model.txt"]) == 2
+    assert cli.main(["crosscheck", str(weights), str(THREE_PLUS_FIVE), "--against", f"{d3}_model.txt"]) == 2
     assert "is the trace of another program" in one_error_line(capsys)
 
 
 def test_crosscheck_rejects_a_bad_model_file(tmp_path, capsys):
     bad = tmp_path / "model.bin"
     bad.write_bytes(b"\x01\x02")
-    assert wasmtf.main(["crosscheck", str(bad), str(THREE_PLUS_FIVE)]) == 2
+    assert cli.main(["crosscheck", str(bad), str(THREE_PLUS_FIVE)]) == 2
     assert "model.bin" in one_error_line(capsys)
 
 
@@ -158,7 +159,7 @@ def test_a_missing_tool_is_an_error_saying_what_to_install(tmp_path, capsys, mon
     """Never a silent pass ("0 passed, 0 failed, N skipped"): exit 2 and one line."""
     (tmp_path / "p.wat").write_text('(module (func (export "compute")))')
     monkeypatch.setitem(sys.modules, package, None)     # `import package` raises ImportError
-    assert wasmtf.main([word.format(tmp=tmp_path) for word in command]) == 2
+    assert cli.main([word.format(tmp=tmp_path) for word in command]) == 2
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [captured.err.strip()]
     assert captured.err.startswith("wasmtf: error: ") and f"(pip install {package})" in captured.err
@@ -166,14 +167,14 @@ def test_a_missing_tool_is_an_error_saying_what_to_install(tmp_path, capsys, mon
 
 
 def test_spectest_command_counts_cases(capsys):
-    assert wasmtf.main(["spectest", str(REPO / "spec" / "wast" / "nop.wast")]) == 0
+    assert cli.main(["spectest", str(REPO / "spec" / "wast" / "nop.wast")]) == 0
     assert "nop.wast:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", [name for name, _, _ in wasmtf.COMMANDS])
+@pytest.mark.parametrize("command", [name for name, _, _ in cli.COMMANDS])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        wasmtf.main([command, "--help"])
+        cli.main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
 
@@ -182,14 +183,14 @@ def test_every_subcommand_has_help(command, capsys):
                                        ["run", str(THREE_PLUS_FIVE), "--cache", "bogus"]])
 def test_bad_usage_exits_2(capsys, arguments):
     with pytest.raises(SystemExit) as exit_info:
-        wasmtf.main(arguments)
+        cli.main(arguments)
     assert exit_info.value.code == 2
 
 
 def test_model_bin_written_by_wasmtf_reproduces_the_worked_examples(tmp_path):
     """A model.bin (SPEC 8) read back runs every ex*.txt to its reference trace."""
     path = tmp_path / "model.bin"
-    wasmtf.save(wasmtf.load_machine(), path)
+    wasmtf.save(cli.load_machine(), path)
     model = wasmtf.load(path)
     for program in sorted(EXAMPLES_DIR.glob("ex*_*.txt")):
         if program.name.endswith("_ref.txt"):
@@ -201,16 +202,16 @@ def test_model_bin_written_by_wasmtf_reproduces_the_worked_examples(tmp_path):
 
 
 def test_run_speculative_gives_the_sequential_trace(capsys):
-    assert wasmtf.main(["run", str(CALL_INPUT), "--tokens", "--speculative"]) == 0
+    assert cli.main(["run", str(CALL_INPUT), "--tokens", "--speculative"]) == 0
     assert capsys.readouterr().out == (EXAMPLES_DIR / "ex3_call_input_ref.txt").read_text()
-    assert wasmtf.main(["run", str(EXAMPLE_WASM / "hungarian.wasm"), "--speculative"]) == 0
+    assert cli.main(["run", str(EXAMPLE_WASM / "hungarian.wasm"), "--speculative"]) == 0
     assert capsys.readouterr().out.endswith("cost: 206\n")
 
 
 def test_weights_and_spectest_bad_input_exit_2(tmp_path, capsys):
-    assert wasmtf.main(["weights", "-o", str(tmp_path / "weights.xyz")]) == 2
+    assert cli.main(["weights", "-o", str(tmp_path / "weights.xyz")]) == 2
     assert "unknown model file type" in one_error_line(capsys)
-    assert wasmtf.main(["spectest", str(tmp_path / "missing.wast")]) == 2
+    assert cli.main(["spectest", str(tmp_path / "missing.wast")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.wast" in err[0]
 
@@ -229,29 +230,29 @@ def error_lines(capsys):
 @pytest.fixture(scope="module")
 def weights_npz(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "weights.npz"
-    wasmtf.save(wasmtf.load_machine(), path)
+    wasmtf.save(cli.load_machine(), path)
     return path
 
 
 def test_crosscheck_against_must_be_a_trace_of_this_program(weights_npz, capsys):
     # a program file (no trace after its prompt): an error naming the file, not "ok: 0 tokens equal"
-    assert wasmtf.main(["crosscheck", str(weights_npz), str(THREE_PLUS_FIVE), "--against", str(THREE_PLUS_FIVE)]) == 2
+    assert cli.main(["crosscheck", str(weights_npz), str(THREE_PLUS_FIVE), "--against", str(THREE_PLUS_FIVE)]) == 2
     captured = capsys.readouterr()
     assert "ok" not in captured.out
     assert captured.err.strip() == (f"wasmtf: error: --against {THREE_PLUS_FIVE}: a program file, not a trace "
                                     "(no tokens after the prompt)")
     # another program's trace: an error, not a model divergence
     other = EXAMPLES_DIR / "ex1_arith_ref.txt"
-    assert wasmtf.main(["crosscheck", str(weights_npz), str(THREE_PLUS_FIVE), "--against", str(other)]) == 2
+    assert cli.main(["crosscheck", str(weights_npz), str(THREE_PLUS_FIVE), "--against", str(other)]) == 2
     captured = capsys.readouterr()
     assert "diverge" not in captured.out
     assert captured.err.strip() == f"wasmtf: error: {other} is the trace of another program than {THREE_PLUS_FIVE}"
     # the same program with another input
-    assert wasmtf.main(["crosscheck", str(weights_npz), str(CALL_INPUT), "--input", "7",
+    assert cli.main(["crosscheck", str(weights_npz), str(CALL_INPUT), "--input", "7",
                         "--against", str(EXAMPLES_DIR / "ex3_call_input_ref.txt")]) == 2
     assert "its input is b'3', not b'7'" in one_error_line(capsys)
     # its own trace: ok
-    assert wasmtf.main(["crosscheck", str(weights_npz), str(THREE_PLUS_FIVE),
+    assert cli.main(["crosscheck", str(weights_npz), str(THREE_PLUS_FIVE),
                         "--against", str(EXAMPLES_DIR / "ex0_three_plus_five_ref.txt")]) == 0
     assert capsys.readouterr().out.startswith("ok: ")
 
@@ -271,9 +272,9 @@ REJECTED_PROGRAMS = {  # programs the reference interpreter rejects while runnin
 @pytest.mark.parametrize("speculative", [False, True])
 def test_run_rejects_what_the_reference_rejects_before_generating(tmp_path, capsys, name, speculative):
     program = write_program(tmp_path / "p.txt", REJECTED_PROGRAMS[name])
-    assert wasmtf.main(["reference", str(program)]) == 1
+    assert cli.main(["reference", str(program)]) == 1
     expected = error_lines(capsys)[-1].removeprefix("wasmtf: ")
-    assert wasmtf.main(["run", str(program)] + (["--speculative"] if speculative else [])) == 1
+    assert cli.main(["run", str(program)] + (["--speculative"] if speculative else [])) == 1
     captured = capsys.readouterr()
     assert captured.out == ""                     # nothing generated, nothing printed
     assert captured.err.strip() == f"wasmtf: error: {expected}"
@@ -284,18 +285,18 @@ def test_the_run_check_finds_a_late_underflow(tmp_path, capsys):
     loop = [("i32.const", 40_000), ("local.set", 0), ("local.get", 0), ("i32.const", 1), ("i32.sub", 0),
             ("local.tee", 0), ("br_if", reference.WORD_MODULUS - 5), ("drop", 0), ("halt", 0)]
     program = write_program(tmp_path / "late.txt", loop)
-    assert wasmtf.main(["run", str(program)]) == 1
+    assert cli.main(["run", str(program)]) == 1
     assert one_error_line(capsys).startswith("wasmtf: error: stack underflow: status running after 200002 steps")
 
 
 def test_a_trapped_run_says_where_as_reference_does(tmp_path, capsys):
     program = write_program(tmp_path / "trap.txt", [("i32.const", 0), ("br_if", 1), ("i32.const", 7),
                                                     ("drop", 0), ("trap", 0), ("halt", 0)])
-    assert wasmtf.main(["reference", str(program)]) == 1
+    assert cli.main(["reference", str(program)]) == 1
     expected = one_error_line(capsys)
     assert expected == "wasmtf: the program trapped at instruction 4 (token 21)"
     for extra in ([], ["--speculative"], ["--cache", "brute"]):
-        assert wasmtf.main(["run", str(program)] + extra) == 1
+        assert cli.main(["run", str(program)] + extra) == 1
         assert one_error_line(capsys) == expected
 
 
@@ -306,8 +307,8 @@ def endless_loop(tmp_path, output=b""):
 
 
 def test_progress_lines_without_a_terminal_name_the_limit(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(wasmtf, "PROGRESS_LINE_SECONDS", 0)   # a line at every report (every 4,096 tokens)
-    assert wasmtf.main(["run", str(endless_loop(tmp_path)), "--max-tokens", "9000"]) == 1
+    monkeypatch.setattr(cli, "PROGRESS_LINE_SECONDS", 0)   # a line at every report (every 4,096 tokens)
+    assert cli.main(["run", str(endless_loop(tmp_path)), "--max-tokens", "9000"]) == 1
     lines = error_lines(capsys)
     assert [line.split(" tokens,")[0] for line in lines[:2]] == ["wasmtf: 4,096", "wasmtf: 8,192"]
     assert all(line.endswith(" s (limit 9,000)") and "tokens/s" in line for line in lines[:2])
@@ -317,12 +318,12 @@ def test_progress_lines_without_a_terminal_name_the_limit(tmp_path, capsys, monk
 def test_help_states_the_default_token_limit(capsys):
     for command in ("run", "generate"):
         with pytest.raises(SystemExit):
-            wasmtf.main([command, "--help"])
+            cli.main([command, "--help"])
         assert f"default {wasmtf.DEFAULT_MAX_NEW_TOKENS:,}".replace(",", ",") in " ".join(capsys.readouterr().out.split())
 
 
 def test_the_live_line_is_cleared_before_streamed_output(capsys):
-    progress = wasmtf.Progress(limit=100, stream_output=True)
+    progress = cli.Progress(limit=100, stream_output=True)
     progress.live = True                                          # as if stderr were a terminal
     progress(2, ["00", "commit(+1,sts=1,bt=0)"])
     captured = capsys.readouterr()
@@ -362,7 +363,7 @@ def test_run_streams_the_output_as_it_is_generated(tmp_path):
 
 def test_a_closed_pipe_ends_the_run_quietly(tmp_path):
     for command in ([sys.executable, str(REPO / "wasmtf.py")],                    # SIGPIPE, as Unix tools
-                    [sys.executable, "-c", "import sys, wasmtf; sys.exit(wasmtf.main())"]):  # BrokenPipeError
+                    [sys.executable, "-c", "import sys, cli; sys.exit(cli.main())"]):  # BrokenPipeError
         process = subprocess.Popen(command + ["run", str(EXAMPLE_WASM / "collatz.wasm"), "--input", "6", "--trace"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
         assert process.stdout.readline().split()[:2] == [b"step", b"pc"]
@@ -374,19 +375,19 @@ def test_a_closed_pipe_ends_the_run_quietly(tmp_path):
 
 def test_one_name_for_one_thing(tmp_path, capsys):
     # --cache with --speculative is an error, not ignored
-    assert wasmtf.main(["run", str(CALL_INPUT), "--speculative", "--cache", "softmax"]) == 2
+    assert cli.main(["run", str(CALL_INPUT), "--speculative", "--cache", "softmax"]) == 2
     assert "--cache has no effect with --speculative" in one_error_line(capsys)
     # --model '' is an error, not the built-in machine
     with pytest.raises(SystemExit) as exit_info:
-        wasmtf.main(["run", str(CALL_INPUT), "--model", ""])
+        cli.main(["run", str(CALL_INPUT), "--model", ""])
     assert exit_info.value.code == 2 and "--model: an empty file name" in capsys.readouterr().err
     # generate takes --max-tokens, as run does
     model = tmp_path / "copy.npz"
     wasmtf.save(wasmtf.copy_model(), model)
-    assert wasmtf.main(["generate", str(model), "{", "3", "--max-tokens", "2"]) == 1
+    assert cli.main(["generate", str(model), "{", "3", "--max-tokens", "2"]) == 1
     assert capsys.readouterr().out == "1 4\n"   # `{` has code 0
     # convert says what it wrote
-    assert wasmtf.main(["convert", str(model), str(tmp_path / "copy.bin")]) == 0
+    assert cli.main(["convert", str(model), str(tmp_path / "copy.bin")]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'copy.bin'}: ")
 
 
@@ -395,7 +396,7 @@ def test_the_first_error_line_tells_the_whole_story(tmp_path, capsys):
     program.write_text('(module (import "env" "output_byte" (func $o (param i32)))'
                        ' (func (export "compute") (drop (f64.add (f64.const 1) (f64.const 2)))'
                        ' (call $o (i32.const 33))))')
-    assert wasmtf.main(["run", str(program)]) == 2
+    assert cli.main(["run", str(program)]) == 2
     first, *details = error_lines(capsys)
     assert first.startswith(f"wasmtf: error: {program}: 3 unsupported instructions or features, the first: ")
     assert len(details) == 3 and all(line.startswith("  ") and "f64." in line for line in details)
@@ -425,7 +426,7 @@ def test_model_files_in_disguise_name_the_real_problem(tmp_path, capsys, weights
                 odd_width: f"array tok.weight has shape ({V}, {D - 1}), not [V={V} (the vocabulary), an even D]",
                 scalar_vocab: "array vocab has shape (), not a list"}
     for path, message in expected.items():
-        assert wasmtf.main(["info", str(path)]) == 2
+        assert cli.main(["info", str(path)]) == 2
         err = capsys.readouterr().err
         assert err == f"wasmtf: error: {path}: {message}\n" and "pickl" not in err
 
@@ -436,7 +437,7 @@ def test_a_negative_erase_count_is_a_clear_error(tmp_path, capsys):
     data = wasmtf.write_model_bin(model)
     count_at = data.rindex(struct.pack("<3i", 1, 1, 5)) + 4        # has_erase = 1, then layer 0's count
     (tmp_path / "negative.bin").write_bytes(data[:count_at] + struct.pack("<i", -3) + data[count_at + 4:])
-    assert wasmtf.main(["info", str(tmp_path / "negative.bin")]) == 2
+    assert cli.main(["info", str(tmp_path / "negative.bin")]) == 2
     assert error_lines(capsys) == [f"wasmtf: error: {tmp_path / 'negative.bin'}: layer 0 erase count is -3, negative"]
 
 
@@ -452,10 +453,10 @@ def test_text_that_is_not_utf8_is_named(tmp_path, capsys, weights_npz):
                 "--against": ["crosscheck", str(weights_npz), str(THREE_PLUS_FIVE),
                               "--against", str(tmp_path / "prog.txt")]}
     for name, command in commands.items():
-        assert wasmtf.main(command) == 2, name
+        assert cli.main(command) == 2, name
         line = one_error_line(capsys)
         assert name in line and "not UTF-8 text (byte 0xff at offset 2)" in line, line
-    assert wasmtf.main(["run", str(EXAMPLE_WASM / "hello.wasm"), "--input", "Ad\udcffa"]) == 2
+    assert cli.main(["run", str(EXAMPLE_WASM / "hello.wasm"), "--input", "Ad\udcffa"]) == 2
     assert one_error_line(capsys) == "wasmtf: error: --input: character 2 is not encodable as UTF-8 ('\\udcff')"
 
 
@@ -464,12 +465,12 @@ def test_helpers_that_generate_stop_at_a_token_limit_by_default(tmp_path, monkey
     import frontend
     import speculative
     for function in (wasmtf.generate, wasmtf.run_program, speculative.generate_speculative,
-                     speculative.run_speculative):
+                     speculative.generate, speculative.run_program):
         default = inspect.signature(function).parameters["max_new_tokens"].default
         assert default == wasmtf.DEFAULT_MAX_NEW_TOKENS, function.__name__
     monkeypatch.setattr(wasmtf, "DEFAULT_MAX_NEW_TOKENS", 60)   # read when called, not when defined
     loop = [("br", reference.WORD_MODULUS - 1)]
-    assert len(compile_weights.run_transformer(loop)) == 60
+    assert len(wasmtf.run_transformer(compile_weights.compile_machine(), loop)) == 60
     assert frontend.transformer_runner(loop) == ("end", b"")
 
 
@@ -485,7 +486,7 @@ def test_readme_gives_the_command_that_opens_the_notebooks():
 def test_a_c_compile_failure_is_one_line_then_the_compilers_messages(tmp_path, capsys):
     source = tmp_path / "mine.c"
     source.write_text("void compute(const char *input) { putchar(x); }\nvoid other(void) { y = 1; }\n")
-    assert wasmtf.main(["run", str(source)]) == 2
+    assert cli.main(["run", str(source)]) == 2
     first, *details = error_lines(capsys)
     assert first == (f"wasmtf: error: compiling {source} failed (2 errors, the first: "
                      f"{source}:1:43: error: use of undeclared identifier 'x')")
@@ -515,9 +516,9 @@ def test_softmax_cache_stops_on_a_float64_tie_instead_of_a_wrong_answer(tmp_path
     "2 " forever. It stops at the first tie, naming the head and position (~10 s)."""
     source = tmp_path / "primes.c"
     source.write_text(PRIMES_C)
-    assert wasmtf.main(["run", str(source)]) == 0
+    assert cli.main(["run", str(source)]) == 0
     assert capsys.readouterr().out == "2 3 5 \n"
-    assert wasmtf.main(["run", str(source), "--cache", "softmax"]) == 1
+    assert cli.main(["run", str(source), "--cache", "softmax"]) == 1
     captured = capsys.readouterr()
     assert captured.out in ("", "2 ")
     errors = [line for line in captured.err.splitlines() if line.startswith("wasmtf: error")]
@@ -530,7 +531,7 @@ def test_runaway_recursion_stops_in_reference_run_and_speculative_run(monkeypatc
     stops the reference, the transformer's run and its speculative run alike."""
     monkeypatch.setattr(reference, "MAX_CALL_DEPTH", 20)
     for command in (["reference"], ["run"], ["run", "--speculative"]):
-        assert wasmtf.main(command + [str(CALL_INPUT), "--input", ""]) == 1
+        assert cli.main(command + [str(CALL_INPUT), "--input", ""]) == 1
         line = one_error_line(capsys)
         assert "call stack exhausted" in line and "(the limit is 20)" in line, command
 
@@ -539,5 +540,5 @@ def test_run_speculative_on_a_program_that_never_halts(tmp_path, capsys):
     program = tmp_path / "loop.txt"
     program.write_text(reference.format_program([("i32.const", 1), ("drop", 0), ("br", (-3) % 2 ** 32),
                                                  ("halt", 0)]))
-    assert wasmtf.main(["run", str(program), "--speculative", "--max-tokens", "5000"]) == 1
+    assert cli.main(["run", str(program), "--speculative", "--max-tokens", "5000"]) == 1
     assert one_error_line(capsys) == "wasmtf: no stop token within 5,000 tokens"

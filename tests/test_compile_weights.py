@@ -107,7 +107,7 @@ def test_query_rows_carry_the_hard_scale():
 def test_inspect_names_values_and_attention_targets():
     model = cw.compile_machine()
     tokens = reference.program_tokens([("i32.const", 7), ("output", 0), ("halt", 0)])
-    info = cw.inspect(model, tokens, len(tokens) - 1)
+    info = wasmtf.inspect(model, tokens, len(tokens) - 1)
     latest = {}  # each name's value at the last stage that holds it (slots are reused)
     for _, values in info["residuals"]:
         latest.update(values)
@@ -115,7 +115,7 @@ def test_inspect_names_values_and_attention_targets():
     fetch = [h for h in info["heads"] if "op_code_at_pc" in h[2]][0]
     assert fetch[3] == [1]                       # fetched the opcode token of instruction 0
     assert info["top_logits"][0][1] == "07"
-    assert "op_code_at_pc" in cw.format_inspection(info)
+    assert "op_code_at_pc" in wasmtf.format_inspection(info)
 
 
 def test_slot_reuse_by_liveness():

@@ -7,6 +7,7 @@ from conftest import REPO
 import compile_weights
 import frontend
 import reference
+import wasmtf
 
 SOLVED_INKALA = "812753649943682175675491283154237896369845721287169534521974368438526917796318452"
 DEMOS = [
@@ -40,7 +41,7 @@ def expected_tail(name, output):
 def test_demo_inside_the_transformer(name, input_text, output, slow):
     instructions, input_bytes = frontend.load_program_file(REPO / "examples" / (name + ".wasm"), input_text)
     expected = reference.run_reference(instructions, input_bytes)
-    trace = compile_weights.run_transformer(instructions, input_bytes, cache="hull")
+    trace = wasmtf.run_transformer(compile_weights.compile_machine(), instructions, input_bytes, cache="hull")
     assert trace == expected
     if output is not None:
         assert reference.output_bytes(trace) == output

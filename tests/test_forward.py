@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO  # noqa: F401  (puts the repository on sys.path)
+import cli
 import compile_weights
 import wasmtf
 
@@ -290,9 +291,9 @@ def test_a_trailer_after_the_model_bin_fields_is_ignored_with_a_note(tmp_path, c
         assert np.array_equal(loaded[key], plain[key])
     for got, want in zip(loaded["layers"], plain["layers"]):
         assert all(np.array_equal(got[key], want[key]) for key in want)
-    assert wasmtf.main(["info", str(tmp_path / "trailer.bin")]) == 0
+    assert cli.main(["info", str(tmp_path / "trailer.bin")]) == 0
     assert "trailer: 536 bytes after the model.bin fields (ignored)" in capsys.readouterr().out
-    assert wasmtf.main(["info", str(tmp_path / "plain.bin")]) == 0
+    assert cli.main(["info", str(tmp_path / "plain.bin")]) == 0
     captured = capsys.readouterr()
     assert "trailer" not in captured.out and captured.err == ""
     (tmp_path / "short.bin").write_bytes(data[:-1])                  # short of its fields: still an error
@@ -329,21 +330,21 @@ def test_bad_npz_files_are_rejected_with_a_clear_message(tmp_path):
 
 def test_generate_convert_info_and_errors(tmp_path, capsys):
     wasmtf.save(wasmtf.copy_model(), tmp_path / "m.npz")
-    assert wasmtf.main(["convert", str(tmp_path / "m.npz"), str(tmp_path / "m.bin")]) == 0
+    assert cli.main(["convert", str(tmp_path / "m.npz"), str(tmp_path / "m.bin")]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'm.bin'}: ")
-    assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "3", "5"]) == 0
+    assert cli.main(["generate", str(tmp_path / "m.bin"), "{", "3", "5"]) == 0
     assert capsys.readouterr().out.strip() == "4 6 5 7 6 8 7 9 8 halt"
-    assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "3", "--max-tokens", "2"]) == 1
-    assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "3", "--max-new-tokens", "2"]) == 1  # old name
-    assert wasmtf.main(["info", str(tmp_path / "m.bin")]) == 0
+    assert cli.main(["generate", str(tmp_path / "m.bin"), "{", "3", "--max-tokens", "2"]) == 1
+    assert cli.main(["generate", str(tmp_path / "m.bin"), "{", "3", "--max-new-tokens", "2"]) == 1  # old name
+    assert cli.main(["info", str(tmp_path / "m.bin")]) == 0
     assert "layer 0: 1 active heads" in capsys.readouterr().out
-    assert wasmtf.main(["generate", str(tmp_path / "m.bin"), "{", "z"]) == 2
-    assert wasmtf.main(["info", str(tmp_path / "nothing.bin")]) == 2
+    assert cli.main(["generate", str(tmp_path / "m.bin"), "{", "z"]) == 2
+    assert cli.main(["info", str(tmp_path / "nothing.bin")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "wasmtf: error: tokens not in the model's vocabulary: 'z' at 1"
     assert err[1].startswith("wasmtf: error: ") and "nothing.bin" in err[1]
     with pytest.raises(SystemExit) as exit_info:
-        wasmtf.main(["generate", "--bogus"])
+        cli.main(["generate", "--bogus"])
     assert exit_info.value.code == 2
 
 
@@ -398,8 +399,8 @@ def test_batched_form_equals_the_caches_on_random_ties(seed):
         assert np.array_equal(x, np.array([t["residuals"][-1] for t in trace])), cache
 
 
-@pytest.mark.parametrize("command", [name for name, _, _ in wasmtf.COMMANDS])
+@pytest.mark.parametrize("command", [name for name, _, _ in cli.COMMANDS])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        wasmtf.main([command, "--help"])
+        cli.main([command, "--help"])
     assert exit_info.value.code == 0 and "usage: wasmtf.py " + command in capsys.readouterr().out

@@ -15,6 +15,7 @@ import wasmtime
 
 import frontend
 import reference
+import wasmtf
 from conftest import REPO
 
 EXAMPLES = REPO / "examples"
@@ -722,7 +723,7 @@ def test_c_alu_inside_the_transformer(tmp_path):
     instructions = frontend.lower_module(frontend.decode_module(binary))
     for text in [b"7 -3", b"-5 -2"]:          # small dividends: short division routines
         expected = reference.run_reference(instructions, text)
-        assert compile_weights.run_transformer(instructions, text) == expected
+        assert wasmtf.run_transformer(compile_weights.compile_machine(), instructions, text) == expected
 
 
 @pytest.mark.slow

@@ -40,13 +40,13 @@ def model():
 @pytest.mark.parametrize("path", EXAMPLES + RANDOM_EXAMPLES, ids=lambda p: p.stem)
 def test_hull_transformer_reproduces_the_reference_trace(model, path):
     instructions, input_bytes, trace = example(path)
-    assert cw.run_transformer(instructions, input_bytes, cache="hull", model=model) == trace
+    assert wasmtf.run_transformer(model, instructions, input_bytes, cache="hull") == trace
 
 
 @pytest.mark.parametrize("path", FAST_SUBSET, ids=lambda p: p.stem)
 def test_brute_transformer_and_evaluator_reproduce_the_reference_trace(model, path):
     instructions, input_bytes, trace = example(path)
-    assert cw.run_transformer(instructions, input_bytes, cache="brute", model=model) == trace
+    assert wasmtf.run_transformer(model, instructions, input_bytes, cache="brute") == trace
     prompt = reference.program_tokens(instructions, input_bytes)
     assert cw.evaluate(cw.build_machine(), prompt) == trace
 
@@ -65,7 +65,7 @@ def random_programs(seed, count, n_instructions):
 def test_random_programs_hull_equals_reference(model):
     for instructions, input_bytes in random_programs(2026, 200, 30):
         expected = reference.run_reference(instructions, input_bytes)
-        assert cw.run_transformer(instructions, input_bytes, model=model) == expected, \
+        assert wasmtf.run_transformer(model, instructions, input_bytes) == expected, \
             reference.format_program(instructions, input_bytes)
 
 
@@ -73,7 +73,7 @@ def test_random_programs_hull_equals_reference(model):
 def test_random_programs_sweep(model):
     for instructions, input_bytes in random_programs(7, 2000, 80):
         expected = reference.run_reference(instructions, input_bytes)
-        assert cw.run_transformer(instructions, input_bytes, model=model) == expected, \
+        assert wasmtf.run_transformer(model, instructions, input_bytes) == expected, \
             reference.format_program(instructions, input_bytes)
 
 
@@ -122,7 +122,7 @@ def test_traps_and_bounds(model):
         [("i32.const", 3), ("i32.const", 7), ("i32.store8", 2 ** 32 - 2), ("halt", 0)],
     ]
     for instructions in cases:
-        assert cw.run_transformer(instructions, model=model) == reference.run_reference(instructions), instructions
+        assert wasmtf.run_transformer(model, instructions) == reference.run_reference(instructions), instructions
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES_DIR.glob("ex*_ref.txt")), ids=lambda p: p.stem)
@@ -130,15 +130,15 @@ def test_softmax_attention_reproduces_the_worked_examples(model, path):
     """Query rows carry HARD_K*sqrt(2): softmax equals the hard argmax wherever the
     best score is unique (keys are small enough that recency stays visible)."""
     instructions, input_bytes, trace = example(path)
-    assert cw.run_transformer(instructions, input_bytes, cache="softmax", model=model) == trace
+    assert wasmtf.run_transformer(model, instructions, input_bytes, cache="softmax") == trace
 
 
 def test_first_divergence_is_none_for_a_correct_run_and_located_for_a_wrong_model(model):
     instructions = [("i32.const", 200), ("i32.const", 100), ("i32.add", 0), ("output", 0), ("halt", 0)]
-    assert cw.first_divergence(instructions, model=model) is None
+    assert wasmtf.first_divergence(model, instructions) is None
     broken = dict(model, head=model["head"].copy())
     broken["head"][reference.TOKEN_ID["2c'"]] = 0.0  # the marked sum byte can no longer win
-    found = cw.first_divergence(instructions, model=broken)
+    found = wasmtf.first_divergence(broken, instructions)
     assert found["index"] == 10 and found["expected"] == ["2c'"]
     assert found["inspect"]["residuals"][-1][1]["out_mark"] == 1.0
 
@@ -153,4 +153,4 @@ def test_a_million_token_loop(model):
             ("i32.load", 0), ("output", 0), ("halt", 0)]
     expected = reference.run_reference(loop)
     assert len(expected) > 1_000_000
-    assert cw.run_transformer(loop, model=model) == expected
+    assert wasmtf.run_transformer(model, loop) == expected

@@ -5,9 +5,9 @@ import random
 import pytest
 
 from conftest import EXAMPLES_DIR
+import cli
 import program_generator
 import reference
-import wasmtf
 from reference import MEMORY_SIZE, ProgramError
 
 EXAMPLE_TRACES = sorted(EXAMPLES_DIR.rglob("*_ref.txt"))
@@ -437,12 +437,12 @@ def test_diff_traces():
 # ---------------------------------------------------------------------------
 
 def test_command_prints_the_reference_file(capsys):
-    assert wasmtf.main(["reference", str(EXAMPLES_DIR / "ex3_call_input.txt")]) == 0
+    assert cli.main(["reference", str(EXAMPLES_DIR / "ex3_call_input.txt")]) == 0
     assert capsys.readouterr().out == (EXAMPLES_DIR / "ex3_call_input_ref.txt").read_text()
 
 
 def test_command_input_replaces_the_section(capsys):
-    assert wasmtf.main(["reference", str(EXAMPLES_DIR / "ex3_call_input.txt"), "--input", "5"]) == 0
+    assert cli.main(["reference", str(EXAMPLES_DIR / "ex3_call_input.txt"), "--input", "5"]) == 0
     out = capsys.readouterr().out
     assert "\n5 00 commit(+0,sts=0,bt=0)\n" in out
     assert reference.output_bytes(out.split()) == b"12345\n"
@@ -451,18 +451,18 @@ def test_command_input_replaces_the_section(capsys):
 def test_command_bad_file_and_trap(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("{ i32.cosnt 00 00 00 00 }")
-    assert wasmtf.main(["reference", str(bad)]) == 2
+    assert cli.main(["reference", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown opcode 'i32.cosnt'" in err
-    assert wasmtf.main(["reference", str(tmp_path / "missing.txt")]) == 2
+    assert cli.main(["reference", str(tmp_path / "missing.txt")]) == 2
     trapping = tmp_path / "trap.txt"
     trapping.write_text(reference.format_program([("trap", 0)]))
-    assert wasmtf.main(["reference", str(trapping)]) == 1
+    assert cli.main(["reference", str(trapping)]) == 1
     captured = capsys.readouterr()
     assert captured.out.split()[-1] == "trap" and "trapped at instruction 0" in captured.err
     runaway = tmp_path / "loop.txt"
     runaway.write_text(reference.format_program([("br", 0xFFFFFFFF)]))
-    assert wasmtf.main(["reference", str(runaway)]) == 1
+    assert cli.main(["reference", str(runaway)]) == 1
 
 
 # ---------------------------------------------------------------------------
@@ -643,7 +643,7 @@ def test_unbounded_recursion_exhausts_the_call_stack_in_one_line(capsys):
     finally:
         tracemalloc.stop()
     assert peak - MEMORY_SIZE < 1024 * reference.MAX_CALL_DEPTH   # < 1 KB per frame, its trace included
-    assert wasmtf.main(["reference", str(EXAMPLES_DIR / "ex3_call_input.txt"), "--input", ""]) == 1
+    assert cli.main(["reference", str(EXAMPLES_DIR / "ex3_call_input.txt"), "--input", ""]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("wasmtf: call stack exhausted: instruction 20")
 

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES_DIR, REPO
+import cli
 import compile_weights as cw
 import frontend
 import program_generator
 import reference
+import speculative as speculative_decoding
 import wasmtf
 
 EXAMPLES = sorted(EXAMPLES_DIR.glob("ex*_ref.txt"))
@@ -34,7 +36,10 @@ def demo(name):
 def run_specialized(instructions, input_bytes, cache="hull", speculative=False, max_new_tokens=None):
     model = cw.specialize(instructions)
     limit = max_new_tokens or wasmtf.DEFAULT_MAX_NEW_TOKENS
-    prompt, trace = wasmtf.run_program(model, instructions, input_bytes, cache, limit, speculative=speculative)
+    if speculative:
+        prompt, trace = speculative_decoding.run_program(model, instructions, input_bytes, limit)
+    else:
+        prompt, trace = wasmtf.run_program(model, instructions, input_bytes, cache, limit)
     assert prompt == reference.specialized_prompt(instructions, input_bytes)
     return trace
 
@@ -164,24 +169,24 @@ def test_model_files_round_trip_the_program(tmp_path, suffix):
 def test_the_cli_specializes_runs_crosschecks_and_describes(tmp_path, capsys):
     path = EXAMPLES_DIR / "ex3_call_input.txt"
     model_path = str(tmp_path / "prog.bin")
-    assert wasmtf.main(["specialize", str(path), "-o", model_path]) == 0
+    assert cli.main(["specialize", str(path), "-o", model_path]) == 0
     assert reference.program_hash(reference.read_program(path)[0]) in capsys.readouterr().out
-    assert wasmtf.main(["run", str(path), "--model", model_path, "--tokens"]) == 0
+    assert cli.main(["run", str(path), "--model", model_path, "--tokens"]) == 0
     out = capsys.readouterr().out
     instructions, input_bytes = reference.read_program(path)
     assert out.split() == reference.specialized_prompt(instructions, input_bytes) + reference.run_reference(
         instructions, input_bytes)
-    assert wasmtf.main(["crosscheck", model_path, str(path)]) == 0
+    assert cli.main(["crosscheck", model_path, str(path)]) == 0
     assert "trace tokens equal" in capsys.readouterr().out
-    assert wasmtf.main(["info", model_path]) == 0
+    assert cli.main(["info", model_path]) == 0
     assert "specialized: the program with sha256 " + reference.program_hash(instructions) in capsys.readouterr().out
 
 
 def test_the_reference_gives_both_prompts_and_one_trace(capsys):
     path = EXAMPLES_DIR / "ex3_call_input.txt"
-    assert wasmtf.main(["reference", str(path)]) == 0
+    assert cli.main(["reference", str(path)]) == 0
     universal = capsys.readouterr().out.split()
-    assert wasmtf.main(["reference", str(path), "--specialized"]) == 0
+    assert cli.main(["reference", str(path), "--specialized"]) == 0
     specialized = capsys.readouterr().out.split()
     close = universal.index(reference.PROGRAM_END)
     assert specialized == [reference.START] + universal[close + 1:]
@@ -189,9 +194,9 @@ def test_the_reference_gives_both_prompts_and_one_trace(capsys):
 
 def test_a_model_runs_only_its_own_program(tmp_path, capsys):
     model_path = str(tmp_path / "prog.npz")
-    assert wasmtf.main(["specialize", str(EXAMPLES_DIR / "ex1_arith.txt"), "-o", model_path]) == 0
+    assert cli.main(["specialize", str(EXAMPLES_DIR / "ex1_arith.txt"), "-o", model_path]) == 0
     capsys.readouterr()
-    assert wasmtf.main(["run", str(EXAMPLES_DIR / "ex2_loop_memory.txt"), "--model", model_path]) == 2
+    assert cli.main(["run", str(EXAMPLES_DIR / "ex2_loop_memory.txt"), "--model", model_path]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("wasmtf: error: the model holds the program with sha256") and "\n" not in err
 
@@ -210,7 +215,7 @@ def test_bad_programs_give_one_clear_error(program, message):
 def test_the_cli_reports_a_malformed_program_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("{ i32.const 01 00 00 00 br 05 00 00 00 halt 00 00 00 00 }")
-    assert wasmtf.main(["specialize", str(bad), "-o", str(tmp_path / "m.npz")]) == 2
+    assert cli.main(["specialize", str(bad), "-o", str(tmp_path / "m.npz")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("wasmtf: error:") and "outside the program" in err and "\n" not in err
     assert not (tmp_path / "m.npz").exists()

@@ -83,7 +83,7 @@ def test_random_programs(model, plan, seed):
     prompt = reference.program_tokens(instructions, input_bytes)
     assert wasmtf.generate(model, prompt, plan=plan) == expected
     for chunk in (speculative.CHUNK, 5 * SMALL_CHUNK):
-        _, trace = speculative.run_speculative(model, instructions, input_bytes, chunk=chunk, plan=plan)
+        _, trace = speculative.run_program(model, instructions, input_bytes, chunk=chunk, plan=plan)
         assert trace == expected
 
 
@@ -333,7 +333,7 @@ def test_random_programs_sweep(model, plan):
         rng = random.Random(seed)
         instructions, input_bytes = program_generator.random_program(rng, n_instructions=120)
         expected = reference.run_reference(instructions, input_bytes)
-        _, trace = speculative.run_speculative(model, instructions, input_bytes, chunk=SMALL_CHUNK * 5, plan=plan)
+        _, trace = speculative.run_program(model, instructions, input_bytes, chunk=SMALL_CHUNK * 5, plan=plan)
         assert trace == expected, f"seed {seed}"
 
 
@@ -371,7 +371,7 @@ def test_a_program_that_never_halts_is_drafted_as_it_is_verified(model, plan):
     got = speculative.generate_speculative(model, prompt, pieces(), max_new_tokens=limit, chunk=64, plan=plan)
     assert got == expected
     assert sum(drafted) < limit + 50 * 6 and max(drafted) <= 50 * 6
-    assert wasmtf.generate(model, prompt, max_new_tokens=limit, plan=plan, speculative=True) == expected
+    assert speculative.generate(model, prompt, max_new_tokens=limit, plan=plan) == expected
     assert wasmtf.generate(model, prompt, max_new_tokens=limit, plan=plan) == expected
 
 
