@@ -1011,3 +1011,28 @@ def _axis_answers(kx, values, qx, latest):
         rows = np.sign(qx) == direction
         answers[rows] = answer[rows]
     return answers
+
+
+# ---------------------------------------------------------------------------
+# The definition for a whole sequence, dense (what a torch port computes), O(Q n).
+
+def tied_sets(keys, queries, first=0):
+    """[Q, n] bool: row i is the tied set of queries[i], the query of position first + i,
+    among keys[0..first + i] (SPEC 9: each score two products and one sum, the best
+    exactly; qy == 0 by extreme kx)."""
+    keys, queries = np.asarray(keys, dtype=np.float64), np.asarray(queries, dtype=np.float64)
+    kx, ky = keys[:, 0], keys[:, 1]                                         # [n]
+    qx, qy = queries[:, :1], queries[:, 1:]                                 # [Q, 1]
+    scores = np.where(qy != 0, qx * kx + qy * ky, np.sign(qx) * kx)         # [Q, n]
+    scores[np.arange(len(kx)) > first + np.arange(len(qx))[:, None]] = -np.inf   # causal
+    return scores == scores.max(axis=1, keepdims=True)                      # [Q, n]
+
+
+def hard_attention(keys, values, queries, latest, first=0):
+    """SPEC 9 for queries [Q, 2] of positions first.. over keys, values [n, 2]: [Q, 2];
+    latest: the value of the last tied key, average: (sum of tied values) * (1/count)."""
+    tied = tied_sets(keys, queries, first)                                   # [Q, n]
+    values = np.asarray(values, dtype=np.float64)                            # [n, 2]
+    if latest:
+        return values[len(values) - 1 - np.argmax(tied[:, ::-1], axis=1)]    # [Q, 2]
+    return (tied @ values) * (1.0 / tied.sum(axis=1))[:, None]               # [Q, 2]

@@ -12,7 +12,6 @@ writes, one token group per instruction. Read it top to bottom:
      emitting its token group (SPEC 3.2, 4.1, 4.3, 4.8)
   5. trace files and trace tools: layout (SPEC 2.3), groups, output,
      a readable instruction-level view, and a diff of two traces
-  6. the `reference` command (`python wasmtf.py reference FILE`)
 
 Decisions where the spec leaves room (each enforced by ProgramError unless said):
   * immediates are unsigned 32-bit ints; local indices must be < 256;
@@ -27,12 +26,10 @@ Decisions where the spec leaves room (each enforced by ProgramError unless said)
 
 Costs: reading a program is O(N) in its N instructions plus O(N) per
 function for the static `return` check; the interpreter spends O(1) per
-executed instruction (about 0.6 microseconds, i.e. ~8 million trace tokens
-per second, in CPython 3.11 on a loop-heavy program: benchmarks/reference_speed.py)
-and allocates a 16 MiB zeroed memory per run (lazily, by the allocator).
+executed instruction (benchmarks/reference_speed.py measures it) and allocates
+a 16 MiB zeroed memory per run (lazily, by the allocator).
 """
 import hashlib
-import sys
 
 # ---------------------------------------------------------------------------
 # 1. The instruction set
@@ -1122,29 +1119,6 @@ def diff_traces(expected, actual, instructions=None, context=3):
     lines.append("actual:")
     lines += window(actual, group_index, group_index + context)
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------
-# 6. The `reference` command
-# ---------------------------------------------------------------------------
-def print_reference(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS, specialized=False):
-    """`python wasmtf.py reference FILE`: print prompt + reference trace in the
-    *_ref.txt layout (what was traced so far if the run fails); with specialized,
-    the specialized prompt (SPEC 2.2: same trace). Returns the exit code: 0 after
-    `halt`; 1, with one line on stderr, for a trapped or failed run."""
-    prompt = (specialized_prompt if specialized else program_tokens)(instructions, input_bytes)
-    try:
-        machine = execute(instructions, input_bytes, max_steps)
-    except (StepLimitExceeded, ExecutionError) as error:
-        if isinstance(error, StepLimitExceeded):
-            sys.stdout.write(format_trace_file(prompt, error.machine.trace))
-        print("wasmtf: %s" % error, file=sys.stderr)
-        return 1
-    sys.stdout.write(format_trace_file(prompt, machine.trace))
-    if machine.status != "halt":
-        print("wasmtf: %s" % stop_problem(machine.status, machine.pc), file=sys.stderr)
-        return 1
-    return 0
 
 
 def stop_problem(status, pc):

@@ -93,7 +93,6 @@ import wasmtf
 
 CHUNK = 16_384           # positions per batched step: big enough to amortise NumPy's
                          # per-call cost, small enough for [CHUNK, 2F] temporaries
-LOGIT_BLOCK = 4_096      # rows per logits product ([block, V] floats at a time)
 KEY_LIMIT = 2.0 ** 24    # |k| bound of the exactness argument (see the header)
 POSITION_LIMIT = 2 ** 26  # positions a PositionHead answers exactly (see the header)
 POSITION_RADIUS = 4      # candidates on each side of k* beyond 2^24 (see the header)
@@ -383,7 +382,7 @@ class CumulativeHead:
 
 
 class GeneralHead:
-    """SPEC 9 read literally, for any keys: every query against every earlier key."""
+    """Any keys: hull.hard_attention, the definition itself, against every earlier key."""
 
     kind = "general"
 
@@ -396,23 +395,11 @@ class GeneralHead:
         if end > GENERAL_LIMIT:
             raise NotVerifiable(f"a general head past {GENERAL_LIMIT:,} positions")
         self.store.write(start, kx=k[:, 0], ky=k[:, 1], vx=v[:, 0], vy=v[:, 1])
-        kx, ky = self.store["kx"][:end], self.store["ky"][:end]   # [n]
-        values = np.stack([self.store["vx"][:end], self.store["vy"][:end]], axis=1)  # [n, 2]
-        out = np.zeros_like(v)                                    # [C, 2]
-        for row in range(0, len(q), GENERAL_BLOCK):
-            qx, qy = q[row:row + GENERAL_BLOCK, :1], q[row:row + GENERAL_BLOCK, 1:]  # [B, 1]
-            now = positions_of(start + row, len(qx))[:, None]     # [B, 1]
-            seen = np.arange(end) <= now                          # [B, n] causal, self included
-            scores = np.where(qy != 0, qx * kx + qy * ky,         # [B, n] two products, one sum
-                              np.where(qx > 0, kx, np.where(qx < 0, -kx, 0.0)))  # qy == 0: extreme kx
-            scores[~seen] = -np.inf
-            tied = scores == scores.max(axis=1, keepdims=True)    # [B, n]
-            if self.latest:
-                latest = end - 1 - np.argmax(tied[:, ::-1], axis=1)  # [B] the largest tied position
-                out[row:row + len(qx)] = values[latest]
-            else:
-                out[row:row + len(qx)] = (tied @ values) * (1.0 / tied.sum(axis=1))[:, None]
-        return out
+        keys = np.stack([self.store["kx"][:end], self.store["ky"][:end]], axis=1)      # [n, 2]
+        values = np.stack([self.store["vx"][:end], self.store["vy"][:end]], axis=1)    # [n, 2]
+        return np.concatenate([hull.hard_attention(keys, values, q[row:row + GENERAL_BLOCK], self.latest,
+                                                   first=start + row)            # [B, n] at a time
+                               for row in range(0, len(q), GENERAL_BLOCK)])      # [C, 2]
 
     def commit(self):
         pass
@@ -441,19 +428,17 @@ def head_for_chunk(head, latest, q, k, v, start):
     return head
 
 
-def causal_hard_attention(q, k, v, latest, chunk=CHUNK):
-    """SPEC 9 for all T positions of one head (q, k, v: [T, 2]) -> [T, 2], in chunks.
-
-    Same answers as hull.causal_hard_attention(k, v, q, latest); raises NotVerifiable only if
-    the keys change structure after the first chunk (use a bigger chunk, or
-    wasmtf's brute version)."""
-    T = len(q)
+def chunked_hard_attention(keys, values, queries, latest, chunk=CHUNK):
+    """hull.hard_attention's answers for all T positions of one head ([T, 2] each -> [T, 2])
+    by the fast heads, in chunks; raises NotVerifiable only if the keys change structure
+    after the first chunk (use a bigger chunk, or hull.causal_hard_attention)."""
+    T = len(queries)
     out = np.zeros((T, 2))                                        # [T, 2]
     head = None
     for start in range(0, T, chunk):
-        rows = slice(start, min(start + chunk, T))
-        head = head_for_chunk(head, latest, q[rows], k[rows], v[rows], start)
-        out[rows] = head.attend(q[rows], k[rows], v[rows], start)
+        q, k, v = queries[start:start + chunk], keys[start:start + chunk], values[start:start + chunk]
+        head = head_for_chunk(head, latest, q, k, v, start)
+        out[start:start + chunk] = head.attend(q, k, v, start)
         head.commit()
     return out
 
@@ -461,13 +446,6 @@ def causal_hard_attention(q, k, v, latest, chunk=CHUNK):
 # ---------------------------------------------------------------------------
 # 2. The batched forward pass: a state that advances by chunks of tokens
 # ---------------------------------------------------------------------------
-
-def batched_layers(plan):
-    """Per layer of a wasmtf.prepare plan: the sparse products of the batched pass."""
-    return [{"heads": layer["heads"], "tie_latest": layer["tie_latest"],
-             "qkv": layer["qkv"], "out": layer["out"], "ffn_in": layer["ffn_in"],
-             "ffn_out": layer["ffn_out"], "F": layer["F"]} for layer in plan["layers"]]
-
 
 class BatchState:
     """The transformer after `position` tokens, as per-head summaries (no residuals).
@@ -477,53 +455,23 @@ class BatchState:
 
     def __init__(self, model, plan=None):
         self.plan = plan or wasmtf.prepare(model)
-        self.layers = batched_layers(self.plan)
-        self.slots, self.head_rows, self.head_ids = self.plan["logits"]
-        self.heads = [[None] * len(layer["heads"]) for layer in self.layers]  # chosen on the first chunk
+        self.heads = [[None] * len(layer["heads"]) for layer in self.plan["layers"]]  # chosen on the first chunk
         self.position = 0
         self.pending = 0
 
     def kinds(self):
         return [[head.kind for head in heads] for heads in self.heads if heads]
 
-    def embed(self, ids):
-        """SPEC 7.1 step 1 for the next len(ids) positions: x [D, C], one row per slot."""
-        x = np.ascontiguousarray(self.plan["embed"][ids].T)        # [D, C]
-        p = positions_of(self.position, len(ids))                  # [C]
-        x[0] += p
-        log = math.log                                             # as wasmtf.inv_log_pos, bit for bit
-        x[1] += [wasmtf.INV_LN2 - 1 / log(i + 2) for i in range(self.position, self.position + len(ids))]
-        x[2] += p.astype(np.float64) ** 2
-        return x
+    def attend(self, l, a, latest, q, k, v):
+        """Head a of layer l for the chunk's positions: its fast head (chosen on the first chunk)."""
+        self.heads[l][a] = head_for_chunk(self.heads[l][a], latest, q, k, v, self.position)
+        return self.heads[l][a].attend(q, k, v, self.position)
 
     def advance(self, ids):
-        ids = np.asarray(ids, dtype=np.int64)                      # [C]
-        start = self.position
-        x = self.embed(ids)                                        # [D, C]
-        for l, layer in enumerate(self.layers):
-            if layer["heads"]:
-                u = layer["qkv"](x)                                # [6A, C] rows qx qy kx ky vx vy per head
-                o = np.empty((2 * len(layer["heads"]), len(ids)))  # [2A, C]
-                heads = self.heads[l]
-                for a, latest in enumerate(layer["tie_latest"]):
-                    q, k, v = u[6 * a:6 * a + 2].T, u[6 * a + 2:6 * a + 4].T, u[6 * a + 4:6 * a + 6].T  # [C, 2]
-                    heads[a] = head_for_chunk(heads[a], latest, q, k, v, start)
-                    o[2 * a:2 * a + 2] = heads[a].attend(q, k, v, start).T
-                layer["out"].add_to(x, o)                          # x += w_out @ o
-            f = layer["ffn_in"](x)                                 # [2F, C] (F may be 0)
-            g = np.maximum(f[:layer["F"]], 0.0)                    # [F, C] relu(gate)
-            g *= f[layer["F"]:]                                    # [F, C] times value (ReGLU)
-            layer["ffn_out"].add_to(x, g)                          # x += w_ffo @ g
+        x = np.ascontiguousarray(wasmtf.embed_tokens(self.plan["embed"], ids, self.position).T)  # [D, C]
+        wasmtf.run_layers(self.plan, x, self.attend)
         self.pending = len(ids)
-        return self.argmax(x[self.slots])
-
-    def argmax(self, x):
-        """Greedy next-token ids for residual columns x [S, C]."""
-        best = np.empty(x.shape[1], dtype=np.int64)                # [C]
-        for col in range(0, x.shape[1], LOGIT_BLOCK):
-            logits = x[:, col:col + LOGIT_BLOCK].T @ self.head_rows.T  # [B, S] @ [S, U] -> [B, U]
-            best[col:col + LOGIT_BLOCK] = self.head_ids[np.argmax(logits, axis=1)]
-        return best
+        return wasmtf.next_tokens(self.plan, x)                    # [C]
 
     def commit(self):
         for heads in self.heads:

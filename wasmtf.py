@@ -72,22 +72,32 @@ def inv_log_pos(p):
     return INV_LN2 - 1 / math.log(p + 2)
 
 
+def embed_tokens(embed, token_ids, start=0):
+    """SPEC 7.1 step 1 for positions start, start+1, ...: each token's embedding row
+    plus the positional features (position, inv_log_pos, position^2): x [T, D]."""
+    x = embed[np.asarray(token_ids, dtype=np.int64)]                  # [T, D] (a copy)
+    positions = np.arange(start, start + len(x), dtype=np.float64)    # [T]
+    x[:, 0] += positions
+    x[:, 1] += [inv_log_pos(p) for p in range(start, start + len(x))]
+    x[:, 2] += positions * positions
+    return x
+
+
 def embed_position(embed, token_id, p):
-    """SPEC 7.1 step 1: the token's embedding row plus the positional features."""
+    """embed_tokens for one token at position p: x [D] (the per-token form of step)."""
     x = embed[token_id].copy()  # [D]
     x[0] += p
     x[1] += inv_log_pos(p)
     x[2] += p * p
-    return x  # [D]
+    return x
 
 
-def feed_forward(w_in, w_ffo, x):
-    """ReGLU: gate = f[:F], value = f[F:], g = max(gate, 0) * value; x [D] or [T, D]."""
-    n_neurons = w_in.shape[0] // 2                      # F
-    f = x @ w_in.T                                      # [.., D] @ [D, 2F] -> [.., 2F]
-    g = np.maximum(f[..., :n_neurons], 0.0)             # [.., F] relu(gate)
-    g *= f[..., n_neurons:]                             # [.., F] times value
-    return g @ w_ffo.T                                  # [.., F] @ [F, D] -> [.., D]
+def reglu(f, n_neurons):
+    """The feed-forward's activation on pre-activations f [2F, ...] (rows 0..F-1 gates,
+    F..2F-1 values): max(gate, 0) * value, [F, ...]."""
+    g = np.maximum(f[:n_neurons], 0.0)                  # [F, ..] relu(gate)
+    g *= f[n_neurons:]                                  # [F, ..] times value
+    return g
 
 
 def head_rows(D, h):
@@ -213,13 +223,10 @@ def step(plan, caches, token_id, p, record=None):
             record["qkv"].append(u if heads else [])
             record["attn"].append(o if heads else [])
             record["residuals"].append(x.copy())
-        n_neurons = layer["F"]
-        if n_neurons:                              # feed_forward on the slots it reads and writes
+        if layer["F"]:                             # the feed-forward on the slots it reads and writes
             ffn_in, ffn_out = layer["ffn_in"], layer["ffn_out"]
             f = ffn_in.w.dot(x[ffn_in.columns])    # [2F', K] @ [K] -> [2F']
-            g = np.maximum(f[:n_neurons], 0.0)     # [F'] relu(gate)
-            g *= f[n_neurons:]                     # [F'] times value
-            x[ffn_out.rows] += ffn_out.w.dot(g)    # [R, F'] @ [F'] -> [R]
+            x[ffn_out.rows] += ffn_out.w.dot(reglu(f, layer["F"]))  # [R, F'] @ [F'] -> [R]
         if record is not None:
             record["residuals"].append(x.copy())
     return x
@@ -230,6 +237,35 @@ def next_token(plan, x):
     the lowest id on exact ties, as np.argmax over all V logits."""
     slots, rows, ids = plan["logits"]
     return int(ids[rows.dot(x[slots]).argmax()])  # [U, S] @ [S] -> [U]
+
+
+LOGIT_BLOCK = 4_096  # columns per logits product of next_tokens ([U, block] floats at a time)
+
+
+def next_tokens(plan, x):
+    """next_token for every column of x [D, C]: [C] ids."""
+    slots, rows, ids = plan["logits"]
+    best = np.empty(x.shape[1], dtype=np.int64)                             # [C]
+    for col in range(0, x.shape[1], LOGIT_BLOCK):
+        logits = x[slots, col:col + LOGIT_BLOCK].T @ rows.T                 # [B, S] @ [S, U] -> [B, U]
+        best[col:col + LOGIT_BLOCK] = ids[np.argmax(logits, axis=1)]
+    return best
+
+
+def run_layers(plan, x, attend):
+    """Every layer of the plan on the residual columns x [D, C] of C consecutive
+    positions, in place; attend(l, a, latest, q, k, v) answers active head a of
+    layer l for those positions ([C, 2] each -> [C, 2]). The batched form of step."""
+    for l, layer in enumerate(plan["layers"]):
+        if layer["heads"]:
+            u = layer["qkv"](x)                                  # [6A, C] rows qx qy kx ky vx vy per head
+            o = np.empty((HEAD_WIDTH * len(layer["heads"]), x.shape[1]))  # [2A, C]
+            for a, latest in enumerate(layer["tie_latest"]):
+                q, k, v = u[6 * a:6 * a + 2].T, u[6 * a + 2:6 * a + 4].T, u[6 * a + 4:6 * a + 6].T  # [C, 2]
+                o[2 * a:2 * a + 2] = attend(l, a, latest, q, k, v).T
+            layer["out"].add_to(x, o)                            # x += w_out @ o
+        layer["ffn_out"].add_to(x, reglu(layer["ffn_in"](x), layer["F"]))  # x += w_ffo @ reglu(w_in @ x)
+    return x
 
 
 # ---------------------------------------------------------------------------
@@ -425,52 +461,26 @@ def forward(model, tokens, cache="hull"):
 
 
 def attended_positions(trace, p, l, h):
-    """Positions j <= p whose key ties for the best score of head h, layer l at p
-    (SPEC 9: each score computed as two products and one sum)."""
-    qx, qy = trace[p]["q"][l, h]
-    keys = np.array([trace[j]["k"][l, h] for j in range(p + 1)])  # [p+1, 2]
-    if qy == 0:                                                     # SPEC 9: by extreme kx
-        scores = np.sign(qx) * keys[:, 0]                           # [p+1]
-    else:
-        scores = qx * keys[:, 0] + qy * keys[:, 1]                  # [p+1]
-    return [int(j) for j in np.flatnonzero(scores == scores.max())]
+    """Positions j <= p whose key ties for the best score of head h, layer l at p (SPEC 9)."""
+    keys = np.array([trace[j]["k"][l, h] for j in range(p + 1)])   # [p+1, 2]
+    return np.flatnonzero(hull.tied_sets(keys, [trace[p]["q"][l, h]], first=p)[0]).tolist()
 
 
 # ---------------------------------------------------------------------------
-# 3. Batched form: all positions at once, for verifying whole traces
+# 3. Batched form: all positions at once, as a port computes them
 # ---------------------------------------------------------------------------
 
-def embed_batch(model, token_ids):
-    """SPEC 7.1 step 1 for positions 0..T-1 (inv_log_pos exactly as in embed_position)."""
-    T = len(token_ids)
-    x = model["embed"][np.asarray(token_ids, dtype=np.int64)]  # [T, D] (a copy)
-    positions = np.arange(T, dtype=np.float64)                 # [T]
-    x[:, 0] += positions
-    x[:, 1] += [inv_log_pos(p) for p in range(T)]
-    x[:, 2] += positions * positions
-    return x  # [T, D]
-
-
-def forward_batch(model, token_ids):
-    """The whole sequence at once (teacher forcing): returns (x [T, D], logits [T, V]).
-
-    Every head answers all T positions at once with hull.causal_hard_attention
-    (SPEC 9, O(T log^2 T)). The same results as the sequential steps for weights
-    whose dot products are exact in any summation order, as the compiled ones are
-    (tests/test_summation_order.py). speculative.py is the bounded-memory version."""
-    x = embed_batch(model, token_ids)  # [T, D]
-    D = x.shape[1]
-    for layer in model["layers"]:
-        u = x @ layer["w_qkv"].T       # [T, D] @ [D, 3D] -> [T, 3D]
-        o = np.zeros_like(x)           # [T, D]
-        for h in active_heads(layer):
-            q, k, v = (u[:, block * D + HEAD_WIDTH * h:block * D + HEAD_WIDTH * (h + 1)]
-                       for block in range(3))  # [T, 2] each
-            o[:, HEAD_WIDTH * h:HEAD_WIDTH * (h + 1)] = hull.causal_hard_attention(
-                k, v, q, bool(layer["tie_latest"][h]))  # [T, 2]
-        x = x + o @ layer["w_out"].T   # [T, D] @ [D, D] -> [T, D]
-        x = x + feed_forward(layer["w_in"], layer["w_ffo"], x)  # [T, D]
-    return x, x @ model["head"].T      # [T, D], [T, D] @ [D, V] -> [T, V]
+def forward_batch(model, token_ids, plan=None):
+    """The whole sequence at once (teacher forcing), as a port computes it: returns
+    (x [T, D], logits [T, V]). Every head answers all T positions with
+    hull.causal_hard_attention (SPEC 9, O(T log^2 T)). The same results as the
+    sequential steps for weights whose dot products are exact in any summation order,
+    as the compiled ones are (tests/test_summation_order.py). speculative.BatchState
+    is the bounded-memory version."""
+    plan = plan or prepare(model)
+    x = np.ascontiguousarray(embed_tokens(plan["embed"], token_ids).T)   # [D, T]
+    run_layers(plan, x, lambda l, a, latest, q, k, v: hull.causal_hard_attention(k, v, q, latest))
+    return x.T, x.T @ model["head"].T                                  # [T, D], [T, D] @ [D, V] -> [T, V]
 
 
 # ---------------------------------------------------------------------------

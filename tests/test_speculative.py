@@ -180,7 +180,7 @@ def check_head(q, k, v, latest, kind, chunks=(3, 16, 1000)):
     for chunk in chunks:
         head = speculative.new_head(latest, q[:chunk], k[:chunk], v[:chunk], 0)
         assert head.kind == kind
-        got = speculative.causal_hard_attention(q, k, v, latest, chunk=chunk)
+        got = speculative.chunked_hard_attention(k, v, q, latest, chunk=chunk)
         mismatch = np.flatnonzero((got != want).any(axis=1))
         first = mismatch[:1]
         assert len(mismatch) == 0, f"chunk {chunk}, position {first}: {got[first]} != {want[first]}"
@@ -268,7 +268,7 @@ def test_position_keys_that_stop_being_positions(seed=7):
     v = rng.integers(0, 256, size=(T, 2))
     q = parabolic_queries(rng, T, 0, 40)
     want = brute(q, k, v, True)
-    assert (speculative.causal_hard_attention(q, k, v, True, chunk=16) == want).all()
+    assert (speculative.chunked_hard_attention(k, v, q, True, chunk=16) == want).all()
 
 
 def test_cumulative_head(seed=6):
@@ -289,8 +289,8 @@ def test_structure_change_after_the_first_chunk_is_refused():
     k[30] = (3.0, 1.0)                                        # not a parabolic key
     q = np.stack([QUERY_SCALE * p, np.full(T, QUERY_SCALE)], axis=1)
     with pytest.raises(speculative.NotVerifiable):
-        speculative.causal_hard_attention(q, k, np.ones((T, 2)), True, chunk=16)
-    got = speculative.causal_hard_attention(q, k, np.ones((T, 2)), True, chunk=64)  # general from the start
+        speculative.chunked_hard_attention(k, np.ones((T, 2)), q, True, chunk=16)
+    got = speculative.chunked_hard_attention(k, np.ones((T, 2)), q, True, chunk=64)  # general from the start
     assert (got == brute(q, k, np.ones((T, 2)), True)).all()
 
 
