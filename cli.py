@@ -469,7 +469,7 @@ COMMANDS = [
 
 def main(argv=None):
     """Exit codes: 0 success, 1 failed run, 2 bad usage or bad input."""
-    parser = argparse.ArgumentParser(prog="wasmtf.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="wasmtf.py", description=wasmtf.__doc__.splitlines()[0])
     parser.set_defaults(run=cmd_demo)
     subparsers = parser.add_subparsers(title="commands")
     for name, add_arguments, run in COMMANDS:

@@ -1,38 +1,11 @@
 """Compile the WebAssembly machine into transformer weights (graph -> schedule -> model dict).
 
-STATUS (keep current; read this first when continuing):
-  works   the graph language, the exact graph evaluator, the greedy scheduler and
-          the weight emitter (residual slots reused by liveness, slot_plan); the
-          universal machine (6 layers, 19 heads, describe_shape() gives the rest):
-          every opcode of SPEC 3.1 plus `trap`, with wasmtf's semantics (SPEC 4.8:
-          `output` pops, zeroed locals per frame, 256 locals, traps on `trap` and on
-          memory accesses touching byte 2^24 or beyond, input written only after `}`),
-          and the extended instruction set of SPEC 12: i32.mul, and/or/xor,
-          shl/shr_u/shr_s/rotl/rotr, clz/ctz/popcnt, extend8_s/extend16_s.
-  checked tests/test_machine.py: every spec example (ex*, random/, the divergence
-          `_ref` traces) and 200 random programs equal the reference through the
-          hull cache; a subset also through the brute cache and the graph
-          evaluator, the worked examples also under softmax attention. Slow:
-          2,000 random programs, a 1.0M-token loop, all random examples through
-          brute + evaluator. tests/test_alu.py: each SPEC 12 opcode on boundary
-          and random operands through reference, evaluator, brute, hull and
-          speculative. tests/test_summation_order.py: no dot product depends on the
-          order in which a matrix product adds (exact_parts).
-  works   specialize(program): the same machine with the program in its weights
-          (section 6; SPEC 2.2, 7.5): one fetch neuron per instruction, the two
-          fetch heads gone; its trace on `start` + input equals the universal one
-          (tests/test_specialize.py; figures: benchmarks/specialize.py).
-  remains i32.div_s/div_u/rem_s/rem_u (the front end lowers them); the attention of
-          the last layer is empty (its matrices are zero: the output needs one more
-          feed-forward than the byte reads of layer 4).
-
-Entry points: compile_machine() -> model dict; specialize(instructions) -> the
-model dict with that program in its weights; run_transformer(instructions,
-input_bytes=None, cache="hull", max_new_tokens=...) -> trace tokens;
-inspect(model, tokens, position) -> named residuals and attention targets
-(format_inspection prints it); first_divergence(instructions, input_bytes) ->
-None or where the transformer leaves the reference, with inspect() there;
-evaluate(build_machine(), prompt) -> trace tokens from the graph evaluator.
+Entry points: compile_machine() -> the universal machine's model dict (wasmtf.py's
+docstring); specialize(instructions) -> the model dict with that program in its
+weights; evaluate(build_machine(), prompt) -> trace tokens from the graph
+evaluator. Running a model, inspecting it and finding where it leaves the
+reference live with the forward pass (wasmtf.run_transformer, wasmtf.inspect,
+wasmtf.first_divergence); the model carries "slot_occupants" for the inspector.
 
 How to read this file
   1. the graph language: named inputs, linear expressions (`Lin`), lookups
@@ -40,8 +13,9 @@ How to read this file
      neurons and the gadgets built from them, each with its derivation
   2. the graph evaluator: runs a graph token by token in exact arithmetic
   3. the scheduler and weight emitter: graph -> the model dict of wasmtf.py
-  4. the machine: the graph of the WebAssembly interpreter
-  5. entry points: compile_machine, run_transformer, inspect, first_divergence
+  4. the machine: the graph of the WebAssembly interpreter (every opcode of
+     SPEC 3.1 and 12, `trap`, wasmtf's semantics of SPEC 4.8)
+  5. compile_machine: the universal machine's weights
   6. a program in the weights: specialize (the fetch as feed-forward functions of
      the cursor, with its derivation)
 
@@ -53,8 +27,8 @@ quantities are averages (sum * (1/count)); the ones used as keys are rounded
 back to integers (ROUND_BIAS), the cursor is used only in queries, where an
 error of 1e-9 cannot change an argmax over integer keys.
 
-Costs: building and emitting the machine takes well under a second (about a
-thousand neurons, dense matrices of a few hundred x D; benchmarks/machine_speed.py).
+Costs: building and emitting the machine is linear in its nodes and neurons
+(dense matrices of a few hundred x D; benchmarks/machine_speed.py measures it).
 """
 import math
 import bisect

@@ -12,8 +12,10 @@ one token at a time. Every token is still decided by the transformer.
 The batched forward pass (SPEC 7.1) runs in chunks of positions through all
 layers; between chunks each attention head carries a compact summary of the
 earlier positions instead of the residual stream, so memory stays bounded.
-Causal hard attention (SPEC 9) for all positions of a chunk is answered per
-head by one of four exact algorithms, picked by checking the keys at run time:
+Causal hard attention for all positions of a chunk is answered per head by one
+of four *fast heads*, each equal to the definition, hull.hard_attention (SPEC 9),
+for the keys it accepts (the proof below; tests/test_speculative.py checks each
+against it); the first chunk's keys pick the head, and every chunk is checked:
 
   PositionHead    latest-write head whose keys are the positions themselves,
                   (2p, -p^2 + d): the best key for a query is one of the two
@@ -26,9 +28,9 @@ head by one of four exact algorithms, picked by checking the keys at run time:
                   sparse table of the columns' first writes inside a chunk).
   CumulativeHead  average head whose keys at positions >= 1 are all (0, c):
                   the running mean, a sequential cumsum; O(1) per query.
-  GeneralHead     anything else: SPEC 9 by brute force against every earlier
-                  key, O(T) per query, up to GENERAL_LIMIT positions (small
-                  models and tests; longer runs decode sequentially instead).
+  GeneralHead     anything else: hull.hard_attention itself against every
+                  earlier key, O(T) per query, up to GENERAL_LIMIT positions
+                  (small models and tests; longer runs decode sequentially).
 
 Why the shortcuts are exact (d = ky + k^2 is the recency term, 0 <= d <= 0.45):
 with qy > 0 the score is qy * (k*^2 - (k* - k)^2 + d) for k* = qx/qy. A column
@@ -61,26 +63,19 @@ The draft may come in pieces, drafted as verification needs them
 (reference_draft_pieces): a long or never-ending program then holds one piece of
 draft tokens at a time, not the whole draft.
 
-Costs per position (T = trace length): the matrix products of wasmtf.step
-(prepared, restricted to active heads, live neurons, and the residual slots
-each product reads or writes) as [N, C] products (the compiled machine's
-weights are exact in any summation order, see wasmtf.Linear), O(1) amortized per position
-and head for Position/Cumulative heads and O(log n) for ColumnHead (n =
-distinct keys); logits only on the 14 residual slots the output head reads, one
-row per distinct head row. Memory: PositionHeads keep 3 floats per position
-(ky, vx, vy), other heads one record per distinct key; a chunk of C positions
-needs a few [2F, C] arrays (C = 16,384: ~100 MB).
-Measured (benchmarks/verify_speed.py, 2 cores shared with other jobs, OpenBLAS
-single-threaded): the Inkala Sudoku, 9,036,523 tokens, every one verified in
-38 s of CPU time (~240,000 tokens/s on a free core: 37 s wall at load 2, 79 s
-at load 7), peak memory 2.1 GiB; sequential decoding with the hull cache:
-4,000-9,000 tokens/s.
-With OpenBLAS's default threads on the busy machine the same run took 310 s:
-its worker threads cost more than they give here (set OPENBLAS_NUM_THREADS=1).
+Costs per position (T = trace length): the products of wasmtf.run_layers (the
+prepared plan: active heads, live neurons, the slots each product touches) on
+[N, C] chunks, O(1) amortized per position and head for Position/Cumulative
+heads and O(log n) for ColumnHead (n = distinct keys), the logits on the slots
+and distinct rows of wasmtf.output_head. Memory: PositionHeads keep 3 floats per
+position (ky, vx, vy), other heads one record per distinct key; a chunk of C
+positions needs a few [2F, C] arrays. benchmarks/verify_speed.py measures it
+(run single-threaded: OPENBLAS_NUM_THREADS=1, as `python wasmtf.py` sets it).
 
-Entry points: verify(model, prompt, draft), generate_speculative(model, prompt,
-draft), draft_for_prompt(prompt), draft_pieces_for_prompt(prompt), run_speculative(model, instructions,
-input_bytes), causal_hard_attention(q, k, v, latest).
+Entry points: generate(model, prompt) and run_program(model, instructions,
+input_bytes), wasmtf's with a reference draft; generate_speculative(model, prompt,
+draft); verify(model, prompt, draft); chunked_hard_attention(keys, values,
+queries, latest).
 """
 import math
 import sys

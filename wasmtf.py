@@ -3,10 +3,12 @@
 The model is a standard decoder (SPEC 7.1): embedding plus three positional
 features, L layers of attention with 2-D heads and a ReGLU feed-forward, and
 an argmax output head, all in float64, no normalisation, no biases. Its
-weights are compiled, not trained (compile_weights.py); this file only runs
-them. Every attention head is *hard*: it returns the value of the key with
-the largest score q.k (SPEC 9), which a convex-hull cache (hull.py) answers
-in O(log t) amortized per token instead of O(t).
+weights are compiled, not trained (compile_weights.py); this file runs them,
+looks inside them, and reads and writes them. Every attention head is *hard*
+(SPEC 9, hull.hard_attention): it returns the value of the key with the largest
+score q.k, the tied set compared exactly (latest mode: the last of it; average
+mode: its mean), which a convex-hull cache (hull.py) answers in O(log t)
+amortized per token instead of O(t).
 
 Shape glossary
     V  vocabulary size          D  residual width (even)
@@ -27,14 +29,23 @@ The model dict (produced by compile_weights.py, read and written by load/save):
     head        float64[V, D]     logits = head @ x
     stop_ids    list[int]         generation stops after one of these
     slot_names  list[str]         D residual slot names ('' where unnamed)
+    slot_occupants optional       [2L+1][D] the name a slot holds at each stage (inspect)
     erase       optional          model.bin's informational erase lists
 
-Costs per token: L products of sizes 6A x D, D x 2A, 2F x D, D x F, one V x D
-product for the logits, and per active head one cache insert and one query
-(hull: O(log T) amortized; brute: O(T); softmax: O(T), vectorised).
+One named repacking, prepare(model) -> plan: the compiled machine uses a few of
+its H heads per layer, a few hundred of its neurons and a few of its D slots per
+product, so every product is restricted to the heads, neurons and slots its
+weights touch (exact: only zeros are dropped). step, forward_batch and
+speculative.BatchState read the plan; forward_batch is the dense reading of the
+docstring's arrays in the form a port computes (notebook 4, examples/torch_port.py).
+
+Costs per token: L products of sizes 6A x D, D x 2A, 2F x D, D x F (on the slots
+touched), one U x S product for the logits (output_head), and per active head one
+cache insert and one query (hull: O(log T) amortized; brute: O(T); softmax: O(T)).
 
 Contents: 1. the forward pass  2. caches and generation  3. batched form
-4. model files  5. the hand-compiled demo model  6. the command line.
+4. model files  5. a hand-compiled model  6. programs, inspection, divergence.
+`python wasmtf.py` runs the command line (cli.py).
 """
 import math
 import os
@@ -44,8 +55,8 @@ import zipfile
 import zlib
 
 if __name__ == "__main__":
-    # One BLAS thread: the per-token products are tiny, and on this 2-core machine the
-    # batched verification ran 2-4x slower with OpenBLAS's worker threads (speculative.py).
+    # One BLAS thread: the per-token products are tiny, and BLAS worker threads cost
+    # more than they give on a shared machine (benchmarks/verify_speed.py).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402 (after the thread setting, which numpy reads on import)
 
@@ -164,7 +175,8 @@ def output_head(model):
 
 
 def prepare(model):
-    """Precompute, per layer, the weights restricted to active heads and live neurons.
+    """The plan: per layer, the weights restricted to active heads and live neurons,
+    each product to the slots it reads or writes (the module docstring says why).
 
     A plan layer holds w_heads [6A, D] (rows qx qy kx ky vx vy per active head),
     w_out_heads [D, 2A], and w_in [2F', D], w_ffo [D, F'] for the F' neurons

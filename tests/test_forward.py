@@ -73,6 +73,14 @@ def test_positional_features_are_exact():
     assert list(x[:3]) == [1000.0, 1 / math.log(2) - 1 / math.log(1002), 1e6]
 
 
+def test_the_per_token_embedding_is_the_batched_one():
+    embed = np.random.default_rng(3).normal(size=(5, 6))
+    ids = [4, 0, 2, 2, 1, 3]
+    for start in (0, 1, 70_000):
+        batch = wasmtf.embed_tokens(embed, ids, start)                  # [T, D]
+        assert np.array_equal(batch, [wasmtf.embed_position(embed, t, start + i) for i, t in enumerate(ids)])
+
+
 @pytest.mark.parametrize("cache", ("hull", "brute"))
 def test_hand_checked_ties_average_versus_latest(cache):
     trace = wasmtf.forward(tie_model(), ["{", "2", "4", "9"], cache=cache)

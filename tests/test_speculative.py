@@ -163,15 +163,10 @@ def test_copy_model_and_general_heads(kind, toy):
 
 
 # ---------------------------------------------------------------------------
-# One head: batched attention against BruteHead
+# One head: the fast heads against the definition, hull.hard_attention
 
 def brute(q, k, v, latest):
-    head = hull.BruteHead(latest)
-    out = []
-    for (qx, qy), (kx, ky), (vx, vy) in zip(q, k, v):
-        head.insert(kx, ky, vx, vy)
-        out.append(head.query(qx, qy))
-    return np.array(out)
+    return hull.hard_attention(k, v, q, latest)
 
 
 def check_head(q, k, v, latest, kind, chunks=(3, 16, 1000)):
