@@ -36,8 +36,8 @@ One named repacking, prepare(model) -> plan: the compiled machine uses a few of
 its H heads per layer, a few hundred of its neurons and a few of its D slots per
 product, so every product is restricted to the heads, neurons and slots its
 weights touch (exact: only zeros are dropped). step, forward_batch and
-speculative.BatchState read the plan; forward_batch is the dense reading of the
-docstring's arrays in the form a port computes (notebook 4, examples/torch_port.py).
+speculative.BatchState read the plan; examples/torch_port.py reads the arrays as
+they are, dense (tests/test_torch_port.py: the same residuals, bit for bit).
 
 Costs per token: L products of sizes 6A x D, D x 2A, 2F x D, D x F (on the slots
 touched), one U x S product for the logits (output_head), and per active head one
