@@ -14,7 +14,7 @@ layers; between chunks each attention head carries a compact summary of the
 earlier positions instead of the residual stream, so memory stays bounded.
 Causal hard attention for all positions of a chunk is answered per head by one
 of four *fast heads*, each equal to the definition, hull.hard_attention (SPEC 9),
-for the keys it accepts (the proof below; tests/test_speculative.py checks each
+for the keys it accepts (the proof is in section 1; tests/test_speculative.py checks each
 against it); the first chunk's keys pick the head, and every chunk is checked:
 
   PositionHead    latest-write head whose keys are the positions themselves,
@@ -31,33 +31,6 @@ against it); the first chunk's keys pick the head, and every chunk is checked:
   GeneralHead     anything else: hull.hard_attention itself against every
                   earlier key, O(T) per query, up to GENERAL_LIMIT positions
                   (small models and tests; longer runs decode sequentially).
-
-Why the shortcuts are exact (d = ky + k^2 is the recency term, 0 <= d <= 0.45):
-with qy > 0 the score is qy * (k*^2 - (k* - k)^2 + d) for k* = qx/qy. A column
-one step further from k* than the nearest existing column on its side (at
-distance delta) scores at least qy * (2*delta + 1 - 0.45) lower in exact
-arithmetic, while the float rounding of two scores (two products and a sum
-each) is below 2^-51 * qy * (2|k*||k| + k^2) <= qy * (2^-26 |k*| + 1/8) for
-|k| <= 2^24 (KEY_LIMIT): less than the gap for every k* (if |k*| > 1.5 * 2^24,
-delta >= |k*|/3). So only the two neighbouring columns can reach the float
-maximum; their scores are computed exactly as SPEC 9 says and compared, ties
-going to the later write. Inside a column the latest write has the largest ky
-(checked: ky never decreases within a column), hence the largest score, and it
-is the latest of any entries it ties with. Position keys go further, up to
-2^26 (POSITION_LIMIT, beyond the default token limit), with 0 <= d <= 1/2 (from
-p = 2^25.5 on, -p^2 + d is a multiple of 1/2 and d = 0.42 rounds to 1/2): there
-the rounding of two scores is below 2^-51 * qy * (2|k*||k| + k^2) <= 10 qy while
-|k*| <= 2^27. With b and a the positions next to k* (floor and ceil, clipped to
-0..now), a position outside b - 3 .. a + 3 (POSITION_RADIUS = 4 on each side) is
-4 or more from k* while b or a is within 1/2 of it, so it scores at least
-qy * (4^2 - 1/4 - 1/2) lower in exact arithmetic (for k* beyond now, b = a = now
-and the gap is >= qy * (4^2 - 1/2); it grows with |k*|): the float maximum is
-among those 8 positions. Cleared keys (ky + k^2 < -1e20) score below the
-position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
-(QUERY_LIMIT), so they never win. Every one of these conditions is checked on
-the actual keys and queries; if one fails, the head is a GeneralHead (first
-chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
-otherwise the run raises NotVerifiable and the caller decodes sequentially.
 
 The draft may come in pieces, drafted as verification needs them
 (reference_draft_pieces): a long or never-ending program then holds one piece of
@@ -88,16 +61,16 @@ import wasmtf
 
 CHUNK = 16_384           # positions per batched step: big enough to amortise NumPy's
                          # per-call cost, small enough for [CHUNK, 2F] temporaries
-KEY_LIMIT = 2.0 ** 24    # |k| bound of the exactness argument (see the header)
-POSITION_LIMIT = 2 ** 26  # positions a PositionHead answers exactly (see the header)
-POSITION_RADIUS = 4      # candidates on each side of k* beyond 2^24 (see the header)
+KEY_LIMIT = 2.0 ** 24    # |k| bound of the exactness argument (section 1)
+POSITION_LIMIT = 2 ** 26  # positions a PositionHead answers exactly (section 1)
+POSITION_RADIUS = 4      # candidates on each side of k* beyond 2^24 (section 1)
 DRAFT_STEPS = 1 << 18    # reference steps per draft piece (about a million tokens)
 QUERY_LIMIT = 2.0 ** 40  # |qx/qy| bound: cleared keys (ky < -1e20) still score below 0
 RECENCY_LIMIT = 0.45     # d = ky + k^2 must lie in [0, RECENCY_LIMIT] (0.3/ln 2 = 0.433)
 POSITION_RECENCY_LIMIT = 0.5  # the same for position keys, whose d rounds to 1/2 near 2^26
 CLEARED = -1e20          # keys with ky + k^2 below this are cleared (about -1e30 in the machine)
 GENERAL_BLOCK = 256      # query rows per brute-force block of a GeneralHead
-GENERAL_LIMIT = 32_768   # positions a GeneralHead scans (O(T^2) work, ~1 s at this size);
+GENERAL_LIMIT = 32_768   # positions a GeneralHead scans (O(T^2) work);
                          # beyond, sequential decoding with the hull cache is faster
 
 
@@ -112,6 +85,34 @@ class NotVerifiable(ValueError):
 #    makes the chunk part of the head's past. A rejected chunk is just not
 #    committed.
 # ---------------------------------------------------------------------------
+
+# Why the shortcuts are exact (d = ky + k^2 is the recency term, 0 <= d <= 0.45):
+# with qy > 0 the score is qy * (k*^2 - (k* - k)^2 + d) for k* = qx/qy. A column
+# one step further from k* than the nearest existing column on its side (at
+# distance delta) scores at least qy * (2*delta + 1 - 0.45) lower in exact
+# arithmetic, while the float rounding of two scores (two products and a sum
+# each) is below 2^-51 * qy * (2|k*||k| + k^2) <= qy * (2^-26 |k*| + 1/8) for
+# |k| <= 2^24 (KEY_LIMIT): less than the gap for every k* (if |k*| > 1.5 * 2^24,
+# delta >= |k*|/3). So only the two neighbouring columns can reach the float
+# maximum; their scores are computed exactly as SPEC 9 says and compared, ties
+# going to the later write. Inside a column the latest write has the largest ky
+# (checked: ky never decreases within a column), hence the largest score, and it
+# is the latest of any entries it ties with. Position keys go further, up to
+# 2^26 (POSITION_LIMIT, beyond the default token limit), with 0 <= d <= 1/2 (from
+# p = 2^25.5 on, -p^2 + d is a multiple of 1/2 and d = 0.42 rounds to 1/2): there
+# the rounding of two scores is below 2^-51 * qy * (2|k*||k| + k^2) <= 10 qy while
+# |k*| <= 2^27. With b and a the positions next to k* (floor and ceil, clipped to
+# 0..now), a position outside b - 3 .. a + 3 (POSITION_RADIUS = 4 on each side) is
+# 4 or more from k* while b or a is within 1/2 of it, so it scores at least
+# qy * (4^2 - 1/4 - 1/2) lower in exact arithmetic (for k* beyond now, b = a = now
+# and the gap is >= qy * (4^2 - 1/2); it grows with |k*|): the float maximum is
+# among those 8 positions. Cleared keys (ky + k^2 < -1e20) score below the
+# position-0 entry (key (0, d), score >= 0) while |k*| <= 2^40
+# (QUERY_LIMIT), so they never win. Every one of these conditions is checked on
+# the actual keys and queries; if one fails, the head is a GeneralHead (first
+# chunk), a PositionHead becomes a ColumnHead (it has the whole past), and
+# otherwise the run raises NotVerifiable and the caller decodes sequentially.
+
 
 class GrowingArrays:
     """Named float columns indexed by position, grown by doubling (amortized O(1))."""
@@ -515,7 +516,7 @@ class PositionCache:
 
 class ColumnCache:
     """A ColumnHead's columns in a hull.HullHead. Only the latest write of each column
-    can win a query with qy > 0 and |k*| <= QUERY_LIMIT (see the header), so the
+    can win a query with qy > 0 and |k*| <= QUERY_LIMIT (section 1), so the
     earlier writes and the cleared keys are left out, and every query is checked."""
 
     def __init__(self, head, count):
