@@ -292,6 +292,28 @@ SOFTMAX_VISIBLE = 2.0 ** -52  # a softmax weight w (the best entry has weight 1)
                               # can see next to the best entry: 1 + w > 1 (w >= 2^-52)
 
 
+# When SoftmaxHead stops on a compiled machine: a latest head's writes of one key k
+# at positions p1 < p2 <= P differ by the recency term
+# d = 0.3 * (inv_log_pos(p2) - inv_log_pos(p1)) >= 0.3 / ((P + 2) ln(P + 1) ln(P + 2))
+# (as 1/ln(P+1) - 1/ln(P+2) = ln((P+2)/(P+1)) / (ln(P+1) ln(P+2)) and
+# ln(1 + x) >= x / (1 + x)). The two softmax weights differ visibly only if
+#   (a) the float64 scores differ: ky = -k^2 + d and the score (two products,
+#       one sum) each round with relative error 2^-53 on terms of size about
+#       k^2 in key units, so d > 2^-50 (k^2 + 1) suffices, and
+#   (b) exp(-HARD_K * d) < 2^-52: d > 52 ln 2 / HARD_K = 3.6e-9.
+# Both hold, so every such head is tie-free under softmax, while
+#   (P + 2) ln(P + 1) ln(P + 2) < 0.3 / max(2^-50 (k^2 + 1), 3.6e-9):
+# keys k <= 2,000 up to P = 485,000 tokens (the softmax bound), k = 4,096 up
+# to P = 142,000, k = 2^16 up to P = 1,470, k = 2^20 up to P = 25, k = 2^24
+# never (a sufficient condition: beyond it ties may or may not occur). Keys written once (the
+# position-keyed heads: previous tokens, fetch, immediates, byte reads) and
+# the average heads (all tied keys exactly equal, the rest >= 0.567 lower)
+# never tie. Memory keys are addresses up to 2^24, and no recency term can
+# separate many writes there: ky = -k^2 + d has only 2^52 / k^2 float64
+# values within the gap of 1 (16 at k = 2^24) for up to 2^25 positions, so
+# a program that rewrites a high address stops here (use the hull cache).
+
+
 class SoftmaxHead:
     """The standard KV cache with real softmax attention, O(t) per query.
 
@@ -304,27 +326,7 @@ class SoftmaxHead:
     head and position, when an entry other than the answer SPEC 9 picks keeps
     a weight float64 can see (>= SOFTMAX_VISIBLE): for a latest head any
     second entry, for an average head an entry outside the exact tie.
-
-    When it happens (the compiled machine): a latest head's writes of one key k
-    at positions p1 < p2 <= P differ by the recency term
-    d = 0.3 * (inv_log_pos(p2) - inv_log_pos(p1)) >= 0.3 / ((P + 2) ln(P + 1) ln(P + 2))
-    (as 1/ln(P+1) - 1/ln(P+2) = ln((P+2)/(P+1)) / (ln(P+1) ln(P+2)) and
-    ln(1 + x) >= x / (1 + x)). The two softmax weights differ visibly only if
-      (a) the float64 scores differ: ky = -k^2 + d and the score (two products,
-          one sum) each round with relative error 2^-53 on terms of size about
-          k^2 in key units, so d > 2^-50 (k^2 + 1) suffices, and
-      (b) exp(-HARD_K * d) < 2^-52: d > 52 ln 2 / HARD_K = 3.6e-9.
-    Both hold, so every such head is tie-free under softmax, while
-      (P + 2) ln(P + 1) ln(P + 2) < 0.3 / max(2^-50 (k^2 + 1), 3.6e-9):
-    keys k <= 2,000 up to P = 485,000 tokens (the softmax bound), k = 4,096 up
-    to P = 142,000, k = 2^16 up to P = 1,470, k = 2^20 up to P = 25, k = 2^24
-    never (a sufficient condition: beyond it ties may or may not occur). Keys written once (the
-    position-keyed heads: previous tokens, fetch, immediates, byte reads) and
-    the average heads (all tied keys exactly equal, the rest >= 0.567 lower)
-    never tie. Memory keys are addresses up to 2^24, and no recency term can
-    separate many writes there: ky = -k^2 + d has only 2^52 / k^2 float64
-    values within the gap of 1 (16 at k = 2^24) for up to 2^25 positions, so
-    a program that rewrites a high address stops here (use the hull cache)."""
+    Where a compiled machine meets such ties: the derivation above the class."""
 
     def __init__(self, latest=False, name="a head"):
         self.latest = latest  # softmax cannot express "latest wins": ties are detected instead
