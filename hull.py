@@ -114,6 +114,29 @@ ROUNDING_SLACK = 2.0 ** -51
 # column is scanned, so a longer column moves the head to the tree path.
 LIST_COLUMN_LIMIT = 8
 
+# The parabolic path (see "The parabolic path" in the module docstring).
+PARABOLIC_PATH = True         # tests set it False to run the machine's keys on the general paths
+PARABOLIC_MAX_K = 2.0 ** 25   # |k| of its keys: k^2 <= 2^50 is exact and -k^2 + 1/2 too (< 2^52)
+# Its keys (2k, -k^2 + d) have 0 <= d < RECENCY_LIMIT (the machine: 0.3 * inv_log_pos < 0.433);
+# columns k != k' then differ by >= 1 - RECENCY_LIMIT in exact score / qy near the peak.
+RECENCY_LIMIT = 0.45
+# An empty column k scores as the key (2k, -k^2 + BOUND_RECENCY): above every key of
+# that column or (past the peak) beyond it, by >= (BOUND_RECENCY - RECENCY_LIMIT) * qy.
+BOUND_RECENCY = 0.5
+# Cleared keys: ky < CLEARED_BELOW with |kx| <= CLEARED_MAX_KX score below -2^59 * qy, while
+# a column's top scores >= -(|k| + |qx / qy|)^2 * qy >= -2^54 * qy (|k| <= 2^25, |qx / qy| <= 2^26):
+# never the best once a column exists (the machine's: ky = -1e30).
+CLEARED_BELOW = -2.0 ** 61
+CLEARED_MAX_KX = 2.0 ** 26
+RATIO_LIMIT = 2.0 ** 26       # |qx / qy| of its queries (the bound above)
+RECORD = 6                    # doubles per record: kx, ky, mark, vx, vy, offset of the record below (-1: none)
+# Slots are added SLOT_CHUNK at a time (64 * 64: one bit of _occupied_words per word of
+# _occupied); a head takes at most max(SLOT_FLOOR, SLOTS_PER_COLUMN * columns) slots
+# (RECORD * 8 bytes each) and leaves the path when its keys are sparser than that.
+SLOT_CHUNK = 4096
+SLOT_FLOOR = 2 ** 20
+SLOTS_PER_COLUMN = 4
+
 # Vertices per block of the tree path's chains (a block splits in two above
 # 2 * _LOAD): inserting into or deleting from a block moves up to 2 * _LOAD
 # references (a C memmove, under a microsecond), and a chain of n vertices
@@ -436,6 +459,16 @@ class HullHead:
     def __init__(self, latest):
         self.latest = bool(latest)
         self._count = 0                     # entries inserted; the next entry's seq
+        # the parabolic path (see "The parabolic path" above HullHead); None once left
+        self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD] column tops
+        self._base = 0                      # the column k of slot 0 (a multiple of SLOT_CHUNK)
+        self._n_slots = 0                   # a multiple of SLOT_CHUNK
+        self._occupied = array("Q")         # bit i % 64 of word i // 64: slot i holds a column
+        self._occupied_words = array("Q")   # bit w % 64 of word w // 64: _occupied[w] != 0
+        self._column_count = 0              # slots holding a column
+        self._records = array("d")          # [records * RECORD] keys below column tops, cleared keys
+        self._cleared = {}                  # (kx, ky) -> offset in _records of a cleared key
+        # the general paths (list, then tree)
         self._total = [0, 0.0, 0.0]         # record of all entries, for query (0, 0)
         self._kx = array("d")               # [points] key of each point
         self._ky = array("d")
@@ -451,6 +484,54 @@ class HullHead:
         return self._count
 
     def insert(self, kx, ky, vx, vy):
+        slots = self._slots
+        if slots is not None:                # the parabolic path, while its keys come
+            k = 0.5 * kx
+            if -PARABOLIC_MAX_K <= k <= PARABOLIC_MAX_K and kx % 2.0 == 0.0:
+                recency = ky + k * k         # exact (Sterbenz) when it is in [0, RECENCY_LIMIT)
+                if 0.0 <= recency < RECENCY_LIMIT:
+                    i = int(k) - self._base
+                    if not 0 <= i < self._n_slots:
+                        i = self._grow(int(k))
+                        slots = self._slots
+                    if i >= 0:
+                        seq = self._count
+                        self._count = seq + 1
+                        at = RECORD * i
+                        top = slots[at + 1]
+                        if ky > top:         # a new top (the machine's keys: always)
+                            if top == -math.inf:         # a new column
+                                slots[at] = kx
+                                slots[at + 5] = -1.0
+                                self._occupied[i >> 6] |= 1 << (i & 63)
+                                self._occupied_words[i >> 12] |= 1 << ((i >> 6) & 63)
+                                self._column_count += 1
+                            else:                        # the old top goes below
+                                records = self._records
+                                below = len(records)
+                                records.extend(slots[at:at + RECORD])
+                                slots[at + 5] = below
+                            slots[at + 1] = ky
+                            slots[at + 2] = seq if self.latest else 1
+                            slots[at + 3] = vx
+                            slots[at + 4] = vy
+                        elif ky == top:
+                            self._merge_record(slots, at, seq, vx, vy)
+                        else:
+                            self._insert_below(at, kx, ky, seq, vx, vy)
+                        return
+            elif ky < CLEARED_BELOW and -CLEARED_MAX_KX <= kx <= CLEARED_MAX_KX and self._column_count:
+                seq = self._count
+                self._count = seq + 1
+                at = self._cleared.get((kx, ky))
+                if at is None:
+                    records = self._records
+                    self._cleared[kx, ky] = len(records)
+                    records.extend((kx, ky, seq if self.latest else 1, vx, vy, -1.0))
+                else:
+                    self._merge_record(self._records, at, seq, vx, vy)
+                return
+            self._leave_parabolic()
         seq = self._count
         self._count = seq + 1
         total = self._total
@@ -462,21 +543,25 @@ class HullHead:
             total[0] += 1
             total[1] += vx
             total[2] += vy
+        self._insert_point(kx, ky, seq if self.latest else 1, vx, vy)
+
+    def _insert_point(self, kx, ky, mark, vx, vy):
+        """The general paths: a key with its mark (seq or count) and value(s)."""
         if self._columns is None:            # list path: kx never decreased so far
             kxs = self._kx
             n = len(kxs)
             if not n or kx > kxs[-1]:        # a new column at the right
                 self._column_start = n
-                self._add_point(kx, ky, seq, vx, vy)
+                self._add_point(kx, ky, mark, vx, vy)
                 return
             if kx == kxs[-1]:
                 kys = self._ky
                 for point in range(self._column_start, n):
                     if kys[point] == ky:
-                        self._merge(point, seq, vx, vy)
+                        self._merge(point, mark, vx, vy)
                         return
                 if n - self._column_start < LIST_COLUMN_LIMIT:
-                    self._add_point(kx, ky, seq, vx, vy)
+                    self._add_point(kx, ky, mark, vx, vy)
                     return
             self._become_tree()
         column = self._columns.get(kx)
@@ -489,24 +574,24 @@ class HullHead:
             if ky > top_ky:                  # a new top (the machine's keys: always)
                 column.append(point)
             elif ky == top_ky:
-                self._merge(column[-1], seq, vx, vy)
+                self._merge(column[-1], mark, vx, vy)
                 return
             elif ky == kys[column[0]]:       # the bottom (the machine's cleared keys)
-                self._merge(column[0], seq, vx, vy)
+                self._merge(column[0], mark, vx, vy)
                 return
             else:
                 i = bisect_left(column, ky, key=kys.__getitem__)
                 if kys[column[i]] == ky:
-                    self._merge(column[i], seq, vx, vy)
+                    self._merge(column[i], mark, vx, vy)
                     return
                 column.insert(i, point)
-        self._add_point(kx, ky, seq, vx, vy)
+        self._add_point(kx, ky, mark, vx, vy)
 
-    def _add_point(self, kx, ky, seq, vx, vy):
+    def _add_point(self, kx, ky, mark, vx, vy):
         point = len(self._kx)
         self._kx.append(kx)
         self._ky.append(ky)
-        self._seq_or_count.append(seq if self.latest else 1)
+        self._seq_or_count.append(mark)
         self._vx.append(vx)
         self._vy.append(vy)
         if self._columns is None:
@@ -518,14 +603,14 @@ class HullHead:
             if self._lower is not None:
                 self._lower.add(kx, -ky)
 
-    def _merge(self, point, seq, vx, vy):
-        """Another entry with the key of `point`."""
+    def _merge(self, point, mark, vx, vy):
+        """Another entry (latest: mark = its seq; average: mark entries) with the key of `point`."""
         if self.latest:
-            self._seq_or_count[point] = seq
+            self._seq_or_count[point] = mark
             self._vx[point] = vx
             self._vy[point] = vy
         else:
-            self._seq_or_count[point] += 1
+            self._seq_or_count[point] += mark
             self._vx[point] += vx
             self._vy[point] += vy
 
@@ -559,6 +644,13 @@ class HullHead:
     def query(self, qx, qy):
         if self._count == 0:
             return (0.0, 0.0)
+        slots = self._slots
+        if slots is not None:                # the parabolic path
+            if qy > 0.0:
+                ratio = qx / qy              # the score peaks at column k = ratio
+                if -RATIO_LIMIT <= ratio <= RATIO_LIMIT:
+                    return self._parabolic_query(slots, qx, qy, ratio)
+            self._leave_parabolic()
         if qy > 0:                           # the machine's queries
             best, tied = self._upper.argmax(qx, qy)
             if self._columns is None:
@@ -575,6 +667,285 @@ class HullHead:
         if self._columns is None:
             return self._resolve(self._tied_in_runs(qx, qy, best, tied))
         return self._resolve(self._tied_in_columns(qx, qy, best, tied))
+
+    # -- the parabolic path -------------------------------------------------
+
+    def _parabolic_query(self, slots, qx, qy, ratio):
+        """qy > 0: walk the column tops from the column nearest the peak, right
+        then left, as _ListChain.argmax walks its vertices; an empty column
+        scores as its bound key (2k, -k^2 + BOUND_RECENCY), and the walk jumps
+        over a run of empty columns when that bound does not stop it."""
+        base = self._base
+        n = self._n_slots
+        nearest = round(ratio) - base
+        best = -math.inf
+        best_size = 0.0
+        tied = []                            # offsets of the tied column tops in slots
+        i = nearest if nearest > 0 else 0
+        while i < n:                         # to the right: columns nearest, nearest + 1, ...
+            at = RECORD * i
+            ky = slots[at + 1]
+            if ky == -math.inf:              # an empty column
+                if best != -math.inf:
+                    k = i + base
+                    score_x = qx * (2.0 * k)
+                    score_y = qy * (BOUND_RECENCY - float(k * k))
+                    if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                        break
+                i = self._next_column(i)
+                continue
+            score_x = qx * slots[at]
+            score_y = qy * ky
+            score = score_x + score_y
+            if score > best:
+                best = score
+                best_size = abs(score_x) + abs(score_y)
+                tied = [at]
+            elif score == best:
+                tied.append(at)
+            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                break
+            i += 1
+        i = nearest - 1 if nearest <= n else n - 1
+        while i >= 0:                        # to the left: columns nearest - 1, nearest - 2, ...
+            at = RECORD * i
+            ky = slots[at + 1]
+            if ky == -math.inf:
+                if best != -math.inf:
+                    k = i + base
+                    score_x = qx * (2.0 * k)
+                    score_y = qy * (BOUND_RECENCY - float(k * k))
+                    if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                        break
+                i = self._previous_column(i)
+                continue
+            score_x = qx * slots[at]
+            score_y = qy * ky
+            score = score_x + score_y
+            if score > best:
+                best = score
+                best_size = abs(score_x) + abs(score_y)
+                tied = [at]
+            elif score == best:
+                tied.append(at)
+            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                break
+            i -= 1
+        if len(tied) == 1:
+            at = tied[0]
+            below = slots[at + 5]
+            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+                if self.latest:              # one key reaches the best: the usual answer
+                    return (slots[at + 3], slots[at + 4])
+                inverse = 1.0 / slots[at + 2]
+                return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+        records = self._records
+        found = []                           # (array, offset) of every tied record
+        for at in tied:
+            found.append((slots, at))
+            below = slots[at + 5]
+            while below >= 0.0:              # the keys under a tied top, in ky order
+                at = int(below)
+                if qx * records[at] + qy * records[at + 1] != best:
+                    break
+                found.append((records, at))
+                below = records[at + 5]
+        if self.latest:
+            store, at = max(found, key=lambda place: place[0][place[1] + 2])   # the largest seq
+            return (store[at + 3], store[at + 4])
+        count = 0.0
+        sum_x = 0.0
+        sum_y = 0.0
+        for store, at in found:
+            count += store[at + 2]
+            sum_x += store[at + 3]
+            sum_y += store[at + 4]
+        inverse = 1.0 / count
+        return (sum_x * inverse, sum_y * inverse)
+
+    def _merge_record(self, store, at, seq, vx, vy):
+        """Another entry with the key of the record at `at` of `store` (slots or records)."""
+        if self.latest:
+            store[at + 2] = seq
+            store[at + 3] = vx
+            store[at + 4] = vy
+        else:
+            store[at + 2] += 1
+            store[at + 3] += vx
+            store[at + 4] += vy
+
+    def _insert_below(self, top, kx, ky, seq, vx, vy):
+        """A key below the top of its column (slot offset `top`): merge it or link
+        it in, in decreasing ky order."""
+        slots, records = self._slots, self._records
+        holder, link_at = slots, top + 5     # the link that will point to the new record
+        below = slots[top + 5]
+        while below >= 0.0:
+            at = int(below)
+            if records[at + 1] == ky:
+                self._merge_record(records, at, seq, vx, vy)
+                return
+            if records[at + 1] < ky:
+                break
+            holder, link_at = records, at + 5
+            below = records[at + 5]
+        holder[link_at] = len(records)
+        records.extend((kx, ky, seq if self.latest else 1, vx, vy, below))
+
+    def _grow(self, k):
+        """Slots for column k as well (SLOT_CHUNK at a time, doubling); the slot
+        of k, or -1 when that needs more than max(SLOT_FLOOR, SLOTS_PER_COLUMN *
+        columns) slots (the keys are too sparse: leave the path)."""
+        base, n = self._base, self._n_slots
+        chunk_start = k // SLOT_CHUNK * SLOT_CHUNK
+        if n == 0:
+            low, high = chunk_start, chunk_start + SLOT_CHUNK
+        else:
+            low, high = min(base, chunk_start), max(base + n, chunk_start + SLOT_CHUNK)
+        limit = max(SLOT_FLOOR, SLOTS_PER_COLUMN * (self._column_count + 1))
+        if high - low > limit:
+            return -1
+        if n and low < base:                 # doubling, as far as the limit allows
+            low = max(min(low, base - n), high - limit)
+        elif n:
+            high = min(max(high, base + 2 * n), low + limit)
+        low = low // SLOT_CHUNK * SLOT_CHUNK
+        high = -(-high // SLOT_CHUNK) * SLOT_CHUNK
+        left, right = base - low if n else 0, high - (base + n) if n else high - low
+        empty = array("d", (0.0, -math.inf, 0.0, 0.0, 0.0, -1.0))
+        self._slots = empty * left + self._slots + empty * right
+        self._occupied = array("Q", bytes(left // 8)) + self._occupied + array("Q", bytes(right // 8))
+        self._occupied_words = (array("Q", bytes(left // 512)) + self._occupied_words
+                                + array("Q", bytes(right // 512)))
+        self._base = low
+        self._n_slots = high - low
+        return k - low
+
+    def _next_column(self, i):
+        """The first slot >= i holding a column, or _n_slots."""
+        words = self._occupied
+        w = i >> 6
+        bits = words[w] >> (i & 63)
+        if bits:
+            return i + (bits & -bits).bit_length() - 1
+        w += 1                               # the first non-zero word after w
+        summary = self._occupied_words
+        s = w >> 6
+        if s >= len(summary):
+            return self._n_slots
+        bits = summary[s] >> (w & 63)
+        if bits:
+            w += (bits & -bits).bit_length() - 1
+        else:
+            s += 1
+            while s < len(summary) and not summary[s]:
+                s += 1
+            if s == len(summary):
+                return self._n_slots
+            bits = summary[s]
+            w = (s << 6) + (bits & -bits).bit_length() - 1
+        bits = words[w]
+        return (w << 6) + (bits & -bits).bit_length() - 1
+
+    def _previous_column(self, i):
+        """The last slot <= i holding a column, or -1."""
+        words = self._occupied
+        w = i >> 6
+        bits = words[w] & ((2 << (i & 63)) - 1)
+        if bits:
+            return (w << 6) + bits.bit_length() - 1
+        w -= 1                               # the last non-zero word before w
+        if w < 0:
+            return -1
+        summary = self._occupied_words
+        s = w >> 6
+        bits = summary[s] & ((2 << (w & 63)) - 1)
+        if bits:
+            w = (s << 6) + bits.bit_length() - 1
+        else:
+            s -= 1
+            while s >= 0 and not summary[s]:
+                s -= 1
+            if s < 0:
+                return -1
+            w = (s << 6) + summary[s].bit_length() - 1
+        return (w << 6) + words[w].bit_length() - 1
+
+    def _parabolic_records(self):
+        """Every distinct key of the parabolic path: (kx, ky, mark, vx, vy)."""
+        slots, records = self._slots, self._records
+        found = []
+        for i in range(self._n_slots):
+            at = RECORD * i
+            if slots[at + 1] == -math.inf:
+                continue
+            store = slots
+            while True:                      # the column, top first
+                found.append(tuple(store[at:at + 5]))
+                below = store[at + 5]
+                if below < 0.0:
+                    break
+                store, at = records, int(below)
+        found += [tuple(records[at:at + 5]) for at in self._cleared.values()]
+        return found
+
+    def _leave_parabolic(self):
+        """A key or query outside the parabolic path's conditions: move every key
+        to the general paths (in kx order: the list path while it can), for good."""
+        points = sorted(self._parabolic_records())
+        self._slots = self._occupied = self._occupied_words = self._records = self._cleared = None
+        if not points:
+            return
+        if self.latest:
+            self._total = [int(max(points, key=lambda point: point[2])[2])] + list(max(points, key=lambda point: point[2])[3:])
+        else:
+            self._total = [int(sum(point[2] for point in points)),
+                           sum(point[3] for point in points), sum(point[4] for point in points)]
+        for kx, ky, mark, vx, vy in points:
+            self._insert_point(kx, ky, int(mark), vx, vy)
+
+    def _check_parabolic(self):
+        base, n = self._base, self._n_slots
+        slots, records = self._slots, self._records
+        assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0
+        assert len(slots) == RECORD * n and len(self._occupied) * 64 == n == len(self._occupied_words) * 4096
+        assert len(records) % RECORD == 0
+        linked = set()
+        columns = 0
+        for i in range(n):
+            at = RECORD * i
+            present = slots[at + 1] != -math.inf
+            assert present == bool(self._occupied[i >> 6] >> (i & 63) & 1)
+            assert bool(self._occupied[i >> 6]) == bool(self._occupied_words[i >> 12] >> ((i >> 6) & 63) & 1)
+            if not present:
+                continue
+            columns += 1
+            k = base + i
+            store, ky = slots, math.inf
+            while True:                      # the column: regular keys, ky decreasing
+                assert store[at] == 2 * k and store[at + 1] < ky
+                ky = store[at + 1]
+                assert 0.0 <= ky + k * k < RECENCY_LIMIT and abs(k) <= PARABOLIC_MAX_K
+                below = store[at + 5]
+                if below < 0.0:
+                    break
+                store, at = records, int(below)
+                assert at % RECORD == 0 and at not in linked
+                linked.add(at)
+        assert columns == self._column_count and (columns > 0 or self._count == 0)
+        for (kx, ky), at in self._cleared.items():
+            assert at % RECORD == 0 and at not in linked and records[at + 5] == -1.0
+            assert (records[at], records[at + 1]) == (kx, ky) and ky < CLEARED_BELOW
+            linked.add(at)
+        assert len(linked) == len(records) // RECORD, "every record is a column's or a cleared key"
+        marks = [point[2] for point in self._parabolic_records()]
+        if self.latest:
+            assert len(set(marks)) == len(marks) and all(0 <= seq < self._count for seq in marks)
+            assert not marks or max(marks) == self._count - 1
+        else:
+            assert sum(marks) == self._count
+
+    # -- the general paths ---------------------------------------------------
 
     def _tied_in_runs(self, qx, qy, best, tied):
         """List path: tied = vertex points; add the other keys of their columns
@@ -656,6 +1027,9 @@ class HullHead:
 
     def _check(self):
         """Assert every invariant; O(n) (plus O(n) Fractions)."""
+        if self._slots is not None:
+            self._check_parabolic()
+            return
         n = len(self._kx)
         assert len(self._ky) == len(self._seq_or_count) == len(self._vx) == len(self._vy) == n
         keys = list(zip(self._kx, self._ky))
