@@ -129,13 +129,23 @@ BOUND_RECENCY = 0.5
 CLEARED_BELOW = -2.0 ** 61
 CLEARED_MAX_KX = 2.0 ** 26
 RATIO_LIMIT = 2.0 ** 26       # |qx / qy| of its queries (the bound above)
+# A query whose peak r = qx / qy is within ISOLATION of an integer k0 with a column, all
+# columns and r within ISOLATED_K: any other column k1 scores below k0 in exact arithmetic
+# by >= qy * ((7/8)^2 - (1/8)^2 - RECENCY_LIMIT - 2^-20) > 0.29 * qy, while a float score is
+# within 2^-52 * (|qx*kx| + |qy*ky|) * (1 + 2^-50) <= 2^-52 * (3 * ISOLATED_K^2 + 1) * qy
+# * (1 + 2^-50) < 0.05 * qy of its exact value: only column k0 can reach the float maximum.
+ISOLATION = 0.125
+ISOLATED_K = 2 ** 23
 RECORD = 6                    # doubles per record: kx, ky, mark, vx, vy, offset of the record below (-1: none)
-# Slots are added SLOT_CHUNK at a time (64 * 64: one bit of _occupied_words per word of
-# _occupied); a head takes at most max(SLOT_FLOOR, SLOTS_PER_COLUMN * columns) slots
-# (RECORD * 8 bytes each) and leaves the path when its keys are sparser than that.
+EMPTY = -math.inf             # the ky of an empty slot (no key of the path scores -inf)
+# Slots are added SLOT_CHUNK at a time, doubling; a head takes at most
+# max(SLOT_FLOOR, SLOTS_PER_ENTRY * entries) slots (RECORD * 8 bytes each: 48 MB at the
+# floor) and leaves the path when its keys are sparser than that.
 SLOT_CHUNK = 4096
 SLOT_FLOOR = 2 ** 20
-SLOTS_PER_COLUMN = 4
+SLOTS_PER_ENTRY = 4
+# A run of empty slots is searched (NumPy) in windows of GAP_WINDOW slots, then 8 times wider.
+GAP_WINDOW = 64
 
 # Vertices per block of the tree path's chains (a block splits in two above
 # 2 * _LOAD): inserting into or deleting from a block moves up to 2 * _LOAD
@@ -460,13 +470,11 @@ class HullHead:
         self.latest = bool(latest)
         self._count = 0                     # entries inserted; the next entry's seq
         # the parabolic path (see "The parabolic path" above HullHead); None once left
-        self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD] column tops
+        self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD] column k's top at slot k - base
+        self._slot_kys = np.zeros(0)        # [slots] a view of the slots' ky, for gap searches
         self._base = 0                      # the column k of slot 0 (a multiple of SLOT_CHUNK)
-        self._n_slots = 0                   # a multiple of SLOT_CHUNK
-        self._occupied = array("Q")         # bit i % 64 of word i // 64: slot i holds a column
-        self._occupied_words = array("Q")   # bit w % 64 of word w // 64: _occupied[w] != 0
-        self._column_count = 0              # slots holding a column
-        self._records = array("d")          # [records * RECORD] keys below column tops, cleared keys
+        self._isolated = True               # every slot's |k| <= ISOLATED_K
+        self._records = array("d")          # [records * RECORD] keys under column tops, cleared keys
         self._cleared = {}                  # (kx, ky) -> offset in _records of a cleared key
         # the general paths (list, then tree)
         self._total = [0, 0.0, 0.0]         # record of all entries, for query (0, 0)
@@ -487,40 +495,31 @@ class HullHead:
         slots = self._slots
         if slots is not None:                # the parabolic path, while its keys come
             k = 0.5 * kx
-            if -PARABOLIC_MAX_K <= k <= PARABOLIC_MAX_K and kx % 2.0 == 0.0:
-                recency = ky + k * k         # exact (Sterbenz) when it is in [0, RECENCY_LIMIT)
-                if 0.0 <= recency < RECENCY_LIMIT:
-                    i = int(k) - self._base
-                    if not 0 <= i < self._n_slots:
-                        i = self._grow(int(k))
-                        slots = self._slots
-                    if i >= 0:
-                        seq = self._count
-                        self._count = seq + 1
-                        at = RECORD * i
-                        top = slots[at + 1]
-                        if ky > top:         # a new top (the machine's keys: always)
-                            if top == -math.inf:         # a new column
-                                slots[at] = kx
-                                slots[at + 5] = -1.0
-                                self._occupied[i >> 6] |= 1 << (i & 63)
-                                self._occupied_words[i >> 12] |= 1 << ((i >> 6) & 63)
-                                self._column_count += 1
-                            else:                        # the old top goes below
-                                records = self._records
-                                below = len(records)
-                                records.extend(slots[at:at + RECORD])
-                                slots[at + 5] = below
-                            slots[at + 1] = ky
-                            slots[at + 2] = seq if self.latest else 1
-                            slots[at + 3] = vx
-                            slots[at + 4] = vy
-                        elif ky == top:
-                            self._merge_record(slots, at, seq, vx, vy)
-                        else:
-                            self._insert_below(at, kx, ky, seq, vx, vy)
-                        return
-            elif ky < CLEARED_BELOW and -CLEARED_MAX_KX <= kx <= CLEARED_MAX_KX and self._column_count:
+            if kx % 2.0 == 0.0 and 0.0 <= ky + k * k < RECENCY_LIMIT:   # (_grow checks |k|)
+                at = RECORD * (int(k) - self._base)
+                if not 0 <= at < len(slots):
+                    at = self._grow(int(k))
+                    slots = self._slots
+                if at >= 0:
+                    seq = self._count
+                    self._count = seq + 1
+                    top = slots[at + 1]
+                    if ky > top:             # a new top (the machine's keys: always)
+                        if top != EMPTY:     # the old top goes under it
+                            records = self._records
+                            below = len(records)
+                            records.extend(slots[at:at + RECORD])
+                            slots[at + 5] = below
+                        slots[at + 1] = ky
+                        slots[at + 2] = seq if self.latest else 1
+                        slots[at + 3] = vx
+                        slots[at + 4] = vy
+                    elif ky == top:
+                        self._merge_record(slots, at, seq, vx, vy)
+                    else:
+                        self._insert_below(at, kx, ky, seq, vx, vy)
+                    return
+            elif ky < CLEARED_BELOW and -CLEARED_MAX_KX <= kx <= CLEARED_MAX_KX:
                 seq = self._count
                 self._count = seq + 1
                 at = self._cleared.get((kx, ky))
@@ -646,10 +645,86 @@ class HullHead:
             return (0.0, 0.0)
         slots = self._slots
         if slots is not None:                # the parabolic path
-            if qy > 0.0:
-                ratio = qx / qy              # the score peaks at column k = ratio
-                if -RATIO_LIMIT <= ratio <= RATIO_LIMIT:
-                    return self._parabolic_query(slots, qx, qy, ratio)
+            ratio = qx / qy if qy > 0.0 else math.nan   # the exact score peaks at column k = ratio
+            if -RATIO_LIMIT <= ratio <= RATIO_LIMIT and slots:   # (slots exist once a column does)
+                # Walk the column tops from the one nearest the peak, right then left, as
+                # _ListChain.argmax walks its vertices. An empty column scores as its
+                # bound key (2k, -k^2 + BOUND_RECENCY); when that does not stop the walk,
+                # it goes on at the next column (found by a NumPy search of the run).
+                n = len(slots) // RECORD
+                k = int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)   # the column nearest the peak
+                nearest = k - self._base
+                if (-ISOLATION <= k - ratio <= ISOLATION and -ISOLATED_K <= ratio <= ISOLATED_K
+                        and self._isolated and 0 <= nearest < n):
+                    at = RECORD * nearest            # no other column can reach this one's float score
+                    ky = slots[at + 1]
+                    if ky != EMPTY:
+                        best = qx * slots[at] + qy * ky
+                        below = slots[at + 5]
+                        if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+                            if self.latest:              # the usual answer: one key
+                                return (slots[at + 3], slots[at + 4])
+                            inverse = 1.0 / slots[at + 2]
+                            return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+                        return self._resolve_records(slots, qx, qy, best, [at])
+                best = EMPTY
+                best_size = 0.0
+                tied = []                    # offsets in slots of the tied column tops
+                i = nearest if nearest > 0 else 0
+                while i < n:                 # to the right: columns nearest, nearest + 1, ...
+                    at = RECORD * i
+                    score_x = qx * slots[at]             # (kx = 2k: empty slots hold it too)
+                    ky = slots[at + 1]
+                    if ky == EMPTY:
+                        if best != EMPTY:
+                            score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])
+                            if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                                break
+                        i = self._next_column(i)
+                        continue
+                    score_y = qy * ky
+                    score = score_x + score_y
+                    if score > best:
+                        best = score
+                        best_size = abs(score_x) + abs(score_y)
+                        tied = [at]
+                    elif score == best:
+                        tied.append(at)
+                    elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                        break
+                    i += 1
+                i = nearest - 1 if nearest <= n else n - 1
+                while i >= 0:                # to the left: columns nearest - 1, nearest - 2, ...
+                    at = RECORD * i
+                    score_x = qx * slots[at]
+                    ky = slots[at + 1]
+                    if ky == EMPTY:
+                        if best != EMPTY:
+                            score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])
+                            if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                                break
+                        i = self._previous_column(i)
+                        continue
+                    score_y = qy * ky
+                    score = score_x + score_y
+                    if score > best:
+                        best = score
+                        best_size = abs(score_x) + abs(score_y)
+                        tied = [at]
+                    elif score == best:
+                        tied.append(at)
+                    elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                        break
+                    i -= 1
+                if len(tied) == 1:
+                    at = tied[0]
+                    below = slots[at + 5]
+                    if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+                        if self.latest:      # one key reaches the best: the usual answer
+                            return (slots[at + 3], slots[at + 4])
+                        inverse = 1.0 / slots[at + 2]
+                        return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+                return self._resolve_records(slots, qx, qy, best, tied)
             self._leave_parabolic()
         if qy > 0:                           # the machine's queries
             best, tied = self._upper.argmax(qx, qy)
@@ -670,75 +745,9 @@ class HullHead:
 
     # -- the parabolic path -------------------------------------------------
 
-    def _parabolic_query(self, slots, qx, qy, ratio):
-        """qy > 0: walk the column tops from the column nearest the peak, right
-        then left, as _ListChain.argmax walks its vertices; an empty column
-        scores as its bound key (2k, -k^2 + BOUND_RECENCY), and the walk jumps
-        over a run of empty columns when that bound does not stop it."""
-        base = self._base
-        n = self._n_slots
-        nearest = round(ratio) - base
-        best = -math.inf
-        best_size = 0.0
-        tied = []                            # offsets of the tied column tops in slots
-        i = nearest if nearest > 0 else 0
-        while i < n:                         # to the right: columns nearest, nearest + 1, ...
-            at = RECORD * i
-            ky = slots[at + 1]
-            if ky == -math.inf:              # an empty column
-                if best != -math.inf:
-                    k = i + base
-                    score_x = qx * (2.0 * k)
-                    score_y = qy * (BOUND_RECENCY - float(k * k))
-                    if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                        break
-                i = self._next_column(i)
-                continue
-            score_x = qx * slots[at]
-            score_y = qy * ky
-            score = score_x + score_y
-            if score > best:
-                best = score
-                best_size = abs(score_x) + abs(score_y)
-                tied = [at]
-            elif score == best:
-                tied.append(at)
-            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                break
-            i += 1
-        i = nearest - 1 if nearest <= n else n - 1
-        while i >= 0:                        # to the left: columns nearest - 1, nearest - 2, ...
-            at = RECORD * i
-            ky = slots[at + 1]
-            if ky == -math.inf:
-                if best != -math.inf:
-                    k = i + base
-                    score_x = qx * (2.0 * k)
-                    score_y = qy * (BOUND_RECENCY - float(k * k))
-                    if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                        break
-                i = self._previous_column(i)
-                continue
-            score_x = qx * slots[at]
-            score_y = qy * ky
-            score = score_x + score_y
-            if score > best:
-                best = score
-                best_size = abs(score_x) + abs(score_y)
-                tied = [at]
-            elif score == best:
-                tied.append(at)
-            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                break
-            i -= 1
-        if len(tied) == 1:
-            at = tied[0]
-            below = slots[at + 5]
-            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
-                if self.latest:              # one key reaches the best: the usual answer
-                    return (slots[at + 3], slots[at + 4])
-                inverse = 1.0 / slots[at + 2]
-                return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+    def _resolve_records(self, slots, qx, qy, best, tied):
+        """The answer of the tied column tops (offsets in slots) and of the keys
+        under them whose float score is the best too."""
         records = self._records
         found = []                           # (array, offset) of every tied record
         for at in tied:
@@ -793,93 +802,68 @@ class HullHead:
         records.extend((kx, ky, seq if self.latest else 1, vx, vy, below))
 
     def _grow(self, k):
-        """Slots for column k as well (SLOT_CHUNK at a time, doubling); the slot
-        of k, or -1 when that needs more than max(SLOT_FLOOR, SLOTS_PER_COLUMN *
-        columns) slots (the keys are too sparse: leave the path)."""
-        base, n = self._base, self._n_slots
+        """Slots for column k too (SLOT_CHUNK at a time, doubling): the offset of
+        its slot, or -1 when that takes more than max(SLOT_FLOOR, SLOTS_PER_ENTRY
+        * entries) slots (the keys are too sparse for the path)."""
+        base, n = self._base, len(self._slots) // RECORD
+        if not -PARABOLIC_MAX_K <= k <= PARABOLIC_MAX_K:
+            return -1
         chunk_start = k // SLOT_CHUNK * SLOT_CHUNK
         if n == 0:
             low, high = chunk_start, chunk_start + SLOT_CHUNK
         else:
             low, high = min(base, chunk_start), max(base + n, chunk_start + SLOT_CHUNK)
-        limit = max(SLOT_FLOOR, SLOTS_PER_COLUMN * (self._column_count + 1))
+        limit = max(SLOT_FLOOR, SLOTS_PER_ENTRY * (self._count + 1)) // SLOT_CHUNK * SLOT_CHUNK
         if high - low > limit:
             return -1
         if n and low < base:                 # doubling, as far as the limit allows
             low = max(min(low, base - n), high - limit)
         elif n:
             high = min(max(high, base + 2 * n), low + limit)
-        low = low // SLOT_CHUNK * SLOT_CHUNK
-        high = -(-high // SLOT_CHUNK) * SLOT_CHUNK
-        left, right = base - low if n else 0, high - (base + n) if n else high - low
-        empty = array("d", (0.0, -math.inf, 0.0, 0.0, 0.0, -1.0))
-        self._slots = empty * left + self._slots + empty * right
-        self._occupied = array("Q", bytes(left // 8)) + self._occupied + array("Q", bytes(right // 8))
-        self._occupied_words = (array("Q", bytes(left // 512)) + self._occupied_words
-                                + array("Q", bytes(right // 512)))
+        new = np.zeros((high - low, RECORD))                     # [slots, RECORD] empty slots
+        new[:, 0] = 2.0 * np.arange(low, high)                   # kx = 2k
+        new[:, 1] = EMPTY
+        new[:, 5] = -1.0
+        start = RECORD * (base - low) if n else 0
+        if n:
+            new.ravel()[start:start + len(self._slots)] = np.frombuffer(self._slots)
+        self._slots = array("d", new.tobytes())
+        self._slot_kys = np.frombuffer(self._slots)[1::RECORD]   # a view: the slots are never resized
         self._base = low
-        self._n_slots = high - low
-        return k - low
+        self._isolated = max(-low, high - 1) <= ISOLATED_K
+        return RECORD * (k - low)
 
     def _next_column(self, i):
-        """The first slot >= i holding a column, or _n_slots."""
-        words = self._occupied
-        w = i >> 6
-        bits = words[w] >> (i & 63)
-        if bits:
-            return i + (bits & -bits).bit_length() - 1
-        w += 1                               # the first non-zero word after w
-        summary = self._occupied_words
-        s = w >> 6
-        if s >= len(summary):
-            return self._n_slots
-        bits = summary[s] >> (w & 63)
-        if bits:
-            w += (bits & -bits).bit_length() - 1
-        else:
-            s += 1
-            while s < len(summary) and not summary[s]:
-                s += 1
-            if s == len(summary):
-                return self._n_slots
-            bits = summary[s]
-            w = (s << 6) + (bits & -bits).bit_length() - 1
-        bits = words[w]
-        return (w << 6) + (bits & -bits).bit_length() - 1
+        """The first slot >= i holding a column, or the number of slots."""
+        kys = self._slot_kys
+        width = GAP_WINDOW
+        while i < len(kys):
+            found = np.flatnonzero(kys[i:i + width] != EMPTY)
+            if len(found):
+                return i + int(found[0])
+            i += width
+            width *= 8
+        return len(kys)
 
     def _previous_column(self, i):
         """The last slot <= i holding a column, or -1."""
-        words = self._occupied
-        w = i >> 6
-        bits = words[w] & ((2 << (i & 63)) - 1)
-        if bits:
-            return (w << 6) + bits.bit_length() - 1
-        w -= 1                               # the last non-zero word before w
-        if w < 0:
-            return -1
-        summary = self._occupied_words
-        s = w >> 6
-        bits = summary[s] & ((2 << (w & 63)) - 1)
-        if bits:
-            w = (s << 6) + bits.bit_length() - 1
-        else:
-            s -= 1
-            while s >= 0 and not summary[s]:
-                s -= 1
-            if s < 0:
-                return -1
-            w = (s << 6) + summary[s].bit_length() - 1
-        return (w << 6) + words[w].bit_length() - 1
+        kys = self._slot_kys
+        width = GAP_WINDOW
+        while i >= 0:
+            low = max(i + 1 - width, 0)
+            found = np.flatnonzero(kys[low:i + 1] != EMPTY)
+            if len(found):
+                return low + int(found[-1])
+            i = low - 1
+            width *= 8
+        return -1
 
     def _parabolic_records(self):
         """Every distinct key of the parabolic path: (kx, ky, mark, vx, vy)."""
         slots, records = self._slots, self._records
         found = []
-        for i in range(self._n_slots):
-            at = RECORD * i
-            if slots[at + 1] == -math.inf:
-                continue
-            store = slots
+        for i in np.flatnonzero(self._slot_kys != EMPTY).tolist():
+            store, at = slots, RECORD * i
             while True:                      # the column, top first
                 found.append(tuple(store[at:at + 5]))
                 below = store[at + 5]
@@ -890,39 +874,35 @@ class HullHead:
         return found
 
     def _leave_parabolic(self):
-        """A key or query outside the parabolic path's conditions: move every key
+        """A key or query outside the parabolic path's conditions: every key moves
         to the general paths (in kx order: the list path while it can), for good."""
         points = sorted(self._parabolic_records())
-        self._slots = self._occupied = self._occupied_words = self._records = self._cleared = None
+        self._slots = self._slot_kys = self._records = self._cleared = None
         if not points:
             return
         if self.latest:
-            self._total = [int(max(points, key=lambda point: point[2])[2])] + list(max(points, key=lambda point: point[2])[3:])
+            _, last_x, last_y = max(point[2:] for point in points)   # the last entry
+            self._total = [self._count - 1, last_x, last_y]
         else:
-            self._total = [int(sum(point[2] for point in points)),
-                           sum(point[3] for point in points), sum(point[4] for point in points)]
+            self._total = [self._count, sum(point[3] for point in points), sum(point[4] for point in points)]
         for kx, ky, mark, vx, vy in points:
             self._insert_point(kx, ky, int(mark), vx, vy)
 
     def _check_parabolic(self):
-        base, n = self._base, self._n_slots
-        slots, records = self._slots, self._records
-        assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0
-        assert len(slots) == RECORD * n and len(self._occupied) * 64 == n == len(self._occupied_words) * 4096
+        base, slots, records = self._base, self._slots, self._records
+        n = len(slots) // RECORD
+        assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0 and len(slots) == RECORD * n
         assert len(records) % RECORD == 0
+        assert np.array_equal(self._slot_kys, np.array(slots[1::RECORD]))
         linked = set()
-        columns = 0
         for i in range(n):
-            at = RECORD * i
-            present = slots[at + 1] != -math.inf
-            assert present == bool(self._occupied[i >> 6] >> (i & 63) & 1)
-            assert bool(self._occupied[i >> 6]) == bool(self._occupied_words[i >> 12] >> ((i >> 6) & 63) & 1)
-            if not present:
-                continue
-            columns += 1
             k = base + i
-            store, ky = slots, math.inf
-            while True:                      # the column: regular keys, ky decreasing
+            store, at, ky = slots, RECORD * i, math.inf
+            assert slots[at] == 2 * k
+            if slots[at + 1] == EMPTY:
+                assert slots[at + 2:at + RECORD].tolist() == [0.0, 0.0, 0.0, -1.0]
+                continue
+            while True:                      # the column: keys of the path, ky decreasing
                 assert store[at] == 2 * k and store[at + 1] < ky
                 ky = store[at + 1]
                 assert 0.0 <= ky + k * k < RECENCY_LIMIT and abs(k) <= PARABOLIC_MAX_K
@@ -932,7 +912,6 @@ class HullHead:
                 store, at = records, int(below)
                 assert at % RECORD == 0 and at not in linked
                 linked.add(at)
-        assert columns == self._column_count and (columns > 0 or self._count == 0)
         for (kx, ky), at in self._cleared.items():
             assert at % RECORD == 0 and at not in linked and records[at + 5] == -1.0
             assert (records[at], records[at + 1]) == (kx, ky) and ky < CLEARED_BELOW
