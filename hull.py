@@ -893,15 +893,15 @@ class HullHead:
         n = len(slots) // RECORD
         assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0 and len(slots) == RECORD * n
         assert len(records) % RECORD == 0
-        assert np.array_equal(self._slot_kys, np.array(slots[1::RECORD]))
+        table = np.frombuffer(slots).reshape(n, RECORD)                 # [slots, RECORD]
+        assert np.array_equal(self._slot_kys, table[:, 1])
+        assert np.array_equal(table[:, 0], 2.0 * np.arange(base, base + n)), "slot i holds kx = 2(base + i)"
+        empty = table[:, 1] == EMPTY
+        assert (table[empty, 2:5] == 0.0).all() and (table[empty, 5] == -1.0).all()
         linked = set()
-        for i in range(n):
+        for i in np.flatnonzero(~empty).tolist():
             k = base + i
             store, at, ky = slots, RECORD * i, math.inf
-            assert slots[at] == 2 * k
-            if slots[at + 1] == EMPTY:
-                assert slots[at + 2:at + RECORD].tolist() == [0.0, 0.0, 0.0, -1.0]
-                continue
             while True:                      # the column: keys of the path, ky decreasing
                 assert store[at] == 2 * k and store[at + 1] < ky
                 ky = store[at + 1]
