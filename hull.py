@@ -473,7 +473,7 @@ class HullHead:
         self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD] column k's top at slot k - base
         self._slot_kys = np.zeros(0)        # [slots] a view of the slots' ky, for gap searches
         self._base = 0                      # the column k of slot 0 (a multiple of SLOT_CHUNK)
-        self._isolated = True               # every slot's |k| <= ISOLATED_K
+        self._isolated_ratio = -1.0         # ISOLATED_K once every slot's |k| <= ISOLATED_K
         self._records = array("d")          # [records * RECORD] keys under column tops, cleared keys
         self._cleared = {}                  # (kx, ky) -> offset in _records of a cleared key
         # the general paths (list, then tree)
@@ -641,90 +641,31 @@ class HullHead:
             self._lower = _BlockChain(lower)
 
     def query(self, qx, qy):
-        if self._count == 0:
-            return (0.0, 0.0)
         slots = self._slots
-        if slots is not None:                # the parabolic path
+        if slots:                            # the parabolic path, with a column
             ratio = qx / qy if qy > 0.0 else math.nan   # the exact score peaks at column k = ratio
-            if -RATIO_LIMIT <= ratio <= RATIO_LIMIT and slots:   # (slots exist once a column does)
-                # Walk the column tops from the one nearest the peak, right then left, as
-                # _ListChain.argmax walks its vertices. An empty column scores as its
-                # bound key (2k, -k^2 + BOUND_RECENCY); when that does not stop the walk,
-                # it goes on at the next column (found by a NumPy search of the run).
-                n = len(slots) // RECORD
+            limit = self._isolated_ratio
+            if -limit <= ratio <= limit:
                 k = int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)   # the column nearest the peak
-                nearest = k - self._base
-                if (-ISOLATION <= k - ratio <= ISOLATION and -ISOLATED_K <= ratio <= ISOLATED_K
-                        and self._isolated and 0 <= nearest < n):
-                    at = RECORD * nearest            # no other column can reach this one's float score
-                    ky = slots[at + 1]
-                    if ky != EMPTY:
-                        best = qx * slots[at] + qy * ky
-                        below = slots[at + 5]
-                        if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
-                            if self.latest:              # the usual answer: one key
-                                return (slots[at + 3], slots[at + 4])
-                            inverse = 1.0 / slots[at + 2]
-                            return (slots[at + 3] * inverse, slots[at + 4] * inverse)
-                        return self._resolve_records(slots, qx, qy, best, [at])
-                best = EMPTY
-                best_size = 0.0
-                tied = []                    # offsets in slots of the tied column tops
-                i = nearest if nearest > 0 else 0
-                while i < n:                 # to the right: columns nearest, nearest + 1, ...
-                    at = RECORD * i
-                    score_x = qx * slots[at]             # (kx = 2k: empty slots hold it too)
-                    ky = slots[at + 1]
-                    if ky == EMPTY:
-                        if best != EMPTY:
-                            score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])
-                            if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                                break
-                        i = self._next_column(i)
-                        continue
-                    score_y = qy * ky
-                    score = score_x + score_y
-                    if score > best:
-                        best = score
-                        best_size = abs(score_x) + abs(score_y)
-                        tied = [at]
-                    elif score == best:
-                        tied.append(at)
-                    elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                        break
-                    i += 1
-                i = nearest - 1 if nearest <= n else n - 1
-                while i >= 0:                # to the left: columns nearest - 1, nearest - 2, ...
-                    at = RECORD * i
-                    score_x = qx * slots[at]
-                    ky = slots[at + 1]
-                    if ky == EMPTY:
-                        if best != EMPTY:
-                            score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])
-                            if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                                break
-                        i = self._previous_column(i)
-                        continue
-                    score_y = qy * ky
-                    score = score_x + score_y
-                    if score > best:
-                        best = score
-                        best_size = abs(score_x) + abs(score_y)
-                        tied = [at]
-                    elif score == best:
-                        tied.append(at)
-                    elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                        break
-                    i -= 1
-                if len(tied) == 1:
-                    at = tied[0]
-                    below = slots[at + 5]
-                    if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
-                        if self.latest:      # one key reaches the best: the usual answer
-                            return (slots[at + 3], slots[at + 4])
-                        inverse = 1.0 / slots[at + 2]
-                        return (slots[at + 3] * inverse, slots[at + 4] * inverse)
-                return self._resolve_records(slots, qx, qy, best, tied)
+                if -ISOLATION <= k - ratio <= ISOLATION:
+                    at = RECORD * (k - self._base)
+                    if 0 <= at < len(slots):
+                        ky = slots[at + 1]
+                        if ky != EMPTY:      # no other column can reach this one's float score
+                            best = qx * slots[at] + qy * ky
+                            below = slots[at + 5]
+                            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+                                if self.latest:      # the usual answer: one key
+                                    return (slots[at + 3], slots[at + 4])
+                                inverse = 1.0 / slots[at + 2]
+                                return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+                            return self._resolve_records(slots, qx, qy, best, [at])
+            if -RATIO_LIMIT <= ratio <= RATIO_LIMIT:
+                return self._walk_columns(slots, qx, qy, ratio)
+            self._leave_parabolic()
+        elif self._count == 0:
+            return (0.0, 0.0)
+        elif slots is not None:              # cleared keys only, no column
             self._leave_parabolic()
         if qy > 0:                           # the machine's queries
             best, tied = self._upper.argmax(qx, qy)
@@ -744,6 +685,72 @@ class HullHead:
         return self._resolve(self._tied_in_columns(qx, qy, best, tied))
 
     # -- the parabolic path -------------------------------------------------
+
+    def _walk_columns(self, slots, qx, qy, ratio):
+        """qy > 0, |ratio| <= RATIO_LIMIT: walk the column tops from the one nearest
+        the peak, right then left, as _ListChain.argmax walks its vertices. An
+        empty column scores as its bound key (2k, -k^2 + BOUND_RECENCY); when that
+        does not stop the walk, it goes on at the next column (a NumPy search)."""
+        n = len(slots) // RECORD
+        nearest = (int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)) - self._base
+        best = EMPTY
+        best_size = 0.0
+        tied = []                    # offsets in slots of the tied column tops
+        i = nearest if nearest > 0 else 0
+        while i < n:                 # to the right: columns nearest, nearest + 1, ...
+            at = RECORD * i
+            score_x = qx * slots[at]             # (kx = 2k: empty slots hold it too)
+            ky = slots[at + 1]
+            if ky == EMPTY:
+                if best != EMPTY:
+                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])
+                    if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                        break
+                i = self._next_column(i)
+                continue
+            score_y = qy * ky
+            score = score_x + score_y
+            if score > best:
+                best = score
+                best_size = abs(score_x) + abs(score_y)
+                tied = [at]
+            elif score == best:
+                tied.append(at)
+            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                break
+            i += 1
+        i = nearest - 1 if nearest <= n else n - 1
+        while i >= 0:                # to the left: columns nearest - 1, nearest - 2, ...
+            at = RECORD * i
+            score_x = qx * slots[at]
+            ky = slots[at + 1]
+            if ky == EMPTY:
+                if best != EMPTY:
+                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])
+                    if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                        break
+                i = self._previous_column(i)
+                continue
+            score_y = qy * ky
+            score = score_x + score_y
+            if score > best:
+                best = score
+                best_size = abs(score_x) + abs(score_y)
+                tied = [at]
+            elif score == best:
+                tied.append(at)
+            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                break
+            i -= 1
+        if len(tied) == 1:
+            at = tied[0]
+            below = slots[at + 5]
+            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+                if self.latest:      # one key reaches the best: the usual answer
+                    return (slots[at + 3], slots[at + 4])
+                inverse = 1.0 / slots[at + 2]
+                return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+        return self._resolve_records(slots, qx, qy, best, tied)
 
     def _resolve_records(self, slots, qx, qy, best, tied):
         """The answer of the tied column tops (offsets in slots) and of the keys
@@ -830,7 +837,7 @@ class HullHead:
         self._slots = array("d", new.tobytes())
         self._slot_kys = np.frombuffer(self._slots)[1::RECORD]   # a view: the slots are never resized
         self._base = low
-        self._isolated = max(-low, high - 1) <= ISOLATED_K
+        self._isolated_ratio = ISOLATED_K if max(-low, high - 1) <= ISOLATED_K else -1.0
         return RECORD * (k - low)
 
     def _next_column(self, i):
