@@ -36,7 +36,9 @@ below the best by more than twice the rounding error bound of a score
 (2^-52 * (|qx*kx| + |qy*ky|) each). Lower keys of a tied vertex's column
 join the tied set when their float score equals the maximum too.
 
-Two paths:
+Three paths. A head starts on the parabolic path while its keys are the
+machine's (see "The parabolic path" below), then moves for good to the list
+path or the tree path, which take any keys:
 * list path, while kx never decreases (positions) and no column holds more
   than LIST_COLUMN_LIMIT keys: a new key is the right end of the hull; pop
   the vertices left strictly below the new edge, append (the monotone chain
@@ -51,8 +53,43 @@ Two paths:
   Columns are lists of points in ky order, in a dict by kx.
 The lower hull is built at the first qy < 0 query (the machine never asks).
 
+The parabolic path
+------------------
+The machine's lookups (compile_weights.Graph.lookup) insert keys (2k, -k^2 + d)
+with integer k and a recency d = 0.3 * inv_log_pos in [0, 0.433), or cleared
+keys (2k, -k^2 - 1e30 + d), and query qy * (r, 1) with qy > 0. For such keys
+the exact score is qy * (r^2 - (k - r)^2 + d): every column top is a vertex of
+the upper hull (a column k between columns a < k < b lies above their chord
+by (k - a)(b - k) >= 1 > RECENCY_LIMIT), so the hull needs no slopes at all:
+column k's top is slot k - base of one array (`_slots`, RECORD doubles per
+slot: kx, ky, mark, vx, vy, the offset of the next key down the column in
+`_records`), the keys under a top are a linked list in decreasing ky, and
+cleared keys sit in a dict beside (they never reach the best while a column
+exists: CLEARED_BELOW). Conditions, checked for every key and query (else
+every key moves to the general paths, in kx order, for good): kx = 2k even,
+|k| <= 2^25, 0 <= ky + k^2 < RECENCY_LIMIT (exact by Sterbenz) or a cleared
+key (ky < -2^90, |kx| <= 2^26); qy > 0 and |qx / qy| <= 2^40, or the query
+(0, 0) (every entry ties: O(n)); slots at most max(SLOT_FLOOR,
+SLOTS_PER_ENTRY * entries).
+A query goes to the column k0 nearest r = qx / qy. If |k0 - r| <= 1/8, every
+|k| and |r| <= 2^23 and column k0 exists, no other column can reach its float
+score (ISOLATION: by > 0.29 * qy in exact arithmetic against < 0.1 * qy of
+rounding), so the answer is k0's top, with the keys under it whose float score
+equals the top's (in decreasing ky, float scores do not increase). Otherwise
+it walks from k0 right and from k0 - 1 left, as the list path's walk: past the
+peak the exact scores of column tops fall by >= (1 - RECENCY_LIMIT) * qy per
+column, so the walk stops at the first column below the best by more than the
+slack, and an empty column counts as the bound key (2k, -k^2 + BOUND_RECENCY),
+above any key there or beyond; when that bound does not stop the walk, it
+goes on at the next column (NumPy search of the empty run). Same float tests,
+same tied sets as the hull paths: exact in the same cases (below).
+
 Costs (n = distinct keys so far)
 --------------------------------
+* parabolic path: insert O(1) (amortized: the slots double when they grow;
+  a key below its column's top walks the column), query O(1) with an isolated
+  peak, else O(walk) plus one O(gap) NumPy search per empty run walked over;
+  the move to the general paths O(n log n) once.
 * insert: list path O(1) amortized (each vertex is popped at most once);
   tree path O(log n) comparisons plus one array insertion moving up to
   2 * _LOAD entries (a memmove), each removed vertex removed once, and a
@@ -63,8 +100,11 @@ Costs (n = distinct keys so far)
   path, only the near-tied ones, in ky order, on the tree path).
   qy == 0 with qx != 0: O(m), m = distinct keys in the extreme kx column.
   The first qy < 0 query: O(n log n), to build the lower hull.
-* memory: about 75 bytes per distinct key on the list path (arrays); the
-  tree path adds about 150 bytes per column (a dict entry, a list).
+* memory: 48 bytes per slot and per key under a column top on the parabolic
+  path (positions: 48 bytes per key; at most 4 slots per entry beyond the
+  first 2^20 slots); about 75 bytes per distinct key on the list path
+  (arrays); the tree path adds about 150 bytes per column (a dict entry, a
+  list).
 
 Exactness (when HullHead == BruteHead, bit for bit)
 ---------------------------------------------------
@@ -84,11 +124,17 @@ holds in these two cases (both stress-tested against BruteHead):
    neighbouring keys are found by the walk, equal-k keys by the column check.
    The machine's memory heads also write cleared keys (2k, -1e30): far
    under the hull, duplicates of their column's bottom (merged at once).
-Both paths decide with the same float tests (a vertex goes when a new key
-leaves it strictly below the new edge, negated slopes compared in float; a
-query starts at the vertex bisect_left finds among the negated slopes, which
-_bisect_slopes only reaches with other probes, and walks), so both cases
-hold on either path and across the switch (stress-tested on both).
+The list and tree paths decide with the same float tests (a vertex goes
+when a new key leaves it strictly below the new edge, negated slopes
+compared in float; a query starts at the vertex bisect_left finds among the
+negated slopes, which _bisect_slopes only reaches with other probes, and
+walks), so both cases hold on either path and across the switch
+(stress-tested on both). The parabolic path holds case 2's keys only, for
+any query qy * (r, 1) with qy > 0, |r| <= 2^40: its walk is the hull walk
+over every column top (past the peak, tops fall by >= (1 - RECENCY_LIMIT) *
+qy per column while a score's rounding bound grows by < 2^-10 * qy), and
+its isolated answer is the inequality at ISOLATION (stress-tested with r
+integers, half-integers and others, c from 1 to HARD_K*sqrt(2)).
 Average mode sums values in another order than the scan: the results are
 equal when the sums are exact (e.g. integer values below 2^53), otherwise
 they can differ in the last bits. Keys and queries must be finite and
@@ -123,12 +169,15 @@ RECENCY_LIMIT = 0.45
 # An empty column k scores as the key (2k, -k^2 + BOUND_RECENCY): above every key of
 # that column or (past the peak) beyond it, by >= (BOUND_RECENCY - RECENCY_LIMIT) * qy.
 BOUND_RECENCY = 0.5
-# Cleared keys: ky < CLEARED_BELOW with |kx| <= CLEARED_MAX_KX score below -2^59 * qy, while
-# a column's top scores >= -(|k| + |qx / qy|)^2 * qy >= -2^54 * qy (|k| <= 2^25, |qx / qy| <= 2^26):
-# never the best once a column exists (the machine's: ky = -1e30).
-CLEARED_BELOW = -2.0 ** 61
+# Cleared keys: ky < CLEARED_BELOW with |kx| <= CLEARED_MAX_KX score below -2^89 * qy, while
+# a column's top scores >= -(|k| + |qx / qy|)^2 * qy >= -2^81 * qy (|k| <= 2^25, |qx / qy| <=
+# RATIO_LIMIT): never the best once a column exists (the machine's: ky = -1e30 ~ -2^99.7).
+CLEARED_BELOW = -2.0 ** 90
 CLEARED_MAX_KX = 2.0 ** 26
-RATIO_LIMIT = 2.0 ** 26       # |qx / qy| of its queries (the bound above)
+# |qx / qy| of its queries (the machine's memory heads ask for any 32-bit value). Past the
+# peak a column top falls by >= (1 - RECENCY_LIMIT) * qy per column, while the rounding
+# bound of a score grows by <= 2^-52 * (2 * RATIO_LIMIT + 2^27) * qy < 2^-10 * qy per column.
+RATIO_LIMIT = 2.0 ** 40
 # A query whose peak r = qx / qy is within ISOLATION of an integer k0 with a column, all
 # columns and r within ISOLATED_K: any other column k1 scores below k0 in exact arithmetic
 # by >= qy * ((7/8)^2 - (1/8)^2 - RECENCY_LIMIT - 2^-20) > 0.29 * qy, while a float score is
@@ -470,7 +519,7 @@ class HullHead:
         self.latest = bool(latest)
         self._count = 0                     # entries inserted; the next entry's seq
         # the parabolic path (see "The parabolic path" above HullHead); None once left
-        self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD] column k's top at slot k - base
+        self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD] top of column base + i at i
         self._slot_kys = np.zeros(0)        # [slots] a view of the slots' ky, for gap searches
         self._base = 0                      # the column k of slot 0 (a multiple of SLOT_CHUNK)
         self._isolated_ratio = -1.0         # ISOLATED_K once every slot's |k| <= ISOLATED_K
@@ -662,10 +711,11 @@ class HullHead:
                             return self._resolve_records(slots, qx, qy, best, [at])
             if -RATIO_LIMIT <= ratio <= RATIO_LIMIT:
                 return self._walk_columns(slots, qx, qy, ratio)
-            self._leave_parabolic()
-        elif self._count == 0:
+        if self._count == 0:
             return (0.0, 0.0)
-        elif slots is not None:              # cleared keys only, no column
+        if slots is not None:                # a query outside the path, or no column yet
+            if qx == 0.0 and qy == 0.0:      # every entry ties (the machine: at position 0)
+                return self._parabolic_total()
             self._leave_parabolic()
         if qy > 0:                           # the machine's queries
             best, tied = self._upper.argmax(qx, qy)
@@ -695,16 +745,17 @@ class HullHead:
         nearest = (int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)) - self._base
         best = EMPTY
         best_size = 0.0
-        tied = []                    # offsets in slots of the tied column tops
+        tied = []                            # offsets in slots of the tied column tops
         i = nearest if nearest > 0 else 0
-        while i < n:                 # to the right: columns nearest, nearest + 1, ...
+        while i < n:                         # to the right: columns nearest, nearest + 1, ...
             at = RECORD * i
             score_x = qx * slots[at]             # (kx = 2k: empty slots hold it too)
             ky = slots[at + 1]
             if ky == EMPTY:
                 if best != EMPTY:
-                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])
-                    if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])   # (k^2 exact)
+                    bound = score_x + score_y
+                    if best - bound > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
                         break
                 i = self._next_column(i)
                 continue
@@ -720,14 +771,15 @@ class HullHead:
                 break
             i += 1
         i = nearest - 1 if nearest <= n else n - 1
-        while i >= 0:                # to the left: columns nearest - 1, nearest - 2, ...
+        while i >= 0:                        # to the left: columns nearest - 1, nearest - 2, ...
             at = RECORD * i
             score_x = qx * slots[at]
             ky = slots[at + 1]
             if ky == EMPTY:
                 if best != EMPTY:
-                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])
-                    if best - (score_x + score_y) > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])   # (k^2 exact)
+                    bound = score_x + score_y
+                    if best - bound > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
                         break
                 i = self._previous_column(i)
                 continue
@@ -746,7 +798,7 @@ class HullHead:
             at = tied[0]
             below = slots[at + 5]
             if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
-                if self.latest:      # one key reaches the best: the usual answer
+                if self.latest:              # one key reaches the best
                     return (slots[at + 3], slots[at + 4])
                 inverse = 1.0 / slots[at + 2]
                 return (slots[at + 3] * inverse, slots[at + 4] * inverse)
@@ -778,6 +830,17 @@ class HullHead:
             sum_y += store[at + 4]
         inverse = 1.0 / count
         return (sum_x * inverse, sum_y * inverse)
+
+    def _parabolic_total(self):
+        """The answer to query (0, 0) on the parabolic path: O(n), in NumPy."""
+        table = np.frombuffer(self._slots).reshape(-1, RECORD)           # [slots, RECORD]
+        table = np.concatenate([table[table[:, 1] != EMPTY],
+                                np.array(self._records).reshape(-1, RECORD)])   # [points, RECORD]
+        if self.latest:
+            last = np.argmax(table[:, 2])                                 # the largest seq
+            return (float(table[last, 3]), float(table[last, 4]))
+        inverse = 1.0 / table[:, 2].sum()
+        return (float(table[:, 3].sum()) * inverse, float(table[:, 4].sum()) * inverse)
 
     def _merge_record(self, store, at, seq, vx, vy):
         """Another entry with the key of the record at `at` of `store` (slots or records)."""

@@ -274,7 +274,7 @@ def test_machine_memory_keys_with_cleared_keys(latest, parabolic_path, monkeypat
 def tiny_parabolic_ops(rng, n_ops, ks, recencies, cleared):
     """Keys (2k, -k^2 + d) for k in `ks` and d in `recencies` (a few exact
     binary fractions: duplicates, equal d in neighbouring columns, new keys
-    below their column's top), cleared keys (2k, ky < -2^61) at rate `cleared`
+    below their column's top), cleared keys (2k, ky < -2^90) at rate `cleared`
     after the first key,
     queries qy * (t, 1) for t an integer, a half-integer (exact ties between
     two columns) or near one, qy a small integer or QUERY_SCALE."""
@@ -283,14 +283,14 @@ def tiny_parabolic_ops(rng, n_ops, ks, recencies, cleared):
         if rng.random() < 0.5:
             k = rng.choice(ks)
             if any(op[0] == "i" for op in ops) and rng.random() < cleared:   # after a column
-                ops.append(("i", 2.0 * k, rng.choice((-1e30, -2.0 ** 62)), float(rng.randint(0, 3)), 1.0))
+                ops.append(("i", 2.0 * k, rng.choice((-1e30, -2.0 ** 91)), float(rng.randint(0, 3)), 1.0))
             else:
                 ops.append(("i", 2.0 * k, -float(k * k) + rng.choice(recencies),
                             float(rng.randint(-4, 4)), float(rng.randint(0, 3))))
         else:
-            t = rng.choice(ks) + rng.choice((0, 0, 0.5, -0.5, 0.125, -0.375, 3, -9))
+            t = rng.choice(ks) + rng.choice((0, 0, 0.5, -0.5, 0.125, -0.375, 3, -9, 2 ** 31, -2 ** 39))
             qy = rng.choice((1.0, 2.0, 3.0, 8.0, QUERY_SCALE))
-            ops.append(("q", qy * t, qy))
+            ops.append(("q", qy * t, qy) if rng.random() < 0.98 else ("q", 0.0, 0.0))   # (0, 0): all tie
     return ops
 
 
@@ -334,8 +334,8 @@ def test_parabolic_path_leaves_for_the_general_paths(latest, monkeypatch):
         ("i", 2.0 * (2 ** 25 + 1), -float((2 ** 25 + 1) ** 2), 1.0, 1.0),   # |k| > 2^25
         ("i", 2.0 * 10 ** 6, -1e12, 1.0, 1.0),              # too sparse for the slots
         ("i", 2.0 ** 27, -1e30, 1.0, 1.0),                  # a cleared key too far out
-        ("q", 1.0, -1.0), ("q", 1.0, 0.0), ("q", -1.0, 0.0), ("q", 0.0, 0.0),
-        ("q", 2.0 ** 27, 1.0),                               # the peak beyond RATIO_LIMIT
+        ("q", 1.0, -1.0), ("q", 1.0, 0.0), ("q", -1.0, 0.0), ("q", -0.0, -1.0),
+        ("q", 2.0 ** 41, 1.0),                               # the peak beyond RATIO_LIMIT
     ]
     for broken in breaks:
         for first in (0, 40):                               # the path's keys in kx order or not
