@@ -81,14 +81,15 @@ peak the exact scores of column tops fall by >= (1 - RECENCY_LIMIT) * qy per
 column, so the walk stops at the first column below the best by more than the
 slack, and an empty column counts as the bound key (2k, -k^2 + BOUND_RECENCY),
 above any key there or beyond; when that bound does not stop the walk, it
-goes on at the next column (NumPy search of the empty run). Same float tests,
-same tied sets as the hull paths: exact in the same cases (below).
+goes on at the next column (found in bit sets of the occupied slots, 64 slots
+per word, 64 words per summary word). Same float tests, same tied sets as the
+hull paths: exact in the same cases (below).
 
 Costs (n = distinct keys so far)
 --------------------------------
 * parabolic path: insert O(1) (amortized: the slots double when they grow;
   a key below its column's top walks the column), query O(1) with an isolated
-  peak, else O(walk) plus one O(gap) NumPy search per empty run walked over;
+  peak, else O(walk) plus O(gap / 4096) per empty run walked over;
   the move to the general paths O(n log n) once.
 * insert: list path O(1) amortized (each vertex is popped at most once);
   tree path O(log n) comparisons plus one array insertion moving up to
@@ -190,11 +191,9 @@ EMPTY = -math.inf             # the ky of an empty slot (no key of the path scor
 # Slots are added SLOT_CHUNK at a time, doubling; a head takes at most
 # max(SLOT_FLOOR, SLOTS_PER_ENTRY * entries) slots (RECORD * 8 bytes each: 48 MB at the
 # floor) and leaves the path when its keys are sparser than that.
-SLOT_CHUNK = 4096
+SLOT_CHUNK = 4096             # = 64 * 64: _occupied_words has one bit per word of _occupied
 SLOT_FLOOR = 2 ** 20
 SLOTS_PER_ENTRY = 4
-# A run of empty slots is searched (NumPy) in windows of GAP_WINDOW slots, then 8 times wider.
-GAP_WINDOW = 64
 
 # Vertices per block of the tree path's chains (a block splits in two above
 # 2 * _LOAD): inserting into or deleting from a block moves up to 2 * _LOAD
@@ -520,7 +519,9 @@ class HullHead:
         self._count = 0                     # entries inserted; the next entry's seq
         # the parabolic path (see "The parabolic path" above HullHead); None once left
         self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD] top of column base + i at i
-        self._slot_kys = np.zeros(0)        # [slots] a view of the slots' ky, for gap searches
+        self._slot_kys = np.zeros(0)        # [slots] a view of the slots' ky
+        self._occupied = array("Q")         # bit i % 64 of word i // 64: slot i holds a column
+        self._occupied_words = array("Q")   # bit w % 64 of word w // 64: _occupied[w] != 0
         self._base = 0                      # the column k of slot 0 (a multiple of SLOT_CHUNK)
         self._isolated_ratio = -1.0         # ISOLATED_K once every slot's |k| <= ISOLATED_K
         self._records = array("d")          # [records * RECORD] keys under column tops, cleared keys
@@ -559,6 +560,12 @@ class HullHead:
                             below = len(records)
                             records.extend(slots[at:at + RECORD])
                             slots[at + 5] = below
+                        else:                # a new column: slot i = at / RECORD
+                            i = at // RECORD
+                            words = self._occupied
+                            if not words[i >> 6]:
+                                self._occupied_words[i >> 12] |= 1 << ((i >> 6) & 63)
+                            words[i >> 6] |= 1 << (i & 63)
                         slots[at + 1] = ky
                         slots[at + 2] = seq if self.latest else 1
                         slots[at + 3] = vx
@@ -740,7 +747,7 @@ class HullHead:
         """qy > 0, |ratio| <= RATIO_LIMIT: walk the column tops from the one nearest
         the peak, right then left, as _ListChain.argmax walks its vertices. An
         empty column scores as its bound key (2k, -k^2 + BOUND_RECENCY); when that
-        does not stop the walk, it goes on at the next column (a NumPy search)."""
+        does not stop the walk, it goes on at the next column (bit sets)."""
         n = len(slots) // RECORD
         nearest = (int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)) - self._base
         best = EMPTY
@@ -898,6 +905,10 @@ class HullHead:
         if n:
             new.ravel()[start:start + len(self._slots)] = np.frombuffer(self._slots)
         self._slots = array("d", new.tobytes())
+        left, right = (base - low, high - base - n) if n else (0, high - low)   # slots added each side
+        self._occupied = array("Q", bytes(left // 8)) + self._occupied + array("Q", bytes(right // 8))
+        self._occupied_words = (array("Q", bytes(left // 512)) + self._occupied_words
+                                + array("Q", bytes(right // 512)))
         self._slot_kys = np.frombuffer(self._slots)[1::RECORD]   # a view: the slots are never resized
         self._base = low
         self._isolated_ratio = ISOLATED_K if max(-low, high - 1) <= ISOLATED_K else -1.0
@@ -905,28 +916,53 @@ class HullHead:
 
     def _next_column(self, i):
         """The first slot >= i holding a column, or the number of slots."""
-        kys = self._slot_kys
-        width = GAP_WINDOW
-        while i < len(kys):
-            found = np.flatnonzero(kys[i:i + width] != EMPTY)
-            if len(found):
-                return i + int(found[0])
-            i += width
-            width *= 8
-        return len(kys)
+        words = self._occupied
+        w = i >> 6
+        bits = words[w] >> (i & 63)
+        if bits:
+            return i + (bits & -bits).bit_length() - 1
+        w += 1                               # the first non-zero word after word w
+        summary = self._occupied_words
+        s = w >> 6
+        if s >= len(summary):
+            return len(words) << 6
+        bits = summary[s] >> (w & 63)
+        if bits:
+            w += (bits & -bits).bit_length() - 1
+        else:
+            s += 1
+            while s < len(summary) and not summary[s]:
+                s += 1
+            if s == len(summary):
+                return len(words) << 6
+            bits = summary[s]
+            w = (s << 6) + (bits & -bits).bit_length() - 1
+        bits = words[w]
+        return (w << 6) + (bits & -bits).bit_length() - 1
 
     def _previous_column(self, i):
         """The last slot <= i holding a column, or -1."""
-        kys = self._slot_kys
-        width = GAP_WINDOW
-        while i >= 0:
-            low = max(i + 1 - width, 0)
-            found = np.flatnonzero(kys[low:i + 1] != EMPTY)
-            if len(found):
-                return low + int(found[-1])
-            i = low - 1
-            width *= 8
-        return -1
+        words = self._occupied
+        w = i >> 6
+        bits = words[w] & ((2 << (i & 63)) - 1)
+        if bits:
+            return (w << 6) + bits.bit_length() - 1
+        w -= 1                               # the last non-zero word before word w
+        if w < 0:
+            return -1
+        summary = self._occupied_words
+        s = w >> 6
+        bits = summary[s] & ((2 << (w & 63)) - 1)
+        if bits:
+            w = (s << 6) + bits.bit_length() - 1
+        else:
+            s -= 1
+            while s >= 0 and not summary[s]:
+                s -= 1
+            if s < 0:
+                return -1
+            w = (s << 6) + summary[s].bit_length() - 1
+        return (w << 6) + words[w].bit_length() - 1
 
     def _parabolic_records(self):
         """Every distinct key of the parabolic path: (kx, ky, mark, vx, vy)."""
@@ -947,7 +983,8 @@ class HullHead:
         """A key or query outside the parabolic path's conditions: every key moves
         to the general paths (in kx order: the list path while it can), for good."""
         points = sorted(self._parabolic_records())
-        self._slots = self._slot_kys = self._records = self._cleared = None
+        self._slots = self._slot_kys = self._occupied = self._occupied_words = None
+        self._records = self._cleared = None
         if not points:
             return
         if self.latest:
@@ -968,6 +1005,11 @@ class HullHead:
         assert np.array_equal(table[:, 0], 2.0 * np.arange(base, base + n)), "slot i holds kx = 2(base + i)"
         empty = table[:, 1] == EMPTY
         assert (table[empty, 2:5] == 0.0).all() and (table[empty, 5] == -1.0).all()
+        assert len(self._occupied) * 64 == n == len(self._occupied_words) * 4096
+        occupied = np.unpackbits(np.frombuffer(self._occupied, dtype=np.uint8), bitorder="little")
+        assert np.array_equal(occupied.astype(bool), ~empty)
+        nonzero_words = np.unpackbits(np.frombuffer(self._occupied_words, dtype=np.uint8), bitorder="little")
+        assert np.array_equal(nonzero_words.astype(bool), np.frombuffer(self._occupied, dtype=np.uint64) != 0)
         linked = set()
         for i in np.flatnonzero(~empty).tolist():
             k = base + i

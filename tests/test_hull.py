@@ -308,10 +308,9 @@ def test_parabolic_path_tiny_ranges_with_ties(latest):
 
 
 @pytest.mark.parametrize("latest", [False, True])
-def test_parabolic_path_gaps_and_growth(latest, monkeypatch):
-    """Sparse columns (runs of empty slots, searched in windows of 2, 16, ...),
-    queries far from every column, slots growing to the left and the right."""
-    monkeypatch.setattr(hull, "GAP_WINDOW", 2)
+def test_parabolic_path_gaps_and_growth(latest):
+    """Sparse columns (runs of empty slots, over words of the bit sets), queries
+    far from every column, slots growing to the left and the right."""
     rng = random.Random(17 + latest)
     for _ in range(30):
         centre = rng.choice((0, 5000, -70_000, 2 ** 23 - 9000))
