@@ -879,37 +879,41 @@ class HullHead:
         records.extend((kx, ky, seq if self.latest else 1, vx, vy, below))
 
     def _grow(self, k):
-        """Slots for column k too (SLOT_CHUNK at a time, doubling): the offset of
-        its slot, or -1 when that takes more than max(SLOT_FLOOR, SLOTS_PER_ENTRY
-        * entries) slots (the keys are too sparse for the path)."""
+        """New slots covering column k and every column (their empty margins
+        may go), with room to grow as many slots again the way k went: the
+        offset of k's slot, or -1 when the columns need more than max(SLOT_FLOOR,
+        SLOTS_PER_ENTRY * entries) slots (the keys are too sparse for the path)."""
         base, n = self._base, len(self._slots) // RECORD
         if not -PARABOLIC_MAX_K <= k <= PARABOLIC_MAX_K:
             return -1
-        chunk_start = k // SLOT_CHUNK * SLOT_CHUNK
-        if n == 0:
-            low, high = chunk_start, chunk_start + SLOT_CHUNK
-        else:
-            low, high = min(base, chunk_start), max(base + n, chunk_start + SLOT_CHUNK)
+        low = k // SLOT_CHUNK * SLOT_CHUNK
+        high = low + SLOT_CHUNK
+        first = self._next_column(0) if n else n
+        if first < n:                        # the columns so far
+            last = self._previous_column(n - 1)
+            low = min(low, (base + first) // SLOT_CHUNK * SLOT_CHUNK)
+            high = max(high, (base + last) // SLOT_CHUNK * SLOT_CHUNK + SLOT_CHUNK)
         limit = max(SLOT_FLOOR, SLOTS_PER_ENTRY * (self._count + 1)) // SLOT_CHUNK * SLOT_CHUNK
         if high - low > limit:
             return -1
-        if n and low < base:                 # doubling, as far as the limit allows
-            low = max(min(low, base - n), high - limit)
-        elif n:
-            high = min(max(high, base + 2 * n), low + limit)
+        if k < base:                         # room: doubling, as far as the limit allows
+            low = max(low - n, high - limit)
+        else:
+            high = min(high + n, low + limit)
         new = np.zeros((high - low, RECORD))                     # [slots, RECORD] empty slots
         new[:, 0] = 2.0 * np.arange(low, high)                   # kx = 2k
         new[:, 1] = EMPTY
         new[:, 5] = -1.0
-        start = RECORD * (base - low) if n else 0
-        if n:
-            new.ravel()[start:start + len(self._slots)] = np.frombuffer(self._slots)
+        kept_low, kept_high = max(low, base), min(high, base + n)   # old slots kept (every column)
+        if kept_low < kept_high:
+            old = np.frombuffer(self._slots).reshape(n, RECORD)  # [old slots, RECORD]
+            new[kept_low - low:kept_high - low] = old[kept_low - base:kept_high - base]
         self._slots = array("d", new.tobytes())
-        left, right = (base - low, high - base - n) if n else (0, high - low)   # slots added each side
-        self._occupied = array("Q", bytes(left // 8)) + self._occupied + array("Q", bytes(right // 8))
-        self._occupied_words = (array("Q", bytes(left // 512)) + self._occupied_words
-                                + array("Q", bytes(right // 512)))
         self._slot_kys = np.frombuffer(self._slots)[1::RECORD]   # a view: the slots are never resized
+        occupied = np.packbits(self._slot_kys != EMPTY, bitorder="little")   # [slots / 8] bytes
+        self._occupied = array("Q", occupied.tobytes())
+        nonzero_words = np.frombuffer(occupied.tobytes(), dtype=np.uint64) != 0   # [slots / 64]
+        self._occupied_words = array("Q", np.packbits(nonzero_words, bitorder="little").tobytes())
         self._base = low
         self._isolated_ratio = ISOLATED_K if max(-low, high - 1) <= ISOLATED_K else -1.0
         return RECORD * (k - low)

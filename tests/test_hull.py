@@ -321,6 +321,21 @@ def test_parabolic_path_gaps_and_growth(latest):
 
 
 @pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_path_random_order_up_to_the_slot_limit(latest, monkeypatch):
+    """Addresses in random order over the whole range the slots may take (the
+    doubling's empty margins go when the slots grow the other way)."""
+    monkeypatch.setattr(hull, "SLOT_FLOOR", 4 * hull.SLOT_CHUNK)
+    rng = random.Random(8 + latest)
+    for _ in range(4):
+        ks = [rng.randrange(4 * hull.SLOT_CHUNK) for _ in range(300)]
+        ops = []
+        for position, k in enumerate(ks):
+            ops.append(("i", 2.0 * k, -float(k * k) + recency(position), float(position), 1.0))
+            ops.append(("q", QUERY_SCALE * (rng.choice(ks[:position + 1]) + rng.choice((0, 0.5, 3))), QUERY_SCALE))
+        assert run(ops, latest, check_every_insert=True)._slots is not None
+
+
+@pytest.mark.parametrize("latest", [False, True])
 def test_parabolic_path_leaves_for_the_general_paths(latest, monkeypatch):
     """Each condition the parabolic path needs, broken once after a run of its
     keys: the keys move to the list or tree path, and answers stay the scan's."""
