@@ -6,8 +6,11 @@ module docstring claims exactness: tiny integer ranges force exact ties,
 duplicates, collinear keys, equal kx, qy == 0 and qy < 0; the parabolic keys
 (2k, -k^2 + recency) are the machine's, up to k = 2^25 with queries scaled by
 HARD_K*sqrt(2), and the machine's memory heads with their cleared keys.
-About 390,000 operations in all (80,000 with `_check()` after every
-insert, many of them with tiny blocks on the tree path). The last part checks causal_hard_attention
+The machine's keys run on the parabolic path and, with PARABOLIC_PATH off,
+on the list and tree paths; the parabolic path also with forced ties on tiny
+ranges, sparse columns, every condition that makes it leave. About 520,000
+operations in all (about 150,000 with `_check()` after every insert, many of
+them with tiny blocks on the tree path). The last part checks causal_hard_attention
 (all positions at once) the same way, on about 49,000 positions.
 """
 import math
