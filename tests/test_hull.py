@@ -8,8 +8,8 @@ duplicates, collinear keys, equal kx, qy == 0 and qy < 0; the parabolic keys
 HARD_K*sqrt(2), and the machine's memory heads with their cleared keys.
 The machine's keys run on the parabolic path and, with PARABOLIC_PATH off,
 on the list and tree paths; the parabolic path also with forced ties on tiny
-ranges, sparse columns, every condition that makes it leave. About 520,000
-operations in all (about 150,000 with `_check()` after every insert, many of
+ranges, sparse columns, every condition that makes it leave. About 700,000
+operations in all (about 170,000 with `_check()` after every insert, many of
 them with tiny blocks on the tree path). The last part checks causal_hard_attention
 (all positions at once) the same way, on about 49,000 positions.
 """
