@@ -36,7 +36,9 @@ below the best by more than twice the rounding error bound of a score
 (2^-52 * (|qx*kx| + |qy*ky|) each). Lower keys of a tied vertex's column
 join the tied set when their float score equals the maximum too.
 
-Two paths:
+Three paths. A head starts on the parabolic path while its keys are the
+machine's (see "The parabolic path" below), then moves for good to the list
+path or the tree path, which take any keys:
 * list path, while kx never decreases (positions) and no column holds more
   than LIST_COLUMN_LIMIT keys: a new key is the right end of the hull; pop
   the vertices left strictly below the new edge, append (the monotone chain
@@ -51,8 +53,44 @@ Two paths:
   Columns are lists of points in ky order, in a dict by kx.
 The lower hull is built at the first qy < 0 query (the machine never asks).
 
+The parabolic path
+------------------
+The machine's lookups (compile_weights.Graph.lookup) insert keys (2k, -k^2 + d)
+with integer k and a recency d = 0.3 * inv_log_pos in [0, 0.433), or cleared
+keys (2k, -k^2 - 1e30 + d), and query qy * (r, 1) with qy > 0. For such keys
+the exact score is qy * (r^2 - (k - r)^2 + d): every column top is a vertex of
+the upper hull (a column k between columns a < k < b lies above their chord
+by (k - a)(b - k) >= 1 > RECENCY_LIMIT), so the hull needs no slopes at all:
+column k's top is slot k - base of one array (`_slots`, RECORD doubles per
+slot: kx, ky, mark, vx, vy, the offset of the next key down the column in
+`_records`), the keys under a top are a linked list in decreasing ky, and
+cleared keys sit in a dict beside (they never reach the best while a column
+exists: CLEARED_BELOW). Conditions, checked for every key and query (else
+every key moves to the general paths, in kx order, for good): kx = 2k even,
+|k| <= 2^25, 0 <= ky + k^2 < RECENCY_LIMIT (exact by Sterbenz) or a cleared
+key (ky < -2^90, |kx| <= 2^26); qy > 0 and |qx / qy| <= 2^40, or the query
+(0, 0) (every entry ties: O(n)); slots at most max(SLOT_FLOOR,
+SLOTS_PER_ENTRY * entries).
+A query goes to the column k0 nearest r = qx / qy. If |k0 - r| <= 1/8, every
+|k| and |r| <= 2^23 and column k0 exists, no other column can reach its float
+score (ISOLATION: by > 0.29 * qy in exact arithmetic against < 0.1 * qy of
+rounding), so the answer is k0's top, with the keys under it whose float score
+equals the top's (in decreasing ky, float scores do not increase). Otherwise
+it walks from k0 right and from k0 - 1 left, as the list path's walk: past the
+peak the exact scores of column tops fall by >= (1 - RECENCY_LIMIT) * qy per
+column, so the walk stops at the first column below the best by more than the
+slack, and an empty column counts as the bound key (2k, -k^2 + BOUND_RECENCY),
+above any key there or beyond; when that bound does not stop the walk, it
+goes on at the next column (found in bit sets of the occupied slots, 64 slots
+per word, 64 words per summary word). Same float tests, same tied sets as the
+hull paths: exact in the same cases (below).
+
 Costs (n = distinct keys so far)
 --------------------------------
+* parabolic path: insert O(1) (amortized: the slots double when they grow;
+  a key below its column's top walks the column), query O(1) with an isolated
+  peak, else O(walk) plus O(gap / 4096) per empty run walked over;
+  the move to the general paths O(n log n) once.
 * insert: list path O(1) amortized (each vertex is popped at most once);
   tree path O(log n) comparisons plus one array insertion moving up to
   2 * _LOAD entries (a memmove), each removed vertex removed once, and a
@@ -63,8 +101,11 @@ Costs (n = distinct keys so far)
   path, only the near-tied ones, in ky order, on the tree path).
   qy == 0 with qx != 0: O(m), m = distinct keys in the extreme kx column.
   The first qy < 0 query: O(n log n), to build the lower hull.
-* memory: about 75 bytes per distinct key on the list path (arrays); the
-  tree path adds about 150 bytes per column (a dict entry, a list).
+* memory: 48 bytes per slot and per key under a column top on the parabolic
+  path (positions: 48 bytes per key; at most 4 slots per entry beyond the
+  first 2^20 slots); about 75 bytes per distinct key on the list path
+  (arrays); the tree path adds about 150 bytes per column (a dict entry, a
+  list).
 
 Exactness (when HullHead == BruteHead, bit for bit)
 ---------------------------------------------------
@@ -84,11 +125,17 @@ holds in these two cases (both stress-tested against BruteHead):
    neighbouring keys are found by the walk, equal-k keys by the column check.
    The machine's memory heads also write cleared keys (2k, -1e30): far
    under the hull, duplicates of their column's bottom (merged at once).
-Both paths decide with the same float tests (a vertex goes when a new key
-leaves it strictly below the new edge, negated slopes compared in float; a
-query starts at the vertex bisect_left finds among the negated slopes, which
-_bisect_slopes only reaches with other probes, and walks), so both cases
-hold on either path and across the switch (stress-tested on both).
+The list and tree paths decide with the same float tests (a vertex goes
+when a new key leaves it strictly below the new edge, negated slopes
+compared in float; a query starts at the vertex bisect_left finds among the
+negated slopes, which _bisect_slopes only reaches with other probes, and
+walks), so both cases hold on either path and across the switch
+(stress-tested on both). The parabolic path holds case 2's keys only, for
+any query qy * (r, 1) with qy > 0, |r| <= 2^40: its walk is the hull walk
+over every column top (past the peak, tops fall by >= (1 - RECENCY_LIMIT) *
+qy per column while a score's rounding bound grows by < 2^-10 * qy), and
+its isolated answer is the inequality at ISOLATION (stress-tested with r
+integers, half-integers and others, c from 1 to HARD_K*sqrt(2)).
 Average mode sums values in another order than the scan: the results are
 equal when the sums are exact (e.g. integer values below 2^53), otherwise
 they can differ in the last bits. Keys and queries must be finite and
@@ -113,6 +160,40 @@ ROUNDING_SLACK = 2.0 ** -51
 # Distinct keys sharing one kx that the list path accepts; a tied vertex's
 # column is scanned, so a longer column moves the head to the tree path.
 LIST_COLUMN_LIMIT = 8
+
+# The parabolic path (see "The parabolic path" in the module docstring).
+PARABOLIC_PATH = True         # tests set it False to run the machine's keys on the general paths
+PARABOLIC_MAX_K = 2.0 ** 25   # |k| of its keys: k^2 <= 2^50 is exact and -k^2 + 1/2 too (< 2^52)
+# Its keys (2k, -k^2 + d) have 0 <= d < RECENCY_LIMIT (the machine: 0.3 * inv_log_pos < 0.433);
+# columns k != k' then differ by >= 1 - RECENCY_LIMIT in exact score / qy near the peak.
+RECENCY_LIMIT = 0.45
+# An empty column k scores as the key (2k, -k^2 + BOUND_RECENCY): above every key of
+# that column or (past the peak) beyond it, by >= (BOUND_RECENCY - RECENCY_LIMIT) * qy.
+BOUND_RECENCY = 0.5
+# Cleared keys: ky < CLEARED_BELOW with |kx| <= CLEARED_MAX_KX score below -2^89 * qy, while
+# a column's top scores >= -(|k| + |qx / qy|)^2 * qy >= -2^81 * qy (|k| <= 2^25, |qx / qy| <=
+# RATIO_LIMIT): never the best once a column exists (the machine's: ky = -1e30 ~ -2^99.7).
+CLEARED_BELOW = -2.0 ** 90
+CLEARED_MAX_KX = 2.0 ** 26
+# |qx / qy| of its queries (the machine's memory heads ask for any 32-bit value). Past the
+# peak a column top falls by >= (1 - RECENCY_LIMIT) * qy per column, while the rounding
+# bound of a score grows by <= 2^-52 * (2 * RATIO_LIMIT + 2^27) * qy < 2^-10 * qy per column.
+RATIO_LIMIT = 2.0 ** 40
+# A query whose peak r = qx / qy is within ISOLATION of an integer k0 with a column, all
+# columns and r within ISOLATED_K: any other column k1 scores below k0 in exact arithmetic
+# by >= qy * ((7/8)^2 - (1/8)^2 - RECENCY_LIMIT - 2^-20) > 0.29 * qy, while a float score is
+# within 2^-52 * (|qx*kx| + |qy*ky|) * (1 + 2^-50) <= 2^-52 * (3 * ISOLATED_K^2 + 1) * qy
+# * (1 + 2^-50) < 0.05 * qy of its exact value: only column k0 can reach the float maximum.
+ISOLATION = 0.125
+ISOLATED_K = 2 ** 23
+RECORD = 6                    # doubles per record: kx, ky, mark, vx, vy, offset of the record below (-1: none)
+EMPTY = -math.inf             # the ky of an empty slot (no key of the path scores -inf)
+# Slots are added SLOT_CHUNK at a time, doubling; a head takes at most
+# max(SLOT_FLOOR, SLOTS_PER_ENTRY * entries) slots (RECORD * 8 bytes each: 48 MB at the
+# floor) and leaves the path when its keys are sparser than that.
+SLOT_CHUNK = 4096             # = 64 * 64: _occupied_words has one bit per word of _occupied
+SLOT_FLOOR = 2 ** 20
+SLOTS_PER_ENTRY = 4
 
 # Vertices per block of the tree path's chains (a block splits in two above
 # 2 * _LOAD): inserting into or deleting from a block moves up to 2 * _LOAD
@@ -436,6 +517,16 @@ class HullHead:
     def __init__(self, latest):
         self.latest = bool(latest)
         self._count = 0                     # entries inserted; the next entry's seq
+        # the parabolic path (see "The parabolic path" above HullHead); None once left
+        self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD] top of column base + i at i
+        self._slot_kys = np.zeros(0)        # [slots] a view of the slots' ky
+        self._occupied = array("Q")         # bit i % 64 of word i // 64: slot i holds a column
+        self._occupied_words = array("Q")   # bit w % 64 of word w // 64: _occupied[w] != 0
+        self._base = 0                      # the column k of slot 0 (a multiple of SLOT_CHUNK)
+        self._isolated_ratio = -1.0         # ISOLATED_K once every slot's |k| <= ISOLATED_K
+        self._records = array("d")          # [records * RECORD] keys under column tops, cleared keys
+        self._cleared = {}                  # (kx, ky) -> offset in _records of a cleared key
+        # the general paths (list, then tree)
         self._total = [0, 0.0, 0.0]         # record of all entries, for query (0, 0)
         self._kx = array("d")               # [points] key of each point
         self._ky = array("d")
@@ -451,6 +542,51 @@ class HullHead:
         return self._count
 
     def insert(self, kx, ky, vx, vy):
+        slots = self._slots
+        if slots is not None:                # the parabolic path, while its keys come
+            k = 0.5 * kx
+            if kx % 2.0 == 0.0 and 0.0 <= ky + k * k < RECENCY_LIMIT:   # (_grow checks |k|)
+                at = RECORD * (int(k) - self._base)
+                if not 0 <= at < len(slots):
+                    at = self._grow(int(k))
+                    slots = self._slots
+                if at >= 0:
+                    seq = self._count
+                    self._count = seq + 1
+                    top = slots[at + 1]
+                    if ky > top:             # a new top (the machine's keys: always)
+                        if top != EMPTY:     # the old top goes under it
+                            records = self._records
+                            below = len(records)
+                            records.extend(slots[at:at + RECORD])
+                            slots[at + 5] = below
+                        else:                # a new column: slot i = at / RECORD
+                            i = at // RECORD
+                            words = self._occupied
+                            if not words[i >> 6]:
+                                self._occupied_words[i >> 12] |= 1 << ((i >> 6) & 63)
+                            words[i >> 6] |= 1 << (i & 63)
+                        slots[at + 1] = ky
+                        slots[at + 2] = seq if self.latest else 1
+                        slots[at + 3] = vx
+                        slots[at + 4] = vy
+                    elif ky == top:
+                        self._merge_record(slots, at, seq, vx, vy)
+                    else:
+                        self._insert_below(at, kx, ky, seq, vx, vy)
+                    return
+            elif ky < CLEARED_BELOW and -CLEARED_MAX_KX <= kx <= CLEARED_MAX_KX:
+                seq = self._count
+                self._count = seq + 1
+                at = self._cleared.get((kx, ky))
+                if at is None:
+                    records = self._records
+                    self._cleared[kx, ky] = len(records)
+                    records.extend((kx, ky, seq if self.latest else 1, vx, vy, -1.0))
+                else:
+                    self._merge_record(self._records, at, seq, vx, vy)
+                return
+            self._leave_parabolic()
         seq = self._count
         self._count = seq + 1
         total = self._total
@@ -462,21 +598,25 @@ class HullHead:
             total[0] += 1
             total[1] += vx
             total[2] += vy
+        self._insert_point(kx, ky, seq if self.latest else 1, vx, vy)
+
+    def _insert_point(self, kx, ky, mark, vx, vy):
+        """The general paths: a key with its mark (seq or count) and value(s)."""
         if self._columns is None:            # list path: kx never decreased so far
             kxs = self._kx
             n = len(kxs)
             if not n or kx > kxs[-1]:        # a new column at the right
                 self._column_start = n
-                self._add_point(kx, ky, seq, vx, vy)
+                self._add_point(kx, ky, mark, vx, vy)
                 return
             if kx == kxs[-1]:
                 kys = self._ky
                 for point in range(self._column_start, n):
                     if kys[point] == ky:
-                        self._merge(point, seq, vx, vy)
+                        self._merge(point, mark, vx, vy)
                         return
                 if n - self._column_start < LIST_COLUMN_LIMIT:
-                    self._add_point(kx, ky, seq, vx, vy)
+                    self._add_point(kx, ky, mark, vx, vy)
                     return
             self._become_tree()
         column = self._columns.get(kx)
@@ -489,24 +629,24 @@ class HullHead:
             if ky > top_ky:                  # a new top (the machine's keys: always)
                 column.append(point)
             elif ky == top_ky:
-                self._merge(column[-1], seq, vx, vy)
+                self._merge(column[-1], mark, vx, vy)
                 return
             elif ky == kys[column[0]]:       # the bottom (the machine's cleared keys)
-                self._merge(column[0], seq, vx, vy)
+                self._merge(column[0], mark, vx, vy)
                 return
             else:
                 i = bisect_left(column, ky, key=kys.__getitem__)
                 if kys[column[i]] == ky:
-                    self._merge(column[i], seq, vx, vy)
+                    self._merge(column[i], mark, vx, vy)
                     return
                 column.insert(i, point)
-        self._add_point(kx, ky, seq, vx, vy)
+        self._add_point(kx, ky, mark, vx, vy)
 
-    def _add_point(self, kx, ky, seq, vx, vy):
+    def _add_point(self, kx, ky, mark, vx, vy):
         point = len(self._kx)
         self._kx.append(kx)
         self._ky.append(ky)
-        self._seq_or_count.append(seq if self.latest else 1)
+        self._seq_or_count.append(mark)
         self._vx.append(vx)
         self._vy.append(vy)
         if self._columns is None:
@@ -518,14 +658,14 @@ class HullHead:
             if self._lower is not None:
                 self._lower.add(kx, -ky)
 
-    def _merge(self, point, seq, vx, vy):
-        """Another entry with the key of `point`."""
+    def _merge(self, point, mark, vx, vy):
+        """Another entry (latest: mark = its seq; average: mark entries) with the key of `point`."""
         if self.latest:
-            self._seq_or_count[point] = seq
+            self._seq_or_count[point] = mark
             self._vx[point] = vx
             self._vy[point] = vy
         else:
-            self._seq_or_count[point] += 1
+            self._seq_or_count[point] += mark
             self._vx[point] += vx
             self._vy[point] += vy
 
@@ -557,8 +697,33 @@ class HullHead:
             self._lower = _BlockChain(lower)
 
     def query(self, qx, qy):
+        slots = self._slots
+        if slots:                            # the parabolic path, with a column
+            ratio = qx / qy if qy > 0.0 else math.nan   # the exact score peaks at column k = ratio
+            limit = self._isolated_ratio
+            if -limit <= ratio <= limit:
+                k = int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)   # the column nearest the peak
+                if -ISOLATION <= k - ratio <= ISOLATION:
+                    at = RECORD * (k - self._base)
+                    if 0 <= at < len(slots):
+                        ky = slots[at + 1]
+                        if ky != EMPTY:      # no other column can reach this one's float score
+                            best = qx * slots[at] + qy * ky
+                            below = slots[at + 5]
+                            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+                                if self.latest:      # the usual answer: one key
+                                    return (slots[at + 3], slots[at + 4])
+                                inverse = 1.0 / slots[at + 2]
+                                return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+                            return self._resolve_records(slots, qx, qy, best, [at])
+            if -RATIO_LIMIT <= ratio <= RATIO_LIMIT:
+                return self._walk_columns(slots, qx, qy, ratio)
         if self._count == 0:
             return (0.0, 0.0)
+        if slots is not None:                # a query outside the path, or no column yet
+            if qx == 0.0 and qy == 0.0:      # every entry ties (the machine: at position 0)
+                return self._parabolic_total()
+            self._leave_parabolic()
         if qy > 0:                           # the machine's queries
             best, tied = self._upper.argmax(qx, qy)
             if self._columns is None:
@@ -575,6 +740,307 @@ class HullHead:
         if self._columns is None:
             return self._resolve(self._tied_in_runs(qx, qy, best, tied))
         return self._resolve(self._tied_in_columns(qx, qy, best, tied))
+
+    # -- the parabolic path -------------------------------------------------
+
+    def _walk_columns(self, slots, qx, qy, ratio):
+        """qy > 0, |ratio| <= RATIO_LIMIT: walk the column tops from the one nearest
+        the peak, right then left, as _ListChain.argmax walks its vertices. An
+        empty column scores as its bound key (2k, -k^2 + BOUND_RECENCY); when that
+        does not stop the walk, it goes on at the next column (bit sets)."""
+        n = len(slots) // RECORD
+        nearest = (int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)) - self._base
+        best = EMPTY
+        best_size = 0.0
+        tied = []                            # offsets in slots of the tied column tops
+        i = nearest if nearest > 0 else 0
+        while i < n:                         # to the right: columns nearest, nearest + 1, ...
+            at = RECORD * i
+            score_x = qx * slots[at]             # (kx = 2k: empty slots hold it too)
+            ky = slots[at + 1]
+            if ky == EMPTY:
+                if best != EMPTY:
+                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])   # (k^2 exact)
+                    bound = score_x + score_y
+                    if best - bound > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                        break
+                i = self._next_column(i)
+                continue
+            score_y = qy * ky
+            score = score_x + score_y
+            if score > best:
+                best = score
+                best_size = abs(score_x) + abs(score_y)
+                tied = [at]
+            elif score == best:
+                tied.append(at)
+            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                break
+            i += 1
+        i = nearest - 1 if nearest <= n else n - 1
+        while i >= 0:                        # to the left: columns nearest - 1, nearest - 2, ...
+            at = RECORD * i
+            score_x = qx * slots[at]
+            ky = slots[at + 1]
+            if ky == EMPTY:
+                if best != EMPTY:
+                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])   # (k^2 exact)
+                    bound = score_x + score_y
+                    if best - bound > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                        break
+                i = self._previous_column(i)
+                continue
+            score_y = qy * ky
+            score = score_x + score_y
+            if score > best:
+                best = score
+                best_size = abs(score_x) + abs(score_y)
+                tied = [at]
+            elif score == best:
+                tied.append(at)
+            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
+                break
+            i -= 1
+        if len(tied) == 1:
+            at = tied[0]
+            below = slots[at + 5]
+            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+                if self.latest:              # one key reaches the best
+                    return (slots[at + 3], slots[at + 4])
+                inverse = 1.0 / slots[at + 2]
+                return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+        return self._resolve_records(slots, qx, qy, best, tied)
+
+    def _resolve_records(self, slots, qx, qy, best, tied):
+        """The answer of the tied column tops (offsets in slots) and of the keys
+        under them whose float score is the best too."""
+        records = self._records
+        found = []                           # (array, offset) of every tied record
+        for at in tied:
+            found.append((slots, at))
+            below = slots[at + 5]
+            while below >= 0.0:              # the keys under a tied top, in ky order
+                at = int(below)
+                if qx * records[at] + qy * records[at + 1] != best:
+                    break
+                found.append((records, at))
+                below = records[at + 5]
+        if self.latest:
+            store, at = max(found, key=lambda place: place[0][place[1] + 2])   # the largest seq
+            return (store[at + 3], store[at + 4])
+        count = 0.0
+        sum_x = 0.0
+        sum_y = 0.0
+        for store, at in found:
+            count += store[at + 2]
+            sum_x += store[at + 3]
+            sum_y += store[at + 4]
+        inverse = 1.0 / count
+        return (sum_x * inverse, sum_y * inverse)
+
+    def _parabolic_total(self):
+        """The answer to query (0, 0) on the parabolic path: O(n), in NumPy."""
+        table = np.frombuffer(self._slots).reshape(-1, RECORD)           # [slots, RECORD]
+        table = np.concatenate([table[table[:, 1] != EMPTY],
+                                np.array(self._records).reshape(-1, RECORD)])   # [points, RECORD]
+        if self.latest:
+            last = np.argmax(table[:, 2])                                 # the largest seq
+            return (float(table[last, 3]), float(table[last, 4]))
+        inverse = 1.0 / table[:, 2].sum()
+        return (float(table[:, 3].sum()) * inverse, float(table[:, 4].sum()) * inverse)
+
+    def _merge_record(self, store, at, seq, vx, vy):
+        """Another entry with the key of the record at `at` of `store` (slots or records)."""
+        if self.latest:
+            store[at + 2] = seq
+            store[at + 3] = vx
+            store[at + 4] = vy
+        else:
+            store[at + 2] += 1
+            store[at + 3] += vx
+            store[at + 4] += vy
+
+    def _insert_below(self, top, kx, ky, seq, vx, vy):
+        """A key below the top of its column (slot offset `top`): merge it or link
+        it in, in decreasing ky order."""
+        slots, records = self._slots, self._records
+        holder, link_at = slots, top + 5     # the link that will point to the new record
+        below = slots[top + 5]
+        while below >= 0.0:
+            at = int(below)
+            if records[at + 1] == ky:
+                self._merge_record(records, at, seq, vx, vy)
+                return
+            if records[at + 1] < ky:
+                break
+            holder, link_at = records, at + 5
+            below = records[at + 5]
+        holder[link_at] = len(records)
+        records.extend((kx, ky, seq if self.latest else 1, vx, vy, below))
+
+    def _grow(self, k):
+        """New slots covering column k and every column (their empty margins
+        may go), with room to grow as many slots again the way k went: the
+        offset of k's slot, or -1 when the columns need more than max(SLOT_FLOOR,
+        SLOTS_PER_ENTRY * entries) slots (the keys are too sparse for the path)."""
+        base, n = self._base, len(self._slots) // RECORD
+        if not -PARABOLIC_MAX_K <= k <= PARABOLIC_MAX_K:
+            return -1
+        low = k // SLOT_CHUNK * SLOT_CHUNK
+        high = low + SLOT_CHUNK
+        first = self._next_column(0) if n else n
+        if first < n:                        # the columns so far
+            last = self._previous_column(n - 1)
+            low = min(low, (base + first) // SLOT_CHUNK * SLOT_CHUNK)
+            high = max(high, (base + last) // SLOT_CHUNK * SLOT_CHUNK + SLOT_CHUNK)
+        limit = max(SLOT_FLOOR, SLOTS_PER_ENTRY * (self._count + 1)) // SLOT_CHUNK * SLOT_CHUNK
+        if high - low > limit:
+            return -1
+        if k < base:                         # room: doubling, as far as the limit allows
+            low = max(low - n, high - limit)
+        else:
+            high = min(high + n, low + limit)
+        new = np.zeros((high - low, RECORD))                     # [slots, RECORD] empty slots
+        new[:, 0] = 2.0 * np.arange(low, high)                   # kx = 2k
+        new[:, 1] = EMPTY
+        new[:, 5] = -1.0
+        kept_low, kept_high = max(low, base), min(high, base + n)   # old slots kept (every column)
+        if kept_low < kept_high:
+            old = np.frombuffer(self._slots).reshape(n, RECORD)  # [old slots, RECORD]
+            new[kept_low - low:kept_high - low] = old[kept_low - base:kept_high - base]
+        self._slots = array("d", new.tobytes())
+        self._slot_kys = np.frombuffer(self._slots)[1::RECORD]   # a view: the slots are never resized
+        occupied = np.packbits(self._slot_kys != EMPTY, bitorder="little")   # [slots / 8] bytes
+        self._occupied = array("Q", occupied.tobytes())
+        nonzero_words = np.frombuffer(occupied.tobytes(), dtype=np.uint64) != 0   # [slots / 64]
+        self._occupied_words = array("Q", np.packbits(nonzero_words, bitorder="little").tobytes())
+        self._base = low
+        self._isolated_ratio = ISOLATED_K if max(-low, high - 1) <= ISOLATED_K else -1.0
+        return RECORD * (k - low)
+
+    def _next_column(self, i):
+        """The first slot >= i holding a column, or the number of slots."""
+        words = self._occupied
+        w = i >> 6
+        bits = words[w] >> (i & 63)
+        if bits:
+            return i + (bits & -bits).bit_length() - 1
+        w += 1                               # the first non-zero word after word w
+        summary = self._occupied_words
+        s = w >> 6
+        if s >= len(summary):
+            return len(words) << 6
+        bits = summary[s] >> (w & 63)
+        if bits:
+            w += (bits & -bits).bit_length() - 1
+        else:
+            s += 1
+            while s < len(summary) and not summary[s]:
+                s += 1
+            if s == len(summary):
+                return len(words) << 6
+            bits = summary[s]
+            w = (s << 6) + (bits & -bits).bit_length() - 1
+        bits = words[w]
+        return (w << 6) + (bits & -bits).bit_length() - 1
+
+    def _previous_column(self, i):
+        """The last slot <= i holding a column, or -1."""
+        words = self._occupied
+        w = i >> 6
+        bits = words[w] & ((2 << (i & 63)) - 1)
+        if bits:
+            return (w << 6) + bits.bit_length() - 1
+        w -= 1                               # the last non-zero word before word w
+        if w < 0:
+            return -1
+        summary = self._occupied_words
+        s = w >> 6
+        bits = summary[s] & ((2 << (w & 63)) - 1)
+        if bits:
+            w = (s << 6) + bits.bit_length() - 1
+        else:
+            s -= 1
+            while s >= 0 and not summary[s]:
+                s -= 1
+            if s < 0:
+                return -1
+            w = (s << 6) + summary[s].bit_length() - 1
+        return (w << 6) + words[w].bit_length() - 1
+
+    def _parabolic_records(self):
+        """Every distinct key of the parabolic path: (kx, ky, mark, vx, vy)."""
+        slots, records = self._slots, self._records
+        found = []
+        for i in np.flatnonzero(self._slot_kys != EMPTY).tolist():
+            store, at = slots, RECORD * i
+            while True:                      # the column, top first
+                found.append(tuple(store[at:at + 5]))
+                below = store[at + 5]
+                if below < 0.0:
+                    break
+                store, at = records, int(below)
+        found += [tuple(records[at:at + 5]) for at in self._cleared.values()]
+        return found
+
+    def _leave_parabolic(self):
+        """A key or query outside the parabolic path's conditions: every key moves
+        to the general paths (in kx order: the list path while it can), for good."""
+        points = sorted(self._parabolic_records())
+        self._slots = self._slot_kys = self._occupied = self._occupied_words = None
+        self._records = self._cleared = None
+        if not points:
+            return
+        if self.latest:
+            _, last_x, last_y = max(point[2:] for point in points)   # the last entry
+            self._total = [self._count - 1, last_x, last_y]
+        else:
+            self._total = [self._count, sum(point[3] for point in points), sum(point[4] for point in points)]
+        for kx, ky, mark, vx, vy in points:
+            self._insert_point(kx, ky, int(mark), vx, vy)
+
+    def _check_parabolic(self):
+        base, slots, records = self._base, self._slots, self._records
+        n = len(slots) // RECORD
+        assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0 and len(slots) == RECORD * n
+        assert len(records) % RECORD == 0
+        table = np.frombuffer(slots).reshape(n, RECORD)                 # [slots, RECORD]
+        assert np.array_equal(self._slot_kys, table[:, 1])
+        assert np.array_equal(table[:, 0], 2.0 * np.arange(base, base + n)), "slot i holds kx = 2(base + i)"
+        empty = table[:, 1] == EMPTY
+        assert (table[empty, 2:5] == 0.0).all() and (table[empty, 5] == -1.0).all()
+        assert len(self._occupied) * 64 == n == len(self._occupied_words) * 4096
+        occupied = np.unpackbits(np.frombuffer(self._occupied, dtype=np.uint8), bitorder="little")
+        assert np.array_equal(occupied.astype(bool), ~empty)
+        nonzero_words = np.unpackbits(np.frombuffer(self._occupied_words, dtype=np.uint8), bitorder="little")
+        assert np.array_equal(nonzero_words.astype(bool), np.frombuffer(self._occupied, dtype=np.uint64) != 0)
+        linked = set()
+        for i in np.flatnonzero(~empty).tolist():
+            k = base + i
+            store, at, ky = slots, RECORD * i, math.inf
+            while True:                      # the column: keys of the path, ky decreasing
+                assert store[at] == 2 * k and store[at + 1] < ky
+                ky = store[at + 1]
+                assert 0.0 <= ky + k * k < RECENCY_LIMIT and abs(k) <= PARABOLIC_MAX_K
+                below = store[at + 5]
+                if below < 0.0:
+                    break
+                store, at = records, int(below)
+                assert at % RECORD == 0 and at not in linked
+                linked.add(at)
+        for (kx, ky), at in self._cleared.items():
+            assert at % RECORD == 0 and at not in linked and records[at + 5] == -1.0
+            assert (records[at], records[at + 1]) == (kx, ky) and ky < CLEARED_BELOW
+            linked.add(at)
+        assert len(linked) == len(records) // RECORD, "every record is a column's or a cleared key"
+        marks = [point[2] for point in self._parabolic_records()]
+        if self.latest:
+            assert len(set(marks)) == len(marks) and all(0 <= seq < self._count for seq in marks)
+            assert not marks or max(marks) == self._count - 1
+        else:
+            assert sum(marks) == self._count
+
+    # -- the general paths ---------------------------------------------------
 
     def _tied_in_runs(self, qx, qy, best, tied):
         """List path: tied = vertex points; add the other keys of their columns
@@ -656,6 +1122,9 @@ class HullHead:
 
     def _check(self):
         """Assert every invariant; O(n) (plus O(n) Fractions)."""
+        if self._slots is not None:
+            self._check_parabolic()
+            return
         n = len(self._kx)
         assert len(self._ky) == len(self._seq_or_count) == len(self._vx) == len(self._vy) == n
         keys = list(zip(self._kx, self._ky))

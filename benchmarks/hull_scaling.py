@@ -21,16 +21,26 @@ cost per step at the largest t over that at 10^3, and per t the cost of
 10^3; hull >= 100x faster than brute at 10^5 (issue 17: on both parabolic
 families); any order <= 2x increasing k at every t (issue 17).
 
-    python benchmarks/hull_scaling.py [MAX_T]
+--against REV also runs git revision REV's hull.py (written to a temporary
+directory and imported as another module) on the same steps, alternating with
+this checkout's, and prints its cost per step at t and REV's / this one's.
+
+    python benchmarks/hull_scaling.py [MAX_T] [--against REV]
 """
+import argparse
+import importlib.util
 import pathlib
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from hull import BruteHead, HullHead, causal_hard_attention  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 QUERY_SCALE = 1.4142135623730951e10   # HARD_K * sqrt(2), as the compiled query rows
 INV_LN2 = 1.0 / np.log(2.0)
@@ -93,29 +103,64 @@ def brute_cost_at(steps, window):
     return (clock() - start) / window
 
 
+def revision_hull(revision, directory):
+    """git revision `revision`'s hull.py, imported as the module hull_<revision>."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:hull.py"],
+                            capture_output=True, text=True)
+    if source.returncode != 0:
+        sys.exit(f"hull_scaling.py: cannot read hull.py at {revision!r}: {source.stderr.strip()}")
+    path = pathlib.Path(directory) / f"hull_{revision}.py"
+    path.write_text(source.stdout)
+    spec = importlib.util.spec_from_file_location(f"hull_{revision}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main():
-    max_t = int(float(sys.argv[1])) if len(sys.argv) > 1 else SIZES[-1]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("max_t", nargs="?", default=str(SIZES[-1]), help="largest t (default 1e6)")
+    parser.add_argument("--against", metavar="REV", help="also run git revision REV's hull.py")
+    args = parser.parse_args()
+    max_t = int(float(args.max_t))
+    with tempfile.TemporaryDirectory() as directory:
+        other = revision_hull(args.against, directory) if args.against else None
+        report(max_t, other, args.against)
+
+
+def report(max_t, other, revision):
     rng = np.random.default_rng(2026)
     families = {
         "parabolic, increasing k": lambda t: parabolic_steps(t, True, rng),
         "parabolic, any order": lambda t: parabolic_steps(t, False, rng),
         "random keys": lambda t: random_steps(t, rng),
     }
+    extra_head = ("  %13s %11s" % (f"{revision} us/step", f"{revision}/this")) if other else ""
+    extra_under = ("  %13s %11s" % ("(at t)", "(at t)")) if other else ""
     print("%-24s %9s %13s %13s %14s %11s" % ("keys", "t", "hull steps/s", "hull us/step",
-                                             "brute us/step", "brute/hull"))
-    print("%-24s %9s %13s %13s %14s %11s" % ("", "", "(whole run)", "(at t)", "(at t)", "(at t)"))
+                                             "brute us/step", "brute/hull") + extra_head)
+    print("%-24s %9s %13s %13s %14s %11s" % ("", "", "(whole run)", "(at t)", "(at t)", "(at t)")
+          + extra_under)
     summary = {}
     for name, make_steps in families.items():
         for t in [size for size in SIZES if size <= max_t]:
             steps = make_steps(t)
             repeats = 3 if t <= 10 ** 5 else 1           # best of: the machine is shared
-            timings = [run(HullHead(latest=True), steps) for _ in range(repeats)]
+            timings, other_timings = [], []
+            for _ in range(repeats):                     # alternating with REV's
+                timings.append(run(HullHead(latest=True), steps))
+                if other:
+                    other_timings.append(run(other.HullHead(latest=True), steps))
             total = min(total for total, _ in timings)
             hull_cost = min(cost for _, cost in timings)
             brute_cost = brute_cost_at(steps, min(BRUTE_WINDOW[t], t))
             summary[name, t] = (t / total, hull_cost, brute_cost)
+            extra = ""
+            if other:
+                other_cost = min(cost for _, cost in other_timings)
+                extra = "  %13.2f %11.2f" % (1e6 * other_cost, other_cost / hull_cost)
             print("%-24s %9d %13.0f %13.2f %14.2f %11.0f" % (name, t, t / total, 1e6 * hull_cost,
-                                                              1e6 * brute_cost, brute_cost / hull_cost))
+                                                              1e6 * brute_cost, brute_cost / hull_cost) + extra)
     print()
     print("%-24s %9s %13s" % ("causal_hard_attention", "t", "positions/s"))
     for name, make_steps in families.items():

@@ -6,8 +6,11 @@ module docstring claims exactness: tiny integer ranges force exact ties,
 duplicates, collinear keys, equal kx, qy == 0 and qy < 0; the parabolic keys
 (2k, -k^2 + recency) are the machine's, up to k = 2^25 with queries scaled by
 HARD_K*sqrt(2), and the machine's memory heads with their cleared keys.
-About 390,000 operations in all (80,000 with `_check()` after every
-insert, many of them with tiny blocks on the tree path). The last part checks causal_hard_attention
+The machine's keys run on the parabolic path and, with PARABOLIC_PATH off,
+on the list and tree paths; the parabolic path also with forced ties on tiny
+ranges, sparse columns, every condition that makes it leave. About 700,000
+operations in all (about 170,000 with `_check()` after every insert, many of
+them with tiny blocks on the tree path). The last part checks causal_hard_attention
 (all positions at once) the same way, on about 49,000 positions.
 """
 import math
@@ -174,15 +177,31 @@ PARABOLIC_CASES = [  # (low_k, addresses, start_position, position steps)
 ]
 
 
+@pytest.mark.parametrize("parabolic_path", [False, True])
 @pytest.mark.parametrize("latest", [False, True])
 @pytest.mark.parametrize("low_k, addresses, start_position, steps", PARABOLIC_CASES)
-def test_parabolic_keys(latest, low_k, addresses, start_position, steps):
+def test_parabolic_keys(latest, low_k, addresses, start_position, steps, parabolic_path, monkeypatch):
+    """On the list and tree paths (parabolic_path False), and on the parabolic
+    path until the first query with qy <= 0 moves the keys to the general paths."""
+    monkeypatch.setattr(hull, "PARABOLIC_PATH", parabolic_path)
     rng = random.Random(99 + latest + low_k)
     run(parabolic_ops(rng, 3000, low_k, addresses, start_position, steps), latest)
 
 
 @pytest.mark.parametrize("latest", [False, True])
-def test_parabolic_keys_check_after_every_insert(latest):
+@pytest.mark.parametrize("low_k, addresses, start_position, steps", PARABOLIC_CASES)
+def test_parabolic_keys_on_the_parabolic_path(latest, low_k, addresses, start_position, steps):
+    """The same keys and qy > 0 queries only: the parabolic path all along."""
+    rng = random.Random(98 + latest + low_k)
+    ops = [op for op in parabolic_ops(rng, 3000, low_k, addresses, start_position, steps)
+           if op[0] == "i" or op[2] > 0]
+    assert hull.PARABOLIC_PATH and run(ops, latest)._slots is not None
+
+
+@pytest.mark.parametrize("parabolic_path", [False, True])
+@pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_keys_check_after_every_insert(latest, parabolic_path, monkeypatch):
+    monkeypatch.setattr(hull, "PARABOLIC_PATH", parabolic_path)
     rng = random.Random(5 + latest)
     run(parabolic_ops(rng, 500, 2 ** 24, 40, 0), latest, check_every_insert=True)
 
@@ -209,6 +228,7 @@ def test_tiny_block_load_splits_and_empties_blocks(latest, interpolate_from, mon
     search start from an interpolated guess, on hulls with forced ties."""
     monkeypatch.setattr(hull, "_LOAD", 2)
     monkeypatch.setattr(hull, "INTERPOLATE_FROM", interpolate_from)
+    monkeypatch.setattr(hull, "PARABOLIC_PATH", False)
     rng = random.Random(11 + latest)
     for key_range in (1, 3, 50):
         ops = tiny_integer_ops(rng, 500, key_range, query_range=10)
@@ -225,11 +245,11 @@ def machine_memory_ops(rng, n_steps, addresses, first_positions):
     ops = []
     written = [0]
     for position in range(n_steps):
-        if position < first_positions:
+        if position < max(first_positions, 1):
             k = position
         else:
             k = rng.randrange(addresses)
-        if position >= first_positions and rng.random() < 0.6:
+        if position >= max(first_positions, 1) and rng.random() < 0.6:   # position 0: (0, 0) as the machine
             ops.append(("i", 2.0 * k, -1e30, 0.0, 0.0))             # cleared: a duplicate key mostly
         else:
             ops.append(("i", 2.0 * k, -float(k * k) + recency(position), float(rng.randint(0, 255)), 1.0))
@@ -239,14 +259,118 @@ def machine_memory_ops(rng, n_steps, addresses, first_positions):
     return ops
 
 
+@pytest.mark.parametrize("parabolic_path", [False, True])
 @pytest.mark.parametrize("latest", [False, True])
-def test_machine_memory_keys_with_cleared_keys(latest, monkeypatch):
+def test_machine_memory_keys_with_cleared_keys(latest, parabolic_path, monkeypatch):
     monkeypatch.setattr(hull, "_LOAD", 3)
+    monkeypatch.setattr(hull, "PARABOLIC_PATH", parabolic_path)
     rng = random.Random(31 + latest)
     for addresses, first_positions in ((5, 0), (40, 30), (400, 100)):
         fast = run(machine_memory_ops(rng, 1500, addresses, first_positions), latest,
                    check_every_insert=addresses < 400)
-        assert fast._columns is not None                    # the tree path was taken
+        if parabolic_path:
+            assert fast._slots is not None                  # the parabolic path all along
+        else:
+            assert fast._columns is not None                # the tree path was taken
+
+
+def tiny_parabolic_ops(rng, n_ops, ks, recencies, cleared):
+    """Keys (2k, -k^2 + d) for k in `ks` and d in `recencies` (a few exact
+    binary fractions: duplicates, equal d in neighbouring columns, new keys
+    below their column's top), cleared keys (2k, ky < -2^90) at rate `cleared`
+    after the first key,
+    queries qy * (t, 1) for t an integer, a half-integer (exact ties between
+    two columns) or near one, qy a small integer or QUERY_SCALE."""
+    ops = []
+    for _ in range(n_ops):
+        if rng.random() < 0.5:
+            k = rng.choice(ks)
+            if any(op[0] == "i" for op in ops) and rng.random() < cleared:   # after a column
+                ops.append(("i", 2.0 * k, rng.choice((-1e30, -2.0 ** 91)), float(rng.randint(0, 3)), 1.0))
+            else:
+                ops.append(("i", 2.0 * k, -float(k * k) + rng.choice(recencies),
+                            float(rng.randint(-4, 4)), float(rng.randint(0, 3))))
+        else:
+            t = rng.choice(ks) + rng.choice((0, 0, 0.5, -0.5, 0.125, -0.375, 3, -9, 2 ** 31, -2 ** 39))
+            qy = rng.choice((1.0, 2.0, 3.0, 8.0, QUERY_SCALE))
+            ops.append(("q", qy * t, qy) if rng.random() < 0.98 else ("q", 0.0, 0.0))   # (0, 0): all tie
+    return ops
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_path_tiny_ranges_with_ties(latest):
+    """The parabolic path with forced ties, `_check()` after every insert: it
+    never leaves the path (every key and query meets its conditions)."""
+    rng = random.Random(71 + latest)
+    recency_sets = ((0.0,), (0.0, 0.25), (0.0, 0.125, 0.25, 0.375, 0.4375), (0.3, 0.1))
+    for _ in range(120):                                    # ~24,000 ops per mode
+        low = rng.choice((0, 0, -3, 1000, 2 ** 22, 2 ** 24 - 5))
+        ks = range(low, low + rng.choice((1, 2, 3, 6)))
+        ops = tiny_parabolic_ops(rng, 200, ks, rng.choice(recency_sets), cleared=rng.choice((0.0, 0.3)))
+        assert run(ops, latest, check_every_insert=True)._slots is not None
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_path_gaps_and_growth(latest):
+    """Sparse columns (runs of empty slots, over words of the bit sets), queries
+    far from every column, slots growing to the left and the right."""
+    rng = random.Random(17 + latest)
+    for _ in range(30):
+        centre = rng.choice((0, 5000, -70_000, 2 ** 23 - 9000))
+        ks = [centre + rng.randint(-9000, 9000) for _ in range(rng.choice((2, 5, 40)))]
+        ops = tiny_parabolic_ops(rng, 300, ks, (0.0, 0.25, 0.375), cleared=0.2)
+        ops += [("q", QUERY_SCALE * (centre + rng.randint(-20_000, 20_000)), QUERY_SCALE) for _ in range(50)]
+        assert run(ops, latest, check_every_insert=True)._slots is not None
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_path_random_order_up_to_the_slot_limit(latest, monkeypatch):
+    """Addresses in random order over the whole range the slots may take (the
+    doubling's empty margins go when the slots grow the other way)."""
+    monkeypatch.setattr(hull, "SLOT_FLOOR", 4 * hull.SLOT_CHUNK)
+    rng = random.Random(8 + latest)
+    for _ in range(4):
+        ks = [rng.randrange(4 * hull.SLOT_CHUNK) for _ in range(300)]
+        ops = []
+        for position, k in enumerate(ks):
+            ops.append(("i", 2.0 * k, -float(k * k) + recency(position), float(position), 1.0))
+            ops.append(("q", QUERY_SCALE * (rng.choice(ks[:position + 1]) + rng.choice((0, 0.5, 3))), QUERY_SCALE))
+        assert run(ops, latest, check_every_insert=True)._slots is not None
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_path_leaves_for_the_general_paths(latest, monkeypatch):
+    """Each condition the parabolic path needs, broken once after a run of its
+    keys: the keys move to the list or tree path, and answers stay the scan's."""
+    monkeypatch.setattr(hull, "SLOT_FLOOR", hull.SLOT_CHUNK)
+    rng = random.Random(55 + latest)
+    breaks = [
+        ("i", 3.0, -2.25, 1.0, 1.0),                        # kx not even
+        ("i", 4.0, -4.0 + 0.5, 1.0, 1.0),                   # recency >= RECENCY_LIMIT
+        ("i", 4.0, -4.0 - 0.25, 1.0, 1.0),                  # recency < 0, not a cleared key
+        ("i", 2.0 * (2 ** 25 + 1), -float((2 ** 25 + 1) ** 2), 1.0, 1.0),   # |k| > 2^25
+        ("i", 2.0 * 10 ** 6, -1e12, 1.0, 1.0),              # too sparse for the slots
+        ("i", 2.0 ** 27, -1e30, 1.0, 1.0),                  # a cleared key too far out
+        ("q", 1.0, -1.0), ("q", 1.0, 0.0), ("q", -1.0, 0.0), ("q", -0.0, -1.0),
+        ("q", 2.0 ** 41, 1.0),                               # the peak beyond RATIO_LIMIT
+    ]
+    for broken in breaks:
+        for first in (0, 40):                               # the path's keys in kx order or not
+            ks = list(range(first, first + 30))
+            if first:
+                rng.shuffle(ks)
+            ops = []
+            for position, k in enumerate(ks):
+                ops.append(("i", 2.0 * k, -float(k * k) + recency(position), float(k), 1.0))
+                ops.append(("q", QUERY_SCALE * rng.choice(ks), QUERY_SCALE))
+            ops.append(broken)
+            ops += tiny_integer_ops(rng, 100, 40, query_range=9)
+            fast = run(ops, latest, check_every_insert=True)
+            assert fast._slots is None, broken
+    fast = run([("i", 2.0, -1e30, 1.0, 1.0), ("i", 4.0, -1e30, 3.0, 1.0)], latest)
+    assert fast._slots is not None                          # cleared keys, no column yet:
+    assert fast.query(1.0, 1.0) == ((3.0, 1.0) if latest else (2.0, 1.0))   # a query leaves (a tie)
+    assert fast._slots is None
 
 
 def test_bisect_slopes_is_bisect_left():
