@@ -1197,8 +1197,8 @@ def spectest_arguments(parser):
 
 def cmd_spectest(args):
     """run WebAssembly spec tests (assert_return / assert_trap) on the reference or the transformer"""
-    import frontend
-    return frontend.command_spectest(args.files, transformer=args.transformer)
+    import spectest
+    return spectest.command_spectest(args.files, transformer=args.transformer)
 
 
 def profile_arguments(parser):
@@ -1208,8 +1208,8 @@ def profile_arguments(parser):
 
 def cmd_profile(args):
     """which instructions and source functions a run's trace tokens go to (on the reference interpreter)"""
-    import frontend
-    return frontend.command_profile(args.file, args.input, args.rows)
+    import profiling
+    return profiling.command_profile(args.file, args.input, args.rows)
 
 
 def generate_arguments(parser):

@@ -14,7 +14,9 @@ import pytest
 import wasmtime
 
 import frontend
+import profiling
 import reference
+import spectest
 from conftest import REPO
 
 EXAMPLES = REPO / "examples"
@@ -793,7 +795,7 @@ def test_bounds_checks_match_wasmtime(growable):
             expected.append(("return", [exports[name](store, *[reference.to_signed(a) for a in args]) & MASK]))
         except wasmtime.Trap:
             expected.append(("trap", None))
-    outcomes, _ = frontend.run_calls(module, calls)
+    outcomes, _ = spectest.run_calls(module, calls)
     assert outcomes == expected
 
 
@@ -973,7 +975,7 @@ def test_profile_adds_up_and_names_functions(tmp_path):
     path.write_text(PROFILED_WAT)
     instructions, _ = frontend.load_program_file(path)
     machine = reference.execute(instructions)
-    profile = frontend.profile_program(path)
+    profile = profiling.profile_program(path)
     assert (profile["status"], profile["steps"], profile["tokens"]) == ("halt", machine.steps, len(machine.trace))
     for table in ("opcode", "function", "instruction", "function instruction"):
         rows = profile_tables(profile, table)
@@ -996,7 +998,7 @@ def test_profile_charges_a_routine_to_the_instruction_that_calls_it(tmp_path):
       (func (export "compute") (local $x i32)
         (local.set $x (i32.const 0x1234))
         (call $out (i32.div_u (local.get $x) (i32.add (local.get $x) (i32.const -0x1200))))))""")
-    profile = frontend.profile_program(path)
+    profile = profiling.profile_program(path)
     instructions = profile_tables(profile, "instruction")
     routines = profile_tables(profile, "routine")
     assert set(routines) == {"i32.div_u"}
@@ -1009,10 +1011,10 @@ def test_profile_of_a_program_file_counts_opcodes_only(tmp_path):
     path = tmp_path / "p.txt"
     instructions = [("i32.const", 65), ("output", 0), ("halt", 0)]
     path.write_text(reference.format_program(instructions))
-    profile = frontend.profile_program(path)
+    profile = profiling.profile_program(path)
     assert profile_tables(profile, "opcode") == {"i32.const": (5, 1), "output": (1, 1), "halt": (1, 1)}
     assert profile_tables(profile, "function") == {}
-    text = frontend.format_profile(profile)
+    text = profiling.format_profile(profile)
     assert text.splitlines()[0] == "3 instructions executed, 7 trace tokens, halt"
     assert "tokens by source function" not in text
 
@@ -1021,7 +1023,7 @@ def test_profile_of_c_keeps_function_names(tmp_path):
     source = tmp_path / "names.c"
     source.write_text("__attribute__((noinline)) static int twice(int x) { return 2 * x; }\n"
                       "void compute(const char *input) { print_int(twice(parse_int(&input))); }\n")
-    profile = frontend.profile_program(source, "21")
+    profile = profiling.profile_program(source, "21")
     assert {"compute", "twice", "harness"} <= set(profile_tables(profile, "function"))
     assert frontend.compile_c(source) != frontend.compile_c(source, keep_names=True)   # (the .wasm drops them)
 
