@@ -1,19 +1,25 @@
-"""decoder.py: WebAssembly in, a decoded Module out.
+"""decoder.py: WebAssembly in (binary, text or C), a decoded Module out.
 
-    .wasm bytes --(decode_module)--> Module --(legalize.py: i64 -> pairs of i32)--> Module
-    .wat text --(wat_to_wasm, wasmtime's assembler)--> .wasm bytes
+    .c --(compile_c: zig's clang)--> .wasm <--(wat_to_wasm: wasmtime)-- .wat
+    .wasm --(decode_module)--> Module --(legalize.py: i64 -> pairs of i32)--> Module
 
 Reads the binary format of WebAssembly 1.0 (core spec chapter 5) with sign
 extension, multi-value blocks, bulk-memory and reference-type encodings; the
-opcodes and sections of other proposals are named in the error. Cost: linear in
-the module size. Invariants: malformed input raises WasmError naming the byte
-offset, never another exception; the decoder checks what it reads (section order
-and sizes, index ranges, LEB128 ranges, alignment), not every validation rule:
-validation_error asks wasmtime. After decode_module, the i64 instructions are gone
-(legalize.py's pass), so the lowering sees i32 code (and what it reports).
+opcodes and sections of other proposals are named in the error. Then a few
+questions about a decoded module (exports, constant expressions, what a call can
+reach, table contents). Cost: linear in the module size.
+Invariants: malformed input raises WasmError naming the byte offset, never another
+exception; the decoder checks what it reads (section order and sizes, index
+ranges, LEB128 ranges, alignment), not every validation rule: validation_error
+asks wasmtime. A missing tool (wasmtime, ziglang) is a MissingToolError, never a skip.
 """
 import collections
+import os
+import pathlib
 import re
+import subprocess
+import sys
+import tempfile
 
 import legalize
 from reference import WORD_MODULUS, MEMORY_SIZE
@@ -24,9 +30,12 @@ class WasmError(ValueError):
 
 
 class MissingToolError(WasmError):
-    """A tool the command needs (a test/tool dependency: wasmtime, ziglang) is not installed:
-    an error, never a reason to skip."""
+    """A tool the command needs (a test/tool dependency: wasmtime, ziglang) is not installed."""
 
+
+# ---------------------------------------------------------------------------
+# The binary format (WebAssembly core spec, chapter 5)
+# ---------------------------------------------------------------------------
 
 WASM_MAGIC = b"\0asm"
 WASM_VERSION = b"\x01\0\0\0"
@@ -588,6 +597,10 @@ def indirect_targets(module, type_index, table):
                    and (module.functions[f].params, module.functions[f].results) == wanted})
 
 
+# ---------------------------------------------------------------------------
+# The binary of a .wat text or a C file, and validation (wasmtime, zig's clang)
+# ---------------------------------------------------------------------------
+
 def wat_to_wasm(text):
     """WebAssembly text -> binary, with wasmtime's assembler (a test/tool dependency)."""
     try:
@@ -614,3 +627,50 @@ def validation_error(binary):
     except Exception as error:  # wasmtime raises its own error type
         return (str(error).strip().splitlines() or ["rejected by wasmtime"])[0]
     return None
+
+
+REPO = pathlib.Path(__file__).resolve().parent
+EXAMPLES_DIR = REPO / "examples"         # runtime.h lives here
+STRIP_NAMES = "-Wl,--strip-all"
+# The clang of the `ziglang` package (python -m ziglang cc ...), one flag per line:
+C_FLAGS = [
+    "--target=wasm32-freestanding",      # 32-bit WebAssembly, no operating system
+    "-mcpu=mvp",                         # WebAssembly 1.0 only: no bulk memory, no multi-value...
+    "-O2",                               # short code: every instruction is a transformer step
+    "-g0",                               # no debug info (it holds paths: builds would differ)
+    "-nostdlib",                         # there is no libc; runtime.h is the whole runtime
+    "-fno-builtin",                      # no memcpy/memset calls invented by the compiler
+    "-fno-jump-tables",                  # switch -> compare chains, not br_table
+    "-include", "runtime.h",             # putchar, print_str, print_int, parse_int ... (SPEC 5)
+    "-Wl,--no-entry",                    # a library: the harness calls compute
+    "-Wl,--export=compute",              # the entry point
+    "-Wl,--export=__heap_base",          # the input goes at (__heap_base + 15) & ~15
+    "-Wl,-z,stack-size=65536",           # 64 KiB C stack, first in memory (data above it)
+    "-Wl,--initial-memory=16777216",     # 256 pages = the machine's 16 MiB: no bounds checks needed
+    "-Wl,--max-memory=16777216",         # and it never grows
+    STRIP_NAMES,                         # no name section: the same .wasm from any checkout
+]
+
+
+def compile_c(path, keep_names=False):
+    """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
+    compiler's messages when ziglang is missing or the compilation fails.
+    keep_names: keep the name section (function names, for the profile)."""
+    try:
+        import ziglang  # noqa: F401  (only to give a clear message when it is missing)
+    except ImportError:
+        raise MissingToolError("compiling C needs the `ziglang` package (pip install ziglang)") from None
+    with tempfile.TemporaryDirectory() as work:
+        output = os.path.join(work, "program.wasm")
+        flags = [flag for flag in C_FLAGS if not (keep_names and flag == STRIP_NAMES)]
+        command = ([sys.executable, "-m", "ziglang", "cc"] + flags
+                   + ["-I", str(EXAMPLES_DIR), "-o", output, str(path)])
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 or not os.path.exists(output):
+            messages = (result.stderr or result.stdout).strip() or "(the compiler printed nothing)"
+            errors = [line for line in messages.splitlines() if "error:" in line]
+            summary = ("%d error%s, the first: %s" % (len(errors), "" if len(errors) == 1 else "s", errors[0])
+                       if errors else messages.splitlines()[0])
+            raise WasmError("compiling %s failed (%s)\n%s" % (path, summary, messages))
+        with open(output, "rb") as f:
+            return f.read()

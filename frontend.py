@@ -1,72 +1,58 @@
 """frontend.py: a decoded WebAssembly module in, a flat program of SPEC 3.1 out.
 
-    C --(compile_c: zig's clang)--> .wasm --(decoder.py)--> Module --(lower_module)--> [(opcode, imm), ...]
-
-Contents: shared routines (division and remainder, which the machine lacks, and
-the harness's print_hex, written once per program in a small assembly text, each
-exact for every operand, each bounded); lowering (structured control flow ->
-relative branches, globals -> memory, data segments, bounds checks, the entry
-harness; the complete check first); C compilation and program files (`compile`,
-`run` accept .c .wasm .wat .txt); the instruction-mix profile (`profile`).
-
-Program layout (SPEC 6.2 in spirit): a harness first (`input_base A` when
-compute takes the input, the data segments and globals as word stores, a call
-of the start function, the calls of the entry with their arguments, `halt`),
-the shared `trap` (only when a bounds check or call_indirect branches to it: a
-program without trapping paths has no `trap`), then each function reached,
-prologue `local.set n-1 ... local.set 0`, `return` with F - R - 1, then the
-routines used. Every branch, call and return immediate is relative (target - i - 1).
+    .c/.wat/.wasm --(decoder.py)--> Module --(lower_module)--> [(opcode, imm), ...]
 
 Supported: the i32 and i64 instructions of WebAssembly 1.0 + sign extension
 (i64 by legalize.py, which decode_module runs: every i64 becomes two i32
-words, so the rest of this file sees i32 only; why legalising rather than
-a 64-bit machine: legalize.py's header), MVP control flow incl.
-br_table, block parameters and multiple results, call_indirect through
-constant tables, globals, one memory up to 256 pages, memory.size /
-memory.grow, and the imports env.output_byte and env.putchar. Everything
-else is reported.
+words, so this file sees i32 only), MVP control flow incl. br_table, block
+parameters and multiple results, call_indirect through constant tables,
+globals, one memory up to 256 pages, memory.size / memory.grow, and the
+imports env.output_byte and env.putchar. Everything else is reported, all of
+it before anything runs (UnsupportedError).
 Every i32 numeric instruction except division and remainder is a machine
-instruction of its own (SPEC 3.1 and the extension of SPEC 12).
+instruction of its own (SPEC 3.1 and the extension of SPEC 12); those two are
+shared routines, like the harness's print_hex (section 1).
+
+Program layout (SPEC 6.2 in spirit): the harness (`input_base A` when compute
+takes the input, data segments and globals as word stores, a call of the start
+function, the calls of the entry with their arguments, `halt`), the shared
+`trap` (only when a branch reaches it), each function reached (prologue
+`local.set n-1 ... local.set 0`, `return` with F - R - 1), the routines used.
+Every branch, call and return immediate is relative (target - i - 1).
 
 Memory map (machine addresses = wasm addresses):
   - the module's memory: M bytes = minimum pages * 64 KiB (<= 2^24); a memory
     that memory.grow can grow may reach 255 pages (or its declared maximum);
   - the RESERVED area: 8 scratch bytes for the routines, the current memory
-    size (a word, for growable memories), then a word per global (global g at
-    reserved + 12 + 4g). It sits right above the module's largest memory,
-    where WebAssembly traps and the bounds checks keep the module out. A
-    module with all 16 MiB (our C programs) has no room above: its reserved
-    area is the last bytes of the memory, which a C program reaches only
-    through a wild pointer (its stack sits at 0..64 KiB and overflows below
-    address 0, which traps as in WebAssembly; data and input lie above the
-    stack); data segments there are rejected.
+    size (a word, for growable memories), the hex digit table of print_hex,
+    then a word per global. It sits right above the module's largest memory,
+    where WebAssembly traps and the bounds checks keep the module out. With
+    all 16 MiB (our C programs) it is the memory's last bytes, which a C
+    program reaches only through a wild pointer (its stack, at 0..64 KiB,
+    overflows below address 0, which traps); data segments there are rejected.
   - bounds checks: with M < 2^24, each load/store first compares its address
     with M - offset - width (5 instructions, 7 for a store; 8/10 against the
-    size word of a growable memory) and branches to the shared `trap`; with
-    M = 2^24 the machine traps by itself (SPEC 4.8).
+    size word of a growable memory) and branches to `trap`; with M = 2^24 the
+    machine traps by itself (SPEC 4.8).
 
 Costs (machine instructions executed per WebAssembly instruction): 1 for a
 numeric instruction, a local, a constant, br, br_if, return and call (+1 per
 parameter: the callee's prologue); clang's sign-extension idiom
 (x << 24) >> 24 or (x << 16) >> 16: 1 (extend8_s/extend16_s); `if` 2; a
-load/store 1 plus its bounds check (above); a mutable global 2 to read, 4 to
-write; br_table and call_indirect 4 per case tested (a chain of comparisons);
-a branch that unwinds the stack +1 per value dropped, +2 per value kept
-(+2 more for br_if); div/rem a routine
+load/store 1 plus its bounds check; a mutable global 2 to read, 4 to write;
+br_table and call_indirect 4 per case tested (a chain of comparisons); a branch
+that unwinds the stack +1 per value dropped, +2 per value kept (+2 more for
+br_if); div/rem a routine
 call, at most 1,000 (by a constant 0, 1 or a power of two: 0-2 inline).
 Lowering is linear in the module size.
 """
-import os
 import pathlib
 import re
-import subprocess
-import sys
-import tempfile
 
 import reference
-from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, validation_error,
-                     PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes, block_signature, closure,
-                     reachable_functions, table_contents, indirect_targets)
+from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, compile_c,
+                     validation_error, PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes,
+                     block_signature, closure, reachable_functions, table_contents, indirect_targets)
 from reference import WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 
@@ -299,8 +285,7 @@ RESERVED_HEADER_BYTES = HEX_TABLE_OFFSET + len(HEX_TABLE)   # the globals follow
 GLOBAL_BYTES = 4             # one word per global
 NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "global.get", "global.set",
                                    "output", "input_base", "trap"}
-MEMORY_WIDTH = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s": 2, "i32.load16_u": 2,
-                "i32.store": 4, "i32.store8": 1, "i32.store16": 2}
+MEMORY_WIDTH = {**{name: width for name, (width, _) in reference.LOADS.items()}, **reference.STORES}   # bytes
 # The FunctionLowering method for each instruction that is not the machine's own (NATIVE: lower_native).
 LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lower_block",
             "loop": "lower_block", "if": "lower_block", "else": "lower_else", "end": "lower_end",
@@ -1004,55 +989,8 @@ def lowered_items(module, entry="compute", args=None, calls=None, silent_calls=0
 
 
 # ---------------------------------------------------------------------------
-# 3. C compilation and program files
+# 3. Program files
 # ---------------------------------------------------------------------------
-
-REPO = pathlib.Path(__file__).resolve().parent
-EXAMPLES_DIR = REPO / "examples"         # runtime.h lives here
-STRIP_NAMES = "-Wl,--strip-all"
-# The clang of the `ziglang` package (python -m ziglang cc ...), one flag per line:
-C_FLAGS = [
-    "--target=wasm32-freestanding",      # 32-bit WebAssembly, no operating system
-    "-mcpu=mvp",                         # WebAssembly 1.0 only: no bulk memory, no multi-value...
-    "-O2",                               # short code: every instruction is a transformer step
-    "-g0",                               # no debug info (it holds paths: builds would differ)
-    "-nostdlib",                         # there is no libc; runtime.h is the whole runtime
-    "-fno-builtin",                      # no memcpy/memset calls invented by the compiler
-    "-fno-jump-tables",                  # switch -> compare chains, not br_table
-    "-include", "runtime.h",             # putchar, print_str, print_int, parse_int ... (SPEC 5)
-    "-Wl,--no-entry",                    # a library: the harness calls compute
-    "-Wl,--export=compute",              # the entry point
-    "-Wl,--export=__heap_base",          # the input goes at (__heap_base + 15) & ~15
-    "-Wl,-z,stack-size=65536",           # 64 KiB C stack, first in memory (data above it)
-    "-Wl,--initial-memory=16777216",     # 256 pages = the machine's 16 MiB: no bounds checks needed
-    "-Wl,--max-memory=16777216",         # and it never grows
-    STRIP_NAMES,                         # no name section: the same .wasm from any checkout
-]
-
-
-def compile_c(path, keep_names=False):
-    """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
-    compiler's messages when ziglang is missing or the compilation fails.
-    keep_names: keep the name section (function names, for the profile)."""
-    try:
-        import ziglang  # noqa: F401  (only to give a clear message when it is missing)
-    except ImportError:
-        raise MissingToolError("compiling C needs the `ziglang` package (pip install ziglang)") from None
-    with tempfile.TemporaryDirectory() as work:
-        output = os.path.join(work, "program.wasm")
-        flags = [flag for flag in C_FLAGS if not (keep_names and flag == STRIP_NAMES)]
-        command = ([sys.executable, "-m", "ziglang", "cc"] + flags
-                   + ["-I", str(EXAMPLES_DIR), "-o", output, str(path)])
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0 or not os.path.exists(output):
-            messages = (result.stderr or result.stdout).strip() or "(the compiler printed nothing)"
-            errors = [line for line in messages.splitlines() if "error:" in line]
-            summary = ("%d error%s, the first: %s" % (len(errors), "" if len(errors) == 1 else "s", errors[0])
-                       if errors else messages.splitlines()[0])
-            raise WasmError("compiling %s failed (%s)\n%s" % (path, summary, messages))
-        with open(output, "rb") as f:
-            return f.read()
-
 
 def lower_binary(binary, path):
     """lower_module(decode_module(binary)) with errors that start with `path`;

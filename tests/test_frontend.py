@@ -13,6 +13,7 @@ import sys
 import pytest
 import wasmtime
 
+import decoder
 import frontend
 import profiling
 import reference
@@ -487,7 +488,7 @@ def test_telling_invalid_from_unsupported_without_wasmtime_is_an_error(monkeypat
 def compile_ordinary_c(source, path):
     """C without runtime.h, as any toolchain builds it: putchar is the import env.putchar."""
     path.write_text("int putchar(int);\n" + source)
-    flags = [flag for flag in frontend.C_FLAGS if flag not in ("-include", "runtime.h")]
+    flags = [flag for flag in decoder.C_FLAGS if flag not in ("-include", "runtime.h")]
     output = path.with_suffix(".wasm")
     subprocess.run([sys.executable, "-m", "ziglang", "cc"] + flags + ["-Wl,--import-symbols", "-o", str(output),
                                                                       str(path)], check=True)
