@@ -1009,7 +1009,8 @@ def lower_binary(binary, path):
 
 
 def load_program_file(path, input_text=None):
-    """(instructions, input_bytes) from a .c, .wasm, .wat or program .txt file.
+    """(instructions, input_bytes) from a .c, .wasm, .wat or program .txt file; the
+    instructions are a reference.Program, checked here once (the input is not).
 
     input_text (a str) replaces a .txt file's input section; for a compiled
     compute(input) it is the input (empty when None). Raises WasmError /
@@ -1024,7 +1025,7 @@ def load_program_file(path, input_text=None):
     if suffix == ".txt":
         instructions, file_input = reference.read_program(path)
         return instructions, (file_input if input_bytes is None else input_bytes)
-    instructions = lower_binary(program_binary(path), path)
+    instructions = reference.check_program(lower_binary(program_binary(path), path))
     return instructions, compute_input(path, instructions, input_bytes)
 
 

@@ -609,6 +609,28 @@ def test_load_program_file_kinds(tmp_path):
         frontend.load_program_file(tmp_path / "p.py")
 
 
+@pytest.mark.parametrize("name", ["p.txt", "add.wasm"])
+def test_a_loaded_program_is_checked_once(name, monkeypatch):
+    """load_program_file checks the instructions; running and encoding them trust that
+    check (a reference.Program) and check only the input, with the messages of the full check."""
+    path = REPO / "spec" / "examples" / "ex3_call_input.txt" if name == "p.txt" else EXAMPLES / name
+    checks = []
+    full_check = reference.program_problems
+    monkeypatch.setattr(reference, "program_problems", lambda *args: checks.append(1) or full_check(*args))
+    instructions, input_bytes = frontend.load_program_file(path, "3 5")
+    assert isinstance(instructions, reference.Program) and len(checks) == 1
+    reference.program_tokens(instructions, input_bytes)
+    assert reference.execute(instructions, input_bytes).status == "halt"
+    assert len(checks) == 1
+    too_long = bytes(reference.MEMORY_SIZE)
+    with pytest.raises(reference.ProgramError) as trusted:
+        reference.execute(instructions, too_long)
+    with pytest.raises(reference.ProgramError) as full:
+        reference.execute(list(instructions), too_long)       # a plain list: the whole check again
+    assert str(trusted.value) == str(full.value) and "does not fit" in str(full.value)
+    assert len(checks) == 2
+
+
 def test_entry_function_with_arguments_prints_hex():
     binary = frontend.wat_to_wasm('(module (func (export "f") (param i32 i32) (result i32)'
                                   ' (i32.sub (local.get 0) (local.get 1))))')
