@@ -53,7 +53,7 @@ import reference
 from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, compile_c,
                      validation_error, PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes,
                      block_signature, closure, reachable_functions, table_contents, indirect_targets)
-from reference import WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
+from reference import WORD_BYTES, WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 
 class UnsupportedError(WasmError):
@@ -104,8 +104,6 @@ class Origin:
         self.instruction = instruction    # a WebAssembly instruction's name, "prologue", "harness", ...
         self.routine = routine            # True for the code of a shared routine
 
-
-BRANCH_OPS = ("br", "br_if", "call", "return")   # immediates relative to the target (SPEC 3.3)
 
 ROUTINES = {}   # name -> (parameters, temporaries, assembly text, routines it calls)
 
@@ -277,12 +275,11 @@ def instruction_origins(items):
 # 2. Lowering
 # ---------------------------------------------------------------------------
 
-SCRATCH_BYTES = 8            # the routines' scratch: two words
-MEMORY_SIZE_OFFSET = SCRATCH_BYTES   # a growable memory's current size in bytes (a word)
-HEX_TABLE_OFFSET = 12        # then the 512-byte table of hex digit pairs (print_hex)
-HEX_TABLE = "".join("%02x" % value for value in range(256)).encode("ascii")
-RESERVED_HEADER_BYTES = HEX_TABLE_OFFSET + len(HEX_TABLE)   # the globals follow
-GLOBAL_BYTES = 4             # one word per global
+SCRATCH_BYTES = 2 * WORD_BYTES                      # the routines' scratch: two words
+MEMORY_SIZE_OFFSET = SCRATCH_BYTES                  # a growable memory's current size in bytes (a word)
+HEX_TABLE_OFFSET = MEMORY_SIZE_OFFSET + WORD_BYTES  # then the table of hex digit pairs (print_hex)
+HEX_TABLE = "".join("%02x" % value for value in range(reference.BYTE_VALUES)).encode("ascii")
+RESERVED_HEADER_BYTES = HEX_TABLE_OFFSET + len(HEX_TABLE)   # then a word per global
 NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "global.get", "global.set",
                                    "output", "input_base", "trap"}
 MEMORY_WIDTH = {**{name: width for name, (width, _) in reference.LOADS.items()}, **reference.STORES}   # bytes
@@ -327,7 +324,7 @@ def growth_limit(module):
 
 
 def reserved_size(module):
-    return RESERVED_HEADER_BYTES + GLOBAL_BYTES * len(module.globals)
+    return RESERVED_HEADER_BYTES + WORD_BYTES * len(module.globals)
 
 
 def reserved_base(module):
@@ -831,7 +828,7 @@ class ProgramLowering:
         self.trap_label = Label("trap")
 
     def global_address(self, index):
-        return self.base + RESERVED_HEADER_BYTES + GLOBAL_BYTES * index
+        return self.base + RESERVED_HEADER_BYTES + WORD_BYTES * index
 
     def bounds_check_items(self, reach, address_temp):
         """Code that traps unless address + reach <= the memory size (address on top, kept).
@@ -883,16 +880,16 @@ class ProgramLowering:
             if offset_expression is not None:
                 put(constant_of(self.module, offset_expression), data)
         if self.growth_limit is not None:
-            put(self.base + MEMORY_SIZE_OFFSET, memory_bytes(self.module).to_bytes(4, "little"))
+            put(self.base + MEMORY_SIZE_OFFSET, reference.word_bytes(memory_bytes(self.module)))
         for index, global_ in enumerate(self.module.globals):
             value = constant_of(self.module, global_["init"])
             if global_["mutable"] and value is not None:  # other types: reported where used
-                put(self.global_address(index), value.to_bytes(4, "little"))
+                put(self.global_address(index), reference.word_bytes(value))
         words = {}
         for address, value in image.items():
             if value:
-                aligned = address - address % 4
-                words[aligned] = words.get(aligned, 0) | value << (8 * (address - aligned))
+                aligned = address - address % WORD_BYTES
+                words[aligned] = words.get(aligned, 0) | value << (reference.BYTE_BITS * (address - aligned))
         return sorted(words.items())
 
     def lower(self, calls, input_address=None, print_results=True, silent_calls=0):
