@@ -541,6 +541,11 @@ def memory_bytes(module):
     return 0 if module.memory is None else module.memory[0] * PAGE_BYTES
 
 
+def grows_memory(module):
+    """Does any function of the module use memory.grow?"""
+    return any(instruction.name == "memory.grow" for function in module.functions for instruction in function.code)
+
+
 def block_signature(module, block_type):
     """(params, results) of a block type: (), (t,) or ("type", index); None for a bad index."""
     if block_type and block_type[0] == "type":

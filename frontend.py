@@ -52,7 +52,7 @@ import re
 import reference
 from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, compile_c,
                      validation_error, PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes,
-                     block_signature, closure, reachable_functions, table_contents, indirect_targets)
+                     block_signature, closure, reachable_functions, table_contents, indirect_targets, grows_memory)
 from reference import WORD_BYTES, WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 
@@ -315,8 +315,7 @@ def growth_limit(module):
 
     Growth stops below the top page (it holds the reserved area) and at the
     declared maximum; beyond it memory.grow returns -1, as WebAssembly allows."""
-    uses_grow = any(i.name == "memory.grow" for f in module.functions for i in f.code)
-    if module.memory is None or not uses_grow:
+    if module.memory is None or not grows_memory(module):
         return None
     minimum, maximum = module.memory
     limit = min(MAX_PAGES - 1 if maximum is None else maximum, MAX_PAGES - 1)

@@ -19,7 +19,7 @@ import compile_weights
 import legalize
 import reference
 from decoder import (WasmError, MissingToolError, decode_module, wat_to_wasm, find_export, reachable_functions,
-                     PAGE_BYTES)
+                     grows_memory, PAGE_BYTES)
 from frontend import module_problems, lower_module, growth_limit, NO_RESULT_LINE, EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT
 from reference import WORD_MODULUS
 
@@ -176,7 +176,7 @@ def machine_pages(module):
 
 def grows_beyond_machine(module):
     """Could memory.grow succeed in WebAssembly where it fails on the machine?"""
-    if module.memory is None or not any(i.name == "memory.grow" for f in module.functions for i in f.code):
+    if module.memory is None or not grows_memory(module):
         return False
     maximum = WASM_MAX_PAGES if module.memory[1] is None else module.memory[1]
     return maximum > machine_pages(module)
