@@ -14,6 +14,7 @@ ranges, LEB128 ranges, alignment), not every validation rule: validation_error
 asks wasmtime. A missing tool (wasmtime, ziglang) is a MissingToolError, never a skip.
 """
 import collections
+import importlib
 import os
 import pathlib
 import re
@@ -606,12 +607,18 @@ def indirect_targets(module, type_index, table):
 # The binary of a .wat text or a C file, and validation (wasmtime, zig's clang)
 # ---------------------------------------------------------------------------
 
-def wat_to_wasm(text):
-    """WebAssembly text -> binary, with wasmtime's assembler (a test/tool dependency)."""
+def tool(package, purpose):
+    """The module of a test/tool dependency (wasmtime, ziglang); MissingToolError, saying
+    what needs it, when it is not installed."""
     try:
-        import wasmtime
+        return importlib.import_module(package)
     except ImportError:
-        raise MissingToolError("assembling .wat needs the `wasmtime` package (pip install wasmtime)") from None
+        raise MissingToolError("%s needs the `%s` package (pip install %s)" % (purpose, package, package)) from None
+
+
+def wat_to_wasm(text):
+    """WebAssembly text -> binary, with wasmtime's assembler."""
+    wasmtime = tool("wasmtime", "assembling .wat")
     try:
         return bytes(wasmtime.wat2wasm(text))
     except Exception as error:  # wasmtime raises its own error type
@@ -622,11 +629,7 @@ def validation_error(binary):
     """wasmtime's reason why `binary` is not a valid module, None if it is valid.
     Asked about modules the front end rejects, to tell an invalid module (first
     reason) from a valid one using what wasmtf does not support."""
-    try:
-        import wasmtime
-    except ImportError:
-        raise MissingToolError("telling an invalid module from an unsupported one needs the `wasmtime` package "
-                               "(pip install wasmtime)") from None
+    wasmtime = tool("wasmtime", "telling an invalid module from an unsupported one")
     try:
         wasmtime.Module.validate(wasmtime.Engine(), binary)
     except Exception as error:  # wasmtime raises its own error type
@@ -661,10 +664,7 @@ def compile_c(path, keep_names=False):
     """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
     compiler's messages when ziglang is missing or the compilation fails.
     keep_names: keep the name section (function names, for the profile)."""
-    try:
-        import ziglang  # noqa: F401  (only to give a clear message when it is missing)
-    except ImportError:
-        raise MissingToolError("compiling C needs the `ziglang` package (pip install ziglang)") from None
+    tool("ziglang", "compiling C")      # (run below as python -m ziglang)
     with tempfile.TemporaryDirectory() as work:
         output = os.path.join(work, "program.wasm")
         flags = [flag for flag in C_FLAGS if not (keep_names and flag == STRIP_NAMES)]

@@ -19,7 +19,7 @@ import compile_weights
 import legalize
 import reference
 from decoder import (WasmError, MissingToolError, decode_module, wat_to_wasm, find_export, reachable_functions,
-                     grows_memory, PAGE_BYTES)
+                     grows_memory, tool, PAGE_BYTES)
 from frontend import module_problems, lower_module, growth_limit, NO_RESULT_LINE, EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT
 from reference import WORD_MODULUS
 
@@ -186,10 +186,7 @@ def wasmtime_outcomes(binary, calls, memory_pages=None):
     """The outcomes of `calls` in wasmtime, as run_calls gives them, with memory.grow failing
     past `memory_pages` (None: WebAssembly's limit); None when the module cannot be
     instantiated on its own (it imports something)."""
-    try:
-        import wasmtime
-    except ImportError:
-        raise MissingToolError("the spec-test runner needs the `wasmtime` package (pip install wasmtime)") from None
+    wasmtime = tool("wasmtime", "the spec-test runner")
     store = wasmtime.Store(wasmtime.Engine())
     if memory_pages is not None:
         store.set_limits(memory_size=memory_pages * PAGE_BYTES)
