@@ -97,9 +97,13 @@ def wast_values(trees):
     for tree in trees:
         if not (isinstance(tree, list) and len(tree) == 2 and tree[0] in ("i32.const", "i64.const")):
             return None
-        value = wast_integer(tree[1])
-        values += [value % WORD_MODULUS] if tree[0] == "i32.const" else list(legalize.halves(value))
+        values += value_words(tree[0][:3], wast_integer(tree[1]))
     return values
+
+
+def value_words(value_type, value):
+    """The words of an i32 or i64 value (any sign), as the lowered program passes it."""
+    return list(legalize.halves(value)) if value_type == "i64" else [value % WORD_MODULUS]
 
 
 def mutates_state(module, index):
@@ -207,8 +211,7 @@ def wasmtime_outcomes(binary, calls, memory_pages=None):
             outcomes.append(("trap", None))
             continue
         values = [] if result is None else list(result) if isinstance(result, (list, tuple)) else [result]
-        outcomes.append(("return", [word for t, value in zip(results, values) for word in
-                                    (legalize.halves(value) if t == "i64" else [value % WORD_MODULUS])]))
+        outcomes.append(("return", [word for t, value in zip(results, values) for word in value_words(t, value)]))
     return outcomes
 
 
