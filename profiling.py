@@ -6,6 +6,7 @@ compiled program, to the source function and the WebAssembly instruction it was
 lowered from (its Origin). A routine's tokens are charged to the WebAssembly
 instruction whose lowering called it: an instruction lowered to a routine call
 counts the routine's whole cost. Cost: one reference run and one walk of its trace.
+Invariant: each table but "routine" adds up to the trace's tokens and executed instructions.
 """
 import collections
 import pathlib
