@@ -3,15 +3,14 @@
     .c --(compile_c: zig's clang)--> .wasm <--(wat_to_wasm: wasmtime)-- .wat
     .wasm --(decode_module)--> Module --(legalize.py: i64 -> pairs of i32)--> Module
 
-Reads the binary format of WebAssembly 1.0 (core spec chapter 5) with sign
-extension, multi-value blocks, bulk-memory and reference-type encodings; the
-opcodes and sections of other proposals are named in the error. Then a few
-questions about a decoded module (exports, constant expressions, what a call can
-reach, table contents). Cost: linear in the module size.
+Reads WebAssembly 1.0's binary format (core spec chapter 5) with sign extension,
+multi-value blocks, bulk-memory and reference-type encodings; other proposals'
+opcodes and sections are named in the error. Then questions about a decoded module
+(exports, constants, what a call can reach, tables). Cost: linear in the module size.
 Invariants: malformed input raises WasmError naming the byte offset, never another
-exception; the decoder checks what it reads (section order and sizes, index
-ranges, LEB128 ranges, alignment), not every validation rule: validation_error
-asks wasmtime. A missing tool (wasmtime, ziglang) is a MissingToolError, never a skip.
+exception; the decoder checks what it reads (section order and sizes, indices,
+LEB128 ranges, alignment), not every validation rule (validation_error asks
+wasmtime); a missing tool (wasmtime, ziglang) is a MissingToolError, never a skip.
 """
 import collections
 import importlib
@@ -626,9 +625,8 @@ def wat_to_wasm(text):
 
 
 def validation_error(binary):
-    """wasmtime's reason why `binary` is not a valid module, None if it is valid.
-    Asked about modules the front end rejects, to tell an invalid module (first
-    reason) from a valid one using what wasmtf does not support."""
+    """wasmtime's (first) reason why `binary` is not a valid module, None if it is valid:
+    tells an invalid module from a valid one using what wasmtf does not support."""
     wasmtime = tool("wasmtime", "telling an invalid module from an unsupported one")
     try:
         wasmtime.Module.validate(wasmtime.Engine(), binary)
@@ -661,9 +659,8 @@ C_FLAGS = [
 
 
 def compile_c(path, keep_names=False):
-    """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
-    compiler's messages when ziglang is missing or the compilation fails.
-    keep_names: keep the name section (function names, for the profile)."""
+    """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the compiler's
+    messages when it fails. keep_names: keep the name section (function names, for the profile)."""
     tool("ziglang", "compiling C")      # (run below as python -m ziglang)
     with tempfile.TemporaryDirectory() as work:
         output = os.path.join(work, "program.wasm")

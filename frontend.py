@@ -2,47 +2,37 @@
 
     .c/.wat/.wasm --(decoder.py)--> Module --(lower_module)--> [(opcode, imm), ...]
 
-Supported: the i32 and i64 instructions of WebAssembly 1.0 + sign extension
-(i64 by legalize.py, which decode_module runs: every i64 becomes two i32
-words, so this file sees i32 only), MVP control flow incl. br_table, block
-parameters and multiple results, call_indirect through constant tables,
-globals, one memory up to 256 pages, memory.size / memory.grow, and the
-imports env.output_byte and env.putchar. Everything else is reported, all of
-it before anything runs (UnsupportedError).
+Supported: i32 and i64 (two i32 words each: legalize.py, run by decode_module)
+instructions of WebAssembly 1.0 + sign extension, MVP control flow incl. br_table,
+block parameters and multiple results, call_indirect through constant tables,
+globals, one memory up to 256 pages, memory.size / memory.grow, and the imports
+env.output_byte and env.putchar. Everything else is reported, all of it before
+anything runs (UnsupportedError).
 Every i32 numeric instruction except division and remainder is a machine
 instruction of its own (SPEC 3.1 and the extension of SPEC 12); those two are
 shared routines, like the harness's print_hex (section 1).
 
-Program layout (SPEC 6.2 in spirit): the harness (`input_base A` when compute
-takes the input, data segments and globals as word stores, a call of the start
-function, the calls of the entry with their arguments, `halt`), the shared
-`trap` (only when a branch reaches it), each function reached (prologue
-`local.set n-1 ... local.set 0`, `return` with F - R - 1), the routines used.
-Every branch, call and return immediate is relative (target - i - 1).
+Program: the harness (`input_base A` when compute takes the input, data segments
+and globals as word stores, the start function, the entry's calls, `halt`), the
+shared `trap` (when a branch reaches it), each function reached (prologue
+`local.set n-1 ... local.set 0`), the routines used; every branch, call and
+return immediate is relative (target - i - 1; a return's F - R - 1).
+Memory (machine addresses = wasm addresses): the module's M = minimum pages * 64
+KiB bytes (a growable memory up to 255 pages or its maximum); then the RESERVED
+area (routines' scratch, the memory size word, print_hex's table, a word per
+global), where WebAssembly traps and bounds checks keep the module out; with all
+16 MiB (our C programs) it is the memory's last bytes, which a C program reaches
+only through a wild pointer (data segments there are rejected). With M < 2^24 a
+load/store first compares its address with M - offset - width and branches to
+`trap`; at 2^24 the machine traps by itself.
 
-Memory map (machine addresses = wasm addresses):
-  - the module's memory: M bytes = minimum pages * 64 KiB (<= 2^24); a memory
-    that memory.grow can grow may reach 255 pages (or its declared maximum);
-  - the RESERVED area: 8 scratch bytes for the routines, the current memory
-    size (a word, for growable memories), the hex digit table of print_hex,
-    then a word per global. It sits right above the module's largest memory,
-    where WebAssembly traps and the bounds checks keep the module out. With
-    all 16 MiB (our C programs) it is the memory's last bytes, which a C
-    program reaches only through a wild pointer (its stack, at 0..64 KiB,
-    overflows below address 0, which traps); data segments there are rejected.
-  - bounds checks: with M < 2^24, each load/store first compares its address
-    with M - offset - width (5 instructions, 7 for a store; 8/10 against the
-    size word of a growable memory) and branches to `trap`; with M = 2^24 the
-    machine traps by itself (SPEC 4.8).
-
-Costs (machine instructions executed per WebAssembly instruction): 1 for a
-numeric instruction, a local, a constant, br, br_if, return and call (+1 per
-parameter: the callee's prologue); clang's sign-extension idiom
-(x << 24) >> 24 or (x << 16) >> 16: 1 (extend8_s/extend16_s); `if` 2; a
-load/store 1 plus its bounds check; a mutable global 2 to read, 4 to write;
-br_table and call_indirect 4 per case tested (a chain of comparisons); a branch
-that unwinds the stack +1 per value dropped, +2 per value kept (+2 more for
-br_if); div/rem a routine
+Costs (machine instructions per WebAssembly instruction): 1 for a numeric
+instruction, a local, a constant, br, br_if, return and call (+1 per parameter:
+the callee's prologue); clang's sign-extension idiom (x << 24) >> 24: 1; `if` 2;
+a load/store 1 plus its bounds check (5, 7 for a store; 8/10 for a growable
+memory); a mutable global 2 to read, 4 to write; br_table and call_indirect 4 per
+case tested; a branch that unwinds the stack +1 per value dropped, +2 per value
+kept (+2 more for br_if); div/rem a routine
 call, at most 1,000 (by a constant 0, 1 or a power of two: 0-2 inline).
 Lowering is linear in the module size.
 """
@@ -311,10 +301,8 @@ def _where(function, instruction):
 
 
 def growth_limit(module):
-    """The most pages memory.grow may reach, or None when the memory cannot grow here.
-
-    Growth stops below the top page (it holds the reserved area) and at the
-    declared maximum; beyond it memory.grow returns -1, as WebAssembly allows."""
+    """The most pages memory.grow may reach (not the top page, which holds the reserved
+    area; not past the maximum: beyond, it returns -1), or None when it cannot grow."""
     if module.memory is None or not grows_memory(module):
         return None
     minimum, maximum = module.memory
@@ -830,11 +818,9 @@ class ProgramLowering:
         return self.base + RESERVED_HEADER_BYTES + WORD_BYTES * index
 
     def bounds_check_items(self, reach, address_temp):
-        """Code that traps unless address + reach <= the memory size (address on top, kept).
-
-        Fixed memory of M < 2^24 bytes: address >u M - reach (5 instructions). Growable
-        memory: the same against the size word (8 instructions; 14 when reach exceeds the
-        initial size). A memory of 2^24 bytes needs none: the machine traps (SPEC 4.8)."""
+        """Code that traps unless address + reach <= the memory size (address on top, kept):
+        address >u M - reach (5 instructions), against the size word for a growable memory
+        (8; 14 when reach exceeds the initial size); none for 2^24 bytes (SPEC 4.8 traps)."""
         size = memory_bytes(self.module)
         limit = self.growth_limit
         trap = self.trap_label
@@ -945,20 +931,13 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
 def lowered_items(module, entry="compute", args=None, calls=None, silent_calls=0):
     """The flat program that runs the module, as items: (opcode, imm) pairs, Labels, Origins.
 
-    - entry "compute" with args None: the C ABI of SPEC 5. compute(input) gets
-      `input_base A` as instruction 0 and A as its argument (its other
-      parameters 0); compute() none; any result is dropped. Output comes from
-      env.output_byte and env.putchar only.
-    - otherwise: calls the exported function `entry` with the i32 `args` and
-      prints its results, each as 8 lower-case hex digits and a newline (a
-      function without results prints "-" and a newline). An i64 argument
-      or result is two words, low then high (legalize.py).
-    - calls=[(name, args), ...] runs several exported functions in order, each
-      printed that way (the spec-test runner's batches), except the first
-      `silent_calls` calls, whose results are dropped.
+    - entry "compute" with args None: the C ABI of SPEC 5 (compute(input) gets
+      `input_base A` as instruction 0 and A as its argument; a result is dropped);
+    - else: calls the export `entry` with `args` and prints each result as 8 hex
+      digits and a newline ("-" and a newline for none; an i64 is two words, low first);
+    - calls=[(name, args), ...]: several calls so, the first `silent_calls` unprinted.
     The complete check runs first: UnsupportedError lists every unsupported
-    use in the functions the calls can reach; WasmError for an invalid module.
-    """
+    use in the functions the calls can reach; WasmError for an invalid module."""
     if isinstance(module, (bytes, bytearray)):
         module = decode_module(module)
     c_abi = calls is None and entry == "compute" and args is None
@@ -1005,12 +984,9 @@ def lower_binary(binary, path):
 
 
 def load_program_file(path, input_text=None):
-    """(instructions, input_bytes) from a .c, .wasm, .wat or program .txt file; the
-    instructions are a reference.Program, checked here once (the input is not).
-
-    input_text (a str) replaces a .txt file's input section; for a compiled
-    compute(input) it is the input (empty when None). Raises WasmError /
-    UnsupportedError / reference.ProgramError / OSError with a clear message."""
+    """(instructions: a reference.Program, checked here once; input_bytes) from a .c,
+    .wasm, .wat or program .txt file. input_text replaces a .txt file's input section;
+    for a compiled compute(input) it is the input (empty when None)."""
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
     try:

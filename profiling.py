@@ -1,11 +1,9 @@
 """profiling.py: the instruction-mix profile (`python wasmtf.py profile FILE`).
 
-Where a run's trace tokens go: the reference interpreter runs the program, then
-each executed instruction's group is charged to the machine opcode and, for a
-compiled program, to the source function and the WebAssembly instruction it was
-lowered from (its Origin). A routine's tokens are charged to the WebAssembly
-instruction whose lowering called it: an instruction lowered to a routine call
-counts the routine's whole cost. Cost: one reference run and one walk of its trace.
+Where a run's trace tokens go: each executed instruction's group (a reference run)
+is charged to its machine opcode and, for a compiled program, to the source function
+and WebAssembly instruction it was lowered from (its Origin); a routine's tokens to
+the instruction whose lowering called it. Cost: one reference run, one walk of its trace.
 Invariant: each table but "routine" adds up to the trace's tokens and executed instructions.
 """
 import collections

@@ -1,15 +1,11 @@
 """spectest.py: the WebAssembly spec-test runner (`python wasmtf.py spectest FILE.wast...`).
 
-A .wast script is a list of S-expressions (parse_wast): modules, actions
-(invoke) and assertions. Each module becomes an instance; the assertions on it
-run as batches of calls in one flat program (run_calls). A SPEC program cannot
-catch a trap, so after a trap the batch restarts, replaying first the calls
-that changed memory or globals (a trapped call is assumed to have changed
-nothing before its trap). Where the script's expectation depends on what the
-machine does not run (a skipped state-changing assertion, memory beyond 16 MiB),
-wasmtime runs the same calls and decides. Everything not run is counted with its
-reason. Cost: one lowering and one run per batch of CALLS_PER_PROGRAM calls.
-Invariant: an assertion is passed, failed or skipped with a reason, never lost.
+A .wast script (parse_wast) holds modules, actions (invoke) and assertions; the
+assertions on a module run as batches of calls in one flat program (run_calls).
+Where the script's expectation depends on what the machine does not run (a
+skipped state-changing assertion, memory beyond 16 MiB), wasmtime runs the same
+calls and decides. Cost: one lowering and one run per CALLS_PER_PROGRAM calls.
+Invariant: an assertion is passed, failed or skipped with its reason, never lost.
 """
 import pathlib
 import re
@@ -130,11 +126,10 @@ CALLS_PER_PROGRAM = 64       # a trap restarts the rest of a batch: keep batches
 
 
 def run_calls(module, calls, runner=reference_runner):
-    """Run exported functions in order on one instance: (outcomes, replay), outcomes
-    [("return", [values]) | ("trap", None)], replay the state-changing calls done.
-
-    A trap ends a program, so the calls after it run in a new program that first
-    replays (silently) the state-changing calls that completed."""
+    """Run exported functions in order on one instance: (outcomes [("return", [values]) |
+    ("trap", None)], replay: the state-changing calls done). A SPEC program cannot catch
+    a trap: the calls after one run in a new program that first replays (silently) the
+    state-changing calls that completed (a trapped call changed nothing, we assume)."""
     replay, outcomes = [], []
     remaining = list(calls)
     mutating = {name: mutates_state(module, find_export(module, name)) for name, _ in calls}
@@ -236,7 +231,8 @@ def _fulfils(outcome, expected):
 # Assertions about other things than running valid modules.
 NOT_RUN = {"assert_invalid": "validation: the front end expects valid modules",
            "assert_malformed": "text and binary parsing", "assert_unlinkable": "linking",
-           "assert_exhaustion": "call stack exhaustion (the reference stops past 16,383 calls with an error, not a trap)",
+           "assert_exhaustion": "call stack exhaustion (the reference stops past %s calls with an error, not a trap)"
+                                % format(reference.MAX_CALL_DEPTH, ","),
            "assert_uninstantiable": "instantiation traps"}
 
 
