@@ -17,8 +17,10 @@ import time
 
 import compile_weights
 import frontend
+import profiling
 import reference
 import speculative
+import spectest
 import wasmtf
 
 DEMO_PROGRAM = "examples/add.wasm"   # 3 + 5, compiled from examples/add.c
@@ -376,7 +378,7 @@ def spectest_arguments(parser):
 
 def cmd_spectest(args):
     """run WebAssembly spec tests (assert_return / assert_trap) on the reference or the transformer"""
-    return frontend.command_spectest(args.files, transformer=args.transformer)
+    return spectest.command_spectest(args.files, transformer=args.transformer)
 
 
 def profile_arguments(parser):
@@ -386,7 +388,7 @@ def profile_arguments(parser):
 
 def cmd_profile(args):
     """which instructions and source functions a run's trace tokens go to (on the reference interpreter)"""
-    return frontend.command_profile(args.file, args.input, args.rows)
+    return profiling.command_profile(args.file, args.input, args.rows)
 
 
 def generate_arguments(parser):

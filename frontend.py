@@ -1,92 +1,49 @@
-"""The front end: WebAssembly (or C, or .wat) in, a flat program of SPEC 3.1 out.
+"""frontend.py: a decoded WebAssembly module in, a flat program of SPEC 3.1 out.
 
-    C --(zig's clang)--> .wasm --(decode_module)--> Module --(lower_module)--> [(opcode, imm), ...]
+    .c/.wat/.wasm --(decoder.py)--> Module --(lower_module)--> [(opcode, imm), ...]
 
-Contents, top to bottom:
-  1. errors
-  2. the decoder: WebAssembly binary format, version 1 (MVP + sign extension);
-     malformed input -> WasmError naming the byte offset
-  3. shared routines: division and remainder, which the machine lacks, and the
-     harness's print_hex, written once per program in a small assembly text,
-     each exact for every operand, each bounded
-  4. lowering: structured control flow -> relative branches, globals -> memory,
-     data segments, bounds checks, the entry harness; the complete check first
-  5. C compilation and program files (`compile`, `run` accept .c .wasm .wat .txt)
-  6. the WebAssembly spec-test runner (`spectest`)
-  7. the instruction-mix profile (`profile`): where a run's trace tokens go, by
-     machine opcode, source function and WebAssembly instruction
-
-Program layout (SPEC 6.2 in spirit): a harness first (`input_base A` when
-compute takes the input, the data segments and globals as word stores, a call
-of the start function, the calls of the entry with their arguments, `halt`),
-the shared `trap` (only when a bounds check or call_indirect branches to it: a
-program without trapping paths has no `trap`), then each function reached,
-prologue `local.set n-1 ... local.set 0`, `return` with F - R - 1, then the
-routines used. Every branch, call and return immediate is relative (target - i - 1).
-
-Supported: the i32 and i64 instructions of WebAssembly 1.0 + sign extension
-(i64 by legalize.py, which decode_module runs: every i64 becomes two i32
-words, so the rest of this file sees i32 only; why legalising rather than
-a 64-bit machine: legalize.py's header), MVP control flow incl.
-br_table, block parameters and multiple results, call_indirect through
-constant tables, globals, one memory up to 256 pages, memory.size /
-memory.grow, and the imports env.output_byte and env.putchar. Everything
-else is reported.
+Supported: i32 and i64 (two i32 words each: legalize.py, run by decode_module)
+instructions of WebAssembly 1.0 + sign extension, MVP control flow incl. br_table,
+block parameters and multiple results, call_indirect through constant tables,
+globals, one memory up to 256 pages, memory.size / memory.grow, and the imports
+env.output_byte and env.putchar. Everything else is reported, all of it before
+anything runs (UnsupportedError).
 Every i32 numeric instruction except division and remainder is a machine
-instruction of its own (SPEC 3.1 and the extension of SPEC 12).
+instruction of its own (SPEC 3.1 and the extension of SPEC 12); those two are
+shared routines, like the harness's print_hex (section 1).
 
-Memory map (machine addresses = wasm addresses):
-  - the module's memory: M bytes = minimum pages * 64 KiB (<= 2^24); a memory
-    that memory.grow can grow may reach 255 pages (or its declared maximum);
-  - the RESERVED area: 8 scratch bytes for the routines, the current memory
-    size (a word, for growable memories), then a word per global (global g at
-    reserved + 12 + 4g). It sits right above the module's largest memory,
-    where WebAssembly traps and the bounds checks keep the module out. A
-    module with all 16 MiB (our C programs) has no room above: its reserved
-    area is the last bytes of the memory, which a C program reaches only
-    through a wild pointer (its stack sits at 0..64 KiB and overflows below
-    address 0, which traps as in WebAssembly; data and input lie above the
-    stack); data segments there are rejected.
-  - bounds checks: with M < 2^24, each load/store first compares its address
-    with M - offset - width (5 instructions, 7 for a store; 8/10 against the
-    size word of a growable memory) and branches to the shared `trap`; with
-    M = 2^24 the machine traps by itself (SPEC 4.8).
+Program: the harness (`input_base A` when compute takes the input, data segments
+and globals as word stores, the start function, the entry's calls, `halt`), the
+shared `trap` (when a branch reaches it), each function reached (prologue
+`local.set n-1 ... local.set 0`), the routines used; every branch, call and
+return immediate is relative (target - i - 1; a return's F - R - 1).
+Memory (machine addresses = wasm addresses): the module's M = minimum pages * 64
+KiB bytes (a growable memory up to 255 pages or its maximum); then the RESERVED
+area (routines' scratch, the memory size word, print_hex's table, a word per
+global), where WebAssembly traps and bounds checks keep the module out; with all
+16 MiB (our C programs) it is the memory's last bytes, which a C program reaches
+only through a wild pointer (data segments there are rejected). With M < 2^24 a
+load/store first compares its address with M - offset - width and branches to
+`trap`; at 2^24 the machine traps by itself.
 
-Costs (machine instructions executed per WebAssembly instruction): 1 for a
-numeric instruction, a local, a constant, br, br_if, return and call (+1 per
-parameter: the callee's prologue); clang's sign-extension idiom
-(x << 24) >> 24 or (x << 16) >> 16: 1 (extend8_s/extend16_s); `if` 2; a
-load/store 1 plus its bounds check (above); a mutable global 2 to read, 4 to
-write; br_table and call_indirect 4 per case tested (a chain of comparisons);
-a branch that unwinds the stack +1 per value dropped, +2 per value kept
-(+2 more for br_if); div/rem a routine
+Costs (machine instructions per WebAssembly instruction): 1 for a numeric
+instruction, a local, a constant, br, br_if, return and call (+1 per parameter:
+the callee's prologue); clang's sign-extension idiom (x << 24) >> 24: 1; `if` 2;
+a load/store 1 plus its bounds check (5, 7 for a store; 8/10 for a growable
+memory); a mutable global 2 to read, 4 to write; br_table and call_indirect 4 per
+case tested; a branch that unwinds the stack +1 per value dropped, +2 per value
+kept (+2 more for br_if); div/rem a routine
 call, at most 1,000 (by a constant 0, 1 or a power of two: 0-2 inline).
 Lowering is linear in the module size.
 """
-import collections
-import os
 import pathlib
 import re
-import subprocess
-import sys
-import tempfile
 
-import legalize
 import reference
-from reference import WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
-
-# ---------------------------------------------------------------------------
-# 1. Errors
-# ---------------------------------------------------------------------------
-
-
-class WasmError(ValueError):
-    """A malformed or invalid module (the message names the byte offset), or a C compile failure."""
-
-
-class MissingToolError(WasmError):
-    """A tool the command needs (a test/tool dependency: wasmtime, ziglang) is not installed:
-    an error, never a reason to skip."""
+from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, compile_c,
+                     validation_error, PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes,
+                     block_signature, closure, reachable_functions, table_contents, indirect_targets, grows_memory)
+from reference import WORD_BYTES, WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 
 class UnsupportedError(WasmError):
@@ -104,485 +61,7 @@ class UnsupportedError(WasmError):
 
 
 # ---------------------------------------------------------------------------
-# 2. The decoder (WebAssembly core spec, chapter 5 "Binary Format")
-# ---------------------------------------------------------------------------
-
-WASM_MAGIC = b"\0asm"
-WASM_VERSION = b"\x01\0\0\0"
-PAGE_BYTES = 1 << 16                      # a WebAssembly page: 64 KiB
-MAX_PAGES = MEMORY_SIZE // PAGE_BYTES     # 256 pages = the machine's 16 MiB
-VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
-               0x70: "funcref", 0x6F: "externref"}
-REFERENCE_TYPE_PREFIXES = (0x63, 0x64)     # `ref null ht`, `ref ht`, each followed by a heap type
-SECTION_NAMES = {0: "custom", 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory",
-                 6: "global", 7: "export", 8: "start", 9: "element", 10: "code", 11: "data",
-                 12: "data count"}
-SECTION_ORDER = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 10, 11]   # the data count section precedes code
-MAX_LOCALS_DECLARED = 50_000              # a sanity bound (the machine has 256 locals per frame)
-
-# Instructions by opcode byte: name and immediate kind. Kinds: "" none, "block"
-# block type, "u32" an index or label, "u32_u32" two indices (call_indirect: type,
-# table), "br_table", "memarg" (align, offset), "i32"/"i64" signed LEB128,
-# "f32"/"f64" raw bytes, "select_t" a vector of value types, "reftype" a heap type.
-OPCODES = {0x00: ("unreachable", ""), 0x01: ("nop", ""), 0x02: ("block", "block"),
-           0x03: ("loop", "block"), 0x04: ("if", "block"), 0x05: ("else", ""), 0x0B: ("end", ""),
-           0x0C: ("br", "u32"), 0x0D: ("br_if", "u32"), 0x0E: ("br_table", "br_table"),
-           0x0F: ("return", ""), 0x10: ("call", "u32"), 0x11: ("call_indirect", "u32_u32"),
-           0x1A: ("drop", ""), 0x1B: ("select", ""), 0x1C: ("select", "select_t"),
-           0x20: ("local.get", "u32"), 0x21: ("local.set", "u32"), 0x22: ("local.tee", "u32"),
-           0x23: ("global.get", "u32"), 0x24: ("global.set", "u32"), 0x25: ("table.get", "u32"),
-           0x26: ("table.set", "u32"), 0x3F: ("memory.size", "u32"), 0x40: ("memory.grow", "u32"),
-           0x41: ("i32.const", "i32"), 0x42: ("i64.const", "i64"), 0x43: ("f32.const", "f32"),
-           0x44: ("f64.const", "f64"), 0xD0: ("ref.null", "reftype"), 0xD1: ("ref.is_null", ""),
-           0xD2: ("ref.func", "u32")}
-_MEMORY_OPS = ("i32.load i64.load f32.load f64.load i32.load8_s i32.load8_u i32.load16_s i32.load16_u "
-               "i64.load8_s i64.load8_u i64.load16_s i64.load16_u i64.load32_s i64.load32_u i32.store "
-               "i64.store f32.store f64.store i32.store8 i32.store16 i64.store8 i64.store16 i64.store32")
-_NUMERIC_OPS = (  # 0x45 .. 0xC4, in opcode order
-    "i32.eqz i32.eq i32.ne i32.lt_s i32.lt_u i32.gt_s i32.gt_u i32.le_s i32.le_u i32.ge_s i32.ge_u "
-    "i64.eqz i64.eq i64.ne i64.lt_s i64.lt_u i64.gt_s i64.gt_u i64.le_s i64.le_u i64.ge_s i64.ge_u "
-    "f32.eq f32.ne f32.lt f32.gt f32.le f32.ge f64.eq f64.ne f64.lt f64.gt f64.le f64.ge "
-    "i32.clz i32.ctz i32.popcnt i32.add i32.sub i32.mul i32.div_s i32.div_u i32.rem_s i32.rem_u "
-    "i32.and i32.or i32.xor i32.shl i32.shr_s i32.shr_u i32.rotl i32.rotr "
-    "i64.clz i64.ctz i64.popcnt i64.add i64.sub i64.mul i64.div_s i64.div_u i64.rem_s i64.rem_u "
-    "i64.and i64.or i64.xor i64.shl i64.shr_s i64.shr_u i64.rotl i64.rotr "
-    "f32.abs f32.neg f32.ceil f32.floor f32.trunc f32.nearest f32.sqrt f32.add f32.sub f32.mul "
-    "f32.div f32.min f32.max f32.copysign f64.abs f64.neg f64.ceil f64.floor f64.trunc f64.nearest "
-    "f64.sqrt f64.add f64.sub f64.mul f64.div f64.min f64.max f64.copysign "
-    "i32.wrap_i64 i32.trunc_f32_s i32.trunc_f32_u i32.trunc_f64_s i32.trunc_f64_u i64.extend_i32_s "
-    "i64.extend_i32_u i64.trunc_f32_s i64.trunc_f32_u i64.trunc_f64_s i64.trunc_f64_u "
-    "f32.convert_i32_s f32.convert_i32_u f32.convert_i64_s f32.convert_i64_u f32.demote_f64 "
-    "f64.convert_i32_s f64.convert_i32_u f64.convert_i64_s f64.convert_i64_u f64.promote_f32 "
-    "i32.reinterpret_f32 i64.reinterpret_f64 f32.reinterpret_i32 f64.reinterpret_i64 "
-    "i32.extend8_s i32.extend16_s i64.extend8_s i64.extend16_s i64.extend32_s")
-OPCODES.update({0x28 + k: (name, "memarg") for k, name in enumerate(_MEMORY_OPS.split())})
-OPCODES.update({0x45 + k: (name, "") for k, name in enumerate(_NUMERIC_OPS.split())})
-# The 0xFC prefix: saturating truncations, bulk memory and table operations.
-PREFIXED_FC = {k: (name, "") for k, name in enumerate(
-    "i32.trunc_sat_f32_s i32.trunc_sat_f32_u i32.trunc_sat_f64_s i32.trunc_sat_f64_u "
-    "i64.trunc_sat_f32_s i64.trunc_sat_f32_u i64.trunc_sat_f64_s i64.trunc_sat_f64_u".split())}
-PREFIXED_FC.update({8: ("memory.init", "u32_u32"), 9: ("data.drop", "u32"), 10: ("memory.copy", "u32_u32"),
-                    11: ("memory.fill", "u32"), 12: ("table.init", "u32_u32"), 13: ("elem.drop", "u32"),
-                    14: ("table.copy", "u32_u32"), 15: ("table.grow", "u32"), 16: ("table.size", "u32"),
-                    17: ("table.fill", "u32")})
-# Opcodes of WebAssembly proposals that the decoder does not read: named in the error.
-PROPOSAL_OPCODES = {0x06: ("try", "exception-handling"), 0x07: ("catch", "exception-handling"),
-                    0x08: ("throw", "exception-handling"), 0x09: ("rethrow", "exception-handling"),
-                    0x0A: ("throw_ref", "exception-handling"), 0x18: ("delegate", "exception-handling"),
-                    0x19: ("catch_all", "exception-handling"), 0x1F: ("try_table", "exception-handling"),
-                    0x12: ("return_call", "tail-call"), 0x13: ("return_call_indirect", "tail-call"),
-                    0x14: ("call_ref", "function-references"), 0x15: ("return_call_ref", "tail-call"),
-                    0xD3: ("ref.eq", "garbage-collection"), 0xD4: ("ref.as_non_null", "function-references"),
-                    0xD5: ("br_on_null", "function-references"), 0xD6: ("br_on_non_null", "function-references")}
-TAG_SECTION = 13   # the exception-handling proposal's section of exception tags
-PROPOSAL_PREFIXES = {0xFB: "garbage-collection", 0xFD: "SIMD", 0xFE: "threads (atomic)"}
-NATURAL_ALIGNMENT = {"8": 0, "16": 1, "32": 2}  # log2 bytes, by the width in the name (default: the type's)
-
-
-class Reader:
-    """A cursor over module bytes; every read checks bounds and names the offset when it fails."""
-
-    def __init__(self, data, position=0, end=None):
-        self.data = data
-        self.position = position
-        self.end = len(data) if end is None else end
-
-    def fail(self, what, at=None):
-        at = self.position if at is None else at
-        raise WasmError("byte offset %d (0x%x): %s" % (at, at, what))
-
-    def byte(self):
-        if self.position >= self.end:
-            self.fail("unexpected end (truncated module or section)")
-        value = self.data[self.position]
-        self.position += 1
-        return value
-
-    def bytes(self, count):
-        if count > self.end - self.position:
-            self.fail("unexpected end: %d bytes needed, %d left" % (count, self.end - self.position))
-        chunk = self.data[self.position:self.position + count]
-        self.position += count
-        return chunk
-
-    def leb(self, bits, signed):
-        """An unsigned or signed LEB128 number of at most `bits` bits (core spec 5.2.2)."""
-        start = self.position
-        result, shift = 0, 0
-        max_bytes = (bits + 6) // 7
-        for _ in range(max_bytes):
-            value = self.byte()
-            result |= (value & 0x7F) << shift
-            shift += 7
-            if not value & 0x80:
-                break
-        else:
-            self.fail("bad LEB128: longer than %d bytes" % max_bytes, start)
-        if signed:
-            if value & 0x40:
-                result -= 1 << shift
-            if not -(1 << (bits - 1)) <= result < (1 << (bits - 1)):
-                self.fail("bad LEB128: signed value out of %d-bit range" % bits, start)
-        elif result >= 1 << bits:
-            self.fail("bad LEB128: unsigned value out of %d-bit range" % bits, start)
-        return result
-
-    def u32(self):
-        return self.leb(32, signed=False)
-
-    def name(self):
-        at = self.position
-        try:
-            return self.bytes(self.u32()).decode("utf-8")
-        except UnicodeDecodeError:
-            self.fail("name is not valid UTF-8", at)
-
-    def value_type(self):
-        at = self.position
-        code = self.byte()
-        if code in REFERENCE_TYPE_PREFIXES:   # (ref null? heaptype) of typed function references
-            self.leb(33, signed=True)
-            return "ref"
-        if code not in VALUE_TYPES:
-            self.fail("unknown value type 0x%02x" % code, at)
-        return VALUE_TYPES[code]
-
-    def limits(self):
-        """(min, max or None); flags 0/1 only (shared and 64-bit memories are reported by the caller)."""
-        at = self.position
-        flags = self.byte()
-        if flags not in (0, 1):
-            self.fail("unsupported limits flags 0x%02x (shared or 64-bit memory)" % flags, at)
-        minimum = self.u32()
-        maximum = self.u32() if flags == 1 else None
-        if maximum is not None and maximum < minimum:
-            self.fail("limits: maximum %d below minimum %d" % (maximum, minimum), at)
-        return minimum, maximum
-
-
-# One decoded instruction: its name, immediate (int, tuple or None) and byte offset in the module.
-Instruction = collections.namedtuple("Instruction", "name immediate offset")
-
-
-def read_instruction(reader):
-    """Decode one instruction with its immediate. Unknown opcodes are a WasmError."""
-    at = reader.position
-    code = reader.byte()
-    if code == 0xFC:
-        sub = reader.u32()
-        if sub not in PREFIXED_FC:
-            reader.fail("unknown opcode 0xfc %d" % sub, at)
-        name, kind = PREFIXED_FC[sub]
-    elif code in PROPOSAL_PREFIXES:
-        reader.fail("an instruction with the 0x%02x prefix (the %s proposal): not supported"
-                    % (code, PROPOSAL_PREFIXES[code]), at)
-    elif code in PROPOSAL_OPCODES:
-        name, proposal = PROPOSAL_OPCODES[code]
-        reader.fail("%s (opcode 0x%02x, the %s proposal): not supported" % (name, code, proposal), at)
-    elif code in OPCODES:
-        name, kind = OPCODES[code]
-    else:
-        reader.fail("unknown opcode 0x%02x" % code, at)
-    if kind == "":
-        immediate = None
-    elif kind == "block":
-        # empty (0x40), one value type, or a type index (s33): a multi-value block
-        first = reader.data[reader.position] if reader.position < reader.end else None
-        if first == 0x40:
-            reader.byte()
-            immediate = ()
-        elif first in VALUE_TYPES or first in REFERENCE_TYPE_PREFIXES:
-            immediate = (reader.value_type(),)
-        else:
-            immediate = ("type", reader.leb(33, signed=True))
-    elif kind == "u32":
-        immediate = reader.u32()
-    elif kind == "u32_u32":
-        immediate = (reader.u32(), reader.u32())
-    elif kind == "br_table":
-        labels = [reader.u32() for _ in range(reader.u32())]
-        immediate = (labels, reader.u32())
-    elif kind == "memarg":
-        align, offset = reader.u32(), reader.u32()
-        width = re.search(r"(8|16|32)(_[su])?$", name)
-        natural = NATURAL_ALIGNMENT[width.group(1)] if width else (3 if name[1:3] == "64" else 2)
-        if align > natural:
-            reader.fail("%s: alignment 2^%d exceeds the natural alignment 2^%d" % (name, align, natural), at)
-        immediate = offset
-    elif kind == "i32":
-        immediate = reader.leb(32, signed=True) % WORD_MODULUS
-    elif kind == "i64":
-        immediate = reader.leb(64, signed=True)
-    elif kind in ("f32", "f64"):
-        immediate = reader.bytes(4 if kind == "f32" else 8)
-    elif kind == "select_t":
-        immediate = tuple(reader.value_type() for _ in range(reader.u32()))
-    else:  # "reftype": a heap type (s33)
-        immediate = reader.leb(33, signed=True)
-    return Instruction(name, immediate, at)
-
-
-def read_expression(reader):
-    """Instructions up to the `end` that closes the expression (nested blocks counted)."""
-    code = []
-    depth = 0
-    while True:
-        instruction = read_instruction(reader)
-        code.append(instruction)
-        if instruction.name in ("block", "loop", "if"):
-            depth += 1
-        elif instruction.name == "end":
-            if depth == 0:
-                return code
-            depth -= 1
-
-
-class Function:
-    """A function of the module: imported (`import_from` = (module, name)) or defined (`code`)."""
-
-    def __init__(self, index, type_, import_from=None):
-        self.index = index
-        self.params, self.results = type_
-        self.import_from = import_from
-        self.locals = []        # declared locals' value types (after the parameters)
-        self.code = []          # Instructions of the body, ending with its final `end`
-        self.offset = None      # byte offset of the body
-        self.names = []         # export names
-        self.debug_name = None  # its name in the custom section "name", if any
-
-    def label(self):
-        names = ("'%s'" % self.names[0]) if self.names else "(no export name)"
-        return "function %d %s" % (self.index, names)
-
-
-class Module:
-    """A decoded module: plain attributes, one per section."""
-
-    def __init__(self):
-        self.types = []            # (params, results) tuples of value-type names
-        self.functions = []        # Function, imports first
-        self.tables = []           # ("imported" or "defined", min, max)
-        self.memory = None         # (min_pages, max_pages or None)
-        self.memory_imported = None  # (module, name) of an imported memory
-        self.globals = []          # dicts: type, mutable, init (Instruction list) or import_from
-        self.exports = {}          # name -> (kind, index); kind "func" "table" "memory" "global"
-        self.start = None          # function index
-        self.elements = []         # active segments: (table, offset expression, [function or None], offset)
-        self.data = []             # (offset expression, bytes, byte offset of the segment)
-        self.debug_names = {}      # function index -> name, from the custom section "name"
-
-
-EXPORT_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global"}
-
-
-def decode_module(data):
-    """Decode a WebAssembly binary (version 1) into a Module; WasmError on malformed input."""
-    data = bytes(data)
-    reader = Reader(data)
-    if data[:4] != WASM_MAGIC:
-        raise WasmError("byte offset 0: bad magic %r (expected %r): not a WebAssembly binary" % (data[:4], WASM_MAGIC))
-    if data[4:8] != WASM_VERSION:
-        raise WasmError("byte offset 4: unsupported version %r (expected 1)" % data[4:8])
-    reader.position = 8
-    module = Module()
-    last_order = -1
-    while reader.position < len(data):
-        section_at = reader.position
-        section_id = reader.byte()
-        size = reader.u32()
-        if size > len(data) - reader.position:
-            reader.fail("section %d size %d runs past the end of the module (%d bytes left)"
-                        % (section_id, size, len(data) - reader.position), section_at)
-        body = Reader(data, reader.position, reader.position + size)
-        reader.position += size
-        if section_id == 0:      # a custom section: its name, then anything; only "name" is read
-            if body.name() == "name":
-                module.debug_names = _function_names(body)
-            continue
-        if section_id == TAG_SECTION:
-            reader.fail("tag section (id 13, the exception-handling proposal): not supported", section_at)
-        if section_id not in SECTION_NAMES:
-            reader.fail("unknown section id %d" % section_id, section_at)
-        order = SECTION_ORDER.index(section_id)
-        if order <= last_order:
-            reader.fail("%s section out of order or repeated" % SECTION_NAMES[section_id], section_at)
-        last_order = order
-        _read_section(module, section_id, body)
-        if body.position != body.end:
-            body.fail("%s section: %d bytes left over (bad section size)"
-                      % (SECTION_NAMES[section_id], body.end - body.position))
-    defined = [f for f in module.functions if f.import_from is None]
-    if any(f.offset is None for f in defined):
-        raise WasmError("function and code sections disagree: %d functions declared, no body for some"
-                        % len(defined))
-    for name, (kind, index) in module.exports.items():
-        limit = {"func": len(module.functions), "global": len(module.globals),
-                 "memory": 1, "table": len(module.tables)}[kind]
-        if index >= limit:
-            raise WasmError("export %r: %s index %d out of range" % (name, kind, index))
-        if kind == "func":
-            module.functions[index].names.append(name)
-    if module.start is not None and module.start >= len(module.functions):
-        raise WasmError("start function %d out of range" % module.start)
-    for index, name in module.debug_names.items():
-        if index < len(module.functions):
-            module.functions[index].debug_name = name
-    try:
-        return legalize.legalize_module(module, Function, Instruction)   # i64 -> pairs of i32
-    except legalize.InvalidCode as error:
-        raise WasmError(str(error)) from None
-
-
-NAME_SUBSECTION_FUNCTIONS = 1    # the name section's subsection of function names (core spec 7.4.2)
-
-
-def _function_names(body):
-    """{function index: name} from the custom section "name" (a debugging aid, so a
-    malformed one is ignored, as the core spec's appendix asks)."""
-    names = {}
-    try:
-        while body.position < body.end:
-            subsection, size = body.byte(), body.u32()
-            content = Reader(body.data, body.position, min(body.position + size, body.end))
-            body.position = content.end
-            if subsection == NAME_SUBSECTION_FUNCTIONS:
-                for _ in range(content.u32()):
-                    index = content.u32()
-                    names[index] = content.name()
-    except WasmError:
-        pass
-    return names
-
-
-def _read_section(module, section_id, body):
-    """Fill the module's fields from one section (`body` covers exactly its bytes)."""
-    count = body.u32()
-    if section_id == 1:      # type
-        for _ in range(count):
-            at = body.position
-            if body.byte() != 0x60:
-                body.fail("function type must start with 0x60", at)
-            params = tuple(body.value_type() for _ in range(body.u32()))
-            results = tuple(body.value_type() for _ in range(body.u32()))
-            module.types.append((params, results))
-    elif section_id == 2:    # import
-        for _ in range(count):
-            source = (body.name(), body.name())
-            at = body.position
-            kind = body.byte()
-            if kind == 0:
-                type_index = body.u32()
-                if type_index >= len(module.types):
-                    body.fail("import %s.%s: type index %d out of range" % (source + (type_index,)), at)
-                module.functions.append(Function(len(module.functions), module.types[type_index], source))
-            elif kind == 1:
-                body.value_type()
-                module.tables.append(("imported",) + body.limits())
-            elif kind == 2:
-                module.memory = body.limits()
-                module.memory_imported = source
-            elif kind == 3:
-                value_type, mutable = body.value_type(), body.byte()
-                module.globals.append({"type": value_type, "mutable": mutable == 1, "import_from": source})
-            else:
-                body.fail("unknown import kind %d" % kind, at)
-    elif section_id == 3:    # function
-        for _ in range(count):
-            at = body.position
-            type_index = body.u32()
-            if type_index >= len(module.types):
-                body.fail("function type index %d out of range" % type_index, at)
-            module.functions.append(Function(len(module.functions), module.types[type_index]))
-    elif section_id == 4:    # table
-        for _ in range(count):
-            body.value_type()
-            module.tables.append(("defined",) + body.limits())
-    elif section_id == 5:    # memory
-        if count + (module.memory is not None) > 1:
-            body.fail("more than one memory")
-        for _ in range(count):
-            module.memory = body.limits()
-    elif section_id == 6:    # global
-        for _ in range(count):
-            value_type = body.value_type()
-            at = body.position
-            mutable = body.byte()
-            if mutable not in (0, 1):
-                body.fail("global mutability must be 0 or 1", at)
-            module.globals.append({"type": value_type, "mutable": mutable == 1,
-                                   "init": read_expression(body), "import_from": None})
-    elif section_id == 7:    # export
-        for _ in range(count):
-            name = body.name()
-            at = body.position
-            kind = body.byte()
-            if kind not in EXPORT_KINDS:
-                body.fail("unknown export kind %d" % kind, at)
-            if name in module.exports:
-                body.fail("duplicate export name %r" % name, at)
-            module.exports[name] = (EXPORT_KINDS[kind], body.u32())
-    elif section_id == 8:    # start: the "count" is the function index
-        module.start = count
-    elif section_id == 9:    # element segments: function references for the tables
-        for _ in range(count):
-            at = body.position
-            flags = body.u32()
-            if flags > 7:
-                body.fail("unknown element segment flags %d" % flags, at)
-            table = body.u32() if flags in (2, 6) else 0
-            offset = read_expression(body) if flags in (0, 2, 4, 6) else None   # active segments
-            if flags in (1, 2, 3):
-                if body.byte() != 0:
-                    body.fail("element kind must be 0 (funcref)")
-            elif flags in (5, 6, 7):
-                body.value_type()
-            if flags < 4:      # function indices
-                entries = [body.u32() for _ in range(body.u32())]
-            else:              # expressions: ref.func f (or ref.null: no function)
-                expressions = [read_expression(body) for _ in range(body.u32())]
-                entries = [e[0].immediate if e[0].name == "ref.func" else None for e in expressions]
-            if flags & 1 == 0:
-                module.elements.append((table, offset, entries, at))
-    elif section_id == 12:   # data count
-        pass
-    elif section_id == 10:   # code
-        defined = [f for f in module.functions if f.import_from is None]
-        if count != len(defined):
-            body.fail("code section has %d bodies for %d declared functions" % (count, len(defined)))
-        for function in defined:
-            size = body.u32()
-            start = body.position
-            if size > body.end - start:
-                body.fail("function body size %d runs past the section end" % size)
-            code_reader = Reader(body.data, start, start + size)
-            total = 0
-            for _ in range(code_reader.u32()):
-                at = code_reader.position
-                repeat = code_reader.u32()
-                total += repeat
-                if total > MAX_LOCALS_DECLARED:
-                    code_reader.fail("too many locals (%d)" % total, at)
-                function.locals.extend([code_reader.value_type()] * repeat)
-            function.offset = code_reader.position
-            function.code = read_expression(code_reader)
-            if code_reader.position != code_reader.end:
-                code_reader.fail("function body has %d bytes after its final end"
-                                 % (code_reader.end - code_reader.position))
-            body.position = code_reader.end
-    elif section_id == 11:   # data
-        for _ in range(count):
-            at = body.position
-            flags = body.u32()                    # 0 active, 1 passive, 2 active with a memory index
-            if flags > 2:
-                body.fail("unknown data segment flags %d" % flags, at)
-            if flags == 2 and body.u32() != 0:
-                body.fail("data segment for a memory other than 0", at)
-            offset = None if flags == 1 else read_expression(body)
-            module.data.append((offset, body.bytes(body.u32()), at))
-
-
-# ---------------------------------------------------------------------------
-# 3. Shared routines
+# 1. Shared routines
 # ---------------------------------------------------------------------------
 # Each routine is a flat function (SPEC 3.4 calling convention: arguments
 # pushed left to right, the prologue pops them into locals 0..n-1, results
@@ -615,8 +94,6 @@ class Origin:
         self.instruction = instruction    # a WebAssembly instruction's name, "prologue", "harness", ...
         self.routine = routine            # True for the code of a shared routine
 
-
-BRANCH_OPS = ("br", "br_if", "call", "return")   # immediates relative to the target (SPEC 3.3)
 
 ROUTINES = {}   # name -> (parameters, temporaries, assembly text, routines it calls)
 
@@ -747,17 +224,6 @@ def assemble_routine(name, entries, scratch):
     return items
 
 
-def closure(roots, successors):
-    """The set of `roots` and everything `successors(item)` leads to, transitively."""
-    seen, pending = set(), list(roots)
-    while pending:
-        item = pending.pop()
-        if item not in seen:
-            seen.add(item)
-            pending += successors(item)
-    return seen
-
-
 def routines_needed(names):
     """`names` and every routine they call, transitively, in a fixed order."""
     needed = closure(names, lambda name: ROUTINES[name][3])
@@ -796,20 +262,17 @@ def instruction_origins(items):
 
 
 # ---------------------------------------------------------------------------
-# 4. Lowering
+# 2. Lowering
 # ---------------------------------------------------------------------------
 
-SCRATCH_BYTES = 8            # the routines' scratch: two words
-MEMORY_SIZE_OFFSET = SCRATCH_BYTES   # a growable memory's current size in bytes (a word)
-HEX_TABLE_OFFSET = 12        # then the 512-byte table of hex digit pairs (print_hex)
-HEX_TABLE = "".join("%02x" % value for value in range(256)).encode("ascii")
-RESERVED_HEADER_BYTES = HEX_TABLE_OFFSET + len(HEX_TABLE)   # the globals follow
-GLOBAL_BYTES = 4             # one word per global
-MAX_TABLE_SLOTS = 1 << 16    # call_indirect tests each slot in turn: larger tables are reported
+SCRATCH_BYTES = 2 * WORD_BYTES                      # the routines' scratch: two words
+MEMORY_SIZE_OFFSET = SCRATCH_BYTES                  # a growable memory's current size in bytes (a word)
+HEX_TABLE_OFFSET = MEMORY_SIZE_OFFSET + WORD_BYTES  # then the table of hex digit pairs (print_hex)
+HEX_TABLE = "".join("%02x" % value for value in range(reference.BYTE_VALUES)).encode("ascii")
+RESERVED_HEADER_BYTES = HEX_TABLE_OFFSET + len(HEX_TABLE)   # then a word per global
 NATIVE = set(reference.OPCODES) - {"halt", "return", "call", "br", "br_if", "global.get", "global.set",
                                    "output", "input_base", "trap"}
-MEMORY_WIDTH = {"i32.load": 4, "i32.load8_s": 1, "i32.load8_u": 1, "i32.load16_s": 2, "i32.load16_u": 2,
-                "i32.store": 4, "i32.store8": 1, "i32.store16": 2}
+MEMORY_WIDTH = {**{name: width for name, (width, _) in reference.LOADS.items()}, **reference.STORES}   # bytes
 # The FunctionLowering method for each instruction that is not the machine's own (NATIVE: lower_native).
 LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lower_block",
             "loop": "lower_block", "if": "lower_block", "else": "lower_else", "end": "lower_end",
@@ -837,55 +300,10 @@ def _where(function, instruction):
     return "%s, byte offset 0x%x" % (function.label(), instruction.offset)
 
 
-def reachable_functions(module, roots):
-    """Indices of the functions that `roots` can call, transitively (roots included)."""
-    def callees(index):
-        found = []
-        for instruction in module.functions[index].code:
-            if instruction.name == "call" and instruction.immediate < len(module.functions):
-                found.append(instruction.immediate)
-            elif instruction.name == "call_indirect":
-                found += indirect_targets(module, *instruction.immediate)
-        return found
-    return sorted(closure(roots, callees))
-
-
-def table_contents(module, table):
-    """The function (or None) in each slot of a defined table after its active element
-    segments; None when it cannot be known here (imported, non-constant or out of bounds)."""
-    if table >= len(module.tables) or module.tables[table][0] == "imported" \
-            or module.tables[table][1] > MAX_TABLE_SLOTS:
-        return None
-    contents = [None] * module.tables[table][1]
-    for segment_table, offset, entries, _ in module.elements:
-        if segment_table == table:
-            start = constant_of(module, offset)
-            if start is None or start + len(entries) > len(contents):
-                return None
-            contents[start:start + len(entries)] = entries
-    return contents
-
-
-def indirect_targets(module, type_index, table):
-    """The functions call_indirect can reach: the table's functions of the right type."""
-    contents = table_contents(module, table) or []
-    wanted = module.types[type_index] if type_index < len(module.types) else None
-    return sorted({f for f in contents if f is not None and f < len(module.functions)
-                   and (module.functions[f].params, module.functions[f].results) == wanted})
-
-
-def memory_bytes(module):
-    """The initial size of the module's memory in bytes (its minimum)."""
-    return 0 if module.memory is None else module.memory[0] * PAGE_BYTES
-
-
 def growth_limit(module):
-    """The most pages memory.grow may reach, or None when the memory cannot grow here.
-
-    Growth stops below the top page (it holds the reserved area) and at the
-    declared maximum; beyond it memory.grow returns -1, as WebAssembly allows."""
-    uses_grow = any(i.name == "memory.grow" for f in module.functions for i in f.code)
-    if module.memory is None or not uses_grow:
+    """The most pages memory.grow may reach (not the top page, which holds the reserved
+    area; not past the maximum: beyond, it returns -1), or None when it cannot grow."""
+    if module.memory is None or not grows_memory(module):
         return None
     minimum, maximum = module.memory
     limit = min(MAX_PAGES - 1 if maximum is None else maximum, MAX_PAGES - 1)
@@ -893,7 +311,7 @@ def growth_limit(module):
 
 
 def reserved_size(module):
-    return RESERVED_HEADER_BYTES + GLOBAL_BYTES * len(module.globals)
+    return RESERVED_HEADER_BYTES + WORD_BYTES * len(module.globals)
 
 
 def reserved_base(module):
@@ -903,13 +321,6 @@ def reserved_base(module):
     if size + reserved_size(module) <= MEMORY_SIZE:
         return size
     return MEMORY_SIZE - (reserved_size(module) + 7) // 8 * 8     # the top bytes, 8-aligned
-
-
-def constant_of(module, expression):
-    """The value of a constant expression `i32.const C end`, else None."""
-    if len(expression) == 2 and expression[0].name == "i32.const":
-        return expression[0].immediate
-    return None
 
 
 def module_problems(module, roots):
@@ -995,14 +406,6 @@ def function_problems(module, function):
         if what:
             problems.append("%s: %s" % (_where(function, instruction), what))
     return problems
-
-
-def block_signature(module, block_type):
-    """(params, results) of a block type: (), (t,) or ("type", index); None for a bad index."""
-    if block_type and block_type[0] == "type":
-        index = block_type[1]
-        return module.types[index] if 0 <= index < len(module.types) else None
-    return (), tuple(block_type)
 
 
 def temporaries_of(module, function):
@@ -1412,14 +815,12 @@ class ProgramLowering:
         self.trap_label = Label("trap")
 
     def global_address(self, index):
-        return self.base + RESERVED_HEADER_BYTES + GLOBAL_BYTES * index
+        return self.base + RESERVED_HEADER_BYTES + WORD_BYTES * index
 
     def bounds_check_items(self, reach, address_temp):
-        """Code that traps unless address + reach <= the memory size (address on top, kept).
-
-        Fixed memory of M < 2^24 bytes: address >u M - reach (5 instructions). Growable
-        memory: the same against the size word (8 instructions; 14 when reach exceeds the
-        initial size). A memory of 2^24 bytes needs none: the machine traps (SPEC 4.8)."""
+        """Code that traps unless address + reach <= the memory size (address on top, kept):
+        address >u M - reach (5 instructions), against the size word for a growable memory
+        (8; 14 when reach exceeds the initial size); none for 2^24 bytes (SPEC 4.8 traps)."""
         size = memory_bytes(self.module)
         limit = self.growth_limit
         trap = self.trap_label
@@ -1464,16 +865,16 @@ class ProgramLowering:
             if offset_expression is not None:
                 put(constant_of(self.module, offset_expression), data)
         if self.growth_limit is not None:
-            put(self.base + MEMORY_SIZE_OFFSET, memory_bytes(self.module).to_bytes(4, "little"))
+            put(self.base + MEMORY_SIZE_OFFSET, reference.word_bytes(memory_bytes(self.module)))
         for index, global_ in enumerate(self.module.globals):
             value = constant_of(self.module, global_["init"])
             if global_["mutable"] and value is not None:  # other types: reported where used
-                put(self.global_address(index), value.to_bytes(4, "little"))
+                put(self.global_address(index), reference.word_bytes(value))
         words = {}
         for address, value in image.items():
             if value:
-                aligned = address - address % 4
-                words[aligned] = words.get(aligned, 0) | value << (8 * (address - aligned))
+                aligned = address - address % WORD_BYTES
+                words[aligned] = words.get(aligned, 0) | value << (reference.BYTE_BITS * (address - aligned))
         return sorted(words.items())
 
     def lower(self, calls, input_address=None, print_results=True, silent_calls=0):
@@ -1512,16 +913,6 @@ class ProgramLowering:
         return items
 
 
-def find_export(module, name):
-    """The function index exported as `name`; WasmError if there is none."""
-    kind, index = module.exports.get(name, (None, None))
-    if kind != "func":
-        raise WasmError("the module exports no function %r (function exports: %s)"
-                        % (name, ", ".join(sorted(n for n, (k, _) in module.exports.items() if k == "func"))
-                           or "none"))
-    return index
-
-
 def input_address(module):
     """A = (__heap_base + 15) & ~15: where compute(input) finds its input (SPEC 5); None
     when the module does not export __heap_base as a constant global."""
@@ -1540,20 +931,13 @@ def lower_module(module, entry="compute", args=None, calls=None, silent_calls=0)
 def lowered_items(module, entry="compute", args=None, calls=None, silent_calls=0):
     """The flat program that runs the module, as items: (opcode, imm) pairs, Labels, Origins.
 
-    - entry "compute" with args None: the C ABI of SPEC 5. compute(input) gets
-      `input_base A` as instruction 0 and A as its argument (its other
-      parameters 0); compute() none; any result is dropped. Output comes from
-      env.output_byte and env.putchar only.
-    - otherwise: calls the exported function `entry` with the i32 `args` and
-      prints its results, each as 8 lower-case hex digits and a newline (a
-      function without results prints "-" and a newline). An i64 argument
-      or result is two words, low then high (legalize.py).
-    - calls=[(name, args), ...] runs several exported functions in order, each
-      printed that way (the spec-test runner's batches), except the first
-      `silent_calls` calls, whose results are dropped.
+    - entry "compute" with args None: the C ABI of SPEC 5 (compute(input) gets
+      `input_base A` as instruction 0 and A as its argument; a result is dropped);
+    - else: calls the export `entry` with `args` and prints each result as 8 hex
+      digits and a newline ("-" and a newline for none; an i64 is two words, low first);
+    - calls=[(name, args), ...]: several calls so, the first `silent_calls` unprinted.
     The complete check runs first: UnsupportedError lists every unsupported
-    use in the functions the calls can reach; WasmError for an invalid module.
-    """
+    use in the functions the calls can reach; WasmError for an invalid module."""
     if isinstance(module, (bytes, bytearray)):
         module = decode_module(module)
     c_abi = calls is None and entry == "compute" and args is None
@@ -1580,83 +964,8 @@ def lowered_items(module, entry="compute", args=None, calls=None, silent_calls=0
 
 
 # ---------------------------------------------------------------------------
-# 5. C compilation and program files
+# 3. Program files
 # ---------------------------------------------------------------------------
-
-REPO = pathlib.Path(__file__).resolve().parent
-EXAMPLES_DIR = REPO / "examples"         # runtime.h lives here
-STRIP_NAMES = "-Wl,--strip-all"
-# The clang of the `ziglang` package (python -m ziglang cc ...), one flag per line:
-C_FLAGS = [
-    "--target=wasm32-freestanding",      # 32-bit WebAssembly, no operating system
-    "-mcpu=mvp",                         # WebAssembly 1.0 only: no bulk memory, no multi-value...
-    "-O2",                               # short code: every instruction is a transformer step
-    "-g0",                               # no debug info (it holds paths: builds would differ)
-    "-nostdlib",                         # there is no libc; runtime.h is the whole runtime
-    "-fno-builtin",                      # no memcpy/memset calls invented by the compiler
-    "-fno-jump-tables",                  # switch -> compare chains, not br_table
-    "-include", "runtime.h",             # putchar, print_str, print_int, parse_int ... (SPEC 5)
-    "-Wl,--no-entry",                    # a library: the harness calls compute
-    "-Wl,--export=compute",              # the entry point
-    "-Wl,--export=__heap_base",          # the input goes at (__heap_base + 15) & ~15
-    "-Wl,-z,stack-size=65536",           # 64 KiB C stack, first in memory (data above it)
-    "-Wl,--initial-memory=16777216",     # 256 pages = the machine's 16 MiB: no bounds checks needed
-    "-Wl,--max-memory=16777216",         # and it never grows
-    STRIP_NAMES,                         # no name section: the same .wasm from any checkout
-]
-
-
-def compile_c(path, keep_names=False):
-    """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the
-    compiler's messages when ziglang is missing or the compilation fails.
-    keep_names: keep the name section (function names, for the profile)."""
-    try:
-        import ziglang  # noqa: F401  (only to give a clear message when it is missing)
-    except ImportError:
-        raise MissingToolError("compiling C needs the `ziglang` package (pip install ziglang)") from None
-    with tempfile.TemporaryDirectory() as work:
-        output = os.path.join(work, "program.wasm")
-        flags = [flag for flag in C_FLAGS if not (keep_names and flag == STRIP_NAMES)]
-        command = ([sys.executable, "-m", "ziglang", "cc"] + flags
-                   + ["-I", str(EXAMPLES_DIR), "-o", output, str(path)])
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0 or not os.path.exists(output):
-            messages = (result.stderr or result.stdout).strip() or "(the compiler printed nothing)"
-            errors = [line for line in messages.splitlines() if "error:" in line]
-            summary = ("%d error%s, the first: %s" % (len(errors), "" if len(errors) == 1 else "s", errors[0])
-                       if errors else messages.splitlines()[0])
-            raise WasmError("compiling %s failed (%s)\n%s" % (path, summary, messages))
-        with open(output, "rb") as f:
-            return f.read()
-
-
-def wat_to_wasm(text):
-    """WebAssembly text -> binary, with wasmtime's assembler (a test/tool dependency)."""
-    try:
-        import wasmtime
-    except ImportError:
-        raise MissingToolError("assembling .wat needs the `wasmtime` package (pip install wasmtime)") from None
-    try:
-        return bytes(wasmtime.wat2wasm(text))
-    except Exception as error:  # wasmtime raises its own error type
-        raise WasmError("the .wat text does not assemble: %s" % str(error).strip().splitlines()[0]) from None
-
-
-def validation_error(binary):
-    """wasmtime's reason why `binary` is not a valid module, None if it is valid.
-    Asked about modules the front end rejects, to tell an invalid module (first
-    reason) from a valid one using what wasmtf does not support."""
-    try:
-        import wasmtime
-    except ImportError:
-        raise MissingToolError("telling an invalid module from an unsupported one needs the `wasmtime` package "
-                               "(pip install wasmtime)") from None
-    try:
-        wasmtime.Module.validate(wasmtime.Engine(), binary)
-    except Exception as error:  # wasmtime raises its own error type
-        return (str(error).strip().splitlines() or ["rejected by wasmtime"])[0]
-    return None
-
 
 def lower_binary(binary, path):
     """lower_module(decode_module(binary)) with errors that start with `path`;
@@ -1675,11 +984,9 @@ def lower_binary(binary, path):
 
 
 def load_program_file(path, input_text=None):
-    """(instructions, input_bytes) from a .c, .wasm, .wat or program .txt file.
-
-    input_text (a str) replaces a .txt file's input section; for a compiled
-    compute(input) it is the input (empty when None). Raises WasmError /
-    UnsupportedError / reference.ProgramError / OSError with a clear message."""
+    """(instructions: a reference.Program, checked here once; input_bytes) from a .c,
+    .wasm, .wat or program .txt file. input_text replaces a .txt file's input section;
+    for a compiled compute(input) it is the input (empty when None)."""
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
     try:
@@ -1690,7 +997,7 @@ def load_program_file(path, input_text=None):
     if suffix == ".txt":
         instructions, file_input = reference.read_program(path)
         return instructions, (file_input if input_bytes is None else input_bytes)
-    instructions = lower_binary(program_binary(path), path)
+    instructions = reference.check_program(lower_binary(program_binary(path), path))
     return instructions, compute_input(path, instructions, input_bytes)
 
 
@@ -1718,516 +1025,3 @@ def compute_input(path, instructions, input_bytes):
 
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-# ---------------------------------------------------------------------------
-# 6. The WebAssembly spec-test runner (`python wasmtf.py spectest FILE.wast...`)
-# ---------------------------------------------------------------------------
-# A .wast script is a list of S-expressions: modules, actions (invoke) and
-# assertions. Each module becomes an instance; the assertions on it run as
-# batches of calls in one program (SPEC programs cannot catch a trap: after a
-# trap the batch restarts with the calls that changed memory or globals
-# replayed first; a trapped call is assumed to have changed nothing before
-# its trap). Everything that is not run is counted, with its reason.
-
-class WastString(bytes):
-    """A string literal of a .wast script (its bytes, escapes decoded)."""
-
-
-# A token: blanks, a line comment, a block comment's start, a parenthesis, a string or a symbol.
-WAST_TOKEN = re.compile(r'\s+|;;[^\n]*|\(;|[()]|"(?:[^"\\]|\\.)*"|[^\s()";]+', re.S)
-BLOCK_COMMENT_MARK = re.compile(r"\(;|;\)")
-# An escape in a string: \u{code point}, \hh (a byte) or one of WAST_ESCAPES.
-WAST_ESCAPE = re.compile(rb"\\(?:u\{([0-9a-fA-F]+)\}|([0-9a-fA-F]{2})|(.))", re.S)
-WAST_ESCAPES = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b'"': b'"', b"'": b"'", b"\\": b"\\"}
-
-
-def wast_string(literal):
-    """The WastString of a string literal's text (between its quotes)."""
-    def decode(match):
-        code_point, byte, char = match.groups()
-        if code_point:
-            return chr(int(code_point, 16)).encode("utf-8")
-        return bytes([int(byte, 16)]) if byte else WAST_ESCAPES[char]
-    return WastString(WAST_ESCAPE.sub(decode, literal.encode("utf-8")))
-
-
-def parse_wast(text):
-    """The top-level forms of a script: [(tree, source text, line)]; a tree is a list
-    of trees, symbols (str) and WastStrings. WasmError for unbalanced text."""
-    forms, stack, position = [], [], 0
-
-    def line_of(offset):
-        return text.count("\n", 0, offset) + 1
-
-    while position < len(text):
-        token = WAST_TOKEN.match(text, position)
-        if token is None:
-            raise WasmError("line %d: unexpected %r" % (line_of(position), text[position]))
-        start, position, token = position, token.end(), token.group()
-        if token == "(;":                              # nested block comments are counted
-            depth = 1
-            while depth:
-                mark = BLOCK_COMMENT_MARK.search(text, position)
-                position = len(text) if mark is None else mark.end()
-                depth = 0 if mark is None else depth + (1 if mark.group() == "(;" else -1)
-        elif token == "(":
-            stack.append(([], start))
-        elif token == ")":
-            if not stack:
-                raise WasmError("line %d: unbalanced ')'" % line_of(start))
-            tree, tree_start = stack.pop()
-            if stack:
-                stack[-1][0].append(tree)
-            else:
-                forms.append((tree, text[tree_start:position], line_of(tree_start)))
-        elif stack and not token[0].isspace() and not token.startswith(";;"):
-            stack[-1][0].append(wast_string(token[1:-1]) if token[0] == '"' else token)
-    if stack:
-        raise WasmError("line %d: unclosed '('" % line_of(stack[-1][1]))
-    return forms
-
-
-def wast_integer(text):
-    """An integer literal of the text format: sign, decimal or 0x hex, underscores."""
-    text = text.replace("_", "")
-    sign = -1 if text.startswith("-") else 1
-    digits = text.lstrip("+-")
-    return sign * (int(digits[2:], 16) if digits.startswith("0x") else int(digits, 10))
-
-
-def wast_values(trees):
-    """[i32 words] for a list of `(i32.const N)` and `(i64.const N)` (an i64 as its low and
-    high word, as legalize.py passes it), or None if any value is of another type."""
-    values = []
-    for tree in trees:
-        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] in ("i32.const", "i64.const")):
-            return None
-        value = wast_integer(tree[1])
-        values += [value % WORD_MODULUS] if tree[0] == "i32.const" else list(legalize.halves(value))
-    return values
-
-
-def mutates_state(module, index):
-    """Can calling function `index` change memory, its size or globals?"""
-    return any(instruction.name in ("global.set", "memory.grow") or ".store" in instruction.name
-               for reachable in reachable_functions(module, [index])
-               for instruction in module.functions[reachable].code)
-
-
-def reference_runner(instructions):
-    machine = reference.execute(instructions)
-    return machine.status, bytes(machine.output)
-
-
-def transformer_runner(instructions):
-    """Run a program inside the compiled transformer: (status, output bytes)."""
-    import compile_weights, wasmtf  # noqa: E401 (core branch: run_transformer moved to wasmtf; front moves this runner)
-    tokens = wasmtf.run_transformer(compile_weights.compile_machine(), instructions)
-    status = tokens[-1] if tokens and tokens[-1] in reference.STOP_TOKENS else "end"
-    return status, reference.output_bytes(tokens)
-
-
-CALLS_PER_PROGRAM = 64       # a trap restarts the rest of a batch: keep batches short
-
-
-def run_calls(module, calls, runner=reference_runner):
-    """Run exported functions in order on one instance: (outcomes, replay), outcomes
-    [("return", [values]) | ("trap", None)], replay the state-changing calls done.
-
-    A trap ends a program, so the calls after it run in a new program that first
-    replays (silently) the state-changing calls that completed."""
-    replay, outcomes = [], []
-    remaining = list(calls)
-    mutating = {name: mutates_state(module, find_export(module, name)) for name, _ in calls}
-    while remaining:
-        batch = remaining[:CALLS_PER_PROGRAM]
-        instructions = lower_module(module, calls=replay + batch, silent_calls=len(replay))
-        status, output = runner(instructions)
-        lines = output.split(b"\n")[:-1]
-        done = 0
-        for name, args in batch:                       # the calls that completed
-            count = max(1, len(module.functions[find_export(module, name)].results))   # printed lines
-            if len(lines) < count:
-                break
-            values, lines = lines[:count], lines[count:]
-            outcomes.append(("return", [] if values == [NO_RESULT_LINE.strip()] else
-                             [int(line, 16) for line in values]))
-            if mutating[name]:
-                replay.append((name, args))
-            done += 1
-        if status == "halt" and done == len(batch):
-            remaining = remaining[done:]
-            continue
-        if status != "trap" or done >= len(batch):
-            raise WasmError("the program stopped with %r after %d of %d calls" % (status, done, len(batch)))
-        outcomes.append(("trap", None))
-        remaining = remaining[done + 1:]
-    return outcomes, replay
-
-
-# What the machine runs of a script is a WebAssembly execution too: the calls that
-# are not skipped, with memory.grow failing (-1) past the machine's pages, as
-# WebAssembly lets a host do. Where the script expects something else from that
-# very execution (wasmtime decides), the assertion is about what the machine does
-# not run: effects of a skipped state-changing assertion, or memory beyond 16 MiB.
-WASM_MAX_PAGES = 1 << 16                  # WebAssembly's own limit: 4 GiB
-
-
-def machine_pages(module):
-    """The pages the module's memory can have on the machine (memory.grow fails beyond)."""
-    limit = growth_limit(module)
-    return module.memory[0] if limit is None else limit
-
-
-def grows_beyond_machine(module):
-    """Could memory.grow succeed in WebAssembly where it fails on the machine?"""
-    if module.memory is None or not any(i.name == "memory.grow" for f in module.functions for i in f.code):
-        return False
-    maximum = WASM_MAX_PAGES if module.memory[1] is None else module.memory[1]
-    return maximum > machine_pages(module)
-
-
-def wasmtime_outcomes(binary, calls, memory_pages=None):
-    """The outcomes of `calls` in wasmtime, as run_calls gives them, with memory.grow failing
-    past `memory_pages` (None: WebAssembly's limit); None when the module cannot be
-    instantiated on its own (it imports something)."""
-    try:
-        import wasmtime
-    except ImportError:
-        raise MissingToolError("the spec-test runner needs the `wasmtime` package (pip install wasmtime)") from None
-    store = wasmtime.Store(wasmtime.Engine())
-    if memory_pages is not None:
-        store.set_limits(memory_size=memory_pages * PAGE_BYTES)
-    try:
-        exports = wasmtime.Instance(store, wasmtime.Module(store.engine, binary), []).exports(store)
-    except (wasmtime.WasmtimeError, wasmtime.Trap):
-        return None
-    outcomes = []
-    for name, args in calls:
-        function_type = exports[name].type(store)
-        params, results = [str(t) for t in function_type.params], [str(t) for t in function_type.results]
-        if len(args) != sum(2 if t == "i64" else 1 for t in params):
-            outcomes.append(("error", "%d argument words for parameters %s" % (len(args), params)))
-            continue
-        try:
-            result = exports[name](store, *wasm_arguments(params, args))
-        except (wasmtime.Trap, wasmtime.WasmtimeError):
-            outcomes.append(("trap", None))
-            continue
-        values = [] if result is None else list(result) if isinstance(result, (list, tuple)) else [result]
-        outcomes.append(("return", [word for t, value in zip(results, values) for word in
-                                    (legalize.halves(value) if t == "i64" else [value % WORD_MODULUS])]))
-    return outcomes
-
-
-def wasm_arguments(param_types, words):
-    """The signed WebAssembly values of argument words: an i64 from its low and high word."""
-    values, position = [], 0
-    for value_type in param_types:
-        if value_type == "i64":
-            value = words[position] + (words[position + 1] << 32)
-            values.append(value - (1 << 64) if value >> 63 else value)
-        else:
-            values.append(reference.to_signed(words[position]))
-        position += 2 if value_type == "i64" else 1
-    return values
-
-
-def _fulfils(outcome, expected):
-    """Does an outcome ("return", values) / ("trap", None) / ("error", message) meet an expectation?"""
-    return outcome[0] == "trap" if expected == "trap" else outcome == ("return", expected)
-
-
-# Assertions about other things than running valid modules.
-NOT_RUN = {"assert_invalid": "validation: the front end expects valid modules",
-           "assert_malformed": "text and binary parsing", "assert_unlinkable": "linking",
-           "assert_exhaustion": "call stack exhaustion (the reference stops past 16,383 calls with an error, not a trap)",
-           "assert_uninstantiable": "instantiation traps"}
-
-
-class Instance:
-    """A module of the script with the calls queued on it."""
-
-    def __init__(self, module, error=None, binary=None):
-        self.module = module
-        self.binary = binary        # the module's bytes (for wasmtime)
-        self.error = error          # why its calls cannot run (skip reason), or None
-        self.unknown_from = None    # queue index from which a skipped assertion may have changed the state
-        self.queue = []             # (name, args, expected, line) ; expected: list, "trap" or None (invoke)
-        self.supported = {}         # export name -> skip reason or None
-
-
-def _problem_kind(problem):
-    """A short reason from a problem message: its last part (the instruction or feature),
-    with the instructions of other value types grouped."""
-    kind = problem.rsplit(": ", 1)[-1]
-    if re.match(r"(i64|f32|f64)\.", kind):
-        return "%s instructions" % ("i64" if kind.startswith("i64") else "f32/f64")
-    return kind
-
-
-def _load_instance(tree, source):
-    """The Instance of a `(module ...)` form (text, or `binary` strings)."""
-    rest = tree[1:]
-    if rest and isinstance(rest[0], str) and rest[0].startswith("$"):
-        rest = rest[1:]                                  # the module's $name
-    kind = rest[0] if rest and isinstance(rest[0], str) else None
-    try:
-        if kind == "binary":
-            binary = b"".join(part for part in rest if isinstance(part, WastString))
-        elif kind in ("quote", "definition", "instance"):
-            raise WasmError("(module %s ...) forms are not run" % kind)
-        else:
-            binary = wat_to_wasm(source)
-        return Instance(decode_module(binary), binary=binary)
-    except MissingToolError:
-        raise                                            # not a module's problem: the run cannot go on
-    except WasmError as error:
-        return Instance(None, "module not loaded: %s" % str(error).splitlines()[0][:80])
-
-
-def _action(tree):
-    """The `(invoke $module? "name" args...)` of an invoke, assert_return or assert_trap, else None."""
-    head = tree[0] if tree else None
-    action = tree if head == "invoke" else (tree[1] if head in ("assert_return", "assert_trap")
-                                            and len(tree) > 1 else None)
-    if isinstance(action, list) and len(action) >= 2 and action[0] == "invoke":
-        return action
-    return None
-
-
-def spectest_file(path, runner, skips, failures):
-    """Run one .wast file; returns (passed, failed, skipped)."""
-    counts = {"passed": 0, "failed": 0, "skipped": 0}
-    file_name = pathlib.Path(path).name
-
-    def skip(reason):
-        skips[reason] = skips.get(reason, 0) + 1
-        counts["skipped"] += 1
-
-    instances, named = [], {}
-    for tree, source, line in parse_wast(reference.read_text(path)):
-        head = tree[0] if tree and isinstance(tree[0], str) else None
-        action = _action(tree)
-        if head == "module":
-            instances.append(_load_instance(tree, source))
-            if len(tree) > 1 and isinstance(tree[1], str) and tree[1].startswith("$"):
-                named[tree[1]] = instances[-1]
-        elif action is not None:
-            target = action[1] if isinstance(action[1], str) and action[1].startswith("$") else None
-            instance = named.get(target) if target else (instances[-1] if instances else None)
-            call = action[2:] if target else action[1:]
-            if instance is None or not call or not isinstance(call[0], WastString):
-                reason = "no module or no function name"
-            else:
-                reason = _call_problem(instance, file_name, call, head, tree)
-            if reason is None:
-                expected = None                          # a plain invoke asserts nothing
-                if head != "invoke":
-                    expected = "trap" if head == "assert_trap" else wast_values(tree[2:])
-                instance.queue.append((call[0].decode("utf-8"), wast_values(call[1:]), expected, line))
-            elif head != "invoke":
-                skip(reason)
-                if instance is not None and not instance.error and instance.unknown_from is None \
-                        and _may_change_state(instance, call):
-                    instance.unknown_from = len(instance.queue)  # its effects are not run
-            elif instance is not None and not instance.error:   # its state is now unknown
-                instance.error = "an earlier invoke on this module was not run (%s)" % reason
-        elif head == "register":
-            continue                                     # linking: importing modules are reported
-        elif head in ("assert_return", "assert_trap") and len(tree) > 1 and isinstance(tree[1], list):
-            skip({"get": "global reads (get)", "module": "assert_trap of a module instantiation"}.get(
-                tree[1][0] if tree[1] else None, "malformed %s" % head))
-        elif head and head.startswith("assert_"):
-            skip("%s (%s)" % (head, NOT_RUN.get(head, "not run")))
-        else:
-            skip("unknown command %r" % head)
-    for instance in instances:
-        _run_instance(instance, runner, file_name, counts, failures, skip)
-    return counts["passed"], counts["failed"], counts["skipped"]
-
-
-def _may_change_state(instance, call):
-    """Can the function a call names change memory, its size or globals?"""
-    try:
-        return mutates_state(instance.module, find_export(instance.module, call[0].decode("utf-8", "replace")))
-    except WasmError:
-        return False                                     # no such function: nothing runs
-
-
-def _call_problem(instance, file_name, call, head, tree):
-    """Why a call cannot run (a skip reason), or None."""
-    function_name = call[0].decode("utf-8", "replace")
-    if instance.error:
-        return instance.error
-    if wast_values(call[1:]) is None or (head == "assert_return" and wast_values(tree[2:]) is None):
-        return "values of types other than i32 and i64"
-    if function_name not in instance.supported:       # whether the export can run, once per name
-        reason = None
-        try:
-            index = find_export(instance.module, function_name)
-            problems = module_problems(instance.module, [index])
-            if problems:
-                reason = "unsupported: %s" % _problem_kind(problems[0])
-        except WasmError as error:
-            reason = str(error)
-        instance.supported[function_name] = reason
-    return instance.supported[function_name]
-
-
-def _run_instance(instance, runner, file_name, counts, failures, skip):
-    if not instance.queue:
-        return
-    calls = [(name, args) for name, args, _, _ in instance.queue]
-    try:
-        outcomes, _ = run_calls(instance.module, calls, runner)
-    except (WasmError, reference.ProgramError, reference.ExecutionError, RuntimeError) as error:
-        outcomes = [("error", str(error).splitlines()[0])] * len(calls)
-    # WebAssembly's outcomes of the calls the machine runs (see above), when they can differ
-    # from the script's: with unbounded memory and with the machine's pages.
-    beyond_machine = grows_beyond_machine(instance.module)
-    webassembly = machine_memory = None
-    if instance.unknown_from is not None or beyond_machine:
-        webassembly = wasmtime_outcomes(instance.binary, calls)
-    if beyond_machine and webassembly is not None:
-        machine_memory = wasmtime_outcomes(instance.binary, calls, machine_pages(instance.module))
-    as_run = machine_memory or webassembly        # WebAssembly doing exactly what the machine does
-    for k, ((name, args, expected, line), (kind, value)) in enumerate(zip(instance.queue, outcomes)):
-        if expected is None:                      # a plain invoke: no assertion
-            continue
-        reason = None
-        if machine_memory and _fulfils(webassembly[k], expected) and not _fulfils(machine_memory[k], expected):
-            reason = "memory.grow beyond the machine's %d pages fails (-1), as WebAssembly allows" \
-                % machine_pages(instance.module)
-        elif instance.unknown_from is not None and k >= instance.unknown_from and (
-                as_run is None or not _fulfils(as_run[k], expected)):
-            reason = "the result depends on an earlier assertion that was not run and changes state"
-        if reason and (as_run is None or (kind, value) == as_run[k]):
-            skip(reason)                          # the script's result is not the machine's to give
-            continue
-        if reason:                                # but the machine must still do what WebAssembly does
-            expected = "trap" if as_run[k][0] == "trap" else as_run[k][1]
-        ok = _fulfils((kind, value), expected)
-        if ok:
-            counts["passed"] += 1
-        else:
-            counts["failed"] += 1
-            got = {"trap": "trap", "error": value}.get(kind) or [reference.to_signed(v) for v in value]
-            failures.append("%s:%d: %s(%s): expected %s, got %s" % (
-                file_name, line, name, ", ".join(str(reference.to_signed(a)) for a in args),
-                expected if expected == "trap" else [reference.to_signed(v) for v in expected], got))
-
-
-def command_spectest(paths, transformer=False):
-    """Run the spec tests of each .wast file; print skip reasons, failures, one line per
-    file and a total. Exit 1 if anything failed, 2 for unusable input."""
-    runner = transformer_runner if transformer else reference_runner
-    totals = [0, 0, 0]
-    lines, skips, failures = [], {}, []
-    for path in paths:
-        try:
-            counts = spectest_file(path, runner, skips, failures)
-        except MissingToolError as error:
-            print("wasmtf: error: %s" % error, file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except (OSError, WasmError) as error:
-            print("wasmtf: error: %s: %s" % (path, error), file=sys.stderr)
-            return EXIT_BAD_INPUT
-        totals = [t + c for t, c in zip(totals, counts)]
-        lines.append("%s: %d passed, %d failed, %d skipped" % ((pathlib.Path(path).name,) + counts))
-    for reason, count in sorted(skips.items(), key=lambda item: -item[1]):
-        if count:
-            print("skipped %5d  %s" % (count, reason))
-    for failure in failures:
-        print("FAILED %s" % failure)
-    for line in lines:
-        print(line)
-    print("total: %d passed, %d failed, %d skipped" % tuple(totals))
-    return EXIT_FAILED if totals[1] else EXIT_OK
-
-
-# ---------------------------------------------------------------------------
-# 7. The instruction-mix profile (`python wasmtf.py profile FILE`)
-# ---------------------------------------------------------------------------
-# Where a run's trace tokens go: the reference interpreter runs the program,
-# then each executed instruction's group is charged to the machine opcode,
-# and, for a compiled program, to the source function and the WebAssembly
-# instruction it was lowered from (its Origin). A routine's tokens are charged
-# to the WebAssembly instruction whose lowering called it, so `i32.xor` counts
-# the whole cost of an xor.
-
-PROFILE_ROWS = 12             # rows shown per table by default
-
-
-def profile_program(path, input_text=None, max_steps=reference.DEFAULT_MAX_STEPS):
-    """The profile of one run of a .c, .wasm, .wat or program .txt file: a dict of
-    status, steps, tokens and Counters of (tokens, executed instructions) keyed by
-    "opcode", "function", "instruction" (WebAssembly), "function instruction" and
-    "routine" (tokens spent inside routines, by WebAssembly instruction)."""
-    path = pathlib.Path(path)
-    input_bytes = None if input_text is None else input_text.encode("utf-8")
-    if path.suffix.lower() == ".txt":
-        instructions, input_bytes = load_program_file(path, input_text)
-        origins = None
-    else:
-        items = lowered_items(decode_module(program_binary(path, keep_names=True)))
-        instructions, origins = assemble(items), instruction_origins(items)
-        input_bytes = compute_input(path, instructions, input_bytes)
-    machine = reference.execute(instructions, input_bytes, max_steps)
-    tables = {key: collections.Counter() for key in ("opcode", "function", "instruction",
-                                                     "function instruction", "routine")}
-    charged, saved = None, []     # the Origin a routine's code is charged to; one entry per open call
-    for record in reference.walk_trace(instructions, machine.trace):
-        pc, opcode, tokens = record["pc"], record["opcode"], len(record["group"])
-        keys = {"opcode": opcode}
-        if origins is not None:
-            origin = charged or origins[pc]
-            keys.update({"function": origin.function, "instruction": origin.instruction,
-                         "function instruction": (origin.function, origin.instruction)})
-            if origins[pc].routine:
-                keys["routine"] = origin.instruction
-            if opcode == "call":
-                saved.append(charged)
-                if charged is None and origins[reference.branch_target(pc, record["immediate"])].routine:
-                    charged = origins[pc]
-            elif opcode == "return" and saved:
-                charged = saved.pop()
-        for table, key in keys.items():
-            tables[table][key, "tokens"] += tokens
-            tables[table][key, "executed"] += 1
-    return dict(status=machine.status, steps=machine.steps, tokens=len(machine.trace), tables=tables)
-
-
-def format_profile(profile, rows=PROFILE_ROWS):
-    """The profile as text: a summary line, then a table per view, largest first."""
-    total = profile["tokens"]
-    lines = ["%s instructions executed, %s trace tokens, %s"
-             % (format(profile["steps"], ","), format(total, ","), profile["status"])]
-    views = [("function", "source function (the routines its instructions call included)"),
-             ("instruction", "WebAssembly instruction (its lowered code and the routines it calls)"),
-             ("routine", "routines (inside the routine, by the WebAssembly instruction that calls it)"),
-             ("function instruction", "source function and WebAssembly instruction"),
-             ("opcode", "machine instruction")]
-    for table, title in views:
-        counts = profile["tables"][table]
-        keys = sorted({key for key, _ in counts}, key=lambda key: -counts[key, "tokens"])
-        if not keys:
-            continue
-        lines += ["", "tokens by %s:" % title, "%12s %6s %10s  %s" % ("tokens", "share", "executed", table)]
-        for key in keys[:rows]:
-            name = "  ".join(key) if isinstance(key, tuple) else key
-            lines.append("%12s %5.1f%% %10s  %s" % (format(counts[key, "tokens"], ","),
-                                                     100 * counts[key, "tokens"] / total,
-                                                     format(counts[key, "executed"], ","), name))
-        if len(keys) > rows:
-            rest = sum(counts[key, "tokens"] for key in keys[rows:])
-            lines.append("%12s %5.1f%% %10s  (%d more)" % (format(rest, ","), 100 * rest / total, "", len(keys) - rows))
-    return "\n".join(lines)
-
-
-def command_profile(path, input_text=None, rows=PROFILE_ROWS):
-    """Print the profile of one run; exit 0 after halt, 1 when the program trapped."""
-    profile = profile_program(path, input_text)
-    print(format_profile(profile, rows))
-    return EXIT_OK if profile["status"] == "halt" else EXIT_FAILED

@@ -292,6 +292,12 @@ def _return_problems(instructions):
     return problems
 
 
+class Program(list):
+    """A list of (opcode, immediate) pairs that check_program accepted: the functions
+    that run or encode a program check a Program's input only (validation happens
+    once; a Program is not changed after its check)."""
+
+
 def program_problems(instructions, input_bytes=None):
     """Every reason why `instructions` (+ input) is not a valid program; [] if it is."""
     problems = _instruction_problems(instructions)
@@ -307,22 +313,30 @@ def program_problems(instructions, input_bytes=None):
             elif target == 0 and instructions[0][0] == "input_base":
                 problems.append("%s: %s jumps to input_base (instruction 0), which runs once, as the prompt"
                                 % (_where(index), opcode))
-    if input_bytes is not None:
-        if not isinstance(input_bytes, (bytes, bytearray)):
-            problems.append("the input must be bytes, not %s" % type(input_bytes).__name__)
-        elif instructions[0][0] != "input_base":
-            problems.append("an input is given but instruction 0 is not input_base")
-        elif instructions[0][1] + len(input_bytes) + 1 > MEMORY_SIZE:
-            problems.append("the input (%d bytes + NUL at address %d) does not fit in the %d-byte memory"
-                            % (len(input_bytes), instructions[0][1], MEMORY_SIZE))
-    return problems + _return_problems(instructions)
+    return problems + _input_problems(instructions, input_bytes) + _return_problems(instructions)
+
+
+def _input_problems(instructions, input_bytes):
+    if input_bytes is None:
+        return []
+    if not isinstance(input_bytes, (bytes, bytearray)):
+        return ["the input must be bytes, not %s" % type(input_bytes).__name__]
+    if instructions[0][0] != "input_base":
+        return ["an input is given but instruction 0 is not input_base"]
+    if instructions[0][1] + len(input_bytes) + 1 > MEMORY_SIZE:
+        return ["the input (%d bytes + NUL at address %d) does not fit in the %d-byte memory"
+                % (len(input_bytes), instructions[0][1], MEMORY_SIZE)]
+    return []
 
 
 def check_program(instructions, input_bytes=None):
-    """Raise ProgramError listing every problem of the program, if any."""
-    problems = program_problems(instructions, input_bytes)
+    """The program as a Program; ProgramError listing every problem of it (of its input
+    only, for a Program) if there is any."""
+    checked = isinstance(instructions, Program)
+    problems = _input_problems(instructions, input_bytes) if checked else program_problems(instructions, input_bytes)
     if problems:
         _raise_problems(problems)
+    return instructions if checked else Program(instructions)
 
 
 def has_input_section(instructions):
@@ -409,8 +423,7 @@ def parse_program(text):
         input_bytes = bytes(value for value in values if value is not None)
     if problems:  # opcode problems too, but not the whole-program checks of made-up immediates
         _raise_problems(problems + _instruction_problems(instructions))
-    check_program(instructions, input_bytes)
-    return instructions, input_bytes
+    return check_program(instructions, input_bytes), input_bytes
 
 
 def read_text(path):

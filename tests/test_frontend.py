@@ -13,9 +13,12 @@ import sys
 import pytest
 import wasmtime
 
+import decoder
 import frontend
+import profiling
 import reference
 import wasmtf
+import spectest
 from conftest import REPO
 
 EXAMPLES = REPO / "examples"
@@ -486,7 +489,7 @@ def test_telling_invalid_from_unsupported_without_wasmtime_is_an_error(monkeypat
 def compile_ordinary_c(source, path):
     """C without runtime.h, as any toolchain builds it: putchar is the import env.putchar."""
     path.write_text("int putchar(int);\n" + source)
-    flags = [flag for flag in frontend.C_FLAGS if flag not in ("-include", "runtime.h")]
+    flags = [flag for flag in decoder.C_FLAGS if flag not in ("-include", "runtime.h")]
     output = path.with_suffix(".wasm")
     subprocess.run([sys.executable, "-m", "ziglang", "cc"] + flags + ["-Wl,--import-symbols", "-o", str(output),
                                                                       str(path)], check=True)
@@ -605,6 +608,28 @@ def test_load_program_file_kinds(tmp_path):
     assert frontend.load_program_file(txt) == (instructions, None)
     with pytest.raises(frontend.WasmError, match="unknown program kind"):
         frontend.load_program_file(tmp_path / "p.py")
+
+
+@pytest.mark.parametrize("name", ["p.txt", "add.wasm"])
+def test_a_loaded_program_is_checked_once(name, monkeypatch):
+    """load_program_file checks the instructions; running and encoding them trust that
+    check (a reference.Program) and check only the input, with the messages of the full check."""
+    path = REPO / "spec" / "examples" / "ex3_call_input.txt" if name == "p.txt" else EXAMPLES / name
+    checks = []
+    full_check = reference.program_problems
+    monkeypatch.setattr(reference, "program_problems", lambda *args: checks.append(1) or full_check(*args))
+    instructions, input_bytes = frontend.load_program_file(path, "3 5")
+    assert isinstance(instructions, reference.Program) and len(checks) == 1
+    reference.program_tokens(instructions, input_bytes)
+    assert reference.execute(instructions, input_bytes).status == "halt"
+    assert len(checks) == 1
+    too_long = bytes(reference.MEMORY_SIZE)
+    with pytest.raises(reference.ProgramError) as trusted:
+        reference.execute(instructions, too_long)
+    with pytest.raises(reference.ProgramError) as full:
+        reference.execute(list(instructions), too_long)       # a plain list: the whole check again
+    assert str(trusted.value) == str(full.value) and "does not fit" in str(full.value)
+    assert len(checks) == 2
 
 
 def test_entry_function_with_arguments_prints_hex():
@@ -794,7 +819,7 @@ def test_bounds_checks_match_wasmtime(growable):
             expected.append(("return", [exports[name](store, *[reference.to_signed(a) for a in args]) & MASK]))
         except wasmtime.Trap:
             expected.append(("trap", None))
-    outcomes, _ = frontend.run_calls(module, calls)
+    outcomes, _ = spectest.run_calls(module, calls)
     assert outcomes == expected
 
 
@@ -974,7 +999,7 @@ def test_profile_adds_up_and_names_functions(tmp_path):
     path.write_text(PROFILED_WAT)
     instructions, _ = frontend.load_program_file(path)
     machine = reference.execute(instructions)
-    profile = frontend.profile_program(path)
+    profile = profiling.profile_program(path)
     assert (profile["status"], profile["steps"], profile["tokens"]) == ("halt", machine.steps, len(machine.trace))
     for table in ("opcode", "function", "instruction", "function instruction"):
         rows = profile_tables(profile, table)
@@ -997,7 +1022,7 @@ def test_profile_charges_a_routine_to_the_instruction_that_calls_it(tmp_path):
       (func (export "compute") (local $x i32)
         (local.set $x (i32.const 0x1234))
         (call $out (i32.div_u (local.get $x) (i32.add (local.get $x) (i32.const -0x1200))))))""")
-    profile = frontend.profile_program(path)
+    profile = profiling.profile_program(path)
     instructions = profile_tables(profile, "instruction")
     routines = profile_tables(profile, "routine")
     assert set(routines) == {"i32.div_u"}
@@ -1010,10 +1035,10 @@ def test_profile_of_a_program_file_counts_opcodes_only(tmp_path):
     path = tmp_path / "p.txt"
     instructions = [("i32.const", 65), ("output", 0), ("halt", 0)]
     path.write_text(reference.format_program(instructions))
-    profile = frontend.profile_program(path)
+    profile = profiling.profile_program(path)
     assert profile_tables(profile, "opcode") == {"i32.const": (5, 1), "output": (1, 1), "halt": (1, 1)}
     assert profile_tables(profile, "function") == {}
-    text = frontend.format_profile(profile)
+    text = profiling.format_profile(profile)
     assert text.splitlines()[0] == "3 instructions executed, 7 trace tokens, halt"
     assert "tokens by source function" not in text
 
@@ -1022,7 +1047,7 @@ def test_profile_of_c_keeps_function_names(tmp_path):
     source = tmp_path / "names.c"
     source.write_text("__attribute__((noinline)) static int twice(int x) { return 2 * x; }\n"
                       "void compute(const char *input) { print_int(twice(parse_int(&input))); }\n")
-    profile = frontend.profile_program(source, "21")
+    profile = profiling.profile_program(source, "21")
     assert {"compute", "twice", "harness"} <= set(profile_tables(profile, "function"))
     assert frontend.compile_c(source) != frontend.compile_c(source, keep_names=True)   # (the .wasm drops them)
 

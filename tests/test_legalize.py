@@ -15,6 +15,7 @@ import pytest
 
 import frontend
 import legalize
+import spectest
 from conftest import REPO, WAST_DIR
 from test_frontend import check_corruptions_give_only_wasm_errors, run, run_wasmtime, run_wasmtime_compute
 
@@ -324,7 +325,7 @@ def check_calls(wat, calls):
             continue
         values = [] if values is None else values if isinstance(values, list) else [values]
         expected.append(("return", [word for t, v in zip(results, values) for word in to_words(t, v)]))
-    outcomes, _ = frontend.run_calls(frontend.decode_module(binary), word_calls)
+    outcomes, _ = spectest.run_calls(frontend.decode_module(binary), word_calls)
     assert outcomes == expected
 
 
@@ -598,13 +599,13 @@ def test_i64_wast_inside_the_transformer(tmp_path, capsys):
             and line.split('"')[1] in operations][::5]
     sample = tmp_path / "i64_sample.wast"
     sample.write_text(text[:module_end] + "\n".join(kept) + "\n")
-    assert frontend.command_spectest([sample], transformer=True) == 0
+    assert spectest.command_spectest([sample], transformer=True) == 0
     assert "i64_sample.wast: %d passed, 0 failed, 0 skipped" % len(kept) in capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_i64_wast_whole_inside_the_transformer(capsys):
-    assert frontend.command_spectest([WAST_DIR / "i64.wast"], transformer=True) == 0
+    assert spectest.command_spectest([WAST_DIR / "i64.wast"], transformer=True) == 0
     assert "i64.wast: 384 passed, 0 failed, 31 skipped" in capsys.readouterr().out
 
 
@@ -726,7 +727,7 @@ def test_spec_runner_asks_wasmtime_with_i64_values(tmp_path):
 (assert_return (invoke "add" (i64.const -1)) (i64.const 0x100000004))
 ''')
     skips, failures = {}, []
-    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (2, 0, 2)
+    assert spectest.spectest_file(script, spectest.reference_runner, skips, failures) == (2, 0, 2)
     assert failures == []
     assert skips == {"values of types other than i32 and i64": 1,
                      "the result depends on an earlier assertion that was not run and changes state": 1}

@@ -1,7 +1,7 @@
 """The WebAssembly spec tests (spec/wast): every supported assertion passes on the reference."""
 import pytest
 
-import frontend
+import spectest
 from conftest import WAST_DIR
 
 WAST_FILES = sorted(path.name for path in WAST_DIR.glob("*.wast"))
@@ -10,7 +10,7 @@ WAST_FILES = sorted(path.name for path in WAST_DIR.glob("*.wast"))
 @pytest.mark.parametrize("name", WAST_FILES)
 def test_spec_file_has_no_failures(name):
     skips, failures = {}, []
-    passed, failed, skipped = frontend.spectest_file(WAST_DIR / name, frontend.reference_runner, skips, failures)
+    passed, failed, skipped = spectest.spectest_file(WAST_DIR / name, spectest.reference_runner, skips, failures)
     assert failures == []
     assert failed == 0
     assert passed > 0                 # every file has something wasmtf runs
@@ -18,7 +18,7 @@ def test_spec_file_has_no_failures(name):
 
 def test_command_prints_one_line_per_file_and_a_total(capsys):
     paths = [WAST_DIR / "i32.wast", WAST_DIR / "nop.wast"]
-    assert frontend.command_spectest(paths) == 0
+    assert spectest.command_spectest(paths) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-3].startswith("i32.wast: ") and lines[-2].startswith("nop.wast: ")
     assert lines[-1].startswith("total: ") and lines[-1].endswith("skipped")
@@ -32,7 +32,7 @@ def test_a_wrong_result_is_a_failure(tmp_path, capsys):
                       '(assert_return (invoke "f" (i32.const 5)) (i32.const 16))\n'
                       '(assert_trap (invoke "f" (i32.const 5)) "unreachable")\n'
                       '(assert_return (invoke "f" (f32.const 5)) (i32.const 15))\n')
-    assert frontend.command_spectest([script]) == 1
+    assert spectest.command_spectest([script]) == 1
     out = capsys.readouterr().out
     assert "wrong.wast: 1 passed, 2 failed, 1 skipped" in out
     assert "FAILED wrong.wast:3: f(5): expected [16], got [15]" in out
@@ -52,13 +52,13 @@ def test_state_survives_traps(tmp_path):
                       '(assert_trap (invoke "boom") "out of bounds")\n'
                       '(assert_return (invoke "get") (i32.const 7))\n')
     skips, failures = {}, []
-    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (4, 0, 0)
+    assert spectest.spectest_file(script, spectest.reference_runner, skips, failures) == (4, 0, 0)
 
 
 def test_parse_wast_strings_and_comments():
-    forms = frontend.parse_wast('(; block (; nested ;) ;) (module) ;; line\n(invoke "a\\n\\41\\u{e9}" (i32.const -0x1_0))')
+    forms = spectest.parse_wast('(; block (; nested ;) ;) (module) ;; line\n(invoke "a\\n\\41\\u{e9}" (i32.const -0x1_0))')
     assert [tree for tree, _, _ in forms] == [["module"], ["invoke", b"a\nA\xc3\xa9", ["i32.const", "-0x1_0"]]]
-    assert frontend.wast_integer("-0x1_0") == -16
+    assert spectest.wast_integer("-0x1_0") == -16
 
 
 def test_call_indirect_dispatch_and_traps(tmp_path):
@@ -81,18 +81,18 @@ def test_call_indirect_dispatch_and_traps(tmp_path):
 (assert_trap (invoke "nullary" (i32.const -1)) "undefined element")
 ''')
     skips, failures = {}, []
-    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (7, 0, 0)
+    assert spectest.spectest_file(script, spectest.reference_runner, skips, failures) == (7, 0, 0)
 
 
 def test_transformer_runs_a_spec_file(capsys):
     """A sample of the spec cases inside the compiled transformer (all files: slow)."""
-    assert frontend.command_spectest([WAST_DIR / "local_get.wast"], transformer=True) == 0
+    assert spectest.command_spectest([WAST_DIR / "local_get.wast"], transformer=True) == 0
     assert "local_get.wast: 13 passed, 0 failed" in capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_every_spec_file_through_the_transformer():
-    assert frontend.command_spectest(sorted(WAST_DIR.glob("*.wast")), transformer=True) == 0
+    assert spectest.command_spectest(sorted(WAST_DIR.glob("*.wast")), transformer=True) == 0
 
 
 STATE = '''(module %s (memory 1)
@@ -116,7 +116,7 @@ STATE = '''(module %s (memory 1)
 
 def zero_becomes_one(instructions):
     """A broken machine: every printed result 0 comes out as 1."""
-    status, output = frontend.reference_runner(instructions)
+    status, output = spectest.reference_runner(instructions)
     return status, output.replace(b"00000000\n", b"00000001\n")
 
 
@@ -127,13 +127,13 @@ def test_a_skipped_assertion_that_changes_state_makes_what_depends_on_it_unknown
     script = tmp_path / "state.wast"
     script.write_text(STATE % "")
     skips, failures = {}, []
-    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (5, 1, 4)
+    assert spectest.spectest_file(script, spectest.reference_runner, skips, failures) == (5, 1, 4)
     assert [failure.split(": ", 1)[1] for failure in failures] == ["get(): expected [6], got [5]"]
     assert skips == {"values of types other than i32 and i64": 1,
                      "the result depends on an earlier assertion that was not run and changes state": 3}
     # where the script's result is unknown, the machine must still do what WebAssembly does without put64
     skips, failures = {}, []
-    assert frontend.spectest_file(script, zero_becomes_one, skips, failures) == (5, 3, 2)
+    assert spectest.spectest_file(script, zero_becomes_one, skips, failures) == (5, 3, 2)
     assert [failure.split(": ", 1)[1] for failure in failures][1:] == ["get4(): expected [0], got [1]"] * 2
 
 
@@ -143,7 +143,7 @@ def test_without_wasmtime_instance_everything_after_a_skipped_state_change_is_un
     script = tmp_path / "imports.wast"
     script.write_text(STATE % '(import "spectest" "print_i32" (func (param i32)))')
     skips, failures = {}, []
-    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (2, 1, 7)
+    assert spectest.spectest_file(script, spectest.reference_runner, skips, failures) == (2, 1, 7)
 
 
 GROW = '''(module (memory %s)
@@ -165,12 +165,12 @@ def test_memory_grow_beyond_the_machine_may_fail_wherever_it_is(tmp_path, name):
     script = tmp_path / name
     script.write_text(GROW % "1")
     skips, failures = {}, []
-    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (2, 1, 2)
+    assert spectest.spectest_file(script, spectest.reference_runner, skips, failures) == (2, 1, 2)
     assert skips == {"memory.grow beyond the machine's 255 pages fails (-1), as WebAssembly allows": 2}
     assert [failure.split(": ", 1)[1] for failure in failures] == ["size(): expected [42], got [3]"]
     script.write_text(GROW % "1 8")           # a declared maximum of 8 pages: WebAssembly fails the grow too
     skips, failures = {}, []
-    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures) == (2, 3, 0)
+    assert spectest.spectest_file(script, spectest.reference_runner, skips, failures) == (2, 3, 0)
 
 
 def test_the_machine_must_do_what_webassembly_with_its_pages_does(tmp_path, monkeypatch):
@@ -178,6 +178,6 @@ def test_the_machine_must_do_what_webassembly_with_its_pages_does(tmp_path, monk
     memory does: a machine that claims 2 pages but grows to 3 fails."""
     script = tmp_path / "grow.wast"
     script.write_text(GROW % "1")
-    monkeypatch.setattr(frontend, "machine_pages", lambda module: 2)   # wasmtime stops at 2 pages, the machine does not
+    monkeypatch.setattr(spectest, "machine_pages", lambda module: 2)   # wasmtime stops at 2 pages, the machine does not
     skips, failures = {}, []
-    assert frontend.spectest_file(script, frontend.reference_runner, skips, failures)[1] > 0
+    assert spectest.spectest_file(script, spectest.reference_runner, skips, failures)[1] > 0
