@@ -781,12 +781,15 @@ def build_machine(program=None):
     # the unsigned ops and Z_d relu(b + G) - 2 Z_d relu(b - 2^31 + G) for the signed ones, G =
     # DIVISION_GATE (gate - 1) with the gate an is_op sum (1 for the op, <= 0 otherwise: the
     # pairs div_s/div_u and rem_s/rem_u have adjacent codes, so is_op(x) + is_op(y) is 1 on
-    # both and <= 0 elsewhere). Exactness: Z_d * b = X_d b 2^(8e) is a 40-bit integer times a
-    # power of two, so each neuron and the node's sum of its two non-zero neurons (both
-    # multiples of 2^(8e), below 2^(42+8e)) are exact; each N_d is its own node for this
-    # reason, and in the group N_d <= R_k... < 2^32. B_k = P B0 with P = 256^(3-J) likewise
-    # (P B0 < 2^56, a 32-bit integer times a power of two). The magnitude A (one neuron per
-    # op) is gated to the digit phase and the node adds the phase flag, so that
+    # both and <= 0 elsewhere; DIVISION_GATE times such a sum stays below 2^48). Exactness:
+    # Z_d b = X_d b 2^(8e) is a 40-bit integer times a power of two, so each neuron is exact,
+    # and so is the node's sum of its (at most two) non-zero neurons, both multiples of 2^(8e)
+    # below 2^(42+8e), whose exact value N_d <= B0 * (the quotient so far) 256^(k+1) <= A
+    # < 2^33 is representable. (One node for all d would add a 2^64 neuron of d = 2 to a
+    # 2^48 one of d = 0 that needs unit precision: hence three nodes.) B_k = P B0 with
+    # P = 256^(3-J) likewise (P B0 < 2^56, a 32-bit integer times a power of two). The
+    # magnitude A (one or two neurons per pair of ops) is gated to the digit phase and the
+    # node adds the phase flag, so that
     # R = A' - 1 - sum N_d is R_k in the digit phase and -1 everywhere else: there every
     # step [R - 16 m B >= 0] (B = 0 there) is 0, h = 0 and R' = -1, so the digit neurons
     # need no gate of their own. A step whose pre-activation is not exact has a true value
@@ -794,8 +797,6 @@ def build_machine(program=None):
     # negative and the step 0: rounding never changes a step.
     div_pair = is_op("i32.div_s") + is_op("i32.div_u")
     rem_pair = is_op("i32.rem_s") + is_op("i32.rem_u")
-    division = {"i32.div_s": (div_pair, True), "i32.div_u": (div_pair, False),
-                "i32.rem_s": (rem_pair, True), "i32.rem_u": (rem_pair, False)}
 
     def magnitude_terms(factor, word, digit_gate):
         """factor * |word| (signed ops) or factor * word, for the division op whose pair

@@ -713,6 +713,44 @@ def test_c_division_traps_like_wasmtime(tmp_path, text):
     assert run(instructions, text) == run_wasmtime_compute(binary, text) == ("trap", b">")
 
 
+DIVISION_C = r"""
+/* Dominated by / and %: x written in every base 2..36 (unsigned), and signed
+ * quotients and remainders of x by a range of divisors around zero. */
+void compute(const char *input) {
+    int x = parse_int(&input);
+    unsigned u = x;
+    for (unsigned base = 2; base <= 36; base++) {
+        char digits[33]; int n = 0; unsigned v = u;
+        do { digits[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % base]; v /= base; } while (v);
+        while (n) putchar(digits[--n]);
+        putchar(' ');
+    }
+    for (int d = -9; d <= 9; d++)
+        if (d != 0 && !(x == -2147483647 - 1 && d == -1)) { print_int(x / d); putchar(','); print_int(x % d); putchar(' '); }
+}
+"""
+
+
+@pytest.mark.parametrize("text", [b"0", b"1", b"-1", b"9", b"-10", b"12345", b"-98765", b"2147483647",
+                                  b"-2147483648", b"65536", b"-1000000007"])
+def test_c_division_heavy_program_matches_wasmtime(tmp_path, text):
+    source = tmp_path / "bases.c"
+    source.write_text(DIVISION_C)
+    binary = frontend.compile_c(source)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert {"i32.div_u", "i32.div_s"} <= opcodes(instructions)   # (clang takes x % d as x - x / d * d)
+    assert run(instructions, text) == run_wasmtime_compute(binary, text)
+
+
+def test_c_division_heavy_program_inside_the_transformer(tmp_path):
+    import compile_weights
+    source = tmp_path / "bases.c"
+    source.write_text(DIVISION_C)
+    instructions = frontend.lower_module(frontend.decode_module(frontend.compile_c(source)))
+    expected = reference.run_reference(instructions, b"-1000000007")
+    assert compile_weights.run_transformer(instructions, b"-1000000007") == expected
+
+
 def test_c_alu_inside_the_transformer(tmp_path):
     """A few ALU runs inside the compiled transformer equal the reference, token for token."""
     import compile_weights
