@@ -76,7 +76,9 @@ CLEAR_BIG = 1e30        # a cleared key sits 1e30 below any real key (real |k^2|
 ROUNDED_SUFFIX = "+bias"  # names the slots that hold ROUND_BIAS + an integer sum
 ROUND_BIAS = 3 << 51    # 1.5 * 2^52; float64 spacing is exactly 1 in [2^52, 2^53): adding
                         # it rounds a value within 0.5 of an integer to that integer
-GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45)
+GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45), for exact 0/1 gates
+STEP_GATE = 1 << 35     # "M" of gated_step_terms: > every gated sum of words and immediates (< 2^34);
+                        # times an is_op gate (partial sums < 2^14, build_machine) still < 2^49: exact
 FAMILY_WEIGHT = 10 ** 6 # the token-family selector beats every quadratic score (< 2^16)
 
 
@@ -204,11 +206,11 @@ def step_terms(a, b, coef=1):
     return [(coef, a, b + 1), (-coef, a, b)]
 
 
-def gated_step_terms(x, gate, coef=1, big=GATE_BIG):
+def gated_step_terms(x, gate, coef=1, big=STEP_GATE):
     """[x >= 0 and gate] for integer x, gate = 1 or <= 0 (exact integers):
     the step on x + big*(gate-1), which is x when gate = 1 and < 0 otherwise (|x| < big).
     Exactness: every partial sum of the pre-activation's dot product must stay below
-    2^53, so `gate` should have few, small terms (the 0/1 opcode flags, not is_op)."""
+    2^53: big * (the gate's partial sums) + |x| (an is_op gate: < 2^14 * 2^35 = 2^49)."""
     shift = big * (Lin.of(gate) - 1)
     return step_terms(Lin.of(1), x + shift, coef)
 
@@ -604,8 +606,6 @@ LOCALS_TAG = 1 << 44        # > 256 * 2^33 and > FRAME_SCALE * 2^25: locals neve
 MEMORY_LIMIT = reference.MEMORY_SIZE
 WORD = 1 << 32
 SIGN = 1 << 31
-OPERAND_GATE = 1 << 35      # > |x| for every gated sum of words and immediates here (< 2^34)
-BYTE_GATE = 1 << 10         # > |x| for every gated byte sum here (|x| < 2^9)
 DIVISION_GATE = 1 << 33     # > |w| and |w - 2^31| for every word w < 2^32: a gate <= 0 turns a gated
                             # word's pre-activation negative; times the is_op sums (< 2^15) < 2^48: exact
 LOADS = reference.LOADS     # opcode -> (width, signed)
@@ -757,7 +757,7 @@ def build_machine(program=None):
     # otherwise. flag[op] is is_op(op) itself (no neuron, no residual slot), an integer whose
     # dot product has partial sums below 2^14 (2 k code + code^2 + k^2 <= 12,100 for codes
     # <= 55): a relu gate reads it exactly, and so does a gated step whose big is at most
-    # 2^38 (OPERAND_GATE, BYTE_GATE below: big * 2^14 < 2^53). Where a gated step needs a
+    # 2^38 (STEP_GATE, gated_step_terms' default: big * 2^14 < 2^53). Where a gated step needs a
     # larger big (the memory values of loads and local.get, below 2^46, and the sign bytes
     # the loads and extends share), or where the flags of opcodes with non-adjacent codes
     # are added (the shifts' left/right sums), an exact 0/1 flag node stands in.
@@ -1084,7 +1084,7 @@ def build_machine(program=None):
         if op in LOADS or op in STORES:
             base = top if op in LOADS else second
             bound = base + imm + (LOADS[op][0] if op in LOADS else width) - MEMORY_LIMIT - 1
-            trap = gated_step_terms(bound, gate(op, start), big=OPERAND_GATE)
+            trap = gated_step_terms(bound, gate(op, start))
             ch["trap"] += trap
             ch["byte"] += scaled(trap, -1)  # the trap token replaces the group
     g_start = {op: gate(op, start) for op in reference.OPCODES}
@@ -1094,7 +1094,7 @@ def build_machine(program=None):
         on([("byte", 1)], flag[op] - j_full_is[8])
         on([("commit", 1), ("sd", reference.STACK_DELTA[op]), ("sts", 1)], flag[op] + j_full_is[8] - 1)
     division_trap = [t for pair in (div_pair, rem_pair)
-                     for t in gated_step_terms(-top, pair + start - 1, big=OPERAND_GATE)]
+                     for t in gated_step_terms(-top, pair + start - 1)]
     division_trap += [(1, one, division_overflow + flag["i32.div_s"] + start - 2)]
     ch["trap"] += division_trap
     ch["byte"] += scaled(division_trap, -1)
@@ -1107,8 +1107,8 @@ def build_machine(program=None):
     ch["value"] += gated_terms(p1, flag["i32.div_s"] + j_at_least[4] - opposite_signs - 1)
     negate = flag["i32.div_s"] + j_at_least[4] + opposite_signs - 2
     s_neg = -p1 - carry
-    ch["value"] += gated_terms(s_neg, negate) + [(256, one, negate)] + gated_step_terms(s_neg, negate, -256, BYTE_GATE)
-    ch["mark"] += [(1, one, negate)] + gated_step_terms(s_neg, negate, -1, BYTE_GATE)
+    ch["value"] += gated_terms(s_neg, negate) + [(256, one, negate)] + gated_step_terms(s_neg, negate, -256)
+    ch["mark"] += [(1, one, negate)] + gated_step_terms(s_neg, negate, -1)
     # rem result bytes 0..2 come from mul_column; byte 3 here (mod 256); rem_s marks its
     # bytes when the signs differ
     ch["value"] += [(1, remainder_byte3, one)] + step_terms(one, remainder_byte3 - 256, -256)
@@ -1125,7 +1125,7 @@ def build_machine(program=None):
             ch["value"] += gated_terms(p1, g_bytes)
         if op != "br_if":
             on([("branch_taken", 1)], g_start[op])
-    taken = gated_step_terms(top - 1, g_start["br_if"], big=OPERAND_GATE)
+    taken = gated_step_terms(top - 1, g_start["br_if"])
     ch["branch_taken"] += taken
     on([("commit", 1), ("sd", -1)], g_start["br_if"])
     ch["commit"] += scaled(taken, -1)  # taken: branch_taken instead of commit(-1,sts=0,bt=0)
@@ -1145,24 +1145,23 @@ def build_machine(program=None):
     ch["value"] += exact_byte_terms(found - expected_local, g_bytes("local.get"))
     # add / sub / return: byte-serial with the current token's mark as carry-in
     s_add = p2 + p1 + carry
-    ch["value"] += gated_terms(s_add, g_bytes("i32.add")) + gated_step_terms(s_add - 256, g_bytes("i32.add"), -256,
-                                                                             BYTE_GATE)
-    ch["mark"] += gated_step_terms(s_add - 256, g_bytes("i32.add"), big=BYTE_GATE)
+    ch["value"] += gated_terms(s_add, g_bytes("i32.add")) + gated_step_terms(s_add - 256, g_bytes("i32.add"), -256)
+    ch["mark"] += gated_step_terms(s_add - 256, g_bytes("i32.add"))
     for op, s, g_ in (("i32.sub", p2 - p1 - carry, g_bytes("i32.sub")),
                       ("return", p1 - p2 - carry, gate("return", branch_bytes))):
-        ch["value"] += gated_terms(s, g_) + [(256, one, g_)] + gated_step_terms(s, g_, -256, BYTE_GATE)
-        ch["mark"] += [(1, one, g_)] + gated_step_terms(s, g_, -1, BYTE_GATE)
+        ch["value"] += gated_terms(s, g_) + [(256, one, g_)] + gated_step_terms(s, g_, -256)
+        ch["mark"] += [(1, one, g_)] + gated_step_terms(s, g_, -1)
     # i32.mul: mul_column is 0 outside the bytes of a mul group, so is its low byte
     ch["value"] += mul_byte_terms
     # eqz and comparisons: one result byte at J = 0 (later bytes are 0)
-    ch["value"] += [(1, one, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1, OPERAND_GATE)
+    ch["value"] += [(1, one, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
     signed = {False: (second, top), True: (second - WORD * sign_second, top - WORD * sign_top)}
     for op in reference.COMPARISONS:
         relation, is_signed = op[4:6], op.endswith("_s")  # "i32.lt_s" -> "lt", signed
         a, b = signed[is_signed]
         g0 = g_start[op]
-        less, greater = (gated_step_terms(b - a - 1, g0, big=OPERAND_GATE),
-                         gated_step_terms(a - b - 1, g0, big=OPERAND_GATE))
+        less, greater = (gated_step_terms(b - a - 1, g0),
+                         gated_step_terms(a - b - 1, g0))
         always = [(1, one, g0)]
         ch["value"] += {"eq": always + scaled(less + greater, -1), "ne": less + greater,
                         "lt": less, "gt": greater, "le": always + scaled(greater, -1),
