@@ -760,8 +760,9 @@ def build_machine(program=None):
     # 2^38 (STEP_GATE, gated_step_terms' default: big * 2^14 < 2^53). Where a gated step needs a
     # larger big (the memory values of loads and local.get, below 2^46, and the sign bytes
     # the loads and extends share), or where the flags of opcodes with non-adjacent codes
-    # are added (the shifts' left/right sums), an exact 0/1 flag node stands in.
-    exact_flag_ops = (["local.get"] + list(LOADS) + list(reference.EXTENDS)
+    # are added (the shifts' left/right sums), an exact 0/1 flag node stands in; i32.add keeps
+    # its node as the decode example of notebooks/02_compiling_a_machine.
+    exact_flag_ops = (["i32.add", "local.get"] + list(LOADS) + list(reference.EXTENDS)
                       + ["i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr"])
     flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) if op in exact_flag_ops else is_op(op)
             for op in reference.OPCODES}
