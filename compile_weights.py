@@ -50,7 +50,9 @@ CLEAR_BIG = 1e30        # a cleared key sits 1e30 below any real key (real |k^2|
 ROUNDED_SUFFIX = "+bias"  # names the slots that hold ROUND_BIAS + an integer sum
 ROUND_BIAS = 3 << 51    # 1.5 * 2^52; float64 spacing is exactly 1 in [2^52, 2^53): adding
                         # it rounds a value within 0.5 of an integer to that integer
-GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45)
+GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45), for exact 0/1 gates
+STEP_GATE = 1 << 35     # "M" of gated_step_terms: > every gated sum of words and immediates (< 2^34);
+                        # times an is_op gate (partial sums < 2^14, build_machine) still < 2^49: exact
 FAMILY_WEIGHT = 10 ** 6 # the token-family selector beats every quadratic score (< 2^16)
 
 
@@ -178,11 +180,11 @@ def step_terms(a, b, coef=1):
     return [(coef, a, b + 1), (-coef, a, b)]
 
 
-def gated_step_terms(x, gate, coef=1, big=GATE_BIG):
+def gated_step_terms(x, gate, coef=1, big=STEP_GATE):
     """[x >= 0 and gate] for integer x, gate = 1 or <= 0 (exact integers):
     the step on x + big*(gate-1), which is x when gate = 1 and < 0 otherwise (|x| < big).
     Exactness: every partial sum of the pre-activation's dot product must stay below
-    2^53, so `gate` should have few, small terms (the 0/1 opcode flags, not is_op)."""
+    2^53: big * (the gate's partial sums) + |x| (an is_op gate: < 2^14 * 2^35 = 2^49)."""
     shift = big * (Lin.of(gate) - 1)
     return step_terms(Lin.of(1), x + shift, coef)
 
@@ -564,7 +566,9 @@ def describe_shape(model):
 #   * J = bytes since the last non-byte token (capped at 4): byte J of the
 #     current group is emitted next; at J = 0 the current token is a terminal
 #     (or `}`), so the next instruction's first token is emitted, unless the
-#     current token is `branch_taken` (then offset byte 0 follows).
+#     current token is `branch_taken` (then offset byte 0 follows). A division's
+#     group has 8 bytes: J_full (uncapped, from the position of the latest
+#     non-byte token) tells its bytes 4..7 and its commit apart.
 #   * cursor (pc) = sum of delta_cursor (1 per terminal) + at every jump
 #     terminal the signed word of the 4 bytes before it; stack depth = sum of
 #     stack deltas (`}` +3, `out(..)` -1: output pops); call depth likewise.
@@ -576,7 +580,7 @@ def describe_shape(model):
 #     and small, which keeps softmax attention able to see recency); a found value carries its
 #     own key (and, for locals, the frame's start) so that "exact key, same
 #     frame, else 0" is one equality test.
-# Layers: 0 previous tokens + depth sums; 1 cursor sum; 2 fetch, stack, operand
+# Layers: 0 previous tokens + depth sums + the group's start; 1 cursor sum; 2 fetch, stack, operand
 # bytes, frame; 3 memory/locals; 4 byte reads (their queries need the shift count's
 # byte split, computed in feed-forward 2); the last feed-forward (5) forms the output.
 
@@ -591,10 +595,13 @@ LOCALS_TAG = 1 << 44        # > 256 * 2^33 and > FRAME_SCALE * 2^25: locals neve
 MEMORY_LIMIT = reference.MEMORY_SIZE
 WORD = 1 << 32
 SIGN = 1 << 31
+DIVISION_GATE = 1 << 33     # > |w| and |w - 2^31| for every word w < 2^32: a gate <= 0 turns a gated
+                            # word's pre-activation negative; times the is_op sums (< 2^15) < 2^48: exact
 LOADS = reference.LOADS     # opcode -> (width, signed)
 STORES = reference.STORES   # opcode -> width
 VALUE_OPS = (["i32.const", "local.get", "local.set", "local.tee", "select", "i32.add", "i32.sub", "i32.eqz"]
-             + list(reference.COMPARISONS) + list(LOADS) + list(STORES) + reference.EXTENSION_OPCODES)
+             + list(reference.COMPARISONS) + list(LOADS) + list(STORES)
+             + [op for op in reference.EXTENSION_OPCODES if op not in reference.DIVISIONS])
 BRANCH_OPS = ["br", "br_if", "call", "return"]
 IMMEDIATE_READERS = ("i32.const", "br", "br_if", "call", "return")  # p1 reads the immediate's bytes
 
@@ -635,9 +642,10 @@ def build_machine(program=None):
     weights: the opcode and immediate lookups become feed-forward functions of the
     cursor (section 6, fetch_from_weights), and the prompt is `start` + input section.
 
-    Lookups (19 heads):
+    Lookups (20 heads):
       layer  lookup             query                 key          ignores            values
       0      prev1..prev4       position - i          position     -                  byte, run mark
+      0      group start        1                     1            byte tokens        position
       0      depth sums         (average)                                             stack delta, call delta
       1      cursor sums        (average)                                             cursor delta + jump, p*[`}`]
       2      opcode             5*cursor + 1          position     -                  code, code^2
@@ -676,6 +684,16 @@ def build_machine(program=None):
     for k in range(2, 5):
         j_at_least[k] = g.ffn("j_ge%d" % k, [(1, one, sum(prev_mark[m] for m in range(k)) - (k - 1))])
     J = sum(j_at_least.values())
+    # Division groups are 9 tokens (SPEC 12.2): J (capped at 4) cannot tell their bytes
+    # 4..7 apart. One more head of layer 0 finds the latest non-byte token (the terminal
+    # before the group): J_full = position - its position = the bytes so far, uncapped.
+    # Its key is the constant 1 (clear = is_byte), so the latest uncleared entry wins.
+    group_start, = g.lookup(["group_start"], one, one, one, [position], clear=f["is_byte"])
+    j_full = position - group_start
+    # [J_full == n] for the phases of a division group: the hat
+    # relu(x-n+1) - 2 relu(x-n) + relu(x-n-1) on the integer x = J_full (exact: positions)
+    j_full_is = {n: g.ffn("j_full_is%d" % n, [(1, one, j_full - n + 1), (-2, one, j_full - n),
+                                               (1, one, j_full - n - 1)]) for n in range(4, 9)}
     # a byte of the program prefix: the bytes back to an opcode token (mark -1)
     is_prefix = g.ffn("is_prefix_byte", [(1, one, sum(prev_mark[m] for m in range(i)) - prev_mark[i] - i)
                                          for i in range(1, 5)])
@@ -724,10 +742,76 @@ def build_machine(program=None):
         k = OPCODE_CODE[op]
         return 2 * k * op_x - op_y - (k * k - 1) * one
 
-    # is_op has terms up to 74*37*big: too large for the gating trick with big = 2^46;
-    # the last feed-forward gates with these exact 0/1 flags instead
-    flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) for op in reference.OPCODES}
+    # Gates: gate(op, phase) = flag[op] + phase - 1 is 1 for the opcode in that phase and <= 0
+    # otherwise. flag[op] is is_op(op) itself (no neuron, no residual slot), an integer whose
+    # dot product has partial sums below 2^14 (2 k code + code^2 + k^2 <= 12,100 for codes
+    # <= 55): a relu gate reads it exactly, and so does a gated step whose big is at most
+    # 2^38 (STEP_GATE, gated_step_terms' default: big * 2^14 < 2^53). Where a gated step needs a
+    # larger big (the memory values of loads and local.get, below 2^46, and the sign bytes
+    # the loads and extends share), or where the flags of opcodes with non-adjacent codes
+    # are added (the shifts' left/right sums), an exact 0/1 flag node stands in; i32.add keeps
+    # its node as the decode example of notebooks/02_compiling_a_machine.
+    exact_flag_ops = (["i32.add", "local.get"] + list(LOADS) + list(reference.EXTENDS)
+                      + ["i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr"])
+    flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) if op in exact_flag_ops else is_op(op)
+            for op in reference.OPCODES}
     j_is = {k: (one if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
+
+    # -- division and remainder (SPEC 12.2): D3 D2 D1 D0 R0 R1 R2 R3 commit ----------
+    # a = second, b = top; |x| = x - 2 relu(x - 2^31) for a word x (the signed ops' magnitude,
+    # 2^31 for INT_MIN). Digit phase (J = 0..3 emits D_k, k = 3 - J): with the magnitudes
+    # A = |a|, B0 = |b| (a, b for the unsigned ops), the remainder so far
+    #   R_k = A - B0 * sum_{i>k} D_i 256^i   (0 <= R_k < 256 * B0 * 256^k by induction)
+    # and B_k = B0 * 256^k give D_k = floor(R_k / B_k) in 0..255, found in two nibble steps:
+    # h = sum_{m=1..15} [R_k >= 16 m B_k] (layer 3), R' = R_k - 16 h B_k (layer 4),
+    # l = sum_{m=1..15} [R' >= m B_k] (the output layer), D_k = 16 h + l.
+    # The digits written so far are the current token (d = 0) and prev_d: D_i = X_d with
+    # d = i - k - 1, so R_k = A - sum_d B0 * X_d * 256^(4-J+d). Z_d = X_d 256^(4-J+d) (layer 1,
+    # gated by [J == j]); N_d = Z_d * B0 (layer 2): one ReGLU neuron Z_d relu(b + G) for
+    # the unsigned ops and Z_d relu(b + G) - 2 Z_d relu(b - 2^31 + G) for the signed ones, G =
+    # DIVISION_GATE (gate - 1) with the gate an is_op sum (1 for the op, <= 0 otherwise: the
+    # pairs div_s/div_u and rem_s/rem_u have adjacent codes, so is_op(x) + is_op(y) is 1 on
+    # both and <= 0 elsewhere; DIVISION_GATE times such a sum stays below 2^48). Exactness:
+    # Z_d b = X_d b 2^(8e) is a 40-bit integer times a power of two, so each neuron is exact,
+    # and so is the node's sum of its (at most two) non-zero neurons, both multiples of 2^(8e)
+    # below 2^(42+8e), whose exact value N_d <= B0 * (the quotient so far) 256^(k+1) <= A
+    # < 2^33 is representable. (One node for all d would add a 2^64 neuron of d = 2 to a
+    # 2^48 one of d = 0 that needs unit precision: hence three nodes.) B_k = P B0 with
+    # P = 256^(3-J) likewise (P B0 < 2^56, a 32-bit integer times a power of two). The
+    # magnitude A (one or two neurons per pair of ops) is gated to the digit phase and the
+    # node adds the phase flag, so that
+    # R = A' - 1 - sum N_d is R_k in the digit phase and -1 everywhere else: there every
+    # step [R - 16 m B >= 0] (B = 0 there) is 0, h = 0 and R' = -1, so the digit neurons
+    # need no gate of their own. A step whose pre-activation is not exact has a true value
+    # below -2^53 + 2^33 (16 m B_k > 2^53 while R_k < 2^33), so its rounded value is still
+    # negative and the step 0: rounding never changes a step.
+    div_pair = is_op("i32.div_s") + is_op("i32.div_u")
+    rem_pair = is_op("i32.rem_s") + is_op("i32.rem_u")
+
+    def magnitude_terms(factor, word, digit_gate):
+        """factor * |word| (signed ops) or factor * word, for the division op whose pair
+        gate and digit_gate are 1; 0 for every other op (word < 2^32 < DIVISION_GATE)."""
+        terms = []
+        for pair in (div_pair, rem_pair):
+            terms.append((1, factor, word + DIVISION_GATE * (pair + digit_gate - 2)))
+        for op in ("i32.div_s", "i32.rem_s"):
+            terms.append((-2, factor, word - SIGN + DIVISION_GATE * (is_op(op) + digit_gate - 2)))
+        return terms
+
+    digit_phase = one - j_at_least[4]  # J <= 3
+    written_back = [f["byte_value"]] + [prev_byte[d] for d in range(1, 5)]  # X_0 .. X_4
+    digits_so_far = [g.ffn("division_z%d" % d, [(1, written_back[d] * 256 ** (4 - j + d), j_is[j])
+                                                 for j in range(d + 1, 4)]) for d in range(3)]
+    subtracted = [g.ffn("division_n%d" % d, magnitude_terms(z, top, one)) for d, z in enumerate(digits_so_far)]
+    # B_k in the digit phase, B0 at J_full = 7 (the remainder's byte 3 below reads it), else 0
+    scale = sum(j_is[j] * 256 ** (3 - j) for j in range(4)) + j_full_is[7]
+    divisor = g.ffn("division_divisor", magnitude_terms(scale, top, one))
+    dividend = g.ffn("division_dividend", magnitude_terms(one, second, digit_phase)
+                     + [(1, one, pair - j_at_least[4]) for pair in (div_pair, rem_pair)])
+    remainder = dividend - 1 - sum(subtracted, Lin())
+    high_nibble = g.ffn("division_high_nibble", [t for m in range(1, 16)
+                                                 for t in step_terms(one, remainder - 16 * m * divisor)])
+    low_remainder = g.ffn("division_low_remainder", [(1, remainder, one), (-16, high_nibble, divisor)])
 
     # i32.mul: result byte k (emitted at J = k) is c_k mod 256 for the column sum
     #   c_k = sum_{i+j<=k} a_i b_j 256^(i+j-k) - sum_{i<k} r_i 256^(i-k),
@@ -753,6 +837,31 @@ def build_machine(program=None):
         if k:
             below = sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k))
             column_terms += gated_terms(-below, mul_gate + j_is[k] - 1)
+    # i32.rem_s / rem_u, result bytes k = 0..2 (J_full = 4 + k), in the same column:
+    # the result V = a - s * b * Q mod 2^32 with s = -1 when a and b have opposite signs
+    # (rem_s) and +1 otherwise (|a| = a or -a and |b| = b or -b mod 2^32, V = +-(|a| - |b| Q)
+    # with the sign of a). Modulo 256^(k+1) it is X_k = sum_{i<=k} a_i 256^i - s P_k with
+    # P_k = sum_{i+j<=k} D_i b_j 256^(i+j) (D_i = the digits: X_{k+i}, all within reach),
+    # so c_k = (X_k - sum_{i<k} r_i 256^i) / 256^k + offset is an integer = r_k mod 256.
+    # s comes from the current token's mark m (rem_s marks its bytes when the signs
+    # differ: s = 1 - 2m). Bound: P_k / 256^k <= 255^2 (3 + 2/256 + 1/65536) < 195,590 for
+    # k <= 2, so with offset (1 - m)(2^18 - 256) (a multiple of 256) c_k lies in [0, 2^18):
+    # m = 0: (-195,591, 256) + 2^18 - 256; m = 1: [0, 256 + 195,590). Each product is
+    # b_j relu(D_i + 256 (gate - 1)): D_i when the gate (pair, phase, mark) is 1, else 0.
+    for k in range(3):
+        phase = rem_pair + j_full_is[4 + k] - 1
+        column_terms += gated_terms(sum(a_bytes[i] * Fraction(256) ** (i - k) for i in range(k + 1)), phase)
+        if k:
+            column_terms += gated_terms(-sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k)),
+                                        phase)
+        column_terms += gated_terms((COLUMN_LIMIT - 256) * (one - f["carry"]), phase)
+        for i in range(k + 1):
+            for j in range(k + 1 - i):
+                digit = written_back[k + i]
+                column_terms.append((-Fraction(256) ** (i + j - k), b_bytes[j],
+                                     digit + 256 * (phase - 1) - 256 * f["carry"]))
+                column_terms.append((Fraction(256) ** (i + j - k), b_bytes[j],
+                                     digit + 256 * (phase - 1) + 256 * (f["carry"] - 1)))
     mul_column = g.ffn("mul_column", column_terms)
     mul_byte_terms = low_byte_of_column(g, "mul_column", mul_column)
     KEY_BIG = 1 << 34  # > every memory key (address + offset < 2^33 + 4); 5476*2^34 < 2^53
@@ -783,6 +892,14 @@ def build_machine(program=None):
     imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * one
     sign_top = g.ffn("sign_top", step_terms(one, top - SIGN))
     sign_second = g.ffn("sign_second", step_terms(one, second - SIGN))
+    # division: [a and b have opposite signs]; [a = INT_MIN and b = -1] (div_s traps): the
+    # hat on x = (a - 2^31) - 2^33 sum_j (255 - b_j), which is a - 2^31 when b = -1 and
+    # below -2^32 otherwise (|x| < 2^44: exact)
+    opposite_signs = g.ffn("division_opposite_signs", [(1, one, sign_second - sign_top),
+                                                       (1, one, sign_top - sign_second)])
+    overflow_x = second - SIGN - (1 << 33) * sum(255 - b for b in b_bytes)
+    division_overflow = g.ffn("division_overflow", [(1, one, overflow_x + 1), (-2, one, overflow_x),
+                                                    (1, one, overflow_x - 1)])
 
     # Shifts and rotates by s = count mod 32 = 8 q + r (q whole bytes, r bits; the count's
     # low byte t = top_byte0 decides: s = t mod 32). Result byte k is 8 bits of the 16-bit
@@ -841,7 +958,12 @@ def build_machine(program=None):
         upper_popcount = g.ffn("popcnt_bytes23", [
             t for n in nibbles for m in range(1, 16)
             for t in step_terms(one, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
-    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + gated_terms(first_nonzero_byte - J, is_op("i32.ctz")) + [
+    # division, result byte k = J_full - 4: div copies D_k (at position - 2k); rem's byte 3
+    # needs D2 (p1, position - 5) and D3 (p2, position - 6)
+    division_reads = (gated_terms(position - 2 * (j_full - 4) - top_byte_at, div_pair + j_at_least[4] - 1)
+                      + gated_terms(position - 5 - top_byte_at, rem_pair + j_full_is[7] - 1))
+    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + division_reads
+                     + gated_terms(first_nonzero_byte - J, is_op("i32.ctz")) + [
         t for op in IMMEDIATE_READERS for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))]
         + [t for op in shift_ops for t in gated_terms(second_pos - top_pos, is_op(op))
            + wrapped_byte_at(source_index[op][0], op)])
@@ -850,6 +972,7 @@ def build_machine(program=None):
                      + gated_terms(frame - second_pos, is_op("return"))
                      + gated_terms(top_pos - 1 - leading_zero_bytes - (second_pos - 4 + J), is_op("i32.clz"))
                      + gated_terms(top_pos - 3 - (second_pos - 4 + J), is_op("i32.popcnt"))
+                     + gated_terms(position - 6 - (second_pos - 4 + J), rem_pair + j_full_is[7] - 1)
                      + [t for op in shift_ops for t in wrapped_byte_at(source_index[op][1], op)])
     if shift_ops:
         left = sum((flag[op] for op in left_ops if op in flag), Lin())   # exact 0/1: one opcode at a time
@@ -902,6 +1025,24 @@ def build_machine(program=None):
 
     p1_bits, p2_bits = bits_of("p1", p1, p1_high), bits_of("p2", p2, p2_high)
 
+    # i32.rem_s / rem_u, result byte 3 (J_full = 7): c_3 = (V - W) / 2^24 with W = the bytes
+    # r_0..r_2 written (current token, prev1, prev2) and V = |a| - |b| Q (a >= 0 or unsigned:
+    # |a| = a) or 2^32 - (|a| - |b| Q) = a + |b| Q (a < 0): both a -+ B Q with B = |b| (the
+    # divisor node holds B0 at J_full = 7). Q = D0 + 256 D1 + 2^16 D2 + 2^24 D3 (prev3, prev4,
+    # p1, p2). c_3 is an integer in [0, 256] (256 when a < 0 and the remainder is 0: the
+    # output takes it mod 256). B Q <= |a| < 2^33: each product neuron B relu(Q + 2^33 (gate-1))
+    # is exact (B is a gated-off 2^56 elsewhere, times 0), and every term is a multiple of
+    # 2^-24 below 2^9 in magnitude: exact in any order.
+    quotient = prev_byte[3] + 256 * prev_byte[4] + 65536 * p1 + (1 << 24) * p2
+    below = f["byte_value"] * 65536 + prev_byte[1] * 256 + prev_byte[2]
+    rem_top = j_full_is[7] + flag["i32.rem_s"] + flag["i32.rem_u"] - 1
+    top_byte_terms = gated_terms((second - below) * Fraction(1, 1 << 24), rem_top)
+    for coef, gate_ in ((-1, flag["i32.rem_u"] + j_full_is[7] - 1),
+                        (-1, flag["i32.rem_s"] + j_full_is[7] - sign_second - 1),
+                        (1, flag["i32.rem_s"] + j_full_is[7] + sign_second - 2)):
+        top_byte_terms.append((Fraction(coef, 1 << 24), divisor, quotient + (1 << 33) * (gate_ - 1)))
+    remainder_byte3 = g.ffn("remainder_byte3", top_byte_terms)
+
     # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second);
     # and = sum_j 2^j relu(bit_j(p1) + bit_j(p2) - 1) (one neuron per bit), or = p1 + p2 - and,
     # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
@@ -937,6 +1078,31 @@ def build_machine(program=None):
             ch["trap"] += trap
             ch["byte"] += scaled(trap, -1)  # the trap token replaces the group
     g_start = {op: gate(op, start) for op in reference.OPCODES}
+    # division: 8 bytes (J_full <= 7), then commit(-1,sts=1,bt=0) at J_full = 8; the trap
+    # replaces the group at J = 0 when b = 0, or for div_s of INT_MIN by -1
+    for op in reference.DIVISIONS:
+        on([("byte", 1)], flag[op] - j_full_is[8])
+        on([("commit", 1), ("sd", reference.STACK_DELTA[op]), ("sts", 1)], flag[op] + j_full_is[8] - 1)
+    division_trap = [t for pair in (div_pair, rem_pair)
+                     for t in gated_step_terms(-top, pair + start - 1)]
+    division_trap += [(1, one, division_overflow + flag["i32.div_s"] + start - 2)]
+    ch["trap"] += division_trap
+    ch["byte"] += scaled(division_trap, -1)
+    # digits (self-gated: h = 0 and R' = -1 outside the digit phase, see above)
+    ch["value"] += [(16, high_nibble, one)] + [t for m in range(1, 16)
+                                               for t in step_terms(one, low_remainder - m * divisor)]
+    # div result bytes: D_k (p1), or for div_s with opposite signs 0 - D_k - borrow (the
+    # current token's mark; D0 is unmarked) byte by byte, borrow-marked as i32.sub
+    ch["value"] += gated_terms(p1, flag["i32.div_u"] + j_at_least[4] - 1)
+    ch["value"] += gated_terms(p1, flag["i32.div_s"] + j_at_least[4] - opposite_signs - 1)
+    negate = flag["i32.div_s"] + j_at_least[4] + opposite_signs - 2
+    s_neg = -p1 - carry
+    ch["value"] += gated_terms(s_neg, negate) + [(256, one, negate)] + gated_step_terms(s_neg, negate, -256)
+    ch["mark"] += [(1, one, negate)] + gated_step_terms(s_neg, negate, -1)
+    # rem result bytes 0..2 come from mul_column; byte 3 here (mod 256); rem_s marks its
+    # bytes when the signs differ
+    ch["value"] += [(1, remainder_byte3, one)] + step_terms(one, remainder_byte3 - 256, -256)
+    ch["mark"] += [(1, one, flag["i32.rem_s"] + opposite_signs - 1)]
     on([("commit", 1), ("sd", -1)], g_start["drop"])
     on([("out", 1)], g_start["output"])
     ch["value"] += gated_terms(p1, g_start["output"])
@@ -984,7 +1150,8 @@ def build_machine(program=None):
         relation, is_signed = op[4:6], op.endswith("_s")  # "i32.lt_s" -> "lt", signed
         a, b = signed[is_signed]
         g0 = g_start[op]
-        less, greater = gated_step_terms(b - a - 1, g0), gated_step_terms(a - b - 1, g0)
+        less, greater = (gated_step_terms(b - a - 1, g0),
+                         gated_step_terms(a - b - 1, g0))
         always = [(1, one, g0)]
         ch["value"] += {"eq": always + scaled(less + greater, -1), "ne": less + greater,
                         "lt": less, "gt": greater, "le": always + scaled(greater, -1),

@@ -8,9 +8,8 @@ block parameters and multiple results, call_indirect through constant tables,
 globals, one memory up to 256 pages, memory.size / memory.grow, and the imports
 env.output_byte and env.putchar. Everything else is reported, all of it before
 anything runs (UnsupportedError).
-Every i32 numeric instruction except division and remainder is a machine
-instruction of its own (SPEC 3.1 and the extension of SPEC 12); those two are
-shared routines, like the harness's print_hex (section 1).
+Every i32 numeric instruction is a machine instruction of its own (SPEC 3.1 and
+the extension of SPEC 12; division and remainder trap by themselves).
 
 Program: the harness (`input_base A` when compute takes the input, data segments
 and globals as word stores, the start function, the entry's calls, `halt`), the
@@ -32,8 +31,7 @@ the callee's prologue); clang's sign-extension idiom (x << 24) >> 24: 1; `if` 2;
 a load/store 1 plus its bounds check (5, 7 for a store; 8/10 for a growable
 memory); a mutable global 2 to read, 4 to write; br_table and call_indirect 4 per
 case tested; a branch that unwinds the stack +1 per value dropped, +2 per value
-kept (+2 more for br_if); div/rem a routine
-call, at most 1,000 (by a constant 0, 1 or a power of two: 0-2 inline).
+kept (+2 more for br_if).
 Lowering is linear in the module size.
 """
 import pathlib
@@ -102,75 +100,6 @@ def routine(name, params, temps, text, calls=()):
     ROUTINES[name] = (params.split(), temps.split(), text, tuple(calls))
 
 
-routine("divmod_u", "a b", "r n t", """
-    # (a /u b, a %u b) with the remainder on top; b != 0 (the callers trap on 0).
-    # Restoring division: the pair (r, a) shifts left one bit per step, quotient bits
-    # enter a from the right. Steps: 29 per bit; at most 948, about 290 for a dividend < 2^8.
-    local.get b ; i32.const 0 ; i32.lt_s ; br_if big_divisor
-    local.get a ; local.get b ; i32.lt_u ; br_if small_dividend
-    i32.const 32 ; local.set n
-skip_zero_bytes:                       # a >= b >= 1, so a != 0: drop its leading zero bytes
-    local.get a ; i32.const 0x1000000 ; i32.ge_u ; br_if bits
-    i32.const S ; i32.const 0 ; i32.store 0 ; i32.const S ; local.get a ; i32.store 1
-    i32.const S ; i32.load 0 ; local.set a
-    local.get n ; i32.const 8 ; i32.sub ; local.set n
-    br skip_zero_bytes
-bits:                                  # invariant r < b < 2^31, so 2r + 1 fits in 32 bits
-    local.get r ; local.get r ; i32.add ; local.get a ; i32.const 0 ; i32.lt_s ; i32.add ; local.tee r
-    local.get b ; i32.ge_u ; local.set t                                   # t = (r >=u b)
-    local.get r ; local.get b ; i32.const 0 ; local.get t ; select ; i32.sub ; local.set r
-    local.get a ; local.get a ; i32.add ; local.get t ; i32.add ; local.set a
-    local.get n ; i32.const 1 ; i32.sub ; local.tee n ; br_if bits
-    local.get a ; local.get r ; return
-big_divisor:                           # b >= 2^31: the quotient is 0 or 1
-    local.get a ; local.get b ; i32.ge_u ; local.tee t
-    local.get a ; local.get b ; i32.const 0 ; local.get t ; select ; i32.sub ; return
-small_dividend:
-    i32.const 0 ; local.get a ; return
-""")
-
-routine("div_u", "a b", "", """
-    # a /u b; traps when b = 0. Steps: at most 958.
-    local.get b ; i32.eqz ; br_if fail
-    local.get a ; local.get b ; call divmod_u ; drop ; return
-fail:
-    trap
-""", calls=["divmod_u"])
-
-routine("rem_u", "a b", "r", """
-    # a %u b; traps when b = 0. Steps: at most 960.
-    local.get b ; i32.eqz ; br_if fail
-    local.get a ; local.get b ; call divmod_u ; local.set r ; drop ; local.get r ; return
-fail:
-    trap
-""", calls=["divmod_u"])
-
-routine("div_s", "a b", "q", """
-    # a /s b rounded toward zero; traps when b = 0 and for INT_MIN / -1 (the quotient 2^31
-    # does not fit). |INT_MIN| = 2^31 is right as an unsigned magnitude. Steps: at most 995.
-    local.get b ; i32.eqz ; br_if fail
-    local.get a ; i32.const 0x80000000 ; i32.eq ; local.get b ; i32.const -1 ; i32.eq ; i32.add
-    i32.const 2 ; i32.eq ; br_if fail
-    i32.const 0 ; local.get a ; i32.sub ; local.get a ; local.get a ; i32.const 0 ; i32.lt_s ; select  # |a|
-    i32.const 0 ; local.get b ; i32.sub ; local.get b ; local.get b ; i32.const 0 ; i32.lt_s ; select  # |b|
-    call divmod_u ; drop ; local.set q
-    i32.const 0 ; local.get q ; i32.sub ; local.get q                     # -q or q: negate when the
-    local.get a ; i32.const 0 ; i32.lt_s ; local.get b ; i32.const 0 ; i32.lt_s ; i32.ne ; select ; return  # signs differ
-fail:
-    trap
-""", calls=["divmod_u"])
-
-routine("rem_s", "a b", "r", """
-    # a %s b, with the sign of a (INT_MIN % -1 = 0, no trap); traps when b = 0. Steps: at most 981.
-    local.get b ; i32.eqz ; br_if fail
-    i32.const 0 ; local.get a ; i32.sub ; local.get a ; local.get a ; i32.const 0 ; i32.lt_s ; select  # |a|
-    i32.const 0 ; local.get b ; i32.sub ; local.get b ; local.get b ; i32.const 0 ; i32.lt_s ; select  # |b|
-    call divmod_u ; local.set r ; drop
-    i32.const 0 ; local.get r ; i32.sub ; local.get r ; local.get a ; i32.const 0 ; i32.lt_s ; select ; return
-fail:
-    trap
-""", calls=["divmod_u"])
-
 routine("print_hex", "x", "n v", """
     # Prints x as 8 lower-case hex digits and a newline (the entry harness's output):
     # byte by byte from the top, its two digits read from the table at H (which the
@@ -184,11 +113,6 @@ byte:
     local.get n ; br_if byte
     i32.const 10 ; output ; return
 """)
-
-# The WebAssembly operations that become a call of a routine.
-ROUTINE_OF = {"i32." + name: name for name in
-              "div_s div_u rem_s rem_u".split()}
-
 
 def assemble_routine(name, entries, scratch):
     """The routine's flat items (labels and (opcode, immediate-or-Label) pairs);
@@ -282,7 +206,6 @@ LOWERING = {"nop": "lower_nop", "unreachable": "lower_unreachable", "block": "lo
             "global.set": "lower_global_set", "memory.size": "lower_memory_size",
             "memory.grow": "lower_memory_size"}
 LOWERING.update({name: "lower_memory_access" for name in MEMORY_WIDTH})
-LOWERING.update({name: "lower_routine_op" for name in ROUTINE_OF})
 SUPPORTED = NATIVE | set(LOWERING)
 # The output imports, each a call that becomes the `output` instruction (low 8 bits printed):
 # void output_byte(int) (runtime.h's), and the C library's int putchar(int), which returns
@@ -716,21 +639,6 @@ class FunctionLowering:
                            ("local.get", old), ("br", done),
                            fail, ("i32.const", WORD_MODULUS - 1), done]
 
-    def lower_routine_op(self, instruction):
-        """A call of the operation's routine, or inline code when the right operand is a constant."""
-        name = instruction.name
-        self.pop(instruction, 2)
-        last = self.items[-2]           # the item before this instruction's Origin
-        inline = None
-        if isinstance(last, tuple) and last[0] == "i32.const":   # x OP constant
-            inline = self.constant_operand_items(name, last[1])
-        if inline is None:
-            self.emit("call", self.program.routine_entry(ROUTINE_OF[name]))
-        else:
-            del self.items[-2]
-            self.items += inline
-        self.height += 1
-
     def lower_native(self, instruction):
         """An instruction of the machine itself: the same opcode and immediate."""
         name = instruction.name
@@ -752,49 +660,6 @@ class FunctionLowering:
                 or window[0].immediate != window[2].immediate:
             return None
         return {24: "i32.extend8_s", 16: "i32.extend16_s"}.get(window[0].immediate)
-
-    def constant_operand_items(self, name, c):
-        """Code for `x OP c` (x on the stack, OP a division or remainder) with a constant c:
-        x / 1, x % 1, x % -1, a division by 0 (a trap), unsigned division by 2^k (a shift
-        or a mask) and every other constant but div_s by -1 (these cannot trap: no trap
-        checks, division_by_constant) inline; None for the routine's call."""
-        all_ones = WORD_MODULUS - 1
-        if (name, c) in {("i32.div_s", 1), ("i32.div_u", 1)}:
-            return []                         # x itself
-        if (name, c) in {("i32.rem_s", 1), ("i32.rem_u", 1), ("i32.rem_s", all_ones)}:
-            return [("drop", 0), ("i32.const", 0)]
-        if c == 0:
-            return [("trap", 0)]              # division by zero
-        if name == "i32.div_u" and c & (c - 1) == 0:
-            return [("i32.const", c.bit_length() - 1), ("i32.shr_u", 0)]
-        if name == "i32.rem_u" and c & (c - 1) == 0:
-            return [("i32.const", c - 1), ("i32.and", 0)]
-        if (name, c) != ("i32.div_s", all_ones):
-            return self.division_by_constant(name, c)
-        return None
-
-    def division_by_constant(self, name, c):
-        """`x OP c` for div/rem with c != 0 (and c != -1 for div_s), which cannot trap: divmod_u
-        on the magnitudes directly, without the routine's trap checks; a signed result is
-        negated when the signs say so (quotient: x and c differ; remainder: x < 0)."""
-        x, r = self.value_temp, self.address_temp
-        signed, divisor = name.endswith("_s"), reference.to_signed(c)
-        items = [("local.set", x)]
-        if signed:                            # |x| (as unsigned: |INT_MIN| = 2^31 is right)
-            items += [("i32.const", 0), ("local.get", x), ("i32.sub", 0), ("local.get", x), ("local.get", x),
-                      ("i32.const", 0), ("i32.lt_s", 0), ("select", 0)]
-        else:
-            items += [("local.get", x)]
-        items += [("i32.const", abs(divisor) if signed else c), ("call", self.program.routine_entry("divmod_u"))]
-        if name.startswith("i32.div"):        # quotient, remainder on top
-            items += [("drop", 0)]
-        else:
-            items += [("local.set", r), ("drop", 0), ("local.get", r)]
-        if signed:                            # v -> negate ? -v : v
-            negate = "i32.ge_s" if name == "i32.div_s" and divisor < 0 else "i32.lt_s"
-            items += [("local.set", r), ("i32.const", 0), ("local.get", r), ("i32.sub", 0), ("local.get", r),
-                      ("local.get", x), ("i32.const", 0), (negate, 0), ("select", 0)]
-        return items
 
     def check_end(self, instruction, frame):
         if self.height != frame.height + frame.arity:

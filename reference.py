@@ -80,7 +80,9 @@ OPCODE_TABLE = [
 # The extended instruction set (wasmtf extension, SPEC 12): i32 operations the
 # machine computes natively, each with its WebAssembly opcode byte. Their groups
 # are `R0 R1 R2 R3 commit(SD,sts=1,bt=0)` like i32.add's (fixed length); the
-# extends are sign-marked like the signed loads (SPEC 4.3).
+# extends are sign-marked like the signed loads (SPEC 4.3). Division and remainder
+# write the quotient's magnitude digits first: `D3 D2 D1 D0 R0 R1 R2 R3 commit`
+# (division_step).
 EXTENSION_TABLE = [
     ("i32.mul", 0x6C, -1, 1, 0),
     ("i32.and", 0x71, -1, 1, 0),
@@ -96,6 +98,10 @@ EXTENSION_TABLE = [
     ("i32.popcnt", 0x69, +0, 1, 0),
     ("i32.extend8_s", 0xC0, +0, 1, 0),
     ("i32.extend16_s", 0xC1, +0, 1, 0),
+    ("i32.div_s", 0x6D, -1, 1, 0),
+    ("i32.div_u", 0x6E, -1, 1, 0),
+    ("i32.rem_s", 0x6F, -1, 1, 0),
+    ("i32.rem_u", 0x70, -1, 1, 0),
 ]
 OPCODE_TABLE = OPCODE_TABLE + EXTENSION_TABLE
 EXTENSION_OPCODES = [row[0] for row in EXTENSION_TABLE]
@@ -717,6 +723,52 @@ def extend_step(opcode, width):
     return step
 
 
+# Division and remainder (SPEC 12.2): the operands' magnitudes (two's complement
+# for the signed ones), whether a trap replaces the group, and the result word.
+DIVISIONS = {"i32.div_s": (True, False), "i32.div_u": (False, False),   # opcode -> (signed, remainder)
+             "i32.rem_s": (True, True), "i32.rem_u": (False, True)}
+
+
+def magnitude(word, signed):
+    """|signed(word)| for a signed operation (2^31 for INT_MIN), else the word."""
+    return abs(to_signed(word)) if signed else word
+
+
+def division_step(opcode):
+    """i32.div_s/div_u/rem_s/rem_u: pop b, pop a; push a / b (truncated) or a % b
+    (the sign of a), WebAssembly's semantics; `trap` when b = 0, and for div_s of
+    INT_MIN by -1. Group (9 tokens): the magnitude quotient Q = |a| // |b|'s bytes
+    most significant first (D3 D2 D1 D0), then the result's 4 bytes, then
+    commit(-1,sts=1,bt=0). Marks (SPEC 12.2): div_s with operands of opposite signs
+    writes the result as 0 - Q byte by byte, borrow-marked like i32.sub; rem_s with
+    operands of opposite signs marks all 8 bytes; nothing else is marked."""
+    signed, remainder = DIVISIONS[opcode]
+    commit = COMMIT[opcode]
+
+    def step(m, pc, imm):
+        b, a = m.stack.pop(), m.stack.pop()
+        if b == 0 or (opcode == "i32.div_s" and a == SIGN_BIT and b == WORD_MODULUS - 1):
+            return stop(m, "trap")
+        quotient = magnitude(a, signed) // magnitude(b, signed)
+        opposite = signed and (a >= SIGN_BIT) != (b >= SIGN_BIT)
+        digit_marks = MARKED if remainder and opposite else UNMARKED
+        for k in reversed(range(WORD_BYTES)):
+            m.trace.append(BYTE_TOKENS[digit_marks][(quotient >> (BYTE_BITS * k)) & (BYTE_VALUES - 1)])
+        if remainder:
+            result = magnitude(a, signed) - quotient * magnitude(b, signed)
+            result = (-result if signed and a >= SIGN_BIT else result) % WORD_MODULUS
+            emit_word(m.trace, result, commit, (digit_marks,) * WORD_BYTES)
+        elif opposite:
+            emit_bytewise(m.trace, 0, quotient, True, commit)
+            result = -quotient % WORD_MODULUS
+        else:
+            result = quotient
+            emit_word(m.trace, result, commit)
+        m.stack.append(result)
+        return pc + 1
+    return step
+
+
 # -- memory ------------------------------------------------------------------
 
 # Bytes each access touches, and whether a load sign-extends.
@@ -872,6 +924,7 @@ STEP = {
 STEP.update({opcode: comparison_step(opcode) for opcode in COMPARISONS})
 STEP.update({opcode: binary_step(opcode, operation) for opcode, operation in BINARY_OPERATIONS.items()})
 STEP.update({opcode: extend_step(opcode, width) for opcode, width in EXTENDS.items()})
+STEP.update({opcode: division_step(opcode) for opcode in DIVISIONS})
 STEP.update({opcode: unary_step(opcode, operation) for opcode, operation in UNARY_OPERATIONS.items()})
 STEP.update({opcode: load_step(opcode, width, signed) for opcode, (width, signed) in LOADS.items()})
 STEP.update({opcode: store_step(opcode, width) for opcode, width in STORES.items()})
@@ -1050,14 +1103,15 @@ def walk_trace(instructions, trace_tokens):
     pc and depths come from the tokens alone (SPEC 4.2), so a wrong trace can be read too.
 
     Each record: dict(step, pc, opcode, immediate, group, value, stack_depth,
-    call_depth, output). value = the little-endian number of the group's bytes.
+    call_depth, output). value = the little-endian number of the group's last 4 bytes
+    (all of them but in a division's group, whose first 4 are the quotient digits).
     If instruction 0 is input_base, the walk starts at pc 1 (its group is the prompt).
     """
     pc = 1 if has_input_section(instructions) else 0
     stack_depth, call_depth, output = 0, 0, bytearray()
     for step, group in enumerate(split_groups(trace_tokens)):
         opcode, immediate = instructions[pc] if 0 <= pc < len(instructions) else ("?", 0)
-        values = [TRACE_BYTE[token] for token in group if token in TRACE_BYTE]
+        values = [TRACE_BYTE[token] for token in group if token in TRACE_BYTE][-WORD_BYTES:]
         value = sum(v << (BYTE_BITS * k) for k, v in enumerate(values)) if values else None
         terminal = group[-1]
         stack_depth += commit_stack_delta(terminal)

@@ -7,16 +7,9 @@ trace tokens of a call of a function whose body is that statement, minus
 those of the same call with an empty body (both on the reference
 interpreter, whose trace the transformer writes token for token).
 
-Two columns per width:
-  today   the program as the front end lowers it now: every i32 numeric
-          operation is a machine instruction but div/rem, which are calls of
-          shared routines (inline code for some constant operands);
-  native  a projection for when division and remainder are machine
-          instructions too: every call of a routine counts as one instruction
-          group of NATIVE_OP_TOKENS tokens, the routine's own steps count 0,
-          and the front end's constant-operand special cases are switched off
-          (so each such operation is one routine call, i.e. one native op).
-Ratios: i64 / i32 of the same operation, and i64 / the i32 add (or i32 mul)
+Every i32 numeric operation is a machine instruction (SPEC 12; division and
+remainder since opcodes 51-54), so the i32 column is the native cost. Ratios:
+i64 / i32 of the same operation, and i64 / the i32 add (or i32 mul)
 statement, the issue's yardsticks.
 """
 import pathlib
@@ -76,75 +69,40 @@ def module_text(width):
     return "(module (memory 1) %s)" % "\n".join(functions)
 
 
-def tokens(module, name, args, native):
-    """Trace tokens of calling `name`; with native, the projection described at the top."""
+def tokens(module, name, args):
+    """Trace tokens of calling `name`."""
     lowering = frontend.ProgramLowering(module)
     items = lowering.lower([(frontend.find_export(module, name), args)], None, True, 0)
-    program = frontend.assemble(items)
-    trace = reference.run_reference(program, max_steps=10_000_000)
+    trace = reference.run_reference(frontend.assemble(items), max_steps=10_000_000)
     assert trace[-1] == "halt", (name, trace[-1])
-    if not native:
-        return len(trace)
-    routine_labels = {lowering.entries[r] for r in frontend.ROUTINES if r in lowering.entries}
-    position, routines_start = 0, len(program)
-    for item in items:
-        if isinstance(item, frontend.Label):
-            if item in routine_labels:
-                routines_start = min(routines_start, position)
-        else:
-            position += 1
-    total = 0
-    for record in reference.walk_trace(program, trace):
-        target = record["pc"] + 1 + reference.to_signed(record["immediate"])
-        if record["pc"] >= routines_start:
-            continue                                  # inside a routine: one native op instead
-        if record["opcode"] == "call" and target >= routines_start:
-            total += NATIVE_OP_TOKENS
-        else:
-            total += len(record["group"])
-    return total
+    return len(trace)
 
 
-def always_routine(self, name, c):
-    """constant_operand_items without special cases: x OP c is one routine call (one native op)."""
-    return [("i32.const", c), ("call", self.program.routine_entry(frontend.ROUTINE_OF[name]))]
-
-
-def measure(native):
+def measure():
     """{(width, row): statement tokens}."""
     costs = {}
-    saved = frontend.FunctionLowering.constant_operand_items
-    if native:
-        frontend.FunctionLowering.constant_operand_items = always_routine
-    try:
-        for width, args in (("i64", [*legalize.halves(A64), *legalize.halves(B64), SHIFT, 0]),
-                            ("i32", [A32, B32, SHIFT])):
-            module = frontend.decode_module(frontend.wat_to_wasm(module_text(width)))
-            empty = tokens(module, "empty", args, native)
-            for name, expression64, expression32 in ROWS:
-                if (expression64 if width == "i64" else expression32) is not None:
-                    costs[(width, name)] = tokens(module, name, args, native) - empty
-    finally:
-        frontend.FunctionLowering.constant_operand_items = saved
+    for width, args in (("i64", [*legalize.halves(A64), *legalize.halves(B64), SHIFT, 0]),
+                        ("i32", [A32, B32, SHIFT])):
+        module = frontend.decode_module(frontend.wat_to_wasm(module_text(width)))
+        empty = tokens(module, "empty", args)
+        for name, expression64, expression32 in ROWS:
+            if (expression64 if width == "i64" else expression32) is not None:
+                costs[(width, name)] = tokens(module, name, args) - empty
     return costs
 
 
 def main():
-    today, native = measure(False), measure(True)
+    costs = measure()
     print("statement r = a OP b: trace tokens (a = 0x%016x, b = 0x%016x, n = %d; i32: a = 0x%08x, b = 0x%08x)"
           % (A64, B64, SHIFT, A32, B32))
-    print("%-13s | %8s %8s %7s | %8s %8s %7s | %s" % ("operation", "i64", "i32", "ratio", "i64", "i32", "ratio",
-                                                       "i64 vs the i32 add (mul) statement"))
-    print("%-13s | %-25s | %-25s |" % ("", "today: div/rem routines", "projected: native div/rem"))
+    print("%-13s | %8s %8s %7s | %s" % ("operation", "i64", "i32", "ratio", "i64 vs the i32 add (mul) statement"))
     for name, _, _ in ROWS:
-        row = "%-13s |" % name
-        for costs in (today, native):
-            i64, i32 = costs[("i64", name)], costs.get(("i32", name))
-            row += " %8d %8s %7s |" % (i64, i32 if i32 else "-", "%.1fx" % (i64 / i32) if i32 else "-")
+        i64, i32 = costs[("i64", name)], costs.get(("i32", name))
+        row = "%-13s | %8d %8s %7s |" % (name, i64, i32 if i32 else "-", "%.1fx" % (i64 / i32) if i32 else "-")
         yardstick = "mul" if name == "mul" else "add"
-        print(row + " %.1fx (native, vs i32 %s)" % (native[("i64", name)] / native[("i32", yardstick)], yardstick))
-    print("native i32 add statement = %d tokens (i32.add alone: %d); i32 mul statement, native: %d tokens"
-          % (native[("i32", "add")], NATIVE_OP_TOKENS, native[("i32", "mul")]))
+        print(row + " %.1fx (vs i32 %s)" % (i64 / costs[("i32", yardstick)], yardstick))
+    print("i32 add statement = %d tokens (i32.add alone: %d); i32 mul statement: %d tokens"
+          % (costs[("i32", "add")], NATIVE_OP_TOKENS, costs[("i32", "mul")]))
 
 
 if __name__ == "__main__":

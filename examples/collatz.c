@@ -28,25 +28,13 @@ static int halve(unsigned char *digits, int length) {
     return length;
 }
 
-/* Tripling one digit: v = 3 * digit + carry, 0 <= v <= 29. LAST_DIGIT[v] =
- * v % 10; TENS[v] = v / 10 (the carry): tables, as the machine has no native
- * division. */
-static const unsigned char LAST_DIGIT[30] = {
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
-};
-static const unsigned char TENS[30] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-};
-
 /* 3n + 1, from the units digit up; returns the new length. */
 static int triple_plus_one(unsigned char *digits, int length) {
     int carry = 1;
     for (int k = 0; k < length; k++) {
         int v = 3 * digits[k] + carry;
-        digits[k] = LAST_DIGIT[v];
-        carry = TENS[v];
+        digits[k] = (unsigned char)(v % 10);
+        carry = v / 10;
     }
     if (carry != 0) {
         digits[length] = (unsigned char)carry;

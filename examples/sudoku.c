@@ -114,57 +114,35 @@ static void add_columns(void) {
  * adding = 1, adds the options of the blank cells that meet no MET column. */
 static int visit_options(int adding) {
     /* Columns of cell x = (row r, column c, box b), digit d (all from 0):
-     * headers[x], [81 + 9r + d], [162 + 9c + d], [243 + 9b + d]. The loops
-     * keep pointers to the digit-0 columns of the current row, column and
-     * box instead of computing r, c and b with divisions (the machine has no
-     * native division). */
+     * headers[x], [81 + 9r + d], [162 + 9c + d], [243 + 9b + d]. */
     Node *nodes = option_nodes;
-    Node *cell_column = headers;
-    Node *row_first = headers + CELLS;
-    Node *band_box_first = headers + 3 * CELLS;   /* box of column 0 */
-    int cell = 0;
-    int rows_left_in_band = 3;
-    for (int r = 0; r < 9; r++) {
-        Node *column_first = headers + 2 * CELLS;
-        Node *box_first = band_box_first;
-        int columns_left_in_box = 3;
-        for (int c = 0; c < 9; c++) {
-            int given = grid[cell];    /* 0 for a blank */
-            for (int d = 0; d < 9; d++) {
-                Node *row_column = row_first + d;
-                Node *column_column = column_first + d;
-                Node *box_column = box_first + d;
-                if (!adding && given == d + 1) {
-                    if (row_column->size == MET || column_column->size == MET ||
-                        box_column->size == MET) {
-                        return 0;
-                    }
-                    cell_column->size = MET;
-                    row_column->size = MET;
-                    column_column->size = MET;
-                    box_column->size = MET;
+    for (int cell = 0; cell < CELLS; cell++) {
+        int r = cell / 9, c = cell % 9, b = r / 3 * 3 + c / 3;
+        Node *cell_column = headers + cell;
+        Node *row_first = headers + CELLS + 9 * r;
+        Node *column_first = headers + 2 * CELLS + 9 * c;
+        Node *box_first = headers + 3 * CELLS + 9 * b;
+        int given = grid[cell];    /* 0 for a blank */
+        for (int d = 0; d < 9; d++) {
+            Node *row_column = row_first + d;
+            Node *column_column = column_first + d;
+            Node *box_column = box_first + d;
+            if (!adding && given == d + 1) {
+                if (row_column->size == MET || column_column->size == MET ||
+                    box_column->size == MET) {
+                    return 0;
                 }
-                if (adding && given == 0 && row_column->size != MET &&
-                    column_column->size != MET && box_column->size != MET) {
-                    add_option(nodes, cell, d + 1, cell_column, row_column,
-                               column_column, box_column);
-                    nodes += 4;
-                }
+                cell_column->size = MET;
+                row_column->size = MET;
+                column_column->size = MET;
+                box_column->size = MET;
             }
-            cell++;
-            cell_column++;
-            column_first += 9;
-            columns_left_in_box--;
-            if (columns_left_in_box == 0) {     /* next box across */
-                box_first += 9;
-                columns_left_in_box = 3;
+            if (adding && given == 0 && row_column->size != MET &&
+                column_column->size != MET && box_column->size != MET) {
+                add_option(nodes, cell, d + 1, cell_column, row_column,
+                           column_column, box_column);
+                nodes += 4;
             }
-        }
-        row_first += 9;
-        rows_left_in_band--;
-        if (rows_left_in_band == 0) {           /* next band of boxes down */
-            band_box_first += 27;
-            rows_left_in_band = 3;
         }
     }
     return 1;

@@ -43,8 +43,21 @@ SEMANTICS = {
     "i32.popcnt": lambda a, b: sum(a >> k & 1 for k in range(32)),
     "i32.extend8_s": lambda a, b: (a & 0xFF) - (0x100 if a & 0x80 else 0) & MASK,
     "i32.extend16_s": lambda a, b: (a & 0xFFFF) - (0x10000 if a & 0x8000 else 0) & MASK,
+    # division truncates toward zero; the remainder has the dividend's sign
+    "i32.div_u": lambda a, b: a // b,
+    "i32.rem_u": lambda a, b: a % b,
+    "i32.div_s": lambda a, b: int(abs(signed(a)) // abs(signed(b)) * (1 if (a < INT_MIN) == (b < INT_MIN) else -1))
+    & MASK,
+    "i32.rem_s": lambda a, b: (abs(signed(a)) % abs(signed(b)) * (1 if a < INT_MIN else -1)) & MASK,
 }
 UNARY = {"i32.extend8_s", "i32.extend16_s", "i32.clz", "i32.ctz", "i32.popcnt"}   # opcodes that pop one operand
+DIVISIONS = ["i32.div_s", "i32.div_u", "i32.rem_s", "i32.rem_u"]
+GROUP_LENGTH = {op: 9 if op in DIVISIONS else 5 for op in SEMANTICS}  # bytes + commit (SPEC 12.2)
+
+
+def traps(opcode, a, b):
+    """WebAssembly traps: division or remainder by zero, div_s of INT_MIN by -1."""
+    return opcode in DIVISIONS and (b == 0 or (opcode == "i32.div_s" and (a, b) == (INT_MIN, MASK)))
 
 POWERS = [1 << k for k in range(32)]
 BOUNDARY = sorted({0, 1, 2, 3, 7, 8, 15, 16, 31, 32, 33, 63, 64, 127, 128, 255, 256, 257,
@@ -52,6 +65,9 @@ BOUNDARY = sorted({0, 1, 2, 3, 7, 8, 15, 16, 31, 32, 33, 63, 64, 127, 128, 255, 
                    MASK, MASK - 1, 0x12345678, 0xDEADBEEF, 0x01010101, 0x80808080, 0x55555555, 0xAAAAAAAA}
                   | {p + d & MASK for p in POWERS[::5] for d in (-1, 0, 1)})
 SMALL_BOUNDARY = [0, 1, 2, 255, 256, INT_MAX, INT_MIN, INT_MIN + 1, MASK, MASK - 1, 0x10000, 0xDEADBEEF]
+# divisors worth a case of their own: 1, -1, 2, 3, 10, byte and half-word edges, INT_MAX, INT_MIN
+DIVISORS = [1, MASK, 2, MASK - 1, 3, MASK - 2, 7, 10, (-10) & MASK, 255, 256, 257, 0xFFFF, 0x10000, 0x10001,
+            0xFFFFFF, 0x1000000, INT_MAX, INT_MIN, INT_MIN + 1, 0x12345678, 0xDEADBEEF]
 
 
 def operand_pairs(opcode, rng, n_random, full=True):
@@ -65,6 +81,10 @@ def operand_pairs(opcode, rng, n_random, full=True):
         pairs += [(a, b) for a in SMALL_BOUNDARY[::2] for b in BOUNDARY[1::3]]
     pairs += [(rng.getrandbits(32), rng.getrandbits(32)) for _ in range(n_random)]
     pairs += [(rng.getrandbits(32), rng.choice(BOUNDARY)) for _ in range(n_random)]
+    if opcode in DIVISIONS:  # divisors of every size (quotient digits of every position), no traps
+        pairs += [(a, d) for a in (BOUNDARY if full else SMALL_BOUNDARY) for d in DIVISORS]
+        pairs += [(rng.getrandbits(32), rng.getrandbits(rng.randint(1, 32))) for _ in range(n_random)]
+        pairs = [(a, b) for a, b in pairs if not traps(opcode, a, b)]
     return pairs
 
 
@@ -113,8 +133,9 @@ def test_reference_matches_python_semantics(opcode):
     expected = [SEMANTICS[opcode](a, b) for a, b in pairs]
     assert results_in_trace(instructions, machine.trace) == expected
     commit = reference.COMMIT[opcode]
-    groups = [group for group in reference.split_groups(machine.trace) if group[-1] == commit and len(group) == 5]
-    assert len(groups) >= len(pairs)  # fixed-length groups: 4 bytes + commit
+    groups = [group for group in reference.split_groups(machine.trace)
+              if group[-1] == commit and len(group) == GROUP_LENGTH[opcode]]
+    assert len(groups) >= len(pairs)  # fixed-length groups
 
 
 @pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
@@ -166,6 +187,9 @@ def mixed_program(rng, n_operations):
             instructions.append(("i32.const", value))
             depth += 1
         opcode = rng.choice(operations)
+        if opcode in DIVISIONS:  # a divisor that cannot trap (not 0, not -1 for div_s)
+            instructions.append(("i32.const", rng.choice(DIVISORS[2:] + [rng.getrandbits(rng.randint(1, 32)) | 1])))
+            depth += 1
         instructions.append((opcode, 0))
         depth -= 0 if opcode in UNARY else 1
     instructions += [("output", 0)] * depth + [("halt", 0)]
@@ -189,26 +213,60 @@ def test_random_operand_sweep(model, opcode):
     rng = random.Random("sweep " + opcode)
     pairs = operand_pairs(opcode, rng, 2000)
     pairs += [(rng.getrandbits(rng.randint(1, 32)), rng.getrandbits(rng.randint(1, 32))) for _ in range(5000)]
+    pairs = [(a, b) for a, b in pairs if not traps(opcode, a, b)]
     instructions = program_of(opcode, pairs)
     expected = reference.run_reference(instructions)
     assert results_in_trace(instructions, expected) == [SEMANTICS[opcode](a, b) for a, b in pairs]
     assert wasmtf.run_transformer(model, instructions) == expected
 
 
+@pytest.mark.parametrize("opcode", DIVISIONS)
+def test_division_traps(model, opcode):
+    """b = 0 traps for all four (the trap token replaces the group, the run stops);
+    div_s of INT_MIN by -1 traps; rem_s of INT_MIN by -1 is 0."""
+    for a, b in [(5, 0), (0, 0), (INT_MIN, 0), (MASK, 0), (INT_MIN, MASK)]:
+        instructions = [("i32.const", 7), ("i32.const", a), ("i32.const", b), (opcode, 0), ("output", 0),
+                        ("halt", 0)]
+        expected = reference.run_reference(instructions)
+        if traps(opcode, a, b):
+            assert expected[-1] == "trap" and len(expected) == 16
+        else:
+            assert expected[-2:] == [reference.out_token(SEMANTICS[opcode](a, b) & 0xFF), "halt"]
+        assert wasmtf.run_transformer(model, instructions) == expected
+    assert SEMANTICS["i32.rem_s"](INT_MIN, MASK) == 0 and SEMANTICS["i32.div_u"](INT_MIN, MASK) == 0
+
+
+def test_division_marks_and_digits():
+    """The group of SPEC 12.2: the magnitude quotient's bytes most significant first,
+    then the result; div_s with opposite signs borrow-marks 0 - Q, rem_s with opposite
+    signs marks every byte; nothing else is marked."""
+    def group(opcode, a, b):
+        trace = reference.run_reference([("i32.const", a), ("i32.const", b), (opcode, 0), ("halt", 0)])
+        return trace[10:19]
+    assert group("i32.div_u", 1000000, 3) == ["00", "05", "16", "15", "15", "16", "05", "00",
+                                              "commit(-1,sts=1,bt=0)"]
+    assert group("i32.div_s", (-7) & MASK, 2) == ["00", "00", "00", "03", "fd'", "ff'", "ff'", "ff'",
+                                                  "commit(-1,sts=1,bt=0)"]
+    assert group("i32.rem_s", 7, (-2) & MASK)[:8] == ["00'", "00'", "00'", "03'", "01'", "00'", "00'", "00'"]
+    assert group("i32.div_s", 7, (-2) & MASK)[:4] == ["00", "00", "00", "03"]
+    assert group("i32.rem_s", (-7) & MASK, (-2) & MASK)[:8] == ["00", "00", "00", "03", "ff", "ff", "ff", "ff"]
+    assert group("i32.div_s", 8, 2) == ["00", "00", "00", "04", "04", "00", "00", "00", "commit(-1,sts=1,bt=0)"]
+
+
 def spec_worked_examples():
-    """The worked examples of SPEC 12 (the code blocks of 12.4 and 12.5), as
+    """The worked examples of SPEC 12 (the code blocks of 12.4, 12.5 and 12.6), as
     (instructions, trace tokens) read from spec/SPEC.md."""
     text = (SPEC_DIR / "SPEC.md").read_text()
     section = text[text.index("## 12. The extended instruction set"):]
     examples = []
-    for title in ("### 12.4 Worked example E", "### 12.5 Worked example F"):
+    for title in ("### 12.4 Worked example E", "### 12.5 Worked example F", "### 12.6 Worked example G"):
         block = re.search(r"```\n(.*?)```", section[section.index(title):], re.S).group(1)
         instructions, input_bytes, trace = reference.parse_trace_file(block)
         examples.append((instructions, trace))
     return examples
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_spec_worked_examples(model, graph, index):
     instructions, trace = spec_worked_examples()[index]
     assert reference.run_reference(instructions) == trace
@@ -217,7 +275,7 @@ def test_spec_worked_examples(model, graph, index):
     assert cw.evaluate(graph, reference.program_tokens(instructions)) == trace
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_spec_worked_examples_margins_and_softmax(model, index):
     """The numerical margins of tests/test_machine.py hold on the new gadgets too, and
     softmax attention (HARD_K) gives the same trace."""

@@ -268,7 +268,7 @@ def test_c_examples_have_no_trap(name):
 
 
 def test_c_dividing_by_constants_has_no_trap(tmp_path):
-    """x / c and x % c (c != 0, -1) cannot trap: divmod_u without the routine's checks."""
+    """x / c and x % c: the machine's division, no `trap` instruction (it traps by itself)."""
     source = tmp_path / "digits.c"
     source.write_text(r'''
 void compute(const char *input) {
@@ -300,10 +300,11 @@ NO_MEMORY = """(module
 @pytest.mark.parametrize("statement,traps", [
     ("(call $out (i32.div_s (i32.const 100) (i32.const 7)))", False),
     ("(call $out (i32.rem_u (i32.const 100) (i32.const 7)))", False),
-    ("(call $out (i32.div_u (i32.const 100) (local.get $zero)))", True),     # division by a non-constant
-    ("(call $out (i32.rem_s (i32.const 100) (local.get $zero)))", True),
-    ("(call $out (i32.div_s (i32.const -2147483648) (i32.const -1)))", True),
-    ("(call $out (i32.div_u (i32.const 100) (i32.const 0)))", True),
+    # the machine's division traps by itself (SPEC 12.2): no `trap` instruction, the same run
+    ("(call $out (i32.div_u (i32.const 100) (local.get $zero)))", False),
+    ("(call $out (i32.rem_s (i32.const 100) (local.get $zero)))", False),
+    ("(call $out (i32.div_s (i32.const -2147483648) (i32.const -1)))", False),
+    ("(call $out (i32.div_u (i32.const 100) (i32.const 0)))", False),
     ("(unreachable)", True),
     ("(call $out (call_indirect (type $t) (local.get $zero)))", True),       # slot 0: $seven
     ("(call $out (call_indirect (type $t) (i32.const 1)))", True),           # slot 1: out of range
@@ -726,7 +727,6 @@ def test_native_operations_are_emitted_as_themselves(tmp_path):
     flat = {opcode for opcode, _ in frontend.lower_module(module)}
     native_used = used & set(reference.EXTENSION_OPCODES)
     assert native_used and native_used <= flat
-    assert not native_used & set(frontend.ROUTINE_OF)
 
 
 @pytest.mark.parametrize("text", [b"5 0", b"-2147483648 -1", b"0 0"])
@@ -739,6 +739,44 @@ def test_c_division_traps_like_wasmtime(tmp_path, text):
     assert run(instructions, text) == run_wasmtime_compute(binary, text) == ("trap", b">")
 
 
+DIVISION_C = r"""
+/* Dominated by / and %: x written in every base 2..36 (unsigned), and signed
+ * quotients and remainders of x by a range of divisors around zero. */
+void compute(const char *input) {
+    int x = parse_int(&input);
+    unsigned u = x;
+    for (unsigned base = 2; base <= 36; base++) {
+        char digits[33]; int n = 0; unsigned v = u;
+        do { digits[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % base]; v /= base; } while (v);
+        while (n) putchar(digits[--n]);
+        putchar(' ');
+    }
+    for (int d = -9; d <= 9; d++)
+        if (d != 0 && !(x == -2147483647 - 1 && d == -1)) { print_int(x / d); putchar(','); print_int(x % d); putchar(' '); }
+}
+"""
+
+
+@pytest.mark.parametrize("text", [b"0", b"1", b"-1", b"9", b"-10", b"12345", b"-98765", b"2147483647",
+                                  b"-2147483648", b"65536", b"-1000000007"])
+def test_c_division_heavy_program_matches_wasmtime(tmp_path, text):
+    source = tmp_path / "bases.c"
+    source.write_text(DIVISION_C)
+    binary = frontend.compile_c(source)
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert {"i32.div_u", "i32.div_s"} <= opcodes(instructions)   # (clang takes x % d as x - x / d * d)
+    assert run(instructions, text) == run_wasmtime_compute(binary, text)
+
+
+def test_c_division_heavy_program_inside_the_transformer(tmp_path):
+    import compile_weights
+    source = tmp_path / "bases.c"
+    source.write_text(DIVISION_C)
+    instructions = frontend.lower_module(frontend.decode_module(frontend.compile_c(source)))
+    expected = reference.run_reference(instructions, b"-1000000007")
+    assert wasmtf.run_transformer(compile_weights.compile_machine(), instructions, b"-1000000007") == expected
+
+
 def test_c_alu_inside_the_transformer(tmp_path):
     """A few ALU runs inside the compiled transformer equal the reference, token for token."""
     import compile_weights
@@ -746,7 +784,7 @@ def test_c_alu_inside_the_transformer(tmp_path):
     source.write_text(ALU_C)
     binary = frontend.compile_c(source)
     instructions = frontend.lower_module(frontend.decode_module(binary))
-    for text in [b"7 -3", b"-5 -2"]:          # small dividends: short division routines
+    for text in [b"7 -3", b"-5 -2"]:
         expected = reference.run_reference(instructions, text)
         assert wasmtf.run_transformer(compile_weights.compile_machine(), instructions, text) == expected
 
@@ -916,7 +954,7 @@ def test_random_programs_match_wasmtime(seed):
 
 
 # The documented worst cases (frontend.py routine comments), instructions from `call` to `return`.
-ROUTINE_MAX_STEPS = {"divmod_u": 948, "div_u": 958, "rem_u": 960, "div_s": 995, "rem_s": 981, "print_hex": 86}
+ROUTINE_MAX_STEPS = {"print_hex": 86}
 
 
 def routine_steps(name, args):
@@ -937,8 +975,7 @@ def test_routine_cost_is_bounded(name):
     values = SPECIAL + [rng.getrandbits(32) for _ in range(6)]
     arity = len(frontend.ROUTINES[name][0])
     operands = [[a] for a in values] if arity == 1 else [[a, b] for a in values for b in values[::5]]
-    costs = [routine_steps(name, args) for args in operands
-             if not (name[:3] in ("div", "rem") and args[1] == 0)]
+    costs = [routine_steps(name, args) for args in operands]
     assert all(status == "halt" for _, status in costs)
     assert max(steps for steps, _ in costs) <= ROUTINE_MAX_STEPS[name]
 
@@ -1016,18 +1053,18 @@ def test_profile_adds_up_and_names_functions(tmp_path):
     assert reference.output_bytes(machine.trace) == b"014"
 
 
-def test_profile_charges_a_routine_to_the_instruction_that_calls_it(tmp_path):
+def test_profile_charges_a_division_to_its_one_instruction(tmp_path):
+    """Division is a machine instruction (SPEC 12): its 9-token group is charged to the
+    WebAssembly instruction, and no routine runs."""
     path = tmp_path / "divide.wat"
     path.write_text("""(module (import "env" "output_byte" (func $out (param i32)))
       (func (export "compute") (local $x i32)
         (local.set $x (i32.const 0x1234))
         (call $out (i32.div_u (local.get $x) (i32.add (local.get $x) (i32.const -0x1200))))))""")
     profile = profiling.profile_program(path)
-    instructions = profile_tables(profile, "instruction")
-    routines = profile_tables(profile, "routine")
-    assert set(routines) == {"i32.div_u"}
-    tokens, executed = routines["i32.div_u"]      # inside the routines, and the call around them
-    assert instructions["i32.div_u"][0] > tokens > 100 and instructions["i32.div_u"][1] > executed
+    assert profile_tables(profile, "instruction")["i32.div_u"] == (9, 1)
+    assert profile_tables(profile, "opcode")["i32.div_u"] == (9, 1)
+    assert profile_tables(profile, "routine") == {}
     assert set(profile_tables(profile, "function")) == {"harness", "compute"}
 
 

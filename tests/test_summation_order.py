@@ -13,11 +13,27 @@ import compile_weights
 import reference
 import wasmtf
 
-# the SPEC 12 worked examples (every extension opcode) by their index
-PROGRAMS = ["ex1_arith", "ex2_loop_memory", "ex3_call_input", "random/rand003", 0, 1]
+# the SPEC 12 worked examples (every extension opcode) by their index; "divisions": the
+# division's extreme operands (divisors -1 and 2^32 - 1 make B_k = |b| 256^k up to 2^56)
+PROGRAMS = ["ex1_arith", "ex2_loop_memory", "ex3_call_input", "random/rand003", 0, 1, 2, "divisions"]
+MASK = 0xFFFFFFFF
+DIVISION_OPERANDS = [(MASK, MASK), (0x80000000, MASK), (MASK, 1), (0x80000000, 1), (MASK - 1, 3),
+                     (0x7FFFFFFF, 0x80000000), (0xDEADBEEF, 0xFFFF), (12345, MASK - 9), (MASK, 0x10001)]
+
+
+def division_program():
+    instructions = []
+    for opcode in ("i32.div_s", "i32.div_u", "i32.rem_s", "i32.rem_u"):
+        for a, b in DIVISION_OPERANDS:
+            if not (opcode == "i32.div_s" and (a, b) == (0x80000000, MASK)):
+                instructions += [("i32.const", a), ("i32.const", b), (opcode, 0), ("drop", 0)]
+    return instructions + [("halt", 0)]
 
 
 def read_example(name):
+    if name == "divisions":
+        instructions = division_program()
+        return reference.program_tokens(instructions), reference.run_reference(instructions)
     if isinstance(name, int):
         instructions, trace = spec_worked_examples()[name]
         return reference.program_tokens(instructions), trace
