@@ -59,8 +59,9 @@ import hull
 import reference
 import wasmtf
 
-CHUNK = 16_384           # positions per batched step: big enough to amortise NumPy's
-                         # per-call cost, small enough for [CHUNK, 2F] temporaries
+CHUNK = 4_096            # positions per batched step: big enough to amortise NumPy's
+                         # per-call cost, small enough for the [2F, CHUNK] feed-forward
+                         # temporaries of a layer (F <= ~400) to stay in the CPU's caches
 KEY_LIMIT = 2.0 ** 24    # |k| bound of the exactness argument (section 1)
 POSITION_LIMIT = 2 ** 26  # positions a PositionHead answers exactly (section 1)
 POSITION_RADIUS = 4      # candidates on each side of k* beyond 2^24 (section 1)
