@@ -232,25 +232,33 @@ def high_byte_terms(x, gate, coef=1):
             (-coef, one, x - 255 + shift), (coef, one, x - 256 + shift)]
 
 
-COLUMN_LIMIT = 1 << 18   # every column sum below is an integer in [0, 2^18) (bound at its use)
+COLUMN_LIMIT = 1 << 18   # every column sum below is in [0, 2^18) (bound at its use)
+HIGH_HALF_SLACK = Fraction(1, 32)  # added to i32.mul_hi_u's high-half columns: >= the terms
+                                   # they leave out (< 2^-6, checked where they are built)
 FLOOR_STAGE = 1 << 13    # column = FLOOR_STAGE * q1 + v1 with q1 < 2^18 / 2^13 = 32 and v1 < 2^13
 STAGE_STEPS = 31         # = 2^18 / 2^13 - 1 = 2^13 / 2^8 - 1 steps per stage
 
 
 def low_byte_of_column(g, name, column):
-    """c mod 256 for an integer c in [0, 2^18) (a residual value): a staged floor.
+    """n mod 256 + e for a column c = n + e (a residual value), n an integer in [0, 2^18) and
+    0 <= e < 1/2 (e = 0 for i32.mul; the high half of i32.mul_hi_u leaves e < 1/8): a staged floor.
 
-    Stage 1 (node `name_q1`): q1 = floor(c / 2^13) = sum_{m=1..31} [c >= m 2^13], 31 steps.
-    Stage 2 (returned terms, for the node that consumes the byte): v1 = c - 2^13 q1 in
-    [0, 2^13); floor(v1 / 256) = sum_{m=1..31} [v1 >= 256 m], 31 steps; the byte is
-    v1 - 256 floor(v1 / 256). 124 neurons instead of the 2 * 1,023 steps of one stage.
-    Exactness: every pre-activation is c, q1 and a constant, integers below 2^19."""
+    Every step is [x >= 0] = relu(2x + 1) - relu(2x) with x = c - t for an integer t: when
+    n >= t, x >= 0 and the step is 1; when n <= t - 1, x <= e - 1 and 2x + 1 <= 2e - 1 < 0,
+    so it is 0. Exactly 0 or 1 either way: 2x is a multiple of 2^-23 below 2^19, so 2x + 1
+    is exact too.
+    Stage 1 (node `name_q1`): q1 = floor(n / 2^13) = sum_{m=1..31} [n >= m 2^13], 31 steps.
+    Stage 2 (returned terms, for the node that consumes the byte): v1 = c - 2^13 q1 =
+    (n mod 2^13) + e; floor((n mod 2^13) / 256) = sum_{m=1..31} [v1 >= 256 m], 31 steps;
+    the result is v1 - 256 floor(...) = (n mod 256) + e. 124 neurons instead of the
+    2 * 1,023 steps of one stage. Exactness: every pre-activation is 2c, 2 q1 and a
+    constant: multiples of 2^-23 below 2^20."""
     one = Lin.of(1)
     q1 = g.ffn(name + "_q1", [t for m in range(1, STAGE_STEPS + 1)
-                              for t in step_terms(one, column - m * FLOOR_STAGE)])
+                              for t in step_terms(one, 2 * (column - m * FLOOR_STAGE))])
     v1 = column - FLOOR_STAGE * q1
     return [(1, v1, one)] + [t for m in range(1, STAGE_STEPS + 1)
-                             for t in step_terms(one, v1 - m * reference.BYTE_VALUES, -reference.BYTE_VALUES)]
+                             for t in step_terms(one, 2 * (v1 - m * reference.BYTE_VALUES), -reference.BYTE_VALUES)]
 
 
 # ---------------------------------------------------------------------------
@@ -584,7 +592,12 @@ def describe_shape(model):
 # bytes, frame; 3 memory/locals; 4 byte reads (their queries need the shift count's
 # byte split, computed in feed-forward 2); the last feed-forward (5) forms the output.
 
-OPCODE_CODE = {name: i + 1 for i, name in enumerate(reference.OPCODES)}  # 0 = no opcode
+# The machine's code of each opcode (0 = no opcode): table order, except that i32.mul_hi_u
+# follows i32.mul, so that one quadratic gate, is_op(i32.mul) + is_op(i32.mul_hi_u), selects
+# both (the low half of i32.mul_hi_u's group is i32.mul's group: build_machine).
+MACHINE_ORDER = [op for op in reference.OPCODES if op != reference.MUL_HI]
+MACHINE_ORDER.insert(MACHINE_ORDER.index("i32.mul") + 1, reference.MUL_HI)
+OPCODE_CODE = {name: i + 1 for i, name in enumerate(MACHINE_ORDER)}
 COMMITS = {reference.commit_token(sd, sts, bt): (sd, sts, bt)
            for sd, sts in reference.COMMIT_KINDS for bt in (0, 1)}
 STACK_BASE_DEPTH = 3        # `}` sets the depth to 3: top/second/third keys stay >= 1
@@ -599,6 +612,7 @@ DIVISION_GATE = 1 << 33     # > |w| and |w - 2^31| for every word w < 2^32: a ga
                             # word's pre-activation negative; times the is_op sums (< 2^15) < 2^48: exact
 LOADS = reference.LOADS     # opcode -> (width, signed)
 STORES = reference.STORES   # opcode -> width
+MUL_HI = reference.MUL_HI
 VALUE_OPS = (["i32.const", "local.get", "local.set", "local.tee", "select", "i32.add", "i32.sub", "i32.eqz"]
              + list(reference.COMPARISONS) + list(LOADS) + list(STORES)
              + [op for op in reference.EXTENSION_OPCODES if op not in reference.DIVISIONS])
@@ -694,9 +708,10 @@ def build_machine(program=None):
     # relu(x-n+1) - 2 relu(x-n) + relu(x-n-1) on the integer x = J_full (exact: positions)
     j_full_is = {n: g.ffn("j_full_is%d" % n, [(1, one, j_full - n + 1), (-2, one, j_full - n),
                                                (1, one, j_full - n - 1)]) for n in range(4, 9)}
-    # a byte of the program prefix: the bytes back to an opcode token (mark -1)
-    is_prefix = g.ffn("is_prefix_byte", [(1, one, sum(prev_mark[m] for m in range(i)) - prev_mark[i] - i)
-                                         for i in range(1, 5)])
+    # an opcode token (mark -1), or one of the 4 bytes after one: a byte of the program
+    # prefix, or in the trace the high half of an i32.mul_hi_u group (`i32.mul_hi_u` H0..H3)
+    after_opcode = g.ffn("after_opcode_token", [(1, one, -f["run_mark"])] + [
+        (1, one, sum(prev_mark[m] for m in range(i)) - prev_mark[i] - i) for i in range(1, 5)])
     word_before = sum(prev_byte[4 - k] * 256 ** k for k in range(4))  # bytes at p-4 .. p-1, LE
     jump = g.ffn("jump_offset", gated_terms(word_before, f["is_jump"])
                  + gated_step_terms(prev_byte[1] - 128, f["is_jump"], -WORD))
@@ -755,6 +770,16 @@ def build_machine(program=None):
                       + ["i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr"])
     flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) if op in exact_flag_ops else is_op(op)
             for op in reference.OPCODES}
+    # i32.mul_hi_u's group is i32.mul's group with the token `i32.mul_hi_u` in place of its
+    # commit (the low half), then bytes and a commit like i32.mul's (the high half): the output
+    # channels treat the high half as i32.mul. after_opcode is 1 in the high half (the token
+    # `i32.mul_hi_u`, then H0..H3) and 0 in every other group of the trace; is_op(i32.mul) is
+    # 0 on i32.mul_hi_u (adjacent codes, MACHINE_ORDER), so both flags are 1 or <= 0:
+    #   flag[i32.mul] = is_op(i32.mul) + after_opcode: 1 for i32.mul and the high half,
+    #   flag[i32.mul_hi_u] = is_op(i32.mul_hi_u) - after_opcode: 1 in the low half only.
+    # Partial sums: those of is_op plus at most 5 (after_opcode's neurons): below 2^14 still.
+    flag["i32.mul"] = is_op("i32.mul") + after_opcode
+    flag[MUL_HI] = is_op(MUL_HI) - after_opcode
     j_is = {k: (one if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
 
     # -- division and remainder (SPEC 12.2): D3 D2 D1 D0 R0 R1 R2 R3 commit ----------
@@ -813,7 +838,8 @@ def build_machine(program=None):
                                                  for t in step_terms(one, remainder - 16 * m * divisor)])
     low_remainder = g.ffn("division_low_remainder", [(1, remainder, one), (-16, high_nibble, divisor)])
 
-    # i32.mul: result byte k (emitted at J = k) is c_k mod 256 for the column sum
+    # i32.mul, and the low half of i32.mul_hi_u's group (the same bytes, a*b mod 2^32):
+    # result byte k (emitted at J = k) is c_k mod 256 for the column sum
     #   c_k = sum_{i+j<=k} a_i b_j 256^(i+j-k) - sum_{i<k} r_i 256^(i-k),
     # a = second (bytes a_i), b = top, r_i = the result bytes already written (the
     # current token is r_{k-1}, prev_m is r_{k-1-m}). L_k = sum_{i+j<=k} a_i b_j 256^(i+j)
@@ -821,11 +847,16 @@ def build_machine(program=None):
     # r_0..r_{k-1}; so L_k - R_k = 256^k floor(L_k / 256^k): c_k is an integer >= 0, and
     # c_k = floor(L_k / 256^k) = byte k of a*b plus 256 * (higher bytes of L_k).
     # Bound: c_3 <= sum_s (s+1) 255^2 256^(s-3) < 4*255^2 + 3*255^2/256 + 3 < 2^18 = COLUMN_LIMIT.
-    # Each product is one ReGLU neuron a_i * relu(b_j + 256 (is_op + [J==k] - 2)): b_j when
-    # both gates are 1, else the pre-activation is <= 255 - 256 < 0 (is_op, [J==k] <= 0 off).
+    # Each product is one ReGLU neuron a_i * relu(b_j + 256 (low_gate + [J==k] - 2)): b_j when
+    # both gates are 1, else the pre-activation is <= 255 - 256 < 0 (the gates are <= 0 off).
+    # low_gate = is_op(i32.mul) + is_op(i32.mul_hi_u) - high: the two codes are adjacent
+    # (MACHINE_ORDER), so the is_op sum 2 - (code - k)^2 - (code - k - 1)^2 is 1 for both
+    # opcodes and <= -3 for every other; `high` (0/1) is 1 in the high half of i32.mul_hi_u.
     # Exact in any summation order: every term is a multiple of 256^-3 = 2^-24 and the sum of
     # their magnitudes is below 2^19, so every partial sum needs at most 43 bits < 53.
-    mul_gate = is_op("i32.mul")
+    assert OPCODE_CODE[MUL_HI] == OPCODE_CODE["i32.mul"] + 1
+    high = after_opcode  # after the token `i32.mul_hi_u`: J = 0..4 of the high half
+    low_gate = is_op("i32.mul") + is_op(MUL_HI) - high
     a_bytes, b_bytes = operand_bytes["second"], operand_bytes["top"]
     written = [f["byte_value"]] + [prev_byte[m] for m in range(1, 4)]  # r_{k-1}, r_{k-2}, ...
     column_terms = []
@@ -833,10 +864,43 @@ def build_machine(program=None):
         for i in range(k + 1):
             for j in range(k + 1 - i):
                 column_terms.append((Fraction(256) ** (i + j - k), a_bytes[i],
-                                     b_bytes[j] + 256 * (mul_gate + j_is[k] - 2)))
+                                     b_bytes[j] + 256 * (low_gate + j_is[k] - 2)))
         if k:
             below = sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k))
-            column_terms += gated_terms(-below, mul_gate + j_is[k] - 1)
+            column_terms += gated_terms(-below, low_gate + j_is[k] - 1)
+    # i32.mul_hi_u's high half: H = floor(a*b / 2^32), byte H_k emitted at J = k after the
+    # token `i32.mul_hi_u` (the current token is that token at k = 0, else H_{k-1}). With
+    # l_s = sum_{i+j=s} a_i b_j and R_k = H mod 256^k (the bytes H_0..H_{k-1} written),
+    #   W_k = sum_{s<=4+k} l_s 256^(s-4-k) - R_k 256^-k = N_k + f 256^-k,
+    # N_k an integer >= 0 with N_k mod 256 = H_k, f = (a*b mod 2^32) / 2^32 in [0, 1): a*b
+    # minus the sum is a multiple of 256^(5+k), and a*b = 2^32 (H + f). (W_k >= f 256^-k:
+    # the sum is at least its residue mod 256^(5+k), 2^32 (H mod 256^(k+1) + f).) The
+    # fraction f 256^-k is below 2^-8 for k >= 1; at k = 0 the low word's bytes L3, L2, just
+    # written (prev1, prev2), take all of f away but (256 L1 + L0) / 2^32 < 2^-16.
+    # The column drops the terms of l_s for s <= k+1 (at most D_k = sum_{s<=k+1} (pairs of s)
+    # 255^2 256^(s-4-k) < 2^-6, checked below) and adds HIGH_HALF_SLACK = 2^-5 >= D_k:
+    #   column = N_k + e,  0 <= e < 2^-5 + 2^-8 < 1/8,
+    # which low_byte_of_column turns into H_k + e; the output head's square score reads it as
+    # H_k (the gap to H_k +- 1 is 1 - 2e > 3/4). Gates as above with high_gate =
+    # is_op(i32.mul_hi_u) + high - 1 (1 in the high half, <= 0 elsewhere). Exact in any
+    # summation order: the terms kept are multiples of 2^-24 (s >= k+2: 256^(s-4-k) >= 2^-16;
+    # written bytes 256^(i-k) >= 2^-24; the slack 2^-5) and the column is below 2^18.
+    high_gate = is_op(MUL_HI) + high - 1
+    square = (reference.BYTE_VALUES - 1) ** 2
+    pairs = [sum(1 for i in range(4) if 0 <= s - i <= 3) for s in range(8)]  # (i, j) with i + j = s
+    low_word_top = [prev_byte[1] * Fraction(1, 256), prev_byte[2] * Fraction(1, 256 ** 2)]  # L3, L2
+    for k in range(4):
+        dropped = sum(pairs[s] * square * Fraction(256) ** (s - 4 - k) for s in range(k + 2))
+        largest = sum(pairs[s] * square * Fraction(256) ** (s - 4 - k) for s in range(5 + k)) + HIGH_HALF_SLACK
+        assert dropped <= HIGH_HALF_SLACK and largest < COLUMN_LIMIT
+        for i in range(4):
+            for j in range(4):
+                if k + 2 <= i + j <= 4 + k:
+                    column_terms.append((Fraction(256) ** (i + j - 4 - k), a_bytes[i],
+                                         b_bytes[j] + 256 * (high_gate + j_is[k] - 2)))
+        below = sum(low_word_top) if k == 0 else sum(written[k - 1 - i] * Fraction(256) ** (i - k)
+                                                      for i in range(k))
+        column_terms += gated_terms(HIGH_HALF_SLACK * one - below, high_gate + j_is[k] - 1)
     # i32.rem_s / rem_u, result bytes k = 0..2 (J_full = 4 + k), in the same column:
     # the result V = a - s * b * Q mod 2^32 with s = -1 when a and b have opposite signs
     # (rem_s) and +1 otherwise (|a| = a or -a and |b| = b or -b mod 2^32, V = +-(|a| - |b| Q)
@@ -871,13 +935,13 @@ def build_machine(program=None):
     writes = []  # (condition, key, value, sign of the key)
     for op in STORES:
         key = second + imm + J - 1
-        writes.append((is_op(op) + f["is_byte"] - is_prefix - 1, key, 256 * key, 1))
+        writes.append((is_op(op) + f["is_byte"] - after_opcode - 1, key, 256 * key, 1))
     key = imm + position - close_b - 1
-    writes.append((is_op("input_base") + f["is_byte"] - is_prefix - 1, key, 256 * key, 1))
+    writes.append((is_op("input_base") + f["is_byte"] - after_opcode - 1, key, 256 * key, 1))
     for op in ("local.set", "local.tee"):
         offset = 4 * imm + J - 1
         key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + offset)
-        writes.append((is_op(op) + f["is_byte"] - is_prefix - 1, key, 256 * offset + FRAME_SCALE * frame + LOCALS_TAG, -1))
+        writes.append((is_op(op) + f["is_byte"] - after_opcode - 1, key, 256 * offset + FRAME_SCALE * frame + LOCALS_TAG, -1))
     mem_key = g.ffn("memory_key", [t for c, k, _, _ in writes for t in gated_terms(k, c)])
     # key^2 = |k| * max(|k| + KEY_BIG*(c-1), 0): |k| when the write happens, 0 otherwise
     mem_key_sq = g.ffn("memory_key_sq", [(1, sign * k, sign * k + KEY_BIG * (c - 1)) for c, k, _, sign in writes])
@@ -1069,6 +1133,10 @@ def build_machine(program=None):
         width = STORES.get(op, 4)
         sd, sts = reference.STACK_DELTA[op], reference.STORES_TO_STACK[op]
         g_bytes, g_end = gate(op, one - j_at_least[width]), gate(op, j_at_least[width])
+        if op == MUL_HI:  # the low half: its token in place of the commit (see the output head)
+            on([("byte", 1)], g_bytes)
+            on([("branch_taken", 1), ("bt", 1)], g_end)
+            continue
         on([("byte", 1)], g_bytes)
         on([("commit", 1), ("sd", sd), ("sts", sts)], g_end)
         if op in LOADS or op in STORES:
@@ -1141,7 +1209,7 @@ def build_machine(program=None):
                       ("return", p1 - p2 - carry, gate("return", branch_bytes))):
         ch["value"] += gated_terms(s, g_) + [(256, one, g_)] + gated_step_terms(s, g_, -256)
         ch["mark"] += [(1, one, g_)] + gated_step_terms(s, g_, -1)
-    # i32.mul: mul_column is 0 outside the bytes of a mul group, so is its low byte
+    # i32.mul, i32.mul_hi_u: mul_column is 0 outside the bytes of their groups, so is its low byte
     ch["value"] += mul_byte_terms
     # eqz and comparisons: one result byte at J = 0 (later bytes are 0)
     ch["value"] += [(1, one, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
@@ -1229,6 +1297,11 @@ def build_machine(program=None):
                      + square_score(bt, "bt"))
         elif token in ("branch_taken", "call_commit", "return_commit", "halt", "trap"):
             logit = FAMILY_WEIGHT * channel[token]
+        elif token == MUL_HI:
+            # an opcode name that is also a trace token (SPEC 12.2): like branch_taken, it
+            # ends no group and restarts J; it shares its channel and is told apart by
+            # bt = 1 (branch_taken's logit is its square score at bt = 0, which is 0)
+            logit = FAMILY_WEIGHT * channel["branch_taken"] + square_score(1, "bt")
         else:
             logit = -2 * FAMILY_WEIGHT * one  # prompt-only tokens are never produced
         g.outputs[token] = logit

@@ -82,7 +82,8 @@ OPCODE_TABLE = [
 # are `R0 R1 R2 R3 commit(SD,sts=1,bt=0)` like i32.add's (fixed length); the
 # extends are sign-marked like the signed loads (SPEC 4.3). Division and remainder
 # write the quotient's magnitude digits first: `D3 D2 D1 D0 R0 R1 R2 R3 commit`
-# (division_step).
+# (division_step). i32.mul_hi_u's group writes the low word, its token, then the high
+# word: `L0 L1 L2 L3 i32.mul_hi_u H0 H1 H2 H3 commit(-1,sts=1,bt=0)` (step_mul_hi).
 EXTENSION_TABLE = [
     ("i32.mul", 0x6C, -1, 1, 0),
     ("i32.and", 0x71, -1, 1, 0),
@@ -102,6 +103,9 @@ EXTENSION_TABLE = [
     ("i32.div_u", 0x6E, -1, 1, 0),
     ("i32.rem_s", 0x6F, -1, 1, 0),
     ("i32.rem_u", 0x70, -1, 1, 0),
+    # wasmtf's own: the high word of the unsigned 64-bit product, for i64.mul (legalize.py).
+    # Not a WebAssembly instruction: its code 0x100 is past every opcode byte (0x00..0xFF).
+    ("i32.mul_hi_u", 0x100, -1, 1, 0),
 ]
 OPCODE_TABLE = OPCODE_TABLE + EXTENSION_TABLE
 EXTENSION_OPCODES = [row[0] for row in EXTENSION_TABLE]
@@ -153,7 +157,7 @@ VOCAB = sorted({byte_token(value, marked) for value in range(256) for marked in 
                | {input_token(value) for value in range(256)}  # the input characters (the rest are hex bytes)
                | {commit_token(sd, sts, bt) for sd, sts in COMMIT_KINDS for bt in (0, 1)}
                | {"branch_taken", "call_commit", "return_commit", "{", "}"}
-               | set(OPCODES))  # `halt` and `trap` are both opcode and trace token
+               | set(OPCODES))  # `halt`, `trap` and `i32.mul_hi_u` are both opcode and trace token
 TOKEN_ID = {token: index for index, token in enumerate(VOCAB)}
 STOP_TOKENS = ("halt", "trap")
 
@@ -679,6 +683,23 @@ UNARY_OPERATIONS = {
     "i32.ctz": lambda a: (a & -a).bit_length() - 1 if a else 32,
     "i32.popcnt": lambda a: bin(a).count("1"),
 }
+MUL_HI = "i32.mul_hi_u"   # its name is also the trace token between the two halves of its group
+
+
+def step_mul_hi(m, pc, imm):
+    """i32.mul_hi_u (wasmtf, SPEC 12): pop b, pop a; push floor(a*b / 2^32). Group: the low
+    word's 4 bytes (a*b mod 2^32, what i32.mul pushes), the token `i32.mul_hi_u`, then the
+    high word's 4 bytes and commit(-1,sts=1,bt=0), all unmarked; only the high word is pushed."""
+    b, a = m.stack.pop(), m.stack.pop()
+    product = a * b
+    for k in range(WORD_BYTES):
+        m.trace.append(BYTE_TOKENS[UNMARKED][(product >> (BYTE_BITS * k)) & (BYTE_VALUES - 1)])
+    m.trace.append(MUL_HI)
+    m.stack.append(product >> (BYTE_BITS * WORD_BYTES))
+    emit_word(m.trace, product >> (BYTE_BITS * WORD_BYTES), COMMIT[MUL_HI])
+    return pc + 1
+
+
 # Sign extensions: the width in bytes of the value extended (the low bytes of the popped word).
 EXTENDS = {"i32.extend8_s": 1, "i32.extend16_s": 2}
 
@@ -925,6 +946,7 @@ STEP.update({opcode: comparison_step(opcode) for opcode in COMPARISONS})
 STEP.update({opcode: binary_step(opcode, operation) for opcode, operation in BINARY_OPERATIONS.items()})
 STEP.update({opcode: extend_step(opcode, width) for opcode, width in EXTENDS.items()})
 STEP.update({opcode: division_step(opcode) for opcode in DIVISIONS})
+STEP[MUL_HI] = step_mul_hi
 STEP.update({opcode: unary_step(opcode, operation) for opcode, operation in UNARY_OPERATIONS.items()})
 STEP.update({opcode: load_step(opcode, width, signed) for opcode, (width, signed) in LOADS.items()})
 STEP.update({opcode: store_step(opcode, width) for opcode, width in STORES.items()})
@@ -1103,8 +1125,9 @@ def walk_trace(instructions, trace_tokens):
     pc and depths come from the tokens alone (SPEC 4.2), so a wrong trace can be read too.
 
     Each record: dict(step, pc, opcode, immediate, group, value, stack_depth,
-    call_depth, output). value = the little-endian number of the group's last 4 bytes
-    (all of them but in a division's group, whose first 4 are the quotient digits).
+    call_depth, output). value = the little-endian number of the group's last 4 bytes, the
+    word it pushes (all of them but in a division's group, whose first 4 are the quotient
+    digits, and in i32.mul_hi_u's, whose first 4 are the low word, before its token).
     If instruction 0 is input_base, the walk starts at pc 1 (its group is the prompt).
     """
     pc = 1 if has_input_section(instructions) else 0

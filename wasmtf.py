@@ -901,8 +901,8 @@ def inspect(model, tokens, position, cache="brute", occupants=None):
     heads = []
     for l, layer in enumerate(model["layers"]):
         for h in np.flatnonzero(record["active"][l]).tolist():
-            cols = slice(HEAD_WIDTH * h, HEAD_WIDTH * (h + 1))
-            outs = [occupants[1 + 2 * l][s] for s in np.flatnonzero(layer["w_out"][:, cols].any(axis=1))]
+            w_out = layer["w_out"][:, HEAD_WIDTH * h:HEAD_WIDTH * (h + 1)]  # each column writes one slot
+            outs = [occupants[1 + 2 * l][s] for s in np.abs(w_out).argmax(axis=0)[w_out.any(axis=0)]]  # `value`'s order
             attended = attended_positions(trace, position, l, h)
             heads.append((l, h, outs, attended if len(attended) <= 4 else attended[:2] + ["..."],
                           tuple(record["attn"][l, h])))

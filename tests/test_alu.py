@@ -30,6 +30,7 @@ def signed(x):
 # written here independently of reference.BINARY_OPERATIONS.
 SEMANTICS = {
     "i32.mul": lambda a, b: (a * b) & MASK,
+    "i32.mul_hi_u": lambda a, b: (a * b) >> 32,
     "i32.and": lambda a, b: a & b,
     "i32.or": lambda a, b: a | b,
     "i32.xor": lambda a, b: a ^ b,
@@ -52,7 +53,8 @@ SEMANTICS = {
 }
 UNARY = {"i32.extend8_s", "i32.extend16_s", "i32.clz", "i32.ctz", "i32.popcnt"}   # opcodes that pop one operand
 DIVISIONS = ["i32.div_s", "i32.div_u", "i32.rem_s", "i32.rem_u"]
-GROUP_LENGTH = {op: 9 if op in DIVISIONS else 5 for op in SEMANTICS}  # bytes + commit (SPEC 12.2)
+# bytes + commit (SPEC 12.2); i32.mul_hi_u: 4 bytes, its token, 4 bytes, commit
+GROUP_LENGTH = {op: 9 if op in DIVISIONS else 10 if op == reference.MUL_HI else 5 for op in SEMANTICS}
 
 
 def traps(opcode, a, b):
@@ -99,7 +101,8 @@ def program_of(opcode, pairs):
 
 
 def results_in_trace(instructions, trace):
-    """The value of each executed `opcode` group (the 4 bytes before its commit)."""
+    """The value of each executed `opcode` group (the 4 bytes before its commit: the
+    word it pushes; i32.mul_hi_u's group has the low word's bytes before them)."""
     return [record["value"] for record in reference.walk_trace(instructions, trace)
             if record["opcode"] in reference.EXTENSION_OPCODES]
 
@@ -136,6 +139,10 @@ def test_reference_matches_python_semantics(opcode):
     groups = [group for group in reference.split_groups(machine.trace)
               if group[-1] == commit and len(group) == GROUP_LENGTH[opcode]]
     assert len(groups) >= len(pairs)  # fixed-length groups
+    if opcode == reference.MUL_HI:  # the low half is the low word of the product
+        low_words = [sum(reference.byte_value(token) << (8 * k) for k, token in enumerate(group[:4]))
+                     for group in groups if group[4] == reference.MUL_HI]
+        assert low_words == [(a * b) & MASK for a, b in pairs]
 
 
 @pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
@@ -254,19 +261,20 @@ def test_division_marks_and_digits():
 
 
 def spec_worked_examples():
-    """The worked examples of SPEC 12 (the code blocks of 12.4, 12.5 and 12.6), as
+    """The worked examples of SPEC 12 (the code blocks of 12.4 to 12.7), as
     (instructions, trace tokens) read from spec/SPEC.md."""
     text = (SPEC_DIR / "SPEC.md").read_text()
     section = text[text.index("## 12. The extended instruction set"):]
     examples = []
-    for title in ("### 12.4 Worked example E", "### 12.5 Worked example F", "### 12.6 Worked example G"):
+    for title in ("### 12.4 Worked example E", "### 12.5 Worked example F", "### 12.6 Worked example G",
+                  "### 12.7 Worked example H"):
         block = re.search(r"```\n(.*?)```", section[section.index(title):], re.S).group(1)
         instructions, input_bytes, trace = reference.parse_trace_file(block)
         examples.append((instructions, trace))
     return examples
 
 
-@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_spec_worked_examples(model, graph, index):
     instructions, trace = spec_worked_examples()[index]
     assert reference.run_reference(instructions) == trace
@@ -275,7 +283,7 @@ def test_spec_worked_examples(model, graph, index):
     assert cw.evaluate(graph, reference.program_tokens(instructions)) == trace
 
 
-@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_spec_worked_examples_margins_and_softmax(model, index):
     """The numerical margins of tests/test_machine.py hold on the new gadgets too, and
     softmax attention (HARD_K) gives the same trace."""

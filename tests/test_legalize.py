@@ -13,9 +13,12 @@ import subprocess
 
 import pytest
 
+import compile_weights
 import frontend
 import legalize
+import reference
 import spectest
+import wasmtf
 from conftest import REPO, WAST_DIR
 from test_frontend import check_corruptions_give_only_wasm_errors, run, run_wasmtime, run_wasmtime_compute
 
@@ -216,6 +219,29 @@ def test_every_operation_on_boundary_operands():
     stacked = [re.sub(r"\(i64\.const (-?\d+)\)", r"(i64.add (local.get $l0) (i64.const \1))", text)
                for text in expressions[::5]]
     check64(stacked, [0] * LOCALS)
+
+
+def test_i64_mul_on_boundary_and_random_operands():
+    """i64.mul is inline code around the machine's i32.mul_hi_u (SPEC 12): every pair of
+    boundary operands, and random ones (64-bit, 32-bit, high word only), as constants and
+    computed on the stack, against wasmtime; a sample also through the transformer."""
+    rng = random.Random(55)
+    operands = SPECIAL64 + [rng.getrandbits(64) for _ in range(10)] + [rng.getrandbits(32) for _ in range(4)]
+    operands += [rng.getrandbits(32) << 32 for _ in range(4)]
+    expressions = ["(i64.mul (i64.const %d) (i64.const %d))" % (signed64(a), signed64(b))
+                   for a in operands for b in operands]
+    status, output = check64(expressions, [0] * LOCALS)
+    assert status == "halt"
+    assert output == b"".join(((a * b) & MASK64).to_bytes(8, "little") for a in operands for b in operands)
+    stacked = ["(i64.mul (i64.add (local.get $l0) (i64.const %d)) (i64.sub (i64.const %d) (local.get $l1)))"
+               % (signed64(a), signed64(b)) for a, b in zip(operands, reversed(operands))]
+    check64(stacked, [0] * LOCALS)
+    sample = [expressions[k] for k in rng.sample(range(len(expressions)), 12)]
+    binary = frontend.wat_to_wasm(printing_module64(sample, [0] * LOCALS))
+    instructions = frontend.lower_module(frontend.decode_module(binary))
+    assert any(op == reference.MUL_HI for op, _ in instructions)
+    expected = reference.run_reference(instructions)
+    assert wasmtf.run_transformer(compile_weights.compile_machine(), instructions) == expected
 
 
 @pytest.mark.parametrize("expression,status", [
@@ -593,7 +619,7 @@ def test_i64_wast_inside_the_transformer(tmp_path, capsys):
     """A sample of i64.wast's assertions inside the compiled transformer (the whole file: slow)."""
     text = (WAST_DIR / "i64.wast").read_text()
     module_end = text.index("\n)\n") + 3             # the first module: every operation
-    operations = ("add", "sub", "lt_s", "ge_u", "eqz", "extend8_s")   # inline code; helpers: the slow test
+    operations = ("add", "sub", "mul", "lt_s", "ge_u", "eqz", "extend8_s")   # inline code; helpers: the slow test
     kept = [line for line in text[module_end:].splitlines()
             if line.startswith(("(assert_return (invoke", "(assert_trap (invoke"))
             and line.split('"')[1] in operations][::5]

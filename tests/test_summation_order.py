@@ -15,7 +15,7 @@ import wasmtf
 
 # the SPEC 12 worked examples (every extension opcode) by their index; "divisions": the
 # division's extreme operands (divisors -1 and 2^32 - 1 make B_k = |b| 256^k up to 2^56)
-PROGRAMS = ["ex1_arith", "ex2_loop_memory", "ex3_call_input", "random/rand003", 0, 1, 2, "divisions"]
+PROGRAMS = ["ex1_arith", "ex2_loop_memory", "ex3_call_input", "random/rand003", 0, 1, 2, 3, "divisions"]
 MASK = 0xFFFFFFFF
 DIVISION_OPERANDS = [(MASK, MASK), (0x80000000, MASK), (MASK, 1), (0x80000000, 1), (MASK - 1, 3),
                      (0x7FFFFFFF, 0x80000000), (0xDEADBEEF, 0xFFFF), (12345, MASK - 9), (MASK, 0x10001)]
