@@ -40,7 +40,10 @@ def test_the_port_writes_the_machine_trace_token_for_token(tmp_path):
     assert predicted == golden                                    # token for token
     expected = np.array([record["residuals"] for record in wasmtf.forward(machine, tokens)])  # [T, 2L+1, D]
     assert residuals.shape == expected.shape
-    assert np.array_equal(residuals.numpy(), expected)            # exact integers in float64: bit for bit
+    # Every slot holds an exact integer (equal bit for bit in any summation order) except
+    # the averages and what is computed from them (the cursor, queries): within 1e-9 of
+    # an integer (compile_weights' exactness model), in an order-dependent last bit.
+    np.testing.assert_allclose(residuals.numpy(), expected, rtol=0, atol=1e-6)
 
 
 def test_the_port_decodes_the_copy_model(tmp_path):
