@@ -36,14 +36,14 @@ from fractions import Fraction
 
 import numpy as np
 
+import hull
 import reference
 
 # ---------------------------------------------------------------------------
 # Constants (each with the inequality that makes it large or small enough)
 # ---------------------------------------------------------------------------
 
-HARD_K = 1e10
-QUERY_SCALE = HARD_K * math.sqrt(2)  # SPEC 7.1: a score gap of 1 becomes 1.4e10
+QUERY_SCALE = hull.HARD_K * math.sqrt(2)  # SPEC 7.1: a score gap of 1 becomes 1.4e10
 LATEST_ALPHA = 0.3      # recency term 0.3*inv_log_pos < 0.3/ln2 = 0.433 < 1 = the gap
                         # between an exact key and its neighbour (q^2-(q-k)^2 <= q^2-1)
 CLEAR_BIG = 1e30        # a cleared key sits 1e30 below any real key (real |k^2| < 2^52)

@@ -152,6 +152,8 @@ from fractions import Fraction
 
 import numpy as np
 
+HARD_K = 1e10   # hard attention's scale (SPEC 7.1): a model's query rows carry HARD_K * sqrt(2)
+
 # A float score's rounding error is at most 2^-52 * (|qx*kx| + |qy*ky|)
 # (two products and a sum, each within half an ulp); the walk stops at a key
 # whose score is below the best by more than twice the two keys' bounds.

@@ -65,7 +65,6 @@ import reference  # noqa: E402
 
 HEAD_WIDTH = 2                  # every head reads and writes 2 residual slots
 INV_LN2 = 1 / math.log(2)       # inv_log_pos(p) = 1/ln 2 - 1/ln(p+2), SPEC 7.1
-HARD_K = 1e10                   # query rows carry HARD_K * sqrt(2) (SPEC 7.1)
 DEFAULT_MAX_NEW_TOKENS = 50_000_000  # a safety stop; the Inkala Sudoku is ~9 million tokens
 PROGRESS_EVERY = 4096                 # tokens between progress reports of a long run
 
@@ -798,7 +797,7 @@ def copy_model():
     POS, POS_SQ, ONE, CODE, PREV, NEXT = (slots.index(n) for n in
                                           ("position", "position_sq", "one", "code", "prev_code", "next_code"))
     V, D, F = len(vocab), len(slots), 1
-    query_scale = HARD_K * math.sqrt(HEAD_WIDTH)
+    query_scale = hull.HARD_K * math.sqrt(HEAD_WIDTH)
     embed = np.zeros((V, D))                                # [V, D]; `{` stays all zero
     head = np.zeros((V, D))                                 # [V, D]
     for token, c in code.items():

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+import hull  # noqa: E402
 import wasmtf  # noqa: E402
 
 LAYERS, HEADS_PER_LAYER, V = 7, (5, 3, 8, 6, 4, 0, 0), 916  # 26 active heads
@@ -26,7 +27,7 @@ def random_model(D, F, seed=0):
     only to slots 4.. so the positional slots 0..3 stay intact."""
     rng = np.random.default_rng(seed)
     POS, ILP, POS_SQ, ONE = 0, 1, 2, 3
-    scale = wasmtf.HARD_K * np.sqrt(2)
+    scale = hull.HARD_K * np.sqrt(2)
     model = {"vocab": [f"t{i}" for i in range(V)], "embed": rng.normal(size=(V, D)) / D,
              "head": rng.normal(size=(V, D)), "stop_ids": [0], "slot_names": [""] * D, "layers": []}
     model["embed"][:, :4] = 0
