@@ -745,18 +745,12 @@ class HullHead:
 
     # -- the parabolic path -------------------------------------------------
 
-    def _walk_columns(self, slots, qx, qy, ratio):
-        """qy > 0, |ratio| <= RATIO_LIMIT: walk the column tops from the one nearest
-        the peak, right then left, as _ListChain.argmax walks its vertices. An
-        empty column scores as its bound key (2k, -k^2 + BOUND_RECENCY); when that
-        does not stop the walk, it goes on at the next column (bit sets)."""
+    def _walk_one_way(self, slots, qx, qy, i, step, walk):
+        """_walk_columns in one direction (step +1: columns i, i + 1, ...; -1: i, i - 1,
+        ...), updating walk = [best, best_size, tied] in place."""
+        best, best_size, tied = walk
         n = len(slots) // RECORD
-        nearest = (int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)) - self._base
-        best = EMPTY
-        best_size = 0.0
-        tied = []                            # offsets in slots of the tied column tops
-        i = nearest if nearest > 0 else 0
-        while i < n:                         # to the right: columns nearest, nearest + 1, ...
+        while 0 <= i < n:
             at = RECORD * i
             score_x = qx * slots[at]             # (kx = 2k: empty slots hold it too)
             ky = slots[at + 1]
@@ -766,7 +760,7 @@ class HullHead:
                     bound = score_x + score_y
                     if best - bound > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
                         break
-                i = self._next_column(i)
+                i = self._next_column(i) if step > 0 else self._previous_column(i)
                 continue
             score_y = qy * ky
             score = score_x + score_y
@@ -778,31 +772,20 @@ class HullHead:
                 tied.append(at)
             elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
                 break
-            i += 1
-        i = nearest - 1 if nearest <= n else n - 1
-        while i >= 0:                        # to the left: columns nearest - 1, nearest - 2, ...
-            at = RECORD * i
-            score_x = qx * slots[at]
-            ky = slots[at + 1]
-            if ky == EMPTY:
-                if best != EMPTY:
-                    score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])   # (k^2 exact)
-                    bound = score_x + score_y
-                    if best - bound > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                        break
-                i = self._previous_column(i)
-                continue
-            score_y = qy * ky
-            score = score_x + score_y
-            if score > best:
-                best = score
-                best_size = abs(score_x) + abs(score_y)
-                tied = [at]
-            elif score == best:
-                tied.append(at)
-            elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
-                break
-            i -= 1
+            i += step
+        walk[:] = best, best_size, tied
+
+    def _walk_columns(self, slots, qx, qy, ratio):
+        """qy > 0, |ratio| <= RATIO_LIMIT: walk the column tops from the one nearest
+        the peak, right then left, as _ListChain.argmax walks its vertices. An
+        empty column scores as its bound key (2k, -k^2 + BOUND_RECENCY); when that
+        does not stop the walk, it goes on at the next column (bit sets)."""
+        n = len(slots) // RECORD
+        nearest = (int(ratio + 0.5) if ratio >= 0.0 else -int(0.5 - ratio)) - self._base
+        walk = [EMPTY, 0.0, []]              # best score, its size, offsets in slots of the tied column tops
+        self._walk_one_way(slots, qx, qy, nearest if nearest > 0 else 0, +1, walk)
+        self._walk_one_way(slots, qx, qy, nearest - 1 if nearest <= n else n - 1, -1, walk)
+        best, _, tied = walk
         if len(tied) == 1:
             at = tied[0]
             below = slots[at + 5]
