@@ -605,6 +605,7 @@ LOCALS_BASE = 1             # locals keys are -(LOCALS_BASE + ...) <= -1 < 0 <= 
 LOCALS_STRIDE = 1024        # 256 locals x 4 bytes per call depth
 FRAME_SCALE = 1 << 18       # > 256 * LOCALS_STRIDE: the frame start dominates the key
 LOCALS_TAG = 1 << 44        # > 256 * 2^33 and > FRAME_SCALE * 2^25: locals never match memory
+KEY_BIG = 1 << 34           # > every memory key (address + offset < 2^33 + 4); 5476*2^34 < 2^53
 MEMORY_LIMIT = reference.MEMORY_SIZE
 WORD = 1 << 32
 SIGN = 1 << 31
@@ -673,10 +674,83 @@ def build_machine(program=None):
     output head scores every token from them (family flag * FAMILY_WEIGHT plus
     2*v*channel - v^2, maximal at v = channel)."""
     g = Graph()
-    f = {name: g.feature(name, fn) for name, fn in token_features().items()}
-    one, position, position_sq = Lin.of(1), Lin({"position": 1}), Lin({"position_sq": 1})
+    s = Signals(program, {name: g.feature(name, fn) for name, fn in token_features().items()})
+    recent_tokens_and_depth_sums(g, s)       # layer 0
+    cursor_and_depths(g, s)                  # layer 1
+    fetch_and_stack_reads(g, s)              # layer 2
+    opcode_flags(g, s)
+    division_digits(g, s)
+    multiplication_columns(g, s)
+    memory_access(g, s)
+    operand_signs(g, s)
+    shift_counts_and_bit_counts(g, s)
+    byte_read_queries(g, s)
+    shift_offsets(g, s)
+    memory_and_byte_reads(g, s)              # layers 3 and 4
+    remainder_top_byte(g, s)
+    output_head(g, output_channels(g, s))    # the last feed-forward, the output head
+    if program is not None:
+        add_specialized_tokens(g, program)
+    return g
 
-    # -- layer 0: the previous four tokens, the stack and call depth sums -------------
+
+class Signals:
+    """The values of the machine under construction (Lins, and lists and dicts of them),
+    named as in the derivations: build_machine's stages set them in order, each reading
+    what earlier stages set."""
+
+    def __init__(self, program, features):
+        self.program, self.f = program, features
+        self.one, self.position, self.position_sq = Lin.of(1), Lin({"position": 1}), Lin({"position_sq": 1})
+
+    def is_op(self, op):
+        """1 for the fetched opcode, <= 0 for every other: 1 - (code - k)^2."""
+        k = OPCODE_CODE[op]
+        return 2 * k * self.op_x - self.op_y - (k * k - 1) * self.one
+
+    def gate(self, op, phase):
+        """1 for opcode `op` in `phase` (a 0/1 value), <= 0 otherwise."""
+        return self.flag[op] + phase - 1
+
+
+def exact_sum(g, name, mean):
+    """Sum over positions 1..p = mean * p, rounded to the integer it is: the slot gets
+    ROUND_BIAS + mean*p (two terms of one dot product, one rounding), so it holds
+    ROUND_BIAS + sum exactly; readers subtract ROUND_BIAS with coefficient exactly 1."""
+    one, position = Lin.of(1), Lin({"position": 1})
+    return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, position), (ROUND_BIAS, one, one)]) - ROUND_BIAS
+
+
+def wrapped_byte_at(s, index, op):
+    """Query terms: a's byte at index mod 4 (index in -4..7), for opcode `op` only,
+    relative to the default query position second_pos - 4 + J (for p2)."""
+    terms = gated_terms(index - s.J, s.is_op(op))
+    terms += gated_step_terms(-index - 1, s.flag[op], 4) + gated_step_terms(index - 4, s.flag[op], -4)
+    return terms
+
+
+def nibble_bits(g, name, byte, high):
+    """The bits of a byte read (one node each), from its nibbles (low = byte - 16 high):
+    bit_j of a nibble n is sum_{m=1..15} (bit_j(m) - bit_j(m-1)) [n >= m], steps on the
+    integers n - m (the emitter shares the neurons relu(n - m) among the bits)."""
+    one = Lin.of(1)
+    bits = []
+    for j in range(reference.BYTE_BITS):
+        nibble_bit = j % 4
+        nibble = high if j >= 4 else byte - 16 * high
+        terms = []
+        for m in range(1, 16):
+            jump = (m >> nibble_bit & 1) - ((m - 1) >> nibble_bit & 1)
+            if jump:
+                terms += step_terms(one, nibble - m, jump)
+        bits.append(g.ffn("%s_bit%d" % (name, j), terms))
+    return bits
+
+
+def recent_tokens_and_depth_sums(g, s):
+    """Layer 0: the previous four tokens, J (the bytes so far in the group), J_full, the
+    jump offset, and the stack and call depth sums."""
+    one, position, position_sq, f, program = s.one, s.position, s.position_sq, s.f, s.program
     prev_byte, prev_mark = {}, {0: f["run_mark"]}
     for i in range(1, 5):
         prev_byte[i], prev_mark[i] = g.lookup(["prev%d_byte" % i, "prev%d_mark" % i],
@@ -684,13 +758,7 @@ def build_machine(program=None):
                                               [f["byte_value"], f["run_mark"]])
     mean_stack, mean_call = g.mean(["mean_stack_delta", "mean_call_delta"], [f["delta_stack"], f["delta_call"]])
 
-    def exact_sum(name, mean):
-        """Sum over positions 1..p = mean * p, rounded to the integer it is: the slot gets
-        ROUND_BIAS + mean*p (two terms of one dot product, one rounding), so it holds
-        ROUND_BIAS + sum exactly; readers subtract ROUND_BIAS with coefficient exactly 1."""
-        return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, position), (ROUND_BIAS, one, one)]) - ROUND_BIAS
-
-    depth_b, call_b = exact_sum("stack_depth", mean_stack), exact_sum("call_depth", mean_call)
+    depth_b, call_b = exact_sum(g, "stack_depth", mean_stack), exact_sum(g, "call_depth", mean_call)
     if program is not None:  # no `}` in a specialized prompt: its +3 is a constant (section 6)
         depth_b = depth_b + STACK_BASE_DEPTH
     # J >= k: the current token and the k-1 before it are bytes (marks are +1, 0 or -1)
@@ -716,25 +784,41 @@ def build_machine(program=None):
     jump = g.ffn("jump_offset", gated_terms(word_before, f["is_jump"])
                  + gated_step_terms(prev_byte[1] - 128, f["is_jump"], -WORD))
     close_term = g.ffn("close_position_term", [(1, position, f["is_close"])])
+    s.prev_byte, s.call_b, s.depth_b, s.J, s.j_at_least = prev_byte, call_b, depth_b, J, j_at_least
+    s.j_full, s.j_full_is, s.after_opcode, s.word_before = j_full, j_full_is, after_opcode, word_before
+    s.jump, s.close_term = jump, close_term
 
-    # -- layer 1: the cursor and the position of `}` --------------------------------
+
+def cursor_and_depths(g, s):
+    """Layer 1: the cursor (pc), the position of `}`, the stack and call depths."""
+    one, position, f, call_b, close_term, depth_b = s.one, s.position, s.f, s.call_b, s.close_term, s.depth_b
+    jump = s.jump
     mean_cursor, mean_close = g.mean(["mean_cursor_delta", "mean_close_position"],
                                      [f["delta_cursor"] + jump, close_term])
     cursor = g.ffn("cursor", [(1, mean_cursor, position)])  # within 1e-9 of an integer: queries only
-    close_b = exact_sum("close_position", mean_close)
+    close_b = exact_sum(g, "close_position", mean_close)
     depth = g.ffn("stack_depth", [(1, one, depth_b)])
     depth_sq = g.ffn("stack_depth_sq", [(1, depth_b, depth_b)])
     call_depth = g.ffn("call_depth", [(1, one, call_b)])
     call_depth_sq = g.ffn("call_depth_sq", [(1, call_b, call_b)])
+    s.cursor, s.mean_cursor, s.close_b, s.depth, s.depth_sq = cursor, mean_cursor, close_b, depth, depth_sq
+    s.call_depth, s.call_depth_sq = call_depth, call_depth_sq
 
-    # -- layer 2: fetch, the top three stack words, the frame start -----------------
+
+def fetch_and_stack_reads(g, s):
+    """Layer 2: the fetched opcode and immediate, the top three stack words and the
+    bytes of the top two, the frame start."""
+    position, position_sq, f, program, call_depth = s.position, s.position_sq, s.f, s.program, s.call_depth
+    call_depth_sq, cursor, depth, depth_sq = s.call_depth_sq, s.cursor, s.depth, s.depth_sq
+    j_at_least, mean_cursor, prev_byte, word_before = s.j_at_least, s.mean_cursor, s.prev_byte, s.word_before
     if program is None:
         op_x, op_y = g.lookup(["op_code_at_pc", "op_code_sq_at_pc"], 5 * cursor + 1, position, position_sq,
                               [f["op_code"], f["op_code_sq"]])
         imm_here = sum(prev_byte[3 - k] * 256 ** k for k in range(3)) + f["byte_value"] * 256 ** 3
         imm, = g.lookup(["immediate"], 5 * cursor + 5, position, position_sq, [imm_here])
+        immediate_byte = None  # p1 reads the immediate's bytes from the prompt
     else:
-        op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum("cursor", mean_cursor),
+        op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum(g, "cursor", mean_cursor),
                                                              j_at_least)
     stack = {}
     for o, name in enumerate(["top", "second", "third"]):
@@ -751,12 +835,14 @@ def build_machine(program=None):
             [prev_byte[4 - low], prev_byte[3 - low]], clear=f["not_sts"])]
     frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [position],
                       clear=f["not_call_commit"])
+    s.frame, s.top, s.op_x, s.op_y, s.imm, s.immediate_byte = frame, top, op_x, op_y, imm, immediate_byte
+    s.second, s.second_pos, s.third_pos, s.top_pos = second, second_pos, third_pos, top_pos
+    s.operand_bytes = operand_bytes
 
-    def is_op(op):
-        """1 for the fetched opcode, <= 0 for every other: 1 - (code - k)^2."""
-        k = OPCODE_CODE[op]
-        return 2 * k * op_x - op_y - (k * k - 1) * one
 
+def opcode_flags(g, s):
+    """The opcode flags (exact 0/1 nodes where a gate needs one) and [J == k]."""
+    one, after_opcode, is_op, j_at_least = s.one, s.after_opcode, s.is_op, s.j_at_least
     # Gates: gate(op, phase) = flag[op] + phase - 1 is 1 for the opcode in that phase and <= 0
     # otherwise. flag[op] is is_op(op) itself (no neuron, no residual slot), an integer whose
     # dot product has partial sums below 2^14 (2 k code + code^2 + k^2 <= 12,100 for codes
@@ -781,7 +867,13 @@ def build_machine(program=None):
     flag["i32.mul"] = is_op("i32.mul") + after_opcode
     flag[MUL_HI] = is_op(MUL_HI) - after_opcode
     j_is = {k: (one if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
+    s.flag, s.j_is = flag, j_is
 
+
+def division_digits(g, s):
+    """Division and remainder: the digit phase's remainder, divisor and nibbles."""
+    one, f, is_op, j_at_least, j_full_is, j_is = s.one, s.f, s.is_op, s.j_at_least, s.j_full_is, s.j_is
+    prev_byte, second, top = s.prev_byte, s.second, s.top
     # -- division and remainder (SPEC 12.2): D3 D2 D1 D0 R0 R1 R2 R3 commit ----------
     # a = second, b = top; |x| = x - 2 relu(x - 2^31) for a word x (the signed ops' magnitude,
     # 2^31 for INT_MIN). Digit phase (J = 0..3 emits D_k, k = 3 - J): with the magnitudes
@@ -837,7 +929,16 @@ def build_machine(program=None):
     high_nibble = g.ffn("division_high_nibble", [t for m in range(1, 16)
                                                  for t in step_terms(one, remainder - 16 * m * divisor)])
     low_remainder = g.ffn("division_low_remainder", [(1, remainder, one), (-16, high_nibble, divisor)])
+    s.div_pair, s.rem_pair, s.written_back, s.divisor = div_pair, rem_pair, written_back, divisor
+    s.high_nibble, s.low_remainder = high_nibble, low_remainder
 
+
+def multiplication_columns(g, s):
+    """The column of i32.mul, both halves of i32.mul_hi_u and the remainder's bytes 0..2,
+    and its low byte."""
+    one, f, after_opcode, is_op, j_full_is, j_is = s.one, s.f, s.after_opcode, s.is_op, s.j_full_is, s.j_is
+    operand_bytes, prev_byte, rem_pair = s.operand_bytes, s.prev_byte, s.rem_pair
+    written_back = s.written_back
     # i32.mul, and the low half of i32.mul_hi_u's group (the same bytes, a*b mod 2^32):
     # result byte k (emitted at J = k) is c_k mod 256 for the column sum
     #   c_k = sum_{i+j<=k} a_i b_j 256^(i+j-k) - sum_{i<k} r_i 256^(i-k),
@@ -928,8 +1029,13 @@ def build_machine(program=None):
                                      digit + 256 * (phase - 1) + 256 * (f["carry"] - 1)))
     mul_column = g.ffn("mul_column", column_terms)
     mul_byte_terms = low_byte_of_column(g, "mul_column", mul_column)
-    KEY_BIG = 1 << 34  # > every memory key (address + offset < 2^33 + 4); 5476*2^34 < 2^53
+    s.mul_byte_terms = mul_byte_terms
 
+
+def memory_access(g, s):
+    """The write key, value and clear of the memory/locals lookup, and its query."""
+    one, position, f, J, after_opcode, call_depth = s.one, s.position, s.f, s.J, s.after_opcode, s.call_depth
+    close_b, frame, imm, is_op, second, top = s.close_b, s.frame, s.imm, s.is_op, s.second, s.top
     # memory and locals: one lookup; a write is a non-prefix byte of a store,
     # of local.set/tee, or of the input section (instruction 0 = input_base)
     writes = []  # (condition, key, value, sign of the key)
@@ -950,10 +1056,14 @@ def build_machine(program=None):
     address = top + imm + J
     local_key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + 4 * imm + J)
     mem_query = g.ffn("memory_query", [(1, address, one)] + gated_terms(local_key - address, is_op("local.get")))
-    # byte reads: P1 = immediate byte J or a byte of the top word; P2 = a byte of
-    # the second word, or of the third (select, c != 0), or of the calling `call` (return)
-    top_byte_at = top_pos - 4 + J
-    imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * one
+    s.mem_key, s.mem_key_sq, s.mem_clear, s.mem_value = mem_key, mem_key_sq, mem_clear, mem_value
+    s.address, s.mem_query = address, mem_query
+
+
+def operand_signs(g, s):
+    """The signs of the top two words; division's opposite signs and div_s overflow."""
+    one, operand_bytes, second, top = s.one, s.operand_bytes, s.second, s.top
+    b_bytes = operand_bytes["top"]  # b of the division
     sign_top = g.ffn("sign_top", step_terms(one, top - SIGN))
     sign_second = g.ffn("sign_second", step_terms(one, second - SIGN))
     # division: [a and b have opposite signs]; [a = INT_MIN and b = -1] (div_s traps): the
@@ -964,7 +1074,14 @@ def build_machine(program=None):
     overflow_x = second - SIGN - (1 << 33) * sum(255 - b for b in b_bytes)
     division_overflow = g.ffn("division_overflow", [(1, one, overflow_x + 1), (-2, one, overflow_x),
                                                     (1, one, overflow_x - 1)])
+    s.sign_top, s.sign_second, s.opposite_signs = sign_top, sign_second, opposite_signs
+    s.division_overflow = division_overflow
 
+
+def shift_counts_and_bit_counts(g, s):
+    """The shift count's byte/bit split and the source byte indices; the zero-byte
+    prefixes of ctz and clz and the popcount of the top word's bytes 2 and 3."""
+    one, J, flag, operand_bytes = s.one, s.J, s.flag, s.operand_bytes
     # Shifts and rotates by s = count mod 32 = 8 q + r (q whole bytes, r bits; the count's
     # low byte t = top_byte0 decides: s = t mod 32). Result byte k is 8 bits of the 16-bit
     # window W = 256 hi + lo of two bytes of a (the second word):
@@ -992,13 +1109,6 @@ def build_machine(program=None):
     source_index = {op: (J - shift_bytes - 1, J - shift_bytes) if op in left_ops else
                     (J + shift_bytes, J + shift_bytes + 1) for op in shift_ops}
 
-    def wrapped_byte_at(index, op):
-        """Query terms: a's byte at index mod 4 (index in -4..7), for opcode `op` only,
-        relative to the default query position second_pos - 4 + J (for p2)."""
-        terms = gated_terms(index - J, is_op(op))
-        terms += gated_step_terms(-index - 1, flag[op], 4) + gated_step_terms(index - 4, flag[op], -4)
-        return terms
-
     # i32.ctz: Z_i = [bytes 0..i of the top word are all 0] = relu(1 - a_0 - ... - a_i)
     # (bytes are integers >= 0); the first non-zero byte is byte i* = Z_0 + Z_1 + Z_2
     # (byte 3 when all are 0), which p1 reads; ctz = 8 i* + ctz8'(that byte) below.
@@ -1013,6 +1123,7 @@ def build_machine(program=None):
     # i32.popcnt: p1 and p2 read the top's bytes 0 and 1 (their bits below); bytes 2 and 3
     # by nibbles: high nibble h = sum_{m=1..15} [a >= 16 m] (15 steps), then the popcount
     # of each nibble n (low = a - 16 h) as sum_{m=1..15} (pc(m) - pc(m-1)) [n >= m]
+    upper_popcount = Lin()
     if "i32.popcnt" in flag:
         upper = operand_bytes["top"][2:]
         upper_high = [g.ffn("popcnt_high_nibble%d" % (2 + i), [t for m in range(1, 16)
@@ -1022,6 +1133,22 @@ def build_machine(program=None):
         upper_popcount = g.ffn("popcnt_bytes23", [
             t for n in nibbles for m in range(1, 16)
             for t in step_terms(one, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
+    s.shift_ops, s.shift_bits, s.left_ops, s.right_ops = shift_ops, shift_bits, left_ops, right_ops
+    s.source_index, s.first_nonzero_byte = source_index, first_nonzero_byte
+    s.leading_zero_bytes, s.upper_popcount = leading_zero_bytes, upper_popcount
+
+
+def byte_read_queries(g, s):
+    """The queries of the byte reads p1 and p2."""
+    one, position, program, J, cursor, div_pair = s.one, s.position, s.program, s.J, s.cursor, s.div_pair
+    first_nonzero_byte, frame, is_op, j_at_least = s.first_nonzero_byte, s.frame, s.is_op, s.j_at_least
+    j_full, j_full_is, leading_zero_bytes, rem_pair = s.j_full, s.j_full_is, s.leading_zero_bytes, s.rem_pair
+    second_pos, shift_ops, source_index, third_pos = s.second_pos, s.shift_ops, s.source_index, s.third_pos
+    top, top_pos = s.top, s.top_pos
+    # byte reads: P1 = immediate byte J or a byte of the top word; P2 = a byte of
+    # the second word, or of the third (select, c != 0), or of the calling `call` (return)
+    top_byte_at = top_pos - 4 + J
+    imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * one
     # division, result byte k = J_full - 4: div copies D_k (at position - 2k); rem's byte 3
     # needs D2 (p1, position - 5) and D3 (p2, position - 6)
     division_reads = (gated_terms(position - 2 * (j_full - 4) - top_byte_at, div_pair + j_at_least[4] - 1)
@@ -1030,14 +1157,22 @@ def build_machine(program=None):
                      + gated_terms(first_nonzero_byte - J, is_op("i32.ctz")) + [
         t for op in IMMEDIATE_READERS for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))]
         + [t for op in shift_ops for t in gated_terms(second_pos - top_pos, is_op(op))
-           + wrapped_byte_at(source_index[op][0], op)])
+           + wrapped_byte_at(s, source_index[op][0], op)])
     select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
     p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
                      + gated_terms(frame - second_pos, is_op("return"))
                      + gated_terms(top_pos - 1 - leading_zero_bytes - (second_pos - 4 + J), is_op("i32.clz"))
                      + gated_terms(top_pos - 3 - (second_pos - 4 + J), is_op("i32.popcnt"))
                      + gated_terms(position - 6 - (second_pos - 4 + J), rem_pair + j_full_is[7] - 1)
-                     + [t for op in shift_ops for t in wrapped_byte_at(source_index[op][1], op)])
+                     + [t for op in shift_ops for t in wrapped_byte_at(s, source_index[op][1], op)])
+    s.p1_query, s.p2_query = p1_query, p2_query
+
+
+def shift_offsets(g, s):
+    """The shifts' bit offset, whether lo/hi are inside the word, and shr_s's sign fill."""
+    one, flag, left_ops, right_ops, shift_bits = s.one, s.flag, s.left_ops, s.right_ops, s.shift_bits
+    shift_ops, sign_second, source_index = s.shift_ops, s.sign_second, s.source_index
+    offset_is, inside, sign_fill = [], [], Lin()
     if shift_ops:
         left = sum((flag[op] for op in left_ops if op in flag), Lin())   # exact 0/1: one opcode at a time
         right = sum((flag[op] for op in right_ops if op in flag), Lin())
@@ -1049,7 +1184,6 @@ def build_machine(program=None):
                            + (bits_are(8 - o, left) if o > 0 else [])) for o in range(9)]
         # lo / hi is a byte of a (1) or outside it (0): shl drops indices < 0, shr_u/shr_s > 3
         shl = flag.get("i32.shl", Lin())
-        shr = flag.get("i32.shr_u", Lin()) + flag.get("i32.shr_s", Lin())
         inside = []
         for which, name in ((0, "lo"), (1, "hi")):
             terms = [(1, one, one)]
@@ -1061,8 +1195,14 @@ def build_machine(program=None):
             inside.append(g.ffn("shift_%s_inside" % name, terms))
         sign_fill = g.ffn("shift_sign_fill", gated_terms(sign_second, flag["i32.shr_s"])) \
             if "i32.shr_s" in flag else Lin()
+    s.offset_is, s.inside, s.sign_fill = offset_is, inside, sign_fill
 
-    # -- layer 3: memory/locals; layer 4: byte reads -------------------------------------
+
+def memory_and_byte_reads(g, s):
+    """Layers 3 and 4: the memory/locals lookup, p1 and p2 and their bits."""
+    position, position_sq, f, program = s.position, s.position_sq, s.f, s.program
+    immediate_byte, mem_clear, mem_key, mem_key_sq = s.immediate_byte, s.mem_clear, s.mem_key, s.mem_key_sq
+    mem_query, mem_value, p1_query, p2_query = s.mem_query, s.mem_value, s.p1_query, s.p2_query
     found, = g.lookup(["memory_found"], mem_query, mem_key, mem_key_sq, [mem_value], clear=mem_clear)
     p1, p1_high = g.lookup(["p1_byte", "p1_high_nibble"], p1_query, position, position_sq,
                            [f["byte_value"], f["byte_high_nibble"]])
@@ -1071,24 +1211,14 @@ def build_machine(program=None):
     p2, p2_high = g.lookup(["p2_byte", "p2_high_nibble"], p2_query, position, position_sq,
                            [f["byte_value"], f["byte_high_nibble"]])
 
-    # The bits of p1 and p2 (one node each), from their nibbles (low = byte - 16 high):
-    # bit_j of a nibble n is sum_{m=1..15} (bit_j(m) - bit_j(m-1)) [n >= m], steps on the
-    # integers n - m (the emitter shares the neurons relu(n - m) among the bits).
-    def bits_of(name, byte, high):
-        bits = []
-        for j in range(reference.BYTE_BITS):
-            nibble_bit = j % 4
-            nibble = high if j >= 4 else byte - 16 * high
-            terms = []
-            for m in range(1, 16):
-                jump = (m >> nibble_bit & 1) - ((m - 1) >> nibble_bit & 1)
-                if jump:
-                    terms += step_terms(one, nibble - m, jump)
-            bits.append(g.ffn("%s_bit%d" % (name, j), terms))
-        return bits
+    p1_bits, p2_bits = nibble_bits(g, "p1", p1, p1_high), nibble_bits(g, "p2", p2, p2_high)
+    s.found, s.p1, s.p2, s.p1_bits, s.p2_bits = found, p1, p2, p1_bits, p2_bits
 
-    p1_bits, p2_bits = bits_of("p1", p1, p1_high), bits_of("p2", p2, p2_high)
 
+def remainder_top_byte(g, s):
+    """i32.rem_s / rem_u's result byte 3."""
+    f, divisor, flag, j_full_is, p1, p2 = s.f, s.divisor, s.flag, s.j_full_is, s.p1, s.p2
+    prev_byte, second, sign_second = s.prev_byte, s.second, s.sign_second
     # i32.rem_s / rem_u, result byte 3 (J_full = 7): c_3 = (V - W) / 2^24 with W = the bytes
     # r_0..r_2 written (current token, prev1, prev2) and V = |a| - |b| Q (a >= 0 or unsigned:
     # |a| = a) or 2^32 - (|a| - |b| Q) = a + |b| Q (a < 0): both a -+ B Q with B = |b| (the
@@ -1106,24 +1236,19 @@ def build_machine(program=None):
                         (1, flag["i32.rem_s"] + j_full_is[7] + sign_second - 2)):
         top_byte_terms.append((Fraction(coef, 1 << 24), divisor, quotient + (1 << 33) * (gate_ - 1)))
     remainder_byte3 = g.ffn("remainder_byte3", top_byte_terms)
+    s.remainder_byte3 = remainder_byte3
 
-    # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second);
-    # and = sum_j 2^j relu(bit_j(p1) + bit_j(p2) - 1) (one neuron per bit), or = p1 + p2 - and,
-    # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
-    def and_byte_terms(gate_, coef=1):
-        """coef * (p1 AND p2) when gate_ = 1 (gate_ <= 0: 0): 2^j relu(x_j + y_j - 1 + 4 (gate_ - 1)),
-        the pre-activation <= 2 - 1 - 4 < 0 when the gate is off."""
-        return [(coef * 2 ** j, one, x + y - 1 + 4 * (gate_ - 1)) for j, (x, y) in enumerate(zip(p1_bits, p2_bits))]
 
-    # -- the output channels (last feed-forward) ------------------------------------------
-    ch = {name: [] for name in ("byte", "commit", "out", "branch_taken", "call_commit", "return_commit",
-                                "halt", "trap", "value", "mark", "sd", "sts", "bt")}
+def group_channels(s, ch):
+    """The token family of each phase of each group (byte, commit, ...), division's and
+    the branches' values."""
+    one, f, div_pair, division_overflow, divisor = s.one, s.f, s.div_pair, s.division_overflow, s.divisor
+    flag, gate, high_nibble, imm, j_at_least = s.flag, s.gate, s.high_nibble, s.imm, s.j_at_least
+    j_full_is, low_remainder, opposite_signs, p1 = s.j_full_is, s.low_remainder, s.opposite_signs, s.p1
+    rem_pair, remainder_byte3, second, top = s.rem_pair, s.remainder_byte3, s.second, s.top
     BT, carry = f["is_branch_taken"], f["carry"]
     start = one - j_at_least[1] - BT
     branch_bytes = BT + j_at_least[1] - j_at_least[4]
-
-    def gate(op, phase):
-        return flag[op] + phase - 1
 
     def on(channels, g_, coef=1):
         for name, c in channels:
@@ -1192,6 +1317,25 @@ def build_machine(program=None):
     on([("commit", 1), ("sd", -1), ("bt", 1)], gate("br_if", j_at_least[4]))
     on([("call_commit", 1)], gate("call", j_at_least[4]))
     on([("return_commit", 1)], gate("return", j_at_least[4]))
+    s.carry, s.branch_bytes, s.g_start = carry, branch_bytes, g_start
+
+
+def result_channels(s, ch):
+    """The result bytes (value and mark channels) of the value opcodes."""
+    one, J, address, branch_bytes, carry = s.one, s.J, s.address, s.branch_bytes, s.carry
+    first_nonzero_byte, flag, found, frame = s.first_nonzero_byte, s.flag, s.found, s.frame
+    g_start, gate, imm, inside, j_at_least, j_is = s.g_start, s.gate, s.imm, s.inside, s.j_at_least, s.j_is
+    leading_zero_bytes, mul_byte_terms, offset_is = s.leading_zero_bytes, s.mul_byte_terms, s.offset_is
+    p1, p1_bits, p2, p2_bits, second, shift_ops = s.p1, s.p1_bits, s.p2, s.p2_bits, s.second, s.shift_ops
+    sign_fill, sign_second, sign_top, top = s.sign_fill, s.sign_second, s.sign_top, s.top
+    upper_popcount = s.upper_popcount
+    # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second);
+    # and = sum_j 2^j relu(bit_j(p1) + bit_j(p2) - 1) (one neuron per bit), or = p1 + p2 - and,
+    # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
+    def and_byte_terms(gate_, coef=1):
+        """coef * (p1 AND p2) when gate_ = 1 (gate_ <= 0: 0): 2^j relu(x_j + y_j - 1 + 4 (gate_ - 1)),
+        the pre-activation <= 2 - 1 - 4 < 0 when the gate is off."""
+        return [(coef * 2 ** j, one, x + y - 1 + 4 * (gate_ - 1)) for j, (x, y) in enumerate(zip(p1_bits, p2_bits))]
 
     def g_bytes(op):
         return gate(op, one - j_at_least[4])
@@ -1278,9 +1422,20 @@ def build_machine(program=None):
                 ch["value"] += gated_terms(p1 + p2, g_bytes(op))
             ch["value"] += and_byte_terms(g_bytes(op), and_coef)
 
-    channel = {name: g.ffn("out_" + name, terms) for name, terms in ch.items()}
 
-    # -- the output head -------------------------------------------------------------------
+def output_channels(g, s):
+    """The output channels (last feed-forward): one node per channel."""
+    ch = {name: [] for name in ("byte", "commit", "out", "branch_taken", "call_commit", "return_commit",
+                                "halt", "trap", "value", "mark", "sd", "sts", "bt")}
+    group_channels(s, ch)
+    result_channels(s, ch)
+    return {name: g.ffn("out_" + name, terms) for name, terms in ch.items()}
+
+
+def output_head(g, channel):
+    """The logit of every token from the output channels."""
+    one = Lin.of(1)
+
     def square_score(v, ch_name):
         return 2 * v * channel[ch_name] - v * v * one
 
@@ -1305,9 +1460,6 @@ def build_machine(program=None):
         else:
             logit = -2 * FAMILY_WEIGHT * one  # prompt-only tokens are never produced
         g.outputs[token] = logit
-    if program is not None:
-        add_specialized_tokens(g, program)
-    return g
 
 
 # ---------------------------------------------------------------------------
