@@ -11,10 +11,8 @@ their ratio (target, issue 17: >= 1.5x against a591cf2 on collatz and hungarian)
 Both traces are checked against the reference interpreter. To compare whole
 machines (weights included) use benchmarks/machine_speed.py --against."""
 import argparse
-import importlib.util
 import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ import frontend  # noqa: E402
 import hull  # noqa: E402
 import reference  # noqa: E402
 import wasmtf  # noqa: E402
+from revision import module_at  # noqa: E402 (benchmarks/revision.py)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -34,19 +33,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 def import_revision(revision, directory):
     """(wasmtf, hull) modules of git revision `revision`, imported from `directory`
     under the names wasmtf_<rev>, hull_<rev> (they use this checkout's reference.py)."""
-    modules = []
-    for name in ("wasmtf", "hull"):
-        source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:{name}.py"],
-                                capture_output=True, text=True)
-        if source.returncode != 0:
-            sys.exit(f"machine_speed.py: cannot read {name}.py at {revision!r}: {source.stderr.strip()}")
-        path = pathlib.Path(directory) / f"{name}_{revision}.py"
-        path.write_text(source.stdout)
-        spec = importlib.util.spec_from_file_location(f"{name}_{revision}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        modules.append(module)
-    return modules
+    return [module_at(revision, name, directory) for name in ("wasmtf", "hull")]
 
 
 def sequential_decoding(wasmtf_module, hull_module, model, prompt, count):

@@ -28,9 +28,7 @@ this checkout's, and prints its cost per step at t and REV's / this one's.
     python benchmarks/hull_scaling.py [MAX_T] [--against REV]
 """
 import argparse
-import importlib.util
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,11 +36,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from hull import BruteHead, HullHead, causal_hard_attention  # noqa: E402
+from hull import HARD_K, BruteHead, HullHead, causal_hard_attention  # noqa: E402
+from revision import module_at  # noqa: E402 (benchmarks/revision.py)
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-
-QUERY_SCALE = 1.4142135623730951e10   # HARD_K * sqrt(2), as the compiled query rows
+QUERY_SCALE = HARD_K * np.sqrt(2)     # as the compiled query rows (SPEC 7.1)
 INV_LN2 = 1.0 / np.log(2.0)
 SIZES = (10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6)
 # CPU seconds of this process: the machine is shared, and a step that waits
@@ -103,20 +100,6 @@ def brute_cost_at(steps, window):
     return (clock() - start) / window
 
 
-def revision_hull(revision, directory):
-    """git revision `revision`'s hull.py, imported as the module hull_<revision>."""
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:hull.py"],
-                            capture_output=True, text=True)
-    if source.returncode != 0:
-        sys.exit(f"hull_scaling.py: cannot read hull.py at {revision!r}: {source.stderr.strip()}")
-    path = pathlib.Path(directory) / f"hull_{revision}.py"
-    path.write_text(source.stdout)
-    spec = importlib.util.spec_from_file_location(f"hull_{revision}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("max_t", nargs="?", default=str(SIZES[-1]), help="largest t (default 1e6)")
@@ -124,7 +107,7 @@ def main():
     args = parser.parse_args()
     max_t = int(float(args.max_t))
     with tempfile.TemporaryDirectory() as directory:
-        other = revision_hull(args.against, directory) if args.against else None
+        other = module_at(args.against, "hull", directory) if args.against else None
         report(max_t, other, args.against)
 
 

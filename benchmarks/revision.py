@@ -1,0 +1,25 @@
+"""A module of this repository as it was at a git revision, for benchmarks that
+compare it side by side with this checkout's."""
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def module_at(revision, name, directory):
+    """git revision `revision`'s NAME.py, written to `directory` and imported as the
+    module NAME_<revision> (its own imports resolve to this checkout's modules).
+    Exits with a message naming the script when git cannot read it."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:{name}.py"],
+                            capture_output=True, text=True)
+    if source.returncode != 0:
+        script = pathlib.Path(sys.argv[0]).name
+        sys.exit(f"{script}: cannot read {name}.py at {revision!r}: {source.stderr.strip()}")
+    path = pathlib.Path(directory) / f"{name}_{revision}.py"
+    path.write_text(source.stdout)
+    spec = importlib.util.spec_from_file_location(f"{name}_{revision}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
