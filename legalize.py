@@ -292,33 +292,22 @@ helper("shl", "lo hi n", 2, "", """
     local.get hi ; local.get n ; i32.shl ; local.get lo ; i32.const 32 ; local.get n ; i32.sub ; i32.shr_u ; i32.add
 """)
 
-helper("shr_u", "lo hi n", 2, "", """
-    # (lo, hi) >>u (n mod 64).
+SHIFT_RIGHT = """
+    # (lo, hi) >>{kind} (n mod 64): the high word fills with {fill_name}.
     block small
       local.get n ; i32.const 26 ; i32.shl ; i32.const 0 ; i32.ge_s ; br_if small
-      local.get hi ; local.set lo ; i32.const 0 ; local.set hi
+      local.get hi ; local.set lo ; {fill} ; local.set hi
     end
     block bits
       local.get n ; i32.const 27 ; i32.shl ; br_if bits
       local.get lo ; local.get hi ; return
     end
     local.get lo ; local.get n ; i32.shr_u ; local.get hi ; i32.const 32 ; local.get n ; i32.sub ; i32.shl ; i32.add
-    local.get hi ; local.get n ; i32.shr_u
-""")
-
-helper("shr_s", "lo hi n", 2, "", """
-    # (lo, hi) >>s (n mod 64): the high word's sign fills from the top.
-    block small
-      local.get n ; i32.const 26 ; i32.shl ; i32.const 0 ; i32.ge_s ; br_if small
-      local.get hi ; local.set lo ; i32.const 0 ; local.get hi ; i32.const 0 ; i32.lt_s ; i32.sub ; local.set hi
-    end
-    block bits
-      local.get n ; i32.const 27 ; i32.shl ; br_if bits
-      local.get lo ; local.get hi ; return
-    end
-    local.get lo ; local.get n ; i32.shr_u ; local.get hi ; i32.const 32 ; local.get n ; i32.sub ; i32.shl ; i32.add
-    local.get hi ; local.get n ; i32.shr_s
-""")
+    local.get hi ; local.get n ; i32.shr_{kind}
+"""
+helper("shr_u", "lo hi n", 2, "", SHIFT_RIGHT.format(kind="u", fill_name="zeros", fill="i32.const 0"))
+helper("shr_s", "lo hi n", 2, "", SHIFT_RIGHT.format(
+    kind="s", fill_name="the sign of hi", fill="i32.const 0 ; local.get hi ; i32.const 0 ; i32.lt_s ; i32.sub"))
 
 helper("rotl", "lo hi n", 2, "t", """
     # (lo, hi) rotated left by n mod 64 (rotr by n is rotl by -n).
