@@ -26,6 +26,7 @@ import compile_weights as cw  # noqa: E402
 import hull  # noqa: E402
 import reference  # noqa: E402
 import wasmtf  # noqa: E402
+from revision import tree_at  # noqa: E402 (benchmarks/revision.py)
 
 SUM_ADDRESS = 0x100
 
@@ -121,8 +122,7 @@ def compare_against(commit, prefix, rounds):
     with tempfile.TemporaryDirectory() as tmp:
         base = pathlib.Path(tmp) / "base"
         base.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        tree_at(commit, base)
         print("machine speed, %s (base) against this checkout: sequential hull decoding of the first %d "
               "trace tokens, %d alternating rounds" % (commit, prefix, rounds))
         for name in COMPARED_PROGRAMS:

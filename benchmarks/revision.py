@@ -23,3 +23,14 @@ def module_at(revision, name, directory):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def tree_at(revision, directory):
+    """The files of git revision `revision` written under `directory` (git archive |
+    tar -x), as a path. Exits with a message naming the script when git cannot."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True)
+    if archive.returncode != 0:
+        script = pathlib.Path(sys.argv[0]).name
+        sys.exit(f"{script}: cannot export {revision!r}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    return pathlib.Path(directory)

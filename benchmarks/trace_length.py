@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 
+from revision import tree_at  # benchmarks/revision.py
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ["hello", "add", "addition", "collatz", "fibonacci", "hungarian", "sudoku", "crc32", "sha256"]
 
@@ -45,15 +47,6 @@ def measure(tree, paths):
     return json.loads(result.stdout)
 
 
-def exported_tree(revision, directory):
-    """The files of `revision` under `directory` (git archive | tar -x)."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True)
-    if archive.returncode != 0:
-        sys.exit("git archive %s failed: %s" % (revision, archive.stderr.decode().strip()))
-    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
-    return pathlib.Path(directory)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("examples", nargs="*", metavar="EXAMPLE", help="some of: " + " ".join(EXAMPLES))
@@ -72,7 +65,7 @@ def main():
                                               "" if status == "halt" else status))
         return
     with tempfile.TemporaryDirectory() as directory:
-        tree = exported_tree(args.against, directory)
+        tree = tree_at(args.against, directory)
         paths = [(tree if (tree / "examples" / (name + ".wasm")).exists() else REPO) / "examples" / (name + ".wasm")
                  for name in names]
         there = measure(tree, paths)
