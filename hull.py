@@ -188,7 +188,8 @@ RATIO_LIMIT = 2.0 ** 40
 # * (1 + 2^-50) < 0.05 * qy of its exact value: only column k0 can reach the float maximum.
 ISOLATION = 0.125
 ISOLATED_K = 2 ** 23
-RECORD = 6                    # doubles per record: kx, ky, mark, vx, vy, offset of the record below (-1: none)
+RECORD = 6                    # doubles per record, at these offsets from its start (kx at 0):
+KY, MARK, VX, VY, BELOW = 1, 2, 3, 4, 5   # ky, seq or count, value, offset of the record below (-1: none)
 EMPTY = -math.inf             # the ky of an empty slot (no key of the path scores -inf)
 # Slots are added SLOT_CHUNK at a time, doubling; a head takes at most
 # max(SLOT_FLOOR, SLOTS_PER_ENTRY * entries) slots (RECORD * 8 bytes each: 48 MB at the
@@ -555,23 +556,23 @@ class HullHead:
                 if at >= 0:
                     seq = self._count
                     self._count = seq + 1
-                    top = slots[at + 1]
+                    top = slots[at + KY]
                     if ky > top:             # a new top (the machine's keys: always)
                         if top != EMPTY:     # the old top goes under it
                             records = self._records
                             below = len(records)
                             records.extend(slots[at:at + RECORD])
-                            slots[at + 5] = below
+                            slots[at + BELOW] = below
                         else:                # a new column: slot i = at / RECORD
                             i = at // RECORD
                             words = self._occupied
                             if not words[i >> 6]:
                                 self._occupied_words[i >> 12] |= 1 << ((i >> 6) & 63)
                             words[i >> 6] |= 1 << (i & 63)
-                        slots[at + 1] = ky
-                        slots[at + 2] = seq if self.latest else 1
-                        slots[at + 3] = vx
-                        slots[at + 4] = vy
+                        slots[at + KY] = ky
+                        slots[at + MARK] = seq if self.latest else 1
+                        slots[at + VX] = vx
+                        slots[at + VY] = vy
                     elif ky == top:
                         self._merge_record(slots, at, seq, vx, vy)
                     else:
@@ -708,15 +709,15 @@ class HullHead:
                 if -ISOLATION <= k - ratio <= ISOLATION:
                     at = RECORD * (k - self._base)
                     if 0 <= at < len(slots):
-                        ky = slots[at + 1]
+                        ky = slots[at + KY]
                         if ky != EMPTY:      # no other column can reach this one's float score
                             best = qx * slots[at] + qy * ky
-                            below = slots[at + 5]
-                            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+                            below = slots[at + BELOW]
+                            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + KY] != best:
                                 if self.latest:      # the usual answer: one key
-                                    return (slots[at + 3], slots[at + 4])
-                                inverse = 1.0 / slots[at + 2]
-                                return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+                                    return (slots[at + VX], slots[at + VY])
+                                inverse = 1.0 / slots[at + MARK]
+                                return (slots[at + VX] * inverse, slots[at + VY] * inverse)
                             return self._resolve_records(slots, qx, qy, best, [at])
             if -RATIO_LIMIT <= ratio <= RATIO_LIMIT:
                 return self._walk_columns(slots, qx, qy, ratio)
@@ -753,7 +754,7 @@ class HullHead:
         while 0 <= i < n:
             at = RECORD * i
             score_x = qx * slots[at]             # (kx = 2k: empty slots hold it too)
-            ky = slots[at + 1]
+            ky = slots[at + KY]
             if ky == EMPTY:
                 if best != EMPTY:
                     score_y = qy * (BOUND_RECENCY - 0.25 * slots[at] * slots[at])   # (k^2 exact)
@@ -788,12 +789,12 @@ class HullHead:
         best, _, tied = walk
         if len(tied) == 1:
             at = tied[0]
-            below = slots[at + 5]
-            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + 1] != best:
+            below = slots[at + BELOW]
+            if below < 0.0 or qx * slots[at] + qy * self._records[int(below) + KY] != best:
                 if self.latest:              # one key reaches the best
-                    return (slots[at + 3], slots[at + 4])
-                inverse = 1.0 / slots[at + 2]
-                return (slots[at + 3] * inverse, slots[at + 4] * inverse)
+                    return (slots[at + VX], slots[at + VY])
+                inverse = 1.0 / slots[at + MARK]
+                return (slots[at + VX] * inverse, slots[at + VY] * inverse)
         return self._resolve_records(slots, qx, qy, best, tied)
 
     def _resolve_records(self, slots, qx, qy, best, tied):
@@ -803,23 +804,23 @@ class HullHead:
         found = []                           # (array, offset) of every tied record
         for at in tied:
             found.append((slots, at))
-            below = slots[at + 5]
+            below = slots[at + BELOW]
             while below >= 0.0:              # the keys under a tied top, in ky order
                 at = int(below)
-                if qx * records[at] + qy * records[at + 1] != best:
+                if qx * records[at] + qy * records[at + KY] != best:
                     break
                 found.append((records, at))
-                below = records[at + 5]
+                below = records[at + BELOW]
         if self.latest:
-            store, at = max(found, key=lambda place: place[0][place[1] + 2])   # the largest seq
-            return (store[at + 3], store[at + 4])
+            store, at = max(found, key=lambda place: place[0][place[1] + MARK])   # the largest seq
+            return (store[at + VX], store[at + VY])
         count = 0.0
         sum_x = 0.0
         sum_y = 0.0
         for store, at in found:
-            count += store[at + 2]
-            sum_x += store[at + 3]
-            sum_y += store[at + 4]
+            count += store[at + MARK]
+            sum_x += store[at + VX]
+            sum_y += store[at + VY]
         inverse = 1.0 / count
         return (sum_x * inverse, sum_y * inverse)
 
@@ -837,29 +838,29 @@ class HullHead:
     def _merge_record(self, store, at, seq, vx, vy):
         """Another entry with the key of the record at `at` of `store` (slots or records)."""
         if self.latest:
-            store[at + 2] = seq
-            store[at + 3] = vx
-            store[at + 4] = vy
+            store[at + MARK] = seq
+            store[at + VX] = vx
+            store[at + VY] = vy
         else:
-            store[at + 2] += 1
-            store[at + 3] += vx
-            store[at + 4] += vy
+            store[at + MARK] += 1
+            store[at + VX] += vx
+            store[at + VY] += vy
 
     def _insert_below(self, top, kx, ky, seq, vx, vy):
         """A key below the top of its column (slot offset `top`): merge it or link
         it in, in decreasing ky order."""
         slots, records = self._slots, self._records
         holder, link_at = slots, top + 5     # the link that will point to the new record
-        below = slots[top + 5]
+        below = slots[top + BELOW]
         while below >= 0.0:
             at = int(below)
-            if records[at + 1] == ky:
+            if records[at + KY] == ky:
                 self._merge_record(records, at, seq, vx, vy)
                 return
-            if records[at + 1] < ky:
+            if records[at + KY] < ky:
                 break
             holder, link_at = records, at + 5
-            below = records[at + 5]
+            below = records[at + BELOW]
         holder[link_at] = len(records)
         records.extend((kx, ky, seq if self.latest else 1, vx, vy, below))
 
@@ -960,12 +961,12 @@ class HullHead:
         for i in np.flatnonzero(self._slot_kys != EMPTY).tolist():
             store, at = slots, RECORD * i
             while True:                      # the column, top first
-                found.append(tuple(store[at:at + 5]))
-                below = store[at + 5]
+                found.append(tuple(store[at:at + BELOW]))
+                below = store[at + BELOW]
                 if below < 0.0:
                     break
                 store, at = records, int(below)
-        found += [tuple(records[at:at + 5]) for at in self._cleared.values()]
+        found += [tuple(records[at:at + BELOW]) for at in self._cleared.values()]
         return found
 
     def _leave_parabolic(self):
@@ -1004,18 +1005,18 @@ class HullHead:
             k = base + i
             store, at, ky = slots, RECORD * i, math.inf
             while True:                      # the column: keys of the path, ky decreasing
-                assert store[at] == 2 * k and store[at + 1] < ky
-                ky = store[at + 1]
+                assert store[at] == 2 * k and store[at + KY] < ky
+                ky = store[at + KY]
                 assert 0.0 <= ky + k * k < RECENCY_LIMIT and abs(k) <= PARABOLIC_MAX_K
-                below = store[at + 5]
+                below = store[at + BELOW]
                 if below < 0.0:
                     break
                 store, at = records, int(below)
                 assert at % RECORD == 0 and at not in linked
                 linked.add(at)
         for (kx, ky), at in self._cleared.items():
-            assert at % RECORD == 0 and at not in linked and records[at + 5] == -1.0
-            assert (records[at], records[at + 1]) == (kx, ky) and ky < CLEARED_BELOW
+            assert at % RECORD == 0 and at not in linked and records[at + BELOW] == -1.0
+            assert (records[at], records[at + KY]) == (kx, ky) and ky < CLEARED_BELOW
             linked.add(at)
         assert len(linked) == len(records) // RECORD, "every record is a column's or a cleared key"
         marks = [point[2] for point in self._parabolic_records()]
