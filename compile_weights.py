@@ -106,6 +106,7 @@ class Lin:
 
 POSITIONAL = ("position", "inv_log_pos", "position_sq", "one")  # residual slots 0, 1, 2, 3
 POSITION_ZERO_TOKENS = (reference.PROGRAM_START, reference.START)  # `{` (universal), `start` (specialized)
+ONE, POSITION, POSITION_SQ = Lin({"one": 1}), Lin({"position": 1}), Lin({"position_sq": 1})
 
 
 class Graph:
@@ -186,7 +187,7 @@ def gated_step_terms(x, gate, coef=1, big=STEP_GATE):
     Exactness: every partial sum of the pre-activation's dot product must stay below
     2^53: big * (the gate's partial sums) + |x| (an is_op gate: < 2^14 * 2^35 = 2^49)."""
     shift = big * (Lin.of(gate) - 1)
-    return step_terms(Lin.of(1), x + shift, coef)
+    return step_terms(ONE, x + shift, coef)
 
 
 def scaled(terms, factor):
@@ -220,16 +221,14 @@ def exact_byte_terms(x, gate, coef=1):
     """x if 0 <= x <= 255 (and gate), else 0, for integer x: the hat
     relu(x) - 256 relu(x-255) + 255 relu(x-256): 255 at x=255, 0 from x=256 on."""
     shift = GATE_BIG * (Lin.of(gate) - 1)
-    one = Lin.of(1)
-    return [(coef, one, x + shift), (-256 * coef, one, x - 255 + shift), (255 * coef, one, x - 256 + shift)]
+    return [(coef, ONE, x + shift), (-256 * coef, ONE, x - 255 + shift), (255 * coef, ONE, x - 256 + shift)]
 
 
 def high_byte_terms(x, gate, coef=1):
     """[128 <= x <= 255] (and gate) for integer x: relu(x-127) - relu(x-128) - relu(x-255) + relu(x-256)."""
     shift = GATE_BIG * (Lin.of(gate) - 1)
-    one = Lin.of(1)
-    return [(coef, one, x - 127 + shift), (-coef, one, x - 128 + shift),
-            (-coef, one, x - 255 + shift), (coef, one, x - 256 + shift)]
+    return [(coef, ONE, x - 127 + shift), (-coef, ONE, x - 128 + shift),
+            (-coef, ONE, x - 255 + shift), (coef, ONE, x - 256 + shift)]
 
 
 COLUMN_LIMIT = 1 << 18   # every column sum below is in [0, 2^18) (bound at its use)
@@ -253,12 +252,11 @@ def low_byte_of_column(g, name, column):
     the result is v1 - 256 floor(...) = (n mod 256) + e. 124 neurons instead of the
     2 * 1,023 steps of one stage. Exactness: every pre-activation is 2c, 2 q1 and a
     constant: multiples of 2^-23 below 2^20."""
-    one = Lin.of(1)
     q1 = g.ffn(name + "_q1", [t for m in range(1, STAGE_STEPS + 1)
-                              for t in step_terms(one, 2 * (column - m * FLOOR_STAGE))])
+                              for t in step_terms(ONE, 2 * (column - m * FLOOR_STAGE))])
     v1 = column - FLOOR_STAGE * q1
-    return [(1, v1, one)] + [t for m in range(1, STAGE_STEPS + 1)
-                             for t in step_terms(one, 2 * (v1 - m * reference.BYTE_VALUES), -reference.BYTE_VALUES)]
+    return [(1, v1, ONE)] + [t for m in range(1, STAGE_STEPS + 1)
+                             for t in step_terms(ONE, 2 * (v1 - m * reference.BYTE_VALUES), -reference.BYTE_VALUES)]
 
 
 # ---------------------------------------------------------------------------
@@ -515,7 +513,7 @@ def emit(graph):
         for h, n in enumerate(lookups):
             if n["mode"] == "latest":
                 w_qkv[2 * h] = _row(n["query"], slot, D, QUERY_SCALE)
-                w_qkv[2 * h + 1] = _row(Lin.of(1), slot, D, QUERY_SCALE)
+                w_qkv[2 * h + 1] = _row(ONE, slot, D, QUERY_SCALE)
                 w_qkv[D + 2 * h] = _row(n["key"], slot, D, 2.0)
                 ky = -n["key_sq"] + LATEST_ALPHA * Lin({"inv_log_pos": 1})
                 if n["clear"] is not None:
@@ -523,14 +521,14 @@ def emit(graph):
                 w_qkv[D + 2 * h + 1] = _row(ky, slot, D)
                 tie_latest[h] = True
             else:
-                w_qkv[2 * h + 1] = _row(Lin.of(1), slot, D, QUERY_SCALE)
-                w_qkv[D + 2 * h + 1] = _row(Lin.of(1), slot, D)
+                w_qkv[2 * h + 1] = _row(ONE, slot, D, QUERY_SCALE)
+                w_qkv[D + 2 * h + 1] = _row(ONE, slot, D)
             for i, (value, name) in enumerate(zip(n["values"], n["names"])):
                 w_qkv[2 * D + 2 * h + i] = _row(value, slot, D)
                 w_out[slot[name], 2 * h + i] = 1.0
         neurons = {}  # (gate key, value key) -> index; equal neurons are shared
         gates, values, outputs = [], [], []
-        clearing = [{"kind": "ffn", "name": name, "terms": [(-1, Lin({name: 1}), Lin.of(1))]}
+        clearing = [{"kind": "ffn", "name": name, "terms": [(-1, Lin({name: 1}), ONE)]}
                     for name in clears.get(layer, [])]
         for n in nodes + clearing:
             if n["kind"] != "ffn":
@@ -674,66 +672,39 @@ def build_machine(program=None):
     output head scores every token from them (family flag * FAMILY_WEIGHT plus
     2*v*channel - v^2, maximal at v = channel)."""
     g = Graph()
-    s = Signals(program, {name: g.feature(name, fn) for name, fn in token_features().items()})
-    recent_tokens_and_depth_sums(g, s)       # layer 0
-    cursor_and_depths(g, s)                  # layer 1
-    fetch_and_stack_reads(g, s)              # layer 2
-    opcode_flags(g, s)
-    division_digits(g, s)
-    multiplication_columns(g, s)
-    memory_access(g, s)
-    operand_signs(g, s)
-    shift_counts_and_bit_counts(g, s)
-    byte_read_queries(g, s)
-    shift_offsets(g, s)
-    memory_and_byte_reads(g, s)              # layers 3 and 4
-    remainder_top_byte(g, s)
-    output_head(g, output_channels(g, s))    # the last feed-forward, the output head
+    s = {"program": program, "f": {name: g.feature(name, fn) for name, fn in token_features().items()}}
+    for stage in (recent_tokens_and_depth_sums,   # layer 0
+                  cursor_and_depths,              # layer 1
+                  fetch_and_stack_reads,          # layer 2
+                  opcode_flags, division_digits, multiplication_columns, memory_access, operand_signs,
+                  shift_counts_and_bit_counts, byte_read_queries, shift_offsets,
+                  memory_and_byte_reads,          # layers 3 and 4
+                  remainder_top_byte):
+        s.update(stage(g, **s))  # each stage reads the values earlier ones returned, by name
+    output_head(g, output_channels(g, s))         # the last feed-forward, the output head
     if program is not None:
         add_specialized_tokens(g, program)
     return g
-
-
-class Signals:
-    """The values of the machine under construction (Lins, and lists and dicts of them),
-    named as in the derivations: build_machine's stages set them in order, each reading
-    what earlier stages set."""
-
-    def __init__(self, program, features):
-        self.program, self.f = program, features
-        self.one, self.position, self.position_sq = Lin.of(1), Lin({"position": 1}), Lin({"position_sq": 1})
-
-    def is_op(self, op):
-        """1 for the fetched opcode, <= 0 for every other: 1 - (code - k)^2."""
-        k = OPCODE_CODE[op]
-        return 2 * k * self.op_x - self.op_y - (k * k - 1) * self.one
-
-    def gate(self, op, phase):
-        """1 for opcode `op` in `phase` (a 0/1 value), <= 0 otherwise."""
-        return self.flag[op] + phase - 1
 
 
 def exact_sum(g, name, mean):
     """Sum over positions 1..p = mean * p, rounded to the integer it is: the slot gets
     ROUND_BIAS + mean*p (two terms of one dot product, one rounding), so it holds
     ROUND_BIAS + sum exactly; readers subtract ROUND_BIAS with coefficient exactly 1."""
-    one, position = Lin.of(1), Lin({"position": 1})
-    return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, position), (ROUND_BIAS, one, one)]) - ROUND_BIAS
+    return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, POSITION), (ROUND_BIAS, ONE, ONE)]) - ROUND_BIAS
 
 
-def wrapped_byte_at(s, index, op):
-    """Query terms: a's byte at index mod 4 (index in -4..7), for opcode `op` only,
-    relative to the default query position second_pos - 4 + J (for p2)."""
-    terms = gated_terms(index - s.J, s.is_op(op))
-    terms += gated_step_terms(-index - 1, s.flag[op], 4) + gated_step_terms(index - 4, s.flag[op], -4)
-    return terms
+def wrapped_byte_at(index, J, is_op, flag):
+    """Query terms: a's byte at index mod 4 (index in -4..7), for the opcode of is_op and
+    flag only, relative to the default query position second_pos - 4 + J (for p2)."""
+    return (gated_terms(index - J, is_op) + gated_step_terms(-index - 1, flag, 4)
+            + gated_step_terms(index - 4, flag, -4))
 
 
 def nibble_bits(g, name, byte, high):
     """The bits of a byte read (one node each), from its nibbles (low = byte - 16 high):
     bit_j of a nibble n is sum_{m=1..15} (bit_j(m) - bit_j(m-1)) [n >= m], steps on the
     integers n - m (the emitter shares the neurons relu(n - m) among the bits)."""
-    one = Lin.of(1)
     bits = []
     for j in range(reference.BYTE_BITS):
         nibble_bit = j % 4
@@ -742,19 +713,18 @@ def nibble_bits(g, name, byte, high):
         for m in range(1, 16):
             jump = (m >> nibble_bit & 1) - ((m - 1) >> nibble_bit & 1)
             if jump:
-                terms += step_terms(one, nibble - m, jump)
+                terms += step_terms(ONE, nibble - m, jump)
         bits.append(g.ffn("%s_bit%d" % (name, j), terms))
     return bits
 
 
-def recent_tokens_and_depth_sums(g, s):
+def recent_tokens_and_depth_sums(g, f, program, **_):
     """Layer 0: the previous four tokens, J (the bytes so far in the group), J_full, the
     jump offset, and the stack and call depth sums."""
-    one, position, position_sq, f, program = s.one, s.position, s.position_sq, s.f, s.program
     prev_byte, prev_mark = {}, {0: f["run_mark"]}
     for i in range(1, 5):
         prev_byte[i], prev_mark[i] = g.lookup(["prev%d_byte" % i, "prev%d_mark" % i],
-                                              position - i, position, position_sq,
+                                              POSITION - i, POSITION, POSITION_SQ,
                                               [f["byte_value"], f["run_mark"]])
     mean_stack, mean_call = g.mean(["mean_stack_delta", "mean_call_delta"], [f["delta_stack"], f["delta_call"]])
 
@@ -764,65 +734,61 @@ def recent_tokens_and_depth_sums(g, s):
     # J >= k: the current token and the k-1 before it are bytes (marks are +1, 0 or -1)
     j_at_least = {1: f["is_byte"]}
     for k in range(2, 5):
-        j_at_least[k] = g.ffn("j_ge%d" % k, [(1, one, sum(prev_mark[m] for m in range(k)) - (k - 1))])
+        j_at_least[k] = g.ffn("j_ge%d" % k, [(1, ONE, sum(prev_mark[m] for m in range(k)) - (k - 1))])
     J = sum(j_at_least.values())
     # Division groups are 9 tokens (SPEC 12.2): J (capped at 4) cannot tell their bytes
     # 4..7 apart. One more head of layer 0 finds the latest non-byte token (the terminal
     # before the group): J_full = position - its position = the bytes so far, uncapped.
     # Its key is the constant 1 (clear = is_byte), so the latest uncleared entry wins.
-    group_start, = g.lookup(["group_start"], one, one, one, [position], clear=f["is_byte"])
-    j_full = position - group_start
+    group_start, = g.lookup(["group_start"], ONE, ONE, ONE, [POSITION], clear=f["is_byte"])
+    j_full = POSITION - group_start
     # [J_full == n] for the phases of a division group: the hat
     # relu(x-n+1) - 2 relu(x-n) + relu(x-n-1) on the integer x = J_full (exact: positions)
-    j_full_is = {n: g.ffn("j_full_is%d" % n, [(1, one, j_full - n + 1), (-2, one, j_full - n),
-                                               (1, one, j_full - n - 1)]) for n in range(4, 9)}
+    j_full_is = {n: g.ffn("j_full_is%d" % n, [(1, ONE, j_full - n + 1), (-2, ONE, j_full - n),
+                                               (1, ONE, j_full - n - 1)]) for n in range(4, 9)}
     # an opcode token (mark -1), or one of the 4 bytes after one: a byte of the program
     # prefix, or in the trace the high half of an i32.mul_hi_u group (`i32.mul_hi_u` H0..H3)
-    after_opcode = g.ffn("after_opcode_token", [(1, one, -f["run_mark"])] + [
-        (1, one, sum(prev_mark[m] for m in range(i)) - prev_mark[i] - i) for i in range(1, 5)])
+    after_opcode = g.ffn("after_opcode_token", [(1, ONE, -f["run_mark"])] + [
+        (1, ONE, sum(prev_mark[m] for m in range(i)) - prev_mark[i] - i) for i in range(1, 5)])
     word_before = sum(prev_byte[4 - k] * 256 ** k for k in range(4))  # bytes at p-4 .. p-1, LE
     jump = g.ffn("jump_offset", gated_terms(word_before, f["is_jump"])
                  + gated_step_terms(prev_byte[1] - 128, f["is_jump"], -WORD))
-    close_term = g.ffn("close_position_term", [(1, position, f["is_close"])])
-    s.prev_byte, s.call_b, s.depth_b, s.J, s.j_at_least = prev_byte, call_b, depth_b, J, j_at_least
-    s.j_full, s.j_full_is, s.after_opcode, s.word_before = j_full, j_full_is, after_opcode, word_before
-    s.jump, s.close_term = jump, close_term
+    close_term = g.ffn("close_position_term", [(1, POSITION, f["is_close"])])
+    return dict(prev_byte=prev_byte, call_b=call_b, depth_b=depth_b, J=J, j_at_least=j_at_least,
+                j_full=j_full, j_full_is=j_full_is, after_opcode=after_opcode, word_before=word_before,
+                jump=jump, close_term=close_term)
 
 
-def cursor_and_depths(g, s):
+def cursor_and_depths(g, f, call_b, close_term, depth_b, jump, **_):
     """Layer 1: the cursor (pc), the position of `}`, the stack and call depths."""
-    one, position, f, call_b, close_term, depth_b = s.one, s.position, s.f, s.call_b, s.close_term, s.depth_b
-    jump = s.jump
     mean_cursor, mean_close = g.mean(["mean_cursor_delta", "mean_close_position"],
                                      [f["delta_cursor"] + jump, close_term])
-    cursor = g.ffn("cursor", [(1, mean_cursor, position)])  # within 1e-9 of an integer: queries only
+    cursor = g.ffn("cursor", [(1, mean_cursor, POSITION)])  # within 1e-9 of an integer: queries only
     close_b = exact_sum(g, "close_position", mean_close)
-    depth = g.ffn("stack_depth", [(1, one, depth_b)])
+    depth = g.ffn("stack_depth", [(1, ONE, depth_b)])
     depth_sq = g.ffn("stack_depth_sq", [(1, depth_b, depth_b)])
-    call_depth = g.ffn("call_depth", [(1, one, call_b)])
+    call_depth = g.ffn("call_depth", [(1, ONE, call_b)])
     call_depth_sq = g.ffn("call_depth_sq", [(1, call_b, call_b)])
-    s.cursor, s.mean_cursor, s.close_b, s.depth, s.depth_sq = cursor, mean_cursor, close_b, depth, depth_sq
-    s.call_depth, s.call_depth_sq = call_depth, call_depth_sq
+    return dict(cursor=cursor, mean_cursor=mean_cursor, close_b=close_b, depth=depth, depth_sq=depth_sq,
+                call_depth=call_depth, call_depth_sq=call_depth_sq)
 
 
-def fetch_and_stack_reads(g, s):
+def fetch_and_stack_reads(g, f, program, call_depth, call_depth_sq, cursor, depth, depth_sq, j_at_least,
+                          mean_cursor, prev_byte, word_before, **_):
     """Layer 2: the fetched opcode and immediate, the top three stack words and the
     bytes of the top two, the frame start."""
-    position, position_sq, f, program, call_depth = s.position, s.position_sq, s.f, s.program, s.call_depth
-    call_depth_sq, cursor, depth, depth_sq = s.call_depth_sq, s.cursor, s.depth, s.depth_sq
-    j_at_least, mean_cursor, prev_byte, word_before = s.j_at_least, s.mean_cursor, s.prev_byte, s.word_before
     if program is None:
-        op_x, op_y = g.lookup(["op_code_at_pc", "op_code_sq_at_pc"], 5 * cursor + 1, position, position_sq,
+        op_x, op_y = g.lookup(["op_code_at_pc", "op_code_sq_at_pc"], 5 * cursor + 1, POSITION, POSITION_SQ,
                               [f["op_code"], f["op_code_sq"]])
         imm_here = sum(prev_byte[3 - k] * 256 ** k for k in range(3)) + f["byte_value"] * 256 ** 3
-        imm, = g.lookup(["immediate"], 5 * cursor + 5, position, position_sq, [imm_here])
+        imm, = g.lookup(["immediate"], 5 * cursor + 5, POSITION, POSITION_SQ, [imm_here])
         immediate_byte = None  # p1 reads the immediate's bytes from the prompt
     else:
         op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum(g, "cursor", mean_cursor),
                                                              j_at_least)
     stack = {}
     for o, name in enumerate(["top", "second", "third"]):
-        vals = [word_before, position] if name != "third" else [position]
+        vals = [word_before, POSITION] if name != "third" else [POSITION]
         names = [name + "_word", name + "_position"] if name != "third" else [name + "_position"]
         stack[name] = g.lookup(names, depth - o, depth, depth_sq, vals, clear=f["not_sts"])
     (top, top_pos), (second, second_pos), (third_pos,) = stack["top"], stack["second"], stack["third"]
@@ -833,16 +799,24 @@ def fetch_and_stack_reads(g, s):
         operand_bytes[name] = [b for low in (0, 2) for b in g.lookup(
             ["%s_byte%d" % (name, low), "%s_byte%d" % (name, low + 1)], depth - o, depth, depth_sq,
             [prev_byte[4 - low], prev_byte[3 - low]], clear=f["not_sts"])]
-    frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [position],
+    frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [POSITION],
                       clear=f["not_call_commit"])
-    s.frame, s.top, s.op_x, s.op_y, s.imm, s.immediate_byte = frame, top, op_x, op_y, imm, immediate_byte
-    s.second, s.second_pos, s.third_pos, s.top_pos = second, second_pos, third_pos, top_pos
-    s.operand_bytes = operand_bytes
+    return dict(frame=frame, top=top, op_x=op_x, op_y=op_y, imm=imm, immediate_byte=immediate_byte,
+                second=second, second_pos=second_pos, third_pos=third_pos, top_pos=top_pos,
+                operand_bytes=operand_bytes)
 
 
-def opcode_flags(g, s):
-    """The opcode flags (exact 0/1 nodes where a gate needs one) and [J == k]."""
-    one, after_opcode, is_op, j_at_least = s.one, s.after_opcode, s.is_op, s.j_at_least
+def opcode_flags(g, op_x, op_y, after_opcode, j_at_least, **_):
+    """is_op(op) = 1 - (code - k)^2 (k = op's code): 1 for the fetched opcode, <= 0 for every
+    other; the opcode flags (exact 0/1 nodes where a gate needs one), their gates and [J == k]."""
+    def is_op(op):
+        k = OPCODE_CODE[op]
+        return 2 * k * op_x - op_y - (k * k - 1) * ONE
+
+    def gate(op, phase):
+        """1 for opcode `op` in `phase` (a 0/1 value), <= 0 otherwise."""
+        return flag[op] + phase - 1
+
     # Gates: gate(op, phase) = flag[op] + phase - 1 is 1 for the opcode in that phase and <= 0
     # otherwise. flag[op] is is_op(op) itself (no neuron, no residual slot), an integer whose
     # dot product has partial sums below 2^14 (2 k code + code^2 + k^2 <= 12,100 for codes
@@ -854,7 +828,7 @@ def opcode_flags(g, s):
     # its node as the decode example of notebooks/02_compiling_a_machine.
     exact_flag_ops = (["i32.add", "local.get"] + list(LOADS) + list(reference.EXTENDS)
                       + ["i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr"])
-    flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) if op in exact_flag_ops else is_op(op)
+    flag = {op: g.ffn("is_" + op, [(1, ONE, is_op(op))]) if op in exact_flag_ops else is_op(op)
             for op in reference.OPCODES}
     # i32.mul_hi_u's group is i32.mul's group with the token `i32.mul_hi_u` in place of its
     # commit (the low half), then bytes and a commit like i32.mul's (the high half): the output
@@ -866,14 +840,12 @@ def opcode_flags(g, s):
     # Partial sums: those of is_op plus at most 5 (after_opcode's neurons): below 2^14 still.
     flag["i32.mul"] = is_op("i32.mul") + after_opcode
     flag[MUL_HI] = is_op(MUL_HI) - after_opcode
-    j_is = {k: (one if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
-    s.flag, s.j_is = flag, j_is
+    j_is = {k: (ONE if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
+    return dict(is_op=is_op, flag=flag, gate=gate, j_is=j_is)
 
 
-def division_digits(g, s):
+def division_digits(g, f, is_op, j_at_least, j_full_is, j_is, prev_byte, second, top, **_):
     """Division and remainder: the digit phase's remainder, divisor and nibbles."""
-    one, f, is_op, j_at_least, j_full_is, j_is = s.one, s.f, s.is_op, s.j_at_least, s.j_full_is, s.j_is
-    prev_byte, second, top = s.prev_byte, s.second, s.top
     # -- division and remainder (SPEC 12.2): D3 D2 D1 D0 R0 R1 R2 R3 commit ----------
     # a = second, b = top; |x| = x - 2 relu(x - 2^31) for a word x (the signed ops' magnitude,
     # 2^31 for INT_MIN). Digit phase (J = 0..3 emits D_k, k = 3 - J): with the magnitudes
@@ -915,30 +887,28 @@ def division_digits(g, s):
             terms.append((-2, factor, word - SIGN + DIVISION_GATE * (is_op(op) + digit_gate - 2)))
         return terms
 
-    digit_phase = one - j_at_least[4]  # J <= 3
+    digit_phase = ONE - j_at_least[4]  # J <= 3
     written_back = [f["byte_value"]] + [prev_byte[d] for d in range(1, 5)]  # X_0 .. X_4
     digits_so_far = [g.ffn("division_z%d" % d, [(1, written_back[d] * 256 ** (4 - j + d), j_is[j])
                                                  for j in range(d + 1, 4)]) for d in range(3)]
-    subtracted = [g.ffn("division_n%d" % d, magnitude_terms(z, top, one)) for d, z in enumerate(digits_so_far)]
+    subtracted = [g.ffn("division_n%d" % d, magnitude_terms(z, top, ONE)) for d, z in enumerate(digits_so_far)]
     # B_k in the digit phase, B0 at J_full = 7 (the remainder's byte 3 below reads it), else 0
     scale = sum(j_is[j] * 256 ** (3 - j) for j in range(4)) + j_full_is[7]
-    divisor = g.ffn("division_divisor", magnitude_terms(scale, top, one))
-    dividend = g.ffn("division_dividend", magnitude_terms(one, second, digit_phase)
-                     + [(1, one, pair - j_at_least[4]) for pair in (div_pair, rem_pair)])
+    divisor = g.ffn("division_divisor", magnitude_terms(scale, top, ONE))
+    dividend = g.ffn("division_dividend", magnitude_terms(ONE, second, digit_phase)
+                     + [(1, ONE, pair - j_at_least[4]) for pair in (div_pair, rem_pair)])
     remainder = dividend - 1 - sum(subtracted, Lin())
     high_nibble = g.ffn("division_high_nibble", [t for m in range(1, 16)
-                                                 for t in step_terms(one, remainder - 16 * m * divisor)])
-    low_remainder = g.ffn("division_low_remainder", [(1, remainder, one), (-16, high_nibble, divisor)])
-    s.div_pair, s.rem_pair, s.written_back, s.divisor = div_pair, rem_pair, written_back, divisor
-    s.high_nibble, s.low_remainder = high_nibble, low_remainder
+                                                 for t in step_terms(ONE, remainder - 16 * m * divisor)])
+    low_remainder = g.ffn("division_low_remainder", [(1, remainder, ONE), (-16, high_nibble, divisor)])
+    return dict(div_pair=div_pair, rem_pair=rem_pair, written_back=written_back, divisor=divisor,
+                high_nibble=high_nibble, low_remainder=low_remainder)
 
 
-def multiplication_columns(g, s):
+def multiplication_columns(g, f, after_opcode, is_op, j_full_is, j_is, operand_bytes, prev_byte, rem_pair,
+                           written_back, **_):
     """The column of i32.mul, both halves of i32.mul_hi_u and the remainder's bytes 0..2,
     and its low byte."""
-    one, f, after_opcode, is_op, j_full_is, j_is = s.one, s.f, s.after_opcode, s.is_op, s.j_full_is, s.j_is
-    operand_bytes, prev_byte, rem_pair = s.operand_bytes, s.prev_byte, s.rem_pair
-    written_back = s.written_back
     # i32.mul, and the low half of i32.mul_hi_u's group (the same bytes, a*b mod 2^32):
     # result byte k (emitted at J = k) is c_k mod 256 for the column sum
     #   c_k = sum_{i+j<=k} a_i b_j 256^(i+j-k) - sum_{i<k} r_i 256^(i-k),
@@ -1001,7 +971,7 @@ def multiplication_columns(g, s):
                                          b_bytes[j] + 256 * (high_gate + j_is[k] - 2)))
         below = sum(low_word_top) if k == 0 else sum(written[k - 1 - i] * Fraction(256) ** (i - k)
                                                       for i in range(k))
-        column_terms += gated_terms(HIGH_HALF_SLACK * one - below, high_gate + j_is[k] - 1)
+        column_terms += gated_terms(HIGH_HALF_SLACK * ONE - below, high_gate + j_is[k] - 1)
     # i32.rem_s / rem_u, result bytes k = 0..2 (J_full = 4 + k), in the same column:
     # the result V = a - s * b * Q mod 2^32 with s = -1 when a and b have opposite signs
     # (rem_s) and +1 otherwise (|a| = a or -a and |b| = b or -b mod 2^32, V = +-(|a| - |b| Q)
@@ -1019,7 +989,7 @@ def multiplication_columns(g, s):
         if k:
             column_terms += gated_terms(-sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k)),
                                         phase)
-        column_terms += gated_terms((COLUMN_LIMIT - 256) * (one - f["carry"]), phase)
+        column_terms += gated_terms((COLUMN_LIMIT - 256) * (ONE - f["carry"]), phase)
         for i in range(k + 1):
             for j in range(k + 1 - i):
                 digit = written_back[k + i]
@@ -1029,20 +999,18 @@ def multiplication_columns(g, s):
                                      digit + 256 * (phase - 1) + 256 * (f["carry"] - 1)))
     mul_column = g.ffn("mul_column", column_terms)
     mul_byte_terms = low_byte_of_column(g, "mul_column", mul_column)
-    s.mul_byte_terms = mul_byte_terms
+    return dict(mul_byte_terms=mul_byte_terms)
 
 
-def memory_access(g, s):
+def memory_access(g, f, J, after_opcode, call_depth, close_b, frame, imm, is_op, second, top, **_):
     """The write key, value and clear of the memory/locals lookup, and its query."""
-    one, position, f, J, after_opcode, call_depth = s.one, s.position, s.f, s.J, s.after_opcode, s.call_depth
-    close_b, frame, imm, is_op, second, top = s.close_b, s.frame, s.imm, s.is_op, s.second, s.top
     # memory and locals: one lookup; a write is a non-prefix byte of a store,
     # of local.set/tee, or of the input section (instruction 0 = input_base)
     writes = []  # (condition, key, value, sign of the key)
     for op in STORES:
         key = second + imm + J - 1
         writes.append((is_op(op) + f["is_byte"] - after_opcode - 1, key, 256 * key, 1))
-    key = imm + position - close_b - 1
+    key = imm + POSITION - close_b - 1
     writes.append((is_op("input_base") + f["is_byte"] - after_opcode - 1, key, 256 * key, 1))
     for op in ("local.set", "local.tee"):
         offset = 4 * imm + J - 1
@@ -1051,37 +1019,35 @@ def memory_access(g, s):
     mem_key = g.ffn("memory_key", [t for c, k, _, _ in writes for t in gated_terms(k, c)])
     # key^2 = |k| * max(|k| + KEY_BIG*(c-1), 0): |k| when the write happens, 0 otherwise
     mem_key_sq = g.ffn("memory_key_sq", [(1, sign * k, sign * k + KEY_BIG * (c - 1)) for c, k, _, sign in writes])
-    mem_clear = g.ffn("memory_clear", [(1, one, one)] + [(-1, one, c) for c, _, _, _ in writes])
+    mem_clear = g.ffn("memory_clear", [(1, ONE, ONE)] + [(-1, ONE, c) for c, _, _, _ in writes])
     mem_value = g.ffn("memory_value", [t for c, _, v, _ in writes for t in gated_terms(f["byte_value"] + v, c)])
     address = top + imm + J
     local_key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + 4 * imm + J)
-    mem_query = g.ffn("memory_query", [(1, address, one)] + gated_terms(local_key - address, is_op("local.get")))
-    s.mem_key, s.mem_key_sq, s.mem_clear, s.mem_value = mem_key, mem_key_sq, mem_clear, mem_value
-    s.address, s.mem_query = address, mem_query
+    mem_query = g.ffn("memory_query", [(1, address, ONE)] + gated_terms(local_key - address, is_op("local.get")))
+    return dict(mem_key=mem_key, mem_key_sq=mem_key_sq, mem_clear=mem_clear, mem_value=mem_value,
+                address=address, mem_query=mem_query)
 
 
-def operand_signs(g, s):
+def operand_signs(g, operand_bytes, second, top, **_):
     """The signs of the top two words; division's opposite signs and div_s overflow."""
-    one, operand_bytes, second, top = s.one, s.operand_bytes, s.second, s.top
     b_bytes = operand_bytes["top"]  # b of the division
-    sign_top = g.ffn("sign_top", step_terms(one, top - SIGN))
-    sign_second = g.ffn("sign_second", step_terms(one, second - SIGN))
+    sign_top = g.ffn("sign_top", step_terms(ONE, top - SIGN))
+    sign_second = g.ffn("sign_second", step_terms(ONE, second - SIGN))
     # division: [a and b have opposite signs]; [a = INT_MIN and b = -1] (div_s traps): the
     # hat on x = (a - 2^31) - 2^33 sum_j (255 - b_j), which is a - 2^31 when b = -1 and
     # below -2^32 otherwise (|x| < 2^44: exact)
-    opposite_signs = g.ffn("division_opposite_signs", [(1, one, sign_second - sign_top),
-                                                       (1, one, sign_top - sign_second)])
+    opposite_signs = g.ffn("division_opposite_signs", [(1, ONE, sign_second - sign_top),
+                                                       (1, ONE, sign_top - sign_second)])
     overflow_x = second - SIGN - (1 << 33) * sum(255 - b for b in b_bytes)
-    division_overflow = g.ffn("division_overflow", [(1, one, overflow_x + 1), (-2, one, overflow_x),
-                                                    (1, one, overflow_x - 1)])
-    s.sign_top, s.sign_second, s.opposite_signs = sign_top, sign_second, opposite_signs
-    s.division_overflow = division_overflow
+    division_overflow = g.ffn("division_overflow", [(1, ONE, overflow_x + 1), (-2, ONE, overflow_x),
+                                                    (1, ONE, overflow_x - 1)])
+    return dict(sign_top=sign_top, sign_second=sign_second, opposite_signs=opposite_signs,
+                division_overflow=division_overflow)
 
 
-def shift_counts_and_bit_counts(g, s):
+def shift_counts_and_bit_counts(g, J, flag, operand_bytes, **_):
     """The shift count's byte/bit split and the source byte indices; the zero-byte
     prefixes of ctz and clz and the popcount of the top word's bytes 2 and 3."""
-    one, J, flag, operand_bytes = s.one, s.J, s.flag, s.operand_bytes
     # Shifts and rotates by s = count mod 32 = 8 q + r (q whole bytes, r bits; the count's
     # low byte t = top_byte0 decides: s = t mod 32). Result byte k is 8 bits of the 16-bit
     # window W = 256 hi + lo of two bytes of a (the second word):
@@ -1098,10 +1064,10 @@ def shift_counts_and_bit_counts(g, s):
     shift_ops = [op for op in ("i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr") if op in flag]
     if shift_ops:
         # [t >= 8m] for m = 1..31 (31 steps, shared): q = floor(t/8) mod 4 and r = t - 8 floor(t/8)
-        eighths = [step_terms(one, count - 8 * m) for m in range(1, 32)]
+        eighths = [step_terms(ONE, count - 8 * m) for m in range(1, 32)]
         shift_bytes = g.ffn("shift_bytes", [t for m, steps in enumerate(eighths, 1)
                                             for t in scaled(steps, 1 if m % 4 else -3)])
-        shift_bits = g.ffn("shift_bits", [(1, count, one)] + [t for steps in eighths for t in scaled(steps, -8)])
+        shift_bits = g.ffn("shift_bits", [(1, count, ONE)] + [t for steps in eighths for t in scaled(steps, -8)])
     else:
         shift_bytes = shift_bits = Lin()
     left_ops, right_ops = ("i32.shl", "i32.rotl"), ("i32.shr_u", "i32.shr_s", "i32.rotr")
@@ -1112,12 +1078,12 @@ def shift_counts_and_bit_counts(g, s):
     # i32.ctz: Z_i = [bytes 0..i of the top word are all 0] = relu(1 - a_0 - ... - a_i)
     # (bytes are integers >= 0); the first non-zero byte is byte i* = Z_0 + Z_1 + Z_2
     # (byte 3 when all are 0), which p1 reads; ctz = 8 i* + ctz8'(that byte) below.
-    top_zero_prefix = [g.ffn("top_bytes_zero_to%d" % i, [(1, one, one - sum(operand_bytes["top"][:i + 1]))])
+    top_zero_prefix = [g.ffn("top_bytes_zero_to%d" % i, [(1, ONE, ONE - sum(operand_bytes["top"][:i + 1]))])
                        for i in range(3)] if "i32.ctz" in flag else []
     first_nonzero_byte = sum(top_zero_prefix, Lin())
     # i32.clz likewise from the top: Z'_i = [bytes 3..3-i are 0]; p2 reads byte 3 - i'
     # (i' = Z'_0 + Z'_1 + Z'_2); clz = 8 i' + clz8'(that byte)
-    top_zero_suffix = [g.ffn("top_bytes_zero_from%d" % (3 - i), [(1, one, one - sum(operand_bytes["top"][3 - i:]))])
+    top_zero_suffix = [g.ffn("top_bytes_zero_from%d" % (3 - i), [(1, ONE, ONE - sum(operand_bytes["top"][3 - i:]))])
                        for i in range(3)] if "i32.clz" in flag else []
     leading_zero_bytes = sum(top_zero_suffix, Lin())
     # i32.popcnt: p1 and p2 read the top's bytes 0 and 1 (their bits below); bytes 2 and 3
@@ -1127,51 +1093,46 @@ def shift_counts_and_bit_counts(g, s):
     if "i32.popcnt" in flag:
         upper = operand_bytes["top"][2:]
         upper_high = [g.ffn("popcnt_high_nibble%d" % (2 + i), [t for m in range(1, 16)
-                                                               for t in step_terms(one, byte - 16 * m)])
+                                                               for t in step_terms(ONE, byte - 16 * m)])
                       for i, byte in enumerate(upper)]
         nibbles = [n for byte, high in zip(upper, upper_high) for n in (byte - 16 * high, high)]
         upper_popcount = g.ffn("popcnt_bytes23", [
             t for n in nibbles for m in range(1, 16)
-            for t in step_terms(one, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
-    s.shift_ops, s.shift_bits, s.left_ops, s.right_ops = shift_ops, shift_bits, left_ops, right_ops
-    s.source_index, s.first_nonzero_byte = source_index, first_nonzero_byte
-    s.leading_zero_bytes, s.upper_popcount = leading_zero_bytes, upper_popcount
+            for t in step_terms(ONE, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
+    return dict(shift_ops=shift_ops, shift_bits=shift_bits, left_ops=left_ops, right_ops=right_ops,
+                source_index=source_index, first_nonzero_byte=first_nonzero_byte,
+                leading_zero_bytes=leading_zero_bytes, upper_popcount=upper_popcount)
 
 
-def byte_read_queries(g, s):
+def byte_read_queries(g, program, J, cursor, div_pair, first_nonzero_byte, frame, is_op, flag, j_at_least, j_full,
+                      j_full_is, leading_zero_bytes, rem_pair, second_pos, shift_ops, source_index, third_pos,
+                      top, top_pos, **_):
     """The queries of the byte reads p1 and p2."""
-    one, position, program, J, cursor, div_pair = s.one, s.position, s.program, s.J, s.cursor, s.div_pair
-    first_nonzero_byte, frame, is_op, j_at_least = s.first_nonzero_byte, s.frame, s.is_op, s.j_at_least
-    j_full, j_full_is, leading_zero_bytes, rem_pair = s.j_full, s.j_full_is, s.leading_zero_bytes, s.rem_pair
-    second_pos, shift_ops, source_index, third_pos = s.second_pos, s.shift_ops, s.source_index, s.third_pos
-    top, top_pos = s.top, s.top_pos
     # byte reads: P1 = immediate byte J or a byte of the top word; P2 = a byte of
     # the second word, or of the third (select, c != 0), or of the calling `call` (return)
     top_byte_at = top_pos - 4 + J
-    imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * one
+    imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * ONE
     # division, result byte k = J_full - 4: div copies D_k (at position - 2k); rem's byte 3
     # needs D2 (p1, position - 5) and D3 (p2, position - 6)
-    division_reads = (gated_terms(position - 2 * (j_full - 4) - top_byte_at, div_pair + j_at_least[4] - 1)
-                      + gated_terms(position - 5 - top_byte_at, rem_pair + j_full_is[7] - 1))
-    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + division_reads
+    division_reads = (gated_terms(POSITION - 2 * (j_full - 4) - top_byte_at, div_pair + j_at_least[4] - 1)
+                      + gated_terms(POSITION - 5 - top_byte_at, rem_pair + j_full_is[7] - 1))
+    p1_query = g.ffn("p1_query", [(1, top_byte_at, ONE)] + division_reads
                      + gated_terms(first_nonzero_byte - J, is_op("i32.ctz")) + [
         t for op in IMMEDIATE_READERS for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))]
         + [t for op in shift_ops for t in gated_terms(second_pos - top_pos, is_op(op))
-           + wrapped_byte_at(s, source_index[op][0], op)])
+           + wrapped_byte_at(source_index[op][0], J, is_op(op), flag[op])])
     select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
-    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
+    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, ONE)] + step_terms(third_pos - second_pos, select_gate)
                      + gated_terms(frame - second_pos, is_op("return"))
                      + gated_terms(top_pos - 1 - leading_zero_bytes - (second_pos - 4 + J), is_op("i32.clz"))
                      + gated_terms(top_pos - 3 - (second_pos - 4 + J), is_op("i32.popcnt"))
-                     + gated_terms(position - 6 - (second_pos - 4 + J), rem_pair + j_full_is[7] - 1)
-                     + [t for op in shift_ops for t in wrapped_byte_at(s, source_index[op][1], op)])
-    s.p1_query, s.p2_query = p1_query, p2_query
+                     + gated_terms(POSITION - 6 - (second_pos - 4 + J), rem_pair + j_full_is[7] - 1)
+                     + [t for op in shift_ops for t in wrapped_byte_at(source_index[op][1], J, is_op(op), flag[op])])
+    return dict(p1_query=p1_query, p2_query=p2_query)
 
 
-def shift_offsets(g, s):
+def shift_offsets(g, flag, left_ops, right_ops, shift_bits, shift_ops, sign_second, source_index, **_):
     """The shifts' bit offset, whether lo/hi are inside the word, and shr_s's sign fill."""
-    one, flag, left_ops, right_ops, shift_bits = s.one, s.flag, s.left_ops, s.right_ops, s.shift_bits
-    shift_ops, sign_second, source_index = s.shift_ops, s.sign_second, s.source_index
     offset_is, inside, sign_fill = [], [], Lin()
     if shift_ops:
         left = sum((flag[op] for op in left_ops if op in flag), Lin())   # exact 0/1: one opcode at a time
@@ -1186,7 +1147,7 @@ def shift_offsets(g, s):
         shl = flag.get("i32.shl", Lin())
         inside = []
         for which, name in ((0, "lo"), (1, "hi")):
-            terms = [(1, one, one)]
+            terms = [(1, ONE, ONE)]
             if "i32.shl" in flag:
                 terms += gated_step_terms(-source_index["i32.shl"][which] - 1, shl, -1)
             for op in ("i32.shr_u", "i32.shr_s"):
@@ -1195,30 +1156,26 @@ def shift_offsets(g, s):
             inside.append(g.ffn("shift_%s_inside" % name, terms))
         sign_fill = g.ffn("shift_sign_fill", gated_terms(sign_second, flag["i32.shr_s"])) \
             if "i32.shr_s" in flag else Lin()
-    s.offset_is, s.inside, s.sign_fill = offset_is, inside, sign_fill
+    return dict(offset_is=offset_is, inside=inside, sign_fill=sign_fill)
 
 
-def memory_and_byte_reads(g, s):
+def memory_and_byte_reads(g, f, program, immediate_byte, mem_clear, mem_key, mem_key_sq, mem_query, mem_value,
+                          p1_query, p2_query, **_):
     """Layers 3 and 4: the memory/locals lookup, p1 and p2 and their bits."""
-    position, position_sq, f, program = s.position, s.position_sq, s.f, s.program
-    immediate_byte, mem_clear, mem_key, mem_key_sq = s.immediate_byte, s.mem_clear, s.mem_key, s.mem_key_sq
-    mem_query, mem_value, p1_query, p2_query = s.mem_query, s.mem_value, s.p1_query, s.p2_query
     found, = g.lookup(["memory_found"], mem_query, mem_key, mem_key_sq, [mem_value], clear=mem_clear)
-    p1, p1_high = g.lookup(["p1_byte", "p1_high_nibble"], p1_query, position, position_sq,
+    p1, p1_high = g.lookup(["p1_byte", "p1_high_nibble"], p1_query, POSITION, POSITION_SQ,
                            [f["byte_value"], f["byte_high_nibble"]])
     if program is not None:
         p1 = p1 + immediate_byte  # p1 found nothing (NO_POSITION) when this is the immediate's byte J
-    p2, p2_high = g.lookup(["p2_byte", "p2_high_nibble"], p2_query, position, position_sq,
+    p2, p2_high = g.lookup(["p2_byte", "p2_high_nibble"], p2_query, POSITION, POSITION_SQ,
                            [f["byte_value"], f["byte_high_nibble"]])
 
     p1_bits, p2_bits = nibble_bits(g, "p1", p1, p1_high), nibble_bits(g, "p2", p2, p2_high)
-    s.found, s.p1, s.p2, s.p1_bits, s.p2_bits = found, p1, p2, p1_bits, p2_bits
+    return dict(found=found, p1=p1, p2=p2, p1_bits=p1_bits, p2_bits=p2_bits)
 
 
-def remainder_top_byte(g, s):
+def remainder_top_byte(g, f, divisor, flag, j_full_is, p1, p2, prev_byte, second, sign_second, **_):
     """i32.rem_s / rem_u's result byte 3."""
-    f, divisor, flag, j_full_is, p1, p2 = s.f, s.divisor, s.flag, s.j_full_is, s.p1, s.p2
-    prev_byte, second, sign_second = s.prev_byte, s.second, s.sign_second
     # i32.rem_s / rem_u, result byte 3 (J_full = 7): c_3 = (V - W) / 2^24 with W = the bytes
     # r_0..r_2 written (current token, prev1, prev2) and V = |a| - |b| Q (a >= 0 or unsigned:
     # |a| = a) or 2^32 - (|a| - |b| Q) = a + |b| Q (a < 0): both a -+ B Q with B = |b| (the
@@ -1236,28 +1193,25 @@ def remainder_top_byte(g, s):
                         (1, flag["i32.rem_s"] + j_full_is[7] + sign_second - 2)):
         top_byte_terms.append((Fraction(coef, 1 << 24), divisor, quotient + (1 << 33) * (gate_ - 1)))
     remainder_byte3 = g.ffn("remainder_byte3", top_byte_terms)
-    s.remainder_byte3 = remainder_byte3
+    return dict(remainder_byte3=remainder_byte3)
 
 
-def group_channels(s, ch):
+def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high_nibble, imm, j_at_least,
+                   j_full_is, low_remainder, opposite_signs, p1, rem_pair, remainder_byte3, second, top, **_):
     """The token family of each phase of each group (byte, commit, ...), division's and
     the branches' values."""
-    one, f, div_pair, division_overflow, divisor = s.one, s.f, s.div_pair, s.division_overflow, s.divisor
-    flag, gate, high_nibble, imm, j_at_least = s.flag, s.gate, s.high_nibble, s.imm, s.j_at_least
-    j_full_is, low_remainder, opposite_signs, p1 = s.j_full_is, s.low_remainder, s.opposite_signs, s.p1
-    rem_pair, remainder_byte3, second, top = s.rem_pair, s.remainder_byte3, s.second, s.top
     BT, carry = f["is_branch_taken"], f["carry"]
-    start = one - j_at_least[1] - BT
+    start = ONE - j_at_least[1] - BT
     branch_bytes = BT + j_at_least[1] - j_at_least[4]
 
     def on(channels, g_, coef=1):
         for name, c in channels:
-            ch[name].append((coef * c, one, g_))
+            ch[name].append((coef * c, ONE, g_))
 
     for op in VALUE_OPS:
         width = STORES.get(op, 4)
         sd, sts = reference.STACK_DELTA[op], reference.STORES_TO_STACK[op]
-        g_bytes, g_end = gate(op, one - j_at_least[width]), gate(op, j_at_least[width])
+        g_bytes, g_end = gate(op, ONE - j_at_least[width]), gate(op, j_at_least[width])
         if op == MUL_HI:  # the low half: its token in place of the commit (see the output head)
             on([("byte", 1)], g_bytes)
             on([("branch_taken", 1), ("bt", 1)], g_end)
@@ -1278,24 +1232,24 @@ def group_channels(s, ch):
         on([("commit", 1), ("sd", reference.STACK_DELTA[op]), ("sts", 1)], flag[op] + j_full_is[8] - 1)
     division_trap = [t for pair in (div_pair, rem_pair)
                      for t in gated_step_terms(-top, pair + start - 1)]
-    division_trap += [(1, one, division_overflow + flag["i32.div_s"] + start - 2)]
+    division_trap += [(1, ONE, division_overflow + flag["i32.div_s"] + start - 2)]
     ch["trap"] += division_trap
     ch["byte"] += scaled(division_trap, -1)
     # digits (self-gated: h = 0 and R' = -1 outside the digit phase, see above)
-    ch["value"] += [(16, high_nibble, one)] + [t for m in range(1, 16)
-                                               for t in step_terms(one, low_remainder - m * divisor)]
+    ch["value"] += [(16, high_nibble, ONE)] + [t for m in range(1, 16)
+                                               for t in step_terms(ONE, low_remainder - m * divisor)]
     # div result bytes: D_k (p1), or for div_s with opposite signs 0 - D_k - borrow (the
     # current token's mark; D0 is unmarked) byte by byte, borrow-marked as i32.sub
     ch["value"] += gated_terms(p1, flag["i32.div_u"] + j_at_least[4] - 1)
     ch["value"] += gated_terms(p1, flag["i32.div_s"] + j_at_least[4] - opposite_signs - 1)
     negate = flag["i32.div_s"] + j_at_least[4] + opposite_signs - 2
     s_neg = -p1 - carry
-    ch["value"] += gated_terms(s_neg, negate) + [(256, one, negate)] + gated_step_terms(s_neg, negate, -256)
-    ch["mark"] += [(1, one, negate)] + gated_step_terms(s_neg, negate, -1)
+    ch["value"] += gated_terms(s_neg, negate) + [(256, ONE, negate)] + gated_step_terms(s_neg, negate, -256)
+    ch["mark"] += [(1, ONE, negate)] + gated_step_terms(s_neg, negate, -1)
     # rem result bytes 0..2 come from mul_column; byte 3 here (mod 256); rem_s marks its
     # bytes when the signs differ
-    ch["value"] += [(1, remainder_byte3, one)] + step_terms(one, remainder_byte3 - 256, -256)
-    ch["mark"] += [(1, one, flag["i32.rem_s"] + opposite_signs - 1)]
+    ch["value"] += [(1, remainder_byte3, ONE)] + step_terms(ONE, remainder_byte3 - 256, -256)
+    ch["mark"] += [(1, ONE, flag["i32.rem_s"] + opposite_signs - 1)]
     on([("commit", 1), ("sd", -1)], g_start["drop"])
     on([("out", 1)], g_start["output"])
     ch["value"] += gated_terms(p1, g_start["output"])
@@ -1317,31 +1271,27 @@ def group_channels(s, ch):
     on([("commit", 1), ("sd", -1), ("bt", 1)], gate("br_if", j_at_least[4]))
     on([("call_commit", 1)], gate("call", j_at_least[4]))
     on([("return_commit", 1)], gate("return", j_at_least[4]))
-    s.carry, s.branch_bytes, s.g_start = carry, branch_bytes, g_start
+    return dict(carry=carry, branch_bytes=branch_bytes, g_start=g_start)
 
 
-def result_channels(s, ch):
+def result_channels(ch, J, address, branch_bytes, carry, first_nonzero_byte, flag, found, frame, g_start,
+                    gate, imm, inside, j_at_least, j_is, leading_zero_bytes, mul_byte_terms, offset_is, p1,
+                    p1_bits, p2, p2_bits, second, shift_ops, sign_fill, sign_second, sign_top, top,
+                    upper_popcount, **_):
     """The result bytes (value and mark channels) of the value opcodes."""
-    one, J, address, branch_bytes, carry = s.one, s.J, s.address, s.branch_bytes, s.carry
-    first_nonzero_byte, flag, found, frame = s.first_nonzero_byte, s.flag, s.found, s.frame
-    g_start, gate, imm, inside, j_at_least, j_is = s.g_start, s.gate, s.imm, s.inside, s.j_at_least, s.j_is
-    leading_zero_bytes, mul_byte_terms, offset_is = s.leading_zero_bytes, s.mul_byte_terms, s.offset_is
-    p1, p1_bits, p2, p2_bits, second, shift_ops = s.p1, s.p1_bits, s.p2, s.p2_bits, s.second, s.shift_ops
-    sign_fill, sign_second, sign_top, top = s.sign_fill, s.sign_second, s.sign_top, s.top
-    upper_popcount = s.upper_popcount
     # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second);
     # and = sum_j 2^j relu(bit_j(p1) + bit_j(p2) - 1) (one neuron per bit), or = p1 + p2 - and,
     # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
     def and_byte_terms(gate_, coef=1):
         """coef * (p1 AND p2) when gate_ = 1 (gate_ <= 0: 0): 2^j relu(x_j + y_j - 1 + 4 (gate_ - 1)),
         the pre-activation <= 2 - 1 - 4 < 0 when the gate is off."""
-        return [(coef * 2 ** j, one, x + y - 1 + 4 * (gate_ - 1)) for j, (x, y) in enumerate(zip(p1_bits, p2_bits))]
+        return [(coef * 2 ** j, ONE, x + y - 1 + 4 * (gate_ - 1)) for j, (x, y) in enumerate(zip(p1_bits, p2_bits))]
 
     def g_bytes(op):
-        return gate(op, one - j_at_least[4])
+        return gate(op, ONE - j_at_least[4])
 
     for op in ("i32.const", "local.set", "local.tee") + tuple(STORES):
-        ch["value"] += gated_terms(p1, gate(op, one - j_at_least[STORES.get(op, 4)]))
+        ch["value"] += gated_terms(p1, gate(op, ONE - j_at_least[STORES.get(op, 4)]))
     ch["value"] += gated_terms(p2, g_bytes("select"))
     expected_local = 256 * (4 * imm + J) + FRAME_SCALE * frame + LOCALS_TAG
     ch["value"] += exact_byte_terms(found - expected_local, g_bytes("local.get"))
@@ -1351,12 +1301,12 @@ def result_channels(s, ch):
     ch["mark"] += gated_step_terms(s_add - 256, g_bytes("i32.add"))
     for op, s, g_ in (("i32.sub", p2 - p1 - carry, g_bytes("i32.sub")),
                       ("return", p1 - p2 - carry, gate("return", branch_bytes))):
-        ch["value"] += gated_terms(s, g_) + [(256, one, g_)] + gated_step_terms(s, g_, -256)
-        ch["mark"] += [(1, one, g_)] + gated_step_terms(s, g_, -1)
+        ch["value"] += gated_terms(s, g_) + [(256, ONE, g_)] + gated_step_terms(s, g_, -256)
+        ch["mark"] += [(1, ONE, g_)] + gated_step_terms(s, g_, -1)
     # i32.mul, i32.mul_hi_u: mul_column is 0 outside the bytes of their groups, so is its low byte
     ch["value"] += mul_byte_terms
     # eqz and comparisons: one result byte at J = 0 (later bytes are 0)
-    ch["value"] += [(1, one, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
+    ch["value"] += [(1, ONE, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
     signed = {False: (second, top), True: (second - WORD * sign_second, top - WORD * sign_top)}
     for op in reference.COMPARISONS:
         relation, is_signed = op[4:6], op.endswith("_s")  # "i32.lt_s" -> "lt", signed
@@ -1364,7 +1314,7 @@ def result_channels(s, ch):
         g0 = g_start[op]
         less, greater = (gated_step_terms(b - a - 1, g0),
                          gated_step_terms(a - b - 1, g0))
-        always = [(1, one, g0)]
+        always = [(1, ONE, g0)]
         ch["value"] += {"eq": always + scaled(less + greater, -1), "ne": less + greater,
                         "lt": less, "gt": greater, "le": always + scaled(greater, -1),
                         "ge": always + scaled(less, -1)}[relation]
@@ -1376,7 +1326,7 @@ def result_channels(s, ch):
                         if op in reference.OPCODES]
     for op, width, is_signed, byte in sign_extensions:
         # (a load's `byte` is 0..255 only when the key matched; p1 always is)
-        value_gate = gate(op, one - j_at_least[width])
+        value_gate = gate(op, ONE - j_at_least[width])
         ch["value"] += exact_byte_terms(byte, value_gate) if op in LOADS else gated_terms(byte, value_gate)
         if is_signed:
             ch["mark"] += high_byte_terms(byte, gate(op, j_is[width - 1]))
@@ -1390,13 +1340,13 @@ def result_channels(s, ch):
     if "i32.clz" in flag:
         g0 = g_start["i32.clz"]
         ch["value"] += gated_terms(8 * leading_zero_bytes, g0)
-        ch["value"] += [(1, one, one - sum(p2_bits[7 - j:]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+        ch["value"] += [(1, ONE, ONE - sum(p2_bits[7 - j:]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
     if "i32.popcnt" in flag:
         ch["value"] += gated_terms(sum(p1_bits) + sum(p2_bits) + upper_popcount, g_start["i32.popcnt"])
     if "i32.ctz" in flag:
         g0 = g_start["i32.ctz"]
         ch["value"] += gated_terms(8 * first_nonzero_byte, g0)
-        ch["value"] += [(1, one, one - sum(p1_bits[:j + 1]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+        ch["value"] += [(1, ONE, ONE - sum(p1_bits[:j + 1]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
     # shifts and rotates: bit j of the byte is bit j + o of W = 256 p2 + p1 (o = the offset),
     # the bit when its byte is inside a, else the sign fill (shr_s); each bit one neuron
     # relu(bit + 2 (offset_is_o + inside + [J < 4] - 3)): the bit when all three are 1, else
@@ -1405,16 +1355,16 @@ def result_channels(s, ch):
     # neuron each, relu(outside + offset_is_o + sign_fill + [J < 4] - 3) in {0, 1}.
     if shift_ops:
         for o in range(9):
-            gate_o = offset_is[o] + one - j_at_least[4]
+            gate_o = offset_is[o] + ONE - j_at_least[4]
             for j in range(reference.BYTE_BITS):
                 m = j + o
                 bit, src = (p1_bits[m], inside[0]) if m < 8 else (p2_bits[m - 8], inside[1])
-                ch["value"].append((2 ** j, one, bit + 2 * (gate_o + src - 3)))
+                ch["value"].append((2 ** j, ONE, bit + 2 * (gate_o + src - 3)))
             if "i32.shr_s" in flag:
                 from_lo, from_hi = 2 ** (8 - o) - 1, 256 - 2 ** (8 - o)  # the bits each byte gives
                 for src, bits_value in ((inside[0], from_lo), (inside[1], from_hi)):
                     if bits_value:
-                        ch["value"].append((bits_value, one, (one - src) + gate_o + sign_fill - 3))
+                        ch["value"].append((bits_value, ONE, (ONE - src) + gate_o + sign_fill - 3))
     # and / or / xor
     for op, and_coef in (("i32.and", 1), ("i32.or", -1), ("i32.xor", -2)):
         if op in reference.OPCODES:
@@ -1427,17 +1377,15 @@ def output_channels(g, s):
     """The output channels (last feed-forward): one node per channel."""
     ch = {name: [] for name in ("byte", "commit", "out", "branch_taken", "call_commit", "return_commit",
                                 "halt", "trap", "value", "mark", "sd", "sts", "bt")}
-    group_channels(s, ch)
-    result_channels(s, ch)
+    result_channels(ch, **s, **group_channels(ch, **s))
     return {name: g.ffn("out_" + name, terms) for name, terms in ch.items()}
 
 
 def output_head(g, channel):
     """The logit of every token from the output channels."""
-    one = Lin.of(1)
 
     def square_score(v, ch_name):
-        return 2 * v * channel[ch_name] - v * v * one
+        return 2 * v * channel[ch_name] - v * v * ONE
 
     for token in reference.VOCAB:
         b = reference.byte_value(token)
@@ -1458,7 +1406,7 @@ def output_head(g, channel):
             # bt = 1 (branch_taken's logit is its square score at bt = 0, which is 0)
             logit = FAMILY_WEIGHT * channel["branch_taken"] + square_score(1, "bt")
         else:
-            logit = -2 * FAMILY_WEIGHT * one  # prompt-only tokens are never produced
+            logit = -2 * FAMILY_WEIGHT * ONE  # prompt-only tokens are never produced
         g.outputs[token] = logit
 
 
@@ -1566,13 +1514,12 @@ def fetch_neurons(program):
 def fetch_from_weights(g, program, cursor, j_at_least):
     """The fetch of the specialized machine (the derivation above): (op_x, op_y, imm,
     immediate_byte) as feed-forward functions of the exact cursor and J."""
-    one = Lin.of(1)
     neurons = fetch_neurons(program)
-    field = {name: g.ffn(name, [(w[i], one, cursor - k) for k, w in neurons if w[i]])
+    field = {name: g.ffn(name, [(w[i], ONE, cursor - k) for k, w in neurons if w[i]])
              for i, name in enumerate(FETCHED_FIELDS)}
     byte = [field["immediate_byte%d" % k] for k in range(4)]
     imm = sum(byte[k] * 256 ** k for k in range(4))
-    j_is = [one - j_at_least[1]] + [j_at_least[k] - j_at_least[k + 1] for k in range(1, 4)]  # [J = k]
+    j_is = [ONE - j_at_least[1]] + [j_at_least[k] - j_at_least[k + 1] for k in range(1, 4)]  # [J = k]
     immediate_byte = g.ffn("immediate_byte_j", [
         t for k in range(4) for t in gated_terms(byte[k], j_is[k] + field["reads_immediate"] - 1)])
     return field["op_code_at_pc"], field["op_code_sq_at_pc"], imm, immediate_byte
@@ -1593,10 +1540,9 @@ def first_token(program):
 def add_specialized_tokens(g, program):
     """The specialized vocabulary (SPEC 1.2): the universal one plus `start` and the token
     naming the program (neither is ever produced), and the first token from position 0."""
-    one = Lin.of(1)
     is_start = g.feature("is_start", lambda t: int(t == reference.START), at_position_zero=True)
-    g.outputs[reference.START] = -2 * FAMILY_WEIGHT * one
-    g.outputs[reference.PROGRAM_MARK % reference.program_hash(program)] = -2 * FAMILY_WEIGHT * one
+    g.outputs[reference.START] = -2 * FAMILY_WEIGHT * ONE
+    g.outputs[reference.PROGRAM_MARK % reference.program_hash(program)] = -2 * FAMILY_WEIGHT * ONE
     if not reference.has_input_section(program):
         token = first_token(program)
         g.outputs[token] = g.outputs[token] + is_start  # 1 at position 0, where every logit is 0
