@@ -371,11 +371,7 @@ def schedule(graph):
     ready = {name: -1 for name in list(POSITIONAL) + list(graph.features)}
     layers = []
     for node in graph.nodes:
-        lins = [node["query"], node["key"], node["key_sq"]] + node["values"] if node["kind"] == "lookup" \
-            else [lin for _, a, b in node["terms"] for lin in (a, b)]
-        if node["kind"] == "lookup" and node["clear"] is not None:
-            lins.append(node["clear"])
-        last = max([ready[k] for lin in lins for k in lin.terms] + [-1])
+        last = max([ready[k] for lin in _node_lins(node) for k in lin.terms] + [-1])
         if node["kind"] == "lookup":
             layer = max(0, -(-(last + 1) // 2))
             for name in node["names"]:
@@ -786,19 +782,16 @@ def fetch_and_stack_reads(g, f, program, call_depth, call_depth_sq, cursor, dept
     else:
         op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum(g, "cursor", mean_cursor),
                                                              j_at_least)
-    stack = {}
-    for o, name in enumerate(["top", "second", "third"]):
-        vals = [word_before, POSITION] if name != "third" else [POSITION]
-        names = [name + "_word", name + "_position"] if name != "third" else [name + "_position"]
-        stack[name] = g.lookup(names, depth - o, depth, depth_sq, vals, clear=f["not_sts"])
-    (top, top_pos), (second, second_pos), (third_pos,) = stack["top"], stack["second"], stack["third"]
+    def stack_read(o, names, values):  # the word o below the top, keyed by the depth at its commit
+        return g.lookup(names, depth - o, depth, depth_sq, values, clear=f["not_sts"])
+    top, top_pos = stack_read(0, ["top_word", "top_position"], [word_before, POSITION])
+    second, second_pos = stack_read(1, ["second_word", "second_position"], [word_before, POSITION])
+    third_pos, = stack_read(2, ["third_position"], [POSITION])
     # the bytes of the top and second words (little endian), two per head: at the
     # word's commit the layer-0 lookups prev4..prev1 hold its bytes 0..3
-    operand_bytes = {}
-    for o, name in enumerate(["top", "second"]):
-        operand_bytes[name] = [b for low in (0, 2) for b in g.lookup(
-            ["%s_byte%d" % (name, low), "%s_byte%d" % (name, low + 1)], depth - o, depth, depth_sq,
-            [prev_byte[4 - low], prev_byte[3 - low]], clear=f["not_sts"])]
+    operand_bytes = {name: [b for low in (0, 2) for b in stack_read(
+        o, ["%s_byte%d" % (name, low), "%s_byte%d" % (name, low + 1)], [prev_byte[4 - low], prev_byte[3 - low]])]
+        for o, name in enumerate(["top", "second"])}
     frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [POSITION],
                       clear=f["not_call_commit"])
     return dict(frame=frame, top=top, op_x=op_x, op_y=op_y, imm=imm, immediate_byte=immediate_byte,
