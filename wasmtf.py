@@ -116,11 +116,8 @@ def head_rows(D, h):
 
 
 def active_heads(layer):
-    """Heads whose output can be non-zero: value rows and output columns not all zero.
-
-    A head with zero value rows returns 0 whatever it attends to (the average or
-    the latest of zeros), so skipping it is exact. A head with a zero query but
-    non-zero values is NOT skippable: it averages over every position."""
+    """Heads whose value rows and output columns are not all zero: any other head returns 0
+    whatever it attends to (a head with a zero query but non-zero values averages, it stays)."""
     D = layer["w_out"].shape[0]
     heads = []
     for h in range(D // HEAD_WIDTH):
@@ -132,16 +129,10 @@ def active_heads(layer):
 
 
 class Linear:
-    """y = w @ x for a weight matrix w [N, D] and a residual x [D] (or columns
-    [D, C]), reading only the non-zero columns of w.
-
-    Dropping exact zeros changes no term of a sum, only the order in which
-    BLAS adds the others (matrix-vector and matrix-matrix kernels add in
-    different orders anyway). For the compiled machine that changes nothing:
-    its rounded sums are read through neuron rows with exactly two non-zero
-    terms, exact in any order (tests/test_summation_order.py). No fixed order
-    could make every model's sums equal across kernels: that takes weights
-    like the machine's."""
+    """y = w @ x for w [N, D] and x [D] (or [D, C]), reading only the non-zero columns of w.
+    Dropping exact zeros changes no term, only the order in which BLAS adds the others (its
+    kernels differ in order anyway); the compiled machine's dot products are exact in any
+    order (tests/test_summation_order.py), so for it nothing changes."""
 
     def __init__(self, w):
         self.columns = np.flatnonzero(w.any(axis=0))               # [K] slots read
@@ -174,16 +165,10 @@ def output_head(model):
 
 
 def prepare(model):
-    """The plan: per layer, the weights restricted to active heads and live neurons,
-    each product to the slots it reads or writes (the module docstring says why).
-
-    A plan layer holds w_heads [6A, D] (rows qx qy kx ky vx vy per active head),
-    w_out_heads [D, 2A], and w_in [2F', D], w_ffo [D, F'] for the F' neurons
-    whose gate, value and output are all non-zero; and the same products on
-    the residual slots they read or write only: qkv, ffn_in (Linear), out,
-    ffn_out (Scatter), F = F'. The plan's "logits" is output_head(model).
-    Dropping exact zeros does not change any result, only the (unspecified)
-    summation order of BLAS (see Linear)."""
+    """The plan (module docstring): per layer w_heads [6A, D] (rows qx qy kx ky vx vy per
+    active head), w_out_heads [D, 2A], w_in [2F', D] and w_ffo [D, F'] for the F' neurons
+    whose gate, value and output are non-zero, and those products on the slots they read or
+    write: qkv, ffn_in (Linear), out, ffn_out (Scatter); "logits" is output_head(model)."""
     D = model["embed"].shape[1]
     layers = []
     for layer in model["layers"]:
@@ -314,35 +299,27 @@ SOFTMAX_VISIBLE = 2.0 ** -52  # a softmax weight w (the best entry has weight 1)
 
 
 class SoftmaxHead:
-    """The standard KV cache with real softmax attention, O(t) per query.
-
-    PyTorch's MultiheadAttention convention: scores are divided by sqrt(head
-    width) = sqrt(2). The compiled query rows carry HARD_K * sqrt(2), so the
-    weight of an entry whose score is delta (in key units) below the best is
-    exp(-HARD_K * delta): for the gap of 1 - 0.433 between an exact key and
-    its neighbour, exactly 0. Softmax cannot express "latest wins": it gives an
-    exact tie equal weights. So the query stops with AttentionTie, naming the
-    head and position, when an entry other than the answer SPEC 9 picks keeps
-    a weight float64 can see (>= SOFTMAX_VISIBLE): for a latest head any
-    second entry, for an average head an entry outside the exact tie.
-    Where a compiled machine meets such ties: the derivation above the class."""
+    """The standard KV cache with real softmax attention, O(t) per query. Scores are divided
+    by sqrt(2) (PyTorch's MultiheadAttention); compiled queries carry HARD_K * sqrt(2), so an
+    entry delta (in key units) below the best weighs exp(-HARD_K * delta): 0 for the gap
+    1 - 0.433 after an exact key. Softmax gives exact ties equal weights ("latest wins" is
+    not expressible), so a query stops with AttentionTie, naming head and position, when an
+    entry other than SPEC 9's answer keeps a weight float64 can see (>= SOFTMAX_VISIBLE): for
+    a latest head any second entry, for an average head one outside the exact tie. Where a
+    compiled machine meets such ties: the derivation above."""
 
     def __init__(self, latest=False, name="a head"):
-        self.latest = latest  # softmax cannot express "latest wins": ties are detected instead
-        self.name = name      # e.g. "layer 3 head 5", for the AttentionTie message
+        self.latest, self.name = latest, name           # name: e.g. "layer 3 head 5", for AttentionTie
         self.n = 0
-        self.keys = np.zeros((16, HEAD_WIDTH))    # [capacity, 2]
-        self.values = np.zeros((16, HEAD_WIDTH))  # [capacity, 2]
+        self.keys, self.values = np.zeros((16, HEAD_WIDTH)), np.zeros((16, HEAD_WIDTH))  # [capacity, 2]
 
     def __len__(self):
         return self.n
 
     def insert(self, kx, ky, vx, vy):
         if self.n == len(self.keys):  # double the capacity: amortized O(1)
-            self.keys = np.concatenate([self.keys, np.zeros_like(self.keys)])
-            self.values = np.concatenate([self.values, np.zeros_like(self.values)])
-        self.keys[self.n] = (kx, ky)
-        self.values[self.n] = (vx, vy)
+            self.keys, self.values = (np.concatenate([a, np.zeros_like(a)]) for a in (self.keys, self.values))
+        self.keys[self.n], self.values[self.n] = (kx, ky), (vx, vy)
         self.n += 1
 
     def query(self, qx, qy):
@@ -627,6 +604,10 @@ def write_model_bin(model):
     return b"".join(parts)
 
 
+NPZ_LAYER_ARRAYS = {"w_qkv": "attn.{}.in_proj_weight", "w_out": "attn.{}.out_proj.weight",  # layer {}'s
+                    "w_in": "ff_in.{}.weight", "w_ffo": "ff_out.{}.weight"}                  # .npz names
+
+
 def npz_arrays(model):
     """The .npz contents: torch state_dict names of the reference architecture
     (load with `torch.nn.Module.load_state_dict({k: torch.from_numpy(v) ...})`)."""
@@ -637,10 +618,7 @@ def npz_arrays(model):
               "tie_latest": np.array([layer["tie_latest"] for layer in model["layers"]], dtype=bool)
               .reshape(len(model["layers"]), model["embed"].shape[1] // HEAD_WIDTH)}
     for l, layer in enumerate(model["layers"]):
-        arrays[f"attn.{l}.in_proj_weight"] = layer["w_qkv"]     # [3D, D]
-        arrays[f"attn.{l}.out_proj.weight"] = layer["w_out"]    # [D, D]
-        arrays[f"ff_in.{l}.weight"] = layer["w_in"]             # [2F, D]
-        arrays[f"ff_out.{l}.weight"] = layer["w_ffo"]           # [D, F]
+        arrays.update({name.format(l): layer[key] for key, name in NPZ_LAYER_ARRAYS.items()})
     if model.get("erase"):  # informational erase lists: counts [L, 2] and the slots in order
         arrays["erase_counts"] = np.array([[len(s) for s in halves] for halves in model["erase"]])
         arrays["erase_slots"] = np.array([s for halves in model["erase"] for h in halves for s in h], dtype=np.int64)
@@ -652,8 +630,7 @@ def model_from_npz(arrays, name):
     of the wrong number of dimensions is named before any shape is read from it."""
     L = sum(1 for key in arrays if key.startswith("attn.") and key.endswith(".in_proj_weight"))
     needed = ["tok.weight", "head.weight", "vocab", "stop_tokens", "tie_latest"] + [
-        f"{prefix}.{l}.{suffix}" for l in range(L) for prefix, suffix in
-        (("attn", "in_proj_weight"), ("attn", "out_proj.weight"), ("ff_in", "weight"), ("ff_out", "weight"))]
+        name.format(l) for l in range(L) for name in NPZ_LAYER_ARRAYS.values()]
     missing = [key for key in needed if key not in arrays]
     if missing:
         raise ModelFileError(f"{name}: missing arrays {', '.join(missing)}")
@@ -663,24 +640,17 @@ def model_from_npz(arrays, name):
         if key in arrays and arrays[key].ndim != ndim:
             raise ModelFileError(f"{name}: array {key} has shape {arrays[key].shape}, "
                                  f"not {'a list' if ndim == 1 else 'a matrix'}")
-    V, D = len(arrays["vocab"]), arrays["tok.weight"].shape[1]
-    if arrays["tok.weight"].shape[0] != V or D == 0 or D % HEAD_WIDTH:
-        raise ModelFileError(f"{name}: array tok.weight has shape {arrays['tok.weight'].shape}, "
-                             f"not [V={V} (the vocabulary), an even D]")
     vocab = [str(t) for t in arrays["vocab"]]
     unknown_stops = [str(t) for t in arrays["stop_tokens"] if str(t) not in vocab]
     if unknown_stops:
         raise ModelFileError(f"{name}: stop tokens {unknown_stops} are not in the vocabulary")
-    D = arrays["tok.weight"].shape[-1]
-    tie_latest = arrays["tie_latest"]
+    D, tie_latest = arrays["tok.weight"].shape[1], arrays["tie_latest"]
     if tie_latest.shape != (L, D // HEAD_WIDTH):
         raise ModelFileError(f"{name}: tie_latest has shape {tie_latest.shape}, not [L={L}, H={D // 2}]")
     model = {"vocab": vocab, "embed": arrays["tok.weight"], "head": arrays["head.weight"],
              "stop_ids": [vocab.index(str(t)) for t in arrays["stop_tokens"]],
              "slot_names": [str(s) for s in arrays.get("slot_names", [""] * D)],
-             "layers": [{"w_qkv": arrays[f"attn.{l}.in_proj_weight"],
-                         "w_out": arrays[f"attn.{l}.out_proj.weight"],
-                         "w_in": arrays[f"ff_in.{l}.weight"], "w_ffo": arrays[f"ff_out.{l}.weight"],
+             "layers": [{**{key: arrays[name.format(l)] for key, name in NPZ_LAYER_ARRAYS.items()},
                          "tie_latest": tie_latest[l].astype(bool)} for l in range(L)]}
     if "erase_counts" in arrays:
         slots = iter(arrays["erase_slots"].tolist())
