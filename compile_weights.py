@@ -505,20 +505,13 @@ def emit(graph):
         w_qkv = np.zeros((3 * D, D))  # [3D, D]
         w_out = np.zeros((D, D))      # [D, D]
         tie_latest = np.zeros(H, dtype=bool)
-        lookups = [n for n in nodes if n["kind"] == "lookup"]
-        for h, n in enumerate(lookups):
-            if n["mode"] == "latest":
-                w_qkv[2 * h] = _row(n["query"], slot, D, QUERY_SCALE)
-                w_qkv[2 * h + 1] = _row(ONE, slot, D, QUERY_SCALE)
-                w_qkv[D + 2 * h] = _row(n["key"], slot, D, 2.0)
-                ky = -n["key_sq"] + LATEST_ALPHA * Lin({"inv_log_pos": 1})
-                if n["clear"] is not None:
-                    ky = ky - CLEAR_BIG * n["clear"]
-                w_qkv[D + 2 * h + 1] = _row(ky, slot, D)
-                tie_latest[h] = True
-            else:
-                w_qkv[2 * h + 1] = _row(ONE, slot, D, QUERY_SCALE)
-                w_qkv[D + 2 * h + 1] = _row(ONE, slot, D)
+        for h, n in enumerate(n for n in nodes if n["kind"] == "lookup"):  # an average's query, key: 0
+            tie_latest[h] = n["mode"] == "latest"
+            ky = ONE if n["mode"] == "average" else (-n["key_sq"] + LATEST_ALPHA * Lin({"inv_log_pos": 1})
+                                                     - CLEAR_BIG * (n["clear"] or Lin()))
+            w_qkv[[2 * h, 2 * h + 1, D + 2 * h, D + 2 * h + 1]] = [  # qx, qy, kx, ky
+                _row(n["query"], slot, D, QUERY_SCALE), _row(ONE, slot, D, QUERY_SCALE),
+                _row(n["key"], slot, D, 2.0), _row(ky, slot, D)]
             for i, (value, name) in enumerate(zip(n["values"], n["names"])):
                 w_qkv[2 * D + 2 * h + i] = _row(value, slot, D)
                 w_out[slot[name], 2 * h + i] = 1.0
@@ -612,6 +605,8 @@ VALUE_OPS = (["i32.const", "local.get", "local.set", "local.tee", "select", "i32
              + list(reference.COMPARISONS) + list(LOADS) + list(STORES)
              + [op for op in reference.EXTENSION_OPCODES if op not in reference.DIVISIONS])
 BRANCH_OPS = ["br", "br_if", "call", "return"]
+LEFT_SHIFTS, RIGHT_SHIFTS = ("i32.shl", "i32.rotl"), ("i32.shr_u", "i32.shr_s", "i32.rotr")
+SHIFTS = LEFT_SHIFTS + RIGHT_SHIFTS
 IMMEDIATE_READERS = ("i32.const", "br", "br_if", "call", "return")  # p1 reads the immediate's bytes
 
 
@@ -819,8 +814,7 @@ def opcode_flags(g, op_x, op_y, after_opcode, j_at_least, **_):
     # the loads and extends share), or where the flags of opcodes with non-adjacent codes
     # are added (the shifts' left/right sums), an exact 0/1 flag node stands in; i32.add keeps
     # its node as the decode example of notebooks/02_compiling_a_machine.
-    exact_flag_ops = (["i32.add", "local.get"] + list(LOADS) + list(reference.EXTENDS)
-                      + ["i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr"])
+    exact_flag_ops = ["i32.add", "local.get"] + list(LOADS) + list(reference.EXTENDS) + list(SHIFTS)
     flag = {op: g.ffn("is_" + op, [(1, ONE, is_op(op))]) if op in exact_flag_ops else is_op(op)
             for op in reference.OPCODES}
     # i32.mul_hi_u's group is i32.mul's group with the token `i32.mul_hi_u` in place of its
@@ -997,18 +991,17 @@ def multiplication_columns(g, f, after_opcode, is_op, j_full_is, j_is, operand_b
 
 def memory_access(g, f, J, after_opcode, call_depth, close_b, frame, imm, is_op, second, top, **_):
     """The write key, value and clear of the memory/locals lookup, and its query."""
-    # memory and locals: one lookup; a write is a non-prefix byte of a store,
-    # of local.set/tee, or of the input section (instruction 0 = input_base)
-    writes = []  # (condition, key, value, sign of the key)
-    for op in STORES:
-        key = second + imm + J - 1
-        writes.append((is_op(op) + f["is_byte"] - after_opcode - 1, key, 256 * key, 1))
-    key = imm + POSITION - close_b - 1
-    writes.append((is_op("input_base") + f["is_byte"] - after_opcode - 1, key, 256 * key, 1))
-    for op in ("local.set", "local.tee"):
-        offset = 4 * imm + J - 1
-        key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + offset)
-        writes.append((is_op(op) + f["is_byte"] - after_opcode - 1, key, 256 * offset + FRAME_SCALE * frame + LOCALS_TAG, -1))
+    # memory and locals: one lookup; a write is a non-prefix byte of a store, of
+    # local.set/tee, or of the input section (instruction 0 = input_base), one entry
+    # (condition, key, value, sign of the key) per writing opcode
+    def writes_at(op):  # 1 at a non-prefix byte of op's group, <= 0 elsewhere
+        return is_op(op) + f["is_byte"] - after_opcode - 1
+    store_key, input_key, local_offset = second + imm + J - 1, imm + POSITION - close_b - 1, 4 * imm + J - 1
+    local_write_key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + local_offset)
+    writes = ([(writes_at(op), store_key, 256 * store_key, 1) for op in STORES]
+              + [(writes_at("input_base"), input_key, 256 * input_key, 1)]
+              + [(writes_at(op), local_write_key, 256 * local_offset + FRAME_SCALE * frame + LOCALS_TAG, -1)
+                 for op in ("local.set", "local.tee")])
     mem_key = g.ffn("memory_key", [t for c, k, _, _ in writes for t in gated_terms(k, c)])
     # key^2 = |k| * max(|k| + KEY_BIG*(c-1), 0): |k| when the write happens, 0 otherwise
     mem_key_sq = g.ffn("memory_key_sq", [(1, sign * k, sign * k + KEY_BIG * (c - 1)) for c, k, _, sign in writes])
@@ -1038,7 +1031,7 @@ def operand_signs(g, operand_bytes, second, top, **_):
                 division_overflow=division_overflow)
 
 
-def shift_counts_and_bit_counts(g, J, flag, operand_bytes, **_):
+def shift_counts_and_bit_counts(g, J, operand_bytes, **_):
     """The shift count's byte/bit split and the source byte indices; the zero-byte
     prefixes of ctz and clz and the popcount of the top word's bytes 2 and 3."""
     # Shifts and rotates by s = count mod 32 = 8 q + r (q whole bytes, r bits; the count's
@@ -1053,52 +1046,43 @@ def shift_counts_and_bit_counts(g, J, flag, operand_bytes, **_):
     # (left) or r (right) selects which bits of W the output adds. Exactness: every value
     # here is an integer below 2^9 (t, q, r, J, indices, bits, 0/1 flags) or a position, and
     # every gate adds GATE_BIG * (flag - 1) to such an integer: below 2^47, exact.
-    count = operand_bytes["top"][0]
-    shift_ops = [op for op in ("i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr") if op in flag]
-    if shift_ops:
-        # [t >= 8m] for m = 1..31 (31 steps, shared): q = floor(t/8) mod 4 and r = t - 8 floor(t/8)
-        eighths = [step_terms(ONE, count - 8 * m) for m in range(1, 32)]
-        shift_bytes = g.ffn("shift_bytes", [t for m, steps in enumerate(eighths, 1)
-                                            for t in scaled(steps, 1 if m % 4 else -3)])
-        shift_bits = g.ffn("shift_bits", [(1, count, ONE)] + [t for steps in eighths for t in scaled(steps, -8)])
-    else:
-        shift_bytes = shift_bits = Lin()
-    left_ops, right_ops = ("i32.shl", "i32.rotl"), ("i32.shr_u", "i32.shr_s", "i32.rotr")
+    top_bytes = operand_bytes["top"]
+    count = top_bytes[0]
+    # [t >= 8m] for m = 1..31 (31 steps, shared): q = floor(t/8) mod 4 and r = t - 8 floor(t/8)
+    eighths = [step_terms(ONE, count - 8 * m) for m in range(1, 32)]
+    shift_bytes = g.ffn("shift_bytes", [t for m, steps in enumerate(eighths, 1)
+                                        for t in scaled(steps, 1 if m % 4 else -3)])
+    shift_bits = g.ffn("shift_bits", [(1, count, ONE)] + [t for steps in eighths for t in scaled(steps, -8)])
     # the byte indices of lo and hi (J = k): they reach -4 .. 7 (J <= 4, q <= 3)
-    source_index = {op: (J - shift_bytes - 1, J - shift_bytes) if op in left_ops else
-                    (J + shift_bytes, J + shift_bytes + 1) for op in shift_ops}
+    source_index = {op: (J - shift_bytes - 1, J - shift_bytes) if op in LEFT_SHIFTS else
+                    (J + shift_bytes, J + shift_bytes + 1) for op in SHIFTS}
 
     # i32.ctz: Z_i = [bytes 0..i of the top word are all 0] = relu(1 - a_0 - ... - a_i)
     # (bytes are integers >= 0); the first non-zero byte is byte i* = Z_0 + Z_1 + Z_2
     # (byte 3 when all are 0), which p1 reads; ctz = 8 i* + ctz8'(that byte) below.
-    top_zero_prefix = [g.ffn("top_bytes_zero_to%d" % i, [(1, ONE, ONE - sum(operand_bytes["top"][:i + 1]))])
-                       for i in range(3)] if "i32.ctz" in flag else []
-    first_nonzero_byte = sum(top_zero_prefix, Lin())
+    first_nonzero_byte = sum((g.ffn("top_bytes_zero_to%d" % i, [(1, ONE, ONE - sum(top_bytes[:i + 1]))])
+                              for i in range(3)), Lin())
     # i32.clz likewise from the top: Z'_i = [bytes 3..3-i are 0]; p2 reads byte 3 - i'
     # (i' = Z'_0 + Z'_1 + Z'_2); clz = 8 i' + clz8'(that byte)
-    top_zero_suffix = [g.ffn("top_bytes_zero_from%d" % (3 - i), [(1, ONE, ONE - sum(operand_bytes["top"][3 - i:]))])
-                       for i in range(3)] if "i32.clz" in flag else []
-    leading_zero_bytes = sum(top_zero_suffix, Lin())
+    leading_zero_bytes = sum((g.ffn("top_bytes_zero_from%d" % (3 - i), [(1, ONE, ONE - sum(top_bytes[3 - i:]))])
+                              for i in range(3)), Lin())
     # i32.popcnt: p1 and p2 read the top's bytes 0 and 1 (their bits below); bytes 2 and 3
     # by nibbles: high nibble h = sum_{m=1..15} [a >= 16 m] (15 steps), then the popcount
     # of each nibble n (low = a - 16 h) as sum_{m=1..15} (pc(m) - pc(m-1)) [n >= m]
-    upper_popcount = Lin()
-    if "i32.popcnt" in flag:
-        upper = operand_bytes["top"][2:]
-        upper_high = [g.ffn("popcnt_high_nibble%d" % (2 + i), [t for m in range(1, 16)
-                                                               for t in step_terms(ONE, byte - 16 * m)])
-                      for i, byte in enumerate(upper)]
-        nibbles = [n for byte, high in zip(upper, upper_high) for n in (byte - 16 * high, high)]
-        upper_popcount = g.ffn("popcnt_bytes23", [
-            t for n in nibbles for m in range(1, 16)
-            for t in step_terms(ONE, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
-    return dict(shift_ops=shift_ops, shift_bits=shift_bits, left_ops=left_ops, right_ops=right_ops,
-                source_index=source_index, first_nonzero_byte=first_nonzero_byte,
+    upper = top_bytes[2:]
+    upper_high = [g.ffn("popcnt_high_nibble%d" % (2 + i), [t for m in range(1, 16)
+                                                           for t in step_terms(ONE, byte - 16 * m)])
+                  for i, byte in enumerate(upper)]
+    nibbles = [n for byte, high in zip(upper, upper_high) for n in (byte - 16 * high, high)]
+    upper_popcount = g.ffn("popcnt_bytes23", [
+        t for n in nibbles for m in range(1, 16)
+        for t in step_terms(ONE, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
+    return dict(shift_bits=shift_bits, source_index=source_index, first_nonzero_byte=first_nonzero_byte,
                 leading_zero_bytes=leading_zero_bytes, upper_popcount=upper_popcount)
 
 
 def byte_read_queries(g, program, J, cursor, div_pair, first_nonzero_byte, frame, is_op, flag, j_at_least, j_full,
-                      j_full_is, leading_zero_bytes, rem_pair, second_pos, shift_ops, source_index, third_pos,
+                      j_full_is, leading_zero_bytes, rem_pair, second_pos, source_index, third_pos,
                       top, top_pos, **_):
     """The queries of the byte reads p1 and p2."""
     # byte reads: P1 = immediate byte J or a byte of the top word; P2 = a byte of
@@ -1112,7 +1096,7 @@ def byte_read_queries(g, program, J, cursor, div_pair, first_nonzero_byte, frame
     p1_query = g.ffn("p1_query", [(1, top_byte_at, ONE)] + division_reads
                      + gated_terms(first_nonzero_byte - J, is_op("i32.ctz")) + [
         t for op in IMMEDIATE_READERS for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))]
-        + [t for op in shift_ops for t in gated_terms(second_pos - top_pos, is_op(op))
+        + [t for op in SHIFTS for t in gated_terms(second_pos - top_pos, is_op(op))
            + wrapped_byte_at(source_index[op][0], J, is_op(op), flag[op])])
     select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
     p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, ONE)] + step_terms(third_pos - second_pos, select_gate)
@@ -1120,35 +1104,27 @@ def byte_read_queries(g, program, J, cursor, div_pair, first_nonzero_byte, frame
                      + gated_terms(top_pos - 1 - leading_zero_bytes - (second_pos - 4 + J), is_op("i32.clz"))
                      + gated_terms(top_pos - 3 - (second_pos - 4 + J), is_op("i32.popcnt"))
                      + gated_terms(POSITION - 6 - (second_pos - 4 + J), rem_pair + j_full_is[7] - 1)
-                     + [t for op in shift_ops for t in wrapped_byte_at(source_index[op][1], J, is_op(op), flag[op])])
+                     + [t for op in SHIFTS for t in wrapped_byte_at(source_index[op][1], J, is_op(op), flag[op])])
     return dict(p1_query=p1_query, p2_query=p2_query)
 
 
-def shift_offsets(g, flag, left_ops, right_ops, shift_bits, shift_ops, sign_second, source_index, **_):
+def shift_offsets(g, flag, shift_bits, sign_second, source_index, **_):
     """The shifts' bit offset, whether lo/hi are inside the word, and shr_s's sign fill."""
-    offset_is, inside, sign_fill = [], [], Lin()
-    if shift_ops:
-        left = sum((flag[op] for op in left_ops if op in flag), Lin())   # exact 0/1: one opcode at a time
-        right = sum((flag[op] for op in right_ops if op in flag), Lin())
-        # the bit offset o in 0..8: [r == o] for right shifts, [r == 8 - o] for left ones, each
-        # [r >= rho and side] - [r >= rho + 1 and side] (side = the exact 0/1 flag sum)
-        def bits_are(rho, side):
-            return gated_step_terms(shift_bits - rho, side) + scaled(gated_step_terms(shift_bits - rho - 1, side), -1)
-        offset_is = [g.ffn("shift_offset_is%d" % o, (bits_are(o, right) if o < 8 else [])
-                           + (bits_are(8 - o, left) if o > 0 else [])) for o in range(9)]
-        # lo / hi is a byte of a (1) or outside it (0): shl drops indices < 0, shr_u/shr_s > 3
-        shl = flag.get("i32.shl", Lin())
-        inside = []
-        for which, name in ((0, "lo"), (1, "hi")):
-            terms = [(1, ONE, ONE)]
-            if "i32.shl" in flag:
-                terms += gated_step_terms(-source_index["i32.shl"][which] - 1, shl, -1)
-            for op in ("i32.shr_u", "i32.shr_s"):
-                if op in flag:
-                    terms += gated_step_terms(source_index[op][which] - 4, flag[op], -1)
-            inside.append(g.ffn("shift_%s_inside" % name, terms))
-        sign_fill = g.ffn("shift_sign_fill", gated_terms(sign_second, flag["i32.shr_s"])) \
-            if "i32.shr_s" in flag else Lin()
+    left = sum((flag[op] for op in LEFT_SHIFTS), Lin())   # exact 0/1: one opcode at a time
+    right = sum((flag[op] for op in RIGHT_SHIFTS), Lin())
+    # the bit offset o in 0..8: [r == o] for right shifts, [r == 8 - o] for left ones, each
+    # [r >= rho and side] - [r >= rho + 1 and side] (side = the exact 0/1 flag sum)
+    def bits_are(rho, side):
+        return gated_step_terms(shift_bits - rho, side) + scaled(gated_step_terms(shift_bits - rho - 1, side), -1)
+    offset_is = [g.ffn("shift_offset_is%d" % o, (bits_are(o, right) if o < 8 else [])
+                       + (bits_are(8 - o, left) if o > 0 else [])) for o in range(9)]
+    # lo / hi is a byte of a (1) or outside it (0): shl drops indices < 0, shr_u/shr_s > 3
+    inside = [g.ffn("shift_%s_inside" % name, [(1, ONE, ONE)]
+                    + gated_step_terms(-source_index["i32.shl"][which] - 1, flag["i32.shl"], -1)
+                    + [t for op in ("i32.shr_u", "i32.shr_s")
+                       for t in gated_step_terms(source_index[op][which] - 4, flag[op], -1)])
+              for which, name in ((0, "lo"), (1, "hi"))]
+    sign_fill = g.ffn("shift_sign_fill", gated_terms(sign_second, flag["i32.shr_s"]))
     return dict(offset_is=offset_is, inside=inside, sign_fill=sign_fill)
 
 
@@ -1267,9 +1243,9 @@ def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high
     return dict(carry=carry, branch_bytes=branch_bytes, g_start=g_start)
 
 
-def result_channels(ch, J, address, branch_bytes, carry, first_nonzero_byte, flag, found, frame, g_start,
+def result_channels(ch, J, address, branch_bytes, carry, first_nonzero_byte, found, frame, g_start,
                     gate, imm, inside, j_at_least, j_is, leading_zero_bytes, mul_byte_terms, offset_is, p1,
-                    p1_bits, p2, p2_bits, second, shift_ops, sign_fill, sign_second, sign_top, top,
+                    p1_bits, p2, p2_bits, second, sign_fill, sign_second, sign_top, top,
                     upper_popcount, **_):
     """The result bytes (value and mark channels) of the value opcodes."""
     # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second);
@@ -1315,8 +1291,7 @@ def result_channels(ch, J, address, branch_bytes, carry, first_nonzero_byte, fla
     # the signed ones mark the sign byte (J = width - 1) when it is >= 128 and fill the
     # bytes J >= width from the current token's mark (0xff' after a marked byte, else 00)
     sign_extensions = [(op, width, is_signed, found - 256 * address) for op, (width, is_signed) in LOADS.items()]
-    sign_extensions += [(op, width, True, p1) for op, width in reference.EXTENDS.items()
-                        if op in reference.OPCODES]
+    sign_extensions += [(op, width, True, p1) for op, width in reference.EXTENDS.items()]
     for op, width, is_signed, byte in sign_extensions:
         # (a load's `byte` is 0..255 only when the key matched; p1 always is)
         value_gate = gate(op, ONE - j_at_least[width])
@@ -1330,40 +1305,34 @@ def result_channels(ch, J, address, branch_bytes, carry, first_nonzero_byte, fla
     # relu(1 - sum_{l<=j} bit_l), 8 for b = 0 (ctz(0) = 8*3 + 8 = 32); clz = 8 i' + clz8'(p2),
     # clz8'(b) = sum_{j<8} [bits 7-j..7 are 0]. One result byte at J = 0, later bytes 0;
     # the gate adds 2 (g0 - 1) <= -2 to the pre-activation (<= 1) when off.
-    if "i32.clz" in flag:
-        g0 = g_start["i32.clz"]
-        ch["value"] += gated_terms(8 * leading_zero_bytes, g0)
-        ch["value"] += [(1, ONE, ONE - sum(p2_bits[7 - j:]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
-    if "i32.popcnt" in flag:
-        ch["value"] += gated_terms(sum(p1_bits) + sum(p2_bits) + upper_popcount, g_start["i32.popcnt"])
-    if "i32.ctz" in flag:
-        g0 = g_start["i32.ctz"]
-        ch["value"] += gated_terms(8 * first_nonzero_byte, g0)
-        ch["value"] += [(1, ONE, ONE - sum(p1_bits[:j + 1]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+    g0 = g_start["i32.clz"]
+    ch["value"] += gated_terms(8 * leading_zero_bytes, g0)
+    ch["value"] += [(1, ONE, ONE - sum(p2_bits[7 - j:]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+    ch["value"] += gated_terms(sum(p1_bits) + sum(p2_bits) + upper_popcount, g_start["i32.popcnt"])
+    g0 = g_start["i32.ctz"]
+    ch["value"] += gated_terms(8 * first_nonzero_byte, g0)
+    ch["value"] += [(1, ONE, ONE - sum(p1_bits[:j + 1]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
     # shifts and rotates: bit j of the byte is bit j + o of W = 256 p2 + p1 (o = the offset),
     # the bit when its byte is inside a, else the sign fill (shr_s); each bit one neuron
     # relu(bit + 2 (offset_is_o + inside + [J < 4] - 3)): the bit when all three are 1, else
     # its pre-activation is <= 1 - 2 < 0 (all are exact 0/1 values). The fill of shr_s
     # sets bits 0..7-o (from lo) or 8-o..7 (from hi) when that byte is outside a: one
     # neuron each, relu(outside + offset_is_o + sign_fill + [J < 4] - 3) in {0, 1}.
-    if shift_ops:
-        for o in range(9):
-            gate_o = offset_is[o] + ONE - j_at_least[4]
-            for j in range(reference.BYTE_BITS):
-                m = j + o
-                bit, src = (p1_bits[m], inside[0]) if m < 8 else (p2_bits[m - 8], inside[1])
-                ch["value"].append((2 ** j, ONE, bit + 2 * (gate_o + src - 3)))
-            if "i32.shr_s" in flag:
-                from_lo, from_hi = 2 ** (8 - o) - 1, 256 - 2 ** (8 - o)  # the bits each byte gives
-                for src, bits_value in ((inside[0], from_lo), (inside[1], from_hi)):
-                    if bits_value:
-                        ch["value"].append((bits_value, ONE, (ONE - src) + gate_o + sign_fill - 3))
+    for o in range(9):
+        gate_o = offset_is[o] + ONE - j_at_least[4]
+        for j in range(reference.BYTE_BITS):
+            m = j + o
+            bit, src = (p1_bits[m], inside[0]) if m < 8 else (p2_bits[m - 8], inside[1])
+            ch["value"].append((2 ** j, ONE, bit + 2 * (gate_o + src - 3)))
+        from_lo, from_hi = 2 ** (8 - o) - 1, 256 - 2 ** (8 - o)  # the bits each byte gives
+        for src, bits_value in ((inside[0], from_lo), (inside[1], from_hi)):
+            if bits_value:
+                ch["value"].append((bits_value, ONE, (ONE - src) + gate_o + sign_fill - 3))
     # and / or / xor
     for op, and_coef in (("i32.and", 1), ("i32.or", -1), ("i32.xor", -2)):
-        if op in reference.OPCODES:
-            if op != "i32.and":
-                ch["value"] += gated_terms(p1 + p2, g_bytes(op))
-            ch["value"] += and_byte_terms(g_bytes(op), and_coef)
+        if op != "i32.and":
+            ch["value"] += gated_terms(p1 + p2, g_bytes(op))
+        ch["value"] += and_byte_terms(g_bytes(op), and_coef)
 
 
 def output_channels(g, s):
