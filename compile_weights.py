@@ -303,7 +303,6 @@ class GraphEvaluator:
                        for n in graph.nodes]
         self.p = 0
         self.env = None
-        self.output_tokens = list(graph.outputs)
 
     def step(self, token):
         """Process one token at the next position; returns the env of named values."""
@@ -334,12 +333,8 @@ class GraphEvaluator:
 
     def next_token(self):
         """Argmax of the exact logits (the lowest vocabulary id among equal maxima)."""
-        best, best_token = None, None
-        for token in sorted(self.graph.outputs):  # in id order (SPEC 1.2): the lowest id wins ties
-            logit = _value(self.graph.outputs[token], self.env)
-            if best is None or logit > best:
-                best, best_token = logit, token
-        return best_token
+        return max(sorted(self.graph.outputs),  # in id order (SPEC 1.2): max keeps the first maximum
+                   key=lambda token: _value(self.graph.outputs[token], self.env))
 
 
 def evaluate(graph, prompt, max_new_tokens=100_000):
@@ -727,6 +722,7 @@ def recent_tokens_and_depth_sums(g, f, program, **_):
     for k in range(2, 5):
         j_at_least[k] = g.ffn("j_ge%d" % k, [(1, ONE, sum(prev_mark[m] for m in range(k)) - (k - 1))])
     J = sum(j_at_least.values())
+    j_is = {k: (ONE if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
     # Division groups are 9 tokens (SPEC 12.2): J (capped at 4) cannot tell their bytes
     # 4..7 apart. One more head of layer 0 finds the latest non-byte token (the terminal
     # before the group): J_full = position - its position = the bytes so far, uncapped.
@@ -745,7 +741,7 @@ def recent_tokens_and_depth_sums(g, f, program, **_):
     jump = g.ffn("jump_offset", gated_terms(word_before, f["is_jump"])
                  + gated_step_terms(prev_byte[1] - 128, f["is_jump"], -WORD))
     close_term = g.ffn("close_position_term", [(1, POSITION, f["is_close"])])
-    return dict(prev_byte=prev_byte, call_b=call_b, depth_b=depth_b, J=J, j_at_least=j_at_least,
+    return dict(prev_byte=prev_byte, call_b=call_b, depth_b=depth_b, J=J, j_at_least=j_at_least, j_is=j_is,
                 j_full=j_full, j_full_is=j_full_is, after_opcode=after_opcode, word_before=word_before,
                 jump=jump, close_term=close_term)
 
@@ -764,7 +760,7 @@ def cursor_and_depths(g, f, call_b, close_term, depth_b, jump, **_):
                 call_depth=call_depth, call_depth_sq=call_depth_sq)
 
 
-def fetch_and_stack_reads(g, f, program, call_depth, call_depth_sq, cursor, depth, depth_sq, j_at_least,
+def fetch_and_stack_reads(g, f, program, call_depth, call_depth_sq, cursor, depth, depth_sq, j_is,
                           mean_cursor, prev_byte, word_before, **_):
     """Layer 2: the fetched opcode and immediate, the top three stack words and the
     bytes of the top two, the frame start."""
@@ -775,8 +771,8 @@ def fetch_and_stack_reads(g, f, program, call_depth, call_depth_sq, cursor, dept
         imm, = g.lookup(["immediate"], 5 * cursor + 5, POSITION, POSITION_SQ, [imm_here])
         immediate_byte = None  # p1 reads the immediate's bytes from the prompt
     else:
-        op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum(g, "cursor", mean_cursor),
-                                                             j_at_least)
+        op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum(g, "cursor", mean_cursor), j_is)
+
     def stack_read(o, names, values):  # the word o below the top, keyed by the depth at its commit
         return g.lookup(names, depth - o, depth, depth_sq, values, clear=f["not_sts"])
     top, top_pos = stack_read(0, ["top_word", "top_position"], [word_before, POSITION])
@@ -827,8 +823,7 @@ def opcode_flags(g, op_x, op_y, after_opcode, j_at_least, **_):
     # Partial sums: those of is_op plus at most 5 (after_opcode's neurons): below 2^14 still.
     flag["i32.mul"] = is_op("i32.mul") + after_opcode
     flag[MUL_HI] = is_op(MUL_HI) - after_opcode
-    j_is = {k: (ONE if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
-    return dict(is_op=is_op, flag=flag, gate=gate, j_is=j_is)
+    return dict(is_op=is_op, flag=flag, gate=gate)
 
 
 def division_digits(g, f, is_op, j_at_least, j_full_is, j_is, prev_byte, second, top, **_):
@@ -1464,24 +1459,20 @@ def fetch_neurons(program):
     weight per field, for k = -1..N, leaving out the k where every w_k is 0."""
     zero = (0,) * len(FETCHED_FIELDS)
     fields = [zero] + [instruction_fields(op, imm) for op, imm in program] + [zero, zero]  # F(-1..N+1)
-    neurons = []
-    for k in range(-1, len(program) + 1):
-        before, at, after = fields[k], fields[k + 1], fields[k + 2]  # F(k-1), F(k), F(k+1)
-        w = tuple(a - 2 * b + c for a, b, c in zip(after, at, before))
-        if any(w):
-            neurons.append((k, w))
-    return neurons
+    second_differences = [(k, tuple(after - 2 * at + before for after, at, before   # fields[k] = F(k-1)
+                                    in zip(fields[k + 2], fields[k + 1], fields[k])))  # (fields[-1] = 0)
+                          for k in range(-1, len(program) + 1)]
+    return [(k, w) for k, w in second_differences if any(w)]
 
 
-def fetch_from_weights(g, program, cursor, j_at_least):
+def fetch_from_weights(g, program, cursor, j_is):
     """The fetch of the specialized machine (the derivation above): (op_x, op_y, imm,
-    immediate_byte) as feed-forward functions of the exact cursor and J."""
+    immediate_byte) as feed-forward functions of the exact cursor and j_is[k] = [J == k]."""
     neurons = fetch_neurons(program)
     field = {name: g.ffn(name, [(w[i], ONE, cursor - k) for k, w in neurons if w[i]])
              for i, name in enumerate(FETCHED_FIELDS)}
     byte = [field["immediate_byte%d" % k] for k in range(4)]
     imm = sum(byte[k] * 256 ** k for k in range(4))
-    j_is = [ONE - j_at_least[1]] + [j_at_least[k] - j_at_least[k + 1] for k in range(1, 4)]  # [J = k]
     immediate_byte = g.ffn("immediate_byte_j", [
         t for k in range(4) for t in gated_terms(byte[k], j_is[k] + field["reads_immediate"] - 1)])
     return field["op_code_at_pc"], field["op_code_sq_at_pc"], imm, immediate_byte
@@ -1510,17 +1501,12 @@ def add_specialized_tokens(g, program):
         g.outputs[token] = g.outputs[token] + is_start  # 1 at position 0, where every logit is 0
 
 
-def check_specializable(program):
-    """Raise ProgramError unless `program` is a valid program small enough to bake."""
+def specialize(program):
+    """The model dict of the machine with `program` (a list of instructions) in its
+    weights: its prompt is reference.specialized_prompt(program, input), its trace the
+    universal machine's (SPEC 2.2). ProgramError unless the program is valid and small enough."""
     reference.check_program(program)
     if len(program) > MAX_BAKED_INSTRUCTIONS:
         raise reference.ProgramError("the program has %d instructions; a specialized model holds at most %d"
                                      % (len(program), MAX_BAKED_INSTRUCTIONS))
-
-
-def specialize(program):
-    """The model dict of the machine with `program` (a list of instructions) in its
-    weights: its prompt is reference.specialized_prompt(program, input), its trace the
-    universal machine's (SPEC 2.2)."""
-    check_specializable(program)
     return emit(build_machine(program))
