@@ -862,12 +862,9 @@ def division_digits(g, f, is_op, j_at_least, j_full_is, j_is, prev_byte, second,
     def magnitude_terms(factor, word, digit_gate):
         """factor * |word| (signed ops) or factor * word, for the division op whose pair
         gate and digit_gate are 1; 0 for every other op (word < 2^32 < DIVISION_GATE)."""
-        terms = []
-        for pair in (div_pair, rem_pair):
-            terms.append((1, factor, word + DIVISION_GATE * (pair + digit_gate - 2)))
-        for op in ("i32.div_s", "i32.rem_s"):
-            terms.append((-2, factor, word - SIGN + DIVISION_GATE * (is_op(op) + digit_gate - 2)))
-        return terms
+        return ([(1, factor, word + DIVISION_GATE * (pair + digit_gate - 2)) for pair in (div_pair, rem_pair)]
+                + [(-2, factor, word - SIGN + DIVISION_GATE * (is_op(op) + digit_gate - 2))
+                   for op in ("i32.div_s", "i32.rem_s")])
 
     digit_phase = ONE - j_at_least[4]  # J <= 3
     written_back = [f["byte_value"]] + [prev_byte[d] for d in range(1, 5)]  # X_0 .. X_4
@@ -912,15 +909,16 @@ def multiplication_columns(g, f, after_opcode, is_op, j_full_is, j_is, operand_b
     low_gate = is_op("i32.mul") + is_op(MUL_HI) - high
     a_bytes, b_bytes = operand_bytes["second"], operand_bytes["top"]
     written = [f["byte_value"]] + [prev_byte[m] for m in range(1, 4)]  # r_{k-1}, r_{k-2}, ...
+
+    def written_below(k):  # sum_{i<k} r_i 256^(i-k): the result bytes before byte k
+        return sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k))
     column_terms = []
     for k in range(4):
         for i in range(k + 1):
             for j in range(k + 1 - i):
                 column_terms.append((Fraction(256) ** (i + j - k), a_bytes[i],
                                      b_bytes[j] + 256 * (low_gate + j_is[k] - 2)))
-        if k:
-            below = sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k))
-            column_terms += gated_terms(-below, low_gate + j_is[k] - 1)
+        column_terms += gated_terms(-written_below(k), low_gate + j_is[k] - 1)
     # i32.mul_hi_u's high half: H = floor(a*b / 2^32), byte H_k emitted at J = k after the
     # token `i32.mul_hi_u` (the current token is that token at k = 0, else H_{k-1}). With
     # l_s = sum_{i+j=s} a_i b_j and R_k = H mod 256^k (the bytes H_0..H_{k-1} written),
@@ -951,8 +949,7 @@ def multiplication_columns(g, f, after_opcode, is_op, j_full_is, j_is, operand_b
                 if k + 2 <= i + j <= 4 + k:
                     column_terms.append((Fraction(256) ** (i + j - 4 - k), a_bytes[i],
                                          b_bytes[j] + 256 * (high_gate + j_is[k] - 2)))
-        below = sum(low_word_top) if k == 0 else sum(written[k - 1 - i] * Fraction(256) ** (i - k)
-                                                      for i in range(k))
+        below = sum(low_word_top) if k == 0 else written_below(k)
         column_terms += gated_terms(HIGH_HALF_SLACK * ONE - below, high_gate + j_is[k] - 1)
     # i32.rem_s / rem_u, result bytes k = 0..2 (J_full = 4 + k), in the same column:
     # the result V = a - s * b * Q mod 2^32 with s = -1 when a and b have opposite signs
@@ -968,9 +965,7 @@ def multiplication_columns(g, f, after_opcode, is_op, j_full_is, j_is, operand_b
     for k in range(3):
         phase = rem_pair + j_full_is[4 + k] - 1
         column_terms += gated_terms(sum(a_bytes[i] * Fraction(256) ** (i - k) for i in range(k + 1)), phase)
-        if k:
-            column_terms += gated_terms(-sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k)),
-                                        phase)
+        column_terms += gated_terms(-written_below(k), phase)
         column_terms += gated_terms((COLUMN_LIMIT - 256) * (ONE - f["carry"]), phase)
         for i in range(k + 1):
             for j in range(k + 1 - i):
@@ -979,9 +974,7 @@ def multiplication_columns(g, f, after_opcode, is_op, j_full_is, j_is, operand_b
                                      digit + 256 * (phase - 1) - 256 * f["carry"]))
                 column_terms.append((Fraction(256) ** (i + j - k), b_bytes[j],
                                      digit + 256 * (phase - 1) + 256 * (f["carry"] - 1)))
-    mul_column = g.ffn("mul_column", column_terms)
-    mul_byte_terms = low_byte_of_column(g, "mul_column", mul_column)
-    return dict(mul_byte_terms=mul_byte_terms)
+    return dict(mul_byte_terms=low_byte_of_column(g, "mul_column", g.ffn("mul_column", column_terms)))
 
 
 def memory_access(g, f, J, after_opcode, call_depth, close_b, frame, imm, is_op, second, top, **_):
@@ -1156,8 +1149,7 @@ def remainder_top_byte(g, f, divisor, flag, j_full_is, p1, p2, prev_byte, second
                         (-1, flag["i32.rem_s"] + j_full_is[7] - sign_second - 1),
                         (1, flag["i32.rem_s"] + j_full_is[7] + sign_second - 2)):
         top_byte_terms.append((Fraction(coef, 1 << 24), divisor, quotient + (1 << 33) * (gate_ - 1)))
-    remainder_byte3 = g.ffn("remainder_byte3", top_byte_terms)
-    return dict(remainder_byte3=remainder_byte3)
+    return dict(remainder_byte3=g.ffn("remainder_byte3", top_byte_terms))
 
 
 def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high_nibble, imm, j_at_least,
