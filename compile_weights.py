@@ -1168,11 +1168,10 @@ def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high
         width = STORES.get(op, 4)
         sd, sts = reference.STACK_DELTA[op], reference.STORES_TO_STACK[op]
         g_bytes, g_end = gate(op, ONE - j_at_least[width]), gate(op, j_at_least[width])
+        on([("byte", 1)], g_bytes)
         if op == MUL_HI:  # the low half: its token in place of the commit (see the output head)
-            on([("byte", 1)], g_bytes)
             on([("branch_taken", 1), ("bt", 1)], g_end)
             continue
-        on([("byte", 1)], g_bytes)
         on([("commit", 1), ("sd", sd), ("sts", sts)], g_end)
         if op in LOADS or op in STORES:
             base = top if op in LOADS else second

@@ -195,12 +195,9 @@ def prepare(model):
 
 
 def step(plan, caches, token_id, p, record=None):
-    """One position of SPEC 7.1: returns the final residual x [D].
-
-    caches[l] lists (insert, query) bound methods, one pair per active head of
-    layer l. With a `record` dict, the per-layer intermediates are appended to
-    record["residuals"], record["qkv"] and record["attn"] (see forward).
-    The products read and write only the slots their weights touch (prepare)."""
+    """One position of SPEC 7.1: returns the final residual x [D]. caches[l] lists (insert,
+    query) bound methods, one pair per active head of layer l; with a `record` dict, the
+    per-layer intermediates are appended to its "residuals", "qkv" and "attn" (forward)."""
     x = embed_position(plan["embed"], token_id, p)  # [D]
     if record is not None:
         record["residuals"].append(x.copy())
@@ -380,12 +377,10 @@ def encode(model, tokens):
 
 
 def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None, progress=None):
-    """Generate from prompt tokens; returns the new tokens, ending with a stop token
-    unless max_new_tokens ran out first. Prompt positions compute no logits.
-    progress(count, tokens), if given, is called every PROGRESS_EVERY generated tokens
-    with the tokens so far. A trace with more calls in progress than
-    reference.MAX_CALL_DEPTH raises reference.CallStackExhausted.
-    speculative.generate gives the same tokens, checking a reference draft in batches."""
+    """The new tokens after `prompt` (its positions compute no logits), ending with a stop
+    token unless max_new_tokens ran out first; progress(count, tokens so far) every
+    PROGRESS_EVERY tokens; reference.CallStackExhausted past MAX_CALL_DEPTH calls in
+    progress. speculative.generate gives the same tokens, checking a reference draft in batches."""
     plan = plan or prepare(model)
     ids = encode(model, prompt)
     caches = new_caches(plan, cache)
@@ -439,11 +434,10 @@ def forward(model, tokens, cache="hull"):
         qkv = np.zeros((L, D // HEAD_WIDTH, 3, HEAD_WIDTH))  # [L, H, q/k/v, 2]
         attn = np.zeros((L, D // HEAD_WIDTH, HEAD_WIDTH))    # [L, H, 2]
         active = np.zeros((L, D // HEAD_WIDTH), dtype=bool)  # [L, H]
-        for l, layer in enumerate(plan["layers"]):
-            for a, h in enumerate(layer["heads"]):
-                qkv[l, h] = np.reshape(record["qkv"][l][6 * a:6 * a + 6], (3, HEAD_WIDTH))
-                attn[l, h] = record["attn"][l][2 * a:2 * a + 2]
-                active[l, h] = True
+        for l, heads in enumerate(layer["heads"] for layer in plan["layers"]):  # A active heads
+            qkv[l, heads] = np.reshape(record["qkv"][l], (len(heads), 3, HEAD_WIDTH))    # [A, 3, 2]
+            attn[l, heads] = np.reshape(record["attn"][l], (len(heads), HEAD_WIDTH))     # [A, 2]
+            active[l, heads] = True
         trace.append({"token": tokens[p], "residuals": np.array(record["residuals"]),
                       "q": qkv[:, :, 0], "k": qkv[:, :, 1], "v": qkv[:, :, 2],
                       "attn": attn, "active": active, "logits": plan["head"] @ x})
@@ -461,12 +455,10 @@ def attended_positions(trace, p, l, h):
 # ---------------------------------------------------------------------------
 
 def forward_batch(model, token_ids, plan=None):
-    """The whole sequence at once (teacher forcing), as a port computes it: returns
-    (x [T, D], logits [T, V]). Every head answers all T positions with
-    hull.causal_hard_attention (SPEC 9, O(T log^2 T)). The same results as the
-    sequential steps for weights whose dot products are exact in any summation order,
-    as the compiled ones are (tests/test_summation_order.py). speculative.BatchState
-    is the bounded-memory version."""
+    """The whole sequence at once (teacher forcing), as a port computes it: (x [T, D],
+    logits [T, V]), every head answering all T positions with hull.causal_hard_attention
+    (SPEC 9, O(T log^2 T)). The sequential steps' results for weights exact in any summation
+    order, as compiled ones are (Linear); speculative.BatchState is the bounded-memory form."""
     plan = plan or prepare(model)
     x = np.ascontiguousarray(embed_tokens(plan["embed"], token_ids).T)   # [D, T]
     run_layers(plan, x, lambda l, a, latest, q, k, v: hull.causal_hard_attention(k, v, q, latest))
@@ -748,19 +740,12 @@ def save(model, path):
 # ---------------------------------------------------------------------------
 
 def copy_model():
-    """A 1-layer model, built by hand, whose next token is the previous token + 1.
-
-    Vocabulary: the digits 0..9, `halt` (digit "10"), `{` (position 0).
-    Slots: position, inv_log_pos, position_sq (SPEC 7.1), one, code (the
-    digit), prev_code, next_code. From prompt `{ 3 5` it writes two
-    interleaved counts: 4 6 5 7 6 8 7 9 8 halt.
-      attention, head 0 (tie mode latest): key (2j, -j^2) at position j, query
-        (p - 1, 1) at p, so score = 2(p-1)j - j^2 = (p-1)^2 - (j - (p-1))^2 is
-        largest at j = p - 1 (gap >= 1); value (code, 0) -> prev_code.
-        The query carries HARD_K * sqrt(2) like compiled weights (SPEC 7.1).
-      feed-forward: one neuron, gate `one`, value prev_code + one -> next_code.
-      head: logit of digit c = 2 c next_code - c^2 (largest at c = next_code).
-    """
+    """A 1-layer model, built by hand, whose next token is the previous token + 1: from
+    `{ 3 5` it writes two interleaved counts, 4 6 5 7 6 8 7 9 8 halt (`halt` is digit 10).
+    Head 0 (latest): key (2j, -j^2) at j, query (p - 1, 1) at p (times HARD_K sqrt(2), as
+    compiled weights), score (p-1)^2 - (j - (p-1))^2, largest at j = p - 1 (gap >= 1), reads
+    code -> prev_code; one neuron adds 1 -> next_code; the logit of digit c is
+    2 c next_code - c^2, largest at c = next_code."""
     vocab = sorted([str(d) for d in range(10)] + ["halt", "{"])
     code = {**{str(d): d for d in range(10)}, "halt": 10}
     slots = ["position", "inv_log_pos", "position_sq", "one", "code", "prev_code", "next_code", ""]
