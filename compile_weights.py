@@ -32,6 +32,7 @@ Costs: building and emitting the machine is linear in its nodes and neurons
 """
 import math
 import bisect
+import functools
 from fractions import Fraction
 
 import numpy as np
@@ -693,14 +694,10 @@ def nibble_bits(g, name, byte, high):
     integers n - m (the emitter shares the neurons relu(n - m) among the bits)."""
     bits = []
     for j in range(reference.BYTE_BITS):
-        nibble_bit = j % 4
         nibble = high if j >= 4 else byte - 16 * high
-        terms = []
-        for m in range(1, 16):
-            jump = (m >> nibble_bit & 1) - ((m - 1) >> nibble_bit & 1)
-            if jump:
-                terms += step_terms(ONE, nibble - m, jump)
-        bits.append(g.ffn("%s_bit%d" % (name, j), terms))
+        jumps = [((m >> j % 4 & 1) - ((m - 1) >> j % 4 & 1), m) for m in range(1, 16)]  # (bit(m) - bit(m-1), m)
+        bits.append(g.ffn("%s_bit%d" % (name, j), [t for jump, m in jumps if jump
+                                                   for t in step_terms(ONE, nibble - m, jump)]))
     return bits
 
 
@@ -1362,15 +1359,10 @@ def output_head(g, channel):
 # 5. The universal machine's weights
 # ---------------------------------------------------------------------------
 
-_MACHINE = None
-
-
+@functools.lru_cache(maxsize=None)
 def compile_machine():
     """The model dict of the universal machine (built once per process)."""
-    global _MACHINE
-    if _MACHINE is None:
-        _MACHINE = emit(build_machine())
-    return _MACHINE
+    return emit(build_machine())
 
 
 # ---------------------------------------------------------------------------
