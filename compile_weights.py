@@ -3,21 +3,13 @@
 Entry points: compile_machine() -> the universal machine's model dict (wasmtf.py's
 docstring); specialize(instructions) -> the model dict with that program in its
 weights; evaluate(build_machine(), prompt) -> trace tokens from the graph
-evaluator. Running a model, inspecting it and finding where it leaves the
-reference live with the forward pass (wasmtf.run_transformer, wasmtf.inspect,
-wasmtf.first_divergence); the model carries "slot_occupants" for the inspector.
+evaluator. Running and inspecting a model live with the forward pass (wasmtf); the
+model carries "slot_occupants" for wasmtf.inspect.
 
-How to read this file
-  1. the graph language: named inputs, linear expressions (`Lin`), lookups
-     (one hard-attention head each), averages (cumulative sums), ReGLU
-     neurons and the gadgets built from them, each with its derivation
-  2. the graph evaluator: runs a graph token by token in exact arithmetic
-  3. the scheduler and weight emitter: graph -> the model dict of wasmtf.py
-  4. the machine: the graph of the WebAssembly interpreter (every opcode of
-     SPEC 3.1 and 12, `trap`, wasmtf's semantics of SPEC 4.8)
-  5. compile_machine: the universal machine's weights
-  6. a program in the weights: specialize (the fetch as feed-forward functions of
-     the cursor, with its derivation)
+Sections: 1. the graph language (named inputs, linear expressions `Lin`, hard-attention
+lookups, averages, ReGLU neurons and the gadgets built from them, with derivations)
+2. the exact graph evaluator 3. the scheduler and weight emitter 4. the machine (every
+opcode of SPEC 3.1 and 12, `trap`, SPEC 4.8) 5. compile_machine 6. specialize.
 
 Exactness model: every value the machine compares or uses as a key is an
 integer below 2^53 held exactly in float64; a dot product of such values is
@@ -1182,8 +1174,7 @@ def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high
     for op in reference.DIVISIONS:
         on([("byte", 1)], flag[op] - j_full_is[8])
         on([("commit", 1), ("sd", reference.STACK_DELTA[op]), ("sts", 1)], flag[op] + j_full_is[8] - 1)
-    division_trap = [t for pair in (div_pair, rem_pair)
-                     for t in gated_step_terms(-top, pair + start - 1)]
+    division_trap = [t for pair in (div_pair, rem_pair) for t in gated_step_terms(-top, pair + start - 1)]
     division_trap += [(1, ONE, division_overflow + flag["i32.div_s"] + start - 2)]
     ch["trap"] += division_trap
     ch["byte"] += scaled(division_trap, -1)
@@ -1264,8 +1255,7 @@ def result_channels(ch, J, address, branch_bytes, carry, first_nonzero_byte, fou
         relation, is_signed = op[4:6], op.endswith("_s")  # "i32.lt_s" -> "lt", signed
         a, b = signed[is_signed]
         g0 = g_start[op]
-        less, greater = (gated_step_terms(b - a - 1, g0),
-                         gated_step_terms(a - b - 1, g0))
+        less, greater = gated_step_terms(b - a - 1, g0), gated_step_terms(a - b - 1, g0)
         always = [(1, ONE, g0)]
         ch["value"] += {"eq": always + scaled(less + greater, -1), "ne": less + greater,
                         "lt": less, "gt": greater, "le": always + scaled(greater, -1),

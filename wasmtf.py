@@ -1,14 +1,12 @@
 """wasmtf: run a compiled transformer, token by token, in plain NumPy.
 
-The model is a standard decoder (SPEC 7.1): embedding plus three positional
-features, L layers of attention with 2-D heads and a ReGLU feed-forward, and
-an argmax output head, all in float64, no normalisation, no biases. Its
-weights are compiled, not trained (compile_weights.py); this file runs them,
-looks inside them, and reads and writes them. Every attention head is *hard*
-(SPEC 9, hull.hard_attention): it returns the value of the key with the largest
-score q.k, the tied set compared exactly (latest mode: the last of it; average
-mode: its mean), which a convex-hull cache (hull.py) answers in O(log t)
-amortized per token instead of O(t).
+The model is a standard decoder (SPEC 7.1): embedding plus three positional features,
+L layers of attention with 2-D heads and a ReGLU feed-forward, an argmax output head,
+float64, no normalisation, no biases; its weights are compiled, not trained
+(compile_weights.py). This file runs them, looks inside them, reads and writes them.
+Every head is *hard* (SPEC 9, hull.hard_attention): the value of the key with the
+largest score q.k, exact ties resolved by its mode (latest: the last; average: the
+mean), which a convex-hull cache (hull.py) answers in O(log t) amortized, not O(t).
 
 Shape glossary
     V  vocabulary size          D  residual width (even)
@@ -32,12 +30,10 @@ The model dict (produced by compile_weights.py, read and written by load/save):
     slot_occupants optional       [2L+1][D] the name a slot holds at each stage (inspect)
     erase       optional          model.bin's informational erase lists
 
-One named repacking, prepare(model) -> plan: the compiled machine uses a few of
-its H heads per layer, a few hundred of its neurons and a few of its D slots per
-product, so every product is restricted to the heads, neurons and slots its
-weights touch (exact: only zeros are dropped). step, forward_batch and
-speculative.BatchState read the plan; examples/torch_port.py reads the arrays as
-they are, dense (tests/test_torch_port.py: the same residuals, bit for bit).
+One named repacking, prepare(model) -> plan, restricts every product to the heads,
+neurons and slots its weights touch (the compiled machine uses few of each; exact: only
+zeros are dropped): step, forward_batch and speculative.BatchState read it;
+examples/torch_port.py reads the dense arrays (tests/test_torch_port.py: bit for bit).
 
 Costs per token: L products of sizes 6A x D, D x 2A, 2F x D, D x F (on the slots
 touched), one U x S product for the logits (output_head), and per active head one
