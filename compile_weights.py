@@ -474,7 +474,6 @@ def emit(graph):
                        for layer in range(L)]
     D = max(len(slot_names), 2 * max(heads_per_layer))
     D += D % 2
-    H = D // 2
     slot_names += [""] * (D - len(slot_names))
 
     vocab = sorted(graph.outputs)  # ids in Unicode code-point order (SPEC 1.2)
@@ -492,7 +491,7 @@ def emit(graph):
         nodes = [n for n, l in zip(graph.nodes, node_layers) if l == layer]
         w_qkv = np.zeros((3 * D, D))  # [3D, D]
         w_out = np.zeros((D, D))      # [D, D]
-        tie_latest = np.zeros(H, dtype=bool)
+        tie_latest = np.zeros(D // 2, dtype=bool)  # [H]
         for h, n in enumerate(n for n in nodes if n["kind"] == "lookup"):  # an average's query, key: 0
             tie_latest[h] = n["mode"] == "latest"
             ky = ONE if n["mode"] == "average" else (-n["key_sq"] + LATEST_ALPHA * Lin({"inv_log_pos": 1})
@@ -507,9 +506,7 @@ def emit(graph):
         gates, values, outputs = [], [], []
         clearing = [{"kind": "ffn", "name": name, "terms": [(-1, Lin({name: 1}), ONE)]}
                     for name in clears.get(layer, [])]
-        for n in nodes + clearing:
-            if n["kind"] != "ffn":
-                continue
+        for n in [n for n in nodes if n["kind"] == "ffn"] + clearing:
             for c, a, b in n["terms"]:
                 k = (b.key(), a.key())
                 if k not in neurons:
@@ -524,9 +521,7 @@ def emit(graph):
             w_ffo[s, j] += c
         layers.append({"w_qkv": w_qkv, "w_out": w_out, "w_in": w_in, "w_ffo": w_ffo, "tie_latest": tie_latest})
 
-    head = np.zeros((V, D))  # [V, D]
-    for t, token in enumerate(vocab):
-        head[t] = _row(graph.outputs[token], slot, D)
+    head = np.array([_row(graph.outputs[token], slot, D) for token in vocab])  # [V, D]
     return {"vocab": vocab, "embed": embed, "layers": layers, "head": head,
             "stop_ids": [vocab.index(t) for t in reference.STOP_TOKENS], "slot_names": slot_names,
             "slot_occupants": slot_occupants(graph, held, clears, D)}
