@@ -115,13 +115,9 @@ def active_heads(layer):
     """Heads whose value rows and output columns are not all zero: any other head returns 0
     whatever it attends to (a head with a zero query but non-zero values averages, it stays)."""
     D = layer["w_out"].shape[0]
-    heads = []
-    for h in range(D // HEAD_WIDTH):
-        cols = slice(HEAD_WIDTH * h, HEAD_WIDTH * (h + 1))
-        values = layer["w_qkv"][2 * D + HEAD_WIDTH * h:2 * D + HEAD_WIDTH * (h + 1)]  # [2, D]
-        if values.any() and layer["w_out"][:, cols].any():
-            heads.append(h)
-    return heads
+    values = layer["w_qkv"][2 * D:].reshape(D // HEAD_WIDTH, HEAD_WIDTH * D)  # [H, 2D]: head h's value rows
+    outputs = layer["w_out"].T.reshape(D // HEAD_WIDTH, HEAD_WIDTH * D)      # [H, 2D]: its output columns
+    return np.flatnonzero(values.any(axis=1) & outputs.any(axis=1)).tolist()
 
 
 class Linear:
@@ -161,10 +157,10 @@ def output_head(model):
 
 
 def prepare(model):
-    """The plan (module docstring): per layer w_heads [6A, D] (rows qx qy kx ky vx vy per
-    active head), w_out_heads [D, 2A], w_in [2F', D] and w_ffo [D, F'] for the F' neurons
-    whose gate, value and output are non-zero, and those products on the slots they read or
-    write: qkv, ffn_in (Linear), out, ffn_out (Scatter); "logits" is output_head(model)."""
+    """The plan (module docstring): per layer the active heads, their tie modes, and the
+    products on the slots they read or write (Linear, Scatter): qkv [6A, D] (rows qx qy kx
+    ky vx vy per active head), out [D, 2A], ffn_in [2F, D] and ffn_out [D, F] for the F
+    neurons whose gate, value and output are non-zero; "logits" is output_head(model)."""
     D = model["embed"].shape[1]
     layers = []
     for layer in model["layers"]:
@@ -174,18 +170,10 @@ def prepare(model):
         F = layer["w_ffo"].shape[1]
         gates, values = layer["w_in"][:F], layer["w_in"][F:]  # [F, D] each
         live = gates.any(axis=1) & values.any(axis=1) & layer["w_ffo"].any(axis=0)  # [F]
-        prepared = {
-            "heads": heads,
-            "tie_latest": [bool(layer["tie_latest"][h]) for h in heads],
-            "w_heads": np.ascontiguousarray(layer["w_qkv"][rows]),          # [6A, D]
-            "w_out_heads": np.ascontiguousarray(layer["w_out"][:, out_cols]),  # [D, 2A]
-            "w_in": np.concatenate([gates[live], values[live]]),             # [2F', D]
-            "w_ffo": np.ascontiguousarray(layer["w_ffo"][:, live]),           # [D, F']
-            "F": int(live.sum()),
-        }
-        prepared.update(qkv=Linear(prepared["w_heads"]), out=Scatter(prepared["w_out_heads"]),
-                        ffn_in=Linear(prepared["w_in"]), ffn_out=Scatter(prepared["w_ffo"]))
-        layers.append(prepared)
+        layers.append({"heads": heads, "tie_latest": [bool(layer["tie_latest"][h]) for h in heads],
+                       "qkv": Linear(layer["w_qkv"][rows]), "out": Scatter(layer["w_out"][:, out_cols]),
+                       "ffn_in": Linear(np.concatenate([gates[live], values[live]])),
+                       "ffn_out": Scatter(layer["w_ffo"][:, live]), "F": int(live.sum())})
     return {"embed": model["embed"], "head": model["head"], "layers": layers,
             "vocab": model["vocab"], "stop_ids": set(model["stop_ids"]), "logits": output_head(model)}
 
