@@ -1144,19 +1144,19 @@ def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high
     start = ONE - j_at_least[1] - BT
     branch_bytes = BT + j_at_least[1] - j_at_least[4]
 
-    def on(channels, g_, coef=1):
-        for name, c in channels:
-            ch[name].append((coef * c, ONE, g_))
+    def on(gate_, **channels):  # channel name -> its value when gate_ is 1
+        for name, c in channels.items():
+            ch[name].append((c, ONE, gate_))
 
     for op in VALUE_OPS:
         width = STORES.get(op, 4)
         sd, sts = reference.STACK_DELTA[op], reference.STORES_TO_STACK[op]
         g_bytes, g_end = gate(op, ONE - j_at_least[width]), gate(op, j_at_least[width])
-        on([("byte", 1)], g_bytes)
+        on(g_bytes, byte=1)
         if op == MUL_HI:  # the low half: its token in place of the commit (see the output head)
-            on([("branch_taken", 1), ("bt", 1)], g_end)
+            on(g_end, branch_taken=1, bt=1)
             continue
-        on([("commit", 1), ("sd", sd), ("sts", sts)], g_end)
+        on(g_end, commit=1, sd=sd, sts=sts)
         if op in LOADS or op in STORES:
             base = top if op in LOADS else second
             bound = base + imm + (LOADS[op][0] if op in LOADS else width) - MEMORY_LIMIT - 1
@@ -1167,8 +1167,8 @@ def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high
     # division: 8 bytes (J_full <= 7), then commit(-1,sts=1,bt=0) at J_full = 8; the trap
     # replaces the group at J = 0 when b = 0, or for div_s of INT_MIN by -1
     for op in reference.DIVISIONS:
-        on([("byte", 1)], flag[op] - j_full_is[8])
-        on([("commit", 1), ("sd", reference.STACK_DELTA[op]), ("sts", 1)], flag[op] + j_full_is[8] - 1)
+        on(flag[op] - j_full_is[8], byte=1)
+        on(flag[op] + j_full_is[8] - 1, commit=1, sd=reference.STACK_DELTA[op], sts=1)
     division_trap = [t for pair in (div_pair, rem_pair) for t in gated_step_terms(-top, pair + start - 1)]
     division_trap += [(1, ONE, division_overflow + flag["i32.div_s"] + start - 2)]
     ch["trap"] += division_trap
@@ -1188,27 +1188,27 @@ def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high
     # bytes when the signs differ
     ch["value"] += [(1, remainder_byte3, ONE)] + step_terms(ONE, remainder_byte3 - 256, -256)
     ch["mark"] += [(1, ONE, flag["i32.rem_s"] + opposite_signs - 1)]
-    on([("commit", 1), ("sd", -1)], g_start["drop"])
-    on([("out", 1)], g_start["output"])
+    on(g_start["drop"], commit=1, sd=-1)
+    on(g_start["output"], out=1)
     ch["value"] += gated_terms(p1, g_start["output"])
-    on([("halt", 1)], g_start["halt"])
-    on([("trap", 1)], g_start["trap"])
+    on(g_start["halt"], halt=1)
+    on(g_start["trap"], trap=1)
     for op in BRANCH_OPS:
         g_bytes = gate(op, branch_bytes)
-        on([("byte", 1)], g_bytes)
+        on(g_bytes, byte=1)
         if op != "return":
             ch["value"] += gated_terms(p1, g_bytes)
         if op != "br_if":
-            on([("branch_taken", 1)], g_start[op])
+            on(g_start[op], branch_taken=1)
     taken = gated_step_terms(top - 1, g_start["br_if"])
     ch["branch_taken"] += taken
-    on([("commit", 1), ("sd", -1)], g_start["br_if"])
+    on(g_start["br_if"], commit=1, sd=-1)
     ch["commit"] += scaled(taken, -1)  # taken: branch_taken instead of commit(-1,sts=0,bt=0)
     ch["sd"] += taken
-    on([("commit", 1), ("bt", 1)], gate("br", j_at_least[4]))
-    on([("commit", 1), ("sd", -1), ("bt", 1)], gate("br_if", j_at_least[4]))
-    on([("call_commit", 1)], gate("call", j_at_least[4]))
-    on([("return_commit", 1)], gate("return", j_at_least[4]))
+    on(gate("br", j_at_least[4]), commit=1, bt=1)
+    on(gate("br_if", j_at_least[4]), commit=1, sd=-1, bt=1)
+    on(gate("call", j_at_least[4]), call_commit=1)
+    on(gate("return", j_at_least[4]), return_commit=1)
     return dict(carry=carry, branch_bytes=branch_bytes, g_start=g_start)
 
 
