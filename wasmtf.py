@@ -616,11 +616,15 @@ def model_from_npz(arrays, name):
         if key in arrays and arrays[key].ndim != ndim:
             raise ModelFileError(f"{name}: array {key} has shape {arrays[key].shape}, "
                                  f"not {'a list' if ndim == 1 else 'a matrix'}")
+    V, D = len(arrays["vocab"]), arrays["tok.weight"].shape[1]
+    if arrays["tok.weight"].shape[0] != V or D == 0 or D % HEAD_WIDTH:
+        raise ModelFileError(f"{name}: array tok.weight has shape {arrays['tok.weight'].shape}, "
+                             f"not [V={V} (the vocabulary), an even D]")
     vocab = [str(t) for t in arrays["vocab"]]
     unknown_stops = [str(t) for t in arrays["stop_tokens"] if str(t) not in vocab]
     if unknown_stops:
         raise ModelFileError(f"{name}: stop tokens {unknown_stops} are not in the vocabulary")
-    D, tie_latest = arrays["tok.weight"].shape[1], arrays["tie_latest"]
+    tie_latest = arrays["tie_latest"]
     if tie_latest.shape != (L, D // HEAD_WIDTH):
         raise ModelFileError(f"{name}: tie_latest has shape {tie_latest.shape}, not [L={L}, H={D // 2}]")
     model = {"vocab": vocab, "embed": arrays["tok.weight"], "head": arrays["head.weight"],
