@@ -274,10 +274,8 @@ class _LatestTable:
             return self.latest[q][1]
         i = bisect.bisect_left(self.keys, q)
         candidates = [self.keys[j] for j in (i - 1, i) if 0 <= j < len(self.keys)]
-        if not candidates:
-            return [0] * n_values
-        best = max(candidates, key=lambda k: (-(q - k) ** 2, self.latest[k][0]))
-        if q * q - (q - best) ** 2 < 0:  # every key scores below the null entry
+        best = max(candidates, key=lambda k: (-(q - k) ** 2, self.latest[k][0]), default=None)
+        if best is None or q * q - (q - best) ** 2 < 0:  # no key, or every key scores below the null entry
             return [0] * n_values
         return self.latest[best][1]
 
