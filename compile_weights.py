@@ -687,8 +687,8 @@ def nibble_bits(g, name, byte, high):
 
 
 def recent_tokens_and_depth_sums(g, f, program, **_):
-    """Layer 0: the previous four tokens, J (the bytes so far in the group), J_full, the
-    jump offset, and the stack and call depth sums."""
+    """Layer 0: the previous four tokens, J (the bytes so far in the group) and [J == k],
+    J_full, the jump offset, and the stack and call depth sums."""
     prev_byte, prev_mark = {}, {0: f["run_mark"]}
     for i in range(1, 5):
         prev_byte[i], prev_mark[i] = g.lookup(["prev%d_byte" % i, "prev%d_mark" % i],
@@ -774,7 +774,7 @@ def fetch_and_stack_reads(g, f, program, call_depth, call_depth_sq, cursor, dept
 
 def opcode_flags(g, op_x, op_y, after_opcode, j_at_least, **_):
     """is_op(op) = 1 - (code - k)^2 (k = op's code): 1 for the fetched opcode, <= 0 for every
-    other; the opcode flags (exact 0/1 nodes where a gate needs one), their gates and [J == k]."""
+    other; the opcode flags (exact 0/1 nodes where a gate needs one) and their gates."""
     def is_op(op):
         k = OPCODE_CODE[op]
         return 2 * k * op_x - op_y - (k * k - 1) * ONE
