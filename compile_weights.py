@@ -3,21 +3,13 @@
 Entry points: compile_machine() -> the universal machine's model dict (wasmtf.py's
 docstring); specialize(instructions) -> the model dict with that program in its
 weights; evaluate(build_machine(), prompt) -> trace tokens from the graph
-evaluator. Running a model, inspecting it and finding where it leaves the
-reference live with the forward pass (wasmtf.run_transformer, wasmtf.inspect,
-wasmtf.first_divergence); the model carries "slot_occupants" for the inspector.
+evaluator. Running and inspecting a model live with the forward pass (wasmtf); the
+model carries "slot_occupants" for wasmtf.inspect.
 
-How to read this file
-  1. the graph language: named inputs, linear expressions (`Lin`), lookups
-     (one hard-attention head each), averages (cumulative sums), ReGLU
-     neurons and the gadgets built from them, each with its derivation
-  2. the graph evaluator: runs a graph token by token in exact arithmetic
-  3. the scheduler and weight emitter: graph -> the model dict of wasmtf.py
-  4. the machine: the graph of the WebAssembly interpreter (every opcode of
-     SPEC 3.1 and 12, `trap`, wasmtf's semantics of SPEC 4.8)
-  5. compile_machine: the universal machine's weights
-  6. a program in the weights: specialize (the fetch as feed-forward functions of
-     the cursor, with its derivation)
+Sections: 1. the graph language (named inputs, linear expressions `Lin`, hard-attention
+lookups, averages, ReGLU neurons and the gadgets built from them, with derivations)
+2. the exact graph evaluator 3. the scheduler and weight emitter 4. the machine (every
+opcode of SPEC 3.1 and 12, `trap`, SPEC 4.8) 5. compile_machine 6. specialize.
 
 Exactness model: every value the machine compares or uses as a key is an
 integer below 2^53 held exactly in float64; a dot product of such values is
@@ -32,6 +24,7 @@ Costs: building and emitting the machine is linear in its nodes and neurons
 """
 import math
 import bisect
+import functools
 from fractions import Fraction
 
 import numpy as np
@@ -106,6 +99,7 @@ class Lin:
 
 POSITIONAL = ("position", "inv_log_pos", "position_sq", "one")  # residual slots 0, 1, 2, 3
 POSITION_ZERO_TOKENS = (reference.PROGRAM_START, reference.START)  # `{` (universal), `start` (specialized)
+ONE, POSITION, POSITION_SQ = Lin({"one": 1}), Lin({"position": 1}), Lin({"position_sq": 1})
 
 
 class Graph:
@@ -186,7 +180,7 @@ def gated_step_terms(x, gate, coef=1, big=STEP_GATE):
     Exactness: every partial sum of the pre-activation's dot product must stay below
     2^53: big * (the gate's partial sums) + |x| (an is_op gate: < 2^14 * 2^35 = 2^49)."""
     shift = big * (Lin.of(gate) - 1)
-    return step_terms(Lin.of(1), x + shift, coef)
+    return step_terms(ONE, x + shift, coef)
 
 
 def scaled(terms, factor):
@@ -220,16 +214,14 @@ def exact_byte_terms(x, gate, coef=1):
     """x if 0 <= x <= 255 (and gate), else 0, for integer x: the hat
     relu(x) - 256 relu(x-255) + 255 relu(x-256): 255 at x=255, 0 from x=256 on."""
     shift = GATE_BIG * (Lin.of(gate) - 1)
-    one = Lin.of(1)
-    return [(coef, one, x + shift), (-256 * coef, one, x - 255 + shift), (255 * coef, one, x - 256 + shift)]
+    return [(coef, ONE, x + shift), (-256 * coef, ONE, x - 255 + shift), (255 * coef, ONE, x - 256 + shift)]
 
 
 def high_byte_terms(x, gate, coef=1):
     """[128 <= x <= 255] (and gate) for integer x: relu(x-127) - relu(x-128) - relu(x-255) + relu(x-256)."""
     shift = GATE_BIG * (Lin.of(gate) - 1)
-    one = Lin.of(1)
-    return [(coef, one, x - 127 + shift), (-coef, one, x - 128 + shift),
-            (-coef, one, x - 255 + shift), (coef, one, x - 256 + shift)]
+    return [(coef, ONE, x - 127 + shift), (-coef, ONE, x - 128 + shift),
+            (-coef, ONE, x - 255 + shift), (coef, ONE, x - 256 + shift)]
 
 
 COLUMN_LIMIT = 1 << 18   # every column sum below is in [0, 2^18) (bound at its use)
@@ -253,12 +245,11 @@ def low_byte_of_column(g, name, column):
     the result is v1 - 256 floor(...) = (n mod 256) + e. 124 neurons instead of the
     2 * 1,023 steps of one stage. Exactness: every pre-activation is 2c, 2 q1 and a
     constant: multiples of 2^-23 below 2^20."""
-    one = Lin.of(1)
     q1 = g.ffn(name + "_q1", [t for m in range(1, STAGE_STEPS + 1)
-                              for t in step_terms(one, 2 * (column - m * FLOOR_STAGE))])
+                              for t in step_terms(ONE, 2 * (column - m * FLOOR_STAGE))])
     v1 = column - FLOOR_STAGE * q1
-    return [(1, v1, one)] + [t for m in range(1, STAGE_STEPS + 1)
-                             for t in step_terms(one, 2 * (v1 - m * reference.BYTE_VALUES), -reference.BYTE_VALUES)]
+    return [(1, v1, ONE)] + [t for m in range(1, STAGE_STEPS + 1)
+                             for t in step_terms(ONE, 2 * (v1 - m * reference.BYTE_VALUES), -reference.BYTE_VALUES)]
 
 
 # ---------------------------------------------------------------------------
@@ -283,10 +274,8 @@ class _LatestTable:
             return self.latest[q][1]
         i = bisect.bisect_left(self.keys, q)
         candidates = [self.keys[j] for j in (i - 1, i) if 0 <= j < len(self.keys)]
-        if not candidates:
-            return [0] * n_values
-        best = max(candidates, key=lambda k: (-(q - k) ** 2, self.latest[k][0]))
-        if q * q - (q - best) ** 2 < 0:  # every key scores below the null entry
+        best = max(candidates, key=lambda k: (-(q - k) ** 2, self.latest[k][0]), default=None)
+        if best is None or q * q - (q - best) ** 2 < 0:  # no key, or every key scores below the null entry
             return [0] * n_values
         return self.latest[best][1]
 
@@ -305,7 +294,6 @@ class GraphEvaluator:
                        for n in graph.nodes]
         self.p = 0
         self.env = None
-        self.output_tokens = list(graph.outputs)
 
     def step(self, token):
         """Process one token at the next position; returns the env of named values."""
@@ -336,12 +324,8 @@ class GraphEvaluator:
 
     def next_token(self):
         """Argmax of the exact logits (the lowest vocabulary id among equal maxima)."""
-        best, best_token = None, None
-        for token in sorted(self.graph.outputs):  # in id order (SPEC 1.2): the lowest id wins ties
-            logit = _value(self.graph.outputs[token], self.env)
-            if best is None or logit > best:
-                best, best_token = logit, token
-        return best_token
+        return max(sorted(self.graph.outputs),  # in id order (SPEC 1.2): max keeps the first maximum
+                   key=lambda token: _value(self.graph.outputs[token], self.env))
 
 
 def evaluate(graph, prompt, max_new_tokens=100_000):
@@ -373,11 +357,7 @@ def schedule(graph):
     ready = {name: -1 for name in list(POSITIONAL) + list(graph.features)}
     layers = []
     for node in graph.nodes:
-        lins = [node["query"], node["key"], node["key_sq"]] + node["values"] if node["kind"] == "lookup" \
-            else [lin for _, a, b in node["terms"] for lin in (a, b)]
-        if node["kind"] == "lookup" and node["clear"] is not None:
-            lins.append(node["clear"])
-        last = max([ready[k] for lin in lins for k in lin.terms] + [-1])
+        last = max([ready[k] for lin in _node_lins(node) for k in lin.terms] + [-1])
         if node["kind"] == "lookup":
             layer = max(0, -(-(last + 1) // 2))
             for name in node["names"]:
@@ -492,7 +472,6 @@ def emit(graph):
                        for layer in range(L)]
     D = max(len(slot_names), 2 * max(heads_per_layer))
     D += D % 2
-    H = D // 2
     slot_names += [""] * (D - len(slot_names))
 
     vocab = sorted(graph.outputs)  # ids in Unicode code-point order (SPEC 1.2)
@@ -510,31 +489,22 @@ def emit(graph):
         nodes = [n for n, l in zip(graph.nodes, node_layers) if l == layer]
         w_qkv = np.zeros((3 * D, D))  # [3D, D]
         w_out = np.zeros((D, D))      # [D, D]
-        tie_latest = np.zeros(H, dtype=bool)
-        lookups = [n for n in nodes if n["kind"] == "lookup"]
-        for h, n in enumerate(lookups):
-            if n["mode"] == "latest":
-                w_qkv[2 * h] = _row(n["query"], slot, D, QUERY_SCALE)
-                w_qkv[2 * h + 1] = _row(Lin.of(1), slot, D, QUERY_SCALE)
-                w_qkv[D + 2 * h] = _row(n["key"], slot, D, 2.0)
-                ky = -n["key_sq"] + LATEST_ALPHA * Lin({"inv_log_pos": 1})
-                if n["clear"] is not None:
-                    ky = ky - CLEAR_BIG * n["clear"]
-                w_qkv[D + 2 * h + 1] = _row(ky, slot, D)
-                tie_latest[h] = True
-            else:
-                w_qkv[2 * h + 1] = _row(Lin.of(1), slot, D, QUERY_SCALE)
-                w_qkv[D + 2 * h + 1] = _row(Lin.of(1), slot, D)
+        tie_latest = np.zeros(D // 2, dtype=bool)  # [H]
+        for h, n in enumerate(n for n in nodes if n["kind"] == "lookup"):  # an average's query, key: 0
+            tie_latest[h] = n["mode"] == "latest"
+            ky = ONE if n["mode"] == "average" else (-n["key_sq"] + LATEST_ALPHA * Lin({"inv_log_pos": 1})
+                                                     - CLEAR_BIG * (n["clear"] or Lin()))
+            w_qkv[[2 * h, 2 * h + 1, D + 2 * h, D + 2 * h + 1]] = [  # qx, qy, kx, ky
+                _row(n["query"], slot, D, QUERY_SCALE), _row(ONE, slot, D, QUERY_SCALE),
+                _row(n["key"], slot, D, 2.0), _row(ky, slot, D)]
             for i, (value, name) in enumerate(zip(n["values"], n["names"])):
                 w_qkv[2 * D + 2 * h + i] = _row(value, slot, D)
                 w_out[slot[name], 2 * h + i] = 1.0
         neurons = {}  # (gate key, value key) -> index; equal neurons are shared
         gates, values, outputs = [], [], []
-        clearing = [{"kind": "ffn", "name": name, "terms": [(-1, Lin({name: 1}), Lin.of(1))]}
+        clearing = [{"kind": "ffn", "name": name, "terms": [(-1, Lin({name: 1}), ONE)]}
                     for name in clears.get(layer, [])]
-        for n in nodes + clearing:
-            if n["kind"] != "ffn":
-                continue
+        for n in [n for n in nodes if n["kind"] == "ffn"] + clearing:
             for c, a, b in n["terms"]:
                 k = (b.key(), a.key())
                 if k not in neurons:
@@ -549,9 +519,7 @@ def emit(graph):
             w_ffo[s, j] += c
         layers.append({"w_qkv": w_qkv, "w_out": w_out, "w_in": w_in, "w_ffo": w_ffo, "tie_latest": tie_latest})
 
-    head = np.zeros((V, D))  # [V, D]
-    for t, token in enumerate(vocab):
-        head[t] = _row(graph.outputs[token], slot, D)
+    head = np.array([_row(graph.outputs[token], slot, D) for token in vocab])  # [V, D]
     return {"vocab": vocab, "embed": embed, "layers": layers, "head": head,
             "stop_ids": [vocab.index(t) for t in reference.STOP_TOKENS], "slot_names": slot_names,
             "slot_occupants": slot_occupants(graph, held, clears, D)}
@@ -618,6 +586,8 @@ VALUE_OPS = (["i32.const", "local.get", "local.set", "local.tee", "select", "i32
              + list(reference.COMPARISONS) + list(LOADS) + list(STORES)
              + [op for op in reference.EXTENSION_OPCODES if op not in reference.DIVISIONS])
 BRANCH_OPS = ["br", "br_if", "call", "return"]
+LEFT_SHIFTS, RIGHT_SHIFTS = ("i32.shl", "i32.rotl"), ("i32.shr_u", "i32.shr_s", "i32.rotr")
+SHIFTS = LEFT_SHIFTS + RIGHT_SHIFTS
 IMMEDIATE_READERS = ("i32.const", "br", "br_if", "call", "return")  # p1 reads the immediate's bytes
 
 
@@ -674,87 +644,55 @@ def build_machine(program=None):
     output head scores every token from them (family flag * FAMILY_WEIGHT plus
     2*v*channel - v^2, maximal at v = channel)."""
     g = Graph()
-    s = Signals(program, {name: g.feature(name, fn) for name, fn in token_features().items()})
-    recent_tokens_and_depth_sums(g, s)       # layer 0
-    cursor_and_depths(g, s)                  # layer 1
-    fetch_and_stack_reads(g, s)              # layer 2
-    opcode_flags(g, s)
-    division_digits(g, s)
-    multiplication_columns(g, s)
-    memory_access(g, s)
-    operand_signs(g, s)
-    shift_counts_and_bit_counts(g, s)
-    byte_read_queries(g, s)
-    shift_offsets(g, s)
-    memory_and_byte_reads(g, s)              # layers 3 and 4
-    remainder_top_byte(g, s)
-    output_head(g, output_channels(g, s))    # the last feed-forward, the output head
+    s = {"program": program, "f": {name: g.feature(name, fn) for name, fn in token_features().items()}}
+    for stage in (recent_tokens_and_depth_sums,   # layer 0
+                  cursor_and_depths,              # layer 1
+                  fetch_and_stack_reads,          # layer 2
+                  opcode_flags, division_digits, multiplication_columns, memory_access, operand_signs,
+                  shift_counts_and_bit_counts, byte_read_queries, shift_offsets,
+                  memory_and_byte_reads,          # layers 3 and 4
+                  remainder_top_byte):
+        s.update(stage(g, **s))  # each stage reads the values earlier ones returned, by name
+    output_head(g, output_channels(g, s))         # the last feed-forward, the output head
     if program is not None:
         add_specialized_tokens(g, program)
     return g
-
-
-class Signals:
-    """The values of the machine under construction (Lins, and lists and dicts of them),
-    named as in the derivations: build_machine's stages set them in order, each reading
-    what earlier stages set."""
-
-    def __init__(self, program, features):
-        self.program, self.f = program, features
-        self.one, self.position, self.position_sq = Lin.of(1), Lin({"position": 1}), Lin({"position_sq": 1})
-
-    def is_op(self, op):
-        """1 for the fetched opcode, <= 0 for every other: 1 - (code - k)^2."""
-        k = OPCODE_CODE[op]
-        return 2 * k * self.op_x - self.op_y - (k * k - 1) * self.one
-
-    def gate(self, op, phase):
-        """1 for opcode `op` in `phase` (a 0/1 value), <= 0 otherwise."""
-        return self.flag[op] + phase - 1
 
 
 def exact_sum(g, name, mean):
     """Sum over positions 1..p = mean * p, rounded to the integer it is: the slot gets
     ROUND_BIAS + mean*p (two terms of one dot product, one rounding), so it holds
     ROUND_BIAS + sum exactly; readers subtract ROUND_BIAS with coefficient exactly 1."""
-    one, position = Lin.of(1), Lin({"position": 1})
-    return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, position), (ROUND_BIAS, one, one)]) - ROUND_BIAS
+    return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, POSITION), (ROUND_BIAS, ONE, ONE)]) - ROUND_BIAS
 
 
-def wrapped_byte_at(s, index, op):
-    """Query terms: a's byte at index mod 4 (index in -4..7), for opcode `op` only,
-    relative to the default query position second_pos - 4 + J (for p2)."""
-    terms = gated_terms(index - s.J, s.is_op(op))
-    terms += gated_step_terms(-index - 1, s.flag[op], 4) + gated_step_terms(index - 4, s.flag[op], -4)
-    return terms
+def wrapped_byte_at(index, J, is_op, flag):
+    """Query terms: a's byte at index mod 4 (index in -4..7), for the opcode of is_op and
+    flag only, relative to the default query position second_pos - 4 + J (for p2)."""
+    return (gated_terms(index - J, is_op) + gated_step_terms(-index - 1, flag, 4)
+            + gated_step_terms(index - 4, flag, -4))
 
 
 def nibble_bits(g, name, byte, high):
     """The bits of a byte read (one node each), from its nibbles (low = byte - 16 high):
     bit_j of a nibble n is sum_{m=1..15} (bit_j(m) - bit_j(m-1)) [n >= m], steps on the
     integers n - m (the emitter shares the neurons relu(n - m) among the bits)."""
-    one = Lin.of(1)
     bits = []
     for j in range(reference.BYTE_BITS):
-        nibble_bit = j % 4
         nibble = high if j >= 4 else byte - 16 * high
-        terms = []
-        for m in range(1, 16):
-            jump = (m >> nibble_bit & 1) - ((m - 1) >> nibble_bit & 1)
-            if jump:
-                terms += step_terms(one, nibble - m, jump)
-        bits.append(g.ffn("%s_bit%d" % (name, j), terms))
+        jumps = [((m >> j % 4 & 1) - ((m - 1) >> j % 4 & 1), m) for m in range(1, 16)]  # (bit(m) - bit(m-1), m)
+        bits.append(g.ffn("%s_bit%d" % (name, j), [t for jump, m in jumps if jump
+                                                   for t in step_terms(ONE, nibble - m, jump)]))
     return bits
 
 
-def recent_tokens_and_depth_sums(g, s):
-    """Layer 0: the previous four tokens, J (the bytes so far in the group), J_full, the
-    jump offset, and the stack and call depth sums."""
-    one, position, position_sq, f, program = s.one, s.position, s.position_sq, s.f, s.program
+def recent_tokens_and_depth_sums(g, f, program, **_):
+    """Layer 0: the previous four tokens, J (the bytes so far in the group) and [J == k],
+    J_full, the jump offset, and the stack and call depth sums."""
     prev_byte, prev_mark = {}, {0: f["run_mark"]}
     for i in range(1, 5):
         prev_byte[i], prev_mark[i] = g.lookup(["prev%d_byte" % i, "prev%d_mark" % i],
-                                              position - i, position, position_sq,
+                                              POSITION - i, POSITION, POSITION_SQ,
                                               [f["byte_value"], f["run_mark"]])
     mean_stack, mean_call = g.mean(["mean_stack_delta", "mean_call_delta"], [f["delta_stack"], f["delta_call"]])
 
@@ -764,85 +702,87 @@ def recent_tokens_and_depth_sums(g, s):
     # J >= k: the current token and the k-1 before it are bytes (marks are +1, 0 or -1)
     j_at_least = {1: f["is_byte"]}
     for k in range(2, 5):
-        j_at_least[k] = g.ffn("j_ge%d" % k, [(1, one, sum(prev_mark[m] for m in range(k)) - (k - 1))])
+        j_at_least[k] = g.ffn("j_ge%d" % k, [(1, ONE, sum(prev_mark[m] for m in range(k)) - (k - 1))])
     J = sum(j_at_least.values())
+    j_is = {k: (ONE if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
     # Division groups are 9 tokens (SPEC 12.2): J (capped at 4) cannot tell their bytes
     # 4..7 apart. One more head of layer 0 finds the latest non-byte token (the terminal
     # before the group): J_full = position - its position = the bytes so far, uncapped.
     # Its key is the constant 1 (clear = is_byte), so the latest uncleared entry wins.
-    group_start, = g.lookup(["group_start"], one, one, one, [position], clear=f["is_byte"])
-    j_full = position - group_start
+    group_start, = g.lookup(["group_start"], ONE, ONE, ONE, [POSITION], clear=f["is_byte"])
+    j_full = POSITION - group_start
     # [J_full == n] for the phases of a division group: the hat
     # relu(x-n+1) - 2 relu(x-n) + relu(x-n-1) on the integer x = J_full (exact: positions)
-    j_full_is = {n: g.ffn("j_full_is%d" % n, [(1, one, j_full - n + 1), (-2, one, j_full - n),
-                                               (1, one, j_full - n - 1)]) for n in range(4, 9)}
+    j_full_is = {n: g.ffn("j_full_is%d" % n, [(1, ONE, j_full - n + 1), (-2, ONE, j_full - n),
+                                               (1, ONE, j_full - n - 1)]) for n in range(4, 9)}
     # an opcode token (mark -1), or one of the 4 bytes after one: a byte of the program
     # prefix, or in the trace the high half of an i32.mul_hi_u group (`i32.mul_hi_u` H0..H3)
-    after_opcode = g.ffn("after_opcode_token", [(1, one, -f["run_mark"])] + [
-        (1, one, sum(prev_mark[m] for m in range(i)) - prev_mark[i] - i) for i in range(1, 5)])
+    after_opcode = g.ffn("after_opcode_token", [(1, ONE, -f["run_mark"])] + [
+        (1, ONE, sum(prev_mark[m] for m in range(i)) - prev_mark[i] - i) for i in range(1, 5)])
     word_before = sum(prev_byte[4 - k] * 256 ** k for k in range(4))  # bytes at p-4 .. p-1, LE
     jump = g.ffn("jump_offset", gated_terms(word_before, f["is_jump"])
                  + gated_step_terms(prev_byte[1] - 128, f["is_jump"], -WORD))
-    close_term = g.ffn("close_position_term", [(1, position, f["is_close"])])
-    s.prev_byte, s.call_b, s.depth_b, s.J, s.j_at_least = prev_byte, call_b, depth_b, J, j_at_least
-    s.j_full, s.j_full_is, s.after_opcode, s.word_before = j_full, j_full_is, after_opcode, word_before
-    s.jump, s.close_term = jump, close_term
+    close_term = g.ffn("close_position_term", [(1, POSITION, f["is_close"])])
+    return dict(prev_byte=prev_byte, call_b=call_b, depth_b=depth_b, J=J, j_at_least=j_at_least, j_is=j_is,
+                j_full=j_full, j_full_is=j_full_is, after_opcode=after_opcode, word_before=word_before,
+                jump=jump, close_term=close_term)
 
 
-def cursor_and_depths(g, s):
+def cursor_and_depths(g, f, call_b, close_term, depth_b, jump, **_):
     """Layer 1: the cursor (pc), the position of `}`, the stack and call depths."""
-    one, position, f, call_b, close_term, depth_b = s.one, s.position, s.f, s.call_b, s.close_term, s.depth_b
-    jump = s.jump
     mean_cursor, mean_close = g.mean(["mean_cursor_delta", "mean_close_position"],
                                      [f["delta_cursor"] + jump, close_term])
-    cursor = g.ffn("cursor", [(1, mean_cursor, position)])  # within 1e-9 of an integer: queries only
+    cursor = g.ffn("cursor", [(1, mean_cursor, POSITION)])  # within 1e-9 of an integer: queries only
     close_b = exact_sum(g, "close_position", mean_close)
-    depth = g.ffn("stack_depth", [(1, one, depth_b)])
+    depth = g.ffn("stack_depth", [(1, ONE, depth_b)])
     depth_sq = g.ffn("stack_depth_sq", [(1, depth_b, depth_b)])
-    call_depth = g.ffn("call_depth", [(1, one, call_b)])
+    call_depth = g.ffn("call_depth", [(1, ONE, call_b)])
     call_depth_sq = g.ffn("call_depth_sq", [(1, call_b, call_b)])
-    s.cursor, s.mean_cursor, s.close_b, s.depth, s.depth_sq = cursor, mean_cursor, close_b, depth, depth_sq
-    s.call_depth, s.call_depth_sq = call_depth, call_depth_sq
+    return dict(cursor=cursor, mean_cursor=mean_cursor, close_b=close_b, depth=depth, depth_sq=depth_sq,
+                call_depth=call_depth, call_depth_sq=call_depth_sq)
 
 
-def fetch_and_stack_reads(g, s):
+def fetch_and_stack_reads(g, f, program, call_depth, call_depth_sq, cursor, depth, depth_sq, j_is,
+                          mean_cursor, prev_byte, word_before, **_):
     """Layer 2: the fetched opcode and immediate, the top three stack words and the
     bytes of the top two, the frame start."""
-    position, position_sq, f, program, call_depth = s.position, s.position_sq, s.f, s.program, s.call_depth
-    call_depth_sq, cursor, depth, depth_sq = s.call_depth_sq, s.cursor, s.depth, s.depth_sq
-    j_at_least, mean_cursor, prev_byte, word_before = s.j_at_least, s.mean_cursor, s.prev_byte, s.word_before
     if program is None:
-        op_x, op_y = g.lookup(["op_code_at_pc", "op_code_sq_at_pc"], 5 * cursor + 1, position, position_sq,
+        op_x, op_y = g.lookup(["op_code_at_pc", "op_code_sq_at_pc"], 5 * cursor + 1, POSITION, POSITION_SQ,
                               [f["op_code"], f["op_code_sq"]])
         imm_here = sum(prev_byte[3 - k] * 256 ** k for k in range(3)) + f["byte_value"] * 256 ** 3
-        imm, = g.lookup(["immediate"], 5 * cursor + 5, position, position_sq, [imm_here])
+        imm, = g.lookup(["immediate"], 5 * cursor + 5, POSITION, POSITION_SQ, [imm_here])
         immediate_byte = None  # p1 reads the immediate's bytes from the prompt
     else:
-        op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum(g, "cursor", mean_cursor),
-                                                             j_at_least)
-    stack = {}
-    for o, name in enumerate(["top", "second", "third"]):
-        vals = [word_before, position] if name != "third" else [position]
-        names = [name + "_word", name + "_position"] if name != "third" else [name + "_position"]
-        stack[name] = g.lookup(names, depth - o, depth, depth_sq, vals, clear=f["not_sts"])
-    (top, top_pos), (second, second_pos), (third_pos,) = stack["top"], stack["second"], stack["third"]
+        op_x, op_y, imm, immediate_byte = fetch_from_weights(g, program, exact_sum(g, "cursor", mean_cursor), j_is)
+
+    def stack_read(o, names, values):  # the word o below the top, keyed by the depth at its commit
+        return g.lookup(names, depth - o, depth, depth_sq, values, clear=f["not_sts"])
+    top, top_pos = stack_read(0, ["top_word", "top_position"], [word_before, POSITION])
+    second, second_pos = stack_read(1, ["second_word", "second_position"], [word_before, POSITION])
+    third_pos, = stack_read(2, ["third_position"], [POSITION])
     # the bytes of the top and second words (little endian), two per head: at the
     # word's commit the layer-0 lookups prev4..prev1 hold its bytes 0..3
-    operand_bytes = {}
-    for o, name in enumerate(["top", "second"]):
-        operand_bytes[name] = [b for low in (0, 2) for b in g.lookup(
-            ["%s_byte%d" % (name, low), "%s_byte%d" % (name, low + 1)], depth - o, depth, depth_sq,
-            [prev_byte[4 - low], prev_byte[3 - low]], clear=f["not_sts"])]
-    frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [position],
+    operand_bytes = {name: [b for low in (0, 2) for b in stack_read(
+        o, ["%s_byte%d" % (name, low), "%s_byte%d" % (name, low + 1)], [prev_byte[4 - low], prev_byte[3 - low]])]
+        for o, name in enumerate(["top", "second"])}
+    frame, = g.lookup(["frame_start"], call_depth, call_depth, call_depth_sq, [POSITION],
                       clear=f["not_call_commit"])
-    s.frame, s.top, s.op_x, s.op_y, s.imm, s.immediate_byte = frame, top, op_x, op_y, imm, immediate_byte
-    s.second, s.second_pos, s.third_pos, s.top_pos = second, second_pos, third_pos, top_pos
-    s.operand_bytes = operand_bytes
+    return dict(frame=frame, top=top, op_x=op_x, op_y=op_y, imm=imm, immediate_byte=immediate_byte,
+                second=second, second_pos=second_pos, third_pos=third_pos, top_pos=top_pos,
+                operand_bytes=operand_bytes)
 
 
-def opcode_flags(g, s):
-    """The opcode flags (exact 0/1 nodes where a gate needs one) and [J == k]."""
-    one, after_opcode, is_op, j_at_least = s.one, s.after_opcode, s.is_op, s.j_at_least
+def opcode_flags(g, op_x, op_y, after_opcode, j_at_least, **_):
+    """is_op(op) = 1 - (code - k)^2 (k = op's code): 1 for the fetched opcode, <= 0 for every
+    other; the opcode flags (exact 0/1 nodes where a gate needs one) and their gates."""
+    def is_op(op):
+        k = OPCODE_CODE[op]
+        return 2 * k * op_x - op_y - (k * k - 1) * ONE
+
+    def gate(op, phase):
+        """1 for opcode `op` in `phase` (a 0/1 value), <= 0 otherwise."""
+        return flag[op] + phase - 1
+
     # Gates: gate(op, phase) = flag[op] + phase - 1 is 1 for the opcode in that phase and <= 0
     # otherwise. flag[op] is is_op(op) itself (no neuron, no residual slot), an integer whose
     # dot product has partial sums below 2^14 (2 k code + code^2 + k^2 <= 12,100 for codes
@@ -852,9 +792,8 @@ def opcode_flags(g, s):
     # the loads and extends share), or where the flags of opcodes with non-adjacent codes
     # are added (the shifts' left/right sums), an exact 0/1 flag node stands in; i32.add keeps
     # its node as the decode example of notebooks/02_compiling_a_machine.
-    exact_flag_ops = (["i32.add", "local.get"] + list(LOADS) + list(reference.EXTENDS)
-                      + ["i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr"])
-    flag = {op: g.ffn("is_" + op, [(1, one, is_op(op))]) if op in exact_flag_ops else is_op(op)
+    exact_flag_ops = ["i32.add", "local.get"] + list(LOADS) + list(reference.EXTENDS) + list(SHIFTS)
+    flag = {op: g.ffn("is_" + op, [(1, ONE, is_op(op))]) if op in exact_flag_ops else is_op(op)
             for op in reference.OPCODES}
     # i32.mul_hi_u's group is i32.mul's group with the token `i32.mul_hi_u` in place of its
     # commit (the low half), then bytes and a commit like i32.mul's (the high half): the output
@@ -866,14 +805,11 @@ def opcode_flags(g, s):
     # Partial sums: those of is_op plus at most 5 (after_opcode's neurons): below 2^14 still.
     flag["i32.mul"] = is_op("i32.mul") + after_opcode
     flag[MUL_HI] = is_op(MUL_HI) - after_opcode
-    j_is = {k: (one if k == 0 else j_at_least[k]) - j_at_least[k + 1] for k in range(4)}  # [J == k]
-    s.flag, s.j_is = flag, j_is
+    return dict(is_op=is_op, flag=flag, gate=gate)
 
 
-def division_digits(g, s):
+def division_digits(g, f, is_op, j_at_least, j_full_is, j_is, prev_byte, second, top, **_):
     """Division and remainder: the digit phase's remainder, divisor and nibbles."""
-    one, f, is_op, j_at_least, j_full_is, j_is = s.one, s.f, s.is_op, s.j_at_least, s.j_full_is, s.j_is
-    prev_byte, second, top = s.prev_byte, s.second, s.top
     # -- division and remainder (SPEC 12.2): D3 D2 D1 D0 R0 R1 R2 R3 commit ----------
     # a = second, b = top; |x| = x - 2 relu(x - 2^31) for a word x (the signed ops' magnitude,
     # 2^31 for INT_MIN). Digit phase (J = 0..3 emits D_k, k = 3 - J): with the magnitudes
@@ -908,37 +844,32 @@ def division_digits(g, s):
     def magnitude_terms(factor, word, digit_gate):
         """factor * |word| (signed ops) or factor * word, for the division op whose pair
         gate and digit_gate are 1; 0 for every other op (word < 2^32 < DIVISION_GATE)."""
-        terms = []
-        for pair in (div_pair, rem_pair):
-            terms.append((1, factor, word + DIVISION_GATE * (pair + digit_gate - 2)))
-        for op in ("i32.div_s", "i32.rem_s"):
-            terms.append((-2, factor, word - SIGN + DIVISION_GATE * (is_op(op) + digit_gate - 2)))
-        return terms
+        return ([(1, factor, word + DIVISION_GATE * (pair + digit_gate - 2)) for pair in (div_pair, rem_pair)]
+                + [(-2, factor, word - SIGN + DIVISION_GATE * (is_op(op) + digit_gate - 2))
+                   for op in ("i32.div_s", "i32.rem_s")])
 
-    digit_phase = one - j_at_least[4]  # J <= 3
+    digit_phase = ONE - j_at_least[4]  # J <= 3
     written_back = [f["byte_value"]] + [prev_byte[d] for d in range(1, 5)]  # X_0 .. X_4
     digits_so_far = [g.ffn("division_z%d" % d, [(1, written_back[d] * 256 ** (4 - j + d), j_is[j])
                                                  for j in range(d + 1, 4)]) for d in range(3)]
-    subtracted = [g.ffn("division_n%d" % d, magnitude_terms(z, top, one)) for d, z in enumerate(digits_so_far)]
+    subtracted = [g.ffn("division_n%d" % d, magnitude_terms(z, top, ONE)) for d, z in enumerate(digits_so_far)]
     # B_k in the digit phase, B0 at J_full = 7 (the remainder's byte 3 below reads it), else 0
     scale = sum(j_is[j] * 256 ** (3 - j) for j in range(4)) + j_full_is[7]
-    divisor = g.ffn("division_divisor", magnitude_terms(scale, top, one))
-    dividend = g.ffn("division_dividend", magnitude_terms(one, second, digit_phase)
-                     + [(1, one, pair - j_at_least[4]) for pair in (div_pair, rem_pair)])
+    divisor = g.ffn("division_divisor", magnitude_terms(scale, top, ONE))
+    dividend = g.ffn("division_dividend", magnitude_terms(ONE, second, digit_phase)
+                     + [(1, ONE, pair - j_at_least[4]) for pair in (div_pair, rem_pair)])
     remainder = dividend - 1 - sum(subtracted, Lin())
     high_nibble = g.ffn("division_high_nibble", [t for m in range(1, 16)
-                                                 for t in step_terms(one, remainder - 16 * m * divisor)])
-    low_remainder = g.ffn("division_low_remainder", [(1, remainder, one), (-16, high_nibble, divisor)])
-    s.div_pair, s.rem_pair, s.written_back, s.divisor = div_pair, rem_pair, written_back, divisor
-    s.high_nibble, s.low_remainder = high_nibble, low_remainder
+                                                 for t in step_terms(ONE, remainder - 16 * m * divisor)])
+    low_remainder = g.ffn("division_low_remainder", [(1, remainder, ONE), (-16, high_nibble, divisor)])
+    return dict(div_pair=div_pair, rem_pair=rem_pair, written_back=written_back, divisor=divisor,
+                high_nibble=high_nibble, low_remainder=low_remainder)
 
 
-def multiplication_columns(g, s):
+def multiplication_columns(g, f, after_opcode, is_op, j_full_is, j_is, operand_bytes, prev_byte, rem_pair,
+                           written_back, **_):
     """The column of i32.mul, both halves of i32.mul_hi_u and the remainder's bytes 0..2,
     and its low byte."""
-    one, f, after_opcode, is_op, j_full_is, j_is = s.one, s.f, s.after_opcode, s.is_op, s.j_full_is, s.j_is
-    operand_bytes, prev_byte, rem_pair = s.operand_bytes, s.prev_byte, s.rem_pair
-    written_back = s.written_back
     # i32.mul, and the low half of i32.mul_hi_u's group (the same bytes, a*b mod 2^32):
     # result byte k (emitted at J = k) is c_k mod 256 for the column sum
     #   c_k = sum_{i+j<=k} a_i b_j 256^(i+j-k) - sum_{i<k} r_i 256^(i-k),
@@ -960,15 +891,16 @@ def multiplication_columns(g, s):
     low_gate = is_op("i32.mul") + is_op(MUL_HI) - high
     a_bytes, b_bytes = operand_bytes["second"], operand_bytes["top"]
     written = [f["byte_value"]] + [prev_byte[m] for m in range(1, 4)]  # r_{k-1}, r_{k-2}, ...
+
+    def written_below(k):  # sum_{i<k} r_i 256^(i-k): the result bytes before byte k
+        return sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k))
     column_terms = []
     for k in range(4):
         for i in range(k + 1):
             for j in range(k + 1 - i):
                 column_terms.append((Fraction(256) ** (i + j - k), a_bytes[i],
                                      b_bytes[j] + 256 * (low_gate + j_is[k] - 2)))
-        if k:
-            below = sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k))
-            column_terms += gated_terms(-below, low_gate + j_is[k] - 1)
+        column_terms += gated_terms(-written_below(k), low_gate + j_is[k] - 1)
     # i32.mul_hi_u's high half: H = floor(a*b / 2^32), byte H_k emitted at J = k after the
     # token `i32.mul_hi_u` (the current token is that token at k = 0, else H_{k-1}). With
     # l_s = sum_{i+j=s} a_i b_j and R_k = H mod 256^k (the bytes H_0..H_{k-1} written),
@@ -999,9 +931,8 @@ def multiplication_columns(g, s):
                 if k + 2 <= i + j <= 4 + k:
                     column_terms.append((Fraction(256) ** (i + j - 4 - k), a_bytes[i],
                                          b_bytes[j] + 256 * (high_gate + j_is[k] - 2)))
-        below = sum(low_word_top) if k == 0 else sum(written[k - 1 - i] * Fraction(256) ** (i - k)
-                                                      for i in range(k))
-        column_terms += gated_terms(HIGH_HALF_SLACK * one - below, high_gate + j_is[k] - 1)
+        below = sum(low_word_top) if k == 0 else written_below(k)
+        column_terms += gated_terms(HIGH_HALF_SLACK * ONE - below, high_gate + j_is[k] - 1)
     # i32.rem_s / rem_u, result bytes k = 0..2 (J_full = 4 + k), in the same column:
     # the result V = a - s * b * Q mod 2^32 with s = -1 when a and b have opposite signs
     # (rem_s) and +1 otherwise (|a| = a or -a and |b| = b or -b mod 2^32, V = +-(|a| - |b| Q)
@@ -1016,10 +947,8 @@ def multiplication_columns(g, s):
     for k in range(3):
         phase = rem_pair + j_full_is[4 + k] - 1
         column_terms += gated_terms(sum(a_bytes[i] * Fraction(256) ** (i - k) for i in range(k + 1)), phase)
-        if k:
-            column_terms += gated_terms(-sum(written[k - 1 - i] * Fraction(256) ** (i - k) for i in range(k)),
-                                        phase)
-        column_terms += gated_terms((COLUMN_LIMIT - 256) * (one - f["carry"]), phase)
+        column_terms += gated_terms(-written_below(k), phase)
+        column_terms += gated_terms((COLUMN_LIMIT - 256) * (ONE - f["carry"]), phase)
         for i in range(k + 1):
             for j in range(k + 1 - i):
                 digit = written_back[k + i]
@@ -1027,61 +956,54 @@ def multiplication_columns(g, s):
                                      digit + 256 * (phase - 1) - 256 * f["carry"]))
                 column_terms.append((Fraction(256) ** (i + j - k), b_bytes[j],
                                      digit + 256 * (phase - 1) + 256 * (f["carry"] - 1)))
-    mul_column = g.ffn("mul_column", column_terms)
-    mul_byte_terms = low_byte_of_column(g, "mul_column", mul_column)
-    s.mul_byte_terms = mul_byte_terms
+    return dict(mul_byte_terms=low_byte_of_column(g, "mul_column", g.ffn("mul_column", column_terms)))
 
 
-def memory_access(g, s):
+def memory_access(g, f, J, after_opcode, call_depth, close_b, frame, imm, is_op, second, top, **_):
     """The write key, value and clear of the memory/locals lookup, and its query."""
-    one, position, f, J, after_opcode, call_depth = s.one, s.position, s.f, s.J, s.after_opcode, s.call_depth
-    close_b, frame, imm, is_op, second, top = s.close_b, s.frame, s.imm, s.is_op, s.second, s.top
-    # memory and locals: one lookup; a write is a non-prefix byte of a store,
-    # of local.set/tee, or of the input section (instruction 0 = input_base)
-    writes = []  # (condition, key, value, sign of the key)
-    for op in STORES:
-        key = second + imm + J - 1
-        writes.append((is_op(op) + f["is_byte"] - after_opcode - 1, key, 256 * key, 1))
-    key = imm + position - close_b - 1
-    writes.append((is_op("input_base") + f["is_byte"] - after_opcode - 1, key, 256 * key, 1))
-    for op in ("local.set", "local.tee"):
-        offset = 4 * imm + J - 1
-        key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + offset)
-        writes.append((is_op(op) + f["is_byte"] - after_opcode - 1, key, 256 * offset + FRAME_SCALE * frame + LOCALS_TAG, -1))
+    # memory and locals: one lookup; a write is a non-prefix byte of a store, of
+    # local.set/tee, or of the input section (instruction 0 = input_base), one entry
+    # (condition, key, value, sign of the key) per writing opcode
+    def writes_at(op):  # 1 at a non-prefix byte of op's group, <= 0 elsewhere
+        return is_op(op) + f["is_byte"] - after_opcode - 1
+    store_key, input_key, local_offset = second + imm + J - 1, imm + POSITION - close_b - 1, 4 * imm + J - 1
+    local_write_key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + local_offset)
+    writes = ([(writes_at(op), store_key, 256 * store_key, 1) for op in STORES]
+              + [(writes_at("input_base"), input_key, 256 * input_key, 1)]
+              + [(writes_at(op), local_write_key, 256 * local_offset + FRAME_SCALE * frame + LOCALS_TAG, -1)
+                 for op in ("local.set", "local.tee")])
     mem_key = g.ffn("memory_key", [t for c, k, _, _ in writes for t in gated_terms(k, c)])
     # key^2 = |k| * max(|k| + KEY_BIG*(c-1), 0): |k| when the write happens, 0 otherwise
     mem_key_sq = g.ffn("memory_key_sq", [(1, sign * k, sign * k + KEY_BIG * (c - 1)) for c, k, _, sign in writes])
-    mem_clear = g.ffn("memory_clear", [(1, one, one)] + [(-1, one, c) for c, _, _, _ in writes])
+    mem_clear = g.ffn("memory_clear", [(1, ONE, ONE)] + [(-1, ONE, c) for c, _, _, _ in writes])
     mem_value = g.ffn("memory_value", [t for c, _, v, _ in writes for t in gated_terms(f["byte_value"] + v, c)])
     address = top + imm + J
     local_key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + 4 * imm + J)
-    mem_query = g.ffn("memory_query", [(1, address, one)] + gated_terms(local_key - address, is_op("local.get")))
-    s.mem_key, s.mem_key_sq, s.mem_clear, s.mem_value = mem_key, mem_key_sq, mem_clear, mem_value
-    s.address, s.mem_query = address, mem_query
+    mem_query = g.ffn("memory_query", [(1, address, ONE)] + gated_terms(local_key - address, is_op("local.get")))
+    return dict(mem_key=mem_key, mem_key_sq=mem_key_sq, mem_clear=mem_clear, mem_value=mem_value,
+                address=address, mem_query=mem_query)
 
 
-def operand_signs(g, s):
+def operand_signs(g, operand_bytes, second, top, **_):
     """The signs of the top two words; division's opposite signs and div_s overflow."""
-    one, operand_bytes, second, top = s.one, s.operand_bytes, s.second, s.top
     b_bytes = operand_bytes["top"]  # b of the division
-    sign_top = g.ffn("sign_top", step_terms(one, top - SIGN))
-    sign_second = g.ffn("sign_second", step_terms(one, second - SIGN))
+    sign_top = g.ffn("sign_top", step_terms(ONE, top - SIGN))
+    sign_second = g.ffn("sign_second", step_terms(ONE, second - SIGN))
     # division: [a and b have opposite signs]; [a = INT_MIN and b = -1] (div_s traps): the
     # hat on x = (a - 2^31) - 2^33 sum_j (255 - b_j), which is a - 2^31 when b = -1 and
     # below -2^32 otherwise (|x| < 2^44: exact)
-    opposite_signs = g.ffn("division_opposite_signs", [(1, one, sign_second - sign_top),
-                                                       (1, one, sign_top - sign_second)])
+    opposite_signs = g.ffn("division_opposite_signs", [(1, ONE, sign_second - sign_top),
+                                                       (1, ONE, sign_top - sign_second)])
     overflow_x = second - SIGN - (1 << 33) * sum(255 - b for b in b_bytes)
-    division_overflow = g.ffn("division_overflow", [(1, one, overflow_x + 1), (-2, one, overflow_x),
-                                                    (1, one, overflow_x - 1)])
-    s.sign_top, s.sign_second, s.opposite_signs = sign_top, sign_second, opposite_signs
-    s.division_overflow = division_overflow
+    division_overflow = g.ffn("division_overflow", [(1, ONE, overflow_x + 1), (-2, ONE, overflow_x),
+                                                    (1, ONE, overflow_x - 1)])
+    return dict(sign_top=sign_top, sign_second=sign_second, opposite_signs=opposite_signs,
+                division_overflow=division_overflow)
 
 
-def shift_counts_and_bit_counts(g, s):
+def shift_counts_and_bit_counts(g, J, operand_bytes, **_):
     """The shift count's byte/bit split and the source byte indices; the zero-byte
     prefixes of ctz and clz and the popcount of the top word's bytes 2 and 3."""
-    one, J, flag, operand_bytes = s.one, s.J, s.flag, s.operand_bytes
     # Shifts and rotates by s = count mod 32 = 8 q + r (q whole bytes, r bits; the count's
     # low byte t = top_byte0 decides: s = t mod 32). Result byte k is 8 bits of the 16-bit
     # window W = 256 hi + lo of two bytes of a (the second word):
@@ -1094,131 +1016,105 @@ def shift_counts_and_bit_counts(g, s):
     # (left) or r (right) selects which bits of W the output adds. Exactness: every value
     # here is an integer below 2^9 (t, q, r, J, indices, bits, 0/1 flags) or a position, and
     # every gate adds GATE_BIG * (flag - 1) to such an integer: below 2^47, exact.
-    count = operand_bytes["top"][0]
-    shift_ops = [op for op in ("i32.shl", "i32.rotl", "i32.shr_u", "i32.shr_s", "i32.rotr") if op in flag]
-    if shift_ops:
-        # [t >= 8m] for m = 1..31 (31 steps, shared): q = floor(t/8) mod 4 and r = t - 8 floor(t/8)
-        eighths = [step_terms(one, count - 8 * m) for m in range(1, 32)]
-        shift_bytes = g.ffn("shift_bytes", [t for m, steps in enumerate(eighths, 1)
-                                            for t in scaled(steps, 1 if m % 4 else -3)])
-        shift_bits = g.ffn("shift_bits", [(1, count, one)] + [t for steps in eighths for t in scaled(steps, -8)])
-    else:
-        shift_bytes = shift_bits = Lin()
-    left_ops, right_ops = ("i32.shl", "i32.rotl"), ("i32.shr_u", "i32.shr_s", "i32.rotr")
+    top_bytes = operand_bytes["top"]
+    count = top_bytes[0]
+    # [t >= 8m] for m = 1..31 (31 steps, shared): q = floor(t/8) mod 4 and r = t - 8 floor(t/8)
+    eighths = [step_terms(ONE, count - 8 * m) for m in range(1, 32)]
+    shift_bytes = g.ffn("shift_bytes", [t for m, steps in enumerate(eighths, 1)
+                                        for t in scaled(steps, 1 if m % 4 else -3)])
+    shift_bits = g.ffn("shift_bits", [(1, count, ONE)] + [t for steps in eighths for t in scaled(steps, -8)])
     # the byte indices of lo and hi (J = k): they reach -4 .. 7 (J <= 4, q <= 3)
-    source_index = {op: (J - shift_bytes - 1, J - shift_bytes) if op in left_ops else
-                    (J + shift_bytes, J + shift_bytes + 1) for op in shift_ops}
+    source_index = {op: (J - shift_bytes - 1, J - shift_bytes) if op in LEFT_SHIFTS else
+                    (J + shift_bytes, J + shift_bytes + 1) for op in SHIFTS}
 
     # i32.ctz: Z_i = [bytes 0..i of the top word are all 0] = relu(1 - a_0 - ... - a_i)
     # (bytes are integers >= 0); the first non-zero byte is byte i* = Z_0 + Z_1 + Z_2
     # (byte 3 when all are 0), which p1 reads; ctz = 8 i* + ctz8'(that byte) below.
-    top_zero_prefix = [g.ffn("top_bytes_zero_to%d" % i, [(1, one, one - sum(operand_bytes["top"][:i + 1]))])
-                       for i in range(3)] if "i32.ctz" in flag else []
-    first_nonzero_byte = sum(top_zero_prefix, Lin())
+    first_nonzero_byte = sum((g.ffn("top_bytes_zero_to%d" % i, [(1, ONE, ONE - sum(top_bytes[:i + 1]))])
+                              for i in range(3)), Lin())
     # i32.clz likewise from the top: Z'_i = [bytes 3..3-i are 0]; p2 reads byte 3 - i'
     # (i' = Z'_0 + Z'_1 + Z'_2); clz = 8 i' + clz8'(that byte)
-    top_zero_suffix = [g.ffn("top_bytes_zero_from%d" % (3 - i), [(1, one, one - sum(operand_bytes["top"][3 - i:]))])
-                       for i in range(3)] if "i32.clz" in flag else []
-    leading_zero_bytes = sum(top_zero_suffix, Lin())
+    leading_zero_bytes = sum((g.ffn("top_bytes_zero_from%d" % (3 - i), [(1, ONE, ONE - sum(top_bytes[3 - i:]))])
+                              for i in range(3)), Lin())
     # i32.popcnt: p1 and p2 read the top's bytes 0 and 1 (their bits below); bytes 2 and 3
     # by nibbles: high nibble h = sum_{m=1..15} [a >= 16 m] (15 steps), then the popcount
     # of each nibble n (low = a - 16 h) as sum_{m=1..15} (pc(m) - pc(m-1)) [n >= m]
-    upper_popcount = Lin()
-    if "i32.popcnt" in flag:
-        upper = operand_bytes["top"][2:]
-        upper_high = [g.ffn("popcnt_high_nibble%d" % (2 + i), [t for m in range(1, 16)
-                                                               for t in step_terms(one, byte - 16 * m)])
-                      for i, byte in enumerate(upper)]
-        nibbles = [n for byte, high in zip(upper, upper_high) for n in (byte - 16 * high, high)]
-        upper_popcount = g.ffn("popcnt_bytes23", [
-            t for n in nibbles for m in range(1, 16)
-            for t in step_terms(one, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
-    s.shift_ops, s.shift_bits, s.left_ops, s.right_ops = shift_ops, shift_bits, left_ops, right_ops
-    s.source_index, s.first_nonzero_byte = source_index, first_nonzero_byte
-    s.leading_zero_bytes, s.upper_popcount = leading_zero_bytes, upper_popcount
+    upper = top_bytes[2:]
+    upper_high = [g.ffn("popcnt_high_nibble%d" % (2 + i), [t for m in range(1, 16)
+                                                           for t in step_terms(ONE, byte - 16 * m)])
+                  for i, byte in enumerate(upper)]
+    nibbles = [n for byte, high in zip(upper, upper_high) for n in (byte - 16 * high, high)]
+    upper_popcount = g.ffn("popcnt_bytes23", [
+        t for n in nibbles for m in range(1, 16)
+        for t in step_terms(ONE, n - m, bin(m).count("1") - bin(m - 1).count("1"))])
+    return dict(shift_bits=shift_bits, source_index=source_index, first_nonzero_byte=first_nonzero_byte,
+                leading_zero_bytes=leading_zero_bytes, upper_popcount=upper_popcount)
 
 
-def byte_read_queries(g, s):
+def byte_read_queries(g, program, J, cursor, div_pair, first_nonzero_byte, frame, is_op, flag, j_at_least, j_full,
+                      j_full_is, leading_zero_bytes, rem_pair, second_pos, source_index, third_pos,
+                      top, top_pos, **_):
     """The queries of the byte reads p1 and p2."""
-    one, position, program, J, cursor, div_pair = s.one, s.position, s.program, s.J, s.cursor, s.div_pair
-    first_nonzero_byte, frame, is_op, j_at_least = s.first_nonzero_byte, s.frame, s.is_op, s.j_at_least
-    j_full, j_full_is, leading_zero_bytes, rem_pair = s.j_full, s.j_full_is, s.leading_zero_bytes, s.rem_pair
-    second_pos, shift_ops, source_index, third_pos = s.second_pos, s.shift_ops, s.source_index, s.third_pos
-    top, top_pos = s.top, s.top_pos
     # byte reads: P1 = immediate byte J or a byte of the top word; P2 = a byte of
     # the second word, or of the third (select, c != 0), or of the calling `call` (return)
     top_byte_at = top_pos - 4 + J
-    imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * one
+    imm_byte_at = 5 * cursor + 2 + J if program is None else NO_POSITION * ONE
     # division, result byte k = J_full - 4: div copies D_k (at position - 2k); rem's byte 3
     # needs D2 (p1, position - 5) and D3 (p2, position - 6)
-    division_reads = (gated_terms(position - 2 * (j_full - 4) - top_byte_at, div_pair + j_at_least[4] - 1)
-                      + gated_terms(position - 5 - top_byte_at, rem_pair + j_full_is[7] - 1))
-    p1_query = g.ffn("p1_query", [(1, top_byte_at, one)] + division_reads
+    division_reads = (gated_terms(POSITION - 2 * (j_full - 4) - top_byte_at, div_pair + j_at_least[4] - 1)
+                      + gated_terms(POSITION - 5 - top_byte_at, rem_pair + j_full_is[7] - 1))
+    p1_query = g.ffn("p1_query", [(1, top_byte_at, ONE)] + division_reads
                      + gated_terms(first_nonzero_byte - J, is_op("i32.ctz")) + [
         t for op in IMMEDIATE_READERS for t in gated_terms(imm_byte_at - top_byte_at, is_op(op))]
-        + [t for op in shift_ops for t in gated_terms(second_pos - top_pos, is_op(op))
-           + wrapped_byte_at(s, source_index[op][0], op)])
+        + [t for op in SHIFTS for t in gated_terms(second_pos - top_pos, is_op(op))
+           + wrapped_byte_at(source_index[op][0], J, is_op(op), flag[op])])
     select_gate = top - 1 + KEY_BIG * (is_op("select") - 1)
-    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, one)] + step_terms(third_pos - second_pos, select_gate)
+    p2_query = g.ffn("p2_query", [(1, second_pos - 4 + J, ONE)] + step_terms(third_pos - second_pos, select_gate)
                      + gated_terms(frame - second_pos, is_op("return"))
                      + gated_terms(top_pos - 1 - leading_zero_bytes - (second_pos - 4 + J), is_op("i32.clz"))
                      + gated_terms(top_pos - 3 - (second_pos - 4 + J), is_op("i32.popcnt"))
-                     + gated_terms(position - 6 - (second_pos - 4 + J), rem_pair + j_full_is[7] - 1)
-                     + [t for op in shift_ops for t in wrapped_byte_at(s, source_index[op][1], op)])
-    s.p1_query, s.p2_query = p1_query, p2_query
+                     + gated_terms(POSITION - 6 - (second_pos - 4 + J), rem_pair + j_full_is[7] - 1)
+                     + [t for op in SHIFTS for t in wrapped_byte_at(source_index[op][1], J, is_op(op), flag[op])])
+    return dict(p1_query=p1_query, p2_query=p2_query)
 
 
-def shift_offsets(g, s):
+def shift_offsets(g, flag, shift_bits, sign_second, source_index, **_):
     """The shifts' bit offset, whether lo/hi are inside the word, and shr_s's sign fill."""
-    one, flag, left_ops, right_ops, shift_bits = s.one, s.flag, s.left_ops, s.right_ops, s.shift_bits
-    shift_ops, sign_second, source_index = s.shift_ops, s.sign_second, s.source_index
-    offset_is, inside, sign_fill = [], [], Lin()
-    if shift_ops:
-        left = sum((flag[op] for op in left_ops if op in flag), Lin())   # exact 0/1: one opcode at a time
-        right = sum((flag[op] for op in right_ops if op in flag), Lin())
-        # the bit offset o in 0..8: [r == o] for right shifts, [r == 8 - o] for left ones, each
-        # [r >= rho and side] - [r >= rho + 1 and side] (side = the exact 0/1 flag sum)
-        def bits_are(rho, side):
-            return gated_step_terms(shift_bits - rho, side) + scaled(gated_step_terms(shift_bits - rho - 1, side), -1)
-        offset_is = [g.ffn("shift_offset_is%d" % o, (bits_are(o, right) if o < 8 else [])
-                           + (bits_are(8 - o, left) if o > 0 else [])) for o in range(9)]
-        # lo / hi is a byte of a (1) or outside it (0): shl drops indices < 0, shr_u/shr_s > 3
-        shl = flag.get("i32.shl", Lin())
-        inside = []
-        for which, name in ((0, "lo"), (1, "hi")):
-            terms = [(1, one, one)]
-            if "i32.shl" in flag:
-                terms += gated_step_terms(-source_index["i32.shl"][which] - 1, shl, -1)
-            for op in ("i32.shr_u", "i32.shr_s"):
-                if op in flag:
-                    terms += gated_step_terms(source_index[op][which] - 4, flag[op], -1)
-            inside.append(g.ffn("shift_%s_inside" % name, terms))
-        sign_fill = g.ffn("shift_sign_fill", gated_terms(sign_second, flag["i32.shr_s"])) \
-            if "i32.shr_s" in flag else Lin()
-    s.offset_is, s.inside, s.sign_fill = offset_is, inside, sign_fill
+    left = sum((flag[op] for op in LEFT_SHIFTS), Lin())   # exact 0/1: one opcode at a time
+    right = sum((flag[op] for op in RIGHT_SHIFTS), Lin())
+    # the bit offset o in 0..8: [r == o] for right shifts, [r == 8 - o] for left ones, each
+    # [r >= rho and side] - [r >= rho + 1 and side] (side = the exact 0/1 flag sum)
+    def bits_are(rho, side):
+        return gated_step_terms(shift_bits - rho, side) + scaled(gated_step_terms(shift_bits - rho - 1, side), -1)
+    offset_is = [g.ffn("shift_offset_is%d" % o, (bits_are(o, right) if o < 8 else [])
+                       + (bits_are(8 - o, left) if o > 0 else [])) for o in range(9)]
+    # lo / hi is a byte of a (1) or outside it (0): shl drops indices < 0, shr_u/shr_s > 3
+    inside = [g.ffn("shift_%s_inside" % name, [(1, ONE, ONE)]
+                    + gated_step_terms(-source_index["i32.shl"][which] - 1, flag["i32.shl"], -1)
+                    + [t for op in ("i32.shr_u", "i32.shr_s")
+                       for t in gated_step_terms(source_index[op][which] - 4, flag[op], -1)])
+              for which, name in ((0, "lo"), (1, "hi"))]
+    sign_fill = g.ffn("shift_sign_fill", gated_terms(sign_second, flag["i32.shr_s"]))
+    return dict(offset_is=offset_is, inside=inside, sign_fill=sign_fill)
 
 
-def memory_and_byte_reads(g, s):
+def memory_and_byte_reads(g, f, program, immediate_byte, mem_clear, mem_key, mem_key_sq, mem_query, mem_value,
+                          p1_query, p2_query, **_):
     """Layers 3 and 4: the memory/locals lookup, p1 and p2 and their bits."""
-    position, position_sq, f, program = s.position, s.position_sq, s.f, s.program
-    immediate_byte, mem_clear, mem_key, mem_key_sq = s.immediate_byte, s.mem_clear, s.mem_key, s.mem_key_sq
-    mem_query, mem_value, p1_query, p2_query = s.mem_query, s.mem_value, s.p1_query, s.p2_query
     found, = g.lookup(["memory_found"], mem_query, mem_key, mem_key_sq, [mem_value], clear=mem_clear)
-    p1, p1_high = g.lookup(["p1_byte", "p1_high_nibble"], p1_query, position, position_sq,
+    p1, p1_high = g.lookup(["p1_byte", "p1_high_nibble"], p1_query, POSITION, POSITION_SQ,
                            [f["byte_value"], f["byte_high_nibble"]])
     if program is not None:
         p1 = p1 + immediate_byte  # p1 found nothing (NO_POSITION) when this is the immediate's byte J
-    p2, p2_high = g.lookup(["p2_byte", "p2_high_nibble"], p2_query, position, position_sq,
+    p2, p2_high = g.lookup(["p2_byte", "p2_high_nibble"], p2_query, POSITION, POSITION_SQ,
                            [f["byte_value"], f["byte_high_nibble"]])
 
     p1_bits, p2_bits = nibble_bits(g, "p1", p1, p1_high), nibble_bits(g, "p2", p2, p2_high)
-    s.found, s.p1, s.p2, s.p1_bits, s.p2_bits = found, p1, p2, p1_bits, p2_bits
+    return dict(found=found, p1=p1, p2=p2, p1_bits=p1_bits, p2_bits=p2_bits)
 
 
-def remainder_top_byte(g, s):
+def remainder_top_byte(g, f, divisor, flag, j_full_is, p1, p2, prev_byte, second, sign_second, **_):
     """i32.rem_s / rem_u's result byte 3."""
-    f, divisor, flag, j_full_is, p1, p2 = s.f, s.divisor, s.flag, s.j_full_is, s.p1, s.p2
-    prev_byte, second, sign_second = s.prev_byte, s.second, s.sign_second
     # i32.rem_s / rem_u, result byte 3 (J_full = 7): c_3 = (V - W) / 2^24 with W = the bytes
     # r_0..r_2 written (current token, prev1, prev2) and V = |a| - |b| Q (a >= 0 or unsigned:
     # |a| = a) or 2^32 - (|a| - |b| Q) = a + |b| Q (a < 0): both a -+ B Q with B = |b| (the
@@ -1235,35 +1131,30 @@ def remainder_top_byte(g, s):
                         (-1, flag["i32.rem_s"] + j_full_is[7] - sign_second - 1),
                         (1, flag["i32.rem_s"] + j_full_is[7] + sign_second - 2)):
         top_byte_terms.append((Fraction(coef, 1 << 24), divisor, quotient + (1 << 33) * (gate_ - 1)))
-    remainder_byte3 = g.ffn("remainder_byte3", top_byte_terms)
-    s.remainder_byte3 = remainder_byte3
+    return dict(remainder_byte3=g.ffn("remainder_byte3", top_byte_terms))
 
 
-def group_channels(s, ch):
+def group_channels(ch, f, div_pair, division_overflow, divisor, flag, gate, high_nibble, imm, j_at_least,
+                   j_full_is, low_remainder, opposite_signs, p1, rem_pair, remainder_byte3, second, top, **_):
     """The token family of each phase of each group (byte, commit, ...), division's and
     the branches' values."""
-    one, f, div_pair, division_overflow, divisor = s.one, s.f, s.div_pair, s.division_overflow, s.divisor
-    flag, gate, high_nibble, imm, j_at_least = s.flag, s.gate, s.high_nibble, s.imm, s.j_at_least
-    j_full_is, low_remainder, opposite_signs, p1 = s.j_full_is, s.low_remainder, s.opposite_signs, s.p1
-    rem_pair, remainder_byte3, second, top = s.rem_pair, s.remainder_byte3, s.second, s.top
     BT, carry = f["is_branch_taken"], f["carry"]
-    start = one - j_at_least[1] - BT
+    start = ONE - j_at_least[1] - BT
     branch_bytes = BT + j_at_least[1] - j_at_least[4]
 
-    def on(channels, g_, coef=1):
-        for name, c in channels:
-            ch[name].append((coef * c, one, g_))
+    def on(gate_, **channels):  # channel name -> its value when gate_ is 1
+        for name, c in channels.items():
+            ch[name].append((c, ONE, gate_))
 
     for op in VALUE_OPS:
         width = STORES.get(op, 4)
         sd, sts = reference.STACK_DELTA[op], reference.STORES_TO_STACK[op]
-        g_bytes, g_end = gate(op, one - j_at_least[width]), gate(op, j_at_least[width])
+        g_bytes, g_end = gate(op, ONE - j_at_least[width]), gate(op, j_at_least[width])
+        on(g_bytes, byte=1)
         if op == MUL_HI:  # the low half: its token in place of the commit (see the output head)
-            on([("byte", 1)], g_bytes)
-            on([("branch_taken", 1), ("bt", 1)], g_end)
+            on(g_end, branch_taken=1, bt=1)
             continue
-        on([("byte", 1)], g_bytes)
-        on([("commit", 1), ("sd", sd), ("sts", sts)], g_end)
+        on(g_end, commit=1, sd=sd, sts=sts)
         if op in LOADS or op in STORES:
             base = top if op in LOADS else second
             bound = base + imm + (LOADS[op][0] if op in LOADS else width) - MEMORY_LIMIT - 1
@@ -1274,74 +1165,69 @@ def group_channels(s, ch):
     # division: 8 bytes (J_full <= 7), then commit(-1,sts=1,bt=0) at J_full = 8; the trap
     # replaces the group at J = 0 when b = 0, or for div_s of INT_MIN by -1
     for op in reference.DIVISIONS:
-        on([("byte", 1)], flag[op] - j_full_is[8])
-        on([("commit", 1), ("sd", reference.STACK_DELTA[op]), ("sts", 1)], flag[op] + j_full_is[8] - 1)
-    division_trap = [t for pair in (div_pair, rem_pair)
-                     for t in gated_step_terms(-top, pair + start - 1)]
-    division_trap += [(1, one, division_overflow + flag["i32.div_s"] + start - 2)]
+        on(flag[op] - j_full_is[8], byte=1)
+        on(flag[op] + j_full_is[8] - 1, commit=1, sd=reference.STACK_DELTA[op], sts=1)
+    division_trap = [t for pair in (div_pair, rem_pair) for t in gated_step_terms(-top, pair + start - 1)]
+    division_trap += [(1, ONE, division_overflow + flag["i32.div_s"] + start - 2)]
     ch["trap"] += division_trap
     ch["byte"] += scaled(division_trap, -1)
     # digits (self-gated: h = 0 and R' = -1 outside the digit phase, see above)
-    ch["value"] += [(16, high_nibble, one)] + [t for m in range(1, 16)
-                                               for t in step_terms(one, low_remainder - m * divisor)]
+    ch["value"] += [(16, high_nibble, ONE)] + [t for m in range(1, 16)
+                                               for t in step_terms(ONE, low_remainder - m * divisor)]
     # div result bytes: D_k (p1), or for div_s with opposite signs 0 - D_k - borrow (the
     # current token's mark; D0 is unmarked) byte by byte, borrow-marked as i32.sub
     ch["value"] += gated_terms(p1, flag["i32.div_u"] + j_at_least[4] - 1)
     ch["value"] += gated_terms(p1, flag["i32.div_s"] + j_at_least[4] - opposite_signs - 1)
     negate = flag["i32.div_s"] + j_at_least[4] + opposite_signs - 2
     s_neg = -p1 - carry
-    ch["value"] += gated_terms(s_neg, negate) + [(256, one, negate)] + gated_step_terms(s_neg, negate, -256)
-    ch["mark"] += [(1, one, negate)] + gated_step_terms(s_neg, negate, -1)
+    ch["value"] += gated_terms(s_neg, negate) + [(256, ONE, negate)] + gated_step_terms(s_neg, negate, -256)
+    ch["mark"] += [(1, ONE, negate)] + gated_step_terms(s_neg, negate, -1)
     # rem result bytes 0..2 come from mul_column; byte 3 here (mod 256); rem_s marks its
     # bytes when the signs differ
-    ch["value"] += [(1, remainder_byte3, one)] + step_terms(one, remainder_byte3 - 256, -256)
-    ch["mark"] += [(1, one, flag["i32.rem_s"] + opposite_signs - 1)]
-    on([("commit", 1), ("sd", -1)], g_start["drop"])
-    on([("out", 1)], g_start["output"])
+    ch["value"] += [(1, remainder_byte3, ONE)] + step_terms(ONE, remainder_byte3 - 256, -256)
+    ch["mark"] += [(1, ONE, flag["i32.rem_s"] + opposite_signs - 1)]
+    on(g_start["drop"], commit=1, sd=-1)
+    on(g_start["output"], out=1)
     ch["value"] += gated_terms(p1, g_start["output"])
-    on([("halt", 1)], g_start["halt"])
-    on([("trap", 1)], g_start["trap"])
+    on(g_start["halt"], halt=1)
+    on(g_start["trap"], trap=1)
     for op in BRANCH_OPS:
         g_bytes = gate(op, branch_bytes)
-        on([("byte", 1)], g_bytes)
+        on(g_bytes, byte=1)
         if op != "return":
             ch["value"] += gated_terms(p1, g_bytes)
         if op != "br_if":
-            on([("branch_taken", 1)], g_start[op])
+            on(g_start[op], branch_taken=1)
     taken = gated_step_terms(top - 1, g_start["br_if"])
     ch["branch_taken"] += taken
-    on([("commit", 1), ("sd", -1)], g_start["br_if"])
+    on(g_start["br_if"], commit=1, sd=-1)
     ch["commit"] += scaled(taken, -1)  # taken: branch_taken instead of commit(-1,sts=0,bt=0)
     ch["sd"] += taken
-    on([("commit", 1), ("bt", 1)], gate("br", j_at_least[4]))
-    on([("commit", 1), ("sd", -1), ("bt", 1)], gate("br_if", j_at_least[4]))
-    on([("call_commit", 1)], gate("call", j_at_least[4]))
-    on([("return_commit", 1)], gate("return", j_at_least[4]))
-    s.carry, s.branch_bytes, s.g_start = carry, branch_bytes, g_start
+    on(gate("br", j_at_least[4]), commit=1, bt=1)
+    on(gate("br_if", j_at_least[4]), commit=1, sd=-1, bt=1)
+    on(gate("call", j_at_least[4]), call_commit=1)
+    on(gate("return", j_at_least[4]), return_commit=1)
+    return dict(carry=carry, branch_bytes=branch_bytes, g_start=g_start)
 
 
-def result_channels(s, ch):
+def result_channels(ch, J, address, branch_bytes, carry, first_nonzero_byte, found, frame, g_start,
+                    gate, imm, inside, j_at_least, j_is, leading_zero_bytes, mul_byte_terms, offset_is, p1,
+                    p1_bits, p2, p2_bits, second, sign_fill, sign_second, sign_top, top,
+                    upper_popcount, **_):
     """The result bytes (value and mark channels) of the value opcodes."""
-    one, J, address, branch_bytes, carry = s.one, s.J, s.address, s.branch_bytes, s.carry
-    first_nonzero_byte, flag, found, frame = s.first_nonzero_byte, s.flag, s.found, s.frame
-    g_start, gate, imm, inside, j_at_least, j_is = s.g_start, s.gate, s.imm, s.inside, s.j_at_least, s.j_is
-    leading_zero_bytes, mul_byte_terms, offset_is = s.leading_zero_bytes, s.mul_byte_terms, s.offset_is
-    p1, p1_bits, p2, p2_bits, second, shift_ops = s.p1, s.p1_bits, s.p2, s.p2_bits, s.second, s.shift_ops
-    sign_fill, sign_second, sign_top, top = s.sign_fill, s.sign_second, s.sign_top, s.top
-    upper_popcount = s.upper_popcount
     # i32.and / or / xor, byte-serial: byte J of both operands is p1 (top) and p2 (second);
     # and = sum_j 2^j relu(bit_j(p1) + bit_j(p2) - 1) (one neuron per bit), or = p1 + p2 - and,
     # xor = p1 + p2 - 2 and. All values are integers below 2^9: exact.
     def and_byte_terms(gate_, coef=1):
         """coef * (p1 AND p2) when gate_ = 1 (gate_ <= 0: 0): 2^j relu(x_j + y_j - 1 + 4 (gate_ - 1)),
         the pre-activation <= 2 - 1 - 4 < 0 when the gate is off."""
-        return [(coef * 2 ** j, one, x + y - 1 + 4 * (gate_ - 1)) for j, (x, y) in enumerate(zip(p1_bits, p2_bits))]
+        return [(coef * 2 ** j, ONE, x + y - 1 + 4 * (gate_ - 1)) for j, (x, y) in enumerate(zip(p1_bits, p2_bits))]
 
     def g_bytes(op):
-        return gate(op, one - j_at_least[4])
+        return gate(op, ONE - j_at_least[4])
 
     for op in ("i32.const", "local.set", "local.tee") + tuple(STORES):
-        ch["value"] += gated_terms(p1, gate(op, one - j_at_least[STORES.get(op, 4)]))
+        ch["value"] += gated_terms(p1, gate(op, ONE - j_at_least[STORES.get(op, 4)]))
     ch["value"] += gated_terms(p2, g_bytes("select"))
     expected_local = 256 * (4 * imm + J) + FRAME_SCALE * frame + LOCALS_TAG
     ch["value"] += exact_byte_terms(found - expected_local, g_bytes("local.get"))
@@ -1351,20 +1237,19 @@ def result_channels(s, ch):
     ch["mark"] += gated_step_terms(s_add - 256, g_bytes("i32.add"))
     for op, s, g_ in (("i32.sub", p2 - p1 - carry, g_bytes("i32.sub")),
                       ("return", p1 - p2 - carry, gate("return", branch_bytes))):
-        ch["value"] += gated_terms(s, g_) + [(256, one, g_)] + gated_step_terms(s, g_, -256)
-        ch["mark"] += [(1, one, g_)] + gated_step_terms(s, g_, -1)
+        ch["value"] += gated_terms(s, g_) + [(256, ONE, g_)] + gated_step_terms(s, g_, -256)
+        ch["mark"] += [(1, ONE, g_)] + gated_step_terms(s, g_, -1)
     # i32.mul, i32.mul_hi_u: mul_column is 0 outside the bytes of their groups, so is its low byte
     ch["value"] += mul_byte_terms
     # eqz and comparisons: one result byte at J = 0 (later bytes are 0)
-    ch["value"] += [(1, one, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
+    ch["value"] += [(1, ONE, g_start["i32.eqz"])] + gated_step_terms(top - 1, g_start["i32.eqz"], -1)
     signed = {False: (second, top), True: (second - WORD * sign_second, top - WORD * sign_top)}
     for op in reference.COMPARISONS:
         relation, is_signed = op[4:6], op.endswith("_s")  # "i32.lt_s" -> "lt", signed
         a, b = signed[is_signed]
         g0 = g_start[op]
-        less, greater = (gated_step_terms(b - a - 1, g0),
-                         gated_step_terms(a - b - 1, g0))
-        always = [(1, one, g0)]
+        less, greater = gated_step_terms(b - a - 1, g0), gated_step_terms(a - b - 1, g0)
+        always = [(1, ONE, g0)]
         ch["value"] += {"eq": always + scaled(less + greater, -1), "ne": less + greater,
                         "lt": less, "gt": greater, "le": always + scaled(greater, -1),
                         "ge": always + scaled(less, -1)}[relation]
@@ -1372,11 +1257,10 @@ def result_channels(s, ch):
     # the signed ones mark the sign byte (J = width - 1) when it is >= 128 and fill the
     # bytes J >= width from the current token's mark (0xff' after a marked byte, else 00)
     sign_extensions = [(op, width, is_signed, found - 256 * address) for op, (width, is_signed) in LOADS.items()]
-    sign_extensions += [(op, width, True, p1) for op, width in reference.EXTENDS.items()
-                        if op in reference.OPCODES]
+    sign_extensions += [(op, width, True, p1) for op, width in reference.EXTENDS.items()]
     for op, width, is_signed, byte in sign_extensions:
         # (a load's `byte` is 0..255 only when the key matched; p1 always is)
-        value_gate = gate(op, one - j_at_least[width])
+        value_gate = gate(op, ONE - j_at_least[width])
         ch["value"] += exact_byte_terms(byte, value_gate) if op in LOADS else gated_terms(byte, value_gate)
         if is_signed:
             ch["mark"] += high_byte_terms(byte, gate(op, j_is[width - 1]))
@@ -1387,57 +1271,49 @@ def result_channels(s, ch):
     # relu(1 - sum_{l<=j} bit_l), 8 for b = 0 (ctz(0) = 8*3 + 8 = 32); clz = 8 i' + clz8'(p2),
     # clz8'(b) = sum_{j<8} [bits 7-j..7 are 0]. One result byte at J = 0, later bytes 0;
     # the gate adds 2 (g0 - 1) <= -2 to the pre-activation (<= 1) when off.
-    if "i32.clz" in flag:
-        g0 = g_start["i32.clz"]
-        ch["value"] += gated_terms(8 * leading_zero_bytes, g0)
-        ch["value"] += [(1, one, one - sum(p2_bits[7 - j:]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
-    if "i32.popcnt" in flag:
-        ch["value"] += gated_terms(sum(p1_bits) + sum(p2_bits) + upper_popcount, g_start["i32.popcnt"])
-    if "i32.ctz" in flag:
-        g0 = g_start["i32.ctz"]
-        ch["value"] += gated_terms(8 * first_nonzero_byte, g0)
-        ch["value"] += [(1, one, one - sum(p1_bits[:j + 1]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+    g0 = g_start["i32.clz"]
+    ch["value"] += gated_terms(8 * leading_zero_bytes, g0)
+    ch["value"] += [(1, ONE, ONE - sum(p2_bits[7 - j:]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
+    ch["value"] += gated_terms(sum(p1_bits) + sum(p2_bits) + upper_popcount, g_start["i32.popcnt"])
+    g0 = g_start["i32.ctz"]
+    ch["value"] += gated_terms(8 * first_nonzero_byte, g0)
+    ch["value"] += [(1, ONE, ONE - sum(p1_bits[:j + 1]) + 2 * (g0 - 1)) for j in range(reference.BYTE_BITS)]
     # shifts and rotates: bit j of the byte is bit j + o of W = 256 p2 + p1 (o = the offset),
     # the bit when its byte is inside a, else the sign fill (shr_s); each bit one neuron
     # relu(bit + 2 (offset_is_o + inside + [J < 4] - 3)): the bit when all three are 1, else
     # its pre-activation is <= 1 - 2 < 0 (all are exact 0/1 values). The fill of shr_s
     # sets bits 0..7-o (from lo) or 8-o..7 (from hi) when that byte is outside a: one
     # neuron each, relu(outside + offset_is_o + sign_fill + [J < 4] - 3) in {0, 1}.
-    if shift_ops:
-        for o in range(9):
-            gate_o = offset_is[o] + one - j_at_least[4]
-            for j in range(reference.BYTE_BITS):
-                m = j + o
-                bit, src = (p1_bits[m], inside[0]) if m < 8 else (p2_bits[m - 8], inside[1])
-                ch["value"].append((2 ** j, one, bit + 2 * (gate_o + src - 3)))
-            if "i32.shr_s" in flag:
-                from_lo, from_hi = 2 ** (8 - o) - 1, 256 - 2 ** (8 - o)  # the bits each byte gives
-                for src, bits_value in ((inside[0], from_lo), (inside[1], from_hi)):
-                    if bits_value:
-                        ch["value"].append((bits_value, one, (one - src) + gate_o + sign_fill - 3))
+    for o in range(9):
+        gate_o = offset_is[o] + ONE - j_at_least[4]
+        for j in range(reference.BYTE_BITS):
+            m = j + o
+            bit, src = (p1_bits[m], inside[0]) if m < 8 else (p2_bits[m - 8], inside[1])
+            ch["value"].append((2 ** j, ONE, bit + 2 * (gate_o + src - 3)))
+        from_lo, from_hi = 2 ** (8 - o) - 1, 256 - 2 ** (8 - o)  # the bits each byte gives
+        for src, bits_value in ((inside[0], from_lo), (inside[1], from_hi)):
+            if bits_value:
+                ch["value"].append((bits_value, ONE, (ONE - src) + gate_o + sign_fill - 3))
     # and / or / xor
     for op, and_coef in (("i32.and", 1), ("i32.or", -1), ("i32.xor", -2)):
-        if op in reference.OPCODES:
-            if op != "i32.and":
-                ch["value"] += gated_terms(p1 + p2, g_bytes(op))
-            ch["value"] += and_byte_terms(g_bytes(op), and_coef)
+        if op != "i32.and":
+            ch["value"] += gated_terms(p1 + p2, g_bytes(op))
+        ch["value"] += and_byte_terms(g_bytes(op), and_coef)
 
 
 def output_channels(g, s):
     """The output channels (last feed-forward): one node per channel."""
     ch = {name: [] for name in ("byte", "commit", "out", "branch_taken", "call_commit", "return_commit",
                                 "halt", "trap", "value", "mark", "sd", "sts", "bt")}
-    group_channels(s, ch)
-    result_channels(s, ch)
+    result_channels(ch, **s, **group_channels(ch, **s))
     return {name: g.ffn("out_" + name, terms) for name, terms in ch.items()}
 
 
 def output_head(g, channel):
     """The logit of every token from the output channels."""
-    one = Lin.of(1)
 
     def square_score(v, ch_name):
-        return 2 * v * channel[ch_name] - v * v * one
+        return 2 * v * channel[ch_name] - v * v * ONE
 
     for token in reference.VOCAB:
         b = reference.byte_value(token)
@@ -1458,7 +1334,7 @@ def output_head(g, channel):
             # bt = 1 (branch_taken's logit is its square score at bt = 0, which is 0)
             logit = FAMILY_WEIGHT * channel["branch_taken"] + square_score(1, "bt")
         else:
-            logit = -2 * FAMILY_WEIGHT * one  # prompt-only tokens are never produced
+            logit = -2 * FAMILY_WEIGHT * ONE  # prompt-only tokens are never produced
         g.outputs[token] = logit
 
 
@@ -1466,15 +1342,10 @@ def output_head(g, channel):
 # 5. The universal machine's weights
 # ---------------------------------------------------------------------------
 
-_MACHINE = None
-
-
+@functools.lru_cache(maxsize=None)
 def compile_machine():
     """The model dict of the universal machine (built once per process)."""
-    global _MACHINE
-    if _MACHINE is None:
-        _MACHINE = emit(build_machine())
-    return _MACHINE
+    return emit(build_machine())
 
 
 # ---------------------------------------------------------------------------
@@ -1554,25 +1425,20 @@ def fetch_neurons(program):
     weight per field, for k = -1..N, leaving out the k where every w_k is 0."""
     zero = (0,) * len(FETCHED_FIELDS)
     fields = [zero] + [instruction_fields(op, imm) for op, imm in program] + [zero, zero]  # F(-1..N+1)
-    neurons = []
-    for k in range(-1, len(program) + 1):
-        before, at, after = fields[k], fields[k + 1], fields[k + 2]  # F(k-1), F(k), F(k+1)
-        w = tuple(a - 2 * b + c for a, b, c in zip(after, at, before))
-        if any(w):
-            neurons.append((k, w))
-    return neurons
+    second_differences = [(k, tuple(after - 2 * at + before for after, at, before   # fields[k] = F(k-1)
+                                    in zip(fields[k + 2], fields[k + 1], fields[k])))  # (fields[-1] = 0)
+                          for k in range(-1, len(program) + 1)]
+    return [(k, w) for k, w in second_differences if any(w)]
 
 
-def fetch_from_weights(g, program, cursor, j_at_least):
+def fetch_from_weights(g, program, cursor, j_is):
     """The fetch of the specialized machine (the derivation above): (op_x, op_y, imm,
-    immediate_byte) as feed-forward functions of the exact cursor and J."""
-    one = Lin.of(1)
+    immediate_byte) as feed-forward functions of the exact cursor and j_is[k] = [J == k]."""
     neurons = fetch_neurons(program)
-    field = {name: g.ffn(name, [(w[i], one, cursor - k) for k, w in neurons if w[i]])
+    field = {name: g.ffn(name, [(w[i], ONE, cursor - k) for k, w in neurons if w[i]])
              for i, name in enumerate(FETCHED_FIELDS)}
     byte = [field["immediate_byte%d" % k] for k in range(4)]
     imm = sum(byte[k] * 256 ** k for k in range(4))
-    j_is = [one - j_at_least[1]] + [j_at_least[k] - j_at_least[k + 1] for k in range(1, 4)]  # [J = k]
     immediate_byte = g.ffn("immediate_byte_j", [
         t for k in range(4) for t in gated_terms(byte[k], j_is[k] + field["reads_immediate"] - 1)])
     return field["op_code_at_pc"], field["op_code_sq_at_pc"], imm, immediate_byte
@@ -1593,26 +1459,20 @@ def first_token(program):
 def add_specialized_tokens(g, program):
     """The specialized vocabulary (SPEC 1.2): the universal one plus `start` and the token
     naming the program (neither is ever produced), and the first token from position 0."""
-    one = Lin.of(1)
     is_start = g.feature("is_start", lambda t: int(t == reference.START), at_position_zero=True)
-    g.outputs[reference.START] = -2 * FAMILY_WEIGHT * one
-    g.outputs[reference.PROGRAM_MARK % reference.program_hash(program)] = -2 * FAMILY_WEIGHT * one
+    g.outputs[reference.START] = -2 * FAMILY_WEIGHT * ONE
+    g.outputs[reference.PROGRAM_MARK % reference.program_hash(program)] = -2 * FAMILY_WEIGHT * ONE
     if not reference.has_input_section(program):
         token = first_token(program)
         g.outputs[token] = g.outputs[token] + is_start  # 1 at position 0, where every logit is 0
 
 
-def check_specializable(program):
-    """Raise ProgramError unless `program` is a valid program small enough to bake."""
+def specialize(program):
+    """The model dict of the machine with `program` (a list of instructions) in its
+    weights: its prompt is reference.specialized_prompt(program, input), its trace the
+    universal machine's (SPEC 2.2). ProgramError unless the program is valid and small enough."""
     reference.check_program(program)
     if len(program) > MAX_BAKED_INSTRUCTIONS:
         raise reference.ProgramError("the program has %d instructions; a specialized model holds at most %d"
                                      % (len(program), MAX_BAKED_INSTRUCTIONS))
-
-
-def specialize(program):
-    """The model dict of the machine with `program` (a list of instructions) in its
-    weights: its prompt is reference.specialized_prompt(program, input), its trace the
-    universal machine's (SPEC 2.2)."""
-    check_specializable(program)
     return emit(build_machine(program))

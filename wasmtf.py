@@ -1,14 +1,12 @@
 """wasmtf: run a compiled transformer, token by token, in plain NumPy.
 
-The model is a standard decoder (SPEC 7.1): embedding plus three positional
-features, L layers of attention with 2-D heads and a ReGLU feed-forward, and
-an argmax output head, all in float64, no normalisation, no biases. Its
-weights are compiled, not trained (compile_weights.py); this file runs them,
-looks inside them, and reads and writes them. Every attention head is *hard*
-(SPEC 9, hull.hard_attention): it returns the value of the key with the largest
-score q.k, the tied set compared exactly (latest mode: the last of it; average
-mode: its mean), which a convex-hull cache (hull.py) answers in O(log t)
-amortized per token instead of O(t).
+The model is a standard decoder (SPEC 7.1): embedding plus three positional features,
+L layers of attention with 2-D heads and a ReGLU feed-forward, an argmax output head,
+float64, no normalisation, no biases; its weights are compiled, not trained
+(compile_weights.py). This file runs them, looks inside them, reads and writes them.
+Every head is *hard* (SPEC 9, hull.hard_attention): the value of the key with the
+largest score q.k, exact ties resolved by its mode (latest: the last; average: the
+mean), which a convex-hull cache (hull.py) answers in O(log t) amortized, not O(t).
 
 Shape glossary
     V  vocabulary size          D  residual width (even)
@@ -32,12 +30,10 @@ The model dict (produced by compile_weights.py, read and written by load/save):
     slot_occupants optional       [2L+1][D] the name a slot holds at each stage (inspect)
     erase       optional          model.bin's informational erase lists
 
-One named repacking, prepare(model) -> plan: the compiled machine uses a few of
-its H heads per layer, a few hundred of its neurons and a few of its D slots per
-product, so every product is restricted to the heads, neurons and slots its
-weights touch (exact: only zeros are dropped). step, forward_batch and
-speculative.BatchState read the plan; examples/torch_port.py reads the arrays as
-they are, dense (tests/test_torch_port.py: the same residuals, bit for bit).
+One named repacking, prepare(model) -> plan, restricts every product to the heads,
+neurons and slots its weights touch (the compiled machine uses few of each; exact: only
+zeros are dropped): step, forward_batch and speculative.BatchState read it;
+examples/torch_port.py reads the dense arrays (tests/test_torch_port.py: bit for bit).
 
 Costs per token: L products of sizes 6A x D, D x 2A, 2F x D, D x F (on the slots
 touched), one U x S product for the logits (output_head), and per active head one
@@ -116,32 +112,19 @@ def head_rows(D, h):
 
 
 def active_heads(layer):
-    """Heads whose output can be non-zero: value rows and output columns not all zero.
-
-    A head with zero value rows returns 0 whatever it attends to (the average or
-    the latest of zeros), so skipping it is exact. A head with a zero query but
-    non-zero values is NOT skippable: it averages over every position."""
+    """Heads whose value rows and output columns are not all zero: any other head returns 0
+    whatever it attends to (a head with a zero query but non-zero values averages, it stays)."""
     D = layer["w_out"].shape[0]
-    heads = []
-    for h in range(D // HEAD_WIDTH):
-        cols = slice(HEAD_WIDTH * h, HEAD_WIDTH * (h + 1))
-        values = layer["w_qkv"][2 * D + HEAD_WIDTH * h:2 * D + HEAD_WIDTH * (h + 1)]  # [2, D]
-        if values.any() and layer["w_out"][:, cols].any():
-            heads.append(h)
-    return heads
+    values = layer["w_qkv"][2 * D:].reshape(D // HEAD_WIDTH, HEAD_WIDTH * D)  # [H, 2D]: head h's value rows
+    outputs = layer["w_out"].T.reshape(D // HEAD_WIDTH, HEAD_WIDTH * D)      # [H, 2D]: its output columns
+    return np.flatnonzero(values.any(axis=1) & outputs.any(axis=1)).tolist()
 
 
 class Linear:
-    """y = w @ x for a weight matrix w [N, D] and a residual x [D] (or columns
-    [D, C]), reading only the non-zero columns of w.
-
-    Dropping exact zeros changes no term of a sum, only the order in which
-    BLAS adds the others (matrix-vector and matrix-matrix kernels add in
-    different orders anyway). For the compiled machine that changes nothing:
-    its rounded sums are read through neuron rows with exactly two non-zero
-    terms, exact in any order (tests/test_summation_order.py). No fixed order
-    could make every model's sums equal across kernels: that takes weights
-    like the machine's."""
+    """y = w @ x for w [N, D] and x [D] (or [D, C]), reading only the non-zero columns of w.
+    Dropping exact zeros changes no term, only the order in which BLAS adds the others (its
+    kernels differ in order anyway); the compiled machine's dot products are exact in any
+    order (tests/test_summation_order.py), so for it nothing changes."""
 
     def __init__(self, w):
         self.columns = np.flatnonzero(w.any(axis=0))               # [K] slots read
@@ -174,16 +157,10 @@ def output_head(model):
 
 
 def prepare(model):
-    """The plan: per layer, the weights restricted to active heads and live neurons,
-    each product to the slots it reads or writes (the module docstring says why).
-
-    A plan layer holds w_heads [6A, D] (rows qx qy kx ky vx vy per active head),
-    w_out_heads [D, 2A], and w_in [2F', D], w_ffo [D, F'] for the F' neurons
-    whose gate, value and output are all non-zero; and the same products on
-    the residual slots they read or write only: qkv, ffn_in (Linear), out,
-    ffn_out (Scatter), F = F'. The plan's "logits" is output_head(model).
-    Dropping exact zeros does not change any result, only the (unspecified)
-    summation order of BLAS (see Linear)."""
+    """The plan (module docstring): per layer the active heads, their tie modes, and the
+    products on the slots they read or write (Linear, Scatter): qkv [6A, D] (rows qx qy kx
+    ky vx vy per active head), out [D, 2A], ffn_in [2F, D] and ffn_out [D, F] for the F
+    neurons whose gate, value and output are non-zero; "logits" is output_head(model)."""
     D = model["embed"].shape[1]
     layers = []
     for layer in model["layers"]:
@@ -193,29 +170,18 @@ def prepare(model):
         F = layer["w_ffo"].shape[1]
         gates, values = layer["w_in"][:F], layer["w_in"][F:]  # [F, D] each
         live = gates.any(axis=1) & values.any(axis=1) & layer["w_ffo"].any(axis=0)  # [F]
-        prepared = {
-            "heads": heads,
-            "tie_latest": [bool(layer["tie_latest"][h]) for h in heads],
-            "w_heads": np.ascontiguousarray(layer["w_qkv"][rows]),          # [6A, D]
-            "w_out_heads": np.ascontiguousarray(layer["w_out"][:, out_cols]),  # [D, 2A]
-            "w_in": np.concatenate([gates[live], values[live]]),             # [2F', D]
-            "w_ffo": np.ascontiguousarray(layer["w_ffo"][:, live]),           # [D, F']
-            "F": int(live.sum()),
-        }
-        prepared.update(qkv=Linear(prepared["w_heads"]), out=Scatter(prepared["w_out_heads"]),
-                        ffn_in=Linear(prepared["w_in"]), ffn_out=Scatter(prepared["w_ffo"]))
-        layers.append(prepared)
+        layers.append({"heads": heads, "tie_latest": [bool(layer["tie_latest"][h]) for h in heads],
+                       "qkv": Linear(layer["w_qkv"][rows]), "out": Scatter(layer["w_out"][:, out_cols]),
+                       "ffn_in": Linear(np.concatenate([gates[live], values[live]])),
+                       "ffn_out": Scatter(layer["w_ffo"][:, live]), "F": int(live.sum())})
     return {"embed": model["embed"], "head": model["head"], "layers": layers,
             "vocab": model["vocab"], "stop_ids": set(model["stop_ids"]), "logits": output_head(model)}
 
 
 def step(plan, caches, token_id, p, record=None):
-    """One position of SPEC 7.1: returns the final residual x [D].
-
-    caches[l] lists (insert, query) bound methods, one pair per active head of
-    layer l. With a `record` dict, the per-layer intermediates are appended to
-    record["residuals"], record["qkv"] and record["attn"] (see forward).
-    The products read and write only the slots their weights touch (prepare)."""
+    """One position of SPEC 7.1: returns the final residual x [D]. caches[l] lists (insert,
+    query) bound methods, one pair per active head of layer l; with a `record` dict, the
+    per-layer intermediates are appended to its "residuals", "qkv" and "attn" (forward)."""
     x = embed_position(plan["embed"], token_id, p)  # [D]
     if record is not None:
         record["residuals"].append(x.copy())
@@ -314,35 +280,27 @@ SOFTMAX_VISIBLE = 2.0 ** -52  # a softmax weight w (the best entry has weight 1)
 
 
 class SoftmaxHead:
-    """The standard KV cache with real softmax attention, O(t) per query.
-
-    PyTorch's MultiheadAttention convention: scores are divided by sqrt(head
-    width) = sqrt(2). The compiled query rows carry HARD_K * sqrt(2), so the
-    weight of an entry whose score is delta (in key units) below the best is
-    exp(-HARD_K * delta): for the gap of 1 - 0.433 between an exact key and
-    its neighbour, exactly 0. Softmax cannot express "latest wins": it gives an
-    exact tie equal weights. So the query stops with AttentionTie, naming the
-    head and position, when an entry other than the answer SPEC 9 picks keeps
-    a weight float64 can see (>= SOFTMAX_VISIBLE): for a latest head any
-    second entry, for an average head an entry outside the exact tie.
-    Where a compiled machine meets such ties: the derivation above the class."""
+    """The standard KV cache with real softmax attention, O(t) per query. Scores are divided
+    by sqrt(2) (PyTorch's MultiheadAttention); compiled queries carry HARD_K * sqrt(2), so an
+    entry delta (in key units) below the best weighs exp(-HARD_K * delta): 0 for the gap
+    1 - 0.433 after an exact key. Softmax gives exact ties equal weights ("latest wins" is
+    not expressible), so a query stops with AttentionTie, naming head and position, when an
+    entry other than SPEC 9's answer keeps a weight float64 can see (>= SOFTMAX_VISIBLE): for
+    a latest head any second entry, for an average head one outside the exact tie. Where a
+    compiled machine meets such ties: the derivation above."""
 
     def __init__(self, latest=False, name="a head"):
-        self.latest = latest  # softmax cannot express "latest wins": ties are detected instead
-        self.name = name      # e.g. "layer 3 head 5", for the AttentionTie message
+        self.latest, self.name = latest, name           # name: e.g. "layer 3 head 5", for AttentionTie
         self.n = 0
-        self.keys = np.zeros((16, HEAD_WIDTH))    # [capacity, 2]
-        self.values = np.zeros((16, HEAD_WIDTH))  # [capacity, 2]
+        self.keys, self.values = np.zeros((16, HEAD_WIDTH)), np.zeros((16, HEAD_WIDTH))  # [capacity, 2]
 
     def __len__(self):
         return self.n
 
     def insert(self, kx, ky, vx, vy):
         if self.n == len(self.keys):  # double the capacity: amortized O(1)
-            self.keys = np.concatenate([self.keys, np.zeros_like(self.keys)])
-            self.values = np.concatenate([self.values, np.zeros_like(self.values)])
-        self.keys[self.n] = (kx, ky)
-        self.values[self.n] = (vx, vy)
+            self.keys, self.values = (np.concatenate([a, np.zeros_like(a)]) for a in (self.keys, self.values))
+        self.keys[self.n], self.values[self.n] = (kx, ky), (vx, vy)
         self.n += 1
 
     def query(self, qx, qy):
@@ -403,12 +361,10 @@ def encode(model, tokens):
 
 
 def generate(model, prompt, cache="hull", max_new_tokens=DEFAULT_MAX_NEW_TOKENS, plan=None, progress=None):
-    """Generate from prompt tokens; returns the new tokens, ending with a stop token
-    unless max_new_tokens ran out first. Prompt positions compute no logits.
-    progress(count, tokens), if given, is called every PROGRESS_EVERY generated tokens
-    with the tokens so far. A trace with more calls in progress than
-    reference.MAX_CALL_DEPTH raises reference.CallStackExhausted.
-    speculative.generate gives the same tokens, checking a reference draft in batches."""
+    """The new tokens after `prompt` (its positions compute no logits), ending with a stop
+    token unless max_new_tokens ran out first; progress(count, tokens so far) every
+    PROGRESS_EVERY tokens; reference.CallStackExhausted past MAX_CALL_DEPTH calls in
+    progress. speculative.generate gives the same tokens, checking a reference draft in batches."""
     plan = plan or prepare(model)
     ids = encode(model, prompt)
     caches = new_caches(plan, cache)
@@ -462,11 +418,10 @@ def forward(model, tokens, cache="hull"):
         qkv = np.zeros((L, D // HEAD_WIDTH, 3, HEAD_WIDTH))  # [L, H, q/k/v, 2]
         attn = np.zeros((L, D // HEAD_WIDTH, HEAD_WIDTH))    # [L, H, 2]
         active = np.zeros((L, D // HEAD_WIDTH), dtype=bool)  # [L, H]
-        for l, layer in enumerate(plan["layers"]):
-            for a, h in enumerate(layer["heads"]):
-                qkv[l, h] = np.reshape(record["qkv"][l][6 * a:6 * a + 6], (3, HEAD_WIDTH))
-                attn[l, h] = record["attn"][l][2 * a:2 * a + 2]
-                active[l, h] = True
+        for l, heads in enumerate(layer["heads"] for layer in plan["layers"]):  # A active heads
+            qkv[l, heads] = np.reshape(record["qkv"][l], (len(heads), 3, HEAD_WIDTH))    # [A, 3, 2]
+            attn[l, heads] = np.reshape(record["attn"][l], (len(heads), HEAD_WIDTH))     # [A, 2]
+            active[l, heads] = True
         trace.append({"token": tokens[p], "residuals": np.array(record["residuals"]),
                       "q": qkv[:, :, 0], "k": qkv[:, :, 1], "v": qkv[:, :, 2],
                       "attn": attn, "active": active, "logits": plan["head"] @ x})
@@ -484,12 +439,10 @@ def attended_positions(trace, p, l, h):
 # ---------------------------------------------------------------------------
 
 def forward_batch(model, token_ids, plan=None):
-    """The whole sequence at once (teacher forcing), as a port computes it: returns
-    (x [T, D], logits [T, V]). Every head answers all T positions with
-    hull.causal_hard_attention (SPEC 9, O(T log^2 T)). The same results as the
-    sequential steps for weights whose dot products are exact in any summation order,
-    as the compiled ones are (tests/test_summation_order.py). speculative.BatchState
-    is the bounded-memory version."""
+    """The whole sequence at once (teacher forcing), as a port computes it: (x [T, D],
+    logits [T, V]), every head answering all T positions with hull.causal_hard_attention
+    (SPEC 9, O(T log^2 T)). The sequential steps' results for weights exact in any summation
+    order, as compiled ones are (Linear); speculative.BatchState is the bounded-memory form."""
     plan = plan or prepare(model)
     x = np.ascontiguousarray(embed_tokens(plan["embed"], token_ids).T)   # [D, T]
     run_layers(plan, x, lambda l, a, latest, q, k, v: hull.causal_hard_attention(k, v, q, latest))
@@ -627,6 +580,10 @@ def write_model_bin(model):
     return b"".join(parts)
 
 
+NPZ_LAYER_ARRAYS = {"w_qkv": "attn.{}.in_proj_weight", "w_out": "attn.{}.out_proj.weight",  # layer {}'s
+                    "w_in": "ff_in.{}.weight", "w_ffo": "ff_out.{}.weight"}                  # .npz names
+
+
 def npz_arrays(model):
     """The .npz contents: torch state_dict names of the reference architecture
     (load with `torch.nn.Module.load_state_dict({k: torch.from_numpy(v) ...})`)."""
@@ -637,10 +594,7 @@ def npz_arrays(model):
               "tie_latest": np.array([layer["tie_latest"] for layer in model["layers"]], dtype=bool)
               .reshape(len(model["layers"]), model["embed"].shape[1] // HEAD_WIDTH)}
     for l, layer in enumerate(model["layers"]):
-        arrays[f"attn.{l}.in_proj_weight"] = layer["w_qkv"]     # [3D, D]
-        arrays[f"attn.{l}.out_proj.weight"] = layer["w_out"]    # [D, D]
-        arrays[f"ff_in.{l}.weight"] = layer["w_in"]             # [2F, D]
-        arrays[f"ff_out.{l}.weight"] = layer["w_ffo"]           # [D, F]
+        arrays.update({name.format(l): layer[key] for key, name in NPZ_LAYER_ARRAYS.items()})
     if model.get("erase"):  # informational erase lists: counts [L, 2] and the slots in order
         arrays["erase_counts"] = np.array([[len(s) for s in halves] for halves in model["erase"]])
         arrays["erase_slots"] = np.array([s for halves in model["erase"] for h in halves for s in h], dtype=np.int64)
@@ -652,8 +606,7 @@ def model_from_npz(arrays, name):
     of the wrong number of dimensions is named before any shape is read from it."""
     L = sum(1 for key in arrays if key.startswith("attn.") and key.endswith(".in_proj_weight"))
     needed = ["tok.weight", "head.weight", "vocab", "stop_tokens", "tie_latest"] + [
-        f"{prefix}.{l}.{suffix}" for l in range(L) for prefix, suffix in
-        (("attn", "in_proj_weight"), ("attn", "out_proj.weight"), ("ff_in", "weight"), ("ff_out", "weight"))]
+        name.format(l) for l in range(L) for name in NPZ_LAYER_ARRAYS.values()]
     missing = [key for key in needed if key not in arrays]
     if missing:
         raise ModelFileError(f"{name}: missing arrays {', '.join(missing)}")
@@ -671,16 +624,13 @@ def model_from_npz(arrays, name):
     unknown_stops = [str(t) for t in arrays["stop_tokens"] if str(t) not in vocab]
     if unknown_stops:
         raise ModelFileError(f"{name}: stop tokens {unknown_stops} are not in the vocabulary")
-    D = arrays["tok.weight"].shape[-1]
     tie_latest = arrays["tie_latest"]
     if tie_latest.shape != (L, D // HEAD_WIDTH):
         raise ModelFileError(f"{name}: tie_latest has shape {tie_latest.shape}, not [L={L}, H={D // 2}]")
     model = {"vocab": vocab, "embed": arrays["tok.weight"], "head": arrays["head.weight"],
              "stop_ids": [vocab.index(str(t)) for t in arrays["stop_tokens"]],
              "slot_names": [str(s) for s in arrays.get("slot_names", [""] * D)],
-             "layers": [{"w_qkv": arrays[f"attn.{l}.in_proj_weight"],
-                         "w_out": arrays[f"attn.{l}.out_proj.weight"],
-                         "w_in": arrays[f"ff_in.{l}.weight"], "w_ffo": arrays[f"ff_out.{l}.weight"],
+             "layers": [{**{key: arrays[name.format(l)] for key, name in NPZ_LAYER_ARRAYS.items()},
                          "tie_latest": tie_latest[l].astype(bool)} for l in range(L)]}
     if "erase_counts" in arrays:
         slots = iter(arrays["erase_slots"].tolist())
@@ -778,19 +728,12 @@ def save(model, path):
 # ---------------------------------------------------------------------------
 
 def copy_model():
-    """A 1-layer model, built by hand, whose next token is the previous token + 1.
-
-    Vocabulary: the digits 0..9, `halt` (digit "10"), `{` (position 0).
-    Slots: position, inv_log_pos, position_sq (SPEC 7.1), one, code (the
-    digit), prev_code, next_code. From prompt `{ 3 5` it writes two
-    interleaved counts: 4 6 5 7 6 8 7 9 8 halt.
-      attention, head 0 (tie mode latest): key (2j, -j^2) at position j, query
-        (p - 1, 1) at p, so score = 2(p-1)j - j^2 = (p-1)^2 - (j - (p-1))^2 is
-        largest at j = p - 1 (gap >= 1); value (code, 0) -> prev_code.
-        The query carries HARD_K * sqrt(2) like compiled weights (SPEC 7.1).
-      feed-forward: one neuron, gate `one`, value prev_code + one -> next_code.
-      head: logit of digit c = 2 c next_code - c^2 (largest at c = next_code).
-    """
+    """A 1-layer model, built by hand, whose next token is the previous token + 1: from
+    `{ 3 5` it writes two interleaved counts, 4 6 5 7 6 8 7 9 8 halt (`halt` is digit 10).
+    Head 0 (latest): key (2j, -j^2) at j, query (p - 1, 1) at p (times HARD_K sqrt(2), as
+    compiled weights), score (p-1)^2 - (j - (p-1))^2, largest at j = p - 1 (gap >= 1), reads
+    code -> prev_code; one neuron adds 1 -> next_code; the logit of digit c is
+    2 c next_code - c^2, largest at c = next_code."""
     vocab = sorted([str(d) for d in range(10)] + ["halt", "{"])
     code = {**{str(d): d for d in range(10)}, "halt": 10}
     slots = ["position", "inv_log_pos", "position_sq", "one", "code", "prev_code", "next_code", ""]
