@@ -1017,11 +1017,9 @@ def format_trace_file(prompt_tokens, trace_tokens):
 
 def parse_trace_file(text):
     """Read a *_ref.txt file: (instructions, input_bytes or None, trace tokens after the prompt).
-
-    An input_base program's prompt may end at `}` (SPEC 2.1: transformer-vm writes
-    no input section when the program gets no input; input None). Its input section
-    is there when the input bytes after `}` are followed by `00 commit(+0,sts=0,bt=0)`;
-    bytes that only a prompt uses (characters) must be an input section."""
+    An input_base program's prompt may end at `}` (transformer-vm's, for no input: input None);
+    input bytes after `}` followed by `00 commit(+0,sts=0,bt=0)` are its input section (an
+    error when they hold characters, which only a prompt has, but lack that end)."""
     tokens = text.split()
     if PROGRAM_END not in tokens:
         raise ProgramError("missing '}': not a trace file")
@@ -1074,15 +1072,11 @@ def is_jump(token):
 
 
 def walk_trace(instructions, trace_tokens):
-    """Replay a trace against its program, one record per group, without executing:
-    pc and depths come from the tokens alone (SPEC 4.2), so a wrong trace can be read too.
-
-    Each record: dict(step, pc, opcode, immediate, group, value, stack_depth,
-    call_depth, output). value = the little-endian number of the group's last 4 bytes, the
-    word it pushes (all of them but in a division's group, whose first 4 are the quotient
-    digits, and in i32.mul_hi_u's, whose first 4 are the low word, before its token).
-    If instruction 0 is input_base, the walk starts at pc 1 (its group is the prompt).
-    """
+    """Replay a trace against its program without executing, one record per group: dict(step,
+    pc, opcode, immediate, group, value, stack_depth, call_depth, output). pc and depths come
+    from the tokens alone (SPEC 4.2), so a wrong trace can be read too; value = the group's
+    last 4 bytes, little endian (the word it pushes). The walk of an input_base program starts
+    at pc 1 (its group is the prompt)."""
     pc = 1 if has_input_section(instructions) else 0
     stack_depth, call_depth, output = 0, 0, bytearray()
     for step, group in enumerate(split_groups(trace_tokens)):
