@@ -40,6 +40,7 @@ import reference
 from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, compile_c,
                      validation_error, PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes,
                      block_signature, reachable_functions, table_contents, indirect_targets, grows_memory)
+from legalize import dead_code_end
 from reference import WORD_BYTES, WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 
@@ -352,27 +353,13 @@ class FunctionLowering:
                 position += 1
                 continue
             getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)   # a method per kind
-            if self.unreachable:
-                position = self.skip_dead_code(code, position)
+            if self.unreachable:               # skip the dead code up to the else/end of this block
+                self.unreachable = False
+                position = dead_code_end(code, position)
+                self.height = self.frames[-1].height + self.frames[-1].arity   # values as if branched
         return self.items
 
-    unreachable = False
-
-    def skip_dead_code(self, code, position):
-        """After br/return/unreachable: skip to the `else`/`end` of the current block."""
-        self.unreachable = False
-        depth = 0
-        while position < len(code):
-            name = code[position].name
-            if name in ("block", "loop", "if"):
-                depth += 1
-            elif name == "end" and depth > 0:
-                depth -= 1
-            elif name in ("end", "else") and depth == 0:
-                self.height = self.frames[-1].height + self.frames[-1].arity   # values as if branched
-                return position
-            position += 1
-        return position
+    unreachable = False       # set by br, br_table, return and unreachable
 
     def unwind(self, frame, arity):
         """Drop the values between the frame's height and the `arity` values on top."""

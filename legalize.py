@@ -77,6 +77,16 @@ Entry = collections.namedtuple("Entry", "type lazy")
 Frame = collections.namedtuple("Frame", "kind height params results")
 
 
+def dead_code_end(code, position):
+    """The position of the `else` or `end` that closes the block code[position] is in (len(code)
+    if none): what follows a br, br_table, return or unreachable up to there never runs."""
+    depth = 0
+    while position < len(code) and (depth or code[position].name not in ("else", "end")):
+        depth += {"block": 1, "loop": 1, "if": 1, "end": -1}.get(code[position].name, 0)
+        position += 1
+    return position
+
+
 def words(value_types):
     """Value types with each i64 as two i32: ("i64", "i32") -> ("i32", "i32", "i32")."""
     return tuple(word for t in value_types for word in (("i32", "i32") if t == "i64" else (t,)))
@@ -448,10 +458,7 @@ class FunctionLegalizer:
         position = 0
         while position < len(code):
             if self.unreachable:                 # dead code up to the else/end of this block
-                depth = 0
-                while position < len(code) and (depth or code[position].name not in ("else", "end")):
-                    depth += {"block": 1, "loop": 1, "if": 1, "end": -1}.get(code[position].name, 0)
-                    position += 1
+                position = dead_code_end(code, position)
                 if position == len(code):
                     break
             instruction = code[position]
