@@ -14,11 +14,11 @@ the extension of SPEC 12; division and remainder trap by themselves).
 Program: the harness (`input_base A` when compute takes the input, data segments
 and globals as word stores, the start function, the entry's calls, `halt`), the
 shared `trap` (when a branch reaches it), each function reached (prologue
-`local.set n-1 ... local.set 0`), the routines used; every branch, call and
+`local.set n-1 ... local.set 0`), print_hex if used; every branch, call and
 return immediate is relative (target - i - 1; a return's F - R - 1).
 Memory (machine addresses = wasm addresses): the module's M = minimum pages * 64
 KiB bytes (a growable memory up to 255 pages or its maximum); then the RESERVED
-area (routines' scratch, the memory size word, print_hex's table, a word per
+area (print_hex's scratch, the memory size word, print_hex's table, a word per
 global), where WebAssembly traps and bounds checks keep the module out; with all
 16 MiB (our C programs) it is the memory's last bytes, which a C program reaches
 only through a wild pointer (data segments there are rejected). With M < 2^24 a
@@ -602,14 +602,14 @@ class FunctionLowering:
 
 
 class ProgramLowering:
-    """The whole program: harness, shared trap (if used), functions (lowered on demand), routines."""
+    """The whole program: harness, shared trap (if used), functions (lowered on demand), print_hex."""
 
     def __init__(self, module):
         self.module = module
         self.base = reserved_base(module)
         self.growth_limit = growth_limit(module)   # computed once: it scans the whole module
         self.scratch = self.base
-        self.entries = {}            # function index -> Label; routine name -> Label
+        self.entries = {}            # function index -> Label; "print_hex" -> Label
         self.pending = []            # function indices to lower, in order of first call
         self.trap_label = Label("trap")
 
@@ -671,7 +671,7 @@ class ProgramLowering:
         return sorted(words.items())
 
     def lower(self, calls, input_address=None, print_results=True, silent_calls=0):
-        """Harness + functions + routines as flat items. `calls`: [(function index, args)]."""
+        """Harness + functions + print_hex as flat items. `calls`: [(function index, args)]."""
         module = self.module
         items = [Origin("harness", "harness")]
         if input_address is not None:
