@@ -816,4 +816,4 @@ def compute_input(path, instructions, input_bytes):
     return None
 
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1
