@@ -101,11 +101,6 @@ class Progress:
               file=sys.stderr)
 
 
-def load_program(path, input_text=None):
-    """A program file (.txt), WebAssembly (.wasm, .wat) or C (.c): (instructions, input bytes)."""
-    return frontend.load_program_file(path, input_text)
-
-
 def load_machine(path=None):
     """The compiled WebAssembly machine, or the weights in `path` (.npz or model.bin).
     Compiling takes well under a second, so nothing is cached on disk."""
@@ -115,13 +110,10 @@ def load_machine(path=None):
 
 
 def check_before_running(instructions, input_bytes, max_tokens):
-    """Raise reference.ExecutionError if the reference interpreter rejects the run
-    (a stack underflow, e.g. `drop` on an empty stack; running past the last
-    instruction), as the `reference` command would, before the transformer
-    generates anything. The check runs as many steps as `reference` does (its
-    step limit) or as the token limit allows (each step writes >= 1 token),
-    whichever is fewer; it keeps no trace, and the reference runs some hundred
-    times faster than the transformer."""
+    """Raise reference.ExecutionError, before the transformer generates anything, if the
+    reference interpreter rejects the run (a stack underflow; running past the last
+    instruction) within min(its step limit, the token limit) steps (a step writes >= 1
+    token); it keeps no trace and runs some hundred times faster than the transformer."""
     steps = min(max_tokens, reference.DEFAULT_MAX_STEPS)
     try:
         machine = reference.execute(instructions, input_bytes, max_steps=steps, keep_trace=False)
@@ -152,7 +144,7 @@ def cmd_demo(args):
     here = pathlib.Path(__file__).resolve().parent
     print(f"wasmtf demo: {DEMO_PROGRAM} (from examples/add.c) runs inside the compiled transformer.\n")
     print((here / "examples" / "add.c").read_text())
-    instructions, input_bytes = load_program(here / DEMO_PROGRAM)
+    instructions, input_bytes = frontend.load_program_file(here / DEMO_PROGRAM)
     print(f"The flat program: {len(instructions)} instructions (SPEC 3.1)")
     for index, (opcode, immediate) in enumerate(instructions):
         print(f"  {index:4d}  {opcode} {reference.to_signed(immediate)}")
@@ -190,8 +182,7 @@ def max_tokens_argument(parser):
 
 
 def run_arguments(parser):
-    parser.add_argument("file", help="program: .c (needs ziglang), .wasm, .wat or a program .txt")
-    parser.add_argument("--input", help="input string (replaces the file's input section)")
+    program_arguments(parser)
     parser.add_argument("--cache", choices=CACHES, help="attention cache (default hull; not with --speculative)")
     parser.add_argument("--model", type=file_name,
                         help="weights to run (.npz or model.bin; default: the compiled machine)")
@@ -208,7 +199,7 @@ def cmd_run(args):
     if args.speculative and args.cache is not None:
         raise ValueError("--cache has no effect with --speculative (the draft is verified with exact "
                          "hard attention over all positions at once): give one or the other")
-    instructions, input_bytes = load_program(args.file, args.input)
+    instructions, input_bytes = frontend.load_program_file(args.file, args.input)
     model = load_machine(args.model)
     check_before_running(instructions, input_bytes, args.max_tokens)
     streaming = not (args.tokens or args.trace)
@@ -243,7 +234,7 @@ def reference_arguments(parser):
 
 def cmd_reference(args):
     """print the prompt and the reference interpreter's trace (the *_ref.txt layout)"""
-    instructions, input_bytes = load_program(args.file, args.input)
+    instructions, input_bytes = frontend.load_program_file(args.file, args.input)
     prompt = (reference.specialized_prompt if args.specialized else reference.program_tokens)(
         instructions, input_bytes)
     try:
@@ -267,7 +258,7 @@ def compile_arguments(parser):
 
 def cmd_compile(args):
     """compile C or WebAssembly to a program file"""
-    instructions, input_bytes = load_program(args.file, args.input)
+    instructions, input_bytes = frontend.load_program_file(args.file, args.input)
     text = reference.format_program(instructions, input_bytes)
     if args.output is None:
         sys.stdout.write(text)
@@ -277,12 +268,15 @@ def cmd_compile(args):
     return 0
 
 
+def save_model(model, path):
+    wasmtf.save(model, path)
+    print(f"wrote {path}: {compile_weights.describe_shape(model)}")
+    return 0
+
+
 def cmd_weights(args):
     """compile the machine and save its weights (.npz, or model.bin for transformer-vm runners)"""
-    model = load_machine()
-    wasmtf.save(model, args.output)
-    print(f"wrote {args.output}: {compile_weights.describe_shape(model)}")
-    return 0
+    return save_model(load_machine(), args.output)
 
 
 def specialize_arguments(parser):
@@ -295,7 +289,7 @@ PROMPT_SHOWN = 12  # tokens of the specialized prompt that `specialize` prints
 
 def cmd_specialize(args):
     """bake a program into the weights: a model whose prompt is `start` + input (SPEC 2.2)"""
-    instructions, input_bytes = load_program(args.file, args.input)
+    instructions, input_bytes = frontend.load_program_file(args.file, args.input)
     start = time.perf_counter()
     model = compile_weights.specialize(instructions)
     wasmtf.save(model, args.output)
@@ -321,7 +315,7 @@ def crosscheck_arguments(parser):
 def cmd_crosscheck(args):
     """run weights on a program and compare with the reference trace, token for token"""
     model = wasmtf.load(args.model)
-    instructions, input_bytes = load_program(args.file, args.input)
+    instructions, input_bytes = frontend.load_program_file(args.file, args.input)
     prompt = wasmtf.program_prompt(model, instructions, input_bytes)
     if args.against:
         prompt, expected = expected_trace(args.against, instructions, input_bytes, prompt, args.file)
@@ -424,10 +418,7 @@ def convert_arguments(parser):
 
 def cmd_convert(args):
     """convert a model file between model.bin and .npz"""
-    model = wasmtf.load(args.source)
-    wasmtf.save(model, args.target)
-    print(f"wrote {args.target}: {compile_weights.describe_shape(model)}")
-    return 0
+    return save_model(wasmtf.load(args.source), args.target)
 
 
 def cmd_info(args):

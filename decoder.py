@@ -96,14 +96,12 @@ PREFIXED_FC.update({8: ("memory.init", "u32_u32"), 9: ("data.drop", "u32"), 10: 
                     14: ("table.copy", "u32_u32"), 15: ("table.grow", "u32"), 16: ("table.size", "u32"),
                     17: ("table.fill", "u32")})
 # Opcodes of WebAssembly proposals that the decoder does not read: named in the error.
-PROPOSAL_OPCODES = {0x06: ("try", "exception-handling"), 0x07: ("catch", "exception-handling"),
-                    0x08: ("throw", "exception-handling"), 0x09: ("rethrow", "exception-handling"),
-                    0x0A: ("throw_ref", "exception-handling"), 0x18: ("delegate", "exception-handling"),
-                    0x19: ("catch_all", "exception-handling"), 0x1F: ("try_table", "exception-handling"),
-                    0x12: ("return_call", "tail-call"), 0x13: ("return_call_indirect", "tail-call"),
-                    0x14: ("call_ref", "function-references"), 0x15: ("return_call_ref", "tail-call"),
-                    0xD3: ("ref.eq", "garbage-collection"), 0xD4: ("ref.as_non_null", "function-references"),
-                    0xD5: ("br_on_null", "function-references"), 0xD6: ("br_on_non_null", "function-references")}
+PROPOSAL_OPCODES = {code: (name, proposal) for proposal, names in [
+    ("exception-handling", {0x06: "try", 0x07: "catch", 0x08: "throw", 0x09: "rethrow", 0x0A: "throw_ref",
+                            0x18: "delegate", 0x19: "catch_all", 0x1F: "try_table"}),
+    ("tail-call", {0x12: "return_call", 0x13: "return_call_indirect", 0x15: "return_call_ref"}),
+    ("function-references", {0x14: "call_ref", 0xD4: "ref.as_non_null", 0xD5: "br_on_null", 0xD6: "br_on_non_null"}),
+    ("garbage-collection", {0xD3: "ref.eq"})] for code, name in names.items()}
 TAG_SECTION = 13   # the exception-handling proposal's section of exception tags
 PROPOSAL_PREFIXES = {0xFB: "garbage-collection", 0xFD: "SIMD", 0xFE: "threads (atomic)"}
 NATURAL_ALIGNMENT = {"8": 0, "16": 1, "32": 2}  # log2 bytes, by the width in the name (default: the type's)

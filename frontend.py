@@ -14,11 +14,11 @@ the extension of SPEC 12; division and remainder trap by themselves).
 Program: the harness (`input_base A` when compute takes the input, data segments
 and globals as word stores, the start function, the entry's calls, `halt`), the
 shared `trap` (when a branch reaches it), each function reached (prologue
-`local.set n-1 ... local.set 0`), the routines used; every branch, call and
+`local.set n-1 ... local.set 0`), print_hex if used; every branch, call and
 return immediate is relative (target - i - 1; a return's F - R - 1).
 Memory (machine addresses = wasm addresses): the module's M = minimum pages * 64
 KiB bytes (a growable memory up to 255 pages or its maximum); then the RESERVED
-area (routines' scratch, the memory size word, print_hex's table, a word per
+area (print_hex's scratch, the memory size word, print_hex's table, a word per
 global), where WebAssembly traps and bounds checks keep the module out; with all
 16 MiB (our C programs) it is the memory's last bytes, which a C program reaches
 only through a wild pointer (data segments there are rejected). With M < 2^24 a
@@ -35,12 +35,12 @@ kept (+2 more for br_if).
 Lowering is linear in the module size.
 """
 import pathlib
-import re
 
 import reference
 from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, compile_c,
                      validation_error, PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes,
-                     block_signature, closure, reachable_functions, table_contents, indirect_targets, grows_memory)
+                     block_signature, reachable_functions, table_contents, indirect_targets, grows_memory)
+from legalize import dead_code_end
 from reference import WORD_BYTES, WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 
@@ -59,19 +59,10 @@ class UnsupportedError(WasmError):
 
 
 # ---------------------------------------------------------------------------
-# 1. Shared routines
+# 1. Items, and the shared routine
 # ---------------------------------------------------------------------------
-# Each routine is a flat function (SPEC 3.4 calling convention: arguments
-# pushed left to right, the prologue pops them into locals 0..n-1, results
-# stay on the operand stack). They are written below in a small assembly
-# language: one instruction per `;`-separated statement, `name:` defines a
-# label, `#` starts a comment; an argument is a local's name, a label, a
-# routine name (for `call`), an integer, S / S+k = the scratch bytes, or
-# H / H+k = the hex digit table.
-# `return` needs no argument (its F-R-1 is computed). Every frame starts with
-# zeroed locals (SPEC 4.8 d4), which the routines rely on.
-# Step counts are instructions executed from the `call` to the `return`, measured
-# as worst cases over special and random operands.
+# The lowering writes items: (opcode, immediate) pairs whose immediate may be a
+# Label (assemble resolves it), Labels, and Origins (for the profile).
 
 class Label:
     """A position in the flat program, fixed when the program is assembled."""
@@ -93,65 +84,22 @@ class Origin:
         self.routine = routine            # True for the code of a shared routine
 
 
-ROUTINES = {}   # name -> (parameters, temporaries, assembly text, routines it calls)
-
-
-def routine(name, params, temps, text, calls=()):
-    ROUTINES[name] = (params.split(), temps.split(), text, tuple(calls))
-
-
-routine("print_hex", "x", "n v", """
-    # Prints x as 8 lower-case hex digits and a newline (the entry harness's output):
-    # byte by byte from the top, its two digits read from the table at H (which the
-    # harness writes when it prints results). Steps: at most 86.
-    i32.const S ; local.get x ; i32.store 0
-    i32.const 4 ; local.set n
-byte:
-    local.get n ; i32.const 1 ; i32.sub ; local.tee n
-    i32.const S ; i32.add ; i32.load8_u 0 ; local.tee v ; local.get v ; i32.add ; local.set v   # 2 * byte
-    local.get v ; i32.load8_u H ; output ; local.get v ; i32.load8_u H+1 ; output
-    local.get n ; br_if byte
-    i32.const 10 ; output ; return
-""")
-
-def assemble_routine(name, entries, scratch):
-    """The routine's flat items (labels and (opcode, immediate-or-Label) pairs);
-    `scratch` is the reserved area's address (S), the hex table follows (H)."""
-    params, temps, text, _ = ROUTINES[name]
-    local_index = {local: i for i, local in enumerate(params + temps)}
-    labels = {label: Label("%s.%s" % (name, label)) for label in re.findall(r"^(\w+):", text, re.M)}
-    statements = [statement.split() for line in text.splitlines() for statement in line.split("#")[0].split(";")]
-    items = [entries[name], Origin("routine " + name, name, routine=True)]
-    items += [("local.set", i) for i in reversed(range(len(params)))]
-    for words in filter(None, statements):
-        if len(words) == 1 and words[0].endswith(":"):
-            items.append(labels[words[0][:-1]])
-            continue
-        opcode = words[0]
-        argument = words[1] if len(words) > 1 else None
-        if opcode == "return":
-            immediate = entries[name]
-        elif argument is None:
-            immediate = 0
-        elif argument in local_index:
-            immediate = local_index[argument]
-        elif argument in labels:
-            immediate = labels[argument]
-        elif argument in entries:
-            immediate = entries[argument]
-        elif argument[0] in "SH":
-            area = scratch if argument[0] == "S" else scratch + HEX_TABLE_OFFSET
-            immediate = area + int(argument[1:] or 0)
-        else:
-            immediate = int(argument, 0) % WORD_MODULUS
-        items.append((opcode, immediate))
-    return items
-
-
-def routines_needed(names):
-    """`names` and every routine they call, transitively, in a fixed order."""
-    needed = closure(names, lambda name: ROUTINES[name][3])
-    return [name for name in ROUTINES if name in needed]
+def print_hex_items(entry, scratch):
+    """The routine print_hex(x), a flat function (SPEC 3.4 calling convention): prints x as
+    8 lower-case hex digits and a newline (the entry harness's output), byte by byte from
+    the top, its two digits read from the hex table after the 4 `scratch` bytes it uses
+    (which the harness writes when it prints results). Locals x, n, v start at 0 (SPEC 4.8
+    d4). Steps from the `call` to the `return`: at most 86 (a worst case, measured)."""
+    x, n, v = 0, 1, 2
+    table, byte = scratch + HEX_TABLE_OFFSET, Label("print_hex.byte")
+    return [entry, Origin("routine print_hex", "print_hex", routine=True), ("local.set", x),
+            ("i32.const", scratch), ("local.get", x), ("i32.store", 0), ("i32.const", 4), ("local.set", n),
+            byte, ("local.get", n), ("i32.const", 1), ("i32.sub", 0), ("local.tee", n),
+            ("i32.const", scratch), ("i32.add", 0), ("i32.load8_u", 0), ("local.tee", v),
+            ("local.get", v), ("i32.add", 0), ("local.set", v),                     # v = 2 * byte
+            ("local.get", v), ("i32.load8_u", table), ("output", 0),
+            ("local.get", v), ("i32.load8_u", table + 1), ("output", 0),
+            ("local.get", n), ("br_if", byte), ("i32.const", 10), ("output", 0), ("return", entry)]
 
 
 def assemble(items):
@@ -189,7 +137,7 @@ def instruction_origins(items):
 # 2. Lowering
 # ---------------------------------------------------------------------------
 
-SCRATCH_BYTES = 2 * WORD_BYTES                      # the routines' scratch: two words
+SCRATCH_BYTES = 2 * WORD_BYTES                      # print_hex's scratch (it uses one word)
 MEMORY_SIZE_OFFSET = SCRATCH_BYTES                  # a growable memory's current size in bytes (a word)
 HEX_TABLE_OFFSET = MEMORY_SIZE_OFFSET + WORD_BYTES  # then the table of hex digit pairs (print_hex)
 HEX_TABLE = "".join("%02x" % value for value in range(reference.BYTE_VALUES)).encode("ascii")
@@ -405,27 +353,13 @@ class FunctionLowering:
                 position += 1
                 continue
             getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)   # a method per kind
-            if self.unreachable:
-                position = self.skip_dead_code(code, position)
+            if self.unreachable:               # skip the dead code up to the else/end of this block
+                self.unreachable = False
+                position = dead_code_end(code, position)
+                self.height = self.frames[-1].height + self.frames[-1].arity   # values as if branched
         return self.items
 
-    unreachable = False
-
-    def skip_dead_code(self, code, position):
-        """After br/return/unreachable: skip to the `else`/`end` of the current block."""
-        self.unreachable = False
-        depth = 0
-        while position < len(code):
-            name = code[position].name
-            if name in ("block", "loop", "if"):
-                depth += 1
-            elif name == "end" and depth > 0:
-                depth -= 1
-            elif name in ("end", "else") and depth == 0:
-                self.height = self.frames[-1].height + self.frames[-1].arity   # values as if branched
-                return position
-            position += 1
-        return position
+    unreachable = False       # set by br, br_table, return and unreachable
 
     def unwind(self, frame, arity):
         """Drop the values between the frame's height and the `arity` values on top."""
@@ -668,14 +602,14 @@ class FunctionLowering:
 
 
 class ProgramLowering:
-    """The whole program: harness, shared trap (if used), functions (lowered on demand), routines."""
+    """The whole program: harness, shared trap (if used), functions (lowered on demand), print_hex."""
 
     def __init__(self, module):
         self.module = module
         self.base = reserved_base(module)
         self.growth_limit = growth_limit(module)   # computed once: it scans the whole module
         self.scratch = self.base
-        self.entries = {}            # function index -> Label; routine name -> Label
+        self.entries = {}            # function index -> Label; "print_hex" -> Label
         self.pending = []            # function indices to lower, in order of first call
         self.trap_label = Label("trap")
 
@@ -711,12 +645,6 @@ class ProgramLowering:
             self.pending.append(index)
         return self.entries[index]
 
-    def routine_entry(self, name):
-        for needed in routines_needed([name]):
-            if needed not in self.entries:
-                self.entries[needed] = Label(needed)
-        return self.entries[name]
-
     def initial_memory(self, hex_table):
         """(address, word) stores for the data segments, the mutable globals and, when
         results are printed, the hex digit table (non-zero words only)."""
@@ -743,7 +671,7 @@ class ProgramLowering:
         return sorted(words.items())
 
     def lower(self, calls, input_address=None, print_results=True, silent_calls=0):
-        """Harness + functions + routines as flat items. `calls`: [(function index, args)]."""
+        """Harness + functions + print_hex as flat items. `calls`: [(function index, args)]."""
         module = self.module
         items = [Origin("harness", "harness")]
         if input_address is not None:
@@ -762,7 +690,7 @@ class ProgramLowering:
             elif function.results:          # the results, first to last, from main's locals
                 items += [("local.set", k) for k in reversed(range(len(function.results)))]
                 for k in range(len(function.results)):
-                    items += [("local.get", k), ("call", self.routine_entry("print_hex"))]
+                    items += [("local.get", k), ("call", self.entries.setdefault("print_hex", Label("print_hex")))]
             else:
                 for byte in NO_RESULT_LINE:
                     items += [("i32.const", byte), ("output", 0)]
@@ -770,9 +698,8 @@ class ProgramLowering:
         harness_end = len(items)
         for index in self.pending:                    # grows while lowering reaches more functions
             items += FunctionLowering(self, module.functions[index]).lower()
-        for name in ROUTINES:
-            if name in self.entries:
-                items += assemble_routine(name, self.entries, self.scratch)
+        if "print_hex" in self.entries:
+            items += print_hex_items(self.entries["print_hex"], self.scratch)
         if any(isinstance(item, tuple) and item[1] is self.trap_label for item in items):
             items[harness_end:harness_end] = [self.trap_label, Origin("harness", "trap"), ("trap", 0)]   # only when a branch can reach it
         return items
@@ -889,4 +816,4 @@ def compute_input(path, instructions, input_bytes):
     return None
 
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1

@@ -6,17 +6,12 @@ The decoder runs this pass at the end of decoder.decode_module, so everything
 after it (the complete check, the lowering, the spec-test runner) sees a
 module of i32 code.
 
-Why legalise rather than add i64 to the machine. The machine's words are
-32 bits wide in every token group (4 byte tokens), in its attention heads and
-in its feed-forward rows; an i64 machine would need a second word width, new
-commit kinds and new rows, all proven exact, for instructions that compilers
-emit mostly as 8-byte moves and a few 64-bit sums. As a pass over
-WebAssembly, i64 costs no change to the machine, the trace language or SPEC,
-runs on every oracle unchanged, and gets cheaper by itself as the i32
-operations it emits become native. The price is steps (see COSTS). One
-instruction it emits is not WebAssembly: i64.mul's high word uses wasmtf's
-`i32.mul_hi_u` (SPEC 12: the high word of the unsigned 64-bit product), which
-the lowering (frontend.py) passes through like every machine opcode.
+Why a pass rather than i64 in the machine: the machine's words are 32 bits in
+every token group, attention head and feed-forward row; as a pass over
+WebAssembly, i64 changes neither the machine, the trace language nor SPEC, runs
+on every oracle unchanged, and gets cheaper as the i32 operations it emits
+become native. The price is steps (see COSTS). One instruction it emits is not
+WebAssembly: i64.mul's high word uses wasmtf's `i32.mul_hi_u` (SPEC 12).
 
 The representation. An i64 value is two i32 values, low word below the high
 word on the operand stack; an i64 local, parameter or result is two i32
@@ -49,9 +44,8 @@ locals; the operands' `local.get` and the result's `local.set` included on
 both sides): i64 add 11 + 2 vs i32 4, sub 10 + 2, comparisons 10 + 1, eqz
 5 + 1, and/or/xor 6 + 2, shifts and rotations by a constant 4-14 + 2; mul
 14 + 2 (3 i32.mul, 1 i32.mul_hi_u, whose group is 10 tokens instead of 5) vs
-i32 4; div/rem up to 64 rounds of at most 61 instructions. Each i32 mul/and/or/xor/shift/clz/ctz/
-popcnt the pass emits costs what the front end makes of it (a routine call
-until the machine does it natively); the measured figures are in the README.
+i32 4; div/rem up to 64 rounds of at most 61 instructions (every i32 operation
+emitted is one machine instruction, SPEC 12); measured figures are in the README.
 """
 import collections
 import re
@@ -81,6 +75,16 @@ Pair = collections.namedtuple("Pair", "lo hi")
 Entry = collections.namedtuple("Entry", "type lazy")
 # A structured-control label: its kind, the stack height below it, its parameter and result types.
 Frame = collections.namedtuple("Frame", "kind height params results")
+
+
+def dead_code_end(code, position):
+    """The position of the `else` or `end` that closes the block code[position] is in (len(code)
+    if none): what follows a br, br_table, return or unreachable up to there never runs."""
+    depth = 0
+    while position < len(code) and (depth or code[position].name not in ("else", "end")):
+        depth += {"block": 1, "loop": 1, "if": 1, "end": -1}.get(code[position].name, 0)
+        position += 1
+    return position
 
 
 def words(value_types):
@@ -154,11 +158,11 @@ def signature(name):
 # at 0 (WebAssembly zeroes declared locals). Step counts below are i32
 # instructions from the call to the return.
 
-HELPERS = {}    # name -> (parameter names, result count, local names, text, helpers it calls)
+HELPERS = {}    # name -> (parameter names, result count, local names, text)
 
 
-def helper(name, params, results, temps, text, calls=()):
-    HELPERS[name] = (params.split(), results, temps.split(), text, tuple(calls))
+def helper(name, params, results, temps, text):
+    HELPERS[name] = (params.split(), results, temps.split(), text)
 
 
 helper("divmod_u", "nl nh dl dh", 4, "rl rh count t", """
@@ -215,119 +219,91 @@ helper("divmod_u", "nl nh dl dh", 4, "rl rh count t", """
     local.get nl ; local.get nh ; local.get rl ; local.get rh
 """)
 
-helper("div_u", "al ah bl bh", 2, "", """
-    # a /u b; traps when b = 0.
+# Pieces of the division helpers: trap when b = 0; the unsigned division of a by b as
+# they are (divmod_u's 4 results on the stack); the operands' sign flags.
+TRAP_ON_ZERO = """
     block nonzero
       local.get bl ; br_if nonzero ; local.get bh ; br_if nonzero ; unreachable
     end
-    local.get al ; local.get ah ; local.get bl ; local.get bh ; call divmod_u ; drop ; drop
-""", calls=["divmod_u"])
+"""
+DIVMOD = "\n    local.get al ; local.get ah ; local.get bl ; local.get bh ; call divmod_u\n"
+SIGNS = "\n    local.get ah ; i32.const 0 ; i32.lt_s ; local.set sa ; local.get bh ; i32.const 0 ; i32.lt_s ; local.set sb\n"
 
-helper("rem_u", "al ah bl bh", 2, "rl rh", """
-    # a %u b; traps when b = 0.
-    block nonzero
-      local.get bl ; br_if nonzero ; local.get bh ; br_if nonzero ; unreachable
-    end
-    local.get al ; local.get ah ; local.get bl ; local.get bh ; call divmod_u
-    local.set rh ; local.set rl ; drop ; drop ; local.get rl ; local.get rh
-""", calls=["divmod_u"])
 
-# |x| of the pair (NAMEl, NAMEh) in place, when its sign flag SIGN is set; |INT64_MIN| = 2^63
-# is right as an unsigned magnitude. Used as text inside the signed helpers.
-ABSOLUTE = """
+def absolute(x, sign):
+    """Text: |x| of the pair (xl, xh) in place when the flag `sign` is set (|INT64_MIN| = 2^63
+    is right as an unsigned magnitude)."""
+    return """
     block {x}_done
       local.get {sign} ; i32.eqz ; br_if {x}_done
       i32.const 0 ; local.get {x}h ; i32.sub ; local.get {x}l ; i32.const 0 ; i32.ne ; i32.sub ; local.set {x}h
       i32.const 0 ; local.get {x}l ; i32.sub ; local.set {x}l
     end
-"""
+""".format(x=x, sign=sign)
 
+
+helper("div_u", "al ah bl bh", 2, "", "# a /u b; traps when b = 0." + TRAP_ON_ZERO + DIVMOD + "drop ; drop")
+helper("rem_u", "al ah bl bh", 2, "rl rh", "# a %u b; traps when b = 0." + TRAP_ON_ZERO + DIVMOD
+       + "local.set rh ; local.set rl ; drop ; drop ; local.get rl ; local.get rh")
 helper("div_s", "al ah bl bh", 2, "sa sb ql qh", """
     # a /s b rounded toward zero; traps when b = 0 and for INT64_MIN / -1 (2^63 does not fit).
-    block nonzero
-      local.get bl ; br_if nonzero ; local.get bh ; br_if nonzero ; unreachable
-    end
+""" + TRAP_ON_ZERO + """
     block fits
       local.get al ; i32.eqz ; local.get ah ; i32.const 0x80000000 ; i32.eq ; i32.add
       local.get bl ; i32.const -1 ; i32.eq ; i32.add ; local.get bh ; i32.const -1 ; i32.eq ; i32.add
       i32.const 4 ; i32.ne ; br_if fits ; unreachable
-    end
-    local.get ah ; i32.const 0 ; i32.lt_s ; local.set sa ; local.get bh ; i32.const 0 ; i32.lt_s ; local.set sb
-""" + ABSOLUTE.format(x="a", sign="sa") + ABSOLUTE.format(x="b", sign="sb") + """
-    local.get al ; local.get ah ; local.get bl ; local.get bh ; call divmod_u ; drop ; drop
-    local.set qh ; local.set ql
+    end""" + SIGNS + absolute("a", "sa") + absolute("b", "sb") + DIVMOD + """
+    drop ; drop ; local.set qh ; local.set ql
     local.get sa ; local.get sb ; i32.ne ; local.set sa          # the quotient's sign
-""" + ABSOLUTE.format(x="q", sign="sa") + """
-    local.get ql ; local.get qh
-""", calls=["divmod_u"])
+""" + absolute("q", "sa") + "local.get ql ; local.get qh")
+helper("rem_s", "al ah bl bh", 2, "sa sb rl rh", "# a %s b with the sign of a (INT64_MIN % -1 = 0); traps when b = 0."
+       + TRAP_ON_ZERO + SIGNS + absolute("a", "sa") + absolute("b", "sb") + DIVMOD
+       + "local.set rh ; local.set rl ; drop ; drop" + absolute("r", "sa") + "local.get rl ; local.get rh")
 
-helper("rem_s", "al ah bl bh", 2, "sa sb rl rh", """
-    # a %s b with the sign of a (INT64_MIN % -1 = 0); traps when b = 0.
-    block nonzero
-      local.get bl ; br_if nonzero ; local.get bh ; br_if nonzero ; unreachable
-    end
-    local.get ah ; i32.const 0 ; i32.lt_s ; local.set sa ; local.get bh ; i32.const 0 ; i32.lt_s ; local.set sb
-""" + ABSOLUTE.format(x="a", sign="sa") + ABSOLUTE.format(x="b", sign="sb") + """
-    local.get al ; local.get ah ; local.get bl ; local.get bh ; call divmod_u
-    local.set rh ; local.set rl ; drop ; drop
-""" + ABSOLUTE.format(x="r", sign="sa") + """
-    local.get rl ; local.get rh
-""", calls=["divmod_u"])
-
-# The shifts by a variable n: n mod 64 >= 32 is bit 5 of n, i.e. (n << 26) <s 0, and is done
-# first by moving words; the rest, n mod 32 (what i32 shifts use), is 0 when n << 27 = 0, else
-# each word takes the bits the other shifts out: 32 - n mod 32 lies in 1..31. The two parts of
-# a new word have disjoint bits, so + is |.
-helper("shl", "lo hi n", 2, "", """
-    # (lo, hi) << (n mod 64).
+# The shifts and rotations by a variable n: n mod 64 >= 32 is bit 5 of n, i.e. (n << 26) <s 0,
+# and is done first by moving words (move); the rest, n mod 32 (what i32 shifts use), is 0
+# when n << 27 = 0, else each word takes the bits the other shifts out (words): 32 - n mod 32
+# lies in 1..31. The two parts of a new word have disjoint bits, so + is |.
+SHIFT = """
+    # (lo, hi) {what} (n mod 64).
     block small
       local.get n ; i32.const 26 ; i32.shl ; i32.const 0 ; i32.ge_s ; br_if small
-      local.get lo ; local.set hi ; i32.const 0 ; local.set lo
+      {move}
     end
     block bits
       local.get n ; i32.const 27 ; i32.shl ; br_if bits
       local.get lo ; local.get hi ; return
     end
-    local.get lo ; local.get n ; i32.shl
-    local.get hi ; local.get n ; i32.shl ; local.get lo ; i32.const 32 ; local.get n ; i32.sub ; i32.shr_u ; i32.add
-""")
-
-SHIFT_RIGHT = """
-    # (lo, hi) >>{kind} (n mod 64): the high word fills with {fill_name}.
-    block small
-      local.get n ; i32.const 26 ; i32.shl ; i32.const 0 ; i32.ge_s ; br_if small
-      local.get hi ; local.set lo ; {fill} ; local.set hi
-    end
-    block bits
-      local.get n ; i32.const 27 ; i32.shl ; br_if bits
-      local.get lo ; local.get hi ; return
-    end
-    local.get lo ; local.get n ; i32.shr_u ; local.get hi ; i32.const 32 ; local.get n ; i32.sub ; i32.shl ; i32.add
-    local.get hi ; local.get n ; i32.shr_{kind}
+    {words}
 """
-helper("shr_u", "lo hi n", 2, "", SHIFT_RIGHT.format(kind="u", fill_name="zeros", fill="i32.const 0"))
-helper("shr_s", "lo hi n", 2, "", SHIFT_RIGHT.format(
-    kind="s", fill_name="the sign of hi", fill="i32.const 0 ; local.get hi ; i32.const 0 ; i32.lt_s ; i32.sub"))
 
-helper("rotl", "lo hi n", 2, "t", """
-    # (lo, hi) rotated left by n mod 64 (rotr by n is rotl by -n).
-    block small
-      local.get n ; i32.const 26 ; i32.shl ; i32.const 0 ; i32.ge_s ; br_if small
-      local.get lo ; local.set t ; local.get hi ; local.set lo ; local.get t ; local.set hi
-    end
-    block bits
-      local.get n ; i32.const 27 ; i32.shl ; br_if bits
-      local.get lo ; local.get hi ; return
-    end
-    local.get lo ; local.get n ; i32.shl ; local.get hi ; i32.const 32 ; local.get n ; i32.sub ; i32.shr_u ; i32.add
-    local.get hi ; local.get n ; i32.shl ; local.get lo ; i32.const 32 ; local.get n ; i32.sub ; i32.shr_u ; i32.add
-""")
+
+def joined(x, x_shift, y, y_shift):
+    """Text: the word (x x_shift n) + (y y_shift (32 - n))."""
+    return ("local.get %s ; local.get n ; i32.%s ; local.get %s ; i32.const 32 ; local.get n ; i32.sub ; i32.%s ; "
+            "i32.add\n" % (x, x_shift, y, y_shift))
+
+
+helper("shl", "lo hi n", 2, "", SHIFT.format(
+    what="<<", move="local.get lo ; local.set hi ; i32.const 0 ; local.set lo",
+    words="local.get lo ; local.get n ; i32.shl\n" + joined("hi", "shl", "lo", "shr_u")))
+helper("shr_u", "lo hi n", 2, "", SHIFT.format(
+    what=">>u (zeros fill the high word)", move="local.get hi ; local.set lo ; i32.const 0 ; local.set hi",
+    words=joined("lo", "shr_u", "hi", "shl") + "local.get hi ; local.get n ; i32.shr_u"))
+helper("shr_s", "lo hi n", 2, "", SHIFT.format(
+    what=">>s (the sign of hi fills the high word)",
+    move="local.get hi ; local.set lo ; i32.const 0 ; local.get hi ; i32.const 0 ; i32.lt_s ; i32.sub ; local.set hi",
+    words=joined("lo", "shr_u", "hi", "shl") + "local.get hi ; local.get n ; i32.shr_s"))
+helper("rotl", "lo hi n", 2, "t", SHIFT.format(
+    what="rotated left by (rotr by n is rotl by -n)",
+    move="local.get lo ; local.set t ; local.get hi ; local.set lo ; local.get t ; local.set hi",
+    words=joined("lo", "shl", "hi", "shr_u") + joined("hi", "shl", "lo", "shr_u")))
 
 
 def helper_code(name, index_of, make_instruction):
     """The helper's body as Instructions (ending with the function's `end`);
     `index_of(helper name)` gives the function index a `call` names."""
-    params, _, temps, text, _ = HELPERS[name]
+    params, _, temps, text = HELPERS[name]
     local_index = {local: i for i, local in enumerate(params + temps)}
     labels, code = [], []
     for line in text.splitlines():
@@ -360,7 +336,6 @@ def helper_code(name, index_of, make_instruction):
 # 4. The walk of one function
 # ---------------------------------------------------------------------------
 
-SIGNED_COMPARISONS = {"lt_s", "gt_s", "le_s", "ge_s"}
 # x OP y on 64 bits = (high words equal ? low words OP_u : high words STRICT), STRICT the
 # strict comparison of OP's direction (le -> lt, ge -> gt) and signedness.
 COMPARISON_PARTS = {op: ("i32.%s_u" % op[:2], "i32.%s_%s" % ({"le": "lt", "ge": "gt"}.get(op[:2], op[:2]), op[3]))
@@ -483,10 +458,7 @@ class FunctionLegalizer:
         position = 0
         while position < len(code):
             if self.unreachable:                 # dead code up to the else/end of this block
-                depth = 0
-                while position < len(code) and (depth or code[position].name not in ("else", "end")):
-                    depth += {"block": 1, "loop": 1, "if": 1, "end": -1}.get(code[position].name, 0)
-                    position += 1
+                position = dead_code_end(code, position)
                 if position == len(code):
                     break
             instruction = code[position]
@@ -881,7 +853,7 @@ class ModuleLegalizer:
     def helper_index(self, name):
         """The function index of helper `name`, added (with the helpers it calls) when first used."""
         if name not in self.helpers:
-            params, results, temps, _, calls = HELPERS[name]
+            params, results, temps, _ = HELPERS[name]
             function = self.make_function(len(self.module.functions), (("i32",) * len(params), ("i32",) * results))
             function.names = ["i64 helper %s" % name]
             function.locals = ["i32"] * len(temps)

@@ -1,17 +1,9 @@
 """The trace language of the computer inside a transformer, and its reference interpreter.
 
-This module is the executable definition of spec/SPEC.md sections 1-4 (with
-this project's decisions, SPEC 4.8): the token vocabulary, the flat
-instruction set, the program file, and the trace that executing a program
-writes, one token group per instruction. Read it top to bottom:
-
-  1. the instruction set (SPEC 3.1, plus wasmtf's `trap`, SPEC 4.8)
-  2. the token vocabulary (SPEC 1) and the spelling of each token family
-  3. program files: reading, validating and writing them (SPEC 2.1, 3.3)
-  4. the reference interpreter: one small step function per opcode, each
-     emitting its token group (SPEC 3.2, 4.1, 4.3, 4.8)
-  5. trace files and trace tools: layout (SPEC 2.3), groups, output,
-     a readable instruction-level view, and a diff of two traces
+The executable definition of spec/SPEC.md sections 1-4 (with this project's
+decisions, SPEC 4.8), in five numbered sections: the instruction set, the token
+vocabulary, program files, the interpreter (one step function per opcode, each
+emitting its token group), and trace files and trace tools.
 
 Decisions where the spec leaves room (each enforced by ProgramError unless said):
   * immediates are unsigned 32-bit ints; local indices must be < 256;
@@ -112,7 +104,6 @@ EXTENSION_OPCODES = [row[0] for row in EXTENSION_TABLE]
 OPCODES = [row[0] for row in OPCODE_TABLE]
 STACK_DELTA = {row[0]: row[2] for row in OPCODE_TABLE}
 STORES_TO_STACK = {row[0]: row[3] for row in OPCODE_TABLE}
-IS_WRITE = {row[0]: row[4] for row in OPCODE_TABLE}
 
 # ---------------------------------------------------------------------------
 # 2. The token vocabulary
@@ -254,18 +245,12 @@ def _instruction_problems(instructions):
 
 
 def _return_problems(instructions):
-    """The static `return` check (SPEC 3.3, 4.8).
-
-    The entries of functions are instruction 0 (main) and every `call` target.
-    From each entry F we follow the flow inside the function (branches both
-    ways, over calls: a `call` continues at the next instruction; `return`, `halt`
-    and `trap` end the path); every `return` R reached must carry (F - R - 1) mod 2**32.
-    Decisions: a `return` reachable from main is invalid (main ends with
-    `halt`); one reachable from two entries is invalid (it can only carry one
-    immediate); one reachable from no entry is dead code and is not checked
-    (the interpreter checks every executed `return` again, so nothing wrong
-    can run). Running off the last instruction is allowed (execution stops).
-    """
+    """The static `return` check (SPEC 3.3, 4.8): from each function entry F (instruction 0,
+    every `call` target) follow the flow inside the function (both ways of a branch; past a
+    `call`; `return`, `halt` and `trap` end a path): each `return` R reached must carry
+    (F - R - 1) mod 2**32. A `return` reachable from main, or from two entries, is invalid;
+    one reachable from none is dead code, not checked (the interpreter checks every executed
+    `return` again). Running off the last instruction is allowed (execution stops)."""
     count = len(instructions)
     entries = sorted({0} | {branch_target(i, imm) for i, (op, imm) in enumerate(instructions)
                             if op == "call" and 0 <= branch_target(i, imm) < count})
@@ -320,7 +305,7 @@ def program_problems(instructions, input_bytes=None):
             if not 0 <= target < count:
                 problems.append("%s: %s target %d is outside the program (instructions 0..%d)"
                                 % (_where(index), opcode, target, count - 1))
-            elif target == 0 and instructions[0][0] == "input_base":
+            elif target == 0 and has_input_section(instructions):
                 problems.append("%s: %s jumps to input_base (instruction 0), which runs once, as the prompt"
                                 % (_where(index), opcode))
     return problems + _input_problems(instructions, input_bytes) + _return_problems(instructions)
@@ -331,7 +316,7 @@ def _input_problems(instructions, input_bytes):
         return []
     if not isinstance(input_bytes, (bytes, bytearray)):
         return ["the input must be bytes, not %s" % type(input_bytes).__name__]
-    if instructions[0][0] != "input_base":
+    if not has_input_section(instructions):
         return ["an input is given but instruction 0 is not input_base"]
     if instructions[0][1] + len(input_bytes) + 1 > MEMORY_SIZE:
         return ["the input (%d bytes + NUL at address %d) does not fit in the %d-byte memory"
@@ -624,41 +609,19 @@ def arithmetic_step(opcode, subtract):
     return step
 
 
-def step_eqz(m, pc, imm):
-    """i32.eqz: pop a; push 1 if a == 0 else 0."""
-    result = 1 if m.stack.pop() == 0 else 0
-    m.stack.append(result)
-    emit_word(m.trace, result, COMMIT["i32.eqz"])
-    return pc + 1
-
-
-# The test of each comparison, on the two popped words (a below, b on top).
+# The test of each comparison on the two popped words (a below, b on top): 1 or 0.
 COMPARISONS = {
-    "i32.eq": lambda a, b: a == b,
-    "i32.ne": lambda a, b: a != b,
-    "i32.lt_u": lambda a, b: a < b,
-    "i32.gt_u": lambda a, b: a > b,
-    "i32.le_u": lambda a, b: a <= b,
-    "i32.ge_u": lambda a, b: a >= b,
-    "i32.lt_s": lambda a, b: to_signed(a) < to_signed(b),
-    "i32.gt_s": lambda a, b: to_signed(a) > to_signed(b),
-    "i32.le_s": lambda a, b: to_signed(a) <= to_signed(b),
-    "i32.ge_s": lambda a, b: to_signed(a) >= to_signed(b),
+    "i32.eq": lambda a, b: int(a == b),
+    "i32.ne": lambda a, b: int(a != b),
+    "i32.lt_u": lambda a, b: int(a < b),
+    "i32.gt_u": lambda a, b: int(a > b),
+    "i32.le_u": lambda a, b: int(a <= b),
+    "i32.ge_u": lambda a, b: int(a >= b),
+    "i32.lt_s": lambda a, b: int(to_signed(a) < to_signed(b)),
+    "i32.gt_s": lambda a, b: int(to_signed(a) > to_signed(b)),
+    "i32.le_s": lambda a, b: int(to_signed(a) <= to_signed(b)),
+    "i32.ge_s": lambda a, b: int(to_signed(a) >= to_signed(b)),
 }
-
-
-def comparison_step(opcode):
-    """The step of a comparison: pop b, pop a; push 1 or 0; commit(-1,sts=1,bt=0)."""
-    test = COMPARISONS[opcode]
-    commit = COMMIT[opcode]
-
-    def step(m, pc, imm):
-        b, a = m.stack.pop(), m.stack.pop()
-        result = 1 if test(a, b) else 0
-        m.stack.append(result)
-        emit_word(m.trace, result, commit)
-        return pc + 1
-    return step
 
 
 # -- the extended instruction set (SPEC 12) ----------------------------------
@@ -677,8 +640,9 @@ BINARY_OPERATIONS = {
     "i32.rotl": lambda a, b: ((a << (b % 32)) | (a >> (32 - b % 32))) % WORD_MODULUS,
     "i32.rotr": lambda a, b: ((a >> (b % 32)) | (a << (32 - b % 32))) % WORD_MODULUS,
 }
-# Bit counts of the popped word (a result 0..32).
+# i32.eqz and the bit counts of the popped word (a result 0..32).
 UNARY_OPERATIONS = {
+    "i32.eqz": lambda a: int(a == 0),
     "i32.clz": lambda a: 32 - a.bit_length(),
     "i32.ctz": lambda a: (a & -a).bit_length() - 1 if a else 32,
     "i32.popcnt": lambda a: bin(a).count("1"),
@@ -692,9 +656,7 @@ def step_mul_hi(m, pc, imm):
     high word's 4 bytes and commit(-1,sts=1,bt=0), all unmarked; only the high word is pushed."""
     b, a = m.stack.pop(), m.stack.pop()
     product = a * b
-    for k in range(WORD_BYTES):
-        m.trace.append(BYTE_TOKENS[UNMARKED][(product >> (BYTE_BITS * k)) & (BYTE_VALUES - 1)])
-    m.trace.append(MUL_HI)
+    emit_word(m.trace, product % WORD_MODULUS, MUL_HI)   # the low word, then the token `i32.mul_hi_u`
     m.stack.append(product >> (BYTE_BITS * WORD_BYTES))
     emit_word(m.trace, product >> (BYTE_BITS * WORD_BYTES), COMMIT[MUL_HI])
     return pc + 1
@@ -705,8 +667,8 @@ EXTENDS = {"i32.extend8_s": 1, "i32.extend16_s": 2}
 
 
 def binary_step(opcode, operation):
-    """The step of an extension binary operation: pop b, pop a; push operation(a, b);
-    group = the result's 4 bytes, unmarked, + commit(-1,sts=1,bt=0)."""
+    """The step of a comparison or an extension binary operation: pop b, pop a; push
+    operation(a, b); group = the result's 4 bytes, unmarked, + commit(-1,sts=1,bt=0)."""
     commit = COMMIT[opcode]
 
     def step(m, pc, imm):
@@ -719,7 +681,7 @@ def binary_step(opcode, operation):
 
 
 def unary_step(opcode, operation):
-    """The step of an extension unary operation: pop a; push operation(a); group = the
+    """The step of i32.eqz or an extension unary operation: pop a; push operation(a); group = the
     result's 4 bytes, unmarked, + commit(+0,sts=1,bt=0)."""
     commit = COMMIT[opcode]
 
@@ -924,26 +886,22 @@ def step_input_base(m, pc, imm):
     return pc + 1
 
 
-def step_halt(m, pc, imm):
-    """halt: stop; group `halt`."""
-    return stop(m, "halt")
-
-
-def step_trap(m, pc, imm):
-    """trap (wasmtf, SPEC 4.8): stop; group `trap`."""
-    return stop(m, "trap")
+def stop_step(token):
+    """halt, and trap (wasmtf, SPEC 4.8): stop; group `halt` or `trap`."""
+    return lambda m, pc, imm: stop(m, token)
 
 
 STEP = {
-    "halt": step_halt, "return": step_return, "call": step_call, "br": step_br, "br_if": step_br_if,
+    "return": step_return, "call": step_call, "br": step_br, "br_if": step_br_if,
     "drop": step_drop, "select": step_select,
     "local.get": step_local_get, "local.set": step_local_set, "local.tee": step_local_tee,
-    "i32.const": step_const, "i32.eqz": step_eqz,
+    "i32.const": step_const,
     "i32.add": arithmetic_step("i32.add", subtract=False), "i32.sub": arithmetic_step("i32.sub", subtract=True),
-    "output": step_output, "input_base": step_input_base, "trap": step_trap,
+    "output": step_output, "input_base": step_input_base,
 }
-STEP.update({opcode: comparison_step(opcode) for opcode in COMPARISONS})
-STEP.update({opcode: binary_step(opcode, operation) for opcode, operation in BINARY_OPERATIONS.items()})
+STEP.update({token: stop_step(token) for token in STOP_TOKENS})
+STEP.update({opcode: binary_step(opcode, operation)
+             for opcode, operation in {**COMPARISONS, **BINARY_OPERATIONS}.items()})
 STEP.update({opcode: extend_step(opcode, width) for opcode, width in EXTENDS.items()})
 STEP.update({opcode: division_step(opcode) for opcode in DIVISIONS})
 STEP[MUL_HI] = step_mul_hi
@@ -954,15 +912,10 @@ STEP.update({opcode: store_step(opcode, width) for opcode, width in STORES.items
 
 
 def execute(instructions, input_bytes=None, max_steps=DEFAULT_MAX_STEPS, keep_trace=True):
-    """Run a program on the reference machine; return the final Machine.
-
-    machine.trace holds the tokens generated after the prompt (a
-    DiscardedTrace, holding nothing, with keep_trace=False); machine.status
-    is "halt", "trap", or "end" when pc ran past the last instruction (the
-    run just stops there: no stop token). Raises ProgramError for an invalid
-    program, ExecutionError for a stack underflow, CallStackExhausted for a
-    call beyond MAX_CALL_DEPTH, StepLimitExceeded after max_steps instructions.
-    """
+    """Run a program on the reference machine; return the final Machine: its trace (the
+    tokens after the prompt; nothing kept with keep_trace=False) and status ("halt",
+    "trap", or "end": pc ran past the last instruction, no stop token). Raises
+    ProgramError, ExecutionError (CallStackExhausted) or StepLimitExceeded."""
     m = start(instructions, input_bytes)
     if not keep_trace:
         m.trace = DiscardedTrace()
@@ -1064,11 +1017,9 @@ def format_trace_file(prompt_tokens, trace_tokens):
 
 def parse_trace_file(text):
     """Read a *_ref.txt file: (instructions, input_bytes or None, trace tokens after the prompt).
-
-    An input_base program's prompt may end at `}` (SPEC 2.1: transformer-vm writes
-    no input section when the program gets no input; input None). Its input section
-    is there when the input bytes after `}` are followed by `00 commit(+0,sts=0,bt=0)`;
-    bytes that only a prompt uses (characters) must be an input section."""
+    An input_base program's prompt may end at `}` (transformer-vm's, for no input: input None);
+    input bytes after `}` followed by `00 commit(+0,sts=0,bt=0)` are its input section (an
+    error when they hold characters, which only a prompt has, but lack that end)."""
     tokens = text.split()
     if PROGRAM_END not in tokens:
         raise ProgramError("missing '}': not a trace file")
@@ -1121,15 +1072,11 @@ def is_jump(token):
 
 
 def walk_trace(instructions, trace_tokens):
-    """Replay a trace against its program, one record per group, without executing:
-    pc and depths come from the tokens alone (SPEC 4.2), so a wrong trace can be read too.
-
-    Each record: dict(step, pc, opcode, immediate, group, value, stack_depth,
-    call_depth, output). value = the little-endian number of the group's last 4 bytes, the
-    word it pushes (all of them but in a division's group, whose first 4 are the quotient
-    digits, and in i32.mul_hi_u's, whose first 4 are the low word, before its token).
-    If instruction 0 is input_base, the walk starts at pc 1 (its group is the prompt).
-    """
+    """Replay a trace against its program without executing, one record per group: dict(step,
+    pc, opcode, immediate, group, value, stack_depth, call_depth, output). pc and depths come
+    from the tokens alone (SPEC 4.2), so a wrong trace can be read too; value = the group's
+    last 4 bytes, little endian (the word it pushes). The walk of an input_base program starts
+    at pc 1 (its group is the prompt)."""
     pc = 1 if has_input_section(instructions) else 0
     stack_depth, call_depth, output = 0, 0, bytearray()
     for step, group in enumerate(split_groups(trace_tokens)):
@@ -1158,13 +1105,13 @@ def describe_record(record):
         shown = "-> pc %d" % (record["pc"] + 1 + to_signed(value))
     else:
         shown = "%d" % to_signed(value)
-    return "%6d %6d  %-22s %-44s %-14s %5d %5d  %r" % (
-        record["step"], record["pc"], instruction, " ".join(record["group"]), shown,
-        record["stack_depth"], record["call_depth"], record["output"][-OUTPUT_SHOWN:])
+    return DESCRIBE_FORMAT % (record["step"], record["pc"], instruction, " ".join(record["group"]), shown,
+                              record["stack_depth"], record["call_depth"], repr(record["output"][-OUTPUT_SHOWN:]))
 
 
-DESCRIBE_HEADER = "%6s %6s  %-22s %-44s %-14s %5s %5s  %s" % (
-    "step", "pc", "instruction", "group", "value", "stack", "calls", "output so far (last %d bytes)" % OUTPUT_SHOWN)
+DESCRIBE_FORMAT = "%6s %6s  %-22s %-44s %-14s %5s %5s  %s"
+DESCRIBE_HEADER = DESCRIBE_FORMAT % ("step", "pc", "instruction", "group", "value", "stack", "calls",
+                                     "output so far (last %d bytes)" % OUTPUT_SHOWN)
 
 
 def describe_trace(instructions, trace_tokens):

@@ -9,7 +9,6 @@ Invariant: an assertion is passed, failed or skipped with its reason, never lost
 """
 import pathlib
 import re
-import sys
 
 import compile_weights
 import legalize
@@ -17,7 +16,7 @@ import reference
 import wasmtf
 from decoder import (WasmError, MissingToolError, decode_module, wat_to_wasm, find_export, reachable_functions,
                      grows_memory, tool, PAGE_BYTES)
-from frontend import module_problems, lower_module, growth_limit, NO_RESULT_LINE, EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT
+from frontend import module_problems, lower_module, growth_limit, NO_RESULT_LINE, EXIT_OK, EXIT_FAILED
 from reference import WORD_MODULUS
 
 
@@ -412,19 +411,17 @@ def _run_instance(instance, runner, file_name, counts, failures, skip):
 
 def command_spectest(paths, transformer=False):
     """Run the spec tests of each .wast file; print skip reasons, failures, one line per
-    file and a total. Exit 1 if anything failed, 2 for unusable input."""
+    file and a total. Exit 1 if anything failed; WasmError (MissingToolError) for unusable input."""
     runner = transformer_runner if transformer else reference_runner
     totals = [0, 0, 0]
     lines, skips, failures = [], {}, []
     for path in paths:
         try:
             counts = spectest_file(path, runner, skips, failures)
-        except MissingToolError as error:
-            print("wasmtf: error: %s" % error, file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except (OSError, WasmError) as error:
-            print("wasmtf: error: %s: %s" % (path, error), file=sys.stderr)
-            return EXIT_BAD_INPUT
+        except MissingToolError:
+            raise                                        # not this file's problem
+        except (OSError, WasmError) as error:            # an unusable file: cli.main reports it (exit 2)
+            raise WasmError("%s: %s" % (path, error)) from None
         totals = [t + c for t, c in zip(totals, counts)]
         lines.append("%s: %d passed, %d failed, %d skipped" % ((pathlib.Path(path).name,) + counts))
     for reason, count in sorted(skips.items(), key=lambda item: -item[1]):
