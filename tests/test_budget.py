@@ -19,12 +19,11 @@ DESIGN_CARD = ("wasmtf", "hull", "compile_weights")   # the forward pass, its ca
 DESIGN_CARD_BUDGET = 1_800
 DESIGN_CARD_CEILING = 3_052      # not met yet: issue 13's budget is DESIGN_CARD_BUDGET
 TOTAL_BUDGET = 4_000
-TOTAL_CEILING = 7_568            # not met yet: issue 13's budget is TOTAL_BUDGET
+TOTAL_CEILING = 7_434            # not met yet: issue 13's budget is TOTAL_BUDGET
 MODULE_BUDGET = 900
 MODULE_CEILINGS = {              # not met yet: issue 13's budget is MODULE_BUDGET for each
     "hull": 1_323,
     "compile_weights": 1_018,
-    "reference": 934,
 }
 
 
