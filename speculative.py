@@ -1,49 +1,31 @@
 """speculative.py: check a whole draft trace with the transformer in a few big steps.
 
-Greedy decoding has an exact shortcut. Given a draft of the trace (the
-reference interpreter drafts millions of tokens per second), run every layer
-over all positions at once (teacher forcing) and compare the argmax at each
-position with the next draft token. If every position agrees, the draft IS the
-transformer's greedy output (by induction on positions: position p only sees
-tokens 0..p, all of which the transformer itself would have produced). At the
-first disagreement the transformer's own token is taken and decoding goes on
-one token at a time. Every token is still decided by the transformer.
+Greedy decoding has an exact shortcut. Given a draft of the trace (the reference
+interpreter drafts millions of tokens per second), run every layer over all
+positions at once (teacher forcing) and compare the argmax at each position with
+the next draft token. If every position agrees, the draft IS the transformer's
+greedy output (by induction on positions: position p only sees tokens 0..p, all
+of which the transformer itself would have produced). At the first disagreement
+the transformer's own token is taken and decoding goes on one token at a time.
+The draft is only ever an input: every token is decided by the transformer.
 
 The batched forward pass (SPEC 7.1) runs in chunks of positions through all
 layers; between chunks each attention head carries a compact summary of the
-earlier positions instead of the residual stream, so memory stays bounded.
-Causal hard attention for all positions of a chunk is answered per head by one
-of four *fast heads*, each equal to the definition, hull.hard_attention (SPEC 9),
-for the keys it accepts (the proof is in section 1; tests/test_speculative.py checks each
-against it); the first chunk's keys pick the head, and every chunk is checked:
-
-  PositionHead    latest-write head whose keys are the positions themselves,
-                  (2p, -p^2 + d): the best key for a query is one of the two
-                  positions next to qx/qy (up to 2^24; a few more beyond),
-                  found by rounding; O(1) per query.
-  ColumnHead      latest-write head with parabolic keys (2k, -k^2 + d) on
-                  integer k, or cleared keys (ky < -1e20): the best key is the
-                  latest write of one of the two columns k next to qx/qy that
-                  exist at that time; O(log n) per query (searchsorted, and a
-                  sparse table of the columns' first writes inside a chunk).
-  CumulativeHead  average head whose keys at positions >= 1 are all (0, c):
-                  the running mean, a sequential cumsum; O(1) per query.
-  GeneralHead     anything else: hull.hard_attention itself against every
-                  earlier key, O(T) per query, up to GENERAL_LIMIT positions
-                  (small models and tests; longer runs decode sequentially).
-
-The draft may come in pieces, drafted as verification needs them
-(reference_draft_pieces): a long or never-ending program then holds one piece of
-draft tokens at a time, not the whole draft.
-
-Costs per position (T = trace length): the products of wasmtf.run_layers (the
-prepared plan: active heads, live neurons, the slots each product touches) on
-[N, C] chunks, O(1) amortized per position and head for Position/Cumulative
-heads and O(log n) for ColumnHead (n = distinct keys), the logits on the slots
-and distinct rows of wasmtf.output_head. Memory: PositionHeads keep 3 floats per
-position (ky, vx, vy), other heads one record per distinct key; a chunk of C
-positions needs a few [2F, C] arrays. benchmarks/verify_speed.py measures it
-(run single-threaded: OPENBLAS_NUM_THREADS=1, as `python wasmtf.py` sets it).
+earlier positions, so memory stays bounded. Hard attention (SPEC 9) for a chunk
+is answered by one of four fast heads, each equal to hull.hard_attention for the
+keys it accepts (proof in section 1; the first chunk's keys pick the head, and
+every chunk is checked): PositionHead (keys are positions, O(1) per query),
+ColumnHead (parabolic keys on integer columns, O(log n)), CumulativeHead (the
+running mean of an average head, O(1)) and GeneralHead (the definition, O(T), for
+small models). Heads with equal key weights share one fast head (SharedKeys).
+From the layer that reads the fetched opcode (GROUP_SLOT) on, the chunk's
+positions are sorted by it and each feed-forward leaves out, per group of equal
+opcodes, the neurons whose gates are provably closed at all its positions
+(GroupedFeedForward); the logits are computed once per distinct output
+(distinct_next_tokens). The draft may come in pieces (reference_draft_pieces),
+so a long or never-ending program holds one piece at a time.
+benchmarks/verify_speed.py measures the speed (single-threaded BLAS, as
+`python wasmtf.py` runs).
 
 Entry points: generate(model, prompt) and run_program(model, instructions,
 input_bytes), wasmtf's with a reference draft; generate_speculative(model, prompt,
@@ -59,9 +41,9 @@ import hull
 import reference
 import wasmtf
 
-CHUNK = 4_096            # positions per batched step: big enough to amortise NumPy's
-                         # per-call cost, small enough for the [2F, CHUNK] feed-forward
-                         # temporaries of a layer (F <= ~400) to stay in the CPU's caches
+CHUNK = 8_192            # positions per batched step: big enough to amortise NumPy's per-call
+                         # cost over the groups of GroupedFeedForward (a few dozen per chunk),
+                         # small enough for a chunk's [D, CHUNK] residuals to stay in the CPU's caches
 KEY_LIMIT = 2.0 ** 24    # |k| bound of the exactness argument (section 1)
 POSITION_LIMIT = 2 ** 26  # positions a PositionHead answers exactly (section 1)
 POSITION_RADIUS = 4      # candidates on each side of k* beyond 2^24 (section 1)
@@ -73,6 +55,12 @@ CLEARED = -1e20          # keys with ky + k^2 below this are cleared (about -1e3
 GENERAL_BLOCK = 256      # query rows per brute-force block of a GeneralHead
 GENERAL_LIMIT = 32_768   # positions a GeneralHead scans (O(T^2) work);
                          # beyond, sequential decoding with the hull cache is faster
+GROUP_SLOT = "op_code_at_pc"  # the opcode the transformer fetched at a position: gadgets' gates test it
+HASH_MULTIPLIERS = np.random.default_rng(0).integers(1, 2 ** 63, 64, dtype=np.uint64) * 2 + 1  # odd;
+                         # a collision of two outputs' hashes only costs the full logits
+PRODUCTS_KEPT = 512      # live-neuron sets whose products a layer keeps (they recur: the
+                         # same opcodes in the same phases); a bound on the memory they take
+CLOSED_SLACK = 4         # rounding margin of a closed gate, in K u units (GroupedFeedForward)
 
 
 class NotVerifiable(ValueError):
@@ -116,7 +104,7 @@ class NotVerifiable(ValueError):
 
 
 class GrowingArrays:
-    """Named float columns indexed by position, grown by doubling (amortized O(1))."""
+    """Named float columns (or [n, W] arrays) indexed by position, grown by doubling (amortized O(1))."""
 
     def __init__(self, names):
         self.columns = {name: np.zeros(0) for name in names}
@@ -126,7 +114,7 @@ class GrowingArrays:
             end = start + len(value)
             old = self.columns[name]
             if end > len(old):                                    # double; np.zeros leaves the new
-                self.columns[name] = np.zeros(max(end, 2 * len(old)))  # pages unmapped until written
+                self.columns[name] = np.zeros((max(end, 2 * len(old)),) + old.shape[1:])  # pages unmapped until written
                 self.columns[name][:len(old)] = old
             self.columns[name][start:end] = value
 
@@ -138,14 +126,20 @@ def positions_of(start, count):
     return np.arange(start, start + count, dtype=np.int64)  # [C]
 
 
-def first_row_answer(start, q, v, out):
+def first_row_answer(start, v, out):
     """Position 0 sees only its own entry: every query returns that entry's value.
     Returns a mask of the rows still to answer (all rows but position 0)."""
-    rows = np.ones(len(q), dtype=bool)
+    rows = np.ones(len(v), dtype=bool)
     if start == 0:
         out[0] = v[0]
         rows[0] = False
     return rows
+
+
+def query_parts(q, parts):
+    """[(q [C, 2], value columns)]: the n queries of q [C, 2n], the j-th answering the value
+    columns parts[j] (a slice); no parts: one query, every value column."""
+    return [(q[:, 2 * j:2 * j + 2], columns) for j, columns in enumerate(parts or [slice(None)])]
 
 
 def neighbour_ratio(q, rows):
@@ -171,8 +165,9 @@ class PositionHead:
 
     kind = "position"
 
-    def __init__(self):
-        self.store = GrowingArrays(("ky", "vx", "vy"))
+    def __init__(self, width=2):
+        self.store = GrowingArrays(("ky",))
+        self.store.columns["v"] = np.zeros((0, width))
 
     @staticmethod
     def fits(k, start):
@@ -181,27 +176,27 @@ class PositionHead:
         return bool((k[:, 0] == 2 * p).all() and (d >= 0).all() and (d <= POSITION_RECENCY_LIMIT).all()
                     and start + len(k) <= POSITION_LIMIT)
 
-    def attend(self, q, k, v, start):
+    def attend(self, q, k, v, start, parts=None):
         if not self.fits(k, start):
             raise NotVerifiable("position keys stopped being (2p, -p^2 + d)")
         # later positions of the store are never read (causal), so the chunk can go in now
-        self.store.write(start, ky=k[:, 1], vx=v[:, 0], vy=v[:, 1])
-        out = np.zeros_like(v)                                    # [C, 2]
-        rows = first_row_answer(start, q, v, out)
-        qx, qy, k_star = neighbour_ratio(q, rows)                 # [R] each
-        now = positions_of(start, len(q))[rows]                   # [R]
-        below = np.clip(np.floor(k_star), 0, now).astype(np.int64)  # [R] nearest position <= k*
-        above = np.clip(np.ceil(k_star), 0, now).astype(np.int64)   # [R] nearest position >= k*
+        self.store.write(start, ky=k[:, 1], v=v)
+        out = np.zeros_like(v)                                    # [C, W]
+        rows = first_row_answer(start, v, out)
+        now = positions_of(start, len(v))[rows]                   # [R]
         ky = self.store["ky"]
-        radius = position_radius(start + len(q))
-        best, best_score = below, qx * (2.0 * below) + qy * ky[below]  # [R] two products, one sum
-        for candidate in [below - j for j in range(1, radius)] + [above + j for j in range(radius)]:
-            candidate = np.clip(candidate, 0, now)                # [R]
-            score = qx * (2.0 * candidate) + qy * ky[candidate]   # [R]
-            better = (score > best_score) | ((score == best_score) & (candidate > best))  # ties: the later
-            best, best_score = np.where(better, candidate, best), np.where(better, score, best_score)
-        out[rows, 0] = self.store["vx"][best]
-        out[rows, 1] = self.store["vy"][best]
+        radius = position_radius(start + len(v))
+        for q, columns in query_parts(q, parts):
+            qx, qy, k_star = neighbour_ratio(q, rows)             # [R] each
+            below = np.clip(np.floor(k_star), 0, now).astype(np.int64)  # [R] nearest position <= k*
+            above = np.clip(np.ceil(k_star), 0, now).astype(np.int64)   # [R] nearest position >= k*
+            best, best_score = below, qx * (2.0 * below) + qy * ky[below]  # [R] two products, one sum
+            for candidate in [below - j for j in range(1, radius)] + [above + j for j in range(radius)]:
+                candidate = np.clip(candidate, 0, now)            # [R]
+                score = qx * (2.0 * candidate) + qy * ky[candidate]  # [R]
+                better = (score > best_score) | ((score == best_score) & (candidate > best))  # ties: the later
+                best, best_score = np.where(better, candidate, best), np.where(better, score, best_score)
+            out[rows, columns] = self.store["v"][best, columns]
         return out
 
     def commit(self):
@@ -212,10 +207,10 @@ class PositionHead:
         stop being positions after `start`."""
         if start > KEY_LIMIT:
             raise NotVerifiable("position keys beyond the column heads' key range")
-        head = ColumnHead()
+        head = ColumnHead(self.store["v"].shape[1])
         p = positions_of(0, start)                                # [start]
         head.past = {"key": p.astype(np.float64), "pos": p, "ky": self.store["ky"][:start].copy(),
-                     "vx": self.store["vx"][:start].copy(), "vy": self.store["vy"][:start].copy()}
+                     "v": self.store["v"][:start].copy()}
         return head
 
 
@@ -229,11 +224,12 @@ class ColumnHead:
     column that exists at a given position."""
 
     kind = "column"
-    FIELDS = ("key", "pos", "ky", "vx", "vy")
+    FIELDS = ("key", "pos", "ky", "v")
 
-    def __init__(self):
+    def __init__(self, width=2):
         self.past = {name: np.zeros(0) for name in self.FIELDS}
         self.past["pos"] = np.zeros(0, dtype=np.int64)
+        self.past["v"] = np.zeros((0, width))
         self.pending = None
 
     @staticmethod
@@ -248,8 +244,8 @@ class ColumnHead:
             raise NotVerifiable("keys are not (2k, -k^2 + d) on integer k, nor cleared")
         return key, real
 
-    def attend(self, q, k, v, start):
-        C = len(q)
+    def attend(self, q, k, v, start, parts=None):
+        C = len(v)
         key, real = self.split(k)
         if start == 0 and not (real[0] and key[0] == 0):
             raise NotVerifiable("the position-0 key is not (0, d >= 0): cleared keys could win")
@@ -272,15 +268,22 @@ class ColumnHead:
         order = group * C + writes                                 # [W] sorted: (column, row)
         last = np.append(first[1:], len(writes) > 0)[:len(writes)]  # [W] last write of its column
         self.pending = {"key": c_key, "pos": start + writes[last], "ky": k[writes[last], 1],
-                        "vx": v[writes[last], 0], "vy": v[writes[last], 1]}
+                        "v": v[writes[last]]}
 
-        out = np.zeros_like(v)                                     # [C, 2]
-        rows = first_row_answer(start, q, v, out)
-        qx, qy, k_star = neighbour_ratio(q, rows)                  # [R] each
+        out = np.zeros_like(v)                                     # [C, W]
+        rows = first_row_answer(start, v, out)
         now = np.flatnonzero(rows)                                 # [R] chunk rows of the queries
+        for q, columns in query_parts(q, parts):
+            out[rows, columns] = self._answer(q, rows, now, columns, c_key, c_birth, writes, order, k, v, start)
+        return out
+
+    def _answer(self, q, rows, now, columns, c_key, c_birth, writes, order, k, v, start):
+        """The value columns `columns` of the best entries for the queries q of rows `now`."""
+        C = len(q)
+        qx, qy, k_star = neighbour_ratio(q, rows)                  # [R] each
         best_score = np.full(len(now), -np.inf)                    # [R]
         best_pos = np.full(len(now), -1, dtype=np.int64)           # [R]
-        best_value = np.zeros((len(now), 2))                       # [R, 2]
+        best_value = np.zeros((len(now), v[:1, columns].shape[1]))  # [R, w]
 
         def consider(found, column_key, pos, ky, value):
             """Merge candidates (mask `found`) into the best so far: higher score, or equal and later."""
@@ -298,16 +301,14 @@ class ColumnHead:
             at = past_index[found]
             # if the chunk also wrote this column by this row, that later write scores at
             # least as high (ky never decreases in a column) and wins a tie
-            consider(found, self.past["key"][at], self.past["pos"][at], self.past["ky"][at],
-                     np.stack([self.past["vx"][at], self.past["vy"][at]], axis=1))
+            consider(found, self.past["key"][at], self.past["pos"][at], self.past["ky"][at], self.past["v"][at, columns])
             found = chunk_column >= 0
             column = chunk_column[found]
             # the column's latest write at or before the query row
             at = np.searchsorted(order, column * C + now[found], side="right") - 1
             row = writes[at]
-            consider(found, c_key[column], start + row, k[row, 1], v[row])
-        out[rows] = best_value
-        return out
+            consider(found, c_key[column], start + row, k[row, 1], v[row, columns])
+        return best_value
 
     @staticmethod
     def _chunk_neighbours(c_key, c_birth, k_star, now):
@@ -349,14 +350,15 @@ class CumulativeHead:
 
     kind = "cumulative"
 
-    def __init__(self):
+    def __init__(self, width=2):
         self.key = None             # the shared key (0, c)
-        self.sum = np.zeros(2)      # sum of the values of positions 1..committed
+        self.sum = np.zeros(width)  # sum of the values of positions 1..committed
         self.pending = None
 
-    def attend(self, q, k, v, start):
-        out = np.zeros_like(v)                                    # [C, 2]
-        rows = first_row_answer(start, q, v, out)
+    def attend(self, q, k, v, start, parts=None):
+        """(every query of q [C, 2n] gets the same running mean)"""
+        out = np.zeros_like(v)                                    # [C, W]
+        rows = first_row_answer(start, v, out)
         if start == 0 and (k[0] != 0).any():
             raise NotVerifiable("the position-0 key of an average head is not (0, 0)")
         if not rows.any():
@@ -365,11 +367,11 @@ class CumulativeHead:
         if self.key is None:
             self.key = k[rows][0].copy()
         if not (self.key[0] == 0 and self.key[1] > 0 and (k[rows] == self.key).all()
-                and (q[rows, 0] == 0).all() and (q[rows, 1] * self.key[1] > 0).all()):
+                and (q[rows, 0::2] == 0).all() and (q[rows, 1::2] * self.key[1] > 0).all()):
             raise NotVerifiable("average head keys or queries are not the cumulative pattern")
         values = np.concatenate([self.sum[None], v[rows]])        # [R+1, 2] the carry first
         sums = np.cumsum(values, axis=0)[1:]                      # [R, 2] sequential, as inserted
-        count = positions_of(start, len(q))[rows]                 # [R] positions 1..p tie
+        count = positions_of(start, len(v))[rows]                 # [R] positions 1..p tie
         out[rows] = sums * (1.0 / count)[:, None]
         self.pending = sums[-1]
         return out
@@ -383,59 +385,63 @@ class GeneralHead:
 
     kind = "general"
 
-    def __init__(self, latest):
+    def __init__(self, latest, width=2):
         self.latest = latest
-        self.store = GrowingArrays(("kx", "ky", "vx", "vy"))
+        self.store = GrowingArrays(("kx", "ky"))
+        self.store.columns["v"] = np.zeros((0, width))
 
-    def attend(self, q, k, v, start):
-        end = start + len(q)
+    def attend(self, q, k, v, start, parts=None):
+        end = start + len(v)
         if end > GENERAL_LIMIT:
             raise NotVerifiable(f"a general head past {GENERAL_LIMIT:,} positions")
-        self.store.write(start, kx=k[:, 0], ky=k[:, 1], vx=v[:, 0], vy=v[:, 1])
+        self.store.write(start, kx=k[:, 0], ky=k[:, 1], v=v)
         keys = np.stack([self.store["kx"][:end], self.store["ky"][:end]], axis=1)      # [n, 2]
-        values = np.stack([self.store["vx"][:end], self.store["vy"][:end]], axis=1)    # [n, 2]
-        return np.concatenate([hull.hard_attention(keys, values, q[row:row + GENERAL_BLOCK], self.latest,
-                                                   first=start + row)            # [B, n] at a time
-                               for row in range(0, len(q), GENERAL_BLOCK)])      # [C, 2]
+        out = np.zeros_like(v)                                                        # [C, W]
+        for q, columns in query_parts(q, parts):
+            values = self.store["v"][:end, columns]                                   # [n, w]
+            out[:, columns] = np.concatenate([hull.hard_attention(keys, values, q[row:row + GENERAL_BLOCK],
+                                                                  self.latest, first=start + row)  # [B, n]
+                                              for row in range(0, len(q), GENERAL_BLOCK)])  # [C, w]
+        return out
 
     def commit(self):
         pass
 
 
-def new_head(latest, q, k, v, start):
+def new_head(latest, q, k, v, start, parts=None):
     """The fastest head whose conditions the first chunk's keys and queries meet."""
     for make in [PositionHead, ColumnHead] if latest else [CumulativeHead]:
-        head = make()
+        head = make(v.shape[1])
         try:
-            head.attend(q, k, v, start)
+            head.attend(q, k, v, start, parts)
             return head
         except NotVerifiable:
             pass
-    return GeneralHead(latest)
+    return GeneralHead(latest, v.shape[1])
 
 
-def head_for_chunk(head, latest, q, k, v, start):
+def head_for_chunk(head, latest, q, k, v, start, parts=None):
     """The head to answer a chunk: on the first chunk (head None) the fastest one whose
     conditions it meets, later a ColumnHead with the past once position keys stop being
     positions, otherwise `head` itself."""
     if head is None:
-        return new_head(latest, q, k, v, start)
+        return new_head(latest, q, k, v, start, parts)
     if head.kind == "position" and not PositionHead.fits(k, start):
         return head.as_columns(start)
     return head
 
 
-def chunked_hard_attention(keys, values, queries, latest, chunk=CHUNK):
+def chunked_hard_attention(keys, values, queries, latest, chunk=CHUNK, parts=None):
     """hull.hard_attention's answers for all T positions of one head ([T, 2] each -> [T, 2])
     by the fast heads, in chunks; raises NotVerifiable only if the keys change structure
-    after the first chunk (use a bigger chunk, or hull.causal_hard_attention)."""
-    T = len(queries)
-    out = np.zeros((T, 2))                                        # [T, 2]
+    after the first chunk (use a bigger chunk, or hull.causal_hard_attention). With
+    `parts` (see query_parts), heads sharing the keys: queries [T, 2n], values [T, W]."""
+    out = np.zeros(np.shape(values))                              # [T, W]
     head = None
-    for start in range(0, T, chunk):
+    for start in range(0, len(queries), chunk):
         q, k, v = queries[start:start + chunk], keys[start:start + chunk], values[start:start + chunk]
-        head = head_for_chunk(head, latest, q, k, v, start)
-        out[start:start + chunk] = head.attend(q, k, v, start)
+        head = head_for_chunk(head, latest, q, k, v, start, parts)
+        out[start:start + chunk] = head.attend(q, k, v, start, parts)
         head.commit()
     return out
 
@@ -444,31 +450,180 @@ def chunked_hard_attention(keys, values, queries, latest, chunk=CHUNK):
 # 2. The batched forward pass: a state that advances by chunks of tokens
 # ---------------------------------------------------------------------------
 
+# Why leaving out a neuron whose gate bound is <= 0 is exact: a gate g = sum_j a_j x_j of K
+# terms is at most U = sum_j (a_j+ hi_j + a_j- lo_j) over its group's extremes hi, lo (the
+# transformer's own residuals, never the draft). The product that computes g (any summation
+# order) is off by at most gamma_K S, the one that computes U by gamma_2K S, with
+# S = sum_j |a_j| max(|hi_j|, |lo_j|), gamma_n = n u / (1 - n u), u = 2^-53: so
+# fl(g) <= fl(U) + CLOSED_SLACK K u fl(S) (3 K u, plus the rounding of S and of the margin
+# itself, stays below 4 K u for K < 2^40). Then ReLU(g) = 0: the neuron's terms are exact
+# zeros, and dropping them changes no sum. A NaN or infinite bound keeps the neuron.
+
+
+class GroupedFeedForward:
+    """A layer's feed-forward x += w_ffo @ reglu(w_in @ x) on columns sorted into groups, each
+    group leaving out the neurons whose gates are provably closed on it (the comment above):
+    any grouping gives the dense result, a good one is only faster."""
+
+    def __init__(self, layer):
+        F, ffn_in, ffn_out = layer["F"], layer["ffn_in"], layer["ffn_out"]
+        gates = ffn_in.w[:F]                                       # [F, K]
+        self.F, self.columns, self.rows = F, ffn_in.columns, ffn_out.rows
+        self.w_in, self.w_ffo = ffn_in.w, ffn_out.w                # [2F, K], [R, F]
+        self.bound = np.concatenate([np.maximum(gates, 0), np.minimum(gates, 0)], axis=1)  # [F, 2K]
+        self.size = np.abs(gates)                                  # [F, K]
+        self.margin = CLOSED_SLACK * len(self.columns) * 2.0 ** -53
+        values = ffn_in.w[F:]                                      # [F, K]
+        copied = ((values != 0).sum(axis=1) == 1) & (values.max(axis=1) == 1.0)  # value = 1.0 * one slot
+        self.value_row = np.where(copied, values.argmax(axis=1), -1)  # [F] that slot's xin row, or -1
+        self.products = {}                                         # live neurons -> parts (products)
+
+    def products_of(self, live):
+        """(k, m, w_in [k + m, c], the c rows of xin it reads, the xin rows of the other k - m
+        values, w_ffo [r, k], the r rows of delta it writes) for the k neurons of the mask
+        `live`, the m whose value is a product first: only exact zeros dropped; a value
+        1.0 * x_j is x_j itself, read from xin (exact: no other term is non-zero)."""
+        key = live.tobytes()
+        if key not in self.products:
+            if len(self.products) == PRODUCTS_KEPT:
+                self.products.clear()
+            neurons = np.flatnonzero(live)                         # [k]
+            neurons = neurons[np.argsort(self.value_row[neurons] >= 0, kind="stable")]  # products first
+            m = int((self.value_row[neurons] < 0).sum())
+            w_in, w_ffo = self.w_in[np.concatenate([neurons, self.F + neurons[:m]])], self.w_ffo[:, neurons]
+            reads, writes = np.flatnonzero(w_in.any(axis=0)), np.flatnonzero(w_ffo.any(axis=1))
+            self.products[key] = (len(neurons), m, np.ascontiguousarray(w_in[:, reads]), reads,
+                                  self.value_row[neurons[m:]], np.ascontiguousarray(w_ffo[writes]), writes)
+        return self.products[key]
+
+    def add_to(self, x, starts):
+        """x [D, C] += the feed-forward, x's columns in groups beginning at columns `starts`."""
+        xin = x[self.columns]                                      # [K, C]
+        hi = np.maximum.reduceat(xin, starts, axis=1)              # [K, G]
+        lo = np.minimum.reduceat(xin, starts, axis=1)              # [K, G]
+        upper = self.bound @ np.concatenate([hi, lo])              # [F, G]
+        live = ~(upper + self.margin * (self.size @ np.maximum(hi, -lo)) <= 0)  # [F, G]
+        delta = np.zeros((len(self.rows), x.shape[1]))             # [R, C]
+        ends = np.append(starts[1:], x.shape[1])
+        for group, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
+            k, m, w_in, reads, copied, w_ffo, writes = self.products_of(live[:, group])
+            if k:
+                f = w_in @ xin[reads, start:end]                   # [k + m, n] gates, m values
+                h = np.maximum(f[:k], 0.0)                         # [k, n] as wasmtf.reglu
+                h[:m] *= f[k:]
+                h[m:] *= xin[copied, start:end]
+                delta[writes, start:end] = w_ffo @ h
+        x[self.rows] += delta
+
+
+def distinct_next_tokens(plan, x):
+    """wasmtf.next_tokens(plan, x), the logits computed once per distinct column of x's
+    output slots (a chunk has a few hundred): columns are bucketed by a hash of their
+    bits, and used as they are only if each is equal to its bucket's first column."""
+    slots = plan["logits"][0]
+    out = np.ascontiguousarray(x[slots].T)                         # [C, S]
+    bits = out.view(np.uint64) * np.resize(HASH_MULTIPLIERS, len(slots))  # [C, S] (wrapping)
+    _, first, bucket = np.unique(bits.sum(axis=1), return_index=True, return_inverse=True)  # [U], [C]
+    if not np.array_equal(out, out[first[bucket]]):                # a collision (or a NaN)
+        return wasmtf.next_tokens(plan, x)
+    return wasmtf.next_tokens(plan, x[:, first])[bucket]
+
+
+class SharedKeys:
+    """Active heads of a layer with the same key weights and tie mode, answered by one
+    fast head: `heads` (indices, heads with the same query weights next to each other),
+    the rows of the layer's qkv product and of its output o [2A, C] they read and write,
+    and `parts`, the value columns each distinct query answers (query_parts). Heads
+    with equal queries too have equal scores, hence attend to the same position."""
+
+    def __init__(self, layer, heads, latest):
+        w = layer["qkv"].w                                         # [6A, K]
+        by_query = {}
+        for a in heads:
+            by_query.setdefault(w[6 * a:6 * a + 2].tobytes(), []).append(a)
+        self.heads, self.latest, self.parts = [a for same in by_query.values() for a in same], latest, []
+        self.queries = [6 * same[0] + i for same in by_query.values() for i in (0, 1)]
+        self.keys = [6 * heads[0] + 2, 6 * heads[0] + 3]
+        self.values = [6 * a + 4 + i for a in self.heads for i in (0, 1)]
+        self.outputs = [2 * a + i for a in self.heads for i in (0, 1)]
+        for same in by_query.values():
+            start = self.parts[-1].stop if self.parts else 0
+            self.parts.append(slice(start, start + 2 * len(same)))
+
+
+def sharing_heads(layer):
+    """The plan layer's active heads as SharedKeys."""
+    w, sharing = layer["qkv"].w, {}                                # [6A, K]
+    for a, latest in enumerate(layer["tie_latest"]):
+        sharing.setdefault((w[6 * a + 2:6 * a + 4].tobytes(), latest), []).append(a)
+    return [SharedKeys(layer, heads, latest) for (_, latest), heads in sharing.items()]
+
+
+def group_slot(model, plan):
+    """(the first layer whose feed-forward input holds GROUP_SLOT, its slot), or None (a
+    model without the compiler's table of slot occupants)."""
+    occupants = model.get("slot_occupants") or []
+    for l in range(len(occupants) // 2):
+        if GROUP_SLOT in occupants[2 * l + 1]:
+            return l, occupants[2 * l + 1].index(GROUP_SLOT)
+    return None
+
+
 class BatchState:
     """The transformer after `position` tokens, as per-head summaries (no residuals).
 
     advance(ids) runs the next len(ids) positions through every layer and
-    returns the greedy next-token id after each of them; commit() accepts them."""
+    returns the greedy next-token id after each of them; commit() accepts them.
+    From the first layer whose feed-forward reads GROUP_SLOT on, the chunk's
+    columns are sorted by that slot's value (the transformer's, not the draft's)
+    and the feed-forwards are GroupedFeedForward's."""
 
     def __init__(self, model, plan=None):
         self.plan = plan or wasmtf.prepare(model)
-        self.heads = [[None] * len(layer["heads"]) for layer in self.plan["layers"]]  # chosen on the first chunk
+        self.sharing = [sharing_heads(layer) for layer in self.plan["layers"]]
+        self.heads = [[None] * len(sharing) for sharing in self.sharing]  # chosen on the first chunk
         self.position = 0
         self.pending = 0
+        self.grouping = group_slot(model, self.plan)
+        self.grouped = [GroupedFeedForward(layer) if self.grouping and l >= self.grouping[0] else None
+                        for l, layer in enumerate(self.plan["layers"])]
 
     def kinds(self):
         return [[head.kind for head in heads] for heads in self.heads if heads]
 
-    def attend(self, l, a, latest, q, k, v):
-        """Head a of layer l for the chunk's positions: its fast head (chosen on the first chunk)."""
-        self.heads[l][a] = head_for_chunk(self.heads[l][a], latest, q, k, v, self.position)
-        return self.heads[l][a].attend(q, k, v, self.position)
+    def attend(self, l, s, latest, q, k, v, parts):
+        """The heads self.sharing[l][s] for the chunk's positions: one fast head (chosen on the
+        first chunk) with their queries and values side by side (query_parts)."""
+        self.heads[l][s] = head_for_chunk(self.heads[l][s], latest, q, k, v, self.position, parts)
+        return self.heads[l][s].attend(q, k, v, self.position, parts)
 
     def advance(self, ids):
+        """wasmtf.run_layers and next_tokens on the chunk, the grouped layers on sorted columns."""
         x = np.ascontiguousarray(wasmtf.embed_tokens(self.plan["embed"], ids, self.position).T)  # [D, C]
-        wasmtf.run_layers(self.plan, x, self.attend)
+        order = None                                               # column i holds position order[i]
+        for l, layer in enumerate(self.plan["layers"]):
+            if layer["heads"]:
+                u = layer["qkv"](x)                                # [6A, C]
+                u = u if order is None else np.take(u, rank, axis=1)  # in position order (take: faster)
+                o = np.empty((wasmtf.HEAD_WIDTH * len(layer["heads"]), x.shape[1]))  # [2A, C]
+                for s, shared in enumerate(self.sharing[l]):       # heads sharing their keys
+                    q, k, v = u[shared.queries].T, u[shared.keys].T, u[shared.values].T  # [C, 2n], [C, 2], [C, 2m]
+                    o[shared.outputs] = self.attend(l, s, shared.latest, q, k, v, shared.parts).T
+                layer["out"].add_to(x, o if order is None else np.take(o, order, axis=1))
+            if self.grouped[l] is None or not len(ids):
+                layer["ffn_out"].add_to(x, wasmtf.reglu(layer["ffn_in"](x), layer["F"]))
+                continue
+            if order is None:                                      # sort the columns by GROUP_SLOT
+                order = np.argsort(x[self.grouping[1]], kind="stable")  # [C]
+                rank = np.empty_like(order)                        # [C] column of each position
+                rank[order] = np.arange(len(order))
+                x = np.take(x, order, axis=1)
+                key = x[self.grouping[1]]
+                starts = np.flatnonzero(np.append(True, key[1:] != key[:-1]))  # [G]
+            self.grouped[l].add_to(x, starts)
         self.pending = len(ids)
-        return wasmtf.next_tokens(self.plan, x)                    # [C]
+        predicted = distinct_next_tokens(self.plan, x)             # [C]
+        return predicted if order is None else predicted[rank]
 
     def commit(self):
         for heads in self.heads:
@@ -492,16 +647,17 @@ def query_ratio(qx, qy):
 
 
 class PositionCache:
-    """A PositionHead's arrays, one position per insert."""
+    """A PositionHead's arrays (its value columns `columns`), one position per insert."""
 
-    def __init__(self, head, count):
-        self.store, self.count = head.store, count
+    def __init__(self, head, count, columns=slice(None)):
+        self.store, self.count = GrowingArrays(()), count
+        self.store.columns = {"ky": head.store["ky"], "v": head.store["v"][:, columns]}
 
     def insert(self, kx, ky, vx, vy):
         p = self.count
         if not (kx == 2 * p and 0 <= ky + p * p <= POSITION_RECENCY_LIMIT and p < POSITION_LIMIT):
             raise NotVerifiable("position keys stopped being (2p, -p^2 + d)")
-        self.store.write(p, ky=[ky], vx=[vx], vy=[vy])
+        self.store.write(p, ky=[ky], v=[[vx, vy]])
         self.count += 1
 
     def query(self, qx, qy):
@@ -512,7 +668,7 @@ class PositionCache:
         first, last = max(below - radius + 1, 0), min(above + radius - 1, now)
         scores = [qx * (2.0 * j) + qy * float(ky[j]) for j in range(first, last + 1)]  # two products, one sum
         best = last - scores[::-1].index(max(scores))             # ties: the later position
-        return (float(self.store["vx"][best]), float(self.store["vy"][best]))
+        return tuple(self.store["v"][best].tolist())
 
 
 class ColumnCache:
@@ -520,9 +676,9 @@ class ColumnCache:
     can win a query with qy > 0 and |k*| <= QUERY_LIMIT (section 1), so the
     earlier writes and the cleared keys are left out, and every query is checked."""
 
-    def __init__(self, head, count):
+    def __init__(self, head, count, columns=slice(None)):
         self.hull = hull.HullHead(True)
-        key, ky, vx, vy = (head.past[name].tolist() for name in ("key", "ky", "vx", "vy"))
+        key, ky, vx, vy = (a.tolist() for a in (head.past["key"], head.past["ky"], *head.past["v"][:, columns].T))
         for i in np.argsort(head.past["pos"]).tolist():           # in position order: ties go to the later
             self.hull.insert(2.0 * key[i], ky[i], vx[i], vy[i])
         self.insert = self.hull.insert
@@ -535,8 +691,8 @@ class ColumnCache:
 class CumulativeCache:
     """A CumulativeHead's running sum."""
 
-    def __init__(self, head, count):
-        self.key, self.sum, self.count = head.key, head.sum.tolist(), count
+    def __init__(self, head, count, columns=slice(None)):
+        self.key, self.sum, self.count = head.key, head.sum[columns].tolist(), count
 
     def insert(self, kx, ky, vx, vy):
         if self.key is None:
@@ -553,11 +709,11 @@ class CumulativeCache:
         return (self.sum[0] * inverse, self.sum[1] * inverse)
 
 
-def general_cache(head, count):
+def general_cache(head, count, columns=slice(None)):
     """A GeneralHead's whole past in a hull.BruteHead (SPEC 9 by definition)."""
     cache = hull.BruteHead(head.latest)
     for i in range(count):
-        cache.insert(*(float(head.store[name][i]) for name in ("kx", "ky", "vx", "vy")))
+        cache.insert(float(head.store["kx"][i]), float(head.store["ky"][i]), *head.store["v"][i, columns].tolist())
     return cache
 
 
@@ -567,11 +723,12 @@ def as_caches(state):
     make = {"position": PositionCache, "column": ColumnCache, "cumulative": CumulativeCache,
             "general": general_cache}
     caches = []
-    for heads in state.heads:
-        caches.append([])
-        for head in heads:
-            cache = make[head.kind](head, state.position)
-            caches[-1].append((cache.insert, cache.query))
+    for heads, sharing in zip(state.heads, state.sharing):
+        caches.append([None] * sum(len(shared.heads) for shared in sharing))
+        for head, shared in zip(heads, sharing):
+            for j, a in enumerate(shared.heads):                   # each its own cache from here
+                cache = make[head.kind](head, state.position, slice(2 * j, 2 * j + 2))
+                caches[-1][a] = (cache.insert, cache.query)
     return caches
 
 

@@ -14,12 +14,22 @@ Default: the Arto Inkala Sudoku (examples/sudoku.wasm, its default input), about
 interpreter), the verified tokens per second, the peak resident memory of the
 process (ru_maxrss) and the sequential tokens per second.
 Targets (issue 8): >= 20,000 tokens/s verified (aim 40,000); Inkala end to end in
-<= 5 minutes with <= 8 GiB."""
+<= 5 minutes with <= 8 GiB.
+
+    python benchmarks/verify_speed.py --against REV [--programs hungarian collatz sha256] [--rounds 3]
+
+compares git revision REV's speculative.py (written to a temporary directory, run
+with this checkout's other modules) with this checkout's, side by side: both
+verify each examples/NAME.wasm program's whole reference trace, alternating,
+`--rounds` times each; prints the best tokens/s of each (CPU time of this process:
+time spent waiting for a shared core does not count) and their ratio (issue 11:
+Hungarian >= 150,000 tokens/s)."""
 import argparse
 import os
 import pathlib
 import resource
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLAS (see above)
@@ -30,12 +40,39 @@ import frontend  # noqa: E402
 import reference  # noqa: E402
 import speculative  # noqa: E402
 import wasmtf  # noqa: E402
+from revision import module_at  # noqa: E402 (benchmarks/revision.py)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def peak_memory_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
+
+
+def compare_against(revision, programs, rounds):
+    model = compile_weights.compile_machine()
+    plan = wasmtf.prepare(model)
+    with tempfile.TemporaryDirectory() as directory:
+        versions = {revision: module_at(revision, "speculative", directory), "this checkout": speculative}
+        print(f"speculative verification of whole traces, best of {rounds} alternating runs "
+              f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+              f"load average {os.getloadavg()[0]:.1f})")
+        for name in programs:
+            instructions, input_bytes = frontend.load_program_file(REPO / "examples" / f"{name}.wasm")
+            prompt = reference.program_tokens(instructions, input_bytes)
+            draft = speculative.reference_draft(instructions, input_bytes)
+            best = {}
+            for _ in range(rounds):
+                for label, module in versions.items():
+                    start = time.process_time()
+                    result = module.verify(model, prompt, draft, plan=plan)
+                    seconds = time.process_time() - start
+                    if result != (len(draft), None):
+                        sys.exit(f"verify_speed.py: {name}: {label} does not accept the reference trace: {result}")
+                    best[label] = min(best.get(label, seconds), seconds)
+            base, new = best[revision], best["this checkout"]
+            print(f"{name:10} {len(draft):9,} tokens: {revision} {len(draft) / base:8,.0f} tokens/s, "
+                  f"this checkout {len(draft) / new:8,.0f} tokens/s: {base / new:.2f}x", flush=True)
 
 
 def main(argv=None):
@@ -46,7 +83,13 @@ def main(argv=None):
     parser.add_argument("--sequential", type=int, default=20_000,
                         help="tokens of sequential decoding to time (0: skip)")
     parser.add_argument("--chunk", type=int, default=speculative.CHUNK)
+    parser.add_argument("--against", metavar="REV", help="compare with git revision REV's speculative.py")
+    parser.add_argument("--programs", nargs="+", default=["hungarian", "collatz", "sha256"],
+                        help="examples/NAME.wasm programs (--against)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per version (--against)")
     args = parser.parse_args(argv)
+    if args.against:
+        return compare_against(args.against, args.programs, args.rounds)
 
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
           f"(other processes share the cores); OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")

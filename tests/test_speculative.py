@@ -9,7 +9,13 @@
 * the batched attention heads against hull.BruteHead (SPEC 9 by definition) on
   random keys: tiny integer ranges (forced ties), both tie modes, qy == 0 and
   qy < 0 (the general head), and the machine's key shapes with forced exact ties
-  (position, column and cumulative heads), in small chunks.
+  (position, column and cumulative heads), in small chunks, each also as three
+  heads sharing its keys (two of them their queries too);
+* the grouped feed-forward (gates proven closed left out) against the dense one
+  for any grouping, and the batched predictions at EVERY position of drafts that
+  switch to another gadget's path (division -> multiplication) against the dense
+  batched forward pass (wasmtf.forward_batch): the draft never decides what is computed;
+* distinct_next_tokens against wasmtf.next_tokens, a hash collision included.
 About 30 s on a busy machine; the C examples end to end are `slow`.
 """
 import random
@@ -170,15 +176,23 @@ def brute(q, k, v, latest):
 
 
 def check_head(q, k, v, latest, kind, chunks=(3, 16, 1000)):
+    """The fast head against the definition, alone and as three heads sharing its keys: the
+    first two with queries q, the third with other queries (the same rows reversed)."""
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    other_q = np.concatenate([q[:1], q[:0:-1]])                # position 0's query stays first
+    values = np.concatenate([v, v[::-1] + 1, 2 * v], axis=1)  # [T, 6]
     want = brute(q, k, v, latest)
+    want_shared = np.concatenate([want, brute(q, k, v[::-1] + 1, latest), brute(other_q, k, 2 * v, latest)], axis=1)
     for chunk in chunks:
         head = speculative.new_head(latest, q[:chunk], k[:chunk], v[:chunk], 0)
         assert head.kind == kind
-        got = speculative.chunked_hard_attention(k, v, q, latest, chunk=chunk)
-        mismatch = np.flatnonzero((got != want).any(axis=1))
-        first = mismatch[:1]
-        assert len(mismatch) == 0, f"chunk {chunk}, position {first}: {got[first]} != {want[first]}"
+        for got, expected in [(speculative.chunked_hard_attention(k, v, q, latest, chunk=chunk), want),
+                              (speculative.chunked_hard_attention(k, values, np.concatenate([q, other_q], axis=1),
+                                                                  latest, chunk, [slice(0, 4), slice(4, 6)]),
+                               want_shared)]:
+            mismatch = np.flatnonzero((got != expected).any(axis=1))
+            first = mismatch[:1]
+            assert len(mismatch) == 0, f"chunk {chunk}, position {first}: {got[first]} != {expected[first]}"
 
 
 @pytest.mark.parametrize("latest", [True, False])
@@ -405,8 +419,8 @@ def test_position_heads_beyond_2_to_the_24(seed=9):
         scores = q[row, 0] * k[:now + 1, 0] + q[row, 1] * k[:now + 1, 1]  # two products, one sum
         want.append(v[np.flatnonzero(scores == scores.max())[-1]])   # ties: the latest
     head = speculative.PositionHead()
-    head.store.write(start + C - 1, ky=[0.0], vx=[0.0], vy=[0.0])    # allocated once (pages stay unmapped)
-    head.store.write(start - WINDOW, ky=k[:WINDOW, 1], vx=v[:WINDOW, 0], vy=v[:WINDOW, 1])
+    head.store.write(start + C - 1, ky=[0.0], v=[[0.0, 0.0]])        # allocated once (pages stay unmapped)
+    head.store.write(start - WINDOW, ky=k[:WINDOW, 1], v=v[:WINDOW])
     got = head.attend(q, k[WINDOW:], v[WINDOW:], start)
     assert (got == np.array(want)).all()
     cache = speculative.PositionCache(head, start + C)
@@ -414,3 +428,120 @@ def test_position_heads_beyond_2_to_the_24(seed=9):
         scores = q[row, 0] * k[:, 0] + q[row, 1] * k[:, 1]
         assert cache.query(*q[row]) == tuple(v[np.flatnonzero(scores == scores.max())[-1]])
     assert not speculative.PositionHead.fits(k[WINDOW:] + [2, 0], start + 1)  # keys must be positions
+
+
+# ---------------------------------------------------------------------------
+# The grouped feed-forward and the draft: every position is the dense forward pass's
+
+# a byte of input picks the division (0) or the multiplication (1) path: each its gadgets
+GADGETS = [("input_base", 256), ("i32.const", 256), ("i32.load8_u", 0), ("br_if", 7),
+           ("i32.const", 0x12345678), ("i32.const", 0x1234), ("i32.div_u", 0), ("i32.const", 5), ("i32.shl", 0),
+           ("output", 0), ("halt", 0),
+           ("i32.const", 0x12345678), ("i32.const", 987), ("i32.mul", 0), ("i32.const", 77), ("i32.rem_u", 0),
+           ("output", 0), ("halt", 0)]
+
+
+def feed_forward_inputs(model, plan, tokens):
+    """[(layer, x [D, C] before its grouped feed-forward)] of one BatchState.advance over tokens."""
+    state, seen = speculative.BatchState(model, plan), []
+    grouped = {id(ffn): l for l, ffn in enumerate(state.grouped) if ffn is not None}
+    original = speculative.GroupedFeedForward.add_to
+
+    def record(self, x, starts):
+        seen.append((grouped[id(self)], x.copy()))
+        return original(self, x, starts)
+    speculative.GroupedFeedForward.add_to = record
+    try:
+        state.advance(wasmtf.encode(model, tokens))
+    finally:
+        speculative.GroupedFeedForward.add_to = original
+    return seen
+
+
+def test_grouped_feed_forward_is_the_dense_one_for_any_grouping(model, plan):
+    prompt = reference.program_tokens(GADGETS, b"\x01")
+    inputs = feed_forward_inputs(model, plan, prompt + reference.run_reference(GADGETS, b"\x00"))
+    assert [l for l, _ in inputs] == [2, 3, 4, 5]             # from the layer that reads the opcode on
+    rng = np.random.default_rng(3)
+    for l, x in inputs:
+        layer, C = plan["layers"][l], x.shape[1]
+        want = x.copy()
+        layer["ffn_out"].add_to(want, wasmtf.reglu(layer["ffn_in"](want), layer["F"]))
+        ffn = speculative.GroupedFeedForward(layer)
+        groupings = [np.array([0]), np.arange(C), np.flatnonzero(rng.random(C) < 0.1) if C else None]
+        for starts in groupings:
+            starts = np.union1d([0], starts)                   # any groups of consecutive columns
+            for shuffle in (np.arange(C), rng.permutation(C)):  # and any order of the columns
+                got = x[:, shuffle].copy()
+                ffn.add_to(got, starts)
+                assert np.array_equal(got, want[:, shuffle])
+
+
+def test_gates_a_few_ulps_from_zero():
+    """Gates x0 - x1 (and 2^40 (x0 - x1), 2^-30 x0 - 2^-30 x1) that are exactly 0, or 1 to 2
+    ulps above or below it, in one group: whatever order BLAS sums them in, every open
+    neuron is kept (the rounding margin), so the result is the dense one."""
+    ones = 1.0 + np.array([-2, -1, 0, 1, 2, 0, 1]) * 2.0 ** -52   # x0 per column; x1 = 1
+    x = np.stack([ones, np.ones(7), np.arange(7.0) + 3, np.zeros(7)])  # [4, 7] slots x0 x1 x2 out
+    scales = [1.0, -1.0, 2.0 ** 40, 2.0 ** -30]
+    w_in = np.array([[a, -a, 0, 0] for a in scales] + [[0, 0, 1, 0]] * 3 + [[0, 0, 2, 0]])  # gates, values
+    w_ffo = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 2, 3, 5]])
+    layer = {"F": 4, "ffn_in": wasmtf.Linear(w_in), "ffn_out": wasmtf.Scatter(w_ffo)}
+    want = x.copy()
+    layer["ffn_out"].add_to(want, wasmtf.reglu(layer["ffn_in"](want), 4))
+    assert (want[3] != 0).sum() >= 4                           # open gates at several columns
+    for starts in (np.array([0]), np.array([0, 2, 3]), np.arange(7)):
+        got = x.copy()
+        speculative.GroupedFeedForward(layer).add_to(got, starts)
+        assert np.array_equal(got, want)
+
+
+def dense_predictions(model, plan, ids):
+    """The greedy token after every position by wasmtf.forward_batch (dense feed-forwards,
+    hull.causal_hard_attention): the transformer's own answers for these inputs."""
+    return np.argmax(wasmtf.forward_batch(model, ids, plan)[1], axis=1)
+
+
+@pytest.mark.parametrize("switch", ["loaded byte", "branch"])
+def test_a_draft_that_switches_gadgets_is_caught_where_it_switches(model, plan, switch):
+    """The draft leaves the division path for the multiplication one (the loaded byte, or a
+    branch_taken the byte does not justify) and goes on with that path's tokens: the batched
+    predictions are the dense forward pass's at every position, switched ones included,
+    the first wrong token is found where it is, and generation gives the division trace."""
+    prompt = reference.program_tokens(GADGETS, b"\x00")
+    division, multiplication = (reference.run_reference(GADGETS, byte) for byte in (b"\x00", b"\x01"))
+    index = next(i for i, (a, b) in enumerate(zip(division, multiplication)) if a != b)
+    index = index if switch == "loaded byte" else division.index("commit(-1,sts=0,bt=0)")
+    assert multiplication[index] in ("01", "branch_taken")
+    draft = division[:index] + multiplication[index:]
+    ids = wasmtf.encode(model, prompt + draft)
+    state = speculative.BatchState(model, plan)
+    assert state.grouped[2] is not None                       # the grouped path is on
+    assert np.array_equal(state.advance(ids), dense_predictions(model, plan, ids))
+    for chunk in (5 * SMALL_CHUNK, speculative.CHUNK):
+        assert speculative.verify(model, prompt, draft, chunk=chunk, plan=plan) == (index, division[index])
+        assert speculative.generate_speculative(model, prompt, draft, chunk=chunk, plan=plan) == division
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_corrupted_gadget_tokens_predict_as_the_dense_pass(model, plan, seed):
+    rng = random.Random(seed)
+    byte = bytes([seed % 2])
+    prompt, expected = reference.program_tokens(GADGETS, byte), reference.run_reference(GADGETS, byte)
+    draft = expected
+    for _ in range(3):                                        # three wrong tokens anywhere
+        draft = corrupt(rng, draft, rng.randrange(len(draft)))
+    ids = wasmtf.encode(model, prompt + draft)
+    assert np.array_equal(speculative.BatchState(model, plan).advance(ids), dense_predictions(model, plan, ids))
+    first = next(i for i, (a, b) in enumerate(zip(draft, expected)) if a != b)
+    assert speculative.verify(model, prompt, draft, plan=plan) == (first, expected[first])
+
+
+def test_distinct_next_tokens(model, plan, monkeypatch):
+    prompt, expected = example(EXAMPLES_DIR / "ex2_loop_memory_ref.txt")
+    x = np.ascontiguousarray(wasmtf.forward_batch(model, wasmtf.encode(model, prompt + expected), plan)[0].T)
+    want = wasmtf.next_tokens(plan, x)
+    assert np.array_equal(speculative.distinct_next_tokens(plan, x), want)
+    monkeypatch.setattr(speculative, "HASH_MULTIPLIERS", np.zeros(64, dtype=np.uint64))  # every column collides
+    assert np.array_equal(speculative.distinct_next_tokens(plan, x), want)
+
