@@ -91,7 +91,6 @@ EMPTY = -math.inf             # the ky of an empty slot (no key of the path scor
 SLOT_CHUNK = 4096
 SLOT_FLOOR = 2 ** 20
 SLOTS_PER_ENTRY = 4
-SEARCH_CHUNK = 256            # first slots searched (in NumPy) for the next column; doubling
 
 # Vertices per block of a _BlockChain (a block splits above 2 * _LOAD): an insert
 # or delete moves <= 2 * _LOAD references (a C memmove, under a microsecond), a
@@ -306,7 +305,7 @@ class HullHead:
         self._count = 0                       # entries inserted; the next entry's seq
         # the parabolic path; _slots None once left
         self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD]: top of column base + i at i
-        self._slot_kys = np.zeros(0)          # [slots] a view of the slots' ky
+        self._occupied = bytearray()          # [slots] 1: the slot holds a column (searched by memchr)
         self._base = 0                        # the column k of slot 0 (a multiple of SLOT_CHUNK)
         # ratios r whose nearest column has a slot, [base - 1/2, base + slots - 1/2),
         # while every slot's |k| <= ISOLATED_K (else empty)
@@ -329,11 +328,12 @@ class HullHead:
         if slots is not None:                 # the parabolic path, while its keys come
             k = 0.5 * kx
             if kx % 2.0 == 0.0 and 0.0 <= ky + k * k < RECENCY_LIMIT:   # (_grow checks |k|)
-                at = RECORD * (int(k) - self._base)
-                if not 0 <= at < len(slots):
-                    at = self._grow(int(k))
+                i = int(k) - self._base
+                if not 0 <= i < len(self._occupied):
+                    i = self._grow(int(k))
                     slots = self._slots
-                if at >= 0:
+                if i >= 0:
+                    at = RECORD * i
                     top = slots[at]
                     if ky > top:              # a new top (the machine's keys: always)
                         if top != EMPTY:      # the old top goes under it
@@ -341,6 +341,8 @@ class HullHead:
                             records.extend(slots[at:at + RECORD])
                             slots[at + BELOW] = len(records) - RECORD
                             slots[at + BELOW_KY] = top
+                        else:                 # a new column
+                            self._occupied[i] = 1
                         slots[at] = ky
                         slots[at + MARK] = seq if self.latest else 1
                         slots[at + VX] = vx
@@ -496,22 +498,15 @@ class HullHead:
                     tied.append(RECORD * i)
                 elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
                     break
-                i = self._next_column(i + step, step) if empty else i + step
+                if not empty:
+                    i += step
+                elif step > 0:                # on at the next column, if any
+                    i = self._occupied.find(1, i)
+                    if i < 0:
+                        break
+                else:
+                    i = self._occupied.rfind(1, 0, i)
         return self._answer_tops(qx, qy, best, tied)
-
-    def _next_column(self, i, step):
-        """The first slot >= i (step 1) or the last <= i (step -1) holding a column,
-        else n or -1: NumPy over SEARCH_CHUNK slots, doubling, O(gap) in all."""
-        kys = self._slot_kys
-        size = SEARCH_CHUNK
-        while 0 <= i < len(kys):
-            low = i if step > 0 else max(i + 1 - size, 0)
-            found = np.flatnonzero(kys[low:low + size if step > 0 else i + 1] != EMPTY)   # [found]
-            if len(found):
-                return low + int(found[0] if step > 0 else found[-1])
-            i = low + size if step > 0 else low - 1
-            size *= 2
-        return i
 
     def _answer_tops(self, qx, qy, best, tied):
         """The answer of the tied column tops (offsets in slots) with the keys under
@@ -541,14 +536,14 @@ class HullHead:
     def _grow(self, k):
         """New slots covering column k and every column (their empty margins
         may go), with room to grow as many slots again the way k went: the
-        offset of k's slot, or -1 when the columns need more than max(SLOT_FLOOR,
+        index of k's slot, or -1 when the columns need more than max(SLOT_FLOOR,
         SLOTS_PER_ENTRY * entries) slots (the keys are too sparse for the path)."""
         base, n = self._base, len(self._slots) // RECORD
         if not -PARABOLIC_MAX_K <= k <= PARABOLIC_MAX_K:
             return -1
         low = k // SLOT_CHUNK * SLOT_CHUNK
         high = low + SLOT_CHUNK
-        occupied = np.flatnonzero(self._slot_kys != EMPTY)                    # [columns]
+        occupied = np.flatnonzero(np.frombuffer(self._occupied, dtype=np.uint8))   # [columns]
         if len(occupied):
             low = min(low, (base + int(occupied[0])) // SLOT_CHUNK * SLOT_CHUNK)
             high = max(high, (base + int(occupied[-1])) // SLOT_CHUNK * SLOT_CHUNK + SLOT_CHUNK)
@@ -568,19 +563,19 @@ class HullHead:
             old = np.frombuffer(self._slots).reshape(n, RECORD)                # [old slots, RECORD]
             new[kept_low - low:kept_high - low] = old[kept_low - base:kept_high - base]
         self._slots = array("d", new.tobytes())
-        self._slot_kys = np.frombuffer(self._slots)[KY::RECORD]                # a view: the slots are never resized
+        self._occupied = bytearray((new[:, KY] != EMPTY).tobytes())
         self._base = low
         if max(-low, high - 1) <= ISOLATED_K:
             self._isolated_low, self._isolated_high = low - 0.5, high - 0.5
         else:
             self._isolated_low, self._isolated_high = math.inf, -math.inf
-        return RECORD * (k - low)
+        return k - low
 
     def _parabolic_records(self):
         """Every distinct key of the parabolic path: (kx, ky, mark, vx, vy)."""
         slots, records = self._slots, self._records
         found = []
-        for i in np.flatnonzero(self._slot_kys != EMPTY).tolist():
+        for i in np.flatnonzero(np.frombuffer(self._occupied, dtype=np.uint8)).tolist():
             kx = 2.0 * (self._base + i)
             store, at = slots, RECORD * i
             while at >= 0:                    # the column, top first
@@ -593,7 +588,7 @@ class HullHead:
         """A key or query outside the parabolic path's conditions: every key moves
         to the general path (in kx order), for good."""
         keys = sorted(self._parabolic_records())
-        self._slots = self._slot_kys = self._records = self._cleared = None
+        self._slots = self._occupied = self._records = self._cleared = None
         self._isolated_low, self._isolated_high = math.inf, -math.inf
         if keys and self.latest:
             _, _, seq, vx, vy = max(keys, key=itemgetter(2))   # the last entry
@@ -633,7 +628,7 @@ class HullHead:
         assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0 and len(slots) == RECORD * n
         assert len(records) % RECORD == 0
         table = np.frombuffer(slots).reshape(n, RECORD)                       # [slots, RECORD]
-        assert np.array_equal(self._slot_kys, table[:, KY])
+        assert np.array_equal(np.frombuffer(self._occupied, dtype=np.uint8), table[:, KY] != EMPTY)
         empty = table[:, KY] == EMPTY
         assert (table[empty, MARK:BELOW] == 0.0).all() and (table[empty, BELOW:] == [-1.0, EMPTY]).all()
         linked = set()
