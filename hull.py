@@ -101,7 +101,7 @@ _LOAD = 1000
 class _BlockChain:
     """An upper convex chain of points (x, y), inserted in any order: the
     vertices, x increasing, cut into blocks of at most 2 * _LOAD, with per
-    block lists of x, y and the negated slope (y - y_next) / (x_next - x) of
+    block arrays of x, y and the negated slope (y - y_next) / (x_next - x) of
     the edge to the next vertex (+inf after the last), which does not decrease
     along the chain, and the last x and slope of every block: a point's place
     and a query's vertex are two bisections each. Collinear vertices are KEPT
@@ -111,8 +111,8 @@ class _BlockChain:
     compared in float; each vertex is deleted at most once)."""
 
     def __init__(self):
-        self.x_blocks, self.y_blocks, self.slope_blocks = [], [], []
-        self.last_x, self.last_slope = [], []
+        self.x_blocks, self.y_blocks, self.slope_blocks = [], [], []   # [blocks] of array("d")
+        self.last_x, self.last_slope = array("d"), array("d")
 
     def first_x(self):
         return self.x_blocks[0][0]
@@ -154,9 +154,9 @@ class _BlockChain:
     def add(self, x, y):
         x_blocks, y_blocks, last_x = self.x_blocks, self.y_blocks, self.last_x
         if not x_blocks:
-            self.x_blocks.append([x])
-            self.y_blocks.append([y])
-            self.slope_blocks.append([math.inf])
+            self.x_blocks.append(array("d", [x]))
+            self.y_blocks.append(array("d", [y]))
+            self.slope_blocks.append(array("d", [math.inf]))
             self.last_x.append(x)
             self.last_slope.append(math.inf)
             return
@@ -248,13 +248,15 @@ class _BlockChain:
         for step in (1, -1):                 # walk right from j, then left from j - 1
             block, i = b, j if step > 0 else j - 1
             xs, ys = x_blocks[block], y_blocks[block]
+            end = len(xs)
             while True:
-                if not 0 <= i < len(xs):     # into the next block that way
+                if not 0 <= i < end:         # into the next block that way
                     block += step
                     if not 0 <= block < len(x_blocks):
                         break
                     xs, ys = x_blocks[block], y_blocks[block]
-                    i = 0 if step > 0 else len(xs) - 1
+                    end = len(xs)
+                    i = 0 if step > 0 else end - 1
                 x = xs[i]
                 score_x = qx * x
                 score_y = qy * ys[i]
@@ -276,8 +278,8 @@ class _BlockChain:
         blocks = (self.x_blocks, self.y_blocks, self.slope_blocks)
         assert len(self.x_blocks) == len(self.y_blocks) == len(self.slope_blocks) >= 1
         assert all(0 < len(xs) == len(ys) == len(slopes) <= 2 * _LOAD for xs, ys, slopes in zip(*blocks))
-        assert self.last_x == [xs[-1] for xs in self.x_blocks]
-        assert self.last_slope == [slopes[-1] for slopes in self.slope_blocks]
+        assert list(self.last_x) == [xs[-1] for xs in self.x_blocks]
+        assert list(self.last_slope) == [slopes[-1] for slopes in self.slope_blocks]
         xs, ys, slopes = ([value for block in part for value in block] for part in blocks)
         assert xs[0] == min(tops) and xs[-1] == max(tops), "the extreme columns are vertices"
         assert all(a < b for a, b in zip(xs, xs[1:]))
@@ -415,11 +417,12 @@ class HullHead:
         found = []                            # the tied records: vertices, keys under (over) them
         for kx in tied:
             column = self._columns[kx]
-            score_x = qx * kx
-            for position, record in enumerate(reversed(column) if qy > 0 else column):   # the vertex first
-                if position and score_x + qy * record[KY] != best:
-                    break
-                found.append(record)
+            i, step = (len(column) - 1, -1) if qy > 0 else (0, 1)   # the vertex, then down (up)
+            found.append(column[i])
+            i += step
+            while 0 <= i < len(column) and qx * kx + qy * column[i][KY] == best:
+                found.append(column[i])
+                i += step
         return self._answer(found)
 
     def _answer(self, records):
