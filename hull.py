@@ -16,16 +16,17 @@ value; average: count and sums), so the tied set stays explicit. Two paths:
   qy * (r, 1), qy > 0): column k's top key is slot k - base of one array,
   keys under it a linked list. Insert O(1) amortized (O(column) for a key
   under its column's top); query O(1) when r is within ISOLATION of a column,
-  else a walk over the column tops near r (O(1) for the machine's queries,
-  plus O(gap) vectorised for a run of empty slots crossed).
+  else a walk over the column tops near r (a few steps for the machine's
+  queries, plus a memchr over the run of empty slots it crosses).
 * general path (any finite keys, for good after the first key or query the
   parabolic path does not take, O(n log n) once): the upper hull of the
   column tops (and the lower hull of the bottoms, built at the first qy < 0)
   in blocks (_BlockChain). Insert O(log n) plus a memmove of <= 2 * _LOAD
-  references; query O(log n) plus the walk over vertices that tie or nearly
+  doubles; query O(log n) plus the walk over vertices that tie or nearly
   tie plus the tied keys of their columns; qy == 0: O(extreme column).
-Memory: RECORD doubles per slot and per key under a column top (slots at most
-max(SLOT_FLOOR, SLOTS_PER_ENTRY * entries)); general path: Python objects.
+Memory: RECORD doubles and a byte per slot, RECORD doubles per key under a
+column top (slots at most max(SLOT_FLOOR, SLOTS_PER_ENTRY * entries)); the
+general path a list per key and per column, three doubles per vertex.
 
 Precision: collinear keys are kept and the walks compare float scores exactly,
 stopping past twice a score's rounding bound (ROUNDING_SLACK). The answers are
@@ -59,7 +60,7 @@ ROUNDING_SLACK = 2.0 ** -51
 # above their chord by (k - a)(b - k) >= 1 > RECENCY_LIMIT, so every column top
 # is a hull vertex and the hull needs no slopes: slot k - base holds column k.
 PARABOLIC_PATH = True         # tests set it False to run the machine's keys on the general path
-PARABOLIC_MAX_K = 2 ** 25     # |k|: k^2 <= 2^50 and -k^2 + d (d < 1/2) are exact (Sterbenz on ky + k^2)
+PARABOLIC_MAX_K = 2 ** 25     # slots hold -2^25 <= k < 2^25: k^2 <= 2^50 and -k^2 + d (d < 1/2) are exact
 RECENCY_LIMIT = 0.45          # d < RECENCY_LIMIT (the machine: 0.3 * inv_log_pos < 0.433)
 # An empty column k scores at most as the key (2k, -k^2 + BOUND_RECENCY): above
 # every key there or, past the peak, beyond it, by >= (BOUND_RECENCY - RECENCY_LIMIT) * qy.
@@ -73,11 +74,11 @@ CLEARED_MAX_KX = 2.0 ** 26
 # RECENCY_LIMIT) * qy per column while a score's rounding bound grows by <= 2^-52
 # * (2 * RATIO_LIMIT + 2^27) * qy < 2^-10 * qy per column: the walk is exact.
 RATIO_LIMIT = 2.0 ** 40
-# r within ISOLATION of a column k0, all columns and r within ISOLATED_K: any
-# other column scores below k0 in exact arithmetic by >= qy * ((7/8)^2 - (1/8)^2
-# - RECENCY_LIMIT - 2^-20) > 0.29 * qy, and a float score is within 2^-52 *
-# (3 * ISOLATED_K^2 + 1) * qy * (1 + 2^-50) < 0.05 * qy of its exact value: only
-# keys of column k0 can reach the float maximum.
+# r within ISOLATION of a column k0, every slot's |k| <= ISOLATED_K (so |r| <=
+# ISOLATED_K + 1/2): any other column scores below k0 in exact arithmetic by >= qy *
+# ((7/8)^2 - (1/8)^2 - RECENCY_LIMIT) = 0.3 * qy, and a float score is within 2^-52 *
+# (|qx*kx| + |qy*ky|) * (1 + 2^-50) <= 2^-52 * (3 * ISOLATED_K^2 + 2^25) * qy * (1 +
+# 2^-50) < 0.05 * qy of its exact value: only keys of column k0 can reach the float maximum.
 ISOLATION = 0.125
 ISOLATED_K = 2 ** 23
 # A record (of a slot or in _records): RECORD doubles at these offsets: ky, mark (seq or
@@ -87,13 +88,13 @@ RECORD = 6
 KY, MARK, VX, VY, BELOW, BELOW_KY = range(RECORD)
 EMPTY = -math.inf             # the ky of an empty slot (no key of the path scores -inf)
 # Slots grow SLOT_CHUNK at a time, doubling, up to max(SLOT_FLOOR, SLOTS_PER_ENTRY *
-# entries) (RECORD * 8 bytes each: 40 MB at the floor); sparser keys leave the path.
+# entries) (RECORD * 8 + 1 bytes each: 49 MB at the floor); sparser keys leave the path.
 SLOT_CHUNK = 4096
 SLOT_FLOOR = 2 ** 20
 SLOTS_PER_ENTRY = 4
 
 # Vertices per block of a _BlockChain (a block splits above 2 * _LOAD): an insert
-# or delete moves <= 2 * _LOAD references (a C memmove, under a microsecond), a
+# or delete moves <= 2 * _LOAD doubles (a C memmove, under a microsecond), a
 # chain of n vertices has n / _LOAD blocks. Tests shrink it to force splits.
 _LOAD = 1000
 
@@ -284,14 +285,16 @@ class _BlockChain:
         assert xs[0] == min(tops) and xs[-1] == max(tops), "the extreme columns are vertices"
         assert all(a < b for a, b in zip(xs, xs[1:]))
         assert all(tops[x] == y for x, y in zip(xs, ys)), "a vertex is the top of its column"
-        assert slopes == [(y0 - y1) / (x1 - x0) for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:])] + [math.inf]
+        edges = zip(xs, xs[1:], ys, ys[1:])
+        assert slopes == [(y0 - y1) / (x1 - x0) for x0, x1, y0, y1 in edges] + [math.inf]
         assert all(a <= b for a, b in zip(slopes, slopes[1:])), "concave"
         vertices = set(xs)
         for x, y in tops.items():
             if x not in vertices:
                 e = bisect_left(xs, x) - 1
                 x0, x1, y0, y1 = (Fraction(value) for value in (xs[e], xs[e + 1], ys[e], ys[e + 1]))
-                assert (x1 - x0) * (Fraction(y) - y0) < (y1 - y0) * (Fraction(x) - x0), f"({x}, {y}) above the hull"
+                below = (x1 - x0) * (Fraction(y) - y0) < (y1 - y0) * (Fraction(x) - x0)
+                assert below, f"the top ({x}, {y}) is not a vertex but not strictly below the hull"
 
 
 # ---------------------------------------------------------------------------
@@ -299,8 +302,9 @@ class _BlockChain:
 
 class HullHead:
     """One head's cache (see the module docstring). A record: [ky, mark, vx, vy]
-    (plus BELOW on the parabolic path), mark the seq of the key's last insert
-    (latest) or its count (average), (vx, vy) that value or the sums."""
+    (plus BELOW and BELOW_KY in the parabolic path's arrays), mark the seq of
+    the key's last insert (latest) or its count (average), (vx, vy) that value
+    or the sums."""
 
     def __init__(self, latest):
         self.latest = bool(latest)
@@ -428,7 +432,7 @@ class HullHead:
     def _answer(self, records):
         """SPEC 9's answer from the records of the tied set."""
         if self.latest:
-            last = max(records, key=itemgetter(MARK))    # the largest seq
+            last = records[0] if len(records) == 1 else max(records, key=itemgetter(MARK))   # the largest seq
             return (last[VX], last[VY])
         count = sum_x = sum_y = 0.0
         for record in records:
@@ -441,17 +445,13 @@ class HullHead:
     # -- the general path ---------------------------------------------------
 
     def _insert_general(self, kx, ky, mark, vx, vy):
-        column = self._columns.get(kx)
-        if column is None:
-            self._columns[kx] = [[ky, mark, vx, vy]]
-            i = 0
-        else:
-            i = bisect_left(column, ky, key=itemgetter(KY))
-            if i < len(column) and column[i][KY] == ky:
-                self._merge_record(column[i], 0, mark, vx, vy)
-                return
-            column.insert(i, [ky, mark, vx, vy])
-        if i == len(self._columns[kx]) - 1:   # a new top
+        column = self._columns.setdefault(kx, [])
+        i = bisect_left(column, ky, key=itemgetter(KY))
+        if i < len(column) and column[i][KY] == ky:
+            self._merge_record(column[i], 0, mark, vx, vy)
+            return
+        column.insert(i, [ky, mark, vx, vy])
+        if i == len(column) - 1:              # a new top
             self._upper.add(kx, ky)
         if i == 0 and self._lower is not None:   # a new bottom
             self._lower.add(kx, -ky)
@@ -542,7 +542,7 @@ class HullHead:
         index of k's slot, or -1 when the columns need more than max(SLOT_FLOOR,
         SLOTS_PER_ENTRY * entries) slots (the keys are too sparse for the path)."""
         base, n = self._base, len(self._slots) // RECORD
-        if not -PARABOLIC_MAX_K <= k <= PARABOLIC_MAX_K:
+        if not -PARABOLIC_MAX_K <= k < PARABOLIC_MAX_K:
             return -1
         low = k // SLOT_CHUNK * SLOT_CHUNK
         high = low + SLOT_CHUNK
@@ -554,9 +554,9 @@ class HullHead:
         if high - low > limit:
             return -1
         if k < base:                          # room: doubling, as far as the limit allows
-            low = max(low - n, high - limit)
+            low = max(low - n, high - limit, -PARABOLIC_MAX_K)
         else:
-            high = min(high + n, low + limit)
+            high = min(high + n, low + limit, PARABOLIC_MAX_K)
         new = np.zeros((high - low, RECORD))                                   # [slots, RECORD] empty slots
         new[:, KY] = EMPTY
         new[:, BELOW] = -1.0
@@ -597,7 +597,7 @@ class HullHead:
             _, _, seq, vx, vy = max(keys, key=itemgetter(2))   # the last entry
             self._total = [0.0, int(seq), vx, vy]
         elif keys:
-            self._total = [0.0, sum(key[2] for key in keys), sum(key[3] for key in keys), sum(key[4] for key in keys)]
+            self._total = [0.0, *(sum(key[field] for key in keys) for field in (2, 3, 4))]   # count, sums
         for kx, ky, mark, vx, vy in keys:
             self._insert_general(kx, ky, int(mark), vx, vy)
 
@@ -641,7 +641,7 @@ class HullHead:
             while True:                       # the column: keys of the path, ky decreasing
                 assert store[at + KY] < ky
                 ky = store[at + KY]
-                assert 0.0 <= ky + k * k < RECENCY_LIMIT and abs(k) <= PARABOLIC_MAX_K
+                assert 0.0 <= ky + k * k < RECENCY_LIMIT and -PARABOLIC_MAX_K <= k < PARABOLIC_MAX_K
                 below = store[at + BELOW]
                 assert store[at + BELOW_KY] == (EMPTY if below < 0.0 else records[int(below) + KY])
                 if below < 0.0:
@@ -650,7 +650,8 @@ class HullHead:
                 assert at % RECORD == 0 and at not in linked
                 linked.add(at)
         for (kx, ky), at in self._cleared.items():
-            assert at % RECORD == 0 and at not in linked and records[at + BELOW:at + RECORD] == array("d", [-1.0, EMPTY])
+            assert at % RECORD == 0 and at not in linked
+            assert (records[at + BELOW], records[at + BELOW_KY]) == (-1.0, EMPTY)
             assert records[at + KY] == ky < CLEARED_BELOW and abs(kx) <= CLEARED_MAX_KX
             linked.add(at)
         assert len(linked) == len(records) // RECORD, "every record is a column's or a cleared key"
