@@ -318,6 +318,10 @@ class HullHead:
         self._isolated_low, self._isolated_high = math.inf, -math.inf
         self._records = array("d")            # [records * RECORD]: keys under column tops, cleared keys
         self._cleared = {}                    # (kx, ky) -> offset in _records of a cleared key
+        # Latest mode while every key under a column top is older than the top (the
+        # machine's keys: each insert a new top): for qy > 0 such a key scores at most
+        # the top's float score (monotone in ky), so the answer is never the key's.
+        self._tops_latest = self.latest
         # the general path
         self._columns = {}                    # kx -> records of that column, ky increasing
         self._upper = _BlockChain()           # hull of the column tops (kx, ky)
@@ -390,6 +394,8 @@ class HullHead:
                 at = RECORD * i
                 ky = slots[at]
                 if ky != EMPTY:               # only column k can reach the float maximum (ISOLATION)
+                    if self._tops_latest:     # and its top is in the tied set, with the largest seq
+                        return (slots[at + VX], slots[at + VY])
                     score_x = qx * (k + k)
                     best = score_x + qy * ky
                     if score_x + qy * slots[at + BELOW_KY] != best:   # (none below: -inf)
@@ -465,10 +471,13 @@ class HullHead:
         while True:
             if store[at] == ky:
                 self._merge_record(store, at, mark, vx, vy)
+                if store is records:          # a key under a top got the newest seq
+                    self._tops_latest = False
                 return
             if store[at + BELOW_KY] < ky:
                 break
             store, at = records, int(store[at + BELOW])
+        self._tops_latest = False             # a key under a top newer than the top
         records.extend((ky, mark, vx, vy, store[at + BELOW], store[at + BELOW_KY]))
         store[at + BELOW] = len(records) - RECORD
         store[at + BELOW_KY] = ky
@@ -638,8 +647,10 @@ class HullHead:
         for i in np.flatnonzero(~empty).tolist():
             k = base + i
             store, at, ky = slots, RECORD * i, math.inf
+            top_mark = slots[at + MARK]
             while True:                       # the column: keys of the path, ky decreasing
                 assert store[at + KY] < ky
+                assert not self._tops_latest or store[at + MARK] <= top_mark, "a key newer than its top"
                 ky = store[at + KY]
                 assert 0.0 <= ky + k * k < RECENCY_LIMIT and -PARABOLIC_MAX_K <= k < PARABOLIC_MAX_K
                 below = store[at + BELOW]
