@@ -62,9 +62,6 @@ ROUNDING_SLACK = 2.0 ** -51
 PARABOLIC_PATH = True         # tests set it False to run the machine's keys on the general path
 PARABOLIC_MAX_K = 2 ** 25     # slots hold -2^25 <= k < 2^25: k^2 <= 2^50 and -k^2 + d (d < 1/2) are exact
 RECENCY_LIMIT = 0.45          # d < RECENCY_LIMIT (the machine: 0.3 * inv_log_pos < 0.433)
-# An empty column k scores at most as the key (2k, -k^2 + BOUND_RECENCY): above
-# every key there or, past the peak, beyond it, by >= (BOUND_RECENCY - RECENCY_LIMIT) * qy.
-BOUND_RECENCY = 0.5
 # Cleared keys (ky < CLEARED_BELOW, |kx| <= CLEARED_MAX_KX) score below -2^89 * qy,
 # a column top >= -(|k| + |r|)^2 * qy >= -2^81 * qy: never the best once a column
 # exists (the machine's memory heads write ky = -1e30 ~ -2^99.7). Kept in a dict.
@@ -483,41 +480,38 @@ class HullHead:
         store[at + BELOW_KY] = ky
 
     def _walk_columns(self, qx, qy, ratio):
-        """qy > 0, |ratio| <= RATIO_LIMIT: the column tops from the one nearest the
-        peak, right then left, as _BlockChain.argmax walks its vertices (past the
-        peak tops fall by >= (1 - RECENCY_LIMIT) * qy per column). An empty
-        column scores as its bound key (2k, -k^2 + BOUND_RECENCY); when that does
-        not stop the walk, it goes on at the next column."""
-        slots, base = self._slots, self._base
-        n = len(slots) // RECORD
+        """qy > 0, |ratio| <= RATIO_LIMIT: the column tops from the slot nearest the
+        peak r rightwards, then from the one before it leftwards, jumping over empty
+        slots (memchr), as _BlockChain.argmax walks its vertices. From column k1 to
+        the next one k2 that way, the exact top score changes by qy * ((k1 - r)^2 -
+        (k2 - r)^2 + d2 - d1): a fall by >= (1 - RECENCY_LIMIT) * qy per column, but
+        for a rise of < RECENCY_LIMIT * qy when k1 is 1/2 left of r, only as the
+        first step; a score's rounding bound grows by < 2^-10 * qy per column
+        (RATIO_LIMIT). So the first column below the best by more than the two
+        keys' rounding bounds ends the walk that way: no column beyond it reaches
+        the float maximum."""
+        slots, base, occupied = self._slots, self._base, self._occupied
+        n = len(occupied)
         nearest = round(ratio) - base
         best, best_size, tied = EMPTY, 0.0, []   # offsets in slots of the tied column tops
         for i, step in ((max(nearest, 0), 1), (min(nearest, n) - 1, -1)):
             while 0 <= i < n:
-                kx = 2.0 * (base + i)
-                ky = slots[RECORD * i]
-                empty = ky == EMPTY
-                if empty:
-                    ky = BOUND_RECENCY - 0.25 * kx * kx       # (k^2 exact)
-                score_x = qx * kx
-                score_y = qy * ky
+                if not occupied[i]:           # on at the next column that way, if any
+                    i = occupied.find(1, i) if step > 0 else occupied.rfind(1, 0, i)
+                    if i < 0:
+                        break
+                score_x = qx * (2.0 * (base + i))
+                score_y = qy * slots[RECORD * i]
                 score = score_x + score_y
-                if score > best and not empty:
+                if score > best:
                     best = score
                     best_size = abs(score_x) + abs(score_y)
                     tied = [RECORD * i]
-                elif score == best and not empty:
+                elif score == best:
                     tied.append(RECORD * i)
                 elif best - score > (best_size + abs(score_x) + abs(score_y)) * ROUNDING_SLACK:
                     break
-                if not empty:
-                    i += step
-                elif step > 0:                # on at the next column, if any
-                    i = self._occupied.find(1, i)
-                    if i < 0:
-                        break
-                else:
-                    i = self._occupied.rfind(1, 0, i)
+                i += step
         return self._answer_tops(qx, qy, best, tied)
 
     def _answer_tops(self, qx, qy, best, tied):
