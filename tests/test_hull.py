@@ -304,8 +304,40 @@ def test_parabolic_path_tiny_ranges_with_ties(latest):
 
 
 @pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_path_isolated_float_ties_under_a_top(latest):
+    """Columns near +-ISOLATED_K holding keys whose ky differ by an ulp (2^-7), so
+    that queries qy * (k, 1) with qy ~ 2^40 tie them in float: the isolated answer
+    with the keys under the top, each insert a new top (latest mode: the top
+    answers alone) or each a key under the top, newer than it."""
+    rng = random.Random(12 + latest)
+    ulp = 2.0 ** -7                                         # of ky ~ -2^46
+    for new_tops in (True, False):
+        for sign in (1, -1):
+            ks = [sign * (hull.ISOLATED_K - offset) for offset in range(4)]
+            ops, ties = [], 0
+            for step in range(40):
+                for k in ks:
+                    d = 0.25 + (step if new_tops else 39 - step) * ulp / 2
+                    ops.append(("i", 2.0 * k, -float(k * k) + d, float(rng.randint(0, 9)), 1.0))
+                    for _ in range(3):
+                        qy = rng.choice((QUERY_SCALE, 1.3 * 2.0 ** 40, 2.0 ** 41))
+                        ops.append(("q", qy * rng.choice(ks), qy))
+            fast = run(ops, latest)
+            assert fast._slots is not None and fast._tops_latest == (latest and new_tops)
+            brute = BruteHead(latest)
+            for op in ops:                                  # the float ties do happen
+                if op[0] == "i":
+                    brute.insert(*op[1:])
+                else:
+                    kx, ky = brute._columns[0, :len(brute)], brute._columns[1, :len(brute)]
+                    scores = op[1] * kx + op[2] * ky
+                    ties += len(set(ky[scores == scores.max()].tolist())) > 1
+            assert ties > 50, ties
+
+
+@pytest.mark.parametrize("latest", [False, True])
 def test_parabolic_path_gaps_and_growth(latest):
-    """Sparse columns (runs of empty slots, over words of the bit sets), queries
+    """Sparse columns (long runs of empty slots the walks jump over), queries
     far from every column, slots growing to the left and the right."""
     rng = random.Random(17 + latest)
     for _ in range(30):
