@@ -385,7 +385,7 @@ class HullHead:
         ratio = qx / qy if qy > 0.0 else math.nan   # the exact score peaks at column k = ratio
         low = self._isolated_low
         if low <= ratio < self._isolated_high:      # the parabolic path
-            i = int(ratio - low)              # the slot of the column nearest the peak (or a neighbour)
+            i = int(ratio - low)              # the slot nearest the peak (or, rounded, a neighbour)
             k = self._base + i
             if -ISOLATION <= k - ratio <= ISOLATION:
                 at = RECORD * i
