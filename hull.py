@@ -26,7 +26,7 @@ value; average: count and sums), so the tied set stays explicit. Two paths:
   tie plus the tied keys of their columns; qy == 0: O(extreme column).
 Memory: RECORD doubles and a byte per slot, RECORD doubles per key under a
 column top (slots at most max(SLOT_FLOOR, SLOTS_PER_ENTRY * entries)); the
-general path a list per key and per column, three doubles per vertex.
+general path a tuple per key, a list per column, three doubles per vertex.
 
 Precision: collinear keys are kept and the walks compare float scores exactly,
 stopping past twice a score's rounding bound (ROUNDING_SLACK). The answers are
@@ -298,7 +298,7 @@ class _BlockChain:
 # The head.
 
 class HullHead:
-    """One head's cache (see the module docstring). A record: [ky, mark, vx, vy]
+    """One head's cache (see the module docstring). A record: (ky, mark, vx, vy)
     (plus BELOW and BELOW_KY in the parabolic path's arrays), mark the seq of
     the key's last insert (latest) or its count (average), (vx, vy) that value
     or the sums."""
@@ -320,7 +320,7 @@ class HullHead:
         # the top's float score (monotone in ky), so the answer is never the key's.
         self._tops_latest = self.latest
         # the general path
-        self._columns = {}                    # kx -> records of that column, ky increasing
+        self._columns = {}                    # kx -> records (tuples) of that column, ky increasing
         self._upper = _BlockChain()           # hull of the column tops (kx, ky)
         self._lower = None                    # hull of (kx, -ky) of the bottoms, built at the first qy < 0
         self._total = [0.0, 0, 0.0, 0.0]      # a record of every entry, for query (0, 0)
@@ -451,9 +451,10 @@ class HullHead:
         column = self._columns.setdefault(kx, [])
         i = bisect_left(column, ky, key=itemgetter(KY))
         if i < len(column) and column[i][KY] == ky:
-            self._merge_record(column[i], 0, mark, vx, vy)
+            _, old_mark, old_x, old_y = column[i]
+            column[i] = (ky, mark, vx, vy) if self.latest else (ky, old_mark + mark, old_x + vx, old_y + vy)
             return
-        column.insert(i, [ky, mark, vx, vy])
+        column.insert(i, (ky, mark, vx, vy))
         if i == len(column) - 1:              # a new top
             self._upper.add(kx, ky)
         if i == 0 and self._lower is not None:   # a new bottom
