@@ -5,16 +5,17 @@ each head at each position. Three key families:
 
 * parabolic, increasing k: the machine's position lookups, key
   (2p, -p^2 + 0.3*inv_log_pos(p)) at position p, query c*(k*, 1) for a random
-  earlier position k*, c = HARD_K*sqrt(2) (the list path of the hull);
+  earlier position k*, c = HARD_K*sqrt(2) (the hull's parabolic path);
 * parabolic, any order: memory-style lookups, k a random address in [0, t)
-  (repeats included), same recency term and queries (the tree path);
-* random keys: uniform in [-1, 1]^2, random query directions.
+  (repeats included: keys under column tops), same recency term and queries
+  (the parabolic path);
+* random keys: uniform in [-1, 1]^2, random query directions (the general path).
 
 For each t it prints the hull's steps per second over a whole run of t steps,
 the hull's and the brute scan's cost per step at size t (the mean over the
 last steps of a run, the brute scan being filled without queries first), and
 their ratio; then the positions per second of causal_hard_attention (all
-positions of a sequence at once) on the same keys; then, per family, the
+positions of a sequence at once, one HullHead) on the same keys; then, per family, the
 cost per step at the largest t over that at 10^3, and per t the cost of
 "parabolic, any order" over "parabolic, increasing k". Targets: hull >=
 150,000 steps/s on parabolic keys; per-step cost at 10^6 <= 1.5x that at

@@ -7,11 +7,11 @@ duplicates, collinear keys, equal kx, qy == 0 and qy < 0; the parabolic keys
 (2k, -k^2 + recency) are the machine's, up to k = 2^25 with queries scaled by
 HARD_K*sqrt(2), and the machine's memory heads with their cleared keys.
 The machine's keys run on the parabolic path and, with PARABOLIC_PATH off,
-on the list and tree paths; the parabolic path also with forced ties on tiny
-ranges, sparse columns, every condition that makes it leave. About 700,000
-operations in all (about 170,000 with `_check()` after every insert, many of
-them with tiny blocks on the tree path). The last part checks causal_hard_attention
-(all positions at once) the same way, on about 49,000 positions.
+on the general path; the parabolic path also with forced ties on tiny
+ranges, sparse columns, every condition that makes it leave. About 650,000
+operations in all (about 160,000 with `_check()` after every insert, many of
+them with tiny blocks on the general path). The last part checks
+causal_hard_attention (all positions at once) the same way.
 """
 import math
 import random
@@ -181,7 +181,7 @@ PARABOLIC_CASES = [  # (low_k, addresses, start_position, position steps)
 @pytest.mark.parametrize("latest", [False, True])
 @pytest.mark.parametrize("low_k, addresses, start_position, steps", PARABOLIC_CASES)
 def test_parabolic_keys(latest, low_k, addresses, start_position, steps, parabolic_path, monkeypatch):
-    """On the list and tree paths (parabolic_path False), and on the parabolic
+    """On the general path (parabolic_path False), and on the parabolic
     path until the first query with qy <= 0 moves the keys to the general paths."""
     monkeypatch.setattr(hull, "PARABOLIC_PATH", parabolic_path)
     rng = random.Random(99 + latest + low_k)
@@ -221,27 +221,23 @@ def test_large_exact_integers(latest):
 
 
 @pytest.mark.parametrize("latest", [False, True])
-@pytest.mark.parametrize("interpolate_from", [2, hull.INTERPOLATE_FROM])
-def test_tiny_block_load_splits_and_empties_blocks(latest, interpolate_from, monkeypatch):
-    """A block load of 2 makes the tree path's chains split blocks and delete
-    emptied ones at every few inserts; interpolate_from = 2 makes every slope
-    search start from an interpolated guess, on hulls with forced ties."""
+def test_tiny_block_load_splits_and_empties_blocks(latest, monkeypatch):
+    """A block load of 2 makes the general path's chains split blocks and delete
+    emptied ones at every few inserts, on hulls with forced ties."""
     monkeypatch.setattr(hull, "_LOAD", 2)
-    monkeypatch.setattr(hull, "INTERPOLATE_FROM", interpolate_from)
     monkeypatch.setattr(hull, "PARABOLIC_PATH", False)
     rng = random.Random(11 + latest)
     for key_range in (1, 3, 50):
         ops = tiny_integer_ops(rng, 500, key_range, query_range=10)
         run(ops, latest, check_every_insert=True)
     run(parabolic_ops(rng, 300, 2 ** 22, 200, 0), latest, check_every_insert=True)
-    run(parabolic_ops(rng, 300, 0, None, 0), latest, check_every_insert=True)   # the list path
+    run(parabolic_ops(rng, 300, 0, None, 0), latest, check_every_insert=True)   # increasing kx
 
 
 def machine_memory_ops(rng, n_steps, addresses, first_positions):
     """A memory head of the machine: first `first_positions` keys in position
-    order (the list path), then writes (2k, -k^2 + recency) to random addresses
-    k and cleared keys (2k, -1e30) (the tree path: the switch happens under
-    way), queries c*(k*, 1) for written, missing and halfway addresses."""
+    order, then writes (2k, -k^2 + recency) to random addresses
+    k and cleared keys (2k, -1e30), queries c*(k*, 1) for written, missing and halfway addresses."""
     ops = []
     written = [0]
     for position in range(n_steps):
@@ -268,10 +264,7 @@ def test_machine_memory_keys_with_cleared_keys(latest, parabolic_path, monkeypat
     for addresses, first_positions in ((5, 0), (40, 30), (400, 100)):
         fast = run(machine_memory_ops(rng, 1500, addresses, first_positions), latest,
                    check_every_insert=addresses < 400)
-        if parabolic_path:
-            assert fast._slots is not None                  # the parabolic path all along
-        else:
-            assert fast._columns is not None                # the tree path was taken
+        assert (fast._slots is not None) == parabolic_path  # the parabolic path all along, or never
 
 
 def tiny_parabolic_ops(rng, n_ops, ks, recencies, cleared):
@@ -311,8 +304,40 @@ def test_parabolic_path_tiny_ranges_with_ties(latest):
 
 
 @pytest.mark.parametrize("latest", [False, True])
+def test_parabolic_path_isolated_float_ties_under_a_top(latest):
+    """Columns near +-ISOLATED_K holding keys whose ky differ by an ulp (2^-7), so
+    that queries qy * (k, 1) with qy ~ 2^40 tie them in float: the isolated answer
+    with the keys under the top, each insert a new top (latest mode: the top
+    answers alone) or each a key under the top, newer than it."""
+    rng = random.Random(12 + latest)
+    ulp = 2.0 ** -7                                         # of ky ~ -2^46
+    for new_tops in (True, False):
+        for sign in (1, -1):
+            ks = [sign * (hull.ISOLATED_K - offset) for offset in range(4)]
+            ops, ties = [], 0
+            for step in range(40):
+                for k in ks:
+                    d = 0.25 + (step if new_tops else 39 - step) * ulp / 2
+                    ops.append(("i", 2.0 * k, -float(k * k) + d, float(rng.randint(0, 9)), 1.0))
+                    for _ in range(3):
+                        qy = rng.choice((QUERY_SCALE, 1.3 * 2.0 ** 40, 2.0 ** 41))
+                        ops.append(("q", qy * rng.choice(ks), qy))
+            fast = run(ops, latest)
+            assert fast._slots is not None and fast._tops_latest == (latest and new_tops)
+            brute = BruteHead(latest)
+            for op in ops:                                  # the float ties do happen
+                if op[0] == "i":
+                    brute.insert(*op[1:])
+                else:
+                    kx, ky = brute._columns[0, :len(brute)], brute._columns[1, :len(brute)]
+                    scores = op[1] * kx + op[2] * ky
+                    ties += len(set(ky[scores == scores.max()].tolist())) > 1
+            assert ties > 50, ties
+
+
+@pytest.mark.parametrize("latest", [False, True])
 def test_parabolic_path_gaps_and_growth(latest):
-    """Sparse columns (runs of empty slots, over words of the bit sets), queries
+    """Sparse columns (long runs of empty slots the walks jump over), queries
     far from every column, slots growing to the left and the right."""
     rng = random.Random(17 + latest)
     for _ in range(30):
@@ -341,7 +366,7 @@ def test_parabolic_path_random_order_up_to_the_slot_limit(latest, monkeypatch):
 @pytest.mark.parametrize("latest", [False, True])
 def test_parabolic_path_leaves_for_the_general_paths(latest, monkeypatch):
     """Each condition the parabolic path needs, broken once after a run of its
-    keys: the keys move to the list or tree path, and answers stay the scan's."""
+    keys: the keys move to the general path, and answers stay the scan's."""
     monkeypatch.setattr(hull, "SLOT_FLOOR", hull.SLOT_CHUNK)
     rng = random.Random(55 + latest)
     breaks = [
@@ -373,77 +398,6 @@ def test_parabolic_path_leaves_for_the_general_paths(latest, monkeypatch):
     assert fast._slots is None
 
 
-def test_bisect_slopes_is_bisect_left():
-    """The interpolated search returns bisect_left's index for any sorted slopes:
-    evenly growing, clustered, repeated, with an infinite last slope."""
-    rng = random.Random(6)
-    for _ in range(3000):
-        n = rng.choice((1, 2, 63, 64, 65, 200, 1000))
-        shape = rng.random()
-        if shape < 0.3:
-            slopes = sorted(float(rng.randint(-5, 5)) for _ in range(n))
-        elif shape < 0.6:
-            slopes = [k + 0.5 + 0.3 * recency(k) for k in range(n)]
-        else:
-            slopes = sorted(rng.uniform(-1e3, 1e3) ** 3 for _ in range(n))
-        if rng.random() < 0.2:
-            slopes[-1] = math.inf
-        stored = hull.array("d", slopes)
-        finite = [s for s in slopes if math.isfinite(s)] or [0.0]
-        ratios = [rng.uniform(min(finite) - 2, max(finite) + 2), rng.choice(slopes),
-                  rng.choice(finite) + 0.5, math.inf, -math.inf]
-        for ratio in ratios:
-            assert hull._bisect_slopes(stored, ratio) == hull.bisect_left(stored, ratio), (slopes, ratio)
-
-
-def test_switch_from_increasing_to_any_order():
-    """Keys first arrive with increasing kx (list path), then in any order."""
-    rng = random.Random(3)
-    for latest in (False, True):
-        ops = []
-        for k in range(150):
-            ops.append(("i", float(k), float(rng.randint(-50, 50)), float(k), 0.0))
-            ops.append(("q", float(rng.randint(-9, 9)), float(rng.randint(-9, 9))))
-        ops += tiny_integer_ops(rng, 400, 30, query_range=9)
-        fast = run(ops, latest, check_every_insert=True)
-        assert fast._columns is not None   # the tree path was taken
-
-
-def nondecreasing_ops(rng, n_ops, column_size):
-    """Keys whose kx never decreases (the list path): columns of up to
-    column_size distinct ky, duplicates, queries of every sign."""
-    ops = []
-    kx = 0
-    column = []
-    for _ in range(n_ops):
-        if rng.random() < 0.5:
-            if rng.random() < 0.3 or len(column) >= column_size:
-                kx += rng.choice((1, 1, 2))
-                column = []
-            ky = rng.randint(-4, 4) if len(column) < column_size else rng.choice(column)
-            if ky not in column:
-                column.append(ky)
-            ops.append(("i", float(kx), float(ky), float(rng.randint(-8, 8)), 1.0))
-        else:
-            ops.append(("q", float(rng.randint(-3, 3)), float(rng.choice((-2, -1, 0, 1, 2, 5)))))
-    return ops
-
-
-@pytest.mark.parametrize("latest", [False, True])
-def test_list_path_columns_and_lower_hull(latest):
-    rng = random.Random(21 + latest)
-    for _ in range(25):                                     # ~7,500 ops per mode
-        fast = run(nondecreasing_ops(rng, 300, hull.LIST_COLUMN_LIMIT), latest,
-                   check_every_insert=True)
-        assert fast._columns is None                        # stayed on the list path
-    ops = nondecreasing_ops(rng, 300, hull.LIST_COLUMN_LIMIT)
-    for ky in range(hull.LIST_COLUMN_LIMIT + 1):            # one key too many in a column
-        ops += [("i", 1e3, float(ky * 3 % 11), float(ky), 2.0), ("q", 1.0, 0.0), ("q", 0.0, -1.0)]
-    ops += [("i", 1e3 + 1, 2.0, 1.0, 1.0), ("q", 0.0, 1.0), ("q", -1.0, -2.0), ("q", 1.0, 0.0)]
-    fast = run(ops, latest, check_every_insert=True)
-    assert fast._columns is not None                        # switched to the tree path
-
-
 # ---------------------------------------------------------------------------
 # causal_hard_attention: every position at once, against the sequential scan.
 
@@ -469,8 +423,8 @@ def arrays_from_ops(ops):
     return np.array(keys), np.array(values), np.array(queries)
 
 
-def check_offline(keys, values, queries, latest, block):
-    got = hull.causal_hard_attention(keys, values, queries, latest, block)
+def check_offline(keys, values, queries, latest):
+    got = hull.causal_hard_attention(keys, values, queries, latest)
     want = brute_all_positions(keys, values, queries, latest)
     assert got.shape == (len(keys), 2)
     for position, (row, expected) in enumerate(zip(got.tolist(), want)):
@@ -478,9 +432,7 @@ def check_offline(keys, values, queries, latest, block):
 
 
 @pytest.mark.parametrize("latest", [False, True])
-@pytest.mark.parametrize("prune_passes", [1, hull.PRUNE_PASSES])
-def test_causal_hard_attention_tiny_integers(latest, prune_passes, monkeypatch):
-    monkeypatch.setattr(hull, "PRUNE_PASSES", prune_passes)   # 1: the monotone chain finishes
+def test_causal_hard_attention_tiny_integers(latest):
     rng = np.random.default_rng(8 + latest)
     for _ in range(20):                                     # ~4,000 positions per case
         n = int(rng.integers(1, 400))
@@ -488,11 +440,11 @@ def test_causal_hard_attention_tiny_integers(latest, prune_passes, monkeypatch):
         keys = rng.integers(-box, box + 1, size=(n, 2)).astype(np.float64)
         values = rng.integers(-8, 9, size=(n, 2)).astype(np.float64)
         queries = rng.integers(-4, 5, size=(n, 2)).astype(np.float64)
-        check_offline(keys, values, queries, latest, block=int(rng.choice([1, 3, 16, 256])))
+        check_offline(keys, values, queries, latest)
     rng = random.Random(latest)
     for _ in range(6):                                      # perpendicular queries, duplicates
         check_offline(*arrays_from_ops(tiny_integer_ops(rng, 600, rng.choice((1, 3, 6)), 4)),
-                      latest, block=rng.choice((4, 32)))
+                      latest)
 
 
 @pytest.mark.parametrize("latest", [False, True])
@@ -500,7 +452,7 @@ def test_causal_hard_attention_parabolic_keys(latest):
     rng = random.Random(17 + latest)
     for low_k, addresses, start_position, steps in PARABOLIC_CASES:
         ops = parabolic_ops(rng, 1500, low_k, addresses, start_position, steps)
-        check_offline(*arrays_from_ops(ops), latest, block=rng.choice((8, 64, 256)))
+        check_offline(*arrays_from_ops(ops), latest)
 
 
 def test_causal_hard_attention_collinear_runs():
@@ -512,7 +464,7 @@ def test_causal_hard_attention_collinear_runs():
     queries = np.array([rng.choice(((2, 3), (-2, -3), (4, 6), (1, 1), (1, 0)))
                         for _ in range(3000)], dtype=np.float64)         # perpendicular to it
     for latest in (False, True):
-        check_offline(keys, values, queries, latest, block=64)
+        check_offline(keys, values, queries, latest)
 
 
 def test_causal_hard_attention_empty():
