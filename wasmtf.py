@@ -299,8 +299,10 @@ class SoftmaxHead:
 
     def insert(self, kx, ky, vx, vy):
         if self.n == len(self.keys):  # double the capacity: amortized O(1)
-            self.keys, self.values = (np.concatenate([a, np.zeros_like(a)]) for a in (self.keys, self.values))
-        self.keys[self.n], self.values[self.n] = (kx, ky), (vx, vy)
+            self.keys = np.concatenate([self.keys, np.zeros_like(self.keys)])
+            self.values = np.concatenate([self.values, np.zeros_like(self.values)])
+        self.keys[self.n] = (kx, ky)
+        self.values[self.n] = (vx, vy)
         self.n += 1
 
     def query(self, qx, qy):
@@ -441,8 +443,9 @@ def attended_positions(trace, p, l, h):
 def forward_batch(model, token_ids, plan=None):
     """The whole sequence at once (teacher forcing), as a port computes it: (x [T, D],
     logits [T, V]), every head answering all T positions with hull.causal_hard_attention
-    (SPEC 9, O(T log^2 T)). The sequential steps' results for weights exact in any summation
-    order, as compiled ones are (Linear); speculative.BatchState is the bounded-memory form."""
+    (SPEC 9, one HullHead per head). The sequential steps' results for weights exact in any
+    summation order, as compiled ones are (Linear); speculative.BatchState is the bounded-memory
+    form."""
     plan = plan or prepare(model)
     x = np.ascontiguousarray(embed_tokens(plan["embed"], token_ids).T)   # [D, T]
     run_layers(plan, x, lambda l, a, latest, q, k, v: hull.causal_hard_attention(k, v, q, latest))
