@@ -84,7 +84,8 @@ def embed_tokens(embed, token_ids, start=0):
     x = embed[np.asarray(token_ids, dtype=np.int64)]                  # [T, D] (a copy)
     positions = np.arange(start, start + len(x), dtype=np.float64)    # [T]
     x[:, 0] += positions
-    x[:, 1] += [inv_log_pos(p) for p in range(start, start + len(x))]
+    logs = np.fromiter(map(math.log, range(start + 2, start + len(x) + 2)), np.float64, len(x))  # [T]
+    x[:, 1] += INV_LN2 - 1 / logs  # inv_log_pos: math.log's values, then the same two roundings
     x[:, 2] += positions * positions
     return x
 

@@ -76,8 +76,8 @@ def test_positional_features_are_exact():
 
 def test_the_per_token_embedding_is_the_batched_one():
     embed = np.random.default_rng(3).normal(size=(5, 6))
-    ids = [4, 0, 2, 2, 1, 3]
-    for start in (0, 1, 70_000):
+    ids = [4, 0, 2, 2, 1, 3] + np.random.default_rng(4).integers(0, 5, 5_000).tolist()
+    for start in (0, 1, 70_000, 2 ** 24 - 7):
         batch = wasmtf.embed_tokens(embed, ids, start)                  # [T, D]
         assert np.array_equal(batch, [wasmtf.embed_position(embed, t, start + i) for i, t in enumerate(ids)])
 
