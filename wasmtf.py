@@ -33,7 +33,8 @@ The model dict (produced by compile_weights.py, read and written by load/save):
 One named repacking, prepare(model) -> plan, restricts every product to the heads,
 neurons and slots its weights touch (the compiled machine uses few of each; exact: only
 zeros are dropped): step, forward_batch and speculative.BatchState read it;
-examples/torch_port.py reads the dense arrays (tests/test_torch_port.py: the same tokens, residuals within 1e-6).
+examples/torch_port.py reads the dense arrays (tests/test_torch_port.py: the same
+tokens, residuals within 1e-6).
 
 Costs per token: L products of sizes 6A x D, D x 2A, 2F x D, D x F (on the slots
 touched), one U x S product for the logits (output_head), and per active head one
