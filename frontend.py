@@ -40,8 +40,8 @@ import pathlib
 import reference
 from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, compile_c,
                      validation_error, PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes,
-                     block_signature, reachable_functions, table_contents, indirect_targets, grows_memory)
-from legalize import CodeWalk
+                     reachable_functions, table_contents, indirect_targets, grows_memory)
+from legalize import CodeWalk, block_signature, where
 from reference import WORD_BYTES, WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 
@@ -168,10 +168,6 @@ def function_name(function):
     return function.debug_name or (function.names[0] if function.names else "function %d" % function.index)
 
 
-def _where(function, instruction):
-    return "%s, byte offset 0x%x" % (function.label(), instruction.offset)
-
-
 def growth_limit(module):
     """The most pages memory.grow may reach (not the top page, which holds the reserved
     area; not past the maximum: beyond, it returns -1), or None when it cannot grow."""
@@ -253,7 +249,7 @@ def function_problems(module, function):
         if name not in SUPPORTED:
             what = name
         elif name in ("block", "loop", "if"):
-            signature = block_signature(module, immediate)
+            signature = block_signature(module.types, immediate)
             if signature is None:
                 what = "%s with type index %d, which does not exist" % (name, immediate[1])
             elif set(signature[0] + signature[1]) - {"i32"}:
@@ -276,7 +272,7 @@ def function_problems(module, function):
         elif name == "call" and immediate >= len(module.functions):
             what = "call of function %d, which does not exist" % immediate
         if what:
-            problems.append("%s: %s" % (_where(function, instruction), what))
+            problems.append("%s: %s" % (where(function, instruction.offset), what))
     return problems
 
 
@@ -286,7 +282,7 @@ def temporaries_of(module, function):
     kept = [len(function.results), 1]
     for instruction in function.code:
         if instruction.name in ("block", "loop", "if"):
-            signature = block_signature(module, instruction.immediate) or ((), ())
+            signature = block_signature(module.types, instruction.immediate) or ((), ())
             kept += [len(signature[0]), len(signature[1])]
     return list(range(1 + max(kept)))
 
@@ -369,7 +365,7 @@ class FunctionLowering(CodeWalk):
     def lower_block(self, instruction):
         """block/loop/if: no code for a block; a loop's label is its first instruction;
         an if is `i32.eqz; br_if` to its else arm (or its end when there is none)."""
-        params, results = block_signature(self.module, instruction.immediate)
+        params, results = block_signature(self.module.types, instruction.immediate)
         self.pop(instruction, len(params) + (instruction.name == "if"))
         end = Label()
         jumps = Jumps(end, Label() if instruction.name == "loop" else end,

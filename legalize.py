@@ -78,6 +78,20 @@ Entry = collections.namedtuple("Entry", "type lazy")
 Frame = collections.namedtuple("Frame", "kind height params results jumps", defaults=(None,))
 
 
+def where(function, offset):
+    """How a problem in a function's code is located: its label and the byte offset."""
+    return "%s, byte offset 0x%x" % (function.label(), offset)
+
+
+def block_signature(types, block_type):
+    """(params, results) of a block type: () or (t,), or ("type", index) of the function
+    types `types`; None for a bad index."""
+    if block_type and block_type[0] == "type":
+        index = block_type[1]
+        return types[index] if 0 <= index < len(types) else None
+    return (), tuple(block_type)
+
+
 def dead_code_end(code, position):
     """The position of the `else` or `end` that closes the block code[position] is in (len(code)
     if none): what follows a br, br_table, return or unreachable up to there never runs."""
@@ -104,7 +118,7 @@ class CodeWalk:
         self.unreachable = False            # set by br, br_table, return and unreachable
 
     def fail(self, what):
-        raise self.error("%s, byte offset 0x%x: invalid module: %s" % (self.function.label(), self.offset, what))
+        raise self.error("%s: invalid module: %s" % (where(self.function, self.offset), what))
 
     def walk(self):
         """Each instruction of the body in turn: `step(code, position)` does code[position]
@@ -505,15 +519,12 @@ class FunctionLegalizer(CodeWalk):
 
     def block_type(self, immediate):
         """(original params, original results, the legalised immediate) of a block type."""
-        if immediate and immediate[0] == "type":
-            index = immediate[1]
-            if not 0 <= index < len(self.pass_.original_types):
-                self.fail("block type index %d does not exist" % index)
-            params, results = self.pass_.original_types[index]
-            return params, results, immediate
+        signature = block_signature(self.pass_.original_types, immediate)
+        if signature is None:
+            self.fail("block type index %d does not exist" % immediate[1])
         if immediate == ("i64",):
-            return (), ("i64",), ("type", self.pass_.type_index(((), ("i32", "i32"))))
-        return (), tuple(immediate), immediate
+            return signature + (("type", self.pass_.type_index(((), ("i32", "i32")))),)
+        return signature + (immediate,)
 
     # -- the walk -----------------------------------------------------------
 
@@ -915,12 +926,11 @@ class ModuleLegalizer:
             name, immediate = instruction.name, instruction.immediate
             if "i64" in name:
                 return True
-            if name in BLOCKS and immediate and immediate[0] == "type":
-                if 0 <= immediate[1] < len(self.original_types) and "i64" in sum(self.original_types[immediate[1]], ()):
+            if name in BLOCKS:
+                if "i64" in sum(block_signature(self.original_types, immediate) or ((), ()), ()):
                     return True
-            elif name in BLOCKS or (name == "select" and immediate):
-                if "i64" in immediate:
-                    return True
+            elif name == "select" and immediate and "i64" in immediate:
+                return True
             elif name == "call" and immediate < len(self.original_signatures):
                 if "i64" in sum(self.original_signatures[immediate], ()):
                     return True
