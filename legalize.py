@@ -481,8 +481,8 @@ class FunctionLegalizer(CodeWalk):
     def pop(self, value_types):
         """Pop entries of `value_types` (bottom to top) off the stack, checking their types."""
         count = len(value_types)
-        if len(self.stack) - count < self.frames[-1].height:
-            self.fail("needs %d operands, the stack has %d" % (count, len(self.stack) - self.frames[-1].height))
+        if self.height - count < self.frames[-1].height:
+            self.fail("needs %d operands, the stack has %d" % (count, self.height - self.frames[-1].height))
         entries = self.stack[len(self.stack) - count:]
         del self.stack[len(self.stack) - count:]
         for entry, wanted in zip(entries, value_types):
@@ -528,19 +528,12 @@ class FunctionLegalizer(CodeWalk):
 
     # -- the walk -----------------------------------------------------------
 
-    def run(self):
-        """The legalised code; function.params/results/locals are the caller's to update."""
-        self.walk()
-        return self.code
-
     def step(self, code, position):
         name, immediate = code[position].name, code[position].immediate
         self.temps_used = 0
-        handler = getattr(self, "step_" + name.replace(".", "_"), None)
-        if name in I64_OPERATIONS:
-            I64_OPERATIONS[name](self, name, immediate)
-        elif handler is not None:
-            handler(name, immediate)
+        handler = I64_OPERATIONS.get(name) or getattr(FunctionLegalizer, "step_" + name.replace(".", "_"), None)
+        if handler is not None:
+            handler(self, name, immediate)
         else:                                 # passed through unchanged
             popped, pushed = signature(name)
             self.materialize()
@@ -969,10 +962,10 @@ class ModuleLegalizer:
         for function in users:
             walk = FunctionLegalizer(self, function)
             try:
-                code = walk.run()
+                walk.walk()
             except GiveUp:
                 continue                  # left as it is: the front end reports it
-            function.code = code
+            function.code = walk.code
             function.locals = list(words(function.locals)) + ["i32"] * walk.temps_needed
             function.params, function.results = words(function.params), words(function.results)
 
