@@ -544,14 +544,6 @@ def grows_memory(module):
     return any(instruction.name == "memory.grow" for function in module.functions for instruction in function.code)
 
 
-def block_signature(module, block_type):
-    """(params, results) of a block type: (), (t,) or ("type", index); None for a bad index."""
-    if block_type and block_type[0] == "type":
-        index = block_type[1]
-        return module.types[index] if 0 <= index < len(module.types) else None
-    return (), tuple(block_type)
-
-
 def closure(roots, successors):
     """The set of `roots` and everything `successors(item)` leads to, transitively."""
     seen, pending = set(), list(roots)

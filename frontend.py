@@ -34,13 +34,14 @@ case tested; a branch that unwinds the stack +1 per value dropped, +2 per value
 kept (+2 more for br_if).
 Lowering is linear in the module size.
 """
+import collections
 import pathlib
 
 import reference
 from decoder import (WasmError, MissingToolError, Instruction, decode_module, wat_to_wasm, compile_c,
                      validation_error, PAGE_BYTES, MAX_PAGES, find_export, constant_of, memory_bytes,
-                     block_signature, reachable_functions, table_contents, indirect_targets, grows_memory)
-from legalize import dead_code_end
+                     reachable_functions, table_contents, indirect_targets, grows_memory)
+from legalize import CodeWalk, block_signature, where
 from reference import WORD_BYTES, WORD_MODULUS, LOCALS_PER_FRAME, MEMORY_SIZE
 
 
@@ -167,10 +168,6 @@ def function_name(function):
     return function.debug_name or (function.names[0] if function.names else "function %d" % function.index)
 
 
-def _where(function, instruction):
-    return "%s, byte offset 0x%x" % (function.label(), instruction.offset)
-
-
 def growth_limit(module):
     """The most pages memory.grow may reach (not the top page, which holds the reserved
     area; not past the maximum: beyond, it returns -1), or None when it cannot grow."""
@@ -252,7 +249,7 @@ def function_problems(module, function):
         if name not in SUPPORTED:
             what = name
         elif name in ("block", "loop", "if"):
-            signature = block_signature(module, immediate)
+            signature = block_signature(module.types, immediate)
             if signature is None:
                 what = "%s with type index %d, which does not exist" % (name, immediate[1])
             elif set(signature[0] + signature[1]) - {"i32"}:
@@ -275,7 +272,7 @@ def function_problems(module, function):
         elif name == "call" and immediate >= len(module.functions):
             what = "call of function %d, which does not exist" % immediate
         if what:
-            problems.append("%s: %s" % (_where(function, instruction), what))
+            problems.append("%s: %s" % (where(function, instruction.offset), what))
     return problems
 
 
@@ -285,103 +282,78 @@ def temporaries_of(module, function):
     kept = [len(function.results), 1]
     for instruction in function.code:
         if instruction.name in ("block", "loop", "if"):
-            signature = block_signature(module, instruction.immediate) or ((), ())
+            signature = block_signature(module.types, instruction.immediate) or ((), ())
             kept += [len(signature[0]), len(signature[1])]
     return list(range(1 + max(kept)))
 
 
-class Frame:
-    """A structured-control label during lowering."""
-
-    def __init__(self, kind, height, arity, params=0):
-        self.kind = kind          # "function", "block", "loop", "if"
-        self.height = height      # operand stack height at entry (below the block's values)
-        self.arity = arity        # values left on the stack at its end
-        self.params = params      # values it takes from the stack at entry
-        self.end = Label()        # just after its end
-        self.target = Label() if kind == "loop" else self.end   # where a branch to this label goes
-        self.else_label = Label() if kind == "if" else None     # the start of the else arm (or the end)
+# Where a block's flat code jumps: `end` just after it, `target` where a branch to its label
+# goes (a loop's start, else its end), `else_arm` an if's else arm (or its end; None if no if).
+Jumps = collections.namedtuple("Jumps", "end target else_arm")
 
 
-class FunctionLowering:
+class FunctionLowering(CodeWalk):
     """Lower one function's body to flat items; tracks the operand stack height to unwind branches."""
 
+    error = WasmError
+
     def __init__(self, program, function):
+        super().__init__(function)
         self.program = program
         self.module = program.module
-        self.function = function
+        self.name = function_name(function)
         self.items = []
         self.height = 0
-        self.frames = []
-        n_locals = len(function.params) + len(function.locals)
-        temporaries = [n_locals + k for k in temporaries_of(program.module, function)]
+        temporaries = [len(self.local_types) + k for k in temporaries_of(program.module, function)]
         self.address_temp = temporaries[0]      # holds an address / a br_table index
         self.value_temps = temporaries[1:]      # hold the values a branch keeps / a stored value
         self.value_temp = self.value_temps[0]
-
-    def fail(self, instruction, what):
-        raise WasmError("%s: invalid module: %s" % (_where(self.function, instruction), what))
 
     def emit(self, opcode, immediate=0):
         self.items.append((opcode, immediate))
 
     def pop(self, instruction, count=1):
         if self.height - count < self.frames[-1].height:
-            self.fail(instruction, "%s needs %d operands, the stack has %d"
+            self.fail("%s needs %d operands, the stack has %d"
                       % (instruction.name, count, self.height - self.frames[-1].height))
         self.height -= count
 
+    def set_stack(self, height, value_types):
+        self.height = height + len(value_types)
+
     def lower(self):
         function = self.function
-        entry = self.program.entries[function.index]
-        name = function_name(function)
-        self.items += [entry, Origin(name, "prologue")]
+        self.items += [self.program.entries[function.index], Origin(self.name, "prologue")]
         self.items += [("local.set", i) for i in reversed(range(len(function.params)))]
-        self.frames.append(Frame("function", 0, len(function.results)))
-        code = function.code
-        position = 0
-        while position < len(code):
-            instruction = code[position]
-            position += 1
-            extend = self.sign_extension_idiom(code, position - 1)
-            if extend:                         # (x << 24) >> 24 etc.: one extend8_s/16_s
-                instruction = Instruction(extend, None, instruction.offset)
-                position += 3
-            self.items.append(Origin(name, instruction.name))
-            if self.is_putchar_call(instruction) and position < len(code) and code[position].name == "drop":
-                self.lower_call(instruction, result_used=False)   # `call putchar; drop`: just `output`
-                position += 1
-                continue
-            getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)   # a method per kind
-            if self.unreachable:               # skip the dead code up to the else/end of this block
-                self.unreachable = False
-                position = dead_code_end(code, position)
-                self.height = self.frames[-1].height + self.frames[-1].arity   # values as if branched
+        self.walk()
         return self.items
 
-    unreachable = False       # set by br, br_table, return and unreachable
+    def step(self, code, position):
+        instruction = code[position]
+        extend = self.sign_extension_idiom(code, position)
+        if extend:                             # (x << 24) >> 24 etc.: one extend8_s/16_s
+            instruction = Instruction(extend, None, instruction.offset)
+            position += 3
+        self.items.append(Origin(self.name, instruction.name))
+        if self.is_putchar_call(instruction) and position + 1 < len(code) and code[position + 1].name == "drop":
+            self.lower_call(instruction, result_used=False)   # `call putchar; drop`: just `output`
+            return position + 2
+        getattr(self, LOWERING.get(instruction.name, "lower_native"))(instruction)   # a method per kind
+        return position + 1
 
-    def unwind(self, frame, arity):
-        """Drop the values between the frame's height and the `arity` values on top."""
+    def branch_items(self, depth):
+        """An unconditional branch to label `depth`: the unwinding (drop the values between
+        the label's height and the `arity` values it carries, on top) plus the jump."""
+        frame, carried = self.branch_target(depth)
+        arity = len(carried)
         extra = self.height - frame.height - arity
         if extra < 0:
-            return None
+            self.fail("branch needs %d values, the stack has %d" % (arity, self.height - frame.height))
         kept = self.value_temps[:arity] if extra else []
-        return ([("local.set", t) for t in reversed(kept)] + [("drop", 0)] * extra
-                + [("local.get", t) for t in kept])
-
-    def branch_items(self, instruction, depth):
-        """Unwinding plus the jump for an unconditional branch to label `depth`."""
-        if depth >= len(self.frames):
-            self.fail(instruction, "branch depth %d, only %d labels" % (depth, len(self.frames)))
-        frame = self.frames[-1 - depth]
-        arity = frame.params if frame.kind == "loop" else frame.arity
-        items = self.unwind(frame, arity)
-        if items is None:
-            self.fail(instruction, "branch needs %d values, the stack has %d" % (arity, self.height - frame.height))
+        unwind = [("local.set", t) for t in reversed(kept)] + [("drop", 0)] * extra + [("local.get", t) for t in kept]
         if frame.kind == "function":
-            return items + [("return", self.program.entries[self.function.index])]
-        return items + [("br", frame.target)]
+            return unwind + [("return", self.program.entries[self.function.index])]
+        return unwind + [("br", frame.jumps.target)]
 
     def lower_nop(self, instruction):
         pass
@@ -393,50 +365,43 @@ class FunctionLowering:
     def lower_block(self, instruction):
         """block/loop/if: no code for a block; a loop's label is its first instruction;
         an if is `i32.eqz; br_if` to its else arm (or its end when there is none)."""
-        params, results = block_signature(self.module, instruction.immediate)
+        params, results = block_signature(self.module.types, instruction.immediate)
         self.pop(instruction, len(params) + (instruction.name == "if"))
-        frame = Frame(instruction.name, self.height, len(results), len(params))
-        if frame.kind == "loop":
-            self.items.append(frame.target)
-        elif frame.kind == "if":
-            self.items += [("i32.eqz", 0), ("br_if", frame.else_label)]
-        self.frames.append(frame)
-        self.height += len(params)
+        end = Label()
+        jumps = Jumps(end, Label() if instruction.name == "loop" else end,
+                      Label() if instruction.name == "if" else None)
+        if instruction.name == "loop":
+            self.items.append(jumps.target)
+        elif instruction.name == "if":
+            self.items += [("i32.eqz", 0), ("br_if", jumps.else_arm)]
+        self.open_block(instruction.name, params, results, jumps)
 
     def lower_else(self, instruction):
-        frame = self.frames[-1]
-        if frame.kind != "if" or frame.else_label is None:
-            self.fail(instruction, "else without if")
-        self.check_end(instruction, frame)
-        self.items += [("br", frame.end), frame.else_label]
-        frame.else_label = None
-        self.height = frame.height + frame.params
+        frame = self.begin_else()
+        self.items += [("br", frame.jumps.end), frame.jumps.else_arm]
 
     def lower_end(self, instruction):
         """The end of a block (its label), or of the function (its return)."""
-        frame = self.frames[-1]
-        self.check_end(instruction, frame)
-        if frame.kind == "if" and frame.else_label is not None:
-            if frame.arity != frame.params:
-                self.fail(instruction, "an if without else must leave its parameters as results")
-            self.items.append(frame.else_label)
+        frame = self.end_block()
+        if frame.kind == "if":                 # no else arm
+            if len(frame.results) != len(frame.params):
+                self.fail("an if without else must leave its parameters as results")
+            self.items.append(frame.jumps.else_arm)
         if frame.kind == "function":
-            self.items += self.branch_items(instruction, 0)
+            self.items.append(("return", self.program.entries[self.function.index]))
         else:
-            self.items.append(frame.end)
-            self.height = frame.height + frame.arity
-        self.frames.pop()
+            self.items.append(frame.jumps.end)
 
     def lower_br(self, instruction):
         """br, and return: a branch to the function's label."""
         depth = len(self.frames) - 1 if instruction.name == "return" else instruction.immediate
-        self.items += self.branch_items(instruction, depth)
+        self.items += self.branch_items(depth)
         self.unreachable = True
 
     def lower_br_if(self, instruction):
         """br_if: direct, or, when the branch must unwind, `i32.eqz; br_if skip; unwind; br`."""
         self.pop(instruction)
-        items = self.branch_items(instruction, instruction.immediate)
+        items = self.branch_items(instruction.immediate)
         if len(items) == 1 and items[0][0] == "br":
             self.emit("br_if", items[0][1])
         else:
@@ -450,14 +415,14 @@ class FunctionLowering:
         self.emit("local.set", self.address_temp)
         stubs = {}
         for case, depth in enumerate(labels):
-            items = self.branch_items(instruction, depth)
+            items = self.branch_items(depth)
             self.items += [("local.get", self.address_temp), ("i32.const", case), ("i32.eq", 0)]
             if len(items) == 1 and items[0][0] == "br":
                 self.emit("br_if", items[0][1])
             else:
                 stubs.setdefault(depth, (Label(), items))
                 self.emit("br_if", stubs[depth][0])
-        self.items += self.branch_items(instruction, default)
+        self.items += self.branch_items(default)
         for stub, items in stubs.values():
             self.items += [stub] + items
         self.unreachable = True
@@ -508,8 +473,7 @@ class FunctionLowering:
         self.height += len(results)
 
     def lower_local(self, instruction):
-        if instruction.immediate >= len(self.function.params) + len(self.function.locals):
-            self.fail(instruction, "local %d does not exist" % instruction.immediate)
+        self.local_type(instruction.immediate)          # it exists
         self.lower_native(instruction)
 
     def lower_global_get(self, instruction):
@@ -525,7 +489,7 @@ class FunctionLowering:
     def lower_global_set(self, instruction):
         index = instruction.immediate
         if not self.module.globals[index]["mutable"]:
-            self.fail(instruction, "global.set of immutable global %d" % index)
+            self.fail("global.set of immutable global %d" % index)
         self.pop(instruction)
         self.items += [("local.set", self.value_temp), ("i32.const", self.program.global_address(index)),
                        ("local.get", self.value_temp), ("i32.store", 0)]
@@ -535,7 +499,7 @@ class FunctionLowering:
         name, offset = instruction.name, instruction.immediate
         store = "store" in name
         if self.module.memory is None:
-            self.fail(instruction, "%s without a memory" % name)
+            self.fail("%s without a memory" % name)
         self.pop(instruction, 2 if store else 1)
         check = self.program.bounds_check_items(offset + MEMORY_WIDTH[name], self.address_temp)
         if store and check:       # the address is under the value: set the value aside
@@ -547,7 +511,7 @@ class FunctionLowering:
         """memory.size, or memory.grow (the page count on top): old size, or -1 past the limit.
         A growable memory keeps its size in bytes in a reserved word; pages = its upper half."""
         if self.module.memory is None:
-            self.fail(instruction, "%s without a memory" % instruction.name)
+            self.fail("%s without a memory" % instruction.name)
         grow = instruction.name == "memory.grow"
         if grow:
             self.pop(instruction)
@@ -577,7 +541,7 @@ class FunctionLowering:
         """An instruction of the machine itself: the same opcode and immediate."""
         name = instruction.name
         if name not in NATIVE:
-            self.fail(instruction, "%s is not supported" % name)
+            self.fail("%s is not supported" % name)
         pushes = reference.STORES_TO_STACK[name]
         self.pop(instruction, pushes - reference.STACK_DELTA[name])
         immediate = instruction.immediate if isinstance(instruction.immediate, int) else 0   # not select's type
@@ -595,10 +559,9 @@ class FunctionLowering:
             return None
         return {24: "i32.extend8_s", 16: "i32.extend16_s"}.get(window[0].immediate)
 
-    def check_end(self, instruction, frame):
-        if self.height != frame.height + frame.arity:
-            self.fail(instruction, "block ends with %d values, its type says %d"
-                      % (self.height - frame.height, frame.arity))
+    def check_end(self, frame):
+        if self.height != frame.height + len(frame.results):
+            self.fail("block ends with %d values, its type says %d" % (self.height - frame.height, len(frame.results)))
 
 
 class ProgramLowering:

@@ -73,8 +73,23 @@ BLOCKS = ("block", "loop", "if")
 Pair = collections.namedtuple("Pair", "lo hi")
 # An operand stack entry: its value type, and for a lazy i64 the Pair that pushes it (else None).
 Entry = collections.namedtuple("Entry", "type lazy")
-# A structured-control label: its kind, the stack height below it, its parameter and result types.
-Frame = collections.namedtuple("Frame", "kind height params results")
+# A structured-control label: its kind ("function", "block", "loop", "if"; "else" in an if's else
+# arm), the stack height below it, its parameter and result types, the front end's Jumps (or None).
+Frame = collections.namedtuple("Frame", "kind height params results jumps", defaults=(None,))
+
+
+def where(function, offset):
+    """How a problem in a function's code is located: its label and the byte offset."""
+    return "%s, byte offset 0x%x" % (function.label(), offset)
+
+
+def block_signature(types, block_type):
+    """(params, results) of a block type: () or (t,), or ("type", index) of the function
+    types `types`; None for a bad index."""
+    if block_type and block_type[0] == "type":
+        index = block_type[1]
+        return types[index] if 0 <= index < len(types) else None
+    return (), tuple(block_type)
 
 
 def dead_code_end(code, position):
@@ -85,6 +100,75 @@ def dead_code_end(code, position):
         depth += {"block": 1, "loop": 1, "if": 1, "end": -1}.get(code[position].name, 0)
         position += 1
     return position
+
+
+class CodeWalk:
+    """The walk of one function's code with its labels (Frames), shared by this pass and the front
+    end's lowering; a subclass keeps the operand stack (`height`, `set_stack`), checks a block's
+    values (`check_end`) and does each instruction (`step`). Dead code (after br, br_table, return
+    or unreachable) is skipped, the stack then as if a branch had left the block."""
+
+    error = InvalidCode
+
+    def __init__(self, function):
+        self.function = function
+        self.local_types = list(function.params) + list(function.locals)
+        self.frames = []
+        self.offset = function.offset       # the byte offset of the instruction walked
+        self.unreachable = False            # set by br, br_table, return and unreachable
+
+    def fail(self, what):
+        raise self.error("%s: invalid module: %s" % (where(self.function, self.offset), what))
+
+    def walk(self):
+        """Each instruction of the body in turn: `step(code, position)` does code[position]
+        (and any it reads ahead) and gives the position of the next."""
+        self.frames.append(Frame("function", 0, (), tuple(self.function.results)))
+        code, position = self.function.code, 0
+        while position < len(code):
+            self.offset = code[position].offset
+            position = self.step(code, position)
+            if self.unreachable:
+                self.unreachable = False
+                position = dead_code_end(code, position)
+                self.set_stack(self.frames[-1].height, self.frames[-1].results)
+        if self.frames:
+            self.fail("the body ends before its blocks do")
+
+    def open_block(self, kind, params, results, jumps=None):
+        """A new label (its operands already popped): the block starts with its parameters."""
+        self.frames.append(Frame(kind, self.height, tuple(params), tuple(results), jumps))
+        self.set_stack(self.height, params)
+
+    def begin_else(self):
+        """The if's values checked; its Frame, now of kind "else", with its parameters again."""
+        frame = self.frames[-1]
+        if frame.kind != "if":
+            self.fail("else without if")
+        self.check_end(frame)
+        self.frames[-1] = frame._replace(kind="else")
+        self.set_stack(frame.height, frame.params)
+        return frame
+
+    def end_block(self):
+        """The block's values checked and its label closed: its Frame."""
+        frame = self.frames[-1]
+        self.check_end(frame)
+        self.set_stack(frame.height, frame.results)
+        return self.frames.pop()
+
+    def branch_target(self, depth):
+        """(the Frame of label `depth`, the types of the values a branch to it carries:
+        a loop's parameters, else its results)."""
+        if depth >= len(self.frames):
+            self.fail("branch depth %d, only %d labels" % (depth, len(self.frames)))
+        frame = self.frames[-1 - depth]
+        return frame, (frame.params if frame.kind == "loop" else frame.results)
+
+    def local_type(self, index):
+        if index >= len(self.local_types):
+            self.fail("local %d does not exist" % index)
+        return self.local_types[index]
 
 
 def words(value_types):
@@ -348,13 +432,12 @@ LOAD_WIDTHS = {"i64.load8_s": "i32.load8_s", "i64.load8_u": "i32.load8_u", "i64.
 STORE_WIDTHS = {"i64.store8": "i32.store8", "i64.store16": "i32.store16", "i64.store32": "i32.store"}
 
 
-class FunctionLegalizer:
+class FunctionLegalizer(CodeWalk):
     """Legalise one function's body: the i64 code becomes i32 code (see the module header)."""
 
     def __init__(self, pass_, function):
+        super().__init__(function)
         self.pass_ = pass_
-        self.function = function
-        self.local_types = list(function.params) + list(function.locals)
         self.local_index, count = [], 0
         for value_type in self.local_types:
             self.local_index.append(count)
@@ -362,14 +445,9 @@ class FunctionLegalizer:
         self.first_temp = count
         self.temps_used = 0          # temporaries this instruction has taken
         self.temps_needed = 0        # the most any instruction took
-        self.code, self.stack, self.frames = [], [], []
-        self.offset = function.offset
-        self.unreachable = False
+        self.code, self.stack = [], []
 
     # -- helpers of the walk ------------------------------------------------
-
-    def fail(self, what):
-        raise InvalidCode("%s, byte offset 0x%x: invalid module: %s" % (self.function.label(), self.offset, what))
 
     def emit(self, *items):
         for opcode, immediate in items:
@@ -384,6 +462,14 @@ class FunctionLegalizer:
     def push(self, *value_types):
         self.stack += [Entry(t, None) for t in value_types]
 
+    @property
+    def height(self):
+        return len(self.stack)
+
+    def set_stack(self, height, value_types):
+        del self.stack[height:]
+        self.push(*value_types)
+
     def materialize(self, below=None):
         """Push the words of every lazy value (or of those below stack index `below`)."""
         end = len(self.stack) if below is None else below
@@ -395,8 +481,8 @@ class FunctionLegalizer:
     def pop(self, value_types):
         """Pop entries of `value_types` (bottom to top) off the stack, checking their types."""
         count = len(value_types)
-        if len(self.stack) - count < self.frames[-1].height:
-            self.fail("needs %d operands, the stack has %d" % (count, len(self.stack) - self.frames[-1].height))
+        if self.height - count < self.frames[-1].height:
+            self.fail("needs %d operands, the stack has %d" % (count, self.height - self.frames[-1].height))
         entries = self.stack[len(self.stack) - count:]
         del self.stack[len(self.stack) - count:]
         for entry, wanted in zip(entries, value_types):
@@ -424,64 +510,37 @@ class FunctionLegalizer:
                 sources[k] = get(single)
         return sources
 
-    def frame_of(self, depth):
-        if depth >= len(self.frames):
-            self.fail("branch depth %d, only %d labels" % (depth, len(self.frames)))
-        frame = self.frames[-1 - depth]
-        return frame.params if frame.kind == "loop" else frame.results
-
     def check_branch(self, depth):
         """The values a branch to label `depth` carries are on top of the stack."""
-        carried = self.frame_of(depth)
+        _, carried = self.branch_target(depth)
         top = [entry.type for entry in self.stack[len(self.stack) - len(carried):]]
         if len(self.stack) - len(carried) < self.frames[-1].height or top != list(carried):
             self.fail("branch needs values %s" % (list(carried),))
 
     def block_type(self, immediate):
         """(original params, original results, the legalised immediate) of a block type."""
-        if immediate and immediate[0] == "type":
-            index = immediate[1]
-            if not 0 <= index < len(self.pass_.original_types):
-                self.fail("block type index %d does not exist" % index)
-            params, results = self.pass_.original_types[index]
-            return params, results, immediate
+        signature = block_signature(self.pass_.original_types, immediate)
+        if signature is None:
+            self.fail("block type index %d does not exist" % immediate[1])
         if immediate == ("i64",):
-            return (), ("i64",), ("type", self.pass_.type_index(((), ("i32", "i32"))))
-        return (), tuple(immediate), immediate
+            return signature + (("type", self.pass_.type_index(((), ("i32", "i32")))),)
+        return signature + (immediate,)
 
     # -- the walk -----------------------------------------------------------
 
-    def run(self):
-        """The legalised code; function.params/results/locals are the caller's to update."""
-        self.frames.append(Frame("function", 0, (), tuple(self.function.results)))
-        code = self.function.code
-        position = 0
-        while position < len(code):
-            if self.unreachable:                 # dead code up to the else/end of this block
-                position = dead_code_end(code, position)
-                if position == len(code):
-                    break
-            instruction = code[position]
-            position += 1
-            self.offset = instruction.offset
-            self.temps_used = 0
-            self.step(instruction)
-        if self.frames:
-            self.fail("the body ends before its blocks do")
-        return self.code
-
-    def step(self, instruction):
-        name, immediate = instruction.name, instruction.immediate
-        if name in I64_OPERATIONS:
-            return I64_OPERATIONS[name](self, name, immediate)
-        handler = getattr(self, "step_" + name.replace(".", "_"), None)
+    def step(self, code, position):
+        name, immediate = code[position].name, code[position].immediate
+        self.temps_used = 0
+        handler = I64_OPERATIONS.get(name) or getattr(FunctionLegalizer, "step_" + name.replace(".", "_"), None)
         if handler is not None:
-            return handler(name, immediate)
-        popped, pushed = signature(name)      # passed through unchanged
-        self.materialize()
-        self.pop(popped)
-        self.emit((name, immediate))
-        self.push(*pushed)
+            handler(self, name, immediate)
+        else:                                 # passed through unchanged
+            popped, pushed = signature(name)
+            self.materialize()
+            self.pop(popped)
+            self.emit((name, immediate))
+            self.push(*pushed)
+        return position + 1
 
     def step_block(self, name, immediate):
         params, results, legal = self.block_type(immediate)
@@ -489,33 +548,24 @@ class FunctionLegalizer:
         if name == "if":
             self.pop(("i32",))
         self.pop(params)
-        self.frames.append(Frame(name, len(self.stack), params, results))
-        self.push(*params)
+        self.open_block(name, params, results)
         self.emit((name, legal))
 
     step_loop = step_if = step_block
 
-    def close(self, values):
-        """The stack at an else/end: the current label's values, checked unless unreachable."""
-        frame = self.frames[-1]
-        if not self.unreachable:
-            self.materialize()
-            if [e.type for e in self.stack[frame.height:]] != list(frame.results):
-                self.fail("block ends with %s, its type says %s"
-                          % ([e.type for e in self.stack[frame.height:]], list(frame.results)))
-        self.unreachable = False
-        del self.stack[frame.height:]
-        self.push(*values)
+    def check_end(self, frame):
+        """The stack at an else/end holds the block's results."""
+        self.materialize()
+        if [e.type for e in self.stack[frame.height:]] != list(frame.results):
+            self.fail("block ends with %s, its type says %s"
+                      % ([e.type for e in self.stack[frame.height:]], list(frame.results)))
 
     def step_else(self, name, immediate):
-        if self.frames[-1].kind != "if":
-            self.fail("else without if")
-        self.close(self.frames[-1].params)
+        self.begin_else()
         self.emit((name, immediate))
 
     def step_end(self, name, immediate):
-        self.close(self.frames[-1].results)
-        self.frames.pop()
+        self.end_block()
         self.emit((name, immediate))
 
     def step_br(self, name, immediate):
@@ -543,7 +593,7 @@ class FunctionLegalizer:
         self.pop(("i32",))
         labels, default = immediate
         for depth in list(labels) + [default]:
-            self.frame_of(depth)
+            self.branch_target(depth)
         self.check_branch(default)
         self.emit((name, immediate))
         self.unreachable = True
@@ -588,9 +638,7 @@ class FunctionLegalizer:
         self.push("i64")
 
     def local(self, index):
-        if index >= len(self.local_types):
-            self.fail("local %d does not exist" % index)
-        return self.local_types[index], self.local_index[index]
+        return self.local_type(index), self.local_index[index]
 
     def step_local_get(self, name, index):
         value_type, new = self.local(index)
@@ -871,12 +919,11 @@ class ModuleLegalizer:
             name, immediate = instruction.name, instruction.immediate
             if "i64" in name:
                 return True
-            if name in BLOCKS and immediate and immediate[0] == "type":
-                if 0 <= immediate[1] < len(self.original_types) and "i64" in sum(self.original_types[immediate[1]], ()):
+            if name in BLOCKS:
+                if "i64" in sum(block_signature(self.original_types, immediate) or ((), ()), ()):
                     return True
-            elif name in BLOCKS or (name == "select" and immediate):
-                if "i64" in immediate:
-                    return True
+            elif name == "select" and immediate and "i64" in immediate:
+                return True
             elif name == "call" and immediate < len(self.original_signatures):
                 if "i64" in sum(self.original_signatures[immediate], ()):
                     return True
@@ -915,10 +962,10 @@ class ModuleLegalizer:
         for function in users:
             walk = FunctionLegalizer(self, function)
             try:
-                code = walk.run()
+                walk.walk()
             except GiveUp:
                 continue                  # left as it is: the front end reports it
-            function.code = code
+            function.code = walk.code
             function.locals = list(words(function.locals)) + ["i32"] * walk.temps_needed
             function.params, function.results = words(function.params), words(function.results)
 
