@@ -19,7 +19,7 @@ DESIGN_CARD = ("wasmtf", "hull", "compile_weights")   # the forward pass, its ca
 DESIGN_CARD_BUDGET = 1_800
 DESIGN_CARD_CEILING = 2_376      # not met yet: issue 13's budget is DESIGN_CARD_BUDGET
 TOTAL_BUDGET = 4_000
-TOTAL_CEILING = 6_889            # not met yet: issue 13's budget is TOTAL_BUDGET
+TOTAL_CEILING = 6_879            # not met yet: issue 13's budget is TOTAL_BUDGET
 MODULE_BUDGET = 900
 MODULE_CEILINGS = {              # not met yet: issue 13's budget is MODULE_BUDGET for each
     "compile_weights": 1_018,
