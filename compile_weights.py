@@ -966,7 +966,9 @@ def memory_access(g, f, J, after_opcode, call_depth, close_b, frame, imm, is_op,
     # (condition, key, value, sign of the key) per writing opcode
     def writes_at(op):  # 1 at a non-prefix byte of op's group, <= 0 elsewhere
         return is_op(op) + f["is_byte"] - after_opcode - 1
-    store_key, input_key, local_offset = second + imm + J - 1, imm + POSITION - close_b - 1, 4 * imm + J - 1
+    store_key = second + imm + J - 1                  # address + offset + J - 1: the byte stored
+    input_key = imm + POSITION - close_b - 1          # input_base's imm + the byte's index after `}`
+    local_offset = 4 * imm + J - 1                    # byte J - 1 of local imm (4 bytes a local)
     local_write_key = -(LOCALS_BASE + LOCALS_STRIDE * call_depth + local_offset)
     writes = ([(writes_at(op), store_key, 256 * store_key, 1) for op in STORES]
               + [(writes_at("input_base"), input_key, 256 * input_key, 1)]

@@ -60,7 +60,9 @@ ROUNDING_SLACK = 2.0 ** -51
 # above their chord by (k - a)(b - k) >= 1 > RECENCY_LIMIT, so every column top
 # is a hull vertex and the hull needs no slopes: slot k - base holds column k.
 PARABOLIC_PATH = True         # tests set it False to run the machine's keys on the general path
-PARABOLIC_MAX_K = 2 ** 25     # slots hold -2^25 <= k < 2^25: k^2 <= 2^50 and -k^2 + d (d < 1/2) are exact
+# Slots hold -2^25 <= k < 2^25: k*k <= 2^50 is exact, and so is d = ky + k*k (ky is within
+# a factor 2 of -k*k, so the sum has no rounding: Sterbenz), though ky itself may be rounded.
+PARABOLIC_MAX_K = 2 ** 25
 RECENCY_LIMIT = 0.45          # d < RECENCY_LIMIT (the machine: 0.3 * inv_log_pos < 0.433)
 # Cleared keys (ky < CLEARED_BELOW, |kx| <= CLEARED_MAX_KX) score below -2^89 * qy,
 # a column top >= -(|k| + |r|)^2 * qy >= -2^81 * qy: never the best once a column

@@ -57,9 +57,12 @@ GENERAL_LIMIT = 32_768   # positions a GeneralHead scans (O(T^2) work);
                          # beyond, sequential decoding with the hull cache is faster
 GROUP_SLOT = "op_code_at_pc"  # the opcode the transformer fetched at a position: gadgets' gates test it
 HASH_MULTIPLIERS = np.random.default_rng(0).integers(1, 2 ** 63, 64, dtype=np.uint64) * 2 + 1  # odd;
-                         # a collision of two outputs' hashes only costs the full logits
-PRODUCTS_KEPT = 512      # live-neuron sets whose products a layer keeps (they recur: the
-                         # same opcodes in the same phases); a bound on the memory they take
+                         # one per output slot (cycled past 64); a collision of two outputs'
+                         # hashes only costs the full logits (distinct_next_tokens)
+PRODUCTS_KEPT = 512      # live-neuron sets whose products a layer keeps (they recur: the same
+                         # opcodes in the same phases); each takes <= (2F K + F R) doubles, at
+                         # most ~0.5 MB for the machine's widest layer (F 385, K 61, R 46), so
+                         # <= ~260 MB per layer in the worst case (a few MB measured)
 CLOSED_SLACK = 4         # rounding margin of a closed gate, in K u units (GroupedFeedForward)
 
 
@@ -68,7 +71,7 @@ class NotVerifiable(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# 1. Attention heads over chunks: attend(q, k, v, start) answers the queries of
+# 1. Attention heads over chunks: attend(q, k, v, start, parts) answers the queries of
 #    positions start..start+C-1 against every earlier key and the chunk's own
 #    keys (causal, self included) WITHOUT changing the head; commit() then
 #    makes the chunk part of the head's past. A rejected chunk is just not
@@ -113,8 +116,8 @@ class GrowingArrays:
         for name, value in values.items():
             end = start + len(value)
             old = self.columns[name]
-            if end > len(old):                                    # double; np.zeros leaves the new
-                self.columns[name] = np.zeros((max(end, 2 * len(old)),) + old.shape[1:])  # pages unmapped until written
+            if end > len(old):  # double; np.zeros leaves the new pages unmapped until written
+                self.columns[name] = np.zeros((max(end, 2 * len(old)),) + old.shape[1:])
                 self.columns[name][:len(old)] = old
             self.columns[name][start:end] = value
 
@@ -301,7 +304,8 @@ class ColumnHead:
             at = past_index[found]
             # if the chunk also wrote this column by this row, that later write scores at
             # least as high (ky never decreases in a column) and wins a tie
-            consider(found, self.past["key"][at], self.past["pos"][at], self.past["ky"][at], self.past["v"][at, columns])
+            consider(found, self.past["key"][at], self.past["pos"][at], self.past["ky"][at],
+                     self.past["v"][at, columns])
             found = chunk_column >= 0
             column = chunk_column[found]
             # the column's latest write at or before the query row
@@ -369,8 +373,8 @@ class CumulativeHead:
         if not (self.key[0] == 0 and self.key[1] > 0 and (k[rows] == self.key).all()
                 and (q[rows, 0::2] == 0).all() and (q[rows, 1::2] * self.key[1] > 0).all()):
             raise NotVerifiable("average head keys or queries are not the cumulative pattern")
-        values = np.concatenate([self.sum[None], v[rows]])        # [R+1, 2] the carry first
-        sums = np.cumsum(values, axis=0)[1:]                      # [R, 2] sequential, as inserted
+        values = np.concatenate([self.sum[None], v[rows]])        # [R+1, W] the carry first
+        sums = np.cumsum(values, axis=0)[1:]                      # [R, W] sequential, as inserted
         count = positions_of(start, len(v))[rows]                 # [R] positions 1..p tie
         out[rows] = sums * (1.0 / count)[:, None]
         self.pending = sums[-1]
@@ -463,12 +467,14 @@ def chunked_hard_attention(keys, values, queries, latest, chunk=CHUNK, parts=Non
 class GroupedFeedForward:
     """A layer's feed-forward x += w_ffo @ reglu(w_in @ x) on columns sorted into groups, each
     group leaving out the neurons whose gates are provably closed on it (the comment above):
-    any grouping gives the dense result, a good one is only faster."""
+    for weights whose dot products are exact in any summation order (the compiled machine's,
+    wasmtf.Linear) any grouping gives the dense result, a good one is only faster."""
 
     def __init__(self, layer):
         F, ffn_in, ffn_out = layer["F"], layer["ffn_in"], layer["ffn_out"]
         gates = ffn_in.w[:F]                                       # [F, K]
-        self.F, self.columns, self.rows = F, ffn_in.columns, ffn_out.rows
+        self.F = F
+        self.columns, self.rows = ffn_in.columns, ffn_out.rows     # the K slots read, R written
         self.w_in, self.w_ffo = ffn_in.w, ffn_out.w                # [2F, K], [R, F]
         self.bound = np.concatenate([np.maximum(gates, 0), np.minimum(gates, 0)], axis=1)  # [F, 2K]
         self.size = np.abs(gates)                                  # [F, K]
@@ -482,7 +488,7 @@ class GroupedFeedForward:
         """(k, m, w_in [k + m, c], the c rows of xin it reads, the xin rows of the other k - m
         values, w_ffo [r, k], the r rows of delta it writes) for the k neurons of the mask
         `live`, the m whose value is a product first: only exact zeros dropped; a value
-        1.0 * x_j is x_j itself, read from xin (exact: no other term is non-zero)."""
+        1.0 * x_j is x_j itself, read from xin (exact for finite x: no other term is non-zero)."""
         key = live.tobytes()
         if key not in self.products:
             if len(self.products) == PRODUCTS_KEPT:
@@ -519,7 +525,8 @@ class GroupedFeedForward:
 def distinct_next_tokens(plan, x):
     """wasmtf.next_tokens(plan, x), the logits computed once per distinct column of x's
     output slots (a chunk has a few hundred): columns are bucketed by a hash of their
-    bits, and used as they are only if each is equal to its bucket's first column."""
+    bits, and used as they are only if each is equal to its bucket's first column (equal
+    to the full logits for weights exact in any summation order, as wasmtf.Linear says)."""
     slots = plan["logits"][0]
     out = np.ascontiguousarray(x[slots].T)                         # [C, S]
     bits = out.view(np.uint64) * np.resize(HASH_MULTIPLIERS, len(slots))  # [C, S] (wrapping)
@@ -541,7 +548,9 @@ class SharedKeys:
         by_query = {}
         for a in heads:
             by_query.setdefault(w[6 * a:6 * a + 2].tobytes(), []).append(a)
-        self.heads, self.latest, self.parts = [a for same in by_query.values() for a in same], latest, []
+        self.heads = [a for same in by_query.values() for a in same]
+        self.latest = latest
+        self.parts = []
         self.queries = [6 * same[0] + i for same in by_query.values() for i in (0, 1)]
         self.keys = [6 * heads[0] + 2, 6 * heads[0] + 3]
         self.values = [6 * a + 4 + i for a in self.heads for i in (0, 1)]
@@ -559,7 +568,7 @@ def sharing_heads(layer):
     return [SharedKeys(layer, heads, latest) for (_, latest), heads in sharing.items()]
 
 
-def group_slot(model, plan):
+def group_slot(model):
     """(the first layer whose feed-forward input holds GROUP_SLOT, its slot), or None (a
     model without the compiler's table of slot occupants)."""
     occupants = model.get("slot_occupants") or []
@@ -584,7 +593,7 @@ class BatchState:
         self.heads = [[None] * len(sharing) for sharing in self.sharing]  # chosen on the first chunk
         self.position = 0
         self.pending = 0
-        self.grouping = group_slot(model, self.plan)
+        self.grouping = group_slot(model)
         self.grouped = [GroupedFeedForward(layer) if self.grouping and l >= self.grouping[0] else None
                         for l, layer in enumerate(self.plan["layers"])]
 
@@ -598,7 +607,10 @@ class BatchState:
         return self.heads[l][s].attend(q, k, v, self.position, parts)
 
     def advance(self, ids):
-        """wasmtf.run_layers and next_tokens on the chunk, the grouped layers on sorted columns."""
+        """wasmtf.run_layers and next_tokens on the chunk. The loop is run_layers' own, written
+        out here for its two differences: heads sharing their keys are answered once
+        (SharedKeys), and from the grouping layer on the columns are sorted by GROUP_SLOT
+        for GroupedFeedForward (tests/test_speculative.py checks it against forward_batch)."""
         x = np.ascontiguousarray(wasmtf.embed_tokens(self.plan["embed"], ids, self.position).T)  # [D, C]
         order = None                                               # column i holds position order[i]
         for l, layer in enumerate(self.plan["layers"]):

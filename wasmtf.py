@@ -75,8 +75,13 @@ class ModelFileError(ValueError):
 # ---------------------------------------------------------------------------
 
 def inv_log_pos(p):
-    """The positional feature of slot 1: 0 at p = 0, rising towards 1/ln 2."""
-    return INV_LN2 - 1 / math.log(p + 2)
+    """The positional feature of slot 1: 0 at p = 0, rising towards 1/ln 2; p is a position,
+    or a range of them (then an array [T] of the same values, from math.log of each)."""
+    if isinstance(p, range):
+        logs = np.fromiter(map(math.log, range(p.start + 2, p.stop + 2)), np.float64, len(p))  # [T]
+    else:
+        logs = math.log(p + 2)
+    return INV_LN2 - 1 / logs
 
 
 def embed_tokens(embed, token_ids, start=0):
@@ -85,8 +90,7 @@ def embed_tokens(embed, token_ids, start=0):
     x = embed[np.asarray(token_ids, dtype=np.int64)]                  # [T, D] (a copy)
     positions = np.arange(start, start + len(x), dtype=np.float64)    # [T]
     x[:, 0] += positions
-    logs = np.fromiter(map(math.log, range(start + 2, start + len(x) + 2)), np.float64, len(x))  # [T]
-    x[:, 1] += INV_LN2 - 1 / logs  # inv_log_pos: math.log's values, then the same two roundings
+    x[:, 1] += inv_log_pos(range(start, start + len(x)))
     x[:, 2] += positions * positions
     return x
 
@@ -292,9 +296,11 @@ class SoftmaxHead:
     compiled machine meets such ties: the derivation above."""
 
     def __init__(self, latest=False, name="a head"):
-        self.latest, self.name = latest, name           # name: e.g. "layer 3 head 5", for AttentionTie
+        self.latest = latest
+        self.name = name                                # e.g. "layer 3 head 5", for AttentionTie
         self.n = 0
-        self.keys, self.values = np.zeros((16, HEAD_WIDTH)), np.zeros((16, HEAD_WIDTH))  # [capacity, 2]
+        self.keys = np.zeros((16, HEAD_WIDTH))          # [capacity, 2]
+        self.values = np.zeros((16, HEAD_WIDTH))        # [capacity, 2]
 
     def __len__(self):
         return self.n
