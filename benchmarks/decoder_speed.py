@@ -25,7 +25,7 @@ import frontend  # noqa: E402
 import hull  # noqa: E402
 import reference  # noqa: E402
 import wasmtf  # noqa: E402
-from revision import module_at  # noqa: E402 (benchmarks/revision.py)
+from revision import module_at, run_conditions  # noqa: E402 (benchmarks/revision.py)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -64,8 +64,7 @@ def compare_against(revision, programs, limit, rounds):
     with tempfile.TemporaryDirectory() as directory:
         versions = {revision: import_revision(revision, directory), "this checkout": (wasmtf, hull)}
         print(f"sequential decoding, hull cache, best of {rounds} alternating runs "
-              f"(prompt included; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
-              f"load average {os.getloadavg()[0]:.1f})")
+              f"(prompt included; {run_conditions()})")
         for name in programs:
             instructions, input_bytes = frontend.load_program_file(REPO / "examples" / f"{name}.wasm")
             prompt = reference.program_tokens(instructions, input_bytes)

@@ -1,6 +1,7 @@
 """A module of this repository as it was at a git revision, for benchmarks that
-compare it side by side with this checkout's."""
+compare it side by side with this checkout's, and the conditions they print."""
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -34,3 +35,9 @@ def tree_at(revision, directory):
         sys.exit(f"{script}: cannot export {revision!r}: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
     return pathlib.Path(directory)
+
+
+def run_conditions():
+    """The conditions a side-by-side figure was measured in (BLAS threads, load)."""
+    return (f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+            f"load average {os.getloadavg()[0]:.1f}")

@@ -40,7 +40,7 @@ import frontend  # noqa: E402
 import reference  # noqa: E402
 import speculative  # noqa: E402
 import wasmtf  # noqa: E402
-from revision import module_at  # noqa: E402 (benchmarks/revision.py)
+from revision import module_at, run_conditions  # noqa: E402 (benchmarks/revision.py)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -55,8 +55,7 @@ def compare_against(revision, programs, rounds):
     with tempfile.TemporaryDirectory() as directory:
         versions = {revision: module_at(revision, "speculative", directory), "this checkout": speculative}
         print(f"speculative verification of whole traces, best of {rounds} alternating runs "
-              f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
-              f"load average {os.getloadavg()[0]:.1f})")
+              f"({run_conditions()})")
         for name in programs:
             instructions, input_bytes = frontend.load_program_file(REPO / "examples" / f"{name}.wasm")
             prompt = reference.program_tokens(instructions, input_bytes)
