@@ -496,9 +496,11 @@ def test_a_c_compile_failure_is_one_line_then_the_compilers_messages(tmp_path, c
 
 # --- issue 16: no wrong answers with exit 0, no runaway runs -----------------------
 
-PRIMES_C = """/* the primes up to 5, by trial division (`%` is lowered to a loop) */
+PRIMES_C = """/* the primes up to the input's number, by trial division (the bound comes from the
+   input so that clang cannot compute the answer at compile time) */
 void compute(const char *input) {
-    for (int n = 2; n <= 5; n++) {
+    int limit = parse_int(&input);
+    for (int n = 2; n <= limit; n++) {
         int prime = 1;
         for (int d = 2; d < n; d++)
             if (n % d == 0) prime = 0;
@@ -512,13 +514,13 @@ void compute(const char *input) {
 @pytest.mark.slow
 def test_softmax_cache_stops_on_a_float64_tie_instead_of_a_wrong_answer(tmp_path, capsys):
     """Stores to the C stack (addresses near 2^16) tie exactly in float64 after ~1,500
-    tokens (wasmtf.SoftmaxHead's bound): softmax would average two writes and print
-    "2 " forever. It stops at the first tie, naming the head and position (~10 s)."""
+    tokens (wasmtf.SoftmaxHead's bound): softmax would average two writes and print a
+    wrong answer. It stops at the first tie, naming the head and position (~10 s)."""
     source = tmp_path / "primes.c"
     source.write_text(PRIMES_C)
-    assert cli.main(["run", str(source)]) == 0
-    assert capsys.readouterr().out == "2 3 5 \n"
-    assert cli.main(["run", str(source), "--cache", "softmax"]) == 1
+    assert cli.main(["run", str(source), "--input", "30"]) == 0
+    assert capsys.readouterr().out == "2 3 5 7 11 13 17 19 23 29 \n"
+    assert cli.main(["run", str(source), "--input", "30", "--cache", "softmax"]) == 1
     captured = capsys.readouterr()
     assert captured.out in ("", "2 ")
     errors = [line for line in captured.err.splitlines() if line.startswith("wasmtf: error")]
