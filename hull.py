@@ -39,6 +39,7 @@ Keys and queries must be finite; products must not overflow or underflow.
 Tests: tests/test_hull.py (stress against BruteHead, _check() invariants).
 """
 import math
+import struct
 from array import array
 from bisect import bisect_left
 from fractions import Fraction
@@ -86,6 +87,10 @@ ISOLATED_K = 2 ** 23
 RECORD = 6
 KY, MARK, VX, VY, BELOW, BELOW_KY = range(RECORD)
 EMPTY = -math.inf             # the ky of an empty slot (no key of the path scores -inf)
+# A record written at once at a byte offset, 8 * its index (one call, not a store per
+# double): KY..BELOW_KY, or KY..VY over an empty slot (its BELOW and BELOW_KY stay none).
+_PACK_RECORD = struct.Struct(f"={RECORD}d").pack_into
+_PACK_TOP = struct.Struct(f"={BELOW}d").pack_into
 # Slots grow SLOT_CHUNK at a time, doubling, up to max(SLOT_FLOOR, SLOTS_PER_ENTRY *
 # entries) (RECORD * 8 + 1 bytes each: 49 MB at the floor); sparser keys leave the path.
 SLOT_CHUNK = 4096
@@ -311,6 +316,7 @@ class HullHead:
         # the parabolic path; _slots None once left
         self._slots = array("d") if PARABOLIC_PATH else None   # [slots * RECORD]: top of column base + i at i
         self._occupied = bytearray()          # [slots] 1: the slot holds a column (searched by memchr)
+        self._slot_count = 0                  # len(self._occupied)
         self._base = 0                        # the column k of slot 0 (a multiple of SLOT_CHUNK)
         # ratios r whose nearest column has a slot, [base - 1/2, base + slots - 1/2),
         # while every slot's |k| <= ISOLATED_K (else empty)
@@ -338,26 +344,24 @@ class HullHead:
             k = 0.5 * kx
             if kx % 2.0 == 0.0 and 0.0 <= ky + k * k < RECENCY_LIMIT:   # (_grow checks |k|)
                 i = int(k) - self._base
-                if not 0 <= i < len(self._occupied):
+                if not 0 <= i < self._slot_count:
                     i = self._grow(int(k))
                     slots = self._slots
-                if i >= 0:
+                if i >= 0:            # (-1: the keys are too sparse for the path)
                     at = RECORD * i
                     top = slots[at]
+                    mark = seq if self.latest else 1
                     if ky > top:              # a new top (the machine's keys: always)
                         if top != EMPTY:      # the old top goes under it
                             records = self._records
-                            records.extend(slots[at:at + RECORD])
-                            slots[at + BELOW] = len(records) - RECORD
-                            slots[at + BELOW_KY] = top
+                            below = len(records)
+                            records += slots[at:at + RECORD]
+                            _PACK_RECORD(slots, 8 * at, ky, mark, vx, vy, below, top)
                         else:                 # a new column
                             self._occupied[i] = 1
-                        slots[at] = ky
-                        slots[at + MARK] = seq if self.latest else 1
-                        slots[at + VX] = vx
-                        slots[at + VY] = vy
+                            _PACK_TOP(slots, 8 * at, ky, mark, vx, vy)
                     else:
-                        self._insert_below(at, ky, seq if self.latest else 1, vx, vy)
+                        self._insert_below(at, ky, mark, vx, vy)
                     return
             elif ky < CLEARED_BELOW and -CLEARED_MAX_KX <= kx <= CLEARED_MAX_KX:
                 records = self._records
@@ -573,6 +577,7 @@ class HullHead:
             new[kept_low - low:kept_high - low] = old[kept_low - base:kept_high - base]
         self._slots = array("d", new.tobytes())
         self._occupied = bytearray((new[:, KY] != EMPTY).tobytes())
+        self._slot_count = high - low
         self._base = low
         if max(-low, high - 1) <= ISOLATED_K:
             self._isolated_low, self._isolated_high = low - 0.5, high - 0.5
@@ -634,7 +639,7 @@ class HullHead:
     def _check_parabolic(self):
         base, slots, records = self._base, self._slots, self._records
         n = len(slots) // RECORD
-        assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0 and len(slots) == RECORD * n
+        assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0 == len(slots) % RECORD and n == self._slot_count
         assert len(records) % RECORD == 0
         table = np.frombuffer(slots).reshape(n, RECORD)                       # [slots, RECORD]
         assert np.array_equal(np.frombuffer(self._occupied, dtype=np.uint8), table[:, KY] != EMPTY)
