@@ -647,6 +647,14 @@ C_FLAGS = [
     STRIP_NAMES,                         # no name section: the same .wasm from any checkout
 ]
 
+# What a C programmer meets first, by the compiler's words: a hint appended to the error.
+C_HINTS = [
+    ("export not found: compute", "; wasmtf runs `void compute(const char *input)` (--input is its"
+     " argument): a C main() is not called, so rename it"),
+    ("file not found", "; there is no libc: runtime.h (examples/runtime.h, included by itself) has"
+     " putchar, print_str, print_int and parse_int"),
+]
+
 
 def compile_c(path, keep_names=False):
     """C source -> WebAssembly binary (bytes) with zig's clang; WasmError with the compiler's
@@ -663,6 +671,7 @@ def compile_c(path, keep_names=False):
             errors = [line for line in messages.splitlines() if "error:" in line]
             summary = ("%d error%s, the first: %s" % (len(errors), "" if len(errors) == 1 else "s", errors[0])
                        if errors else messages.splitlines()[0])
-            raise WasmError("compiling %s failed (%s)\n%s" % (path, summary, messages))
+            hints = [hint for symptom, hint in C_HINTS if symptom in messages]
+            raise WasmError("compiling %s failed (%s)%s\n%s" % (path, summary, "".join(hints), messages))
         with open(output, "rb") as f:
             return f.read()

@@ -44,7 +44,7 @@ def wast_string(literal):
 
 def parse_wast(text):
     """The top-level forms of a script: [(tree, source text, line)]; a tree is a list
-    of trees, symbols (str) and WastStrings. WasmError for unbalanced text."""
+    of trees, symbols (str) and WastStrings. WasmError for unbalanced text or text outside a form."""
     forms, stack, position = [], [], 0
 
     def line_of(offset):
@@ -71,7 +71,10 @@ def parse_wast(text):
                 stack[-1][0].append(tree)
             else:
                 forms.append((tree, text[tree_start:position], line_of(tree_start)))
-        elif stack and not token[0].isspace() and not token.startswith(";;"):
+        elif not token[0].isspace() and not token.startswith(";;"):
+            if not stack:
+                raise WasmError("line %d: %r outside a command: a script is a list of (...) commands"
+                                % (line_of(start), token))
             stack[-1][0].append(wast_string(token[1:-1]) if token[0] == '"' else token)
     if stack:
         raise WasmError("line %d: unclosed '('" % line_of(stack[-1][1]))

@@ -45,6 +45,20 @@ def test_compile_c_error_shows_compiler_message(tmp_path):
         frontend.compile_c(source)
 
 
+@pytest.mark.parametrize("source,hint", [
+    ("int main(void) { putchar('A'); return 0; }", "wasmtf runs `void compute(const char *input)`"),
+    ("#include <stdio.h>\nvoid compute(const char *s) { printf(\"%s\", s); }", "there is no libc"),
+])
+def test_compile_c_error_explains_what_a_c_programmer_meets_first(tmp_path, source, hint):
+    """The first line of the error says what to do: `main` is not the entry, there is no libc."""
+    path = tmp_path / "first.c"
+    path.write_text(source + "\n")
+    with pytest.raises(frontend.WasmError) as error:
+        frontend.compile_c(path)
+    first_line = str(error.value).splitlines()[0]
+    assert first_line.startswith("compiling %s failed (1 error, the first: " % path) and hint in first_line
+
+
 @pytest.mark.parametrize("name,input_text,expected", [("hello", "Ada", b"Hello, Ada!\n")])
 def test_prebuilt_examples(name, input_text, expected):
     instructions, input_bytes = frontend.load_program_file(EXAMPLES / ("%s.wasm" % name), input_text)

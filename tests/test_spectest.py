@@ -1,4 +1,6 @@
 """The WebAssembly spec tests (spec/wast): every supported assertion passes on the reference."""
+import re
+
 import pytest
 
 import spectest
@@ -59,6 +61,17 @@ def test_parse_wast_strings_and_comments():
     forms = spectest.parse_wast('(; block (; nested ;) ;) (module) ;; line\n(invoke "a\\n\\41\\u{e9}" (i32.const -0x1_0))')
     assert [tree for tree, _, _ in forms] == [["module"], ["invoke", b"a\nA\xc3\xa9", ["i32.const", "-0x1_0"]]]
     assert spectest.wast_integer("-0x1_0") == -16
+
+
+@pytest.mark.parametrize("text,message", [
+    ("hello", "line 1: 'hello' outside a command"),
+    ("(module)\n\n  (invoke \"f\")) ", "line 3: unbalanced ')'"),
+    ("(module)\n(invoke", "line 2: unclosed '('"),
+    ('(module) "stray"', "line 1: '\"stray\"' outside a command"),
+])
+def test_parse_wast_rejects_text_outside_commands(text, message):
+    with pytest.raises(spectest.WasmError, match=re.escape(message)):
+        spectest.parse_wast(text)
 
 
 def test_call_indirect_dispatch_and_traps(tmp_path):
