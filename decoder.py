@@ -648,12 +648,8 @@ C_FLAGS = [
 ]
 
 # What a C programmer meets first, by the compiler's words: a hint appended to the error.
-C_HINTS = [
-    ("export not found: compute", "; wasmtf runs `void compute(const char *input)` (--input is its"
-     " argument): a C main() is not called, so rename it"),
-    ("file not found", "; there is no libc: runtime.h (examples/runtime.h, included by itself) has"
-     " putchar, print_str, print_int and parse_int"),
-]
+C_HINTS = {"export not found: compute": "; wasmtf calls `void compute(const char *input)`, not main(): rename it",
+           "file not found": "; there is no libc: runtime.h (included by itself) has putchar, print_int, ..."}
 
 
 def compile_c(path, keep_names=False):
@@ -671,7 +667,7 @@ def compile_c(path, keep_names=False):
             errors = [line for line in messages.splitlines() if "error:" in line]
             summary = ("%d error%s, the first: %s" % (len(errors), "" if len(errors) == 1 else "s", errors[0])
                        if errors else messages.splitlines()[0])
-            hints = [hint for symptom, hint in C_HINTS if symptom in messages]
-            raise WasmError("compiling %s failed (%s)%s\n%s" % (path, summary, "".join(hints), messages))
+            hints = "".join(hint for symptom, hint in C_HINTS.items() if symptom in messages)
+            raise WasmError("compiling %s failed (%s)%s\n%s" % (path, summary, hints, messages))
         with open(output, "rb") as f:
             return f.read()

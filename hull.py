@@ -119,12 +119,6 @@ class _BlockChain:
         self.x_blocks, self.y_blocks, self.slope_blocks = [], [], []   # [blocks] of array("d")
         self.last_x, self.last_slope = array("d"), array("d")
 
-    def first_x(self):
-        return self.x_blocks[0][0]
-
-    def final_x(self):
-        return self.last_x[-1]
-
     def _after(self, b, j):
         """(block, index) of the vertex after vertex j of block b, None at the end."""
         if j + 1 < len(self.x_blocks[b]):
@@ -353,9 +347,8 @@ class HullHead:
                     mark = seq if self.latest else 1
                     if ky > top:              # a new top (the machine's keys: always)
                         if top != EMPTY:      # the old top goes under it
-                            records = self._records
-                            below = len(records)
-                            records += slots[at:at + RECORD]
+                            below = len(self._records)
+                            self._records += slots[at:at + RECORD]
                             _PACK_RECORD(slots, 8 * at, ky, mark, vx, vy, below, top)
                         else:                 # a new column
                             self._occupied[i] = 1
@@ -426,7 +419,7 @@ class HullHead:
         elif qx == 0:
             return self._answer([self._total])
         else:                                 # the extreme columns are vertices
-            return self._answer(self._columns[self._upper.final_x() if qx > 0 else self._upper.first_x()])
+            return self._answer(self._columns[self._upper.last_x[-1] if qx > 0 else self._upper.x_blocks[0][0]])
         found = []                            # the tied records: vertices, keys under (over) them
         for kx in tied:
             column = self._columns[kx]

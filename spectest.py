@@ -73,8 +73,7 @@ def parse_wast(text):
                 forms.append((tree, text[tree_start:position], line_of(tree_start)))
         elif not token[0].isspace() and not token.startswith(";;"):
             if not stack:
-                raise WasmError("line %d: %r outside a command: a script is a list of (...) commands"
-                                % (line_of(start), token))
+                raise WasmError("line %d: %r outside a command: a script is (...) commands" % (line_of(start), token))
             stack[-1][0].append(wast_string(token[1:-1]) if token[0] == '"' else token)
     if stack:
         raise WasmError("line %d: unclosed '('" % line_of(stack[-1][1]))

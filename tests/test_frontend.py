@@ -46,7 +46,7 @@ def test_compile_c_error_shows_compiler_message(tmp_path):
 
 
 @pytest.mark.parametrize("source,hint", [
-    ("int main(void) { putchar('A'); return 0; }", "wasmtf runs `void compute(const char *input)`"),
+    ("int main(void) { putchar('A'); return 0; }", "wasmtf calls `void compute(const char *input)`, not main()"),
     ("#include <stdio.h>\nvoid compute(const char *s) { printf(\"%s\", s); }", "there is no libc"),
 ])
 def test_compile_c_error_explains_what_a_c_programmer_meets_first(tmp_path, source, hint):
