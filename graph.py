@@ -126,12 +126,12 @@ class Graph:
         key equals the query, among positions whose `clear` is 0.
 
         Key k scores q^2 - (q-k)^2 for the query q, plus a recency term below 1 that
-        favours later positions (compile_weights: the head). For integer keys the exact
-        key beats every other and, among equal keys, the later position wins. The
-        position-0 entry scores exactly 0 (its residual is zero): when no
-        key scores >= 0 (nothing near q) the lookup returns 0. Otherwise, without an
-        exact key, the nearest key wins: callers check exactness themselves.
-        `key_sq` must equal key^2 exactly; `clear` must be one residual value (so that
+        favours later positions (compile_weights makes it a head). For integer keys the
+        exact key beats every other and, among equal keys, the later position wins. The
+        position-0 entry scores exactly 0 (its residual is zero): when no key scores
+        >= 0 (nothing near q) the lookup returns 0. Otherwise, without an exact key,
+        the nearest key wins: callers check exactness themselves. `key_sq` must equal
+        key^2 exactly; `clear` must be one residual value (so that
         compile_weights.CLEAR_BIG never meets cancellation in a dot product)."""
         if clear is not None:
             assert len(clear.terms) == 1, "clear must be a single residual value"
