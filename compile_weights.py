@@ -1,29 +1,19 @@
-"""Compile the WebAssembly machine into transformer weights (graph -> schedule -> model dict).
+"""Compile a graph into transformer weights; the WebAssembly machine as a graph.
 
 Entry points: compile_machine() -> the universal machine's model dict (wasmtf.py's
-docstring); specialize(instructions) -> the model dict with that program in its
-weights; evaluate(build_machine(), prompt) -> trace tokens from the graph
-evaluator. Running and inspecting a model live with the forward pass (wasmtf); the
-model carries "slot_occupants" for wasmtf.inspect.
+docstring); specialize(instructions) -> the model dict with that program in its weights;
+graph.evaluate(compile_weights.build_machine(), prompt) -> its trace tokens, exactly.
+Running and inspecting a model live with the forward pass (wasmtf); the model carries
+"slot_occupants" for wasmtf.inspect.
 
-Sections: 1. the graph language (named inputs, linear expressions `Lin`, hard-attention
-lookups, averages, ReGLU neurons and the gadgets built from them, with derivations)
-2. the exact graph evaluator 3. the scheduler and weight emitter 4. the machine (every
-opcode of SPEC 3.1 and 12, `trap`, SPEC 4.8) 5. compile_machine 6. specialize.
+Sections: 1. the scheduler and weight emitter 2. the machine as named stages (every
+opcode of SPEC 3.1 and 12, `trap`, SPEC 4.8) 3. compile_machine 4. specialize.
 
-Exactness model: every value the machine compares or uses as a key is an
-integer below 2^53 held exactly in float64; a dot product of such values is
-exact in any summation order as long as every partial sum stays below 2^53
-(this is why the gating constants below are chosen per use). The only inexact
-quantities are averages (sum * (1/count)); the ones used as keys are rounded
-back to integers (ROUND_BIAS), the cursor is used only in queries, where an
-error of 1e-9 cannot change an argmax over integer keys.
-
-Costs: building and emitting the machine is linear in its nodes and neurons
-(dense matrices of a few hundred x D; benchmarks/machine_speed.py measures it).
+Exactness: graph.py's model; each gating constant below is chosen per use to keep it.
+Costs: building and emitting the machine is linear in its nodes and neurons (dense
+matrices of a few hundred x D; benchmarks/machine_speed.py measures it).
 """
 import math
-import bisect
 import functools
 from fractions import Fraction
 
@@ -31,326 +21,31 @@ import numpy as np
 
 import hull
 import reference
+from graph import (Graph, Lin, ONE, POSITION, POSITION_SQ, POSITIONAL, ROUNDED_SUFFIX, exact_sum, gated_step_terms,
+                   gated_terms, scaled, step_terms)
 
 # ---------------------------------------------------------------------------
-# Constants (each with the inequality that makes it large or small enough)
+# 1. The scheduler and the weight emitter
 # ---------------------------------------------------------------------------
 
-QUERY_SCALE = hull.HARD_K * math.sqrt(2)  # SPEC 7.1: a score gap of 1 becomes 1.4e10
-LATEST_ALPHA = 0.3      # recency term 0.3*inv_log_pos < 0.3/ln2 = 0.433 < 1 = the gap
-                        # between an exact key and its neighbour (q^2-(q-k)^2 <= q^2-1)
-CLEAR_BIG = 1e30        # a cleared key sits 1e30 below any real key (real |k^2| < 2^52)
-ROUNDED_SUFFIX = "+bias"  # names the slots that hold ROUND_BIAS + an integer sum
-ROUND_BIAS = 3 << 51    # 1.5 * 2^52; float64 spacing is exactly 1 in [2^52, 2^53): adding
-                        # it rounds a value within 0.5 of an integer to that integer
-GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45), for exact 0/1 gates
-STEP_GATE = 1 << 35     # "M" of gated_step_terms: > every gated sum of words and immediates (< 2^34);
-                        # times an is_op gate (partial sums < 2^14, build_machine) still < 2^49: exact
-FAMILY_WEIGHT = 10 ** 6 # the token-family selector beats every quadratic score (< 2^16)
-
-
-# ---------------------------------------------------------------------------
-# 1. The graph language
-# ---------------------------------------------------------------------------
-
-class Lin:
-    """A linear expression over named residual values: {name: coefficient}.
-    Constants are multiples of the input `one` (0 at position 0, so that the
-    position-0 token `{` has an all-zero residual and is every head's null entry)."""
-
-    def __init__(self, terms=None):
-        self.terms = {k: v for k, v in (terms or {}).items() if v != 0}
-
-    @staticmethod
-    def of(x):
-        if isinstance(x, Lin):
-            return x
-        return Lin({"one": x})  # a number
-
-    def __add__(self, other):
-        other = Lin.of(other)
-        terms = dict(self.terms)
-        for k, v in other.terms.items():
-            terms[k] = terms.get(k, 0) + v
-        return Lin(terms)
-
-    __radd__ = __add__
-
-    def __neg__(self):
-        return Lin({k: -v for k, v in self.terms.items()})
-
-    def __sub__(self, other):
-        return self + (-Lin.of(other))
-
-    def __rsub__(self, other):
-        return Lin.of(other) - self
-
-    def __mul__(self, c):
-        return Lin({k: v * c for k, v in self.terms.items()})
-
-    __rmul__ = __mul__
-
-    def key(self):
-        return tuple(sorted(self.terms.items()))
-
-    def __repr__(self):
-        return " + ".join("%s*%s" % (v, k) for k, v in self.terms.items()) or "0"
-
-
-POSITIONAL = ("position", "inv_log_pos", "position_sq", "one")  # residual slots 0, 1, 2, 3
-POSITION_ZERO_TOKENS = (reference.PROGRAM_START, reference.START)  # `{` (universal), `start` (specialized)
-ONE, POSITION, POSITION_SQ = Lin({"one": 1}), Lin({"position": 1}), Lin({"position_sq": 1})
-
-
-class Graph:
-    """Named inputs, then nodes in creation order (which is a topological order).
-
-    A node is a dict:
-      lookup  names, mode ("latest" | "average"), query, key, key_sq, clear, values
-      ffn     name, terms [(coef, a, b)]: value = sum coef * a * max(b, 0)
-    `outputs` maps every vocabulary token to its logit (a Lin)."""
-
-    def __init__(self):
-        self.features = {}  # embedding feature name -> function(token) -> number
-        self.position_zero_features = set()  # features that keep their value at position 0
-        self.nodes = []
-        self.names = set(POSITIONAL)
-        self.outputs = {}
-
-    def _new_name(self, name):
-        assert name not in self.names, "duplicate node name %r" % name
-        self.names.add(name)
-        return name
-
-    def feature(self, name, value_of_token, at_position_zero=False):
-        """An embedding feature: value_of_token(token) for every token but the position-0
-        tokens `{` and `start` (0: their row is every head's null entry), unless
-        at_position_zero: a feature that only the output head may read (so that the
-        null entry stays all-zero for every head and neuron)."""
-        self.features[self._new_name(name)] = value_of_token
-        if at_position_zero:
-            self.position_zero_features.add(name)
-        return Lin({name: 1})
-
-    def ffn(self, name, terms):
-        """A feed-forward node: sum of ReGLU neurons coef * a * max(b, 0), one slot."""
-        terms = [(c, Lin.of(a), Lin.of(b)) for c, a, b in terms]
-        self.nodes.append({"kind": "ffn", "name": self._new_name(name), "terms": terms})
-        return Lin({name: 1})
-
-    def lookup(self, names, query, key, key_sq, values, clear=None):
-        """Hard attention, latest-write: the values at the latest position whose
-        key equals the query, among positions whose `clear` is 0.
-
-        2-D query (q, 1) * QUERY_SCALE, key (2k, -k^2 - CLEAR_BIG*clear + LATEST_ALPHA*ilp):
-        score/QUERY_SCALE = q^2 - (q-k)^2 - CLEAR_BIG*clear + 0.3*ilp. For integer keys the
-        exact key beats every other by >= 1 - 0.433 > 0 and, among equal keys, the larger
-        inv_log_pos (the later position) wins; exact float ties go to the latest entry
-        (SPEC 9). The position-0 entry scores exactly 0 (its residual is zero): when no
-        key scores >= 0 (nothing near q) the lookup returns 0. Otherwise, without an
-        exact key, the nearest key wins: callers check exactness themselves.
-        `key_sq` must equal key^2 exactly; `clear` must be one residual value (so that
-        CLEAR_BIG never meets cancellation in a dot product)."""
-        if clear is not None:
-            assert len(clear.terms) == 1, "clear must be a single residual value"
-        values = [Lin.of(v) for v in values]
-        assert 1 <= len(values) <= 2 and len(names) == len(values)
-        self.nodes.append({"kind": "lookup", "mode": "latest", "names": [self._new_name(n) for n in names],
-                           "query": Lin.of(query), "key": Lin.of(key), "key_sq": Lin.of(key_sq),
-                           "clear": clear, "values": values})
-        return [Lin({n: 1}) for n in names]
-
-    def mean(self, names, values):
-        """Average attention over positions 1..p: query (0, 1), key (0, one), tie mode
-        average; every position >= 1 ties at score 1, position 0 scores 0 and drops out."""
-        values = [Lin.of(v) for v in values]
-        self.nodes.append({"kind": "lookup", "mode": "average", "names": [self._new_name(n) for n in names],
-                           "query": Lin(), "key": Lin(), "key_sq": Lin(), "clear": None, "values": values})
-        return [Lin({n: 1}) for n in names]
-
-
-def step_terms(a, b, coef=1):
-    """a * [b >= 0] for integer b: reglu(a, b+1) - reglu(a, b) (two neurons)."""
-    return [(coef, a, b + 1), (-coef, a, b)]
-
-
-def gated_step_terms(x, gate, coef=1, big=STEP_GATE):
-    """[x >= 0 and gate] for integer x, gate = 1 or <= 0 (exact integers):
-    the step on x + big*(gate-1), which is x when gate = 1 and < 0 otherwise (|x| < big).
-    Exactness: every partial sum of the pre-activation's dot product must stay below
-    2^53: big * (the gate's partial sums) + |x| (an is_op gate: < 2^14 * 2^35 = 2^49)."""
-    shift = big * (Lin.of(gate) - 1)
-    return step_terms(ONE, x + shift, coef)
-
-
-def scaled(terms, factor):
-    """The same neurons with their output coefficients multiplied by `factor`."""
-    return [(c * factor, a, b) for c, a, b in terms]
-
-
-def gated_terms(value, gate, coef=1):
-    """value * gate for gate = 1 or <= 0: reglu(value, gate), one neuron, or one more
-    per rounded sum in `value` (see exact_parts)."""
-    return [(coef, part, gate) for part in exact_parts(value)]
-
-
-def exact_parts(lin):
-    """Split a linear expression so that every rounded sum (a slot holding
-    ROUND_BIAS + n, read as c * (slot - ROUND_BIAS)) gets a neuron row of its own with
-    exactly two non-zero terms, c*slot - c*ROUND_BIAS*one. Two products and one sum are
-    exact in any order when the result is a small integer, while a row mixing
-    c * 6.8e15 with small terms loses them whenever a matrix product happens to add the
-    small terms to the big one first (c > 1 puts the partial sums past 2^53)."""
-    lin = Lin.of(lin)
-    parts = []
-    for name, c in lin.terms.items():
-        if name.endswith(ROUNDED_SUFFIX) and abs(c) != 1:
-            parts.append(Lin({name: c, "one": -c * ROUND_BIAS}))
-    rest = lin - sum(parts, Lin())
-    return [rest] + parts if rest.terms else parts
-
-
-def exact_byte_terms(x, gate, coef=1):
-    """x if 0 <= x <= 255 (and gate), else 0, for integer x: the hat
-    relu(x) - 256 relu(x-255) + 255 relu(x-256): 255 at x=255, 0 from x=256 on."""
-    shift = GATE_BIG * (Lin.of(gate) - 1)
-    return [(coef, ONE, x + shift), (-256 * coef, ONE, x - 255 + shift), (255 * coef, ONE, x - 256 + shift)]
-
-
-def high_byte_terms(x, gate, coef=1):
-    """[128 <= x <= 255] (and gate) for integer x: relu(x-127) - relu(x-128) - relu(x-255) + relu(x-256)."""
-    shift = GATE_BIG * (Lin.of(gate) - 1)
-    return [(coef, ONE, x - 127 + shift), (-coef, ONE, x - 128 + shift),
-            (-coef, ONE, x - 255 + shift), (coef, ONE, x - 256 + shift)]
-
-
-COLUMN_LIMIT = 1 << 18   # every column sum below is in [0, 2^18) (bound at its use)
-HIGH_HALF_SLACK = Fraction(1, 32)  # added to i32.mul_hi_u's high-half columns: >= the terms
-                                   # they leave out (< 2^-6, checked where they are built)
-FLOOR_STAGE = 1 << 13    # column = FLOOR_STAGE * q1 + v1 with q1 < 2^18 / 2^13 = 32 and v1 < 2^13
-STAGE_STEPS = 31         # = 2^18 / 2^13 - 1 = 2^13 / 2^8 - 1 steps per stage
-
-
-def low_byte_of_column(g, name, column):
-    """n mod 256 + e for a column c = n + e (a residual value), n an integer in [0, 2^18) and
-    0 <= e < 1/2 (e = 0 for i32.mul; the high half of i32.mul_hi_u leaves e < 1/8): a staged floor.
-
-    Every step is [x >= 0] = relu(2x + 1) - relu(2x) with x = c - t for an integer t: when
-    n >= t, x >= 0 and the step is 1; when n <= t - 1, x <= e - 1 and 2x + 1 <= 2e - 1 < 0,
-    so it is 0. Exactly 0 or 1 either way: 2x is a multiple of 2^-23 below 2^19, so 2x + 1
-    is exact too.
-    Stage 1 (node `name_q1`): q1 = floor(n / 2^13) = sum_{m=1..31} [n >= m 2^13], 31 steps.
-    Stage 2 (returned terms, for the node that consumes the byte): v1 = c - 2^13 q1 =
-    (n mod 2^13) + e; floor((n mod 2^13) / 256) = sum_{m=1..31} [v1 >= 256 m], 31 steps;
-    the result is v1 - 256 floor(...) = (n mod 256) + e. 124 neurons instead of the
-    2 * 1,023 steps of one stage. Exactness: every pre-activation is 2c, 2 q1 and a
-    constant: multiples of 2^-23 below 2^20."""
-    q1 = g.ffn(name + "_q1", [t for m in range(1, STAGE_STEPS + 1)
-                              for t in step_terms(ONE, 2 * (column - m * FLOOR_STAGE))])
-    v1 = column - FLOOR_STAGE * q1
-    return [(1, v1, ONE)] + [t for m in range(1, STAGE_STEPS + 1)
-                             for t in step_terms(ONE, 2 * (v1 - m * reference.BYTE_VALUES), -reference.BYTE_VALUES)]
-
-
-# ---------------------------------------------------------------------------
-# 2. The graph evaluator (exact arithmetic, no weights)
-# ---------------------------------------------------------------------------
-
-class _LatestTable:
-    """Exact semantics of a latest-write lookup: the latest uncleared entry per key,
-    the nearest key when there is no exact one (the later of two equidistant keys)."""
-
-    def __init__(self):
-        self.keys = []      # sorted distinct keys
-        self.latest = {}    # key -> (position, values)
-
-    def insert(self, p, key, values):
-        if key not in self.latest:
-            bisect.insort(self.keys, key)
-        self.latest[key] = (p, values)
-
-    def query(self, q, n_values):
-        if q in self.latest:
-            return self.latest[q][1]
-        i = bisect.bisect_left(self.keys, q)
-        candidates = [self.keys[j] for j in (i - 1, i) if 0 <= j < len(self.keys)]
-        best = max(candidates, key=lambda k: (-(q - k) ** 2, self.latest[k][0]), default=None)
-        if best is None or q * q - (q - best) ** 2 < 0:  # no key, or every key scores below the null entry
-            return [0] * n_values
-        return self.latest[best][1]
-
-
-def _value(lin, env):
-    return sum(c * env[k] for k, c in lin.terms.items())
-
-
-class GraphEvaluator:
-    """Runs a graph token by token with Python integers and Fractions: the middle
-    rung between the reference interpreter and the weights."""
-
-    def __init__(self, graph):
-        self.graph = graph
-        self.tables = [_LatestTable() if n["kind"] == "lookup" and n["mode"] == "latest" else [0, 0]
-                       for n in graph.nodes]
-        self.p = 0
-        self.env = None
-
-    def step(self, token):
-        """Process one token at the next position; returns the env of named values."""
-        p = self.p
-        env = {"position": p, "inv_log_pos": 0, "position_sq": p * p, "one": 0 if p == 0 else 1}
-        for name, f in self.graph.features.items():
-            env[name] = f(token) if p > 0 or name in self.graph.position_zero_features else 0
-        for node, table in zip(self.graph.nodes, self.tables):
-            if node["kind"] == "ffn":
-                env[node["name"]] = sum(c * _value(a, env) * max(_value(b, env), 0) for c, a, b in node["terms"])
-                continue
-            values = [_value(v, env) for v in node["values"]]
-            if node["mode"] == "average":
-                if p > 0:
-                    table[0] += 1
-                    table[1] = [s + v for s, v in zip(table[1], values)] if table[1] else values
-                outs = [Fraction(s, table[0]) for s in table[1]] if p > 0 else [0] * len(values)
-            else:
-                clear = _value(node["clear"], env) if node["clear"] is not None else 0
-                if p > 0 and clear <= 0:
-                    table.insert(p, _value(node["key"], env), values)
-                outs = table.query(_value(node["query"], env), len(values)) if p > 0 else [0] * len(values)
-            for name, v in zip(node["names"], outs):
-                env[name] = v
-        self.p += 1
-        self.env = env
-        return env
-
-    def next_token(self):
-        """Argmax of the exact logits (the lowest vocabulary id among equal maxima)."""
-        return max(sorted(self.graph.outputs),  # in id order (SPEC 1.2): max keeps the first maximum
-                   key=lambda token: _value(self.graph.outputs[token], self.env))
-
-
-def evaluate(graph, prompt, max_new_tokens=100_000):
-    """Generate with the graph evaluator: the trace tokens after the prompt."""
-    ev = GraphEvaluator(graph)
-    for token in prompt:
-        ev.step(token)
-    trace = []
-    while len(trace) < max_new_tokens:
-        token = ev.next_token()
-        trace.append(token)
-        if token in reference.STOP_TOKENS:
-            break
-        ev.step(token)
-    return trace
-
-
-# ---------------------------------------------------------------------------
-# 3. The scheduler and the weight emitter
-# ---------------------------------------------------------------------------
 # Stages: the attention of layer l is stage 2l, its feed-forward 2l+1; inputs are
 # ready at stage -1. A lookup of layer l reads values ready at stage <= 2l-1, a
 # feed-forward node of layer l values ready at <= 2l. Greedy ASAP placement: each
 # node goes to the earliest layer its inputs allow (creation order is topological),
 # which also minimises the layer count (the critical path).
+
+# A latest-write lookup (graph.Graph.lookup) becomes a head with the 2-D query
+# (q, 1) * QUERY_SCALE and the key (2k, -k^2 - CLEAR_BIG*clear + LATEST_ALPHA*ilp),
+# ilp = inv_log_pos: score/QUERY_SCALE = q^2 - (q-k)^2 - CLEAR_BIG*clear + 0.3*ilp. For
+# integer keys the exact key beats every other by >= 1 - 0.433 > 0 and, among equal keys,
+# the larger inv_log_pos (the later position) wins; exact float ties go to the latest
+# entry (SPEC 9).
+QUERY_SCALE = hull.HARD_K * math.sqrt(2)  # SPEC 7.1: a score gap of 1 becomes 1.4e10
+LATEST_ALPHA = 0.3      # recency term 0.3*inv_log_pos < 0.3/ln2 = 0.433 < 1 = the gap
+                        # between an exact key and its neighbour (q^2-(q-k)^2 <= q^2-1)
+CLEAR_BIG = 1e30        # a cleared key sits 1e30 below any real key (real |k^2| < 2^52)
+POSITION_ZERO_TOKENS = (reference.PROGRAM_START, reference.START)  # `{` (universal), `start` (specialized)
+
 
 def schedule(graph):
     """Returns ({node name: stage}, [layer of each node])."""
@@ -536,7 +231,7 @@ def describe_shape(model):
 
 
 # ---------------------------------------------------------------------------
-# 4. The machine
+# 2. The machine
 # ---------------------------------------------------------------------------
 # How the machine reads the trace (everything is recomputed from the tokens):
 #   * J = bytes since the last non-byte token (capped at 4): byte J of the
@@ -589,6 +284,7 @@ BRANCH_OPS = ["br", "br_if", "call", "return"]
 LEFT_SHIFTS, RIGHT_SHIFTS = ("i32.shl", "i32.rotl"), ("i32.shr_u", "i32.shr_s", "i32.rotr")
 SHIFTS = LEFT_SHIFTS + RIGHT_SHIFTS
 IMMEDIATE_READERS = ("i32.const", "br", "br_if", "call", "return")  # p1 reads the immediate's bytes
+FAMILY_WEIGHT = 10 ** 6 # the token-family selector beats every quadratic score (< 2^16)
 
 
 def _byte(token):
@@ -625,7 +321,7 @@ def build_machine(program=None):
     """The graph of the universal machine (see the section comment above); with
     `program` (a list of instructions), the same graph with that program in its
     weights: the opcode and immediate lookups become feed-forward functions of the
-    cursor (section 6, fetch_from_weights), and the prompt is `start` + input section.
+    cursor (section 4, fetch_from_weights), and the prompt is `start` + input section.
 
     Lookups (20 heads):
       layer  lookup             query                 key          ignores            values
@@ -659,13 +355,6 @@ def build_machine(program=None):
     return g
 
 
-def exact_sum(g, name, mean):
-    """Sum over positions 1..p = mean * p, rounded to the integer it is: the slot gets
-    ROUND_BIAS + mean*p (two terms of one dot product, one rounding), so it holds
-    ROUND_BIAS + sum exactly; readers subtract ROUND_BIAS with coefficient exactly 1."""
-    return g.ffn(name + ROUNDED_SUFFIX, [(1, mean, POSITION), (ROUND_BIAS, ONE, ONE)]) - ROUND_BIAS
-
-
 def wrapped_byte_at(index, J, is_op, flag):
     """Query terms: a's byte at index mod 4 (index in -4..7), for the opcode of is_op and
     flag only, relative to the default query position second_pos - 4 + J (for p2)."""
@@ -686,6 +375,52 @@ def nibble_bits(g, name, byte, high):
     return bits
 
 
+# The ALU's byte gadgets: a byte's value or high bit, and the low byte of a column sum.
+GATE_BIG = 1 << 46      # "M" of the gating trick: larger than any |x| gated (< 2^45), for exact 0/1 gates
+
+
+def exact_byte_terms(x, gate, coef=1):
+    """x if 0 <= x <= 255 (and gate), else 0, for integer x: the hat
+    relu(x) - 256 relu(x-255) + 255 relu(x-256): 255 at x=255, 0 from x=256 on."""
+    shift = GATE_BIG * (Lin.of(gate) - 1)
+    return [(coef, ONE, x + shift), (-256 * coef, ONE, x - 255 + shift), (255 * coef, ONE, x - 256 + shift)]
+
+
+def high_byte_terms(x, gate, coef=1):
+    """[128 <= x <= 255] (and gate) for integer x: relu(x-127) - relu(x-128) - relu(x-255) + relu(x-256)."""
+    shift = GATE_BIG * (Lin.of(gate) - 1)
+    return [(coef, ONE, x - 127 + shift), (-coef, ONE, x - 128 + shift),
+            (-coef, ONE, x - 255 + shift), (coef, ONE, x - 256 + shift)]
+
+
+COLUMN_LIMIT = 1 << 18   # every column sum below is in [0, 2^18) (bound at its use)
+HIGH_HALF_SLACK = Fraction(1, 32)  # added to i32.mul_hi_u's high-half columns: >= the terms
+                                   # they leave out (< 2^-6, checked where they are built)
+FLOOR_STAGE = 1 << 13    # column = FLOOR_STAGE * q1 + v1 with q1 < 2^18 / 2^13 = 32 and v1 < 2^13
+STAGE_STEPS = 31         # = 2^18 / 2^13 - 1 = 2^13 / 2^8 - 1 steps per stage
+
+
+def low_byte_of_column(g, name, column):
+    """n mod 256 + e for a column c = n + e (a residual value), n an integer in [0, 2^18) and
+    0 <= e < 1/2 (e = 0 for i32.mul; the high half of i32.mul_hi_u leaves e < 1/8): a staged floor.
+
+    Every step is [x >= 0] = relu(2x + 1) - relu(2x) with x = c - t for an integer t: when
+    n >= t, x >= 0 and the step is 1; when n <= t - 1, x <= e - 1 and 2x + 1 <= 2e - 1 < 0,
+    so it is 0. Exactly 0 or 1 either way: 2x is a multiple of 2^-23 below 2^19, so 2x + 1
+    is exact too.
+    Stage 1 (node `name_q1`): q1 = floor(n / 2^13) = sum_{m=1..31} [n >= m 2^13], 31 steps.
+    Stage 2 (returned terms, for the node that consumes the byte): v1 = c - 2^13 q1 =
+    (n mod 2^13) + e; floor((n mod 2^13) / 256) = sum_{m=1..31} [v1 >= 256 m], 31 steps;
+    the result is v1 - 256 floor(...) = (n mod 256) + e. 124 neurons instead of the
+    2 * 1,023 steps of one stage. Exactness: every pre-activation is 2c, 2 q1 and a
+    constant: multiples of 2^-23 below 2^20."""
+    q1 = g.ffn(name + "_q1", [t for m in range(1, STAGE_STEPS + 1)
+                              for t in step_terms(ONE, 2 * (column - m * FLOOR_STAGE))])
+    v1 = column - FLOOR_STAGE * q1
+    return [(1, v1, ONE)] + [t for m in range(1, STAGE_STEPS + 1)
+                             for t in step_terms(ONE, 2 * (v1 - m * reference.BYTE_VALUES), -reference.BYTE_VALUES)]
+
+
 def recent_tokens_and_depth_sums(g, f, program, **_):
     """Layer 0: the previous four tokens, J (the bytes so far in the group) and [J == k],
     J_full, the jump offset, and the stack and call depth sums."""
@@ -697,7 +432,7 @@ def recent_tokens_and_depth_sums(g, f, program, **_):
     mean_stack, mean_call = g.mean(["mean_stack_delta", "mean_call_delta"], [f["delta_stack"], f["delta_call"]])
 
     depth_b, call_b = exact_sum(g, "stack_depth", mean_stack), exact_sum(g, "call_depth", mean_call)
-    if program is not None:  # no `}` in a specialized prompt: its +3 is a constant (section 6)
+    if program is not None:  # no `}` in a specialized prompt: its +3 is a constant (section 4)
         depth_b = depth_b + STACK_BASE_DEPTH
     # J >= k: the current token and the k-1 before it are bytes (marks are +1, 0 or -1)
     j_at_least = {1: f["is_byte"]}
@@ -1341,7 +1076,7 @@ def output_head(g, channel):
 
 
 # ---------------------------------------------------------------------------
-# 5. The universal machine's weights
+# 3. The universal machine's weights
 # ---------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
@@ -1351,7 +1086,7 @@ def compile_machine():
 
 
 # ---------------------------------------------------------------------------
-# 6. A program in the weights: the specialized machine (SPEC 2.2, 7.5)
+# 4. A program in the weights: the specialized machine (SPEC 2.2, 7.5)
 # ---------------------------------------------------------------------------
 # The universal machine fetches instruction c (c = the cursor) by attention over
 # the prompt: the opcode at position 5c+1, the immediate at 5c+5, its byte J at

@@ -1,4 +1,4 @@
-"""Programs in the weights (compile_weights section 6): what a specialized model costs.
+"""Programs in the weights (compile_weights section 4): what a specialized model costs.
 
     python benchmarks/specialize.py             # all four tables
     python benchmarks/specialize.py --tokens N  # tokens per decoding run (default 30,000)

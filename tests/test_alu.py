@@ -14,6 +14,7 @@ import pytest
 from conftest import SPEC_DIR
 from test_machine import MIN_LOGIT_MARGIN, MIN_SCORE_GAP, safety_margins
 import compile_weights as cw
+import graph
 import reference
 import speculative
 import wasmtf
@@ -118,7 +119,7 @@ def plan(model):
 
 
 @pytest.fixture(scope="module")
-def graph():
+def machine_graph():
     return cw.build_machine()
 
 
@@ -154,13 +155,13 @@ def test_hull_transformer_on_boundary_and_random_operands(model, opcode):
 
 
 @pytest.mark.parametrize("opcode", reference.EXTENSION_OPCODES)
-def test_evaluator_and_brute_cache(model, graph, opcode):
+def test_evaluator_and_brute_cache(model, machine_graph, opcode):
     rng = random.Random("brute " + opcode)
     pairs = [(a, b) for a in SMALL_BOUNDARY[::2] for b in SMALL_BOUNDARY[::4]]
     pairs += [(rng.getrandbits(32), rng.getrandbits(32)) for _ in range(4)]
     instructions = program_of(opcode, pairs)
     expected = reference.run_reference(instructions)
-    assert cw.evaluate(graph, reference.program_tokens(instructions)) == expected
+    assert graph.evaluate(machine_graph, reference.program_tokens(instructions)) == expected
     assert wasmtf.run_transformer(model, instructions, cache="brute") == expected
 
 
@@ -275,12 +276,12 @@ def spec_worked_examples():
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3])
-def test_spec_worked_examples(model, graph, index):
+def test_spec_worked_examples(model, machine_graph, index):
     instructions, trace = spec_worked_examples()[index]
     assert reference.run_reference(instructions) == trace
     assert wasmtf.run_transformer(model, instructions) == trace
     assert wasmtf.run_transformer(model, instructions, cache="brute") == trace
-    assert cw.evaluate(graph, reference.program_tokens(instructions)) == trace
+    assert graph.evaluate(machine_graph, reference.program_tokens(instructions)) == trace
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3])

@@ -1,11 +1,13 @@
-"""The graph language, evaluator, scheduler and emitter of compile_weights.py, on
-small graphs whose values are checked by name through the real forward pass."""
+"""The graph language and evaluator (graph.py), the scheduler and emitter of
+compile_weights.py, on small graphs whose values are checked by name through the
+real forward pass."""
 from fractions import Fraction
 
 import pytest
 
 import conftest  # noqa: F401  (puts the repository on sys.path)
 import compile_weights as cw
+import graph
 import reference
 import wasmtf
 
@@ -13,22 +15,22 @@ import wasmtf
 def tiny_graph():
     """Previous-token lookup, a cumulative sum (rounded), a step gadget, a product,
     and a cleared latest-write lookup keyed by a computed value."""
-    g = cw.Graph()
-    one, position, position_sq = cw.Lin.of(1), cw.Lin({"position": 1}), cw.Lin({"position_sq": 1})
+    g = graph.Graph()
+    one, position, position_sq = graph.Lin.of(1), graph.Lin({"position": 1}), graph.Lin({"position_sq": 1})
     byte = g.feature("byte", lambda t: reference.byte_value(t) or 0)
     is_byte = g.feature("is_byte", lambda t: int(reference.byte_value(t) is not None))
     prev, = g.lookup(["prev_byte"], position - 1, position, position_sq, [byte])
     mean, = g.mean(["mean_is_byte"], [is_byte])
-    count = g.ffn("byte_count+bias", [(1, mean, position), (cw.ROUND_BIAS, one, one)]) - cw.ROUND_BIAS
+    count = g.ffn("byte_count+bias", [(1, mean, position), (graph.ROUND_BIAS, one, one)]) - graph.ROUND_BIAS
     exact_count = g.ffn("byte_count", [(1, one, count)])
     count_sq = g.ffn("byte_count_sq", [(1, count, count)])
-    big = g.ffn("prev_is_big", cw.step_terms(one, prev - 128))
+    big = g.ffn("prev_is_big", graph.step_terms(one, prev - 128))
     product = g.ffn("byte_times_prev", [(1, byte, prev)])
     not_byte = g.ffn("not_byte", [(1, one, one), (-1, one, is_byte)])
     # the byte written when the byte count was k, read back two bytes later
     found, = g.lookup(["byte_at_count_minus_2"], exact_count - 2, exact_count, count_sq, [byte], clear=not_byte)
     for token in reference.VOCAB:
-        g.outputs[token] = cw.Lin()
+        g.outputs[token] = graph.Lin()
     # the output head reads these, so they stay in their slots to the end (slot_plan)
     g.outputs["halt"] = exact_count + big + product + found
     return g
@@ -47,7 +49,7 @@ def test_schedule_places_every_node_after_its_inputs():
 
 
 def test_evaluator_values():
-    ev = cw.GraphEvaluator(tiny_graph())
+    ev = graph.GraphEvaluator(tiny_graph())
     envs = [ev.step(t) for t in PROMPT]
     assert [e["prev_byte"] for e in envs[1:]] == [0, 0, 1, 2, 255, 128, 0, 7, 0, 3]
     assert envs[5]["mean_is_byte"] == Fraction(4, 5)
@@ -61,7 +63,7 @@ def test_evaluator_values():
 def test_weights_reproduce_the_evaluator_slot_by_slot(cache):
     g = tiny_graph()
     model = cw.emit(g)
-    ev = cw.GraphEvaluator(g)
+    ev = graph.GraphEvaluator(g)
     trace = wasmtf.forward(model, PROMPT, cache=cache)
     _, held, clears = cw.slot_plan(g)
     cleared = {name for names in clears.values() for name in names}

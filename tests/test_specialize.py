@@ -1,4 +1,4 @@
-"""Programs in the weights (compile_weights section 6, SPEC 2.2): a specialized model,
+"""Programs in the weights (compile_weights section 4, SPEC 2.2): a specialized model,
 run on `start` + input section, writes the universal model's trace token for token.
 
 Rungs as in test_machine.py: the graph evaluator, the brute cache, the hull cache and
@@ -14,6 +14,7 @@ from conftest import EXAMPLES_DIR, REPO
 import cli
 import compile_weights as cw
 import frontend
+import graph
 import program_generator
 import reference
 import speculative as speculative_decoding
@@ -56,7 +57,7 @@ def test_specialized_brute_speculative_and_evaluator_write_the_reference_trace(p
     assert run_specialized(instructions, input_bytes, cache="brute") == trace
     assert run_specialized(instructions, input_bytes, speculative=True) == trace
     prompt = reference.specialized_prompt(instructions, input_bytes)
-    assert cw.evaluate(cw.build_machine(instructions), prompt) == trace
+    assert graph.evaluate(cw.build_machine(instructions), prompt) == trace
 
 
 @pytest.mark.parametrize("seed", [11, 12])

@@ -10,6 +10,7 @@ import pytest
 from conftest import EXAMPLES_DIR
 from test_alu import spec_worked_examples
 import compile_weights
+import graph
 import reference
 import wasmtf
 
@@ -82,6 +83,6 @@ def test_permuted_slots_give_the_same_trace(seed):
 def test_the_emitter_rejects_a_rounded_sum_mixed_into_a_row(monkeypatch):
     """Without exact_parts the machine would read 256 * (rounded sum) beside small
     terms (the input bytes' memory value); the emitter refuses such a row."""
-    monkeypatch.setattr(compile_weights, "exact_parts", lambda lin: [compile_weights.Lin.of(lin)])
+    monkeypatch.setattr(graph, "exact_parts", lambda lin: [graph.Lin.of(lin)])
     with pytest.raises(AssertionError, match="close_position"):
         compile_weights.emit(compile_weights.build_machine())
