@@ -270,8 +270,8 @@ FRAME_SCALE = 1 << 18       # > 256 * LOCALS_STRIDE: the frame start dominates t
 LOCALS_TAG = 1 << 44        # > 256 * 2^33 and > FRAME_SCALE * 2^25: locals never match memory
 KEY_BIG = 1 << 34           # > every memory key (address + offset < 2^33 + 4); 5476*2^34 < 2^53
 MEMORY_LIMIT = reference.MEMORY_SIZE
-WORD = 1 << 32
-SIGN = 1 << 31
+WORD = reference.WORD_MODULUS     # 2^32
+SIGN = reference.SIGN_BIT         # 2^31
 DIVISION_GATE = 1 << 33     # > |w| and |w - 2^31| for every word w < 2^32: a gate <= 0 turns a gated
                             # word's pre-activation negative; times the is_op sums (< 2^15) < 2^48: exact
 LOADS = reference.LOADS     # opcode -> (width, signed)
