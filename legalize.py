@@ -44,7 +44,8 @@ locals; the operands' `local.get` and the result's `local.set` included on
 both sides): i64 add 11 + 2 vs i32 4, sub 10 + 2, comparisons 10 + 1, eqz
 5 + 1, and/or/xor 6 + 2, shifts and rotations by a constant 4-14 + 2; mul
 14 + 2 (3 i32.mul, 1 i32.mul_hi_u, whose group is 10 tokens instead of 5) vs
-i32 4; div/rem up to 64 rounds of at most 61 instructions (every i32 operation
+i32 4; div/rem by a divisor below 2^16 (or of operands below 2^32) at most ~70
+instructions with 8 i32 divisions, else up to 64 rounds of at most 61 (every i32 operation
 emitted is one machine instruction, SPEC 12); measured figures are in the README.
 """
 import collections
@@ -251,13 +252,32 @@ def helper(name, params, results, temps, text):
 
 helper("divmod_u", "nl nh dl dh", 4, "rl rh count t", """
     # (n /u d, n %u d) as (quotient low, high, remainder low, high); d != 0 (the callers trap).
-    # n, d < 2^32: the i32 division. d >= 2^63: the quotient is 0 or 1. Else restoring division:
+    # n, d < 2^32: the i32 division. d < 2^16: schoolbook division by the i32 one, on n's four
+    # 16-bit digits, most significant first: with the remainder r < d so far, r * 2^16 + digit
+    # <= (d - 1) * 2^16 + 2^16 - 1 < d * 2^16 <= 2^32 fits a word, and its quotient digit is
+    # below 2^16. d >= 2^63: the quotient is 0 or 1. Else restoring division:
     # the 128-bit pair (r, n) shifts left one bit per round and each quotient bit enters n from
     # the right; r < d < 2^63 keeps 2r + 1 below 2^64. Leading zero words and bytes of n give
     # zero quotient bits and are skipped. Rounds: at most 64, each at most 61 instructions.
     block wide
       local.get nh ; br_if wide ; local.get dh ; br_if wide
       local.get nl ; local.get dl ; i32.div_u ; i32.const 0 ; local.get nl ; local.get dl ; i32.rem_u ; i32.const 0
+      return
+    end
+    block wide_divisor
+      local.get dh ; br_if wide_divisor ; local.get dl ; i32.const 0x10000 ; i32.ge_u ; br_if wide_divisor
+      local.get nh ; i32.const 16 ; i32.shr_u ; local.set t                          # digit 3
+      local.get t ; local.get dl ; i32.div_u ; i32.const 16 ; i32.shl ; local.set rh
+      local.get t ; local.get dl ; i32.rem_u ; i32.const 16 ; i32.shl
+      local.get nh ; i32.const 0xFFFF ; i32.and ; i32.or ; local.set t              # r * 2^16 + digit 2
+      local.get rh ; local.get t ; local.get dl ; i32.div_u ; i32.or ; local.set rh  # quotient high
+      local.get t ; local.get dl ; i32.rem_u ; i32.const 16 ; i32.shl
+      local.get nl ; i32.const 16 ; i32.shr_u ; i32.or ; local.set t                # r * 2^16 + digit 1
+      local.get t ; local.get dl ; i32.div_u ; i32.const 16 ; i32.shl ; local.set rl
+      local.get t ; local.get dl ; i32.rem_u ; i32.const 16 ; i32.shl
+      local.get nl ; i32.const 0xFFFF ; i32.and ; i32.or ; local.set t              # r * 2^16 + digit 0
+      local.get rl ; local.get t ; local.get dl ; i32.div_u ; i32.or ; local.get rh  # quotient
+      local.get t ; local.get dl ; i32.rem_u ; i32.const 0                           # remainder
       return
     end
     block below_2_63

@@ -40,6 +40,8 @@ ROWS = [
     ("div_u", "(i64.div_u (local.get $a) (local.get $b))", "(i32.div_u (local.get $a) (local.get $b))"),
     ("div_s", "(i64.div_s (local.get $a) (local.get $b))", "(i32.div_s (local.get $a) (local.get $b))"),
     ("rem_u", "(i64.rem_u (local.get $a) (local.get $b))", "(i32.rem_u (local.get $a) (local.get $b))"),
+    ("div_u 10", "(i64.div_u (local.get $a) (i64.const 10))", "(i32.div_u (local.get $a) (i32.const 10))"),
+    ("rem_u 10", "(i64.rem_u (local.get $a) (i64.const 10))", "(i32.rem_u (local.get $a) (i32.const 10))"),
     ("shl n", "(i64.shl (local.get $a) (local.get $n))", "(i32.shl (local.get $a) (local.get $n))"),
     ("shr_u n", "(i64.shr_u (local.get $a) (local.get $n))", "(i32.shr_u (local.get $a) (local.get $n))"),
     ("shr_s n", "(i64.shr_s (local.get $a) (local.get $n))", "(i32.shr_s (local.get $a) (local.get $n))"),

@@ -244,6 +244,25 @@ def test_i64_mul_on_boundary_and_random_operands():
     assert wasmtf.run_transformer(compile_weights.compile_machine(), instructions) == expected
 
 
+def test_i64_division_by_divisors_below_2_16_and_around():
+    """divmod_u's schoolbook path (divisors below 2^16, by 16-bit digits) and the paths next
+    to it: every division and remainder of 64-bit, 48-bit and 32-bit dividends by divisors
+    at and around 2^16 and 2^32, signed and unsigned, against Python and wasmtime."""
+    rng = random.Random(1616)
+    divisors = [1, 2, 3, 7, 10, 255, 256, 1000, 0xFFFE, 0xFFFF, 0x10000, 0x10001, 0xFFFFFFFF, 1 << 32]
+    divisors += [rng.randrange(1, 1 << 16) for _ in range(6)]
+    dividends = [MASK64, INT64_MIN, (1 << 48) - 1, (1 << 32) + 5, 0xFFFF0000FFFF0000, 0xFFFFFFFF]
+    dividends += [rng.getrandbits(64) for _ in range(6)]
+    pairs = [(a, b) for a in dividends for b in divisors]
+    for op in ("div_u", "rem_u", "div_s", "rem_s"):
+        cases = pairs + [(a, -b & MASK64) for a, b in pairs if op.endswith("_s") and b != 1]
+        cases = [(a, b) for a, b in cases if not (op == "div_s" and a == INT64_MIN and b == MASK64)]
+        status, output = check64(["(i64.%s (i64.const %d) (i64.const %d))" % (op, signed64(a), signed64(b))
+                                  for a, b in cases], [0] * LOCALS)
+        assert status == "halt"
+        assert output == b"".join((BINARY64[op](a, b) & MASK64).to_bytes(8, "little") for a, b in cases)
+
+
 @pytest.mark.parametrize("expression,status", [
     ("(i64.div_s (i64.const -9223372036854775808) (i64.const -1))", "trap"),
     ("(i64.rem_s (i64.const -9223372036854775808) (i64.const -1))", "halt"),
