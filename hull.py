@@ -632,8 +632,8 @@ class HullHead:
     def _check_parabolic(self):
         base, slots, records = self._base, self._slots, self._records
         n = len(slots) // RECORD
-        assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0 == len(slots) % RECORD and n == self._slot_count
-        assert len(records) % RECORD == 0
+        assert base % SLOT_CHUNK == 0 and n % SLOT_CHUNK == 0 and n == self._slot_count
+        assert len(slots) == RECORD * n and len(records) % RECORD == 0
         table = np.frombuffer(slots).reshape(n, RECORD)                       # [slots, RECORD]
         assert np.array_equal(np.frombuffer(self._occupied, dtype=np.uint8), table[:, KY] != EMPTY)
         empty = table[:, KY] == EMPTY
