@@ -649,7 +649,7 @@ C_FLAGS = [
 
 # What a C programmer meets first, by the compiler's words: a hint appended to the error.
 C_HINTS = {"export not found: compute": "; wasmtf calls `void compute(const char *input)`, not main(): rename it",
-           "file not found": "; there is no libc: runtime.h (included by itself) has putchar, print_int, ..."}
+           "file not found": "; there is no libc: runtime.h (included by itself) has putchar, printf, sscanf"}
 
 
 def compile_c(path, keep_names=False):

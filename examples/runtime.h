@@ -6,7 +6,8 @@
  *   - input:  `void compute(const char *input)` receives a NUL-terminated
  *             string that the prompt placed in memory;
  *   - output: `putchar(c)`, which calls the one allowed import,
- *             `env.output_byte`, and becomes the `output` instruction.
+ *             `env.output_byte`, and becomes the `output` instruction
+ *             (`printf` below writes through it).
  *
  * Plain C: the machine executes every i32 operation of WebAssembly natively,
  * so `*`, `&` and shifts cost what an addition costs, and `/` and `%` one
@@ -89,6 +90,94 @@ static int parse_int(const char **text) {
     }
     *text = p;
     return negative ? -value : value;
+}
+
+/* printf with %d (or %i), %u, %x, %c, %s and %% (transformer-vm's runtime.h has %d,
+ * %s, %c and %%, SPEC 5); another conversion is printed as written, without width
+ * or flags. Returns the number of bytes written, as the C library's does. */
+__attribute__((noinline)) static int printf(const char *format, ...) {
+    __builtin_va_list arguments;
+    __builtin_va_start(arguments, format);
+    int written = 0;
+    for (const char *f = format; *f != 0; f++) {
+        char conversion = f[1];
+        if (*f != '%' || conversion == 0) {
+            putchar(*f);
+            written++;
+            continue;
+        }
+        f++;
+        if (conversion == 'd' || conversion == 'i' || conversion == 'u' || conversion == 'x') {
+            unsigned n = __builtin_va_arg(arguments, unsigned), base = conversion == 'x' ? 16 : 10;
+            if (conversion != 'u' && conversion != 'x' && (int)n < 0) {
+                putchar('-');
+                written++;
+                n = 0u - n;  /* INT_MIN's magnitude 2^31 fits */
+            }
+            char digits[32];
+            int count = 0;
+            do {
+                digits[count++] = "0123456789abcdef"[n % base];
+                n /= base;
+            } while (n != 0);
+            written += count;
+            while (count > 0) putchar(digits[--count]);
+        } else if (conversion == 's') {
+            for (const char *s = __builtin_va_arg(arguments, const char *); *s != 0; s++, written++) putchar(*s);
+        } else if (conversion == 'c') {
+            putchar(__builtin_va_arg(arguments, int));
+            written++;
+        } else {
+            if (conversion != '%') {
+                putchar('%');
+                written++;
+            }
+            putchar(conversion);
+            written++;
+        }
+    }
+    __builtin_va_end(arguments);
+    return written;
+}
+
+/* sscanf with %d only (as transformer-vm's runtime.h, SPEC 5): a space in the format
+ * skips any spaces of the text, %d skips spaces and reads an optional sign and
+ * digits (wrapping on overflow, as parse_int), any other byte must match itself.
+ * Returns the number of integers stored, or -1 when the text ends before the first. */
+__attribute__((noinline)) static int sscanf(const char *text, const char *format, ...) {
+    __builtin_va_list arguments;
+    __builtin_va_start(arguments, format);
+    int stored = 0;
+    for (const char *f = format; *f != 0; f++) {
+        if (is_space(*f)) {
+            while (is_space(*text)) text++;
+            continue;
+        }
+        int integer = f[0] == '%' && f[1] == 'd';
+        if (integer)
+            while (is_space(*text)) text++;
+        if (*text == 0 && stored == 0) {
+            stored = -1;
+            break;
+        }
+        if (!integer) {
+            if (*text != *f) break;
+            text++;
+            continue;
+        }
+        f++;
+        const char *p = text;
+        int negative = *p == '-';
+        if (*p == '-' || *p == '+') p++;
+        if (!is_digit(*p)) break;
+        int value = 0;
+        while (is_digit(*p)) value = 10 * value + (*p++ - '0');
+        *__builtin_va_arg(arguments, int *) = negative ? -value : value;
+        stored++;
+        text = p;
+    }
+    __builtin_va_end(arguments);
+    return stored;
 }
 
 #ifdef __wasm__

@@ -45,6 +45,42 @@ def test_compile_c_error_shows_compiler_message(tmp_path):
         frontend.compile_c(source)
 
 
+PRINTF_SCANF_PROGRAM = r"""
+void compute(const char *input) {
+    static const char *texts[] = {"12 -34 +5", "  7x", "", "   ", "-", "abc", "1,2", "-2147483648,9",
+                                  "5", "x", "x9", "8 , 9"};
+    static const char *formats[] = {"%d %d %d", "%d,%d", " %d", "x%d", "%d , %d", "%dx"};
+    for (int t = 0; t < (int)(sizeof texts / sizeof *texts); t++)
+        for (int f = 0; f < (int)(sizeof formats / sizeof *formats); f++) {
+            int a = -7, b = -7, c = -7;
+            int stored = sscanf(texts[t], formats[f], &a, &b, &c);
+            printf("%d/%d:%d %d %d %d\n", t, f, stored, a, b, c);
+        }
+    int values[] = {0, 1, -1, 255, 2147483647, -2147483647 - 1, (int)0xdeadbeef, 100};
+    for (int i = 0; i < (int)(sizeof values / sizeof *values); i++) {
+        int n = printf("[%d|%i|%u|%x|%c|%s|%%]", values[i], values[i], values[i], values[i],
+                       'A' + i, i % 2 ? "odd" : "");
+        printf(" %d\n", n);
+    }
+}
+"""
+
+
+def test_printf_and_sscanf_of_runtime_h_print_what_the_c_library_prints(tmp_path):
+    """runtime.h's printf (%d %i %u %x %c %s %%) and sscanf (%d) against glibc's, built
+    natively with gcc: boundary values, return values, malformed texts, literal and space
+    directives, a text that ends before the first conversion (-1)."""
+    source = tmp_path / "formats.c"
+    source.write_text(PRINTF_SCANF_PROGRAM)
+    status, output = run(frontend.lower_module(frontend.decode_module(frontend.compile_c(source))), b"")
+    native = tmp_path / "native"
+    subprocess.run(["gcc", "-O2", "-w", "-include", "stdio.h", "-o", str(native), str(source), "-x", "c", "-"],
+                   input="void compute(const char *); int main(void) { compute(\"\"); return 0; }",
+                   text=True, check=True)
+    assert status == "halt"
+    assert output == subprocess.run([str(native)], capture_output=True, check=True).stdout
+
+
 @pytest.mark.parametrize("source,hint", [
     ("int main(void) { putchar('A'); return 0; }", "wasmtf calls `void compute(const char *input)`, not main()"),
     ("#include <stdio.h>\nvoid compute(const char *s) { printf(\"%s\", s); }", "there is no libc"),
