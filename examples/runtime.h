@@ -114,7 +114,7 @@ __attribute__((noinline)) static int printf(const char *format, ...) {
                 written++;
                 n = 0u - n;  /* INT_MIN's magnitude 2^31 fits */
             }
-            char digits[32];
+            char digits[10];  /* 2^32 - 1 has 10 decimal digits, 8 hex (print_unsigned: base 10, no count) */
             int count = 0;
             do {
                 digits[count++] = "0123456789abcdef"[n % base];
@@ -166,15 +166,12 @@ __attribute__((noinline)) static int sscanf(const char *text, const char *format
             continue;
         }
         f++;
-        const char *p = text;
-        int negative = *p == '-';
-        if (*p == '-' || *p == '+') p++;
-        if (!is_digit(*p)) break;
-        int value = 0;
-        while (is_digit(*p)) value = 10 * value + (*p++ - '0');
-        *__builtin_va_arg(arguments, int *) = negative ? -value : value;
+        const char *digits = text + (*text == '-' || *text == '+');
+        if (!is_digit(*digits)) break;
+        int magnitude = parse_int(&digits);  /* from the first digit: digits only */
+        *__builtin_va_arg(arguments, int *) = *text == '-' ? -magnitude : magnitude;
         stored++;
-        text = p;
+        text = digits;
     }
     __builtin_va_end(arguments);
     return stored;
