@@ -114,7 +114,7 @@ __attribute__((noinline)) static int printf(const char *format, ...) {
                 written++;
                 n = 0u - n;  /* INT_MIN's magnitude 2^31 fits */
             }
-            char digits[10];  /* 2^32 - 1 has 10 decimal digits, 8 hex (print_unsigned: base 10, no count) */
+            char digits[10];  /* 2^32 - 1 has 10 decimal digits, 8 hex */
             int count = 0;
             do {
                 digits[count++] = "0123456789abcdef"[n % base];
