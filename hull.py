@@ -337,7 +337,7 @@ class HullHead:
         if slots is not None:                 # the parabolic path, while its keys come
             k = 0.5 * kx
             if kx % 2.0 == 0.0 and 0.0 <= ky + k * k < RECENCY_LIMIT:   # (_grow checks |k|)
-                i = int(k) - self._base
+                i = math.floor(k) - self._base   # (floor, not int(): equal here, and cheaper in CPython)
                 if not 0 <= i < self._slot_count:
                     i = self._grow(int(k))
                     slots = self._slots
@@ -384,9 +384,9 @@ class HullHead:
         ratio = qx / qy if qy > 0.0 else math.nan   # the exact score peaks at column k = ratio
         low = self._isolated_low
         if low <= ratio < self._isolated_high:      # the parabolic path
-            i = int(ratio - low)              # the slot nearest the peak (or, rounded, a neighbour)
+            i = math.floor(ratio - low)       # the slot nearest the peak (or, rounded, a neighbour)
             k = self._base + i
-            if -ISOLATION <= k - ratio <= ISOLATION:
+            if abs(k - ratio) <= ISOLATION:
                 at = RECORD * i
                 ky = slots[at]
                 if ky != EMPTY:               # only column k can reach the float maximum (ISOLATION)
