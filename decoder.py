@@ -647,9 +647,13 @@ C_FLAGS = [
     STRIP_NAMES,                         # no name section: the same .wasm from any checkout
 ]
 
-# What a C programmer meets first, by the compiler's words: a hint appended to the error.
+# What a C programmer meets first, by the compiler's words (a regular expression): a hint
+# appended to the error. The last: a function of one's own named as one of runtime.h's.
 C_HINTS = {"export not found: compute": "; wasmtf calls `void compute(const char *input)`, not main(): rename it",
-           "file not found": "; there is no libc: runtime.h (included by itself) has putchar, printf, sscanf"}
+           "file not found": "; there is no libc: runtime.h (included by itself) has putchar, printf, sscanf",
+           r"runtime\.h:\d+:\d+: note: previous (definition|declaration) is here|error: expected identifier or"
+           r" '\('\n(.*\n){0,3}.*runtime\.h:\d+:\d+: note: expanded from macro":
+               "; runtime.h (included by itself) already defines that name: use its, or rename yours"}
 
 
 def compile_c(path, keep_names=False):
@@ -667,7 +671,7 @@ def compile_c(path, keep_names=False):
             errors = [line for line in messages.splitlines() if "error:" in line]
             summary = ("%d error%s, the first: %s" % (len(errors), "" if len(errors) == 1 else "s", errors[0])
                        if errors else messages.splitlines()[0])
-            hints = "".join(hint for symptom, hint in C_HINTS.items() if symptom in messages)
+            hints = "".join(hint for symptom, hint in C_HINTS.items() if re.search(symptom, messages))
             raise WasmError("compiling %s failed (%s)%s\n%s" % (path, summary, hints, messages))
         with open(output, "rb") as f:
             return f.read()

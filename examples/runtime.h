@@ -75,7 +75,7 @@ static inline int is_digit(int c) {
 /* Reads a decimal integer at *text: skips spaces, accepts one optional '-',
  * then digits. Advances *text past what it read; returns 0 if there are no
  * digits. Overflow wraps around (no check). */
-static int parse_int(const char **text) {
+static int parse_int_from(const char **text) {
     const char *p = *text;
     while (is_space(*p)) p++;
     int negative = 0;
@@ -91,6 +91,16 @@ static int parse_int(const char **text) {
     *text = p;
     return negative ? -value : value;
 }
+
+/* The same reading at text, which does not move. */
+static int parse_int_at(const char *text) {
+    return parse_int_from(&text);
+}
+
+/* parse_int(&text) reads and advances text (parse_int_from); parse_int(p), as in
+ * programs written for transformer-vm's runtime.h, reads at p (parse_int_at: the
+ * same value where its parse_int returns one, digits at p). */
+#define parse_int(text) _Generic((text), const char **: parse_int_from, default: parse_int_at)(text)
 
 /* printf with %d (or %i), %u, %x, %c, %s and %% (transformer-vm's runtime.h has %d,
  * %s, %c and %%, SPEC 5); another conversion is printed as written, without width
@@ -168,7 +178,7 @@ __attribute__((noinline)) static int sscanf(const char *text, const char *format
         f++;
         const char *digits = text + (*text == '-' || *text == '+');
         if (!is_digit(*digits)) break;
-        int magnitude = parse_int(&digits);  /* from the first digit: digits only */
+        int magnitude = parse_int_from(&digits);  /* from the first digit: digits only */
         *__builtin_va_arg(arguments, int *) = *text == '-' ? -magnitude : magnitude;
         stored++;
         text = digits;

@@ -81,9 +81,49 @@ def test_printf_and_sscanf_of_runtime_h_print_what_the_c_library_prints(tmp_path
     assert output == subprocess.run([str(native)], capture_output=True, check=True).stdout
 
 
+PARSE_INT_PROGRAM = r"""
+void compute(const char *input) {
+    static const char *texts[] = {"0", "7", "42", "2147483647", "123abc", "x", "", " 12", "\t-34", "-0", "  -5x"};
+    for (int t = 0; t < (int)(sizeof texts / sizeof *texts); t++) {
+        const char *p = texts[t];
+        while (*p > 0 && *p < '0') p++;          /* transformer-vm's examples: skip to the digits */
+        printf("%d %d|", parse_int(texts[t]), parse_int(p));
+    }
+    const char *text = "12 -34\n5 x";
+    for (int i = 0; i < 3; i++) {
+        int value = parse_int(&text);
+        printf("%d[%s]", value, text);
+    }
+}
+"""
+
+
+def test_parse_int_reads_a_pointer_as_transformer_vm_programs_call_it_and_advances_through_a_pointer_to_it(
+        tmp_path):
+    """parse_int(p) (a program written for transformer-vm's runtime.h: p does not move) reads
+    what the C library's atoi reads; parse_int(&text) reads as strtol and moves text past the
+    number. The same program built natively with gcc on glibc's atoi and strtol."""
+    source = tmp_path / "parse.c"
+    source.write_text(PARSE_INT_PROGRAM)
+    status, output = run(frontend.lower_module(frontend.decode_module(frontend.compile_c(source))), b"")
+    native = tmp_path / "native"
+    prelude = ("#include <stdio.h>\n#include <stdlib.h>\n"
+               "static int from(const char **t) { char *end; int v = (int)strtol(*t, &end, 10); *t = end; return v; }\n"
+               "#define parse_int(x) _Generic((x), const char **: from, default: atoi)(x)\n")
+    subprocess.run(["gcc", "-O2", "-w", "-o", str(native), "-x", "c", "-"],
+                   input=prelude + PARSE_INT_PROGRAM + "int main(void) { compute(\"\"); return 0; }",
+                   text=True, check=True)
+    assert status == "halt"
+    assert output == subprocess.run([str(native)], capture_output=True, check=True).stdout
+
+
 @pytest.mark.parametrize("source,hint", [
     ("int main(void) { putchar('A'); return 0; }", "wasmtf calls `void compute(const char *input)`, not main()"),
     ("#include <stdio.h>\nvoid compute(const char *s) { printf(\"%s\", s); }", "there is no libc"),
+    ("void print_int(int n) { putchar('0' + n); }\nvoid compute(const char *s) { print_int(7); }",
+     "runtime.h (included by itself) already defines that name"),
+    ("int parse_int(const char *s) { return *s - '0'; }\nvoid compute(const char *s) { parse_int(s); }",
+     "runtime.h (included by itself) already defines that name"),
 ])
 def test_compile_c_error_explains_what_a_c_programmer_meets_first(tmp_path, source, hint):
     """The first line of the error says what to do: `main` is not the entry, there is no libc."""
