@@ -651,6 +651,7 @@ C_FLAGS = [
 # appended to the error. The last: a function of one's own named as one of runtime.h's.
 C_HINTS = {"export not found: compute": "; wasmtf calls `void compute(const char *input)`, not main(): rename it",
            "file not found": "; there is no libc: runtime.h (included by itself) has putchar, printf, sscanf",
+           "undefined symbol": "; there is no libc: runtime.h has putchar, printf, sscanf, str_len, mem*; no malloc",
            r"runtime\.h:\d+:\d+: note: previous (definition|declaration) is here|error: expected identifier or"
            r" '\('\n(.*\n){0,3}.*runtime\.h:\d+:\d+: note: expanded from macro":
                "; runtime.h (included by itself) already defines that name: use its, or rename yours"}

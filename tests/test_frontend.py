@@ -124,6 +124,7 @@ def test_parse_int_reads_a_pointer_as_transformer_vm_programs_call_it_and_advanc
      "runtime.h (included by itself) already defines that name"),
     ("int parse_int(const char *s) { return *s - '0'; }\nvoid compute(const char *s) { parse_int(s); }",
      "runtime.h (included by itself) already defines that name"),
+    ("void *malloc(unsigned long);\nvoid compute(const char *s) { putchar(*(char *)malloc(1)); }", "no malloc"),
 ])
 def test_compile_c_error_explains_what_a_c_programmer_meets_first(tmp_path, source, hint):
     """The first line of the error says what to do: `main` is not the entry, there is no libc."""
