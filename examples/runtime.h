@@ -97,9 +97,10 @@ static int parse_int_at(const char *text) {
     return parse_int_from(&text);
 }
 
-/* parse_int(&text) reads and advances text (parse_int_from); parse_int(p), as in
- * programs written for transformer-vm's runtime.h, reads at p (parse_int_at: the
- * same value where its parse_int returns one, digits at p). */
+/* parse_int(&text) reads and moves text past the number (parse_int_from); parse_int(p),
+ * as programs written for transformer-vm's runtime.h call it, reads at p and leaves p
+ * (parse_int_at): on digits the value that runtime.h's parse_int reads, and like
+ * atoi it also skips spaces and reads a '-'. */
 #define parse_int(text) _Generic((text), const char **: parse_int_from, default: parse_int_at)(text)
 
 /* printf with %d (or %i), %u, %x, %c, %s and %% (transformer-vm's runtime.h has %d,
