@@ -74,7 +74,7 @@ def compare_against(revision, programs, limit, rounds):
                 for label, (wasmtf_module, hull_module) in versions.items():
                     tokens, seconds = sequential_decoding(wasmtf_module, hull_module, model, prompt, len(expected))
                     if tokens != expected:
-                        sys.exit(f"machine_speed.py: {name}: the trace of {label} differs from the reference")
+                        sys.exit(f"decoder_speed.py: {name}: the trace of {label} differs from the reference")
                     best[label] = min(best.get(label, seconds), seconds)
             base, new = best[revision], best["this checkout"]
             print(f"{name:10} prompt {len(prompt):6,} + {len(expected):8,} tokens: {revision} "
