@@ -97,11 +97,17 @@ static int parse_int_at(const char *text) {
     return parse_int_from(&text);
 }
 
-/* parse_int(&text) reads and moves text past the number (parse_int_from); parse_int(p),
- * as programs written for transformer-vm's runtime.h call it, reads at p and leaves p
- * (parse_int_at): on digits the value that runtime.h's parse_int reads, and like
- * atoi it also skips spaces and reads a '-'. */
-#define parse_int(text) _Generic((text), const char **: parse_int_from, default: parse_int_at)(text)
+/* The same for a text of (non-const) chars. */
+static int parse_int_from_chars(char **text) {
+    return parse_int_from((const char **)text);
+}
+
+/* parse_int(&text) reads and moves text past the number (parse_int_from, text a const
+ * char * or a char *); parse_int(p), as programs written for transformer-vm's runtime.h
+ * call it, reads at p and leaves p (parse_int_at): on digits the value that runtime.h's
+ * parse_int reads, and like atoi it also skips spaces and reads a '-'. */
+#define parse_int(text) \
+    _Generic((text), const char **: parse_int_from, char **: parse_int_from_chars, default: parse_int_at)(text)
 
 /* printf with %d (or %i), %u, %x, %c, %s and %% (transformer-vm's runtime.h has %d,
  * %s, %c and %%, SPEC 5); another conversion is printed as written, without width

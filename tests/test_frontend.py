@@ -90,9 +90,15 @@ void compute(const char *input) {
         printf("%d %d|", parse_int(texts[t]), parse_int(p));
     }
     const char *text = "12 -34\n5 x";
+    static char chars[] = " 7 -8";
+    char *mutable_text = chars;
     for (int i = 0; i < 3; i++) {
         int value = parse_int(&text);
         printf("%d[%s]", value, text);
+    }
+    for (int i = 0; i < 2; i++) {
+        int value = parse_int(&mutable_text);
+        printf("%d[%s]", value, mutable_text);
     }
 }
 """
@@ -101,15 +107,17 @@ void compute(const char *input) {
 def test_parse_int_reads_a_pointer_as_transformer_vm_programs_call_it_and_advances_through_a_pointer_to_it(
         tmp_path):
     """parse_int(p) (a program written for transformer-vm's runtime.h: p does not move) reads
-    what the C library's atoi reads; parse_int(&text) reads as strtol and moves text past the
-    number. The same program built natively with gcc on glibc's atoi and strtol."""
+    what the C library's atoi reads; parse_int(&text), text a const char * or a char *, reads
+    as strtol and moves text past the number. The same program built natively with gcc on
+    glibc's atoi and strtol."""
     source = tmp_path / "parse.c"
     source.write_text(PARSE_INT_PROGRAM)
     status, output = run(frontend.lower_module(frontend.decode_module(frontend.compile_c(source))), b"")
     native = tmp_path / "native"
     prelude = ("#include <stdio.h>\n#include <stdlib.h>\n"
                "static int from(const char **t) { char *end; int v = (int)strtol(*t, &end, 10); *t = end; return v; }\n"
-               "#define parse_int(x) _Generic((x), const char **: from, default: atoi)(x)\n")
+               "static int from_chars(char **t) { return from((const char **)t); }\n"
+               "#define parse_int(x) _Generic((x), const char **: from, char **: from_chars, default: atoi)(x)\n")
     subprocess.run(["gcc", "-O2", "-w", "-o", str(native), "-x", "c", "-"],
                    input=prelude + PARSE_INT_PROGRAM + "int main(void) { compute(\"\"); return 0; }",
                    text=True, check=True)
