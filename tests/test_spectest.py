@@ -127,9 +127,9 @@ STATE = '''(module %s (memory 1)
 '''
 
 
-def zero_becomes_one(instructions):
+def zero_becomes_one(instructions, calls):
     """A broken machine: every printed result 0 comes out as 1."""
-    status, output = spectest.reference_runner(instructions)
+    status, output = spectest.reference_runner(instructions, calls)
     return status, output.replace(b"00000000\n", b"00000001\n")
 
 
@@ -194,3 +194,87 @@ def test_the_machine_must_do_what_webassembly_with_its_pages_does(tmp_path, monk
     monkeypatch.setattr(spectest, "machine_pages", lambda module: 2)   # wasmtime stops at 2 pages, the machine does not
     skips, failures = {}, []
     assert spectest.spectest_file(script, spectest.reference_runner, skips, failures)[1] > 0
+
+
+def run_script(tmp_path, text, runner=spectest.reference_runner):
+    """(passed, failed, skipped), skips, failures of a script."""
+    script = tmp_path / "script.wast"
+    script.write_text(text)
+    skips, failures = {}, []
+    return spectest.spectest_file(script, runner, skips, failures), skips, failures
+
+
+COUNT = '''(module
+  (func (export "count") (param i32) (result i32) (local i32)
+    (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
+    (local.get 1))
+  (func (export "forever") (loop (br 0))))
+(assert_return (invoke "count" (i32.const 300)) (i32.const 300))
+(assert_return (invoke "count" (i32.const 300)) (i32.const 300))
+(assert_return (invoke "count" (i32.const 300)) (i32.const 300))
+%s(assert_return (invoke "count" (i32.const 5)) (i32.const 5))
+'''
+
+
+def test_the_step_bound_is_per_call_and_an_unfinished_call_is_skipped(tmp_path, monkeypatch):
+    """Each call has the reference's step bound, not the whole batch: three calls that each
+    fit in it pass together. A call that does not finish is skipped with the bound named,
+    and so is everything after it (its effects are unknown), never a failure."""
+    monkeypatch.setattr(spectest.reference, "DEFAULT_MAX_STEPS", 3000)    # count(300) takes ~2,400 steps
+    assert run_script(tmp_path, COUNT % "")[0] == (4, 0, 0)
+    counts, skips, failures = run_script(tmp_path, COUNT % '(assert_return (invoke "forever"))\n')
+    assert counts == (3, 0, 2) and failures == []
+    assert skips == {spectest.UNFINISHED: 2} and "10,000,000 steps" in spectest.UNFINISHED
+    status, _ = spectest.reference_runner([("br", spectest.WORD_MODULUS - 1)], calls=2)
+    assert status == "running"
+
+
+def test_a_malformed_invoke_is_skipped_not_a_traceback(tmp_path):
+    counts, skips, failures = run_script(tmp_path, '''(module $m (func (export "f") (param i32) (result i32) (local.get 0)))
+(assert_return (invoke 5))
+(assert_return (invoke $m 5) (i32.const 1))
+(assert_return (invoke $other "f" (i32.const 1)) (i32.const 1))
+(assert_return (invoke "f") (i32.const 1))
+(assert_return (invoke "f" (i64.const 1)) (i32.const 1))
+(assert_return (invoke $m "f" (i32.const 1)) (i32.const 1))
+(invoke "f")
+''')
+    assert counts == (1, 0, 5) and failures == []
+    assert skips == {"no function name": 2, "no module $other": 1,
+                     "arguments that do not fit the parameters (0 words for 1)": 1,
+                     "arguments that do not fit the parameters (2 words for 1)": 1}
+
+
+FILL = '''(module (memory 1)
+  (func (export "fill") (memory.fill (i32.const 0) (i32.const 7) (i32.const 4)))
+  (func (export "put") (param f32) (i32.store (i32.const 8) (i32.const 3)))
+  (func (export "pure") (param f32) (result i32) (i32.const 1))
+  (func (export "get") (param i32) (result i32) (i32.load (local.get 0))))
+%s
+(assert_return (invoke "get" (i32.const 0)) (i32.const 0x07070707))
+(assert_return (invoke "get" (i32.const 4)) (i32.const 0))
+(assert_return (invoke "get" (i32.const 8)) (i32.const 3))
+'''
+
+
+@pytest.mark.parametrize("command", ["(assert_return (invoke \"fill\"))", "(invoke \"fill\")"])
+def test_memory_fill_copy_init_change_state_like_stores(tmp_path, command):
+    """A skipped call that writes memory by memory.fill (memory.copy, memory.init, table.set
+    ...) makes what it could change unknown, as a store does: not a false failure."""
+    counts, skips, failures = run_script(tmp_path, FILL % command)
+    assert failures == [] and counts[0] == 1 and counts[1] == 0
+    assert skips["the result depends on an earlier assertion that was not run and changes state"] == 2
+    for name in ("memory.fill", "memory.copy", "memory.init", "table.set", "i64.store8", "global.set", "memory.grow"):
+        assert spectest.STATE_CHANGE.search(name), name
+    for name in ("local.set", "local.tee", "i32.load", "memory.size", "drop", "global.get", "call_indirect"):
+        assert not spectest.STATE_CHANGE.search(name), name
+
+
+def test_a_skipped_invoke_leaves_the_module_running(tmp_path):
+    """An invoke that cannot run (an f32 argument) but changes nothing leaves every later
+    assertion on the module running; one that stores makes only what it changes unknown."""
+    counts, skips, failures = run_script(tmp_path, FILL % '(invoke "pure" (f32.const 1))')
+    assert counts == (1, 2, 0) and skips == {}             # 0x07070707 and 3 are wrong expectations
+    counts, skips, failures = run_script(tmp_path, FILL % '(invoke "put" (f32.const 1))')
+    assert counts == (1, 0, 2)                             # after it, wasmtime cannot tell a wrong expectation
+    assert skips == {"the result depends on an earlier assertion that was not run and changes state": 2}
