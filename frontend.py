@@ -237,7 +237,7 @@ def function_problems(module, function):
         return problems
     types = set(function.params) | set(function.results) | set(function.locals)
     if types - {"i32"}:
-        problems.append("%s: value types %s (only i32)" % (function.label(), ", ".join(sorted(types - {"i32"}))))
+        problems.append("%s: value types %s (only i32 and i64)" % (function.label(), ", ".join(sorted(types - {"i32"}))))
     temporaries = len(temporaries_of(module, function))
     if len(function.params) + len(function.locals) + temporaries > LOCALS_PER_FRAME:
         problems.append("%s: %d locals + %d temporaries exceed the %d locals of a frame"

@@ -268,7 +268,7 @@ def _problem_kind(problem):
 
 
 def _load_instance(tree, source):
-    """The Instance of a `(module ...)` form (text, or `binary` strings)."""
+    """The Instance of a `(module ...)` form (text, `binary` or `quote` strings)."""
     rest = tree[1:]
     if rest and isinstance(rest[0], str) and rest[0].startswith("$"):
         rest = rest[1:]                                  # the module's $name
@@ -276,10 +276,11 @@ def _load_instance(tree, source):
     try:
         if kind == "binary":
             binary = b"".join(part for part in rest if isinstance(part, WastString))
-        elif kind in ("quote", "definition", "instance"):
+        elif kind in ("definition", "instance"):
             raise WasmError("(module %s ...) forms are not run" % kind)
-        else:
-            binary = wat_to_wasm(source)
+        else:                                            # the module's text, or its fields quoted
+            binary = wat_to_wasm(source if kind != "quote" else "(module %s)" % b" ".join(
+                part for part in rest if isinstance(part, WastString)).decode("utf-8", "replace"))
         return Instance(decode_module(binary), binary=binary)
     except MissingToolError:
         raise                                            # not a module's problem: the run cannot go on
@@ -429,9 +430,8 @@ def command_spectest(paths, transformer=False):
             raise WasmError("%s: %s" % (path, error)) from None
         totals = [t + c for t, c in zip(totals, counts)]
         lines.append("%s: %d passed, %d failed, %d skipped" % ((pathlib.Path(path).name,) + counts))
-    for reason, count in sorted(skips.items(), key=lambda item: -item[1]):
-        if count:
-            print("skipped %5d  %s" % (count, reason))
+    for reason, count in sorted(skips.items(), key=lambda item: -item[1]):      # every count is at least 1
+        print("skipped %5d  %s" % (count, reason))
     for failure in failures:
         print("FAILED %s" % failure)
     for line in lines:

@@ -278,3 +278,28 @@ def test_a_skipped_invoke_leaves_the_module_running(tmp_path):
     counts, skips, failures = run_script(tmp_path, FILL % '(invoke "put" (f32.const 1))')
     assert counts == (1, 0, 2)                             # after it, wasmtime cannot tell a wrong expectation
     assert skips == {"the result depends on an earlier assertion that was not run and changes state": 2}
+
+
+def test_a_quoted_module_runs_like_its_text(tmp_path):
+    """(module quote "field"...) is the module of those fields; one that does not assemble is
+    skipped with the assembler's reason."""
+    counts, skips, failures = run_script(tmp_path, r'''(module $q quote "(func (export \"five\") (result i32)" " (i32.const 5))"
+  "(func (export \"inc\") (param i64) (result i64) (i64.add (local.get 0) (i64.const 1)))")
+(assert_return (invoke "five") (i32.const 5))
+(assert_return (invoke $q "inc" (i64.const -1)) (i64.const 0))
+(assert_return (invoke $q "five") (i32.const 6))
+(module quote "(func (export \"f\" (result i32)")
+(assert_return (invoke "f") (i32.const 1))
+''')
+    assert counts == (2, 1, 1)
+    assert list(skips) == ["module not loaded: the .wat text does not assemble: unknown operator or unexpected token"]
+
+
+def test_a_float_function_is_skipped_naming_the_supported_types(tmp_path):
+    counts, skips, failures = run_script(tmp_path, '''(module
+  (func (export "f") (result f32) (local f64) (f32.const 1))
+  (func (export "g") (param i64) (result i64) (local.get 0)))
+(assert_trap (invoke "f") "unreachable")
+(assert_return (invoke "g" (i64.const 2)) (i64.const 2))
+''')
+    assert counts == (1, 0, 1) and list(skips) == ["unsupported: value types f32, f64 (only i32 and i64)"]
