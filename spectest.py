@@ -24,8 +24,9 @@ class WastString(bytes):
     """A string literal of a .wast script (its bytes, escapes decoded)."""
 
 
-# A token: blanks, a line comment, a block comment's start, a parenthesis, a string or a symbol.
-WAST_TOKEN = re.compile(r'\s+|;;[^\n]*|\(;|[()]|"(?:[^"\\]|\\.)*"|[^\s()";]+', re.S)
+# A token: blanks, a line comment, a block comment's start, a parenthesis, a string or a symbol
+# (a `;` that starts no comment is a character of a symbol, as in an annotation's `(@a , ; ])`).
+WAST_TOKEN = re.compile(r'\s+|;;[^\n]*|\(;|[()]|"(?:[^"\\]|\\.)*"|(?:[^\s()";]|;(?!;))+', re.S)
 BLOCK_COMMENT_MARK = re.compile(r"\(;|;\)")
 # An escape in a string: \u{code point}, \hh (a byte) or one of WAST_ESCAPES.
 WAST_ESCAPE = re.compile(rb"\\(?:u\{([0-9a-fA-F]+)\}|([0-9a-fA-F]{2})|(.))", re.S)
@@ -43,7 +44,7 @@ def wast_string(literal):
 
 
 def parse_wast(text):
-    """The top-level forms of a script: [(tree, source text, line)]; a tree is a list
+    """The forms of a script, annotations left out: [(tree, source text, line)]; a tree is a list
     of trees, symbols (str) and WastStrings. WasmError for unbalanced text or text outside a form."""
     forms, stack, position = [], [], 0
 
@@ -67,6 +68,8 @@ def parse_wast(text):
             if not stack:
                 raise WasmError("line %d: unbalanced ')'" % line_of(start))
             tree, tree_start = stack.pop()
+            if tree and isinstance(tree[0], str) and tree[0].startswith("@"):
+                continue                                 # an annotation `(@id ...)`: no part of the script
             if stack:
                 stack[-1][0].append(tree)
             else:
@@ -262,9 +265,8 @@ def _problem_kind(problem):
     """A short reason from a problem message: its last part (the instruction or feature),
     with the instructions of other value types grouped."""
     kind = problem.rsplit(": ", 1)[-1]
-    if re.match(r"(i64|f32|f64)\.", kind):
-        return "%s instructions" % ("i64" if kind.startswith("i64") else "f32/f64")
-    return kind
+    other_type = re.match(r"(i64|f32|f64)\.", kind)
+    return "%s instructions" % ("i64" if kind.startswith("i64") else "f32/f64") if other_type else kind
 
 
 def _load_instance(tree, source):
@@ -419,8 +421,7 @@ def command_spectest(paths, transformer=False):
     """Run the spec tests of each .wast file; print skip reasons, failures, one line per
     file and a total. Exit 1 if anything failed; WasmError (MissingToolError) for unusable input."""
     runner = transformer_runner if transformer else reference_runner
-    totals = [0, 0, 0]
-    lines, skips, failures = [], {}, []
+    totals, lines, skips, failures = [0, 0, 0], [], {}, []
     for path in paths:
         try:
             counts = spectest_file(path, runner, skips, failures)

@@ -303,3 +303,17 @@ def test_a_float_function_is_skipped_naming_the_supported_types(tmp_path):
 (assert_return (invoke "g" (i64.const 2)) (i64.const 2))
 ''')
     assert counts == (1, 0, 1) and list(skips) == ["unsupported: value types f32, f64 (only i32 and i64)"]
+
+
+def test_annotations_are_no_part_of_the_script(tmp_path):
+    """`(@id ...)` annotations (any tokens, a lone `;` among them) are left out of the forms,
+    at the top level and inside commands; the module text keeps them for the assembler."""
+    forms = spectest.parse_wast('(@a , ; ] [ }} ;)\n((@a) module (@b) $m (func (export "f")))\n'
+                                '(invoke (@c x) "f" (i32.const 1;x) (@d))')
+    assert [tree for tree, _, _ in forms] == [["module", "$m", ["func", ["export", b"f"]]]] + [
+        ["invoke", b"f", ["i32.const", "1;x"]]]
+    counts, skips, failures = run_script(tmp_path, '''(@a , ; ])
+((@a) module (@a) $m (func (export "f") (@a) (result i32) ((@a) i32.const (@a) 7)))
+(assert_return (@a) (invoke $m "f") (i32.const 7))
+''')
+    assert counts == (1, 0, 0)
