@@ -34,13 +34,15 @@ WAST_ESCAPES = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b'"': b'"', b"'": b"'", b
 
 
 def wast_string(literal):
-    """The WastString of a string literal's text (between its quotes)."""
+    """The WastString of a string literal's text (between its quotes); WasmError for a bad escape."""
     def decode(match):
         code_point, byte, char = match.groups()
-        if code_point:
-            return chr(int(code_point, 16)).encode("utf-8")
-        return bytes([int(byte, 16)]) if byte else WAST_ESCAPES[char]
-    return WastString(WAST_ESCAPE.sub(decode, literal.encode("utf-8")))
+        return (chr(int(code_point, 16)).encode("utf-8") if code_point else
+                bytes([int(byte, 16)]) if byte else WAST_ESCAPES[char])
+    try:
+        return WastString(WAST_ESCAPE.sub(decode, literal.encode("utf-8")))
+    except (ValueError, KeyError, OverflowError):   # a surrogate or past U+10FFFF, an unknown letter
+        raise WasmError("bad escape in the string \"%s\"" % literal[:60]) from None
 
 
 def parse_wast(text):
@@ -433,9 +435,7 @@ def command_spectest(paths, transformer=False):
         lines.append("%s: %d passed, %d failed, %d skipped" % ((pathlib.Path(path).name,) + counts))
     for reason, count in sorted(skips.items(), key=lambda item: -item[1]):      # every count is at least 1
         print("skipped %5d  %s" % (count, reason))
-    for failure in failures:
-        print("FAILED %s" % failure)
-    for line in lines:
+    for line in ["FAILED " + failure for failure in failures] + lines:
         print(line)
     print("total: %d passed, %d failed, %d skipped" % tuple(totals))
     return EXIT_FAILED if totals[1] else EXIT_OK

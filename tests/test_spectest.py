@@ -317,3 +317,12 @@ def test_annotations_are_no_part_of_the_script(tmp_path):
 (assert_return (@a) (invoke $m "f") (i32.const 7))
 ''')
     assert counts == (1, 0, 0)
+
+
+@pytest.mark.parametrize("escape", [r"\u{d800}", r"\u{110000}", r"\q", r"\u{ffffffffffffffffffffff}"])
+def test_a_bad_escape_is_a_clear_error_not_a_traceback(tmp_path, capsys, escape):
+    script = tmp_path / "bad.wast"
+    script.write_text('(module)\n(invoke "%s")\n' % escape)
+    with pytest.raises(spectest.WasmError, match=re.escape('bad.wast: bad escape in the string "%s"' % escape)):
+        spectest.command_spectest([script])
+    assert spectest.wast_string(r"\u{10FFFF}\7f\t") == "\U0010ffff\x7f\t".encode("utf-8")
