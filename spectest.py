@@ -85,20 +85,22 @@ def parse_wast(text):
     return forms
 
 
+# An integer literal of the text format: a sign, decimal or 0x hex digits, an underscore between two.
+INTEGER_LITERAL = re.compile(r"[+-]?(?:0x[0-9a-fA-F](?:_?[0-9a-fA-F])*|[0-9](?:_?[0-9])*)")
+
+
 def wast_integer(text):
-    """An integer literal of the text format: sign, decimal or 0x hex, underscores."""
-    text = text.replace("_", "")
-    sign = -1 if text.startswith("-") else 1
-    digits = text.lstrip("+-")
-    return sign * (int(digits[2:], 16) if digits.startswith("0x") else int(digits, 10))
+    """The value of an INTEGER_LITERAL (Python's int() reads the same sign, 0x and underscores)."""
+    return int(text, 16 if "0x" in text else 10)
 
 
 def wast_values(trees):
     """[i32 words] for a list of `(i32.const N)` and `(i64.const N)` (an i64 as its low and
-    high word, as legalize.py passes it), or None if any value is of another type."""
+    high word, as legalize.py passes it), or None if any value is of another type or malformed."""
     values = []
     for tree in trees:
-        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] in ("i32.const", "i64.const")):
+        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] in ("i32.const", "i64.const")
+                and isinstance(tree[1], str) and INTEGER_LITERAL.fullmatch(tree[1])):
             return None
         values += value_words(tree[0][:3], wast_integer(tree[1]))
     return values
@@ -362,7 +364,7 @@ def _call_problem(instance, name, call, head, tree):
     if instance.error:
         return instance.error
     if args is None or (head == "assert_return" and wast_values(tree[2:]) is None):
-        return "values of types other than i32 and i64"
+        return "values other than i32 and i64 constants"
     if name not in instance.supported:                # whether the export can run, once per name
         try:
             problems = module_problems(instance.module, [find_export(instance.module, name)])

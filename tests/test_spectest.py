@@ -142,7 +142,7 @@ def test_a_skipped_assertion_that_changes_state_makes_what_depends_on_it_unknown
     skips, failures = {}, []
     assert spectest.spectest_file(script, spectest.reference_runner, skips, failures) == (5, 1, 4)
     assert [failure.split(": ", 1)[1] for failure in failures] == ["get(): expected [6], got [5]"]
-    assert skips == {"values of types other than i32 and i64": 1,
+    assert skips == {"values other than i32 and i64 constants": 1,
                      "the result depends on an earlier assertion that was not run and changes state": 3}
     # where the script's result is unknown, the machine must still do what WebAssembly does without put64
     skips, failures = {}, []
@@ -326,3 +326,22 @@ def test_a_bad_escape_is_a_clear_error_not_a_traceback(tmp_path, capsys, escape)
     with pytest.raises(spectest.WasmError, match=re.escape('bad.wast: bad escape in the string "%s"' % escape)):
         spectest.command_spectest([script])
     assert spectest.wast_string(r"\u{10FFFF}\7f\t") == "\U0010ffff\x7f\t".encode("utf-8")
+
+
+@pytest.mark.parametrize("literal", ["abc", "0xg", '""', "1.5", "-", "0x", "1__0", "0x_1", "_1", "nan"])
+def test_a_malformed_integer_literal_is_skipped_not_a_traceback(tmp_path, literal):
+    counts, skips, failures = run_script(tmp_path, '''(module (func (export "f") (param i32) (result i32) (local.get 0)))
+(assert_return (invoke "f" (i32.const %s)) (i32.const 1))
+(assert_return (invoke "f" (i32.const 1)) (i32.const %s))
+(assert_return (invoke "f" (i32.const +0x1_F)) (i32.const 31))
+''' % (literal, literal))
+    assert counts == (1, 0, 2) and skips == {"values other than i32 and i64 constants": 2}
+
+
+def test_integer_literals_read_as_webassembly_reads_them():
+    cases = {"010": 10, "+42": 42, "-0x0": 0, "0x0bAdD00D": 0x0BADD00D, "-0x8000_0000": -2 ** 31,
+             "1_000_000": 10 ** 6, "18446744073709551615": 2 ** 64 - 1, "0xa_f00f_0000_9999": 0xAF00F00009999}
+    for text, value in cases.items():
+        assert spectest.INTEGER_LITERAL.fullmatch(text) and spectest.wast_integer(text) == value, text
+    for text in ["1_", "0X1", " 1", "0b1", "1e3", "++1"]:
+        assert not spectest.INTEGER_LITERAL.fullmatch(text), text
