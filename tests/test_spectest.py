@@ -345,3 +345,17 @@ def test_integer_literals_read_as_webassembly_reads_them():
         assert spectest.INTEGER_LITERAL.fullmatch(text) and spectest.wast_integer(text) == value, text
     for text in ["1_", "0X1", " 1", "0b1", "1e3", "++1"]:
         assert not spectest.INTEGER_LITERAL.fullmatch(text), text
+
+
+def test_wasmtime_gets_i64_arguments_from_their_words(tmp_path):
+    """After a skipped state change wasmtime reruns the calls: an i64 argument goes to it
+    from its low and high word, signed (a wrong reading would turn these passes into failures)."""
+    counts, skips, failures = run_script(tmp_path, '''(module (memory 1)
+  (func (export "put") (param f32) (i32.store (i32.const 0) (i32.const 1)))
+  (func (export "mix") (param i64 i32 i64) (result i64) (i64.sub (i64.add (local.get 0) (i64.extend_i32_s (local.get 1))) (local.get 2))))
+(assert_return (invoke "put" (f32.const 1)))
+(assert_return (invoke "mix" (i64.const -0x8000_0000_0000_0000) (i32.const -1) (i64.const 0x1_0000_0001)) (i64.const 0x7ffffffeFFFFFFFE))
+(assert_return (invoke "mix" (i64.const 0xffff_ffff) (i32.const 0x7fffffff) (i64.const -2)) (i64.const 0x180000000))
+''')
+    assert counts == (2, 0, 1) and failures == []
+    assert spectest.wasm_arguments(["i64", "i32", "i64"], [0, 0x80000000, 0xFFFFFFFF, 1, 0]) == [-2 ** 63, -1, 1]
