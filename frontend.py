@@ -623,7 +623,7 @@ class ProgramLowering:
         if self.growth_limit is not None:
             put(self.base + MEMORY_SIZE_OFFSET, reference.word_bytes(memory_bytes(self.module)))
         for index, global_ in enumerate(self.module.globals):
-            value = constant_of(self.module, global_["init"])
+            value = constant_of(self.module, global_.get("init") or [])   # an imported global has none
             if global_["mutable"] and value is not None:  # other types: reported where used
                 put(self.global_address(index), reference.word_bytes(value))
         words = {}

@@ -384,3 +384,20 @@ def test_a_registered_module_may_change_by_other_modules(tmp_path):
     assert counts == (3, 0, 2) and skips == {STATE_UNKNOWN: 2}
     counts, skips, failures = run_script(tmp_path, LINKED % "")       # not registered: the script is wrong
     assert counts == (3, 2, 0) and skips == {}
+
+
+def test_a_module_importing_a_global_runs_what_does_not_use_it(tmp_path):
+    """An imported global has no initializer: lowering the module's memory image skips it
+    (it was a KeyError traceback); functions that read it are skipped, the others run."""
+    counts, skips, failures = run_script(tmp_path, '''(module $g (global (export "g") i32 (i32.const 5)))
+(register "G" $g)
+(module
+  (global $imported (import "G" "g") i32)
+  (global $own (mut i32) (i32.const 43))
+  (func (export "own") (result i32) (global.get $own))
+  (func (export "imported") (result i32) (global.get $imported)))
+(assert_return (invoke "own") (i32.const 43))
+(assert_return (invoke "imported") (i32.const 5))
+''')
+    assert counts == (1, 0, 1) and failures == []
+    assert list(skips) == ["unsupported: global.get of imported global G.g"]
