@@ -237,7 +237,7 @@ def function_problems(module, function):
         return problems
     types = set(function.params) | set(function.results) | set(function.locals)
     if types - {"i32"}:
-        problems.append("%s: value types %s (only i32)" % (function.label(), ", ".join(sorted(types - {"i32"}))))
+        problems.append("%s: value types %s (only i32 and i64)" % (function.label(), ", ".join(sorted(types - {"i32"}))))
     temporaries = len(temporaries_of(module, function))
     if len(function.params) + len(function.locals) + temporaries > LOCALS_PER_FRAME:
         problems.append("%s: %d locals + %d temporaries exceed the %d locals of a frame"
@@ -623,7 +623,7 @@ class ProgramLowering:
         if self.growth_limit is not None:
             put(self.base + MEMORY_SIZE_OFFSET, reference.word_bytes(memory_bytes(self.module)))
         for index, global_ in enumerate(self.module.globals):
-            value = constant_of(self.module, global_["init"])
+            value = constant_of(self.module, global_.get("init") or [])   # an imported global has none
             if global_["mutable"] and value is not None:  # other types: reported where used
                 put(self.global_address(index), reference.word_bytes(value))
         words = {}

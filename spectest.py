@@ -24,8 +24,9 @@ class WastString(bytes):
     """A string literal of a .wast script (its bytes, escapes decoded)."""
 
 
-# A token: blanks, a line comment, a block comment's start, a parenthesis, a string or a symbol.
-WAST_TOKEN = re.compile(r'\s+|;;[^\n]*|\(;|[()]|"(?:[^"\\]|\\.)*"|[^\s()";]+', re.S)
+# A token: blanks, a line comment, a block comment's start, a parenthesis, a string or a symbol
+# (a `;` that starts no comment is a character of a symbol, as in an annotation's `(@a , ; ])`).
+WAST_TOKEN = re.compile(r'\s+|;;[^\n]*|\(;|[()]|"(?:[^"\\]|\\.)*"|(?:[^\s()";]|;(?!;))+', re.S)
 BLOCK_COMMENT_MARK = re.compile(r"\(;|;\)")
 # An escape in a string: \u{code point}, \hh (a byte) or one of WAST_ESCAPES.
 WAST_ESCAPE = re.compile(rb"\\(?:u\{([0-9a-fA-F]+)\}|([0-9a-fA-F]{2})|(.))", re.S)
@@ -33,17 +34,19 @@ WAST_ESCAPES = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b'"': b'"', b"'": b"'", b
 
 
 def wast_string(literal):
-    """The WastString of a string literal's text (between its quotes)."""
+    """The WastString of a string literal's text (between its quotes); WasmError for a bad escape."""
     def decode(match):
         code_point, byte, char = match.groups()
-        if code_point:
-            return chr(int(code_point, 16)).encode("utf-8")
-        return bytes([int(byte, 16)]) if byte else WAST_ESCAPES[char]
-    return WastString(WAST_ESCAPE.sub(decode, literal.encode("utf-8")))
+        return (chr(int(code_point, 16)).encode("utf-8") if code_point else
+                bytes([int(byte, 16)]) if byte else WAST_ESCAPES[char])
+    try:
+        return WastString(WAST_ESCAPE.sub(decode, literal.encode("utf-8")))
+    except (ValueError, KeyError, OverflowError):   # a surrogate or past U+10FFFF, an unknown letter
+        raise WasmError("bad escape in the string \"%s\"" % literal[:60]) from None
 
 
 def parse_wast(text):
-    """The top-level forms of a script: [(tree, source text, line)]; a tree is a list
+    """The forms of a script, annotations left out: [(tree, source text, line)]; a tree is a list
     of trees, symbols (str) and WastStrings. WasmError for unbalanced text or text outside a form."""
     forms, stack, position = [], [], 0
 
@@ -67,6 +70,8 @@ def parse_wast(text):
             if not stack:
                 raise WasmError("line %d: unbalanced ')'" % line_of(start))
             tree, tree_start = stack.pop()
+            if tree and isinstance(tree[0], str) and tree[0].startswith("@"):
+                continue                                 # an annotation `(@id ...)`: no part of the script
             if stack:
                 stack[-1][0].append(tree)
             else:
@@ -80,20 +85,22 @@ def parse_wast(text):
     return forms
 
 
+# An integer literal of the text format: a sign, decimal or 0x hex digits, an underscore between two.
+INTEGER_LITERAL = re.compile(r"[+-]?(?:0x[0-9a-fA-F](?:_?[0-9a-fA-F])*|[0-9](?:_?[0-9])*)")
+
+
 def wast_integer(text):
-    """An integer literal of the text format: sign, decimal or 0x hex, underscores."""
-    text = text.replace("_", "")
-    sign = -1 if text.startswith("-") else 1
-    digits = text.lstrip("+-")
-    return sign * (int(digits[2:], 16) if digits.startswith("0x") else int(digits, 10))
+    """The value of an INTEGER_LITERAL (Python's int() reads the same sign, 0x and underscores)."""
+    return int(text, 16 if "0x" in text else 10)
 
 
 def wast_values(trees):
     """[i32 words] for a list of `(i32.const N)` and `(i64.const N)` (an i64 as its low and
-    high word, as legalize.py passes it), or None if any value is of another type."""
+    high word, as legalize.py passes it), or None if any value is of another type or malformed."""
     values = []
     for tree in trees:
-        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] in ("i32.const", "i64.const")):
+        if not (isinstance(tree, list) and len(tree) == 2 and tree[0] in ("i32.const", "i64.const")
+                and isinstance(tree[1], str) and INTEGER_LITERAL.fullmatch(tree[1])):
             return None
         values += value_words(tree[0][:3], wast_integer(tree[1]))
     return values
@@ -104,41 +111,52 @@ def value_words(value_type, value):
     return list(legalize.halves(value)) if value_type == "i64" else [value % WORD_MODULUS]
 
 
+# The instructions that change memory, its size, tables or globals (local.set does not match).
+STATE_CHANGE = re.compile(r"store|grow|fill|copy|init|rmw|cmpxchg|global\.set|table\.set")
+
+
 def mutates_state(module, index):
-    """Can calling function `index` change memory, its size or globals?"""
-    return any(instruction.name in ("global.set", "memory.grow") or ".store" in instruction.name
-               for reachable in reachable_functions(module, [index])
+    """Can calling function `index` change memory, its size, tables or globals?"""
+    return any(STATE_CHANGE.search(instruction.name) for reachable in reachable_functions(module, [index])
                for instruction in module.functions[reachable].code)
 
 
-def reference_runner(instructions):
-    """Run a program in the reference interpreter: (status, output bytes)."""
-    machine = reference.execute(instructions)
+def reference_runner(instructions, calls=1):
+    """Run a program of `calls` calls in the reference interpreter, DEFAULT_MAX_STEPS steps
+    a call at most: (status, output bytes), the status "running" if it did not stop."""
+    try:
+        machine = reference.execute(instructions, max_steps=reference.DEFAULT_MAX_STEPS * calls, keep_trace=False)
+    except reference.StepLimitExceeded as limit:
+        machine = limit.machine
     return machine.status, bytes(machine.output)
 
 
-def transformer_runner(instructions):
-    """Run a program inside the compiled transformer: (status, output bytes)."""
-    tokens = wasmtf.run_transformer(compile_weights.compile_machine(), instructions)
-    status = tokens[-1] if tokens and tokens[-1] in reference.STOP_TOKENS else "end"
+def transformer_runner(instructions, calls=1):
+    """Run a program of `calls` calls inside the compiled transformer, DEFAULT_MAX_NEW_TOKENS
+    tokens a call at most: (status, output bytes), the status "running" if it did not stop."""
+    tokens = wasmtf.run_transformer(compile_weights.compile_machine(), instructions,
+                                    max_new_tokens=wasmtf.DEFAULT_MAX_NEW_TOKENS * calls)
+    status = tokens[-1] if tokens and tokens[-1] in reference.STOP_TOKENS else "running"
     return status, reference.output_bytes(tokens)
 
 
 CALLS_PER_PROGRAM = 64       # a trap restarts the rest of a batch: keep batches short
+UNFINISHED = "not finished within the runner's bound (%s steps or %s transformer tokens a call)" % (
+    format(reference.DEFAULT_MAX_STEPS, ","), format(wasmtf.DEFAULT_MAX_NEW_TOKENS, ","))
 
 
 def run_calls(module, calls, runner=reference_runner):
     """Run exported functions in order on one instance: (outcomes [("return", [values]) |
-    ("trap", None)], replay: the state-changing calls done). A SPEC program cannot catch
-    a trap: the calls after one run in a new program that first replays (silently) the
-    state-changing calls that completed (a trapped call changed nothing, we assume)."""
-    replay, outcomes = [], []
-    remaining = list(calls)
+    ("trap", None) | ("unfinished", UNFINISHED)], replay: the state-changing calls done). A
+    SPEC program cannot catch a trap: the calls after one run in a new program that first
+    replays (silently) the state-changing calls that completed (a trapped call changed
+    nothing, we assume). Once a call runs out of steps, it and the calls after are unfinished."""
+    replay, outcomes, remaining = [], [], list(calls)
     mutating = {name: mutates_state(module, find_export(module, name)) for name, _ in calls}
     while remaining:
         batch = remaining[:CALLS_PER_PROGRAM]
         instructions = lower_module(module, calls=replay + batch, silent_calls=len(replay))
-        status, output = runner(instructions)
+        status, output = runner(instructions, len(replay) + len(batch))
         lines = output.split(b"\n")[:-1]
         done = 0
         for name, args in batch:                       # the calls that completed
@@ -154,6 +172,8 @@ def run_calls(module, calls, runner=reference_runner):
         if status == "halt" and done == len(batch):
             remaining = remaining[done:]
             continue
+        if status == "running":
+            return outcomes + [("unfinished", UNFINISHED)] * (len(remaining) - done), replay
         if status != "trap" or done >= len(batch):
             raise WasmError("the program stopped with %r after %d of %d calls" % (status, done, len(batch)))
         outcomes.append(("trap", None))
@@ -199,9 +219,6 @@ def wasmtime_outcomes(binary, calls, memory_pages=None):
     for name, args in calls:
         function_type = exports[name].type(store)
         params, results = [str(t) for t in function_type.params], [str(t) for t in function_type.results]
-        if len(args) != sum(2 if t == "i64" else 1 for t in params):
-            outcomes.append(("error", "%d argument words for parameters %s" % (len(args), params)))
-            continue
         try:
             result = exports[name](store, *wasm_arguments(params, args))
         except (wasmtime.Trap, wasmtime.WasmtimeError):
@@ -213,15 +230,13 @@ def wasmtime_outcomes(binary, calls, memory_pages=None):
 
 
 def wasm_arguments(param_types, words):
-    """The signed WebAssembly values of argument words: an i64 from its low and high word."""
-    values, position = [], 0
+    """The signed WebAssembly values of argument words (the calls fit the parameters): an i64
+    from its low and high word."""
+    values = []
     for value_type in param_types:
-        if value_type == "i64":
-            value = words[position] + (words[position + 1] << 32)
-            values.append(value - (1 << 64) if value >> 63 else value)
-        else:
-            values.append(reference.to_signed(words[position]))
-        position += 2 if value_type == "i64" else 1
+        bits = 64 if value_type == "i64" else 32
+        value, words = sum(word << (32 * k) for k, word in enumerate(words[:bits // 32])), words[bits // 32:]
+        values.append(value - (1 << bits) if value >> (bits - 1) else value)
     return values
 
 
@@ -245,22 +260,22 @@ class Instance:
         self.module = module
         self.binary = binary        # the module's bytes (for wasmtime)
         self.error = error          # why its calls cannot run (skip reason), or None
-        self.unknown_from = None    # queue index from which a skipped assertion may have changed the state
-        self.queue = []             # (name, args, expected, line) ; expected: list, "trap" or None (invoke)
-        self.supported = {}         # export name -> skip reason or None
+        self.unknown_from = None    # queue index from which a skipped call or another module may have changed the state
+        # queue: [(name, args, expected, line)], expected a list, "trap" or None (an invoke);
+        # supported: export name -> skip reason or None
+        self.queue, self.supported = [], {}
 
 
 def _problem_kind(problem):
     """A short reason from a problem message: its last part (the instruction or feature),
     with the instructions of other value types grouped."""
     kind = problem.rsplit(": ", 1)[-1]
-    if re.match(r"(i64|f32|f64)\.", kind):
-        return "%s instructions" % ("i64" if kind.startswith("i64") else "f32/f64")
-    return kind
+    other_type = re.match(r"(i64|f32|f64)\.", kind)
+    return "%s instructions" % ("i64" if kind.startswith("i64") else "f32/f64") if other_type else kind
 
 
 def _load_instance(tree, source):
-    """The Instance of a `(module ...)` form (text, or `binary` strings)."""
+    """The Instance of a `(module ...)` form (text, `binary` or `quote` strings)."""
     rest = tree[1:]
     if rest and isinstance(rest[0], str) and rest[0].startswith("$"):
         rest = rest[1:]                                  # the module's $name
@@ -268,10 +283,11 @@ def _load_instance(tree, source):
     try:
         if kind == "binary":
             binary = b"".join(part for part in rest if isinstance(part, WastString))
-        elif kind in ("quote", "definition", "instance"):
+        elif kind in ("definition", "instance"):
             raise WasmError("(module %s ...) forms are not run" % kind)
-        else:
-            binary = wat_to_wasm(source)
+        else:                                            # the module's text, or its fields quoted
+            binary = wat_to_wasm(source if kind != "quote" else "(module %s)" % b" ".join(
+                part for part in rest if isinstance(part, WastString)).decode("utf-8", "replace"))
         return Instance(decode_module(binary), binary=binary)
     except MissingToolError:
         raise                                            # not a module's problem: the run cannot go on
@@ -281,12 +297,9 @@ def _load_instance(tree, source):
 
 def _action(tree):
     """The `(invoke $module? "name" args...)` of an invoke, assert_return or assert_trap, else None."""
-    head = tree[0] if tree else None
-    action = tree if head == "invoke" else (tree[1] if head in ("assert_return", "assert_trap")
-                                            and len(tree) > 1 else None)
-    if isinstance(action, list) and len(action) >= 2 and action[0] == "invoke":
-        return action
-    return None
+    action = tree if tree[:1] == ["invoke"] else tree[1] if tree[:1] in (["assert_return"], ["assert_trap"]) \
+        and len(tree) > 1 else None
+    return action if isinstance(action, list) and len(action) >= 2 and action[0] == "invoke" else None
 
 
 def spectest_file(path, runner, skips, failures):
@@ -310,24 +323,24 @@ def spectest_file(path, runner, skips, failures):
             target = action[1] if isinstance(action[1], str) and action[1].startswith("$") else None
             instance = named.get(target) if target else (instances[-1] if instances else None)
             call = action[2:] if target else action[1:]
-            if instance is None or not call or not isinstance(call[0], WastString):
-                reason = "no module or no function name"
-            else:
-                reason = _call_problem(instance, file_name, call, head, tree)
+            name = call[0].decode("utf-8", "replace") if call and isinstance(call[0], WastString) else None
+            reason = ("no module %s" % (target or "")).strip() if instance is None else \
+                "no function name" if name is None else _call_problem(instance, name, call, head, tree)
             if reason is None:
                 expected = None                          # a plain invoke asserts nothing
                 if head != "invoke":
                     expected = "trap" if head == "assert_trap" else wast_values(tree[2:])
-                instance.queue.append((call[0].decode("utf-8"), wast_values(call[1:]), expected, line))
-            elif head != "invoke":
+                instance.queue.append((name, wast_values(call[1:]), expected, line))
+                continue
+            if head != "invoke":
                 skip(reason)
-                if instance is not None and not instance.error and instance.unknown_from is None \
-                        and _may_change_state(instance, call):
-                    instance.unknown_from = len(instance.queue)  # its effects are not run
-            elif instance is not None and not instance.error:   # its state is now unknown
-                instance.error = "an earlier invoke on this module was not run (%s)" % reason
-        elif head == "register":
-            continue                                     # linking: importing modules are reported
+            if instance and not instance.error and instance.unknown_from is None and name is not None \
+                    and _may_change_state(instance, name):
+                instance.unknown_from = len(instance.queue)      # its effects are not run
+        elif head == "register":     # other modules may import it: its state may change outside its calls
+            registered = named.get(tree[2]) if len(tree) > 2 and isinstance(tree[2], str) else (instances or [None])[-1]
+            if registered and not registered.error and registered.unknown_from is None:
+                registered.unknown_from = len(registered.queue)
         elif head in ("assert_return", "assert_trap") and len(tree) > 1 and isinstance(tree[1], list):
             skip({"get": "global reads (get)", "module": "assert_trap of a module instantiation"}.get(
                 tree[1][0] if tree[1] else None, "malformed %s" % head))
@@ -340,32 +353,31 @@ def spectest_file(path, runner, skips, failures):
     return counts["passed"], counts["failed"], counts["skipped"]
 
 
-def _may_change_state(instance, call):
-    """Can the function a call names change memory, its size or globals?"""
+def _may_change_state(instance, name):
+    """Can the exported function `name` change memory, its size, tables or globals?"""
     try:
-        return mutates_state(instance.module, find_export(instance.module, call[0].decode("utf-8", "replace")))
+        return mutates_state(instance.module, find_export(instance.module, name))
     except WasmError:
         return False                                     # no such function: nothing runs
 
 
-def _call_problem(instance, file_name, call, head, tree):
-    """Why a call cannot run (a skip reason), or None."""
-    function_name = call[0].decode("utf-8", "replace")
+def _call_problem(instance, name, call, head, tree):
+    """Why a call of the export `name` cannot run (a skip reason), or None."""
+    args = wast_values(call[1:])
     if instance.error:
         return instance.error
-    if wast_values(call[1:]) is None or (head == "assert_return" and wast_values(tree[2:]) is None):
-        return "values of types other than i32 and i64"
-    if function_name not in instance.supported:       # whether the export can run, once per name
-        reason = None
+    if args is None or (head == "assert_return" and wast_values(tree[2:]) is None):
+        return "values other than i32 and i64 constants"
+    if name not in instance.supported:                # whether the export can run, once per name
         try:
-            index = find_export(instance.module, function_name)
-            problems = module_problems(instance.module, [index])
-            if problems:
-                reason = "unsupported: %s" % _problem_kind(problems[0])
+            problems = module_problems(instance.module, [find_export(instance.module, name)])
+            instance.supported[name] = "unsupported: %s" % _problem_kind(problems[0]) if problems else None
         except WasmError as error:
-            reason = str(error)
-        instance.supported[function_name] = reason
-    return instance.supported[function_name]
+            instance.supported[name] = str(error)
+    params = None if instance.supported[name] else instance.module.functions[find_export(instance.module, name)].params
+    if params is not None and len(params) != len(args):
+        return "arguments that do not fit the parameters (%d words for %d)" % (len(args), len(params))
+    return instance.supported[name]
 
 
 def _run_instance(instance, runner, file_name, counts, failures, skip):
@@ -386,7 +398,9 @@ def _run_instance(instance, runner, file_name, counts, failures, skip):
         machine_memory = wasmtime_outcomes(instance.binary, calls, machine_pages(instance.module))
     as_run = machine_memory or webassembly        # WebAssembly doing exactly what the machine does
     for k, ((name, args, expected, line), (kind, value)) in enumerate(zip(instance.queue, outcomes)):
-        if expected is None:                      # a plain invoke: no assertion
+        if kind == "unfinished" and expected is not None:
+            skip(value)
+        if expected is None or kind == "unfinished":      # a plain invoke asserts nothing
             continue
         reason = None
         if machine_memory and _fulfils(webassembly[k], expected) and not _fulfils(machine_memory[k], expected):
@@ -394,14 +408,13 @@ def _run_instance(instance, runner, file_name, counts, failures, skip):
                 % machine_pages(instance.module)
         elif instance.unknown_from is not None and k >= instance.unknown_from and (
                 as_run is None or not _fulfils(as_run[k], expected)):
-            reason = "the result depends on an earlier assertion that was not run and changes state"
+            reason = "the result depends on a state change not run here (a skipped call, or another module's)"
         if reason and (as_run is None or (kind, value) == as_run[k]):
             skip(reason)                          # the script's result is not the machine's to give
             continue
         if reason:                                # but the machine must still do what WebAssembly does
             expected = "trap" if as_run[k][0] == "trap" else as_run[k][1]
-        ok = _fulfils((kind, value), expected)
-        if ok:
+        if _fulfils((kind, value), expected):
             counts["passed"] += 1
         else:
             counts["failed"] += 1
@@ -415,8 +428,7 @@ def command_spectest(paths, transformer=False):
     """Run the spec tests of each .wast file; print skip reasons, failures, one line per
     file and a total. Exit 1 if anything failed; WasmError (MissingToolError) for unusable input."""
     runner = transformer_runner if transformer else reference_runner
-    totals = [0, 0, 0]
-    lines, skips, failures = [], {}, []
+    totals, lines, skips, failures = [0, 0, 0], [], {}, []
     for path in paths:
         try:
             counts = spectest_file(path, runner, skips, failures)
@@ -426,12 +438,9 @@ def command_spectest(paths, transformer=False):
             raise WasmError("%s: %s" % (path, error)) from None
         totals = [t + c for t, c in zip(totals, counts)]
         lines.append("%s: %d passed, %d failed, %d skipped" % ((pathlib.Path(path).name,) + counts))
-    for reason, count in sorted(skips.items(), key=lambda item: -item[1]):
-        if count:
-            print("skipped %5d  %s" % (count, reason))
-    for failure in failures:
-        print("FAILED %s" % failure)
-    for line in lines:
+    for reason, count in sorted(skips.items(), key=lambda item: -item[1]):      # every count is at least 1
+        print("skipped %5d  %s" % (count, reason))
+    for line in ["FAILED " + failure for failure in failures] + lines:
         print(line)
     print("total: %d passed, %d failed, %d skipped" % tuple(totals))
     return EXIT_FAILED if totals[1] else EXIT_OK

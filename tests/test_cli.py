@@ -471,7 +471,7 @@ def test_helpers_that_generate_stop_at_a_token_limit_by_default(tmp_path, monkey
     monkeypatch.setattr(wasmtf, "DEFAULT_MAX_NEW_TOKENS", 60)   # read when called, not when defined
     loop = [("br", reference.WORD_MODULUS - 1)]
     assert len(wasmtf.run_transformer(compile_weights.compile_machine(), loop)) == 60
-    assert spectest.transformer_runner(loop) == ("end", b"")
+    assert spectest.transformer_runner(loop) == ("running", b"")
 
 
 def test_readme_gives_the_command_that_opens_the_notebooks():
