@@ -297,9 +297,12 @@ def _load_instance(tree, source):
 
 def _action(tree):
     """The `(invoke $module? "name" args...)` of an invoke, assert_return or assert_trap, else None."""
-    action = tree if tree[:1] == ["invoke"] else tree[1] if tree[:1] in (["assert_return"], ["assert_trap"]) \
-        and len(tree) > 1 else None
-    return action if isinstance(action, list) and len(action) >= 2 and action[0] == "invoke" else None
+    head = tree[0] if tree else None
+    action = tree if head == "invoke" else (tree[1] if head in ("assert_return", "assert_trap")
+                                            and len(tree) > 1 else None)
+    if isinstance(action, list) and len(action) >= 2 and action[0] == "invoke":
+        return action
+    return None
 
 
 def spectest_file(path, runner, skips, failures):
@@ -324,8 +327,12 @@ def spectest_file(path, runner, skips, failures):
             instance = named.get(target) if target else (instances[-1] if instances else None)
             call = action[2:] if target else action[1:]
             name = call[0].decode("utf-8", "replace") if call and isinstance(call[0], WastString) else None
-            reason = ("no module %s" % (target or "")).strip() if instance is None else \
-                "no function name" if name is None else _call_problem(instance, name, call, head, tree)
+            if instance is None:
+                reason = ("no module %s" % (target or "")).strip()
+            elif name is None:
+                reason = "no function name"
+            else:
+                reason = _call_problem(instance, name, call, head, tree)
             if reason is None:
                 expected = None                          # a plain invoke asserts nothing
                 if head != "invoke":
